@@ -1,0 +1,19 @@
+//! bpf2sys: compiles eBPF ELF objects into verified, HVCI-compatible, signed Windows kernel drivers.
+//!
+//! The pipeline, one module per stage; each stage talks to its neighbours only:
+//!
+//! ```text
+//! ELF object ─► elf (front end) ─► program::Module ─► verifier ─► lower (Cranelift) ─► compiled::CompiledProgram
+//!                                                                                       │
+//!                                  runtime shim (DriverEntry, NMR, metadata tables) ────┤
+//!                                                                                       ▼
+//!                                                       link (PE32+ driver image) ─► .sys ─► signing
+//! ```
+//!
+//! Shared vocabulary: [`isa`] (RFC 9669 instructions), [`platform`] (program types, contexts, helpers as
+//! data), [`program`] (the front end's output), [`compiled`] (the backend's output).
+
+pub mod compiled;
+pub mod isa;
+pub mod platform;
+pub mod program;

@@ -1,0 +1,228 @@
+//! The platform model: program types, their contexts, and helper prototypes, as data.
+//!
+//! In: nothing (static tables). Out: a [`Platform`] that the front end asks which program type an ELF section
+//! names, that the verifier asks what a context looks like and what a helper takes and returns, and that the
+//! driver linker asks for GUIDs and the program-info hash inputs (native-module-contract.md §3.2, §7).
+//!
+//! Every platform fact lives in these tables; no stage hard-codes a helper id or a context offset.
+
+use std::fmt;
+
+pub mod windows;
+
+/// A Windows GUID in its in-memory form (native-module-contract.md §2.2: Data1 u32 LE, Data2 u16 LE,
+/// Data3 u16 LE, Data4 8 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Guid {
+    pub data1: u32,
+    pub data2: u16,
+    pub data3: u16,
+    pub data4: [u8; 8],
+}
+
+impl Guid {
+    pub const NULL: Guid = Guid { data1: 0, data2: 0, data3: 0, data4: [0; 8] };
+
+    /// Builds a GUID from its canonical text fields, e.g. `guid(0xf1832a85, 0x85d5, 0x45b0, 0x98a0, 0x7069d63013b0)`.
+    pub const fn from_fields(data1: u32, data2: u16, data3: u16, d4_hi: u16, d4_lo: u64) -> Guid {
+        let hi = d4_hi.to_be_bytes();
+        let lo = d4_lo.to_be_bytes();
+        Guid { data1, data2, data3, data4: [hi[0], hi[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7]] }
+    }
+
+    /// The 16 bytes as they are laid out in memory (and hashed, contract §3.2).
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.data1.to_le_bytes());
+        b[4..6].copy_from_slice(&self.data2.to_le_bytes());
+        b[6..8].copy_from_slice(&self.data3.to_le_bytes());
+        b[8..16].copy_from_slice(&self.data4);
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; 16]) -> Guid {
+        Guid {
+            data1: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            data2: u16::from_le_bytes([b[4], b[5]]),
+            data3: u16::from_le_bytes([b[6], b[7]]),
+            data4: [b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]],
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        *self == Guid::NULL
+    }
+}
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.data4;
+        write!(
+            f,
+            "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+            self.data1, self.data2, self.data3, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]
+        )
+    }
+}
+
+impl fmt::Debug for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Where the packet pointers live in a context (`ebpf_ctx_descriptor_t`, contract §7.2); -1 means "none".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ContextDescriptor {
+    /// Size of the context structure in bytes.
+    pub size: i32,
+    /// Offset of the packet-start pointer, or -1.
+    pub data: i32,
+    /// Offset of the packet-end pointer, or -1.
+    pub end: i32,
+    /// Offset of the packet-metadata pointer, or -1.
+    pub meta: i32,
+}
+
+impl ContextDescriptor {
+    /// The 16 bytes hashed into the program-info hash (contract §3.2 step 2).
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.size.to_le_bytes());
+        b[4..8].copy_from_slice(&self.data.to_le_bytes());
+        b[8..12].copy_from_slice(&self.end.to_le_bytes());
+        b[12..16].copy_from_slice(&self.meta.to_le_bytes());
+        b
+    }
+}
+
+/// A named field of a context structure, for diagnostics and the samples' header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContextField {
+    pub name: &'static str,
+    pub offset: u32,
+    pub size: u32,
+    /// Whether a program may store to it. Pointer fields (data, data_end, meta) are never writable.
+    pub writable: bool,
+}
+
+/// Helper return types; the discriminants are PREVAIL's `ebpf_return_type_t` values, which enter the
+/// program-info hash (contract §7.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum HelperReturn {
+    Integer = 0,
+    PtrToMapValueOrNull = 1,
+    IntegerOrNoReturnIfSucceed = 2,
+}
+
+/// Helper argument types; the discriminants are PREVAIL's `ebpf_argument_type_t` values (contract §7.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum HelperArg {
+    DontCare = 0,
+    Anything = 1,
+    ConstSize = 2,
+    ConstSizeOrZero = 3,
+    PtrToCtx = 4,
+    PtrToMap = 5,
+    PtrToMapOfPrograms = 6,
+    PtrToMapKey = 7,
+    PtrToMapValue = 8,
+    PtrToReadableMem = 9,
+    PtrToReadableMemOrNull = 10,
+    PtrToWritableMem = 11,
+    PtrToStack = 12,
+    PtrToStackOrNull = 13,
+    PtrToCtxOrNull = 14,
+    PtrToWritableMemOrNull = 15,
+}
+
+/// A helper function's prototype (`ebpf_helper_function_prototype_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelperPrototype {
+    pub id: u32,
+    /// The prototype name, exactly as hashed (contract §3.2 step 7).
+    pub name: &'static str,
+    pub ret: HelperReturn,
+    /// Argument types for r1..r5; unused trailing arguments are `DontCare`.
+    pub args: [HelperArg; 5],
+    /// `flags.reallocate_packet`: the helper may move the packet, invalidating packet pointers.
+    pub reallocate_packet: bool,
+}
+
+impl HelperPrototype {
+    /// Number of arguments before the first `DontCare`.
+    pub fn arity(&self) -> usize {
+        self.args.iter().position(|a| *a == HelperArg::DontCare).unwrap_or(5)
+    }
+}
+
+/// An ELF section prefix and the attach type it selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionPrefix {
+    pub prefix: &'static str,
+    pub attach_type: AttachType,
+}
+
+/// An attach type: its GUID on Windows, its `bpf_attach_type` number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttachType {
+    pub name: &'static str,
+    pub guid: Guid,
+    pub bpf_attach_type: u32,
+}
+
+/// A program type: what context a program receives and which helpers it may call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramType {
+    /// The descriptor name, exactly as hashed (contract §3.2 step 1), e.g. `"xdp"`.
+    pub name: &'static str,
+    pub guid: Guid,
+    /// `bpf_prog_type` number.
+    pub bpf_prog_type: u32,
+    pub is_privileged: bool,
+    pub context: ContextDescriptor,
+    pub context_fields: &'static [ContextField],
+    pub section_prefixes: &'static [SectionPrefix],
+    /// Helpers only this program type provides (ids ≥ 65536 on Windows), and overrides of global helpers.
+    pub specific_helpers: &'static [HelperPrototype],
+}
+
+/// A platform: its program types and its global helpers.
+#[derive(Clone, Copy, Debug)]
+pub struct Platform {
+    pub name: &'static str,
+    pub program_types: &'static [ProgramType],
+    pub global_helpers: &'static [HelperPrototype],
+}
+
+impl Platform {
+    /// The program type (and attach type) an ELF section name selects: the longest matching prefix wins.
+    pub fn program_type_for_section(&self, section: &str) -> Option<(&'static ProgramType, AttachType)> {
+        let mut best: Option<(&'static ProgramType, AttachType, usize)> = None;
+        for pt in self.program_types {
+            for sp in pt.section_prefixes {
+                if section.starts_with(sp.prefix) && best.is_none_or(|(_, _, len)| sp.prefix.len() > len) {
+                    best = Some((pt, sp.attach_type, sp.prefix.len()));
+                }
+            }
+        }
+        best.map(|(pt, at, _)| (pt, at))
+    }
+
+    /// The program type with this descriptor name.
+    pub fn program_type_by_name(&self, name: &str) -> Option<&'static ProgramType> {
+        self.program_types.iter().find(|pt| pt.name == name)
+    }
+
+    /// The prototype of helper `id` as seen by programs of type `program_type`: a type-specific prototype
+    /// overrides a global one (contract §1.1: the store merges global helpers into the type's list).
+    pub fn helper(&self, program_type: &ProgramType, id: u32) -> Option<&'static HelperPrototype> {
+        program_type
+            .specific_helpers
+            .iter()
+            .find(|h| h.id == id)
+            .or_else(|| self.global_helpers.iter().find(|h| h.id == id))
+    }
+}

@@ -1,0 +1,346 @@
+//! The eBPF for Windows platform (native-module-contract.md §7): program types with their GUIDs, section
+//! prefixes and contexts, and the general helpers of EbpfCore with their prototypes.
+
+use super::{
+    AttachType, ContextDescriptor, ContextField, Guid, HelperArg as A, HelperPrototype, HelperReturn as R, Platform,
+    ProgramType, SectionPrefix,
+};
+
+/// The "eBPF native module" NPI id (contract §1.3); EbpfCore registers its provider under the same id.
+pub const NATIVE_MODULE_NPI_ID: Guid = Guid::from_fields(0xc847aac8, 0xa6f2, 0x4b53, 0xaea3, 0xf4a94b9a80cb);
+/// EbpfCore's provider module id (contract §1.3).
+pub const EBPF_CORE_PROVIDER_MODULE_ID: Guid = Guid::from_fields(0x5e24d2f5, 0xf799, 0x42c3, 0xa945, 0x87feefd930a7);
+
+/// Helper id of `bpf_tail_call`; generated code returns 0 right after a successful call (contract §5.2).
+pub const HELPER_TAIL_CALL: u32 = 5;
+/// Helper id of `bpf_map_lookup_elem`.
+pub const HELPER_MAP_LOOKUP_ELEM: u32 = 1;
+/// First program-type-specific helper id (`EBPF_MAX_GENERAL_HELPER_FUNCTION + 1`, contract §7.4).
+pub const FIRST_PROGRAM_TYPE_HELPER_ID: u32 = 65536;
+/// Tail-call chain limit (`MAX_TAIL_CALL_CNT`, contract §7.3).
+pub const MAX_TAIL_CALL_COUNT: u32 = 33;
+
+const fn proto(id: u32, name: &'static str, ret: R, a: &[A]) -> HelperPrototype {
+    let mut args = [A::DontCare; 5];
+    let mut i = 0;
+    while i < a.len() {
+        args[i] = a[i];
+        i += 1;
+    }
+    HelperPrototype { id, name, ret, args, reallocate_packet: false }
+}
+
+/// EbpfCore's general helpers (contract §7.4).
+pub static GLOBAL_HELPERS: &[HelperPrototype] = &[
+    proto(1, "bpf_map_lookup_elem", R::PtrToMapValueOrNull, &[A::PtrToMap, A::PtrToMapKey]),
+    proto(2, "bpf_map_update_elem", R::Integer, &[A::PtrToMap, A::PtrToMapKey, A::PtrToMapValue, A::Anything]),
+    proto(3, "bpf_map_delete_elem", R::Integer, &[A::PtrToMap, A::PtrToMapKey]),
+    proto(4, "bpf_map_lookup_and_delete_elem", R::PtrToMapValueOrNull, &[A::PtrToMap, A::PtrToMapKey]),
+    proto(5, "bpf_tail_call", R::IntegerOrNoReturnIfSucceed, &[A::PtrToCtx, A::PtrToMapOfPrograms, A::Anything]),
+    proto(6, "bpf_get_prandom_u32", R::Integer, &[]),
+    proto(7, "bpf_ktime_get_boot_ns", R::Integer, &[]),
+    proto(8, "bpf_get_smp_processor_id", R::Integer, &[]),
+    proto(9, "bpf_ktime_get_ns", R::Integer, &[]),
+    proto(
+        10,
+        "bpf_csum_diff",
+        R::Integer,
+        &[A::PtrToReadableMemOrNull, A::ConstSizeOrZero, A::PtrToReadableMemOrNull, A::ConstSizeOrZero, A::Anything],
+    ),
+    proto(11, "bpf_ringbuf_output", R::Integer, &[A::PtrToMap, A::PtrToReadableMem, A::ConstSize, A::Anything]),
+    proto(12, "bpf_trace_printk2", R::Integer, &[A::PtrToReadableMem, A::ConstSize]),
+    proto(13, "bpf_trace_printk3", R::Integer, &[A::PtrToReadableMem, A::ConstSize, A::Anything]),
+    proto(14, "bpf_trace_printk4", R::Integer, &[A::PtrToReadableMem, A::ConstSize, A::Anything, A::Anything]),
+    proto(
+        15,
+        "bpf_trace_printk5",
+        R::Integer,
+        &[A::PtrToReadableMem, A::ConstSize, A::Anything, A::Anything, A::Anything],
+    ),
+    proto(16, "bpf_map_push_elem", R::Integer, &[A::PtrToMap, A::PtrToMapValue, A::Anything]),
+    proto(17, "bpf_map_pop_elem", R::Integer, &[A::PtrToMap, A::PtrToMapValue]),
+    proto(18, "bpf_map_peek_elem", R::Integer, &[A::PtrToMap, A::PtrToMapValue]),
+    proto(19, "bpf_get_current_pid_tgid", R::Integer, &[]),
+    proto(20, "bpf_get_current_logon_id", R::Integer, &[A::PtrToCtx]),
+    proto(21, "bpf_is_current_admin", R::Integer, &[A::PtrToCtx]),
+    proto(
+        22,
+        "bpf_memcpy",
+        R::Integer,
+        &[A::PtrToWritableMem, A::ConstSizeOrZero, A::PtrToReadableMem, A::ConstSizeOrZero],
+    ),
+    proto(
+        23,
+        "bpf_memcmp",
+        R::Integer,
+        &[A::PtrToReadableMem, A::ConstSizeOrZero, A::PtrToReadableMem, A::ConstSizeOrZero],
+    ),
+    proto(24, "bpf_memset", R::Integer, &[A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything]),
+    proto(
+        25,
+        "bpf_memmove",
+        R::Integer,
+        &[A::PtrToWritableMem, A::ConstSizeOrZero, A::PtrToReadableMem, A::ConstSizeOrZero],
+    ),
+    proto(26, "bpf_get_socket_cookie", R::Integer, &[A::PtrToCtx]),
+    proto(
+        27,
+        "bpf_strncpy_s",
+        R::Integer,
+        &[A::PtrToWritableMem, A::ConstSizeOrZero, A::PtrToReadableMem, A::ConstSizeOrZero],
+    ),
+    proto(
+        28,
+        "bpf_strncat_s",
+        R::Integer,
+        &[A::PtrToWritableMem, A::ConstSizeOrZero, A::PtrToReadableMem, A::ConstSizeOrZero],
+    ),
+    proto(29, "bpf_strnlen_s", R::Integer, &[A::PtrToReadableMem, A::ConstSizeOrZero]),
+    proto(30, "bpf_ktime_get_boot_ms", R::Integer, &[]),
+    proto(31, "bpf_ktime_get_ms", R::Integer, &[]),
+    proto(
+        32,
+        "bpf_perf_event_output",
+        R::Integer,
+        &[A::PtrToCtx, A::PtrToMap, A::Anything, A::PtrToReadableMem, A::ConstSize],
+    ),
+    proto(33, "bpf_get_current_process_start_key", R::Integer, &[]),
+    proto(34, "bpf_get_current_thread_create_time", R::Integer, &[]),
+    proto(35, "bpf_redirect_map", R::Integer, &[A::PtrToMap, A::Anything, A::Anything]),
+];
+
+const fn attach(name: &'static str, guid: Guid, bpf_attach_type: u32) -> AttachType {
+    AttachType { name, guid, bpf_attach_type }
+}
+
+pub const ATTACH_XDP: AttachType =
+    attach("xdp", Guid::from_fields(0x85e0d8ef, 0x579e, 0x4931, 0xb072, 0x8ee226bb2e9d), 1);
+pub const ATTACH_BIND: AttachType =
+    attach("bind", Guid::from_fields(0xb9707e04, 0x8127, 0x4c72, 0x833e, 0x05b1fb439496), 2);
+pub const ATTACH_CGROUP_INET4_CONNECT: AttachType =
+    attach("cgroup_inet4_connect", Guid::from_fields(0xa82e37b1, 0xaee7, 0x11ec, 0x9a30, 0x18602489beee), 3);
+pub const ATTACH_CGROUP_INET6_CONNECT: AttachType =
+    attach("cgroup_inet6_connect", Guid::from_fields(0xa82e37b2, 0xaee7, 0x11ec, 0x9a30, 0x18602489beee), 4);
+pub const ATTACH_CGROUP_INET4_RECV_ACCEPT: AttachType =
+    attach("cgroup_inet4_recv_accept", Guid::from_fields(0xa82e37b3, 0xaee7, 0x11ec, 0x9a30, 0x18602489beee), 5);
+pub const ATTACH_CGROUP_INET6_RECV_ACCEPT: AttachType =
+    attach("cgroup_inet6_recv_accept", Guid::from_fields(0xa82e37b4, 0xaee7, 0x11ec, 0x9a30, 0x18602489beee), 6);
+pub const ATTACH_CGROUP_SOCK_OPS: AttachType =
+    attach("cgroup_sock_ops", Guid::from_fields(0x837d02cd, 0x3251, 0x4632, 0x8d94, 0x60d3b45769f2), 7);
+pub const ATTACH_SAMPLE: AttachType =
+    attach("sample", Guid::from_fields(0xf788ef4b, 0x207d, 0x4dc3, 0x85cf, 0x0f2ea107213c), 8);
+pub const ATTACH_CGROUP_INET4_CONNECT_AUTHORIZATION: AttachType = attach(
+    "cgroup_inet4_connect_authorization",
+    Guid::from_fields(0x6076c13a, 0xf04f, 0x4ff8, 0x8380, 0x908553f22276),
+    12,
+);
+pub const ATTACH_CGROUP_INET6_CONNECT_AUTHORIZATION: AttachType = attach(
+    "cgroup_inet6_connect_authorization",
+    Guid::from_fields(0x54b0b6ed, 0x432a, 0x4674, 0x8b27, 0x8d9f5b40c675),
+    13,
+);
+pub const ATTACH_CGROUP_INET4_BIND: AttachType =
+    attach("cgroup_inet4_bind", Guid::from_fields(0x0d7ce21a, 0x7773, 0x405c, 0x93b6, 0xd5bfb92e74bc), 14);
+pub const ATTACH_CGROUP_INET6_BIND: AttachType =
+    attach("cgroup_inet6_bind", Guid::from_fields(0x81de64c0, 0x2973, 0x468d, 0x8382, 0x6769f033d759), 15);
+pub const ATTACH_CGROUP_INET4_LISTEN: AttachType =
+    attach("cgroup_inet4_listen", Guid::from_fields(0xe1b0cb3d, 0xd70c, 0x4ee2, 0xb23a, 0x0742bedb06d6), 16);
+pub const ATTACH_CGROUP_INET6_LISTEN: AttachType =
+    attach("cgroup_inet6_listen", Guid::from_fields(0x4e72f92e, 0x5ed0, 0x4fe5, 0xb851, 0xb124fe14074d), 17);
+pub const ATTACH_XDP_TEST: AttachType =
+    attach("xdp_test", Guid::from_fields(0x0dccc15d, 0xa5f9, 0x4dc1, 0xac79, 0xfa25eef215c3), 0);
+
+const fn field(name: &'static str, offset: u32, size: u32, writable: bool) -> ContextField {
+    ContextField { name, offset, size, writable }
+}
+
+/// `xdp_md_t` (contract §7.2).
+static XDP_FIELDS: &[ContextField] = &[
+    field("data", 0, 8, false),
+    field("data_end", 8, 8, false),
+    field("data_meta", 16, 8, false),
+    field("ingress_ifindex", 24, 4, false),
+];
+
+/// `bind_md_t` (contract §7.2).
+static BIND_FIELDS: &[ContextField] = &[
+    field("app_id_start", 0, 8, false),
+    field("app_id_end", 8, 8, false),
+    field("process_id", 16, 8, false),
+    field("socket_address", 24, 16, false),
+    field("socket_address_length", 40, 1, false),
+    field("operation", 44, 4, false),
+    field("protocol", 48, 1, false),
+];
+
+/// `bpf_sock_addr_t` (contract §7.2). The user address and port may be rewritten (connect redirection).
+static SOCK_ADDR_FIELDS: &[ContextField] = &[
+    field("family", 0, 4, false),
+    field("msg_src_ip", 4, 16, false),
+    field("msg_src_port", 20, 2, false),
+    field("user_ip", 24, 16, true),
+    field("user_port", 40, 2, true),
+    field("protocol", 44, 4, false),
+    field("compartment_id", 48, 4, false),
+    field("interface_luid", 56, 8, false),
+];
+
+/// `bpf_sock_ops_t` (contract §7.2).
+static SOCK_OPS_FIELDS: &[ContextField] = &[
+    field("op", 0, 4, false),
+    field("family", 4, 4, false),
+    field("local_ip", 8, 16, false),
+    field("local_port", 24, 4, false),
+    field("remote_ip", 28, 16, false),
+    field("remote_port", 44, 4, false),
+    field("protocol", 48, 1, false),
+    field("compartment_id", 52, 4, false),
+    field("interface_luid", 56, 8, false),
+];
+
+/// `sample_program_context_t` (contract §7.2).
+static SAMPLE_FIELDS: &[ContextField] = &[
+    field("data_start", 0, 8, false),
+    field("data_end", 8, 8, false),
+    field("uint32_data", 16, 4, true),
+    field("uint16_data", 20, 2, true),
+    field("helper_data_1", 24, 4, true),
+    field("helper_data_2", 28, 4, true),
+];
+
+static XDP_HELPERS: &[HelperPrototype] = &[HelperPrototype {
+    reallocate_packet: true,
+    ..proto(65536, "bpf_xdp_adjust_head", R::Integer, &[A::PtrToCtx, A::Anything])
+}];
+
+static SOCK_ADDR_HELPERS: &[HelperPrototype] = &[
+    proto(65536, "bpf_sock_addr_get_current_pid_tgid", R::Integer, &[A::PtrToCtx]),
+    proto(65537, "bpf_sock_addr_set_redirect_context", R::Integer, &[A::PtrToCtx, A::PtrToReadableMem, A::ConstSize]),
+    proto(65538, "bpf_sock_addr_get_network_context", R::Integer, &[A::PtrToCtx, A::PtrToWritableMem, A::ConstSize]),
+];
+
+static SOCK_OPS_HELPERS: &[HelperPrototype] = &[proto(65536, "bpf_sock_ops_get_flow_id", R::Integer, &[A::PtrToCtx])];
+
+const fn prefix(prefix: &'static str, attach_type: AttachType) -> SectionPrefix {
+    SectionPrefix { prefix, attach_type }
+}
+
+pub static PROGRAM_TYPES: &[ProgramType] = &[
+    ProgramType {
+        name: "xdp",
+        guid: Guid::from_fields(0xf1832a85, 0x85d5, 0x45b0, 0x98a0, 0x7069d63013b0),
+        bpf_prog_type: 1,
+        is_privileged: false,
+        context: ContextDescriptor { size: 32, data: 0, end: 8, meta: 16 },
+        context_fields: XDP_FIELDS,
+        section_prefixes: &[prefix("xdp", ATTACH_XDP)],
+        specific_helpers: XDP_HELPERS,
+    },
+    ProgramType {
+        name: "bind",
+        guid: Guid::from_fields(0x608c517c, 0x6c52, 0x4a26, 0xb677, 0xbb1c34425adf),
+        bpf_prog_type: 2,
+        is_privileged: false,
+        context: ContextDescriptor { size: 56, data: 0, end: 8, meta: -1 },
+        context_fields: BIND_FIELDS,
+        section_prefixes: &[prefix("bind", ATTACH_BIND)],
+        specific_helpers: &[],
+    },
+    ProgramType {
+        name: "sock_addr",
+        guid: Guid::from_fields(0x92ec8e39, 0xaeec, 0x11ec, 0x9a30, 0x18602489beee),
+        bpf_prog_type: 3,
+        is_privileged: false,
+        context: ContextDescriptor { size: 64, data: -1, end: -1, meta: -1 },
+        context_fields: SOCK_ADDR_FIELDS,
+        section_prefixes: &[
+            prefix("cgroup/connect4", ATTACH_CGROUP_INET4_CONNECT),
+            prefix("cgroup/connect6", ATTACH_CGROUP_INET6_CONNECT),
+            prefix("cgroup/recv_accept4", ATTACH_CGROUP_INET4_RECV_ACCEPT),
+            prefix("cgroup/recv_accept6", ATTACH_CGROUP_INET6_RECV_ACCEPT),
+            prefix("cgroup/connect_authorization4", ATTACH_CGROUP_INET4_CONNECT_AUTHORIZATION),
+            prefix("cgroup/connect_authorization6", ATTACH_CGROUP_INET6_CONNECT_AUTHORIZATION),
+            prefix("cgroup/bind4", ATTACH_CGROUP_INET4_BIND),
+            prefix("cgroup/bind6", ATTACH_CGROUP_INET6_BIND),
+            prefix("cgroup/listen4", ATTACH_CGROUP_INET4_LISTEN),
+            prefix("cgroup/listen6", ATTACH_CGROUP_INET6_LISTEN),
+        ],
+        specific_helpers: SOCK_ADDR_HELPERS,
+    },
+    ProgramType {
+        name: "sockops",
+        guid: Guid::from_fields(0x43fb224d, 0x68f8, 0x46d6, 0xaa3f, 0xc856518cbb32),
+        bpf_prog_type: 4,
+        is_privileged: false,
+        context: ContextDescriptor { size: 64, data: -1, end: -1, meta: -1 },
+        context_fields: SOCK_OPS_FIELDS,
+        section_prefixes: &[prefix("sockops", ATTACH_CGROUP_SOCK_OPS)],
+        specific_helpers: SOCK_OPS_HELPERS,
+    },
+    ProgramType {
+        name: "sample",
+        guid: Guid::from_fields(0xf788ef4a, 0x207d, 0x4dc3, 0x85cf, 0x0f2ea107213c),
+        bpf_prog_type: 999,
+        is_privileged: false,
+        context: ContextDescriptor { size: 32, data: 0, end: 8, meta: -1 },
+        context_fields: SAMPLE_FIELDS,
+        section_prefixes: &[prefix("sample_ext", ATTACH_SAMPLE)],
+        // The sample extension's own helpers (ids 65536..65542) have no prototypes in the contract document;
+        // programs of this type may use the general helpers only.
+        specific_helpers: &[],
+    },
+    ProgramType {
+        name: "xdp_test",
+        guid: Guid::from_fields(0xce8ccef8, 0x4241, 0x4975, 0x984d, 0xbb3921dfa73c),
+        bpf_prog_type: 998,
+        is_privileged: false,
+        context: ContextDescriptor { size: 32, data: 0, end: 8, meta: 16 },
+        context_fields: XDP_FIELDS,
+        section_prefixes: &[prefix("xdp_test", ATTACH_XDP_TEST)],
+        specific_helpers: XDP_HELPERS,
+    },
+];
+
+/// The eBPF for Windows platform.
+pub static WINDOWS: Platform =
+    Platform { name: "windows", program_types: PROGRAM_TYPES, global_helpers: GLOBAL_HELPERS };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_text_and_bytes_match_the_contract() {
+        assert_eq!(NATIVE_MODULE_NPI_ID.to_string(), "c847aac8-a6f2-4b53-aea3-f4a94b9a80cb");
+        assert_eq!(
+            NATIVE_MODULE_NPI_ID.to_bytes(),
+            [0xc8, 0xaa, 0x47, 0xc8, 0xf2, 0xa6, 0x53, 0x4b, 0xae, 0xa3, 0xf4, 0xa9, 0x4b, 0x9a, 0x80, 0xcb]
+        );
+        assert_eq!(Guid::from_bytes(&NATIVE_MODULE_NPI_ID.to_bytes()), NATIVE_MODULE_NPI_ID);
+    }
+
+    #[test]
+    fn section_names_select_program_and_attach_types() {
+        let (pt, at) = WINDOWS.program_type_for_section("xdp").unwrap();
+        assert_eq!((pt.name, at.name), ("xdp", "xdp"));
+        let (pt, at) = WINDOWS.program_type_for_section("xdp_test/drop").unwrap();
+        assert_eq!((pt.name, at.name), ("xdp_test", "xdp_test"));
+        let (pt, at) = WINDOWS.program_type_for_section("cgroup/connect4").unwrap();
+        assert_eq!((pt.name, at.bpf_attach_type), ("sock_addr", 3));
+        let (pt, _) = WINDOWS.program_type_for_section("bind").unwrap();
+        assert_eq!(pt.context.size, 56);
+        assert!(WINDOWS.program_type_for_section("kprobe/foo").is_none());
+    }
+
+    #[test]
+    fn helper_ids_are_unique_and_specific_helpers_override() {
+        let mut ids: Vec<u32> = GLOBAL_HELPERS.iter().map(|h| h.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), GLOBAL_HELPERS.len());
+        assert_eq!(ids, (1..=35).collect::<Vec<_>>());
+        let xdp = WINDOWS.program_type_by_name("xdp").unwrap();
+        assert!(WINDOWS.helper(xdp, 65536).unwrap().reallocate_packet);
+        assert_eq!(WINDOWS.helper(xdp, 1).unwrap().name, "bpf_map_lookup_elem");
+        assert!(WINDOWS.helper(xdp, 65537).is_none());
+    }
+}

@@ -1,0 +1,177 @@
+//! The front end's output: an eBPF module as typed programs, maps and global data, with ELF gone.
+//!
+//! In: produced by [`crate::elf`] from a clang `-target bpf` object (or built directly by tests).
+//! Out: consumed by the verifier, the Cranelift lowering and the driver linker.
+//!
+//! Relocations are already applied (aya-obj style: parsing, then relocation passes):
+//! - a map reference is a `lddw` with [`Imm64Kind::MapIndex`](crate::isa::Imm64Kind::MapIndex), `imm` = index
+//!   into [`Module::maps`];
+//! - a global-variable reference is a `lddw` with
+//!   [`Imm64Kind::MapIndexValue`](crate::isa::Imm64Kind::MapIndexValue), `imm` = the index of the section's
+//!   backing map in [`Module::maps`], `next_imm` = the byte offset in the section;
+//! - a bpf-to-bpf call is a [`CallLocal`](crate::isa::Instruction::CallLocal) whose target slot lies inside
+//!   [`Program::instructions`] (subprograms are appended after the entry function).
+
+use crate::isa::Instruction;
+
+/// An eBPF module: everything one ELF object defines.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Module {
+    /// The C name: the object file name up to its first `.` (contract §1.1), used to name global-data maps.
+    pub name: String,
+    /// Entry programs, in ELF order.
+    pub programs: Vec<Program>,
+    /// Every map of the module, in module index order (legacy `maps`, BTF `.maps`, then global-data maps).
+    pub maps: Vec<MapDefinition>,
+    /// Global-variable sections (`.data`, `.rodata`, `.bss`), each backed by an array map in `maps`.
+    pub global_sections: Vec<GlobalSection>,
+    /// Initial contents of map-in-map and program-array maps (BTF `values` initialisers).
+    pub map_initial_values: Vec<MapInitialValues>,
+}
+
+/// One entry program with the subprograms it calls appended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    /// Function symbol name.
+    pub name: String,
+    /// ELF section name; selects the program type through the platform's section-prefix table.
+    pub section_name: String,
+    /// One entry per slot (see [`crate::isa`]): the entry function first, then each reachable subprogram.
+    pub instructions: Vec<Instruction>,
+    /// Functions in `instructions`: the entry function at slot 0, then subprograms, each with its slot range.
+    pub functions: Vec<Function>,
+    /// Source locations by slot, from `.BTF.ext` line info (empty without `-g`).
+    pub line_info: Vec<LineInfo>,
+}
+
+/// A function inside [`Program::instructions`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    pub name: String,
+    /// First slot.
+    pub start: usize,
+    /// One past the last slot.
+    pub end: usize,
+}
+
+/// A source location for one slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineInfo {
+    /// Slot in [`Program::instructions`].
+    pub slot: usize,
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    /// The source line's text as BTF records it (may be empty).
+    pub source_line: String,
+}
+
+/// Map types (`ebpf_map_type_t`, contract §7.3). Unknown numbers are kept so they can be reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MapType(pub u32);
+
+impl MapType {
+    pub const UNSPEC: MapType = MapType(0);
+    pub const HASH: MapType = MapType(1);
+    pub const ARRAY: MapType = MapType(2);
+    pub const PROG_ARRAY: MapType = MapType(3);
+    pub const PERCPU_HASH: MapType = MapType(4);
+    pub const PERCPU_ARRAY: MapType = MapType(5);
+    pub const HASH_OF_MAPS: MapType = MapType(6);
+    pub const ARRAY_OF_MAPS: MapType = MapType(7);
+    pub const LRU_HASH: MapType = MapType(8);
+    pub const LPM_TRIE: MapType = MapType(9);
+    pub const QUEUE: MapType = MapType(10);
+    pub const LRU_PERCPU_HASH: MapType = MapType(11);
+    pub const STACK: MapType = MapType(12);
+    pub const RINGBUF: MapType = MapType(13);
+    pub const PERF_EVENT_ARRAY: MapType = MapType(14);
+
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            0 => "unspec",
+            1 => "hash",
+            2 => "array",
+            3 => "prog_array",
+            4 => "percpu_hash",
+            5 => "percpu_array",
+            6 => "hash_of_maps",
+            7 => "array_of_maps",
+            8 => "lru_hash",
+            9 => "lpm_trie",
+            10 => "queue",
+            11 => "lru_percpu_hash",
+            12 => "stack",
+            13 => "ringbuf",
+            14 => "perf_event_array",
+            15 => "sample_hash_map",
+            16 => "xskmap",
+            _ => "unknown",
+        }
+    }
+
+    /// Whether values are maps (map-in-map).
+    pub fn is_map_of_maps(self) -> bool {
+        self == MapType::HASH_OF_MAPS || self == MapType::ARRAY_OF_MAPS
+    }
+}
+
+/// Map pinning (`ebpf_pin_type_t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pinning {
+    None,
+    ByName,
+}
+
+/// A map, as `ebpf_map_definition_in_file_t` describes it (contract §2.2) plus its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapDefinition {
+    pub name: String,
+    pub map_type: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    /// Index (into [`Module::maps`]) of the inner-map template of a map-in-map.
+    pub inner_map_index: Option<usize>,
+    pub pinning: Pinning,
+    /// Template id: for BTF maps the BTF type id of the map struct (contract §6).
+    pub id: u32,
+    /// `id` of the inner template, 0 for none.
+    pub inner_id: u32,
+}
+
+/// Which global-variable section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GlobalSectionKind {
+    Data,
+    Rodata,
+    Bss,
+}
+
+impl GlobalSectionKind {
+    pub fn section_name(self) -> &'static str {
+        match self {
+            GlobalSectionKind::Data => ".data",
+            GlobalSectionKind::Rodata => ".rodata",
+            GlobalSectionKind::Bss => ".bss",
+        }
+    }
+}
+
+/// A global-variable section, backed by a one-entry array map (contract §6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalSection {
+    pub kind: GlobalSectionKind,
+    /// Index of the backing map in [`Module::maps`]; its name is the section info's `name`.
+    pub map_index: usize,
+    /// Initial bytes (zeros for `.bss`); the length is the section size.
+    pub initial_data: Vec<u8>,
+}
+
+/// Initial values of a map-in-map or program array: slot `i` holds the map or program named `values[i]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapInitialValues {
+    /// Index of the map in [`Module::maps`].
+    pub map_index: usize,
+    pub values: Vec<Option<String>>,
+}

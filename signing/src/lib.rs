@@ -1,0 +1,1 @@
+//! placeholder crate root (filled by its stage)
