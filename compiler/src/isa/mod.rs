@@ -670,7 +670,7 @@ const OPCODE_LDDW: u8 = 0x18;
 
 /// Decodes a whole program. The result has exactly one entry per slot.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Instruction>, DecodeError> {
-    if bytes.len() % SLOT_SIZE != 0 {
+    if !bytes.len().is_multiple_of(SLOT_SIZE) {
         return Err(DecodeError::Truncated { len: bytes.len() });
     }
     let slots: Vec<RawSlot> =
