@@ -18,9 +18,10 @@
 //!   [`Config::max_call_depth`] frames exist at once (Linux's MAX_CALL_FRAMES, 8).
 //!
 //! Beyond the RFC, the interpreter refuses what a sound verifier must also refuse, so it can serve as the oracle
-//! of verifier soundness fuzzing: reading a register that holds no defined value (r0 and r3..r9 at entry, r1..r5
-//! after a call, r0 and r6..r9 on entry to a subprogram), reading stack bytes never written, writing r10, and
-//! exceeding an instruction budget (so a non-terminating program cannot hang a test).
+//! of verifier soundness fuzzing: reading a register that holds no defined value (at entry every register but
+//! r10 and the arguments the caller passed; r1..r5 after a call; r0 and r6..r9 on entry to a subprogram; r0
+//! after a subprogram that did not set it), reading stack bytes never written, writing r10. An instruction
+//! budget stops non-terminating programs, so a test cannot hang.
 //!
 //! Errors are values: nothing a program does can make the interpreter panic or touch host memory.
 
@@ -431,9 +432,10 @@ impl Run<'_> {
                 Ok(Step::Goto(target))
             }
             Instruction::Exit => {
-                let r0 = self.get(Reg::R0)?;
+                // The program's result must be defined; a subprogram's r0 is passed back as it is (a `void`
+                // function returns nothing, and only a caller that reads r0 is wrong), as Linux does.
                 let Some(frame) = self.frames.pop() else {
-                    return Ok(Step::Finished(r0));
+                    return Ok(Step::Finished(self.get(Reg::R0)?));
                 };
                 self.memory.remove_region(frame.callee_stack);
                 for (i, v) in frame.callee_saved.into_iter().enumerate() {
