@@ -205,6 +205,28 @@ impl<'p> Interpreter<'p> {
     /// `exit`. Stack frames are mapped in `memory` for the run and unmapped before returning; every other region
     /// stays as the program left it.
     pub fn run(&self, args: &[u64], memory: &mut Memory, host: &mut dyn Host) -> Result<u64, InterpError> {
+        self.run_inner(args, memory, host, None)
+    }
+
+    /// Like [`Interpreter::run`], calling `trace` before each instruction executes: to find the first point where
+    /// native code and the specification diverge, or to count executed instructions.
+    pub fn run_traced(
+        &self,
+        args: &[u64],
+        memory: &mut Memory,
+        host: &mut dyn Host,
+        trace: &mut dyn FnMut(&TraceStep),
+    ) -> Result<u64, InterpError> {
+        self.run_inner(args, memory, host, Some(trace))
+    }
+
+    fn run_inner<'a>(
+        &'a self,
+        args: &[u64],
+        memory: &'a mut Memory,
+        host: &'a mut dyn Host,
+        trace: Option<&'a mut dyn FnMut(&TraceStep)>,
+    ) -> Result<u64, InterpError> {
         assert!(args.len() <= 5, "eBPF passes at most 5 arguments (r1..r5)");
         let mut run = Run {
             program: self.program,
@@ -216,6 +238,7 @@ impl<'p> Interpreter<'p> {
             entry_stack: None,
             pc: 0,
             executed: 0,
+            trace,
         };
         for (i, &v) in args.iter().enumerate() {
             run.regs.0[i + 1] = Some(v);
@@ -239,6 +262,18 @@ struct Run<'r> {
     entry_stack: Option<RegionId>,
     pc: usize,
     executed: u64,
+    trace: Option<&'r mut dyn FnMut(&TraceStep)>,
+}
+
+/// The machine state just before an instruction executes, for [`Interpreter::run_traced`].
+#[derive(Debug)]
+pub struct TraceStep<'a> {
+    pub pc: usize,
+    /// Call depth, 0 in the entry function.
+    pub depth: usize,
+    pub instruction: &'a Instruction,
+    /// r0..r10; `None` where the register holds no defined value.
+    pub registers: &'a [Option<u64>; Reg::COUNT],
 }
 
 /// Result of executing one instruction.
@@ -318,6 +353,14 @@ impl Run<'_> {
             let Some(&insn) = self.program.get(self.pc) else {
                 return Err(self.error(InterpErrorKind::FellOffEnd));
             };
+            if let Some(trace) = self.trace.as_mut() {
+                trace(&TraceStep {
+                    pc: self.pc,
+                    depth: self.frames.len(),
+                    instruction: &insn,
+                    registers: &self.regs.0,
+                });
+            }
             match self.step(insn)? {
                 Step::Goto(next) => self.pc = next,
                 Step::Finished(r0) => return Ok(r0),

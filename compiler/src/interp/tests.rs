@@ -330,6 +330,26 @@ fn the_instruction_budget_stops_infinite_loops() {
 }
 
 #[test]
+fn tracing_sees_every_executed_instruction_with_its_registers() {
+    let program = assemble("mov %r0, 1\ncall local +1\nexit\nmov %r0, 2\nexit").unwrap();
+    let mut steps = Vec::new();
+    let r0 = Interpreter::new(&program).run_traced(&[7], &mut Memory::new(), &mut TestHost::default(), &mut |s| {
+        steps.push((s.pc, s.depth, s.registers[0], s.registers[1]))
+    });
+    assert_eq!(r0, Ok(2));
+    assert_eq!(
+        steps,
+        vec![
+            (0, 0, None, Some(7)),
+            (1, 0, Some(1), Some(7)),
+            (3, 1, None, Some(7)),
+            (4, 1, Some(2), Some(7)),
+            (2, 0, Some(2), None)
+        ]
+    );
+}
+
+#[test]
 fn stacks_are_unmapped_after_the_run_even_on_error() {
     let mut memory = Memory::new();
     let _ = run_with("call local +1\nexit\nmov %r0, 0\nja -1", &[], &mut memory);
