@@ -155,7 +155,7 @@ pub enum InterpErrorKind {
     #[error("write to the read-only frame pointer r10")]
     FramePointerWrite,
     #[error("{call}: {error}")]
-    Host { call: String, error: HostError },
+    Host { call: HostCall, error: HostError },
     #[error("callx register holds {value:#x}, not a helper id")]
     InvalidCallTarget { value: u64 },
     #[error("call depth limit of {limit} frames exceeded")]
@@ -170,6 +170,28 @@ pub enum InterpErrorKind {
     ContinuationExecuted,
     #[error("legacy packet access ({mode}) is not supported")]
     LegacyPacketLoad { mode: &'static str },
+}
+
+/// Which host callback failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostCall {
+    /// `call imm` (`via` = None) or `callx` through register `via`.
+    Helper { id: i32, via: Option<Reg> },
+    /// A `lddw` pseudo source.
+    LoadImm64 { kind: Imm64Kind },
+    /// `call` with src 2.
+    Btf { btf_id: i32, module: i16 },
+}
+
+impl std::fmt::Display for HostCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostCall::Helper { id, via: None } => write!(f, "helper {id}"),
+            HostCall::Helper { id, via: Some(reg) } => write!(f, "helper {id} (callx {reg})"),
+            HostCall::LoadImm64 { kind } => write!(f, "lddw {}", kind.name()),
+            HostCall::Btf { btf_id, module } => write!(f, "BTF function {btf_id} (module {module})"),
+        }
+    }
 }
 
 /// A saved caller frame.
@@ -201,9 +223,12 @@ impl<'p> Interpreter<'p> {
         Interpreter { program, config }
     }
 
-    /// Runs from slot 0 with r1.. set to `args` (at most 5; the rest undefined) and returns r0 at the outermost
-    /// `exit`. Stack frames are mapped in `memory` for the run and unmapped before returning; every other region
-    /// stays as the program left it.
+    /// Runs from slot 0 with r1.. set to `args` (the rest undefined) and returns r0 at the outermost `exit`.
+    /// Stack frames are mapped in `memory` for the run and unmapped before returning; every other region stays
+    /// as the program left it.
+    ///
+    /// # Panics
+    /// If `args` has more than 5 values (eBPF passes r1..r5 only): a bug in the caller, not in the program.
     pub fn run(&self, args: &[u64], memory: &mut Memory, host: &mut dyn Host) -> Result<u64, InterpError> {
         self.run_inner(args, memory, host, None)
     }
@@ -398,7 +423,7 @@ impl Run<'_> {
                 let value = match kind {
                     Imm64Kind::Imm => Instruction::imm64(imm, next_imm),
                     _ => self.host.resolve_load_imm64(kind, imm, next_imm, self.memory).map_err(|error| {
-                        self.error(InterpErrorKind::Host { call: format!("lddw {}", kind.name()), error })
+                        self.error(InterpErrorKind::Host { call: HostCall::LoadImm64 { kind }, error })
                     })?,
                 };
                 self.set(dst, value)?;
@@ -445,16 +470,16 @@ impl Run<'_> {
                 let target = self.target(offset as i64)?;
                 Ok(Step::Goto(if taken { target } else { next }))
             }
-            Instruction::CallHelper { id } => self.call_helper(id, format!("helper {id}")),
+            Instruction::CallHelper { id } => self.call_helper(id, None),
             Instruction::CallReg { reg } => {
                 let value = self.get(reg)?;
                 let id = i32::try_from(value).map_err(|_| self.error(InterpErrorKind::InvalidCallTarget { value }))?;
-                self.call_helper(id, format!("helper {id} (callx {reg})"))
+                self.call_helper(id, Some(reg))
             }
             Instruction::CallBtf { btf_id, module } => {
                 let args = self.helper_args();
                 let outcome = self.host.call_btf(btf_id, module, args, self.memory).map_err(|error| {
-                    self.error(InterpErrorKind::Host { call: format!("BTF function {btf_id}"), error })
+                    self.error(InterpErrorKind::Host { call: HostCall::Btf { btf_id, module }, error })
                 })?;
                 self.after_call(outcome)
             }
@@ -503,12 +528,12 @@ impl Run<'_> {
         }
     }
 
-    fn call_helper(&mut self, id: i32, call: String) -> Result<Step, InterpError> {
+    fn call_helper(&mut self, id: i32, via: Option<Reg>) -> Result<Step, InterpError> {
         let args = self.helper_args();
         let outcome = self
             .host
             .call_helper(id, args, self.memory)
-            .map_err(|error| self.error(InterpErrorKind::Host { call, error }))?;
+            .map_err(|error| self.error(InterpErrorKind::Host { call: HostCall::Helper { id, via }, error }))?;
         self.after_call(outcome)
     }
 

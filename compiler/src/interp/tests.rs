@@ -290,7 +290,10 @@ fn helpers_get_arguments_memory_and_can_end_the_program() {
         err("call 5\nexit"),
         InterpErrorKind::Host { error: HostError::UndefinedArgument { reg: 1 }, .. }
     ));
-    assert!(matches!(err("mov %r1, -1\nmov %r2, 99\ncall %r2\nexit"), InterpErrorKind::Host { .. }));
+    assert!(matches!(
+        err("mov %r1, -1\nmov %r2, 99\ncall %r2\nexit"),
+        InterpErrorKind::Host { call: HostCall::Helper { id: 99, via: Some(Reg::R2) }, .. }
+    ));
     assert!(matches!(
         err("lddw %r2, 0x100000000\ncall %r2\nexit"),
         InterpErrorKind::InvalidCallTarget { value: 0x1_0000_0000 }
