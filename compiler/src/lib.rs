@@ -15,6 +15,7 @@
 
 pub mod compiled;
 pub mod elf;
+pub mod interp;
 pub mod isa;
 pub mod platform;
 pub mod program;
