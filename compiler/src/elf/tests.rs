@@ -90,4 +90,3 @@ fn wrong_machine_is_named() {
     let err = load(&bytes, "x.o").unwrap_err();
     assert!(err.to_string().contains("e_machine is 62"), "{err}");
 }
-
