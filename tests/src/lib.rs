@@ -1,1 +1,3 @@
 //! placeholder crate root (filled by its stage)
+
+pub mod native;
