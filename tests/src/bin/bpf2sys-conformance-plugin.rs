@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 fn parse_hex_bytes(text: &str, what: &str) -> Result<Vec<u8>, String> {
     let digits: String = text.split_whitespace().collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("{what}: odd number of hex digits ({})", digits.len()));
     }
     (0..digits.len())
