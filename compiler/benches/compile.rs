@@ -63,7 +63,9 @@ fn sample_objects() -> Vec<PathBuf> {
     let mut paths = Vec::new();
     for dir in [root.clone(), root.join("bench")] {
         if let Ok(entries) = std::fs::read_dir(&dir) {
-            paths.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "o")));
+            paths.extend(
+                entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "o")),
+            );
         }
     }
     paths.sort();
