@@ -17,5 +17,6 @@ pub mod compiled;
 pub mod elf;
 pub mod interp;
 pub mod isa;
+pub mod lower;
 pub mod platform;
 pub mod program;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use bpf2sys_tests::conformance::{corpus_dir, run_dirs, Engine, InterpreterEngine, Outcome};
 
 #[derive(clap::Args)]
@@ -28,10 +28,7 @@ enum EngineKind {
 fn engine(kind: EngineKind) -> anyhow::Result<Box<dyn Engine>> {
     match kind {
         EngineKind::Interp => Ok(Box::new(InterpreterEngine)),
-        EngineKind::Native => bail!(
-            "the native engine is not available yet: no conformance engine runs compiled code \
-             (only `--engine interp` exists)"
-        ),
+        EngineKind::Native => Ok(Box::new(bpf2sys_tests::native::NativeEngine)),
     }
 }
 
