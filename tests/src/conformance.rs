@@ -6,7 +6,10 @@
 //!
 //! A test runs with the convention of §1.4: r1 points to a writable copy of `mem` (0 when there is none),
 //! r2 = `len(mem)`, r10 is the top of a 512-byte stack, and the result is the 64-bit r0 at the outermost exit.
-//! Helper 5 is the "unwind" helper: it returns its r1, and if that is 0 the program ends at once with r0 = 0.
+//! Helpers are the uBPF plugin's table ([`helper_ids`]); helper 5 is the "unwind" helper: it returns its r1,
+//! and if that is 0 the program ends at once with r0 = 0. A feature the engine lacks (the interpreter: kfunc
+//! calls, legacy packet loads) makes the test a skip that names it; a file that cannot be parsed, assembled or
+//! decoded is a failure that says why.
 //!
 //! Engines are pluggable ([`Engine`]): the reference interpreter is [`InterpreterEngine`]; the native engine
 //! (compiled x64 code) implements the same trait, so the runner does not change when engines are added.
@@ -14,7 +17,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use bpf2sys::interp::{Access, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory};
+use bpf2sys::interp::{Access, HelperArgs, HelperOutcome, Host, HostError, InterpErrorKind, Interpreter, Memory};
 use bpf2sys::isa::asm::{assemble_lines, AsmError};
 use bpf2sys::isa::{decode, DecodeError, Instruction};
 
@@ -252,16 +255,75 @@ pub trait Engine {
 #[derive(Default)]
 pub struct InterpreterEngine;
 
-/// The conformance host: only helper 5, "unwind" (test-corpora.md §1.4).
-struct ConformanceHost;
+/// The conformance host: the uBPF plugin's helper table (test-corpora.md §1.4), so that tests written for
+/// uBPF's runner also run here. Pointer arguments go through the checked [`Memory`].
+pub struct ConformanceHost;
+
+/// Helper ids of the uBPF plugin's table.
+pub mod helper_ids {
+    /// `gather_bytes(a, b, c, d, e)`: the low bytes of the five arguments, `a` most significant.
+    pub const GATHER_BYTES: i32 = 0;
+    /// `memfrob(ptr, len)`: XOR each of `len` bytes at `ptr` with 42; returns 0.
+    pub const MEMFROB: i32 = 1;
+    /// `no_op()`: returns 0.
+    pub const NO_OP: i32 = 2;
+    /// `sqrti(x)`: the square root of `x` (computed in double precision), truncated.
+    pub const SQRTI: i32 = 3;
+    /// `strcmp_ext(a, b)`: C `strcmp` of two NUL-terminated strings.
+    pub const STRCMP_EXT: i32 = 4;
+    /// `unwind(x)`: returns `x`; if `x` is 0 the program ends at once with r0 = 0.
+    pub const UNWIND: i32 = super::UNWIND_HELPER;
+}
+
+/// Longest string `strcmp_ext` reads before giving up (the test memory is never this large).
+const MAX_STRING: u64 = 1 << 20;
 
 impl Host for ConformanceHost {
-    fn call_helper(&mut self, id: i32, args: HelperArgs, _memory: &mut Memory) -> Result<HelperOutcome, HostError> {
-        if id != UNWIND_HELPER {
-            return Err(HostError::UnknownHelper { id });
-        }
-        let r1 = args.arg(1)?;
-        Ok(if r1 == 0 { HelperOutcome::Exit(0) } else { HelperOutcome::Return(r1) })
+    fn call_helper(&mut self, id: i32, args: HelperArgs, memory: &mut Memory) -> Result<HelperOutcome, HostError> {
+        let value = match id {
+            helper_ids::GATHER_BYTES => {
+                let mut v = 0u64;
+                for n in 1..=5 {
+                    v = (v << 8) | (args.arg(n)? & 0xff);
+                }
+                v
+            }
+            helper_ids::MEMFROB => {
+                let (ptr, len) = (args.arg(1)?, args.arg(2)?);
+                let len = usize::try_from(len).map_err(|_| HostError::Failed(format!("memfrob length {len}")))?;
+                let mut bytes = memory.read(ptr, len)?.to_vec();
+                bytes.iter_mut().for_each(|b| *b ^= 42);
+                memory.write(ptr, &bytes)?;
+                0
+            }
+            helper_ids::NO_OP => 0,
+            helper_ids::SQRTI => (args.arg(1)? as f64).sqrt() as u64,
+            helper_ids::STRCMP_EXT => {
+                let (a, b) = (args.arg(1)?, args.arg(2)?);
+                let mut i = 0;
+                loop {
+                    if i == MAX_STRING {
+                        return Err(HostError::Failed(format!("strcmp_ext: no NUL within {MAX_STRING} bytes")));
+                    }
+                    let ca = memory.read(a.wrapping_add(i), 1)?[0];
+                    let cb = memory.read(b.wrapping_add(i), 1)?[0];
+                    if ca != cb || ca == 0 {
+                        // C's int result, converted to the 64-bit return register with sign extension.
+                        break (ca as i64 - cb as i64) as u64;
+                    }
+                    i += 1;
+                }
+            }
+            UNWIND_HELPER => {
+                let r1 = args.arg(1)?;
+                if r1 == 0 {
+                    return Ok(HelperOutcome::Exit(0));
+                }
+                r1
+            }
+            _ => return Err(HostError::UnknownHelper { id }),
+        };
+        Ok(HelperOutcome::Return(value))
     }
 }
 
@@ -277,9 +339,14 @@ impl Engine for InterpreterEngine {
         } else {
             space.add_region("test memory", memory.to_vec(), Access::ReadWrite).base()
         };
-        Interpreter::new(program)
-            .run(&[r1, memory.len() as u64], &mut space, &mut ConformanceHost)
-            .map_err(|e| EngineError::Failed(e.to_string()))
+        Interpreter::new(program).run(&[r1, memory.len() as u64], &mut space, &mut ConformanceHost).map_err(|e| match e
+            .kind
+        {
+            // Features the reference interpreter deliberately lacks: the test cannot say anything about it.
+            InterpErrorKind::Host { error: HostError::UnsupportedBtfCall { .. }, .. }
+            | InterpErrorKind::LegacyPacketLoad { .. } => EngineError::Unsupported(e.to_string()),
+            _ => EngineError::Failed(e.to_string()),
+        })
     }
 }
 
@@ -423,6 +490,44 @@ mod tests {
         assert!(matches!(run_test(&mut InterpreterEngine, &test), Outcome::Fail(m) if m.contains("expected 0x2")));
         assert!(matches!(parse("-- result\n0").unwrap().into_test(), Err(LoadError::NoInstructions)));
         assert!(matches!(parse("-- asm\nexit").unwrap().into_test(), Err(LoadError::NoExpectation)));
+    }
+
+    fn run_asm(text: &str, memory: &[u8]) -> Result<u64, EngineError> {
+        let program = bpf2sys::isa::asm::assemble(text).unwrap();
+        InterpreterEngine.run(&program, memory)
+    }
+
+    #[test]
+    fn ubpf_plugin_helpers() {
+        let gather = "mov %r1, 0x1ff\nmov %r2, 2\nmov %r3, 3\nmov %r4, 4\nmov %r5, 5\ncall 0\nexit";
+        assert_eq!(run_asm(gather, &[]), Ok(0xff_0203_0405));
+        // r1..r5 are undefined after the call, as after any helper call.
+        let after = run_asm("mov %r2, 2\ncall 1\nldxh %r0, [%r1]\nexit", &[42, 43, 9]);
+        assert!(
+            matches!(&after, Err(EngineError::Failed(m)) if m.contains("r1, which holds no defined value")),
+            "{after:?}"
+        );
+        let frob = "mov %r6, %r1\nmov %r2, 2\ncall 1\nldxw %r0, [%r6]\nexit";
+        assert_eq!(run_asm(frob, &[42, 43, 9, 0]), Ok(0x0009_0100));
+        assert_eq!(run_asm("mov %r1, 0\ncall 2\nexit", &[]), Ok(0));
+        assert_eq!(run_asm("mov %r1, 1000001\ncall 3\nexit", &[]), Ok(1000));
+        let strcmp = "mov %r2, %r1\nadd %r2, 4\ncall 4\nexit";
+        assert_eq!(run_asm(strcmp, b"abc\0abc\0"), Ok(0));
+        assert_eq!(run_asm(strcmp, b"abd\0abc\0"), Ok(1));
+        assert_eq!(run_asm(strcmp, b"ab\0\0abc\0"), Ok(-99i64 as u64));
+        // An unterminated string runs off the end of the memory: an error, not a read beyond it.
+        assert!(
+            matches!(run_asm(strcmp, b"abcdabcd"), Err(EngineError::Failed(m)) if m.contains("not inside test memory"))
+        );
+        assert!(matches!(run_asm("call 6\nexit", &[]), Err(EngineError::Failed(m)) if m.contains("unknown helper 6")));
+    }
+
+    #[test]
+    fn features_the_interpreter_lacks_are_skipped_with_the_reason() {
+        let test = parse("-- asm\ncall runtime 0x2a\nexit\n-- result\n0x0\n").unwrap().into_test().unwrap();
+        assert!(matches!(run_test(&mut InterpreterEngine, &test), Outcome::Skip(m) if m.contains("kfunc")));
+        let test = parse("-- raw\n0x0000000000000020\n0x95\n-- result\n0\n").unwrap().into_test().unwrap();
+        assert!(matches!(run_test(&mut InterpreterEngine, &test), Outcome::Skip(m) if m.contains("LD_ABS")));
     }
 
     #[test]
