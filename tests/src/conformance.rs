@@ -24,14 +24,17 @@ use bpf2sys::isa::{decode, DecodeError, Instruction};
 /// The conformance suite's "unwind" helper (uBPF plugin helper table, test-corpora.md §1.4).
 pub const UNWIND_HELPER: i32 = 5;
 
-/// What a test expects.
+/// What a test expects; at least one of the two is set.
+///
+/// As upstream's runner: a run that ends must give `value`; a run that fails passes if an `error` is expected.
+/// The error text is the suite's message for its reference runtimes; messages are engine-specific, so it is
+/// reported but not compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Expected {
-    /// The full 64-bit r0.
-    Value(u64),
-    /// The program must fail (load or run); the text is the suite's expected message, which is engine-specific
-    /// and therefore reported but not compared.
-    Error(String),
+pub struct Expected {
+    /// The full 64-bit r0 (`-- result`).
+    pub value: Option<u64>,
+    /// The expected failure (`-- error`, when not empty).
+    pub error: Option<String>,
 }
 
 /// A loaded test.
@@ -52,7 +55,7 @@ pub struct TestFile {
     pub memory: Vec<u8>,
     /// The last line of `-- result`.
     pub result: Option<u64>,
-    /// The last line of `-- error` (`Some("")` for an empty `-- error` section).
+    /// The last line of `-- error`; `None` for an empty section (which upstream ignores too).
     pub error: Option<String>,
 }
 
@@ -63,6 +66,9 @@ pub enum LoadError {
     Io(#[from] std::io::Error),
     #[error("line {line}: {message}")]
     Parse { line: usize, message: String },
+    /// A section this format does not define (upstream skips such files; so does [`run_file`]).
+    #[error("line {line}: unknown directive `{directive}`")]
+    UnknownDirective { line: usize, directive: String },
     #[error("no instructions (neither `-- asm` nor `-- raw` has any)")]
     NoInstructions,
     #[error("no expectation (neither `-- result` nor `-- error`)")]
@@ -109,13 +115,9 @@ pub fn parse(text: &str) -> Result<TestFile, LoadError> {
             } else if line.contains("no register offset") || line.contains(" c") {
                 Section::Ignored
             } else if line.contains("error") {
-                file.error.get_or_insert_with(String::new);
                 Section::Error
             } else {
-                return Err(LoadError::Parse {
-                    line: line_no,
-                    message: format!("unknown directive `{}`", line.trim()),
-                });
+                return Err(LoadError::UnknownDirective { line: line_no, directive: line.trim().to_string() });
             };
             continue;
         }
@@ -211,11 +213,10 @@ impl TestFile {
         if program.is_empty() {
             return Err(LoadError::NoInstructions);
         }
-        let expected = match (self.result, self.error) {
-            (Some(v), _) => Expected::Value(v),
-            (None, Some(e)) => Expected::Error(e),
-            (None, None) => return Err(LoadError::NoExpectation),
-        };
+        if self.result.is_none() && self.error.is_none() {
+            return Err(LoadError::NoExpectation);
+        }
+        let expected = Expected { value: self.result, error: self.error };
         Ok(ConformanceTest { program, memory: self.memory, expected })
     }
 }
@@ -362,20 +363,30 @@ pub enum Outcome {
 
 /// Runs one loaded test.
 pub fn run_test(engine: &mut dyn Engine, test: &ConformanceTest) -> Outcome {
-    match (engine.run(&test.program, &test.memory), &test.expected) {
-        (Err(EngineError::Unsupported(why)), _) => Outcome::Skip(why),
-        (Ok(r0), Expected::Value(want)) if r0 == *want => Outcome::Pass,
-        (Ok(r0), Expected::Value(want)) => Outcome::Fail(format!("r0 = {r0:#x}, expected {want:#x}")),
-        (Err(e), Expected::Value(want)) => Outcome::Fail(format!("{e} (expected r0 = {want:#x})")),
-        (Err(_), Expected::Error(_)) => Outcome::Pass,
-        (Ok(r0), Expected::Error(e)) => Outcome::Fail(format!("r0 = {r0:#x}, expected an error `{e}`")),
+    let Expected { value, error } = &test.expected;
+    match engine.run(&test.program, &test.memory) {
+        Err(EngineError::Unsupported(why)) => Outcome::Skip(why),
+        Ok(r0) if *value == Some(r0) => Outcome::Pass,
+        Ok(r0) => match (value, error) {
+            (Some(want), _) => Outcome::Fail(format!("r0 = {r0:#x}, expected {want:#x}")),
+            (None, error) => {
+                Outcome::Fail(format!("r0 = {r0:#x}, expected an error `{}`", error.as_deref().unwrap_or("")))
+            }
+        },
+        Err(EngineError::Failed(_)) if error.is_some() => Outcome::Pass,
+        Err(EngineError::Failed(why)) => Outcome::Fail(match value {
+            Some(want) => format!("{why} (expected r0 = {want:#x})"),
+            None => why,
+        }),
     }
 }
 
-/// Loads and runs one file; a file that cannot be loaded fails with the reason.
+/// Loads and runs one file. A file with a directive this format does not define is skipped (as upstream does);
+/// any other file that cannot be loaded fails with the reason.
 pub fn run_file(engine: &mut dyn Engine, path: &Path) -> Outcome {
     match load(path) {
         Ok(test) => run_test(engine, &test),
+        Err(e @ LoadError::UnknownDirective { .. }) => Outcome::Skip(e.to_string()),
         Err(e) => Outcome::Fail(e.to_string()),
     }
 }
@@ -472,7 +483,7 @@ mod tests {
         let f =
             parse("-- c\nint main() { return 0; }\n-- asm\nexit\n-- no register offset\ncall instruction\n").unwrap();
         assert_eq!(f.asm.len(), 1);
-        assert!(matches!(parse("-- asm\n-- Unknown directive\n"), Err(LoadError::Parse { line: 2, .. })));
+        assert!(matches!(parse("-- asm\n-- Unknown directive\n"), Err(LoadError::UnknownDirective { line: 2, .. })));
     }
 
     #[test]
@@ -490,6 +501,8 @@ mod tests {
         assert!(matches!(run_test(&mut InterpreterEngine, &test), Outcome::Fail(m) if m.contains("expected 0x2")));
         assert!(matches!(parse("-- result\n0").unwrap().into_test(), Err(LoadError::NoInstructions)));
         assert!(matches!(parse("-- asm\nexit").unwrap().into_test(), Err(LoadError::NoExpectation)));
+        // An empty `-- error` section expects nothing.
+        assert!(matches!(parse("-- asm\nexit\n-- error\n").unwrap().into_test(), Err(LoadError::NoExpectation)));
     }
 
     fn run_asm(text: &str, memory: &[u8]) -> Result<u64, EngineError> {
@@ -528,6 +541,33 @@ mod tests {
         assert!(matches!(run_test(&mut InterpreterEngine, &test), Outcome::Skip(m) if m.contains("kfunc")));
         let test = parse("-- raw\n0x0000000000000020\n0x95\n-- result\n0\n").unwrap().into_test().unwrap();
         assert!(matches!(run_test(&mut InterpreterEngine, &test), Outcome::Skip(m) if m.contains("LD_ABS")));
+    }
+
+    #[test]
+    fn expected_values_and_errors_combine_as_upstream() {
+        let outcome = |text: &str| run_test(&mut InterpreterEngine, &parse(text).unwrap().into_test().unwrap());
+        // A run that fails passes when an error is expected, whatever the result line says.
+        let oob = "-- asm\nmov %r0, 0\nldxdw %r0, [%r0+96]\nexit\n-- result\n0xffffffffffffffff\n";
+        assert_eq!(outcome(&format!("{oob}-- error pattern\nout of bounds\n")), Outcome::Pass);
+        assert!(matches!(outcome(oob), Outcome::Fail(m) if m.contains("outside every mapped region")));
+        // A run that ends must give the value.
+        assert_eq!(outcome("-- asm\nmov %r0, 3\nexit\n-- result\n3\n-- error\nany\n"), Outcome::Pass);
+        assert!(
+            matches!(outcome("-- asm\nmov %r0, 3\nexit\n-- error\nbad\n"), Outcome::Fail(m) if m.contains("expected an error `bad`"))
+        );
+    }
+
+    #[test]
+    fn files_with_unknown_directives_are_skipped_with_the_directive() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.data"), "-- asm\nmov %r0, 1\nexit\n-- result\n1\n-- test_jit\nnote\n")
+            .unwrap();
+        std::fs::write(dir.path().join("b.data"), "-- asm\nmov %r0, 1\nexit\n-- result\n2\n").unwrap();
+        std::fs::write(dir.path().join("c.data"), "-- asm\nmov %r0, 1\nexit\n-- result\n1\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a test").unwrap();
+        let summary = run_dirs(&mut InterpreterEngine, &[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(summary.to_string(), "1 passed, 1 failed, 1 skipped");
+        assert!(matches!(&summary.results[0].1, Outcome::Skip(m) if m.contains("unknown directive `-- test_jit`")));
     }
 
     #[test]
