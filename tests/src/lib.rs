@@ -1,2 +1,3 @@
 //! placeholder crate root (filled by its stage)
 pub mod conformance;
+pub mod generate;
