@@ -17,7 +17,7 @@
 use bpf2sys::isa::{AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, Reg, Width};
 use proptest::prelude::*;
 
-use crate::conformance::{Engine, EngineError};
+use crate::conformance::{Engine, EngineError, InterpreterEngine};
 
 /// Size of the buffer r1 points to.
 pub const MEMORY_SIZE: usize = 64;
@@ -553,6 +553,23 @@ pub fn compare(reference: &mut dyn Engine, candidate: &mut dyn Engine, p: &Gener
     ))
 }
 
+/// Checks `cases` generated programs of up to `max_ops` ops on `candidate` against the interpreter. `Ok` gives
+/// the number of programs checked; `Err` the smallest program (after shrinking) whose result differs.
+pub fn check_against_interpreter(candidate: &mut dyn Engine, cases: u32, max_ops: usize) -> Result<u32, String> {
+    use proptest::test_runner::{Config, TestError, TestRunner};
+    let candidate = std::cell::RefCell::new(candidate);
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let result = runner.run(&program(max_ops), |p| {
+        let mut candidate = candidate.borrow_mut();
+        compare(&mut InterpreterEngine, &mut **candidate, &p).map_err(TestCaseError::fail)
+    });
+    match result {
+        Ok(()) => Ok(cases),
+        Err(TestError::Fail(why, _)) => Err(why.to_string()),
+        Err(TestError::Abort(why)) => Err(format!("aborted: {why}")),
+    }
+}
+
 fn describe(result: &Result<u64, EngineError>) -> String {
     match result {
         Ok(r0) => format!("r0 = {r0:#x}"),
@@ -563,7 +580,6 @@ fn describe(result: &Result<u64, EngineError>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::InterpreterEngine;
     use bpf2sys::isa::{decode, encode_bytes};
 
     proptest! {
@@ -650,5 +666,14 @@ mod tests {
         assert!(
             bpf2sys::isa::asm::assemble_lines(file.asm.iter().map(|(n, l)| (*n, l.as_str()))).unwrap() == p.program
         );
+    }
+
+    #[test]
+    fn a_campaign_finds_and_shrinks_a_difference() {
+        assert_eq!(check_against_interpreter(&mut InterpreterEngine, 50, 20), Ok(50));
+        let report = check_against_interpreter(&mut WrongSdiv, 2000, 20).unwrap_err();
+        // Shrinking leaves the signed division that differs, in a program of a few ops.
+        assert!(report.contains("sdiv"), "{report}");
+        assert!(report.lines().filter(|l| l.starts_with("sdiv")).count() <= 2, "{report}");
     }
 }
