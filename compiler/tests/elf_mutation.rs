@@ -1,6 +1,6 @@
 //! Hostile input: the ELF front end never panics, hangs or allocates without bound on mutated objects.
 //!
-//! Every committed sample object (`samples/*.o`, `samples/variants/*.o`) is mutated by proptest: bit flips,
+//! Every committed object under `samples/` (including `variants/`, `bench/`, `unsafe/`) is mutated by proptest: bit flips,
 //! truncation, and corruption of the size/offset/count fields that parsers trust — the ELF header, section
 //! headers, symbols, relocation entries, and the `.BTF` / `.BTF.ext` headers and type records. Each mutated
 //! object must load or give an error; a panic fails the case (proptest catches it and shrinks).
@@ -78,11 +78,15 @@ fn samples() -> &'static [Sample] {
     static SAMPLES: OnceLock<Vec<Sample>> = OnceLock::new();
     SAMPLES.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+        // Every object under samples/ (ours, variants, and the benchmark and unsafe sets where present).
         let mut paths: Vec<PathBuf> = Vec::new();
-        for dir in [root.clone(), root.join("variants")] {
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
             for e in std::fs::read_dir(&dir).unwrap() {
                 let p = e.unwrap().path();
-                if p.extension().is_some_and(|x| x == "o") {
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "o") {
                     paths.push(p);
                 }
             }

@@ -419,13 +419,38 @@ fn global_maps(object: &Object, module_name: &str, maps: &mut Vec<MapDefinition>
         let mut id = 0;
         if let Some(btf) = &object.btf {
             if let Some((datasec_id, datasec)) = btf.datasec(section.name) {
-                // clang records the section size in the DATASEC (libbpf fixes it up when it is 0).
+                // clang leaves the DATASEC size and variable offsets 0 in objects (libbpf fills them in from the
+                // ELF); check what is there: a non-zero size must match, and every variable must be a symbol of
+                // this section whose BTF size fits inside it.
                 let btf_size = u64::from(datasec.size_or_type);
                 if btf_size != 0 && btf_size != section.size {
                     return Err(err(format!(
                         "BTF DATASEC size {btf_size} differs from the section size {}",
                         section.size
                     )));
+                }
+                for info in &datasec.sec_infos {
+                    let var = btf.get(info.type_id)?;
+                    if var.kind != BtfKind::Var {
+                        return Err(err(format!(
+                            "DATASEC entry type {} is a {:?}, not a variable",
+                            info.type_id, var.kind
+                        )));
+                    }
+                    let var_name = btf.str_bytes(var.name_offset)?;
+                    let symbol = object
+                        .symbols
+                        .iter()
+                        .find(|s| s.section == Some(section.index) && s.name.as_bytes() == var_name)
+                        .ok_or_else(|| {
+                            err(format!("BTF variable '{}' has no symbol in the section", btf.name(var.name_offset)))
+                        })?;
+                    if symbol.value.saturating_add(u64::from(info.size)) > section.size {
+                        return Err(err(format!(
+                            "BTF variable '{}' ({} bytes at offset {}) overruns the section ({} bytes)",
+                            symbol.name, info.size, symbol.value, section.size
+                        )));
+                    }
                 }
                 id = datasec_id;
             }

@@ -285,3 +285,117 @@ fn text_functions_are_subprograms_when_program_sections_exist() {
     let m = load_sample("bpf_calls.o");
     assert!(m.programs.iter().all(|p| p.section_name != ".text"));
 }
+
+/// A synthetic object with one function `f` in `section`.
+fn single_function_object(section: &str, slots: &[crate::isa::RawSlot]) -> Vec<u8> {
+    use object::write::{Object as WObject, Symbol as WSymbol, SymbolSection};
+    use object::{Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope};
+    let mut obj = WObject::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
+    let id = obj.add_section(Vec::new(), section.as_bytes().to_vec(), SectionKind::Text);
+    let code: Vec<u8> = slots.iter().flat_map(|s| s.to_bytes()).collect();
+    let offset = obj.append_section_data(id, &code, 8);
+    obj.add_symbol(WSymbol {
+        name: b"f".to_vec(),
+        value: offset,
+        size: code.len() as u64,
+        kind: SymbolKind::Text,
+        scope: SymbolScope::Linkage,
+        weak: false,
+        section: SymbolSection::Section(id),
+        flags: SymbolFlags::None,
+    });
+    obj.write().unwrap()
+}
+
+#[test]
+fn cpu_v4_instructions_load() {
+    use crate::isa::{AluOp, ByteOrder, MemSize, Operand, RawSlot, Reg, Width};
+    // clang 14 cannot emit -mcpu=v4; these are the encodings clang 18 uses (RFC 9669 §4, §5).
+    let slots = [
+        RawSlot { opcode: 0x37, dst: 0, offset: 1, imm: -3, ..Default::default() }, // sdiv r0, -3
+        RawSlot { opcode: 0xbf, dst: 1, src: 0, offset: 8, ..Default::default() },  // movsx8 r1, r0
+        RawSlot { opcode: 0x91, dst: 2, src: 10, offset: -8, ..Default::default() }, // ldxsb r2, [r10-8]
+        RawSlot { opcode: 0xd7, dst: 2, imm: 16, ..Default::default() },            // bswap16 r2
+        RawSlot { opcode: 0x06, imm: 0, ..Default::default() },                     // gotol +0
+        RawSlot { opcode: 0x9c, dst: 0, src: 1, offset: 1, ..Default::default() },  // smod32 r0, r1
+        RawSlot { opcode: 0x95, ..Default::default() },
+    ];
+    let m = load(&single_function_object("xdp", &slots), "v4.o").unwrap();
+    let insns = &m.programs[0].instructions;
+    assert_eq!(insns[0], Instruction::Alu { width: Width::W64, op: AluOp::SDiv, dst: Reg::R0, src: Operand::Imm(-3) });
+    assert_eq!(
+        insns[1],
+        Instruction::Alu { width: Width::W64, op: AluOp::MovSx(8), dst: Reg::R1, src: Operand::Reg(Reg::R0) }
+    );
+    assert_eq!(
+        insns[2],
+        Instruction::Load { size: MemSize::B, sign_extend: true, dst: Reg::R2, src: Reg::FP, offset: -8 }
+    );
+    assert_eq!(insns[3], Instruction::Endian { order: ByteOrder::Swap, bits: 16, dst: Reg::R2 });
+    assert_eq!(insns[4], Instruction::Jump { offset: 0, long: true });
+}
+
+#[test]
+fn call_into_the_middle_of_nowhere_is_named() {
+    use crate::isa::RawSlot;
+    // A local call without relocation whose target lies past the section.
+    let slots = [
+        RawSlot { opcode: 0x85, src: 1, imm: 100, ..Default::default() },
+        RawSlot { opcode: 0x95, ..Default::default() },
+    ];
+    let err = load(&single_function_object("xdp", &slots), "c.o").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "program 'f' (section 'xdp'): call at byte 0x0 of 'xdp' targets slot 101, which is in no function"
+    );
+}
+
+#[test]
+fn recursive_calls_lay_out_each_function_once() {
+    use crate::isa::RawSlot;
+    // f calls itself: the program is f alone, with the call pointing back at slot 0.
+    let slots = [
+        RawSlot { opcode: 0x85, src: 1, imm: -1, ..Default::default() },
+        RawSlot { opcode: 0x95, ..Default::default() },
+    ];
+    let m = load(&single_function_object("xdp", &slots), "r.o").unwrap();
+    assert_eq!(m.programs[0].functions.len(), 1);
+    assert_eq!(m.programs[0].instructions[0], Instruction::CallLocal { offset: -1 });
+}
+
+#[test]
+fn datasec_variables_must_fit_their_section() {
+    let bytes = sample("globals.o");
+    let (off, size) = section_range(&bytes, ".BTF");
+    let btf = btf::Btf::parse(&bytes[off..off + size]).unwrap();
+    let (_, bss) = btf.datasec(".bss").unwrap();
+    // clang leaves DATASEC sizes and offsets 0 in objects; variable sizes are real.
+    assert_eq!(bss.sec_infos.iter().map(|v| v.size).collect::<Vec<_>>(), [8, 8]);
+    // Grow the first .bss variable past the section end.
+    let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let types = off + word(off + 4) as usize + word(off + 8) as usize;
+    let type_len = word(off + 12) as usize;
+    let mut bad = bytes.clone();
+    let (mut at, mut patched) = (types, false);
+    while at + 12 <= types + type_len {
+        let (name, info) = (word(at), word(at + 4));
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        if kind == 15 && btf.str_bytes(name).unwrap() == b".bss" {
+            put_u32(&mut bad, at + 12 + 8, 100); // first entry's size
+            patched = true;
+            break;
+        }
+        at += 12
+            + match kind {
+                1 | 14 | 17 => 4,
+                3 => 12,
+                4 | 5 | 15 | 19 => 12 * vlen,
+                6 | 13 => 8 * vlen,
+                _ => 0,
+            };
+    }
+    assert!(patched);
+    let err = load(&bad, "globals.o").unwrap_err().to_string();
+    assert!(err.starts_with("section '.bss': BTF variable 'packets_"), "{err}");
+    assert!(err.contains("(100 bytes at offset ") && err.ends_with("overruns the section (16 bytes)"), "{err}");
+}
