@@ -399,3 +399,86 @@ fn datasec_variables_must_fit_their_section() {
     assert!(err.starts_with("section '.bss': BTF variable 'packets_"), "{err}");
     assert!(err.contains("(100 bytes at offset ") && err.ends_with("overruns the section (16 bytes)"), "{err}");
 }
+
+/// `count` programs in section `xdp`, program i loading legacy map i (32-byte records in `maps`) and calling a
+/// shared `.text` subprogram.
+fn many_programs_object(count: usize) -> Vec<u8> {
+    use crate::isa::RawSlot;
+    use object::write::{Object as WObject, Relocation as WReloc, Symbol as WSymbol, SymbolSection};
+    use object::{
+        Architecture, BinaryFormat, Endianness, RelocationFlags, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+    };
+    let mut obj = WObject::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
+    let xdp = obj.add_section(Vec::new(), b"xdp".to_vec(), SectionKind::Text);
+    let text = obj.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
+    let maps = obj.add_section(Vec::new(), b"maps".to_vec(), SectionKind::Data);
+    let mut symbol = |obj: &mut WObject, name: String, section, value, size, kind| {
+        obj.add_symbol(WSymbol {
+            name: name.into_bytes(),
+            value,
+            size,
+            kind,
+            scope: SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Section(section),
+            flags: SymbolFlags::None,
+        })
+    };
+    let sub: Vec<u8> = [RawSlot { opcode: 0xb7, ..Default::default() }, RawSlot { opcode: 0x95, ..Default::default() }]
+        .iter()
+        .flat_map(|s| s.to_bytes())
+        .collect();
+    let sub_offset = obj.append_section_data(text, &sub, 8);
+    let sub_symbol = symbol(&mut obj, "shared".into(), text, sub_offset, 16, SymbolKind::Text);
+    let record = [1u8, 0, 0, 0, 4, 0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0];
+    for i in 0..count {
+        let map_offset = obj.append_section_data(maps, &[&record[..], &[0u8; 16][..]].concat(), 4);
+        let map = symbol(&mut obj, format!("map{i}"), maps, map_offset, 32, SymbolKind::Data);
+        let code: Vec<u8> = [
+            RawSlot { opcode: 0x18, dst: 1, src: 1, ..Default::default() },
+            RawSlot::default(),
+            RawSlot { opcode: 0x85, src: 1, imm: -1, ..Default::default() },
+            RawSlot { opcode: 0x95, ..Default::default() },
+        ]
+        .iter()
+        .flat_map(|s| s.to_bytes())
+        .collect();
+        let offset = obj.append_section_data(xdp, &code, 8);
+        symbol(&mut obj, format!("prog{i}"), xdp, offset, 32, SymbolKind::Text);
+        let flags = |r_type| RelocationFlags::Elf { r_type };
+        obj.add_relocation(xdp, WReloc { offset, symbol: map, addend: 0, flags: flags(R_BPF_64_64) }).unwrap();
+        obj.add_relocation(
+            xdp,
+            WReloc { offset: offset + 16, symbol: sub_symbol, addend: 0, flags: flags(R_BPF_64_32) },
+        )
+        .unwrap();
+    }
+    obj.write().unwrap()
+}
+
+#[test]
+fn many_programs_maps_and_relocations_resolve() {
+    let m = load(&many_programs_object(300), "many.o").unwrap();
+    assert_eq!(m.programs.len(), 300);
+    assert_eq!(m.maps.len(), 300);
+    for (i, p) in m.programs.iter().enumerate() {
+        assert_eq!(p.name, format!("prog{i}"));
+        assert_eq!(
+            p.instructions[0],
+            Instruction::LoadImm64 { dst: crate::isa::Reg::R1, kind: Imm64Kind::MapIndex, imm: i as i32, next_imm: 0 }
+        );
+        assert_eq!(p.functions[1].name, "shared");
+        assert_eq!(p.instructions[2], Instruction::CallLocal { offset: 1 });
+    }
+}
+
+#[test]
+fn loading_scales_linearly_with_object_size() {
+    // Guard against quadratic lookups (symbols × sections, relocations × maps): 40,000 programs, maps and
+    // 80,000 relocations must load in well under the time a quadratic pass would take (~10^9 steps).
+    let bytes = many_programs_object(40_000);
+    let start = std::time::Instant::now();
+    let m = load(&bytes, "many.o").unwrap();
+    assert_eq!(m.programs.len(), 40_000);
+    assert!(start.elapsed() < std::time::Duration::from_secs(20), "took {:?}", start.elapsed());
+}
