@@ -412,7 +412,7 @@ fn many_programs_object(count: usize) -> Vec<u8> {
     let xdp = obj.add_section(Vec::new(), b"xdp".to_vec(), SectionKind::Text);
     let text = obj.add_section(Vec::new(), b".text".to_vec(), SectionKind::Text);
     let maps = obj.add_section(Vec::new(), b"maps".to_vec(), SectionKind::Data);
-    let mut symbol = |obj: &mut WObject, name: String, section, value, size, kind| {
+    let symbol = |obj: &mut WObject, name: String, section, value, size, kind| {
         obj.add_symbol(WSymbol {
             name: name.into_bytes(),
             value,
