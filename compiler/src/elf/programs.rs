@@ -164,10 +164,21 @@ fn relocate(object: &Object, layout: &MapLayout, code: &mut CodeSection) -> Resu
                             Some(s) if s.is_executable() => {
                                 format!("loading the address of function '{}' is not supported", symbol.name)
                             }
-                            Some(s) => format!(
-                                "'{}' is in section '{}', which is not a map section or .data/.rodata/.bss",
-                                symbol.name, s.name
-                            ),
+                            Some(s) => {
+                                let what = if symbol.kind == elf::STT_SECTION {
+                                    format!("reference into section '{}'", s.name)
+                                } else {
+                                    format!("'{}' is in section '{}'", symbol.name, s.name)
+                                };
+                                // Contract §6: only these three sections become global-variable maps.
+                                let hint = if s.name.starts_with(".rodata.str") {
+                                    " (string literals are not supported: declare the string as a local \
+                                     `char name[] = \"...\"` array)"
+                                } else {
+                                    ""
+                                };
+                                format!("{what}, which is not a map section or .data/.rodata/.bss{hint}")
+                            }
                         };
                         return Err(err(what));
                     }
