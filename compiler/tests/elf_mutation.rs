@@ -484,3 +484,35 @@ fn every_truncation_of_every_sample_is_an_error_or_loads() {
         }
     }
 }
+
+#[test]
+fn inspect_never_panics_on_mutated_objects() {
+    // `bpf2sys inspect` on mutated objects: exit 0 (loaded) or 2 (rejected with a message), never a panic.
+    let samples = samples();
+    let cases = (case_count() / 500).clamp(20, 400);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mutated.o");
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let result = runner.run(&(0..samples.len(), prop::collection::vec(mutation(), 1..3)), |(index, mutations)| {
+        let bytes = apply(&samples[index], &mutations);
+        std::fs::write(&path, &bytes).unwrap();
+        for format in ["text", "json"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_bpf2sys"))
+                .args(["inspect", "--format", format])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            prop_assert!(!stderr.contains("panicked"), "{}: {stderr}", samples[index].name);
+            match out.status.code() {
+                Some(0) => prop_assert!(!out.stdout.is_empty()),
+                Some(2) => prop_assert!(stderr.starts_with("error: "), "{stderr}"),
+                other => prop_assert!(false, "exit status {other:?}: {stderr}"),
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
