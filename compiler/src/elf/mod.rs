@@ -159,7 +159,15 @@ impl<'a> Object<'a> {
         if e_type != elf::ET_REL {
             return Err(ElfError::NotBpf(format!("e_type is {e_type}, expected a relocatable object (ET_REL)")));
         }
-        let table = header.sections(endian, bytes)?;
+        let table = header.sections(endian, bytes).map_err(|e| {
+            ElfError::Malformed(format!(
+                "section header table at offset {:#x} ({} entries of {} bytes, names in section {}): {e}",
+                header.e_shoff(endian),
+                header.e_shnum(endian),
+                header.e_shentsize(endian),
+                header.e_shstrndx(endian)
+            ))
+        })?;
         let mut sections = Vec::with_capacity(table.len());
         for (index, sh) in table.enumerate() {
             let name = table
@@ -184,7 +192,9 @@ impl<'a> Object<'a> {
             });
         }
 
-        let symtab = table.symbols(endian, bytes, elf::SHT_SYMTAB)?;
+        let symtab = table
+            .symbols(endian, bytes, elf::SHT_SYMTAB)
+            .map_err(|e| ElfError::Malformed(format!("symbol table (.symtab): {e}")))?;
         let mut symbols = Vec::with_capacity(symtab.len());
         for (index, sym) in symtab.enumerate() {
             let name = symtab
