@@ -516,3 +516,40 @@ fn inspect_never_panics_on_mutated_objects() {
         panic!("{e}");
     }
 }
+
+/// A `.BTF`-shaped section: a valid preamble, random offsets/lengths (mostly in range), random body.
+fn btf_like() -> impl Strategy<Value = Vec<u8>> {
+    (0u32..64, 0u32..64, 0u32..512, 0u32..512, prop::collection::vec(any::<u8>(), 0..600)).prop_map(
+        |(type_off, type_len, str_off, str_len, body)| {
+            let mut b = vec![0x9f, 0xeb, 1, 0];
+            for v in [24u32, type_off, type_len, str_off, str_len] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&body);
+            b
+        },
+    )
+}
+
+#[test]
+fn btf_parsers_never_panic_on_random_sections() {
+    use bpf2sys::elf::btf::{parse_line_info, Btf};
+    let cases = (case_count() / 5).max(1000);
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let result = runner.run(&(btf_like(), btf_like()), |(btf_bytes, mut ext_bytes)| {
+        if let Ok(btf) = Btf::parse(&btf_bytes) {
+            // Exercise the type walkers on every id, including cyclic or dangling chains.
+            for id in 0..btf.type_count() as u32 + 2 {
+                let _ = btf.size_of(id);
+                let _ = btf.skip_modifiers(id);
+            }
+            let _ = btf.datasec(".maps");
+            ext_bytes[4..8].copy_from_slice(&32u32.to_le_bytes());
+            let _ = parse_line_info(&ext_bytes, &btf);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
