@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod conformance;
+mod samples;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "bpf2sys project tasks")]
@@ -17,12 +18,15 @@ struct Cli {
 enum Task {
     /// Run bpf_conformance `.data` tests on an engine and print `N passed, M failed, K skipped`.
     Conformance(conformance::Args),
+    /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
+    Samples(samples::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Conformance(args) => conformance::run(args),
+        Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
