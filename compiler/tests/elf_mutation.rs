@@ -347,19 +347,75 @@ fn case_count() -> u32 {
     std::env::var("BPF2SYS_ELF_MUTATION_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
 }
 
+/// What later stages may rely on in any module the loader accepts, however odd its input was.
+fn check_invariants(module: &bpf2sys::program::Module) -> Result<(), String> {
+    use bpf2sys::isa::{Imm64Kind, Instruction};
+    for p in &module.programs {
+        let mut next = 0;
+        for f in &p.functions {
+            if f.start != next || f.start >= f.end {
+                return Err(format!("{}: functions do not tile the program at {}", p.name, f.name));
+            }
+            next = f.end;
+        }
+        if next != p.instructions.len() {
+            return Err(format!("{}: functions cover {next} of {} slots", p.name, p.instructions.len()));
+        }
+        if let Some(l) = p.line_info.iter().find(|l| l.slot >= p.instructions.len()) {
+            return Err(format!("{}: line info for slot {} past the end", p.name, l.slot));
+        }
+        for (pc, insn) in p.instructions.iter().enumerate() {
+            match *insn {
+                Instruction::LoadImm64 { kind: Imm64Kind::MapIndex, imm, .. }
+                | Instruction::LoadImm64 { kind: Imm64Kind::MapIndexValue, imm, .. }
+                    if imm < 0 || imm as usize >= module.maps.len() =>
+                {
+                    return Err(format!("{}: slot {pc} names map {imm} of {}", p.name, module.maps.len()));
+                }
+                Instruction::LoadImm64 { kind: Imm64Kind::MapIndexValue, imm, next_imm, .. } => {
+                    let size = module.maps[imm as usize].value_size as i64;
+                    if next_imm < 0 || i64::from(next_imm) > size {
+                        return Err(format!("{}: slot {pc} global offset {next_imm} outside {size} bytes", p.name));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for (i, m) in module.maps.iter().enumerate() {
+        if m.inner_map_index.is_some_and(|j| j >= module.maps.len() || j == i) {
+            return Err(format!("map {}: inner map index out of range", m.name));
+        }
+    }
+    for g in &module.global_sections {
+        if module.maps.get(g.map_index).is_none_or(|m| m.value_size as usize != g.initial_data.len()) {
+            return Err("global section does not match its map".into());
+        }
+    }
+    for v in &module.map_initial_values {
+        if v.map_index >= module.maps.len() || v.values.len() > module.maps[v.map_index].max_entries as usize {
+            return Err("map initial values out of range".into());
+        }
+    }
+    Ok(())
+}
+
 /// Loads `bytes`, returning (the error's variant name if rejected, peak heap growth, elapsed).
-fn load_measured(bytes: &[u8], name: &str) -> (Option<String>, usize, Duration) {
+fn load_measured(bytes: &[u8], name: &str) -> (Result<Option<String>, String>, usize, Duration) {
     let base = LIVE.with(Cell::get);
     PEAK.with(|p| p.set(base));
     let start = Instant::now();
     let result = bpf2sys::elf::load(bytes, name);
     let elapsed = start.elapsed();
     let peak = PEAK.with(Cell::get).saturating_sub(base);
-    let error = result.err().map(|e| {
-        let debug = format!("{e:?}");
-        debug[..debug.find([' ', '(', '{']).unwrap_or(debug.len())].to_string()
-    });
-    (error, peak, elapsed)
+    let outcome = match result {
+        Ok(module) => check_invariants(&module).map(|()| None),
+        Err(e) => {
+            let debug = format!("{e:?}");
+            Ok(Some(debug[..debug.find([' ', '(', '{']).unwrap_or(debug.len())].to_string()))
+        }
+    };
+    (outcome, peak, elapsed)
 }
 
 #[test]
@@ -375,7 +431,11 @@ fn mutated_samples_never_panic_hang_or_overallocate() {
     let result = runner.run(&strategy, |(index, mutations)| {
         let sample = &samples[index];
         let bytes = apply(sample, &mutations);
-        let (error, peak, elapsed) = load_measured(&bytes, &sample.name);
+        let (outcome, peak, elapsed) = load_measured(&bytes, &sample.name);
+        let error = match outcome {
+            Ok(error) => error,
+            Err(broken) => return Err(TestCaseError::fail(format!("{}: accepted but {broken}", sample.name))),
+        };
         match error {
             None => {
                 loaded.fetch_add(1, Ordering::Relaxed);

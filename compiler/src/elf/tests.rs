@@ -90,3 +90,198 @@ fn wrong_machine_is_named() {
     let err = load(&bytes, "x.o").unwrap_err();
     assert!(err.to_string().contains("e_machine is 62"), "{err}");
 }
+
+/// File offset and size of a section of a pristine sample.
+fn section_range(bytes: &[u8], name: &str) -> (usize, usize) {
+    use object::read::elf::{FileHeader, SectionHeader};
+    let header = object::elf::FileHeader64::<LE>::parse(bytes).unwrap();
+    let table = header.sections(LE, bytes).unwrap();
+    let sh = table.section_by_name(LE, name.as_bytes()).unwrap().1;
+    (sh.sh_offset(LE) as usize, sh.sh_size(LE) as usize)
+}
+
+fn put_u32(bytes: &mut [u8], at: usize, value: u32) {
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+#[test]
+fn relocation_outside_its_section_names_section_and_offset() {
+    let mut bytes = sample("droppacket.o");
+    let (rel, _) = section_range(&bytes, ".relxdp");
+    bytes[rel..rel + 8].copy_from_slice(&0x10_0000u64.to_le_bytes());
+    let err = load(&bytes, "droppacket.o").unwrap_err();
+    assert_eq!(
+        err,
+        ElfError::Relocation {
+            section: "xdp".into(),
+            offset: 0x10_0000,
+            what: "relocation offset is not an instruction in the section".into()
+        }
+    );
+}
+
+#[test]
+fn relocation_on_a_non_lddw_instruction_is_rejected() {
+    let mut bytes = sample("droppacket.o");
+    let (rel, _) = section_range(&bytes, ".relxdp");
+    bytes[rel..rel + 8].copy_from_slice(&0u64.to_le_bytes());
+    let err = load(&bytes, "droppacket.o").unwrap_err();
+    assert!(
+        err.to_string().starts_with("section 'xdp', offset 0x0: R_BPF_64_64 against 'dropped_packet_map'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_btf_kind_is_named_with_its_offset() {
+    let mut bytes = sample("droppacket.o");
+    let (btf, _) = section_range(&bytes, ".BTF");
+    let hdr_len = u32::from_le_bytes(bytes[btf + 4..btf + 8].try_into().unwrap()) as usize;
+    let type_off = u32::from_le_bytes(bytes[btf + 8..btf + 12].try_into().unwrap()) as usize;
+    // First type record's info word: kind 31 does not exist.
+    put_u32(&mut bytes, btf + hdr_len + type_off + 4, 31 << 24);
+    let err = load(&bytes, "droppacket.o").unwrap_err();
+    assert!(matches!(err, ElfError::Btf(BtfError::Malformed { section: ".BTF", .. })), "{err:?}");
+    assert!(err.to_string().contains("type id 1 has unknown kind 31"), "{err}");
+}
+
+#[test]
+fn btf_string_section_past_the_end_is_rejected() {
+    let mut bytes = sample("droppacket.o");
+    let (btf, _) = section_range(&bytes, ".BTF");
+    put_u32(&mut bytes, btf + 20, u32::MAX); // str_len
+    let err = load(&bytes, "droppacket.o").unwrap_err();
+    assert!(err.to_string().contains("string section"), "{err}");
+}
+
+#[test]
+fn legacy_map_with_bad_pinning_names_the_map() {
+    let mut bytes = sample("legacy_maps.o");
+    let (maps, size) = section_range(&bytes, "maps");
+    assert_eq!(size, 64, "two 32-byte Windows map records");
+    put_u32(&mut bytes, maps + 20, 7);
+    let err = load(&bytes, "legacy_maps.o").unwrap_err();
+    assert!(matches!(&err, ElfError::Map { map, .. } if map == "port_counts"), "{err:?}");
+}
+
+#[test]
+fn undecodable_instruction_names_program_and_slot() {
+    let mut bytes = sample("droppacket.o");
+    let (code, _) = section_range(&bytes, "xdp");
+    bytes[code + 8 * 3] = 0xff; // opcode 0xff is no instruction
+    let err = load(&bytes, "droppacket.o").unwrap_err();
+    assert_eq!(err.to_string(), "program 'drop_empty_udp' (section 'xdp'): slot 3: unknown opcode 0xff");
+}
+
+#[test]
+fn global_data_offsets_and_section_maps() {
+    let m = load_sample("globals.o");
+    let names: Vec<_> = m.maps.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["globals.data", "globals.rodata", "globals.bss"]);
+    for g in &m.global_sections {
+        let map = &m.maps[g.map_index];
+        assert_eq!((map.map_type, map.key_size, map.max_entries), (MapType::ARRAY, 4, 1));
+        assert_eq!(map.value_size as usize, g.initial_data.len());
+        assert!(map.id != 0, "DATASEC type id");
+    }
+    assert_eq!(m.global_sections[0].initial_data, 1500u32.to_le_bytes(), ".data holds drop_threshold = 1500");
+    let rodata: Vec<u16> =
+        m.global_sections[1].initial_data.chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    assert_eq!(rodata, [23, 135, 445, 3389]);
+    // packets_dropped is the second .bss variable: offset 8 in map 2.
+    let offsets: Vec<(i32, i32)> = m.programs[0]
+        .instructions
+        .iter()
+        .filter_map(|i| match *i {
+            Instruction::LoadImm64 { kind: Imm64Kind::MapIndexValue, imm, next_imm, .. } => Some((imm, next_imm)),
+            _ => None,
+        })
+        .collect();
+    assert!(offsets.contains(&(2, 0)) && offsets.contains(&(2, 8)) && offsets.contains(&(0, 0)), "{offsets:?}");
+}
+
+#[test]
+fn subprograms_are_appended_and_calls_rewritten() {
+    let m = load_sample("bpf_calls.o");
+    for p in &m.programs {
+        let names: Vec<_> = p.functions.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(names[0], p.name);
+        for n in ["packet_length", "record_length", "length_bucket"] {
+            assert!(names.contains(&n), "{n} reachable from {}", p.name);
+        }
+        // Every local call lands on the first slot of a function of this program.
+        for (pc, insn) in p.instructions.iter().enumerate() {
+            if let Instruction::CallLocal { .. } = insn {
+                let target = insn.jump_target(pc).unwrap() as usize;
+                assert!(p.functions.iter().any(|f| f.start == target), "{}: call at {pc} -> {target}", p.name);
+            }
+        }
+        assert_eq!(p.functions.last().unwrap().end, p.instructions.len());
+    }
+}
+
+/// A synthetic relocatable BPF object: `.text` only, two functions, `first` calling `second` through an
+/// `R_BPF_64_32` relocation against `second`.
+fn text_only_object() -> Vec<u8> {
+    use object::write::{Object as WObject, Relocation as WReloc, Symbol as WSymbol, SymbolSection};
+    use object::{Architecture, BinaryFormat, Endianness, RelocationFlags, SymbolFlags, SymbolKind, SymbolScope};
+    let mut obj = WObject::new(BinaryFormat::Elf, Architecture::Bpf, Endianness::Little);
+    let text = obj.section_id(object::write::StandardSection::Text);
+    let first: Vec<u8> = [
+        crate::isa::RawSlot { opcode: 0x85, src: 1, imm: -1, ..Default::default() }, // call second
+        crate::isa::RawSlot { opcode: 0x95, ..Default::default() },                  // exit
+    ]
+    .iter()
+    .flat_map(|s| s.to_bytes())
+    .collect();
+    let second: Vec<u8> = [
+        crate::isa::RawSlot { opcode: 0xb7, imm: 7, ..Default::default() }, // mov r0, 7
+        crate::isa::RawSlot { opcode: 0x95, ..Default::default() },
+    ]
+    .iter()
+    .flat_map(|s| s.to_bytes())
+    .collect();
+    let off1 = obj.append_section_data(text, &first, 8);
+    let off2 = obj.append_section_data(text, &second, 8);
+    let mut add = |name: &str, value: u64| {
+        obj.add_symbol(WSymbol {
+            name: name.as_bytes().to_vec(),
+            value,
+            size: 16,
+            kind: SymbolKind::Text,
+            scope: SymbolScope::Linkage,
+            weak: false,
+            section: SymbolSection::Section(text),
+            flags: SymbolFlags::None,
+        })
+    };
+    add("first", off1);
+    let second_sym = add("second", off2);
+    obj.add_relocation(
+        text,
+        WReloc { offset: off1, symbol: second_sym, addend: 0, flags: RelocationFlags::Elf { r_type: R_BPF_64_32 } },
+    )
+    .unwrap();
+    obj.write().unwrap()
+}
+
+#[test]
+fn text_functions_are_programs_when_no_other_section_has_code() {
+    let m = load(&text_only_object(), "text.o").unwrap();
+    let names: Vec<_> = m.programs.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["first", "second"]);
+    let first = &m.programs[0];
+    assert_eq!(first.section_name, ".text");
+    // `second` appended after `first`; the call (relocated against `second`) now jumps 1 slot forward.
+    assert_eq!(first.instructions.len(), 4);
+    assert_eq!(first.instructions[0], Instruction::CallLocal { offset: 1 });
+    assert_eq!(first.functions[1].name, "second");
+    assert_eq!(first.functions[1].start, 2);
+}
+
+#[test]
+fn text_functions_are_subprograms_when_program_sections_exist() {
+    let m = load_sample("bpf_calls.o");
+    assert!(m.programs.iter().all(|p| p.section_name != ".text"));
+}
