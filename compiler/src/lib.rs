@@ -15,6 +15,7 @@
 
 pub mod compiled;
 pub mod isa;
+pub mod link;
 pub mod lower;
 pub mod platform;
 pub mod program;
