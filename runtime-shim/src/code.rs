@@ -62,7 +62,14 @@ impl<'a> ShimBuilder<'a> {
     }
 
     /// Calls `dll!name` through its IAT slot.
-    fn call_import(&mut self, dll: &str, name: &str, params: &[ir::Type], ret: Option<ir::Type>, args: &[Value]) -> Option<Value> {
+    fn call_import(
+        &mut self,
+        dll: &str,
+        name: &str,
+        params: &[ir::Type],
+        ret: Option<ir::Type>,
+        args: &[Value],
+    ) -> Option<Value> {
         let slot = self.symbol_address(Symbol::Import { dll: dll.to_string(), name: name.to_string() });
         let target = self.b.ins().load(I64, MemFlagsData::trusted().with_readonly(), slot, 0);
         let mut sig = Signature::new(CallConv::WindowsFastcall);
@@ -167,13 +174,13 @@ pub fn build_functions(layout: &Layout, config: TargetFrontendConfig) -> Result<
         let table = sb.data(REGISTRY_QUERY_TABLE);
         let null = sb.iconst(I64, 0);
         let status = sb
-            .call_import(NTOSKRNL, "RtlQueryRegistryValues", &[I32, I64, I64, I64, I64], Some(I32), &[
-                relative_to,
-                path,
-                table,
-                null,
-                null,
-            ])
+            .call_import(
+                NTOSKRNL,
+                "RtlQueryRegistryValues",
+                &[I32, I64, I64, I64, I64],
+                Some(I32),
+                &[relative_to, path, table, null, null],
+            )
             .expect("returns NTSTATUS");
         let failed = sb.b.ins().icmp_imm_s(IntCC::SignedLessThan, status, 0);
         return_if(sb, failed, Some(status));
@@ -218,13 +225,13 @@ pub fn build_functions(layout: &Layout, config: TargetFrontendConfig) -> Result<
         let provider_ctx = sb.data(PROVIDER_BINDING_CONTEXT);
         let provider_dispatch = sb.data(PROVIDER_DISPATCH);
         let status = sb
-            .call_import(NETIO, "NmrClientAttachProvider", &[I64, I64, I64, I64, I64], Some(I32), &[
-                a[0],
-                a[1],
-                table,
-                provider_ctx,
-                provider_dispatch,
-            ])
+            .call_import(
+                NETIO,
+                "NmrClientAttachProvider",
+                &[I64, I64, I64, I64, I64],
+                Some(I32),
+                &[a[0], a[1], table, provider_ctx, provider_dispatch],
+            )
             .expect("returns NTSTATUS");
         let failed = sb.b.ins().icmp_imm_s(IntCC::SignedLessThan, status, 0);
         return_if(sb, failed, Some(status));
@@ -257,13 +264,7 @@ pub fn build_functions(layout: &Layout, config: TargetFrontendConfig) -> Result<
     // The metadata-table callbacks (contract §2.2): empty lists are (NULL, 0).
     array_callback(&mut out, config, ctx, FN_GET_PROGRAMS, Some((PROGRAMS, layout.sorted_programs.len())))?;
     array_callback(&mut out, config, ctx, FN_GET_MAPS, (layout.map_count > 0).then_some((MAPS, layout.map_count)))?;
-    array_callback(
-        &mut out,
-        config,
-        ctx,
-        FN_GET_HASH,
-        layout.has_elf_hash.then_some((ELF_HASH, 32)),
-    )?;
+    array_callback(&mut out, config, ctx, FN_GET_HASH, layout.has_elf_hash.then_some((ELF_HASH, 32)))?;
     array_callback(
         &mut out,
         config,

@@ -81,7 +81,13 @@ mod tests {
                     arguments: [4, 1, 0, 0, 0],
                     reallocate_packet: true,
                 },
-                HashedHelper { id: 1, name: "m".into(), return_type: 1, arguments: [5, 7, 0, 0, 0], reallocate_packet: false },
+                HashedHelper {
+                    id: 1,
+                    name: "m".into(),
+                    return_type: 1,
+                    arguments: [5, 7, 0, 0, 0],
+                    reallocate_packet: false,
+                },
             ],
         };
         let s = program_info_hash_stream(&input);

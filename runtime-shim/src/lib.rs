@@ -44,7 +44,9 @@ pub enum ShimError {
     NoPrograms,
     #[error("program `{program}`: {what} must be 1..63 characters, got {len}")]
     BadNameLength { program: String, what: &'static str, len: usize },
-    #[error("program `{program}`: helper id {id} appears twice in its helper table (contract §3.2 requires unique ids)")]
+    #[error(
+        "program `{program}`: helper id {id} appears twice in its helper table (contract §3.2 requires unique ids)"
+    )]
     DuplicateHelper { program: String, id: u32 },
     #[error("program `{program}` references map index {index}, but the module has {count} maps")]
     MapIndexOutOfRange { program: String, index: u16, count: usize },
@@ -101,7 +103,9 @@ impl RuntimeVersion {
         let num = |s: &str| s.parse::<u32>().map_err(|_| format!("runtime version `{text}`: `{s}` is not a number"));
         let v = RuntimeVersion { major: num(parts[0])?, minor: num(parts[1])?, revision: num(parts[2])? };
         if v < RuntimeVersion::MINIMUM {
-            return Err(format!("runtime version {v} is older than 0.21.0, which every eBPF for Windows runtime rejects"));
+            return Err(format!(
+                "runtime version {v} is older than 0.21.0, which every eBPF for Windows runtime rejects"
+            ));
         }
         Ok(v)
     }
@@ -222,7 +226,10 @@ pub enum Symbol {
     Function(String),
     Data(String),
     /// The IAT slot of `dll!name`.
-    Import { dll: String, name: String },
+    Import {
+        dll: String,
+        name: String,
+    },
 }
 
 /// An absolute 64-bit pointer field at `offset` that must hold the address of `target` + `addend`.
@@ -266,7 +273,10 @@ pub fn build(
     let layout = metadata::layout(module)?;
     let data = metadata::build_data(module, &layout)?;
     let functions = code::build_functions(&layout, frontend_config)?;
-    let program_sections =
-        layout.sorted_programs.iter().map(|&i| (module.programs[i].function_symbol.clone(), layout.pe_sections[i].clone())).collect();
+    let program_sections = layout
+        .sorted_programs
+        .iter()
+        .map(|&i| (module.programs[i].function_symbol.clone(), layout.pe_sections[i].clone()))
+        .collect();
     Ok(DriverShim { functions, data, program_sections })
 }

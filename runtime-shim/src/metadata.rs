@@ -6,9 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{
-    names, DataObject, DataRelocation, DataSection, ModuleDescription, ShimError, Symbol, METADATA_TABLE,
-};
+use crate::{names, DataObject, DataRelocation, DataSection, ModuleDescription, ShimError, Symbol, METADATA_TABLE};
 
 /// `ebpf_extension_header_t` version of every metadata struct (contract §2.1).
 const HEADER_VERSION: u16 = 1;
@@ -110,7 +108,8 @@ pub fn layout(module: &ModuleDescription) -> Result<Layout, ShimError> {
         }
     }
     let mut sorted_programs: Vec<usize> = (0..module.programs.len()).collect();
-    sorted_programs.sort_by(|&a, &b| module.programs[a].program_name.as_bytes().cmp(module.programs[b].program_name.as_bytes()));
+    sorted_programs
+        .sort_by(|&a, &b| module.programs[a].program_name.as_bytes().cmp(module.programs[b].program_name.as_bytes()));
     let pe_sections = names::pe_section_names(module.programs.iter().map(|p| p.section_name.as_str()));
     let v = module.runtime_version;
     Ok(Layout {
@@ -131,7 +130,14 @@ struct Objects {
 }
 
 impl Objects {
-    fn add(&mut self, name: &str, section: DataSection, alignment: u32, bytes: Vec<u8>, relocations: Vec<DataRelocation>) {
+    fn add(
+        &mut self,
+        name: &str,
+        section: DataSection,
+        alignment: u32,
+        bytes: Vec<u8>,
+        relocations: Vec<DataRelocation>,
+    ) {
         self.objects.push(DataObject { name: name.to_string(), section, alignment, bytes, relocations });
     }
 

@@ -231,7 +231,9 @@ pub fn write_image(input: &ImageInput) -> Result<Vec<u8>, LinkError> {
         s.rva = range.virtual_address;
         s.file_offset = range.file_offset;
     }
-    let pdata_range = w.reserve_pdata_section(pdata_size);
+    // Not `reserve_pdata_section`: it omits NOT_PAGED (driver-image-and-signing.md §2.4 wants 0x48000040).
+    let pdata_range = w.reserve_section(*b".pdata\0\0", RDATA_FLAGS, pdata_size, pdata_size);
+    w.set_data_directory(pe::IMAGE_DIRECTORY_ENTRY_EXCEPTION, pdata_range.virtual_address, pdata_size);
 
     // ---- write pass: resolve symbols ----
     let rvas: Vec<u32> = sections.iter().map(|s| s.rva).collect();
@@ -277,7 +279,8 @@ pub fn write_image(input: &ImageInput) -> Result<Vec<u8>, LinkError> {
             match r.kind {
                 RelocKind::X64PcRel32 => {
                     let v = s + r.addend - place;
-                    let v = i32::try_from(v).map_err(|_| LinkError::BadRelocation { function: f.name.clone(), offset: r.offset })?;
+                    let v = i32::try_from(v)
+                        .map_err(|_| LinkError::BadRelocation { function: f.name.clone(), offset: r.offset })?;
                     bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
                 }
                 RelocKind::Abs64 => {

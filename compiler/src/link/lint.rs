@@ -161,7 +161,11 @@ pub fn lint_image_with(bytes: &[u8], extra: &[ExtraRule]) -> LintReport {
         Err(e) => {
             // Nothing else can be checked without headers: report it under the structure rules.
             for rule in RULES {
-                let findings = if rule.id == "P1" || rule.id == "P3" { vec![format!("cannot parse headers: {e}")] } else { vec![] };
+                let findings = if rule.id == "P1" || rule.id == "P3" {
+                    vec![format!("cannot parse headers: {e}")]
+                } else {
+                    vec![]
+                };
                 results.push(RuleResult { id: rule.id, title: rule.title, findings });
             }
         }
@@ -379,7 +383,9 @@ fn h3(img: &Image) -> Vec<String> {
         ranges.push((iat, size.max(1)));
     } else {
         match img.imports() {
-            Ok(list) => ranges.extend(list.iter().map(|(_, first_thunk, names)| (*first_thunk, 8 * (names.len() as u32 + 1)))),
+            Ok(list) => {
+                ranges.extend(list.iter().map(|(_, first_thunk, names)| (*first_thunk, 8 * (names.len() as u32 + 1))))
+            }
             Err(e) => return vec![e],
         }
     }
@@ -508,7 +514,10 @@ fn p2(img: &Image) -> Vec<String> {
         Ok(relocs) => {
             for (page, ty, off) in relocs {
                 if ty != 0 && ty != 10 {
-                    f.push(format!("base relocation type {ty} at RVA {:#x} (only ABSOLUTE and DIR64 allowed)", page + off as u32));
+                    f.push(format!(
+                        "base relocation type {ty} at RVA {:#x} (only ABSOLUTE and DIR64 allowed)",
+                        page + off as u32
+                    ));
                 }
             }
         }
@@ -532,12 +541,20 @@ fn p3(img: &Image) -> Vec<String> {
     for s in &img.sections {
         if let Some(e) = expected_va {
             if s.virtual_address != e {
-                f.push(format!("section `{}` at RVA {:#x}, expected {e:#x} (ascending and adjacent)", s.name, s.virtual_address));
+                f.push(format!(
+                    "section `{}` at RVA {:#x}, expected {e:#x} (ascending and adjacent)",
+                    s.name, s.virtual_address
+                ));
             }
         }
-        expected_va = Some((s.virtual_address as u64 + s.virtual_size.max(s.size_of_raw_data) as u64).div_ceil(sa as u64) as u32 * sa);
+        expected_va = Some(
+            (s.virtual_address as u64 + s.virtual_size.max(s.size_of_raw_data) as u64).div_ceil(sa as u64) as u32 * sa,
+        );
         if s.pointer_to_raw_data % fa != 0 || s.size_of_raw_data % fa != 0 {
-            f.push(format!("section `{}`: raw pointer/size {:#x}/{:#x} are not FileAlignment multiples", s.name, s.pointer_to_raw_data, s.size_of_raw_data));
+            f.push(format!(
+                "section `{}`: raw pointer/size {:#x}/{:#x} are not FileAlignment multiples",
+                s.name, s.pointer_to_raw_data, s.size_of_raw_data
+            ));
         }
         if s.pointer_to_raw_data as u64 + s.size_of_raw_data as u64 > img.bytes.len() as u64 {
             f.push(format!("section `{}`: raw data runs past the end of the file", s.name));
@@ -587,14 +604,21 @@ fn p5(img: &Image) -> Vec<String> {
                 && s.characteristics & (IMAGE_SCN_CNT_CODE | IMAGE_SCN_CNT_INITIALIZED_DATA) == 0
                 && s.pointer_to_raw_data != 0
         })
-        .map(|s| format!("uninitialized section `{}` has PointerToRawData {:#x} under FORCE_INTEGRITY", s.name, s.pointer_to_raw_data))
+        .map(|s| {
+            format!(
+                "uninitialized section `{}` has PointerToRawData {:#x} under FORCE_INTEGRITY",
+                s.name, s.pointer_to_raw_data
+            )
+        })
         .collect()
 }
 
 fn p6(img: &Image) -> Vec<String> {
     match img.section_of(img.address_of_entry_point) {
         Some(s) if Image::is_exec(s) => Vec::new(),
-        Some(s) => vec![format!("entry point {:#x} is in non-executable section `{}`", img.address_of_entry_point, s.name)],
+        Some(s) => {
+            vec![format!("entry point {:#x} is in non-executable section `{}`", img.address_of_entry_point, s.name)]
+        }
         None => vec![format!("entry point {:#x} is outside every section", img.address_of_entry_point)],
     }
 }
@@ -694,7 +718,10 @@ fn p9(img: &Image) -> Vec<String> {
         Ok(list) => {
             for (dll, _, _) in list {
                 if !ALLOWED_IMPORT_MODULES.iter().any(|m| m.eq_ignore_ascii_case(&dll)) {
-                    f.push(format!("imports from `{dll}`, which is not a kernel module (allowed: {})", ALLOWED_IMPORT_MODULES.join(", ")));
+                    f.push(format!(
+                        "imports from `{dll}`, which is not a kernel module (allowed: {})",
+                        ALLOWED_IMPORT_MODULES.join(", ")
+                    ));
                 }
             }
         }

@@ -113,9 +113,9 @@ pub fn describe_module(
             .find(|c| c.program_name == p.name)
             .ok_or_else(|| LinkError::MissingCompiledProgram(p.name.clone()))?;
         let entry = compiled.functions.first().ok_or_else(|| LinkError::EmptyCompiledProgram(p.name.clone()))?;
-        let (program_type, attach_type) = platform
-            .program_type_for_section(&p.section_name)
-            .ok_or_else(|| LinkError::UnknownProgramType { program: p.name.clone(), section: p.section_name.clone() })?;
+        let (program_type, attach_type) = platform.program_type_for_section(&p.section_name).ok_or_else(|| {
+            LinkError::UnknownProgramType { program: p.name.clone(), section: p.section_name.clone() }
+        })?;
         let mut helpers = Vec::new();
         let mut hashed = Vec::new();
         for &id in &compiled.helper_ids {

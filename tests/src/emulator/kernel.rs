@@ -129,7 +129,11 @@ unsafe extern "win64" fn rtl_query_registry_values(
     STATUS_SUCCESS
 }
 
-unsafe extern "win64" fn nmr_register_client(characteristics: *const u8, client_context: *mut c_void, handle: *mut u64) -> i32 {
+unsafe extern "win64" fn nmr_register_client(
+    characteristics: *const u8,
+    client_context: *mut c_void,
+    handle: *mut u64,
+) -> i32 {
     log("NmrRegisterClient".into());
     if characteristics.is_null() || handle.is_null() {
         return STATUS_INVALID_PARAMETER;
@@ -204,7 +208,9 @@ pub fn kernel_export(dll: &str, name: &str) -> Option<usize> {
         ("netio.sys", "NmrRegisterClient") => nmr_register_client as *const () as usize,
         ("netio.sys", "NmrClientAttachProvider") => nmr_client_attach_provider as *const () as usize,
         ("netio.sys", "NmrDeregisterClient") => nmr_deregister_client as *const () as usize,
-        ("netio.sys", "NmrWaitForClientDeregisterComplete") => nmr_wait_for_client_deregister_complete as *const () as usize,
+        ("netio.sys", "NmrWaitForClientDeregisterComplete") => {
+            nmr_wait_for_client_deregister_complete as *const () as usize
+        }
         _ => return None,
     };
     Some(f)

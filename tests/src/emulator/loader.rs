@@ -50,10 +50,7 @@ impl LoadedImage {
 }
 
 /// Loads `bytes`, resolving each import `dll!name` through `resolve`.
-pub fn load_image(
-    bytes: &[u8],
-    resolve: &dyn Fn(&str, &str) -> Option<usize>,
-) -> Result<LoadedImage, EmulatorError> {
+pub fn load_image(bytes: &[u8], resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Result<LoadedImage, EmulatorError> {
     let bad = |m: String| EmulatorError::Image(m);
     let file = PeFile64::parse(bytes).map_err(|e| bad(format!("not a PE32+ image: {e}")))?;
     let nt = file.nt_headers();
@@ -66,12 +63,20 @@ pub fn load_image(
     let image_base = opt.image_base();
     // SAFETY: an anonymous private mapping; we own it until Drop.
     let base = unsafe {
-        libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     if base == libc::MAP_FAILED {
         return Err(bad(format!("mmap of {size} bytes failed")));
     }
-    let mut image = LoadedImage { base: base as *mut u8, size, entry_rva: opt.address_of_entry_point(), sections: Vec::new() };
+    let mut image =
+        LoadedImage { base: base as *mut u8, size, entry_rva: opt.address_of_entry_point(), sections: Vec::new() };
     // SAFETY: the mapping is `size` bytes long and writable.
     let mem = unsafe { std::slice::from_raw_parts_mut(image.base, size) };
     let headers = (opt.size_of_headers() as usize).min(bytes.len()).min(size);
@@ -116,7 +121,11 @@ pub fn load_image(
         let mut descriptors = table.descriptors().map_err(|e| bad(format!("import descriptors: {e}")))?;
         while let Some(d) = descriptors.next().map_err(|e| bad(format!("import descriptor: {e}")))? {
             let dll = String::from_utf8_lossy(table.name(d.name.get(LE)).map_err(|e| bad(e.to_string()))?).into_owned();
-            let lookup = if d.original_first_thunk.get(LE) != 0 { d.original_first_thunk.get(LE) } else { d.first_thunk.get(LE) };
+            let lookup = if d.original_first_thunk.get(LE) != 0 {
+                d.original_first_thunk.get(LE)
+            } else {
+                d.first_thunk.get(LE)
+            };
             let mut thunks = table.thunks(lookup).map_err(|e| bad(e.to_string()))?;
             let mut slot = d.first_thunk.get(LE) as usize;
             while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().map_err(|e| bad(e.to_string()))? {
@@ -124,7 +133,8 @@ pub fn load_image(
                     object::read::pe::Import::Name(_, name) => String::from_utf8_lossy(name).into_owned(),
                     object::read::pe::Import::Ordinal(o) => return Err(bad(format!("{dll}: import by ordinal {o}"))),
                 };
-                let addr = resolve(&dll, &name).ok_or_else(|| EmulatorError::UnresolvedImport(format!("{dll}!{name}")))?;
+                let addr =
+                    resolve(&dll, &name).ok_or_else(|| EmulatorError::UnresolvedImport(format!("{dll}!{name}")))?;
                 if slot + 8 > size {
                     return Err(bad(format!("IAT slot {slot:#x} is outside the image")));
                 }

@@ -39,7 +39,11 @@ fn zeroed(bytes: usize) -> Box<[u64]> {
 
 enum Storage {
     Array(Box<[u64]>),
-    Hash { entries: BTreeMap<Vec<u8>, Box<[u64]>>, recency: Vec<Vec<u8>>, lru: bool },
+    Hash {
+        entries: BTreeMap<Vec<u8>, Box<[u64]>>,
+        recency: Vec<Vec<u8>>,
+        lru: bool,
+    },
     /// Program array: slot → program index in the module.
     Programs(Vec<Option<usize>>),
     /// Map-in-map: key → inner map address.
@@ -157,7 +161,8 @@ impl EmulatedMap {
                 match entries.get_mut(key) {
                     // Update in place: the value keeps its address.
                     Some(existing) => unsafe {
-                        std::slice::from_raw_parts_mut(existing.as_mut_ptr() as *mut u8, vs).copy_from_slice(&value[..vs])
+                        std::slice::from_raw_parts_mut(existing.as_mut_ptr() as *mut u8, vs)
+                            .copy_from_slice(&value[..vs])
                     },
                     None => {
                         let mut storage = zeroed(vs);

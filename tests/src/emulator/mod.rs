@@ -57,7 +57,8 @@ pub enum EmulatorError {
 }
 
 /// The NPI ids of contract §1.3, in memory order.
-const NATIVE_NPI_ID: [u8; 16] = [0xc8, 0xaa, 0x47, 0xc8, 0xf2, 0xa6, 0x53, 0x4b, 0xae, 0xa3, 0xf4, 0xa9, 0x4b, 0x9a, 0x80, 0xcb];
+const NATIVE_NPI_ID: [u8; 16] =
+    [0xc8, 0xaa, 0x47, 0xc8, 0xf2, 0xa6, 0x53, 0x4b, 0xae, 0xa3, 0xf4, 0xa9, 0x4b, 0x9a, 0x80, 0xcb];
 
 /// `_ebpf_minimum_version` (contract §2.3).
 const MINIMUM_VERSION: [u32; 3] = [0, 21, 0];
@@ -261,7 +262,10 @@ impl Emulator {
         let key = format!("\\registry\\machine\\system\\currentcontrolset\\services\\{service}");
         kernel::with_kernel(|k| {
             k.registry.insert(key.clone(), BTreeMap::new());
-            k.registry.insert(format!("{key}\\parameters"), BTreeMap::from([("npimoduleid".to_string(), (3, module_id.to_vec()))]));
+            k.registry.insert(
+                format!("{key}\\parameters"),
+                BTreeMap::from([("npimoduleid".to_string(), (3, module_id.to_vec()))]),
+            );
         });
         let image = loader::load_image(bytes, &kernel::kernel_export)?;
 
@@ -275,10 +279,13 @@ impl Emulator {
         unicode[0..2].copy_from_slice(&(((path.len() - 1) * 2) as u16).to_le_bytes());
         unicode[2..4].copy_from_slice(&((path.len() * 2) as u16).to_le_bytes());
         unicode[8..16].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes());
-        let entry = image.address(image.entry_rva as u64).ok_or_else(|| EmulatorError::DriverEntry("entry point outside the image".into()))?;
+        let entry = image
+            .address(image.entry_rva as u64)
+            .ok_or_else(|| EmulatorError::DriverEntry("entry point outside the image".into()))?;
         // SAFETY: the entry point is the driver's DriverEntry (lint P6 checks it is code); both arguments live
         // across the call.
-        let status = unsafe { std::mem::transmute::<usize, DriverEntryFn>(entry)(driver_object.as_mut_ptr(), unicode.as_ptr()) };
+        let status =
+            unsafe { std::mem::transmute::<usize, DriverEntryFn>(entry)(driver_object.as_mut_ptr(), unicode.as_ptr()) };
         if status != 0 {
             return Err(EmulatorError::DriverEntry(format!("returned status {:#010x}", status as u32)));
         }
@@ -289,16 +296,22 @@ impl Emulator {
         }
 
         // The client registration (contract §1.3).
-        let registration = kernel::with_kernel(|k| k.client).ok_or_else(|| EmulatorError::Nmr("DriverEntry did not register an NMR client".into()))?;
+        let registration = kernel::with_kernel(|k| k.client)
+            .ok_or_else(|| EmulatorError::Nmr("DriverEntry did not register an NMR client".into()))?;
         let chars = registration.characteristics;
         let length: u16 = read(&image, chars + 2, "NPI_CLIENT_CHARACTERISTICS")?;
         let reg_size: u16 = read(&image, chars + 34, "NPI_REGISTRATION_INSTANCE")?;
         if length != 72 || reg_size != 40 {
-            return Err(EmulatorError::Nmr(format!("characteristics length {length} / registration size {reg_size}, expected 72 / 40")));
+            return Err(EmulatorError::Nmr(format!(
+                "characteristics length {length} / registration size {reg_size}, expected 72 / 40"
+            )));
         }
         let npi_id: [u8; 16] = read(&image, read::<usize>(&image, chars + 40, "NpiId")?, "NpiId")?;
         if npi_id != NATIVE_NPI_ID {
-            return Err(EmulatorError::Nmr(format!("NPI id {} is not the native-module NPI", Guid::from_bytes(&npi_id))));
+            return Err(EmulatorError::Nmr(format!(
+                "NPI id {} is not the native-module NPI",
+                Guid::from_bytes(&npi_id)
+            )));
         }
         let module_id_ptr: usize = read(&image, chars + 48, "ModuleId")?;
         let mid_len: u16 = read(&image, module_id_ptr, "NPI_MODULEID")?;
@@ -323,11 +336,18 @@ impl Emulator {
         if image.section_of(attach).is_none_or(|s| s.3 & 0x2000_0000 == 0) {
             return Err(EmulatorError::Nmr("ClientAttachProvider is not code in the image".into()));
         }
-        let status = unsafe { std::mem::transmute::<usize, AttachFn>(attach)(binding, registration.client_context, provider_registration.as_ptr()) };
+        let status = unsafe {
+            std::mem::transmute::<usize, AttachFn>(attach)(
+                binding,
+                registration.client_context,
+                provider_registration.as_ptr(),
+            )
+        };
         if status != 0 {
             return Err(EmulatorError::Nmr(format!("ClientAttachProvider returned {:#010x}", status as u32)));
         }
-        let table = kernel::with_kernel(|k| k.client_dispatch).ok_or_else(|| EmulatorError::Nmr("no client dispatch was attached".into()))?;
+        let table = kernel::with_kernel(|k| k.client_dispatch)
+            .ok_or_else(|| EmulatorError::Nmr("no client dispatch was attached".into()))?;
 
         let metadata = validate_metadata(&image, table)?;
         compare_views(&metadata, &user_mode)?;
@@ -359,15 +379,28 @@ impl Emulator {
         for i in order {
             let e = &entries[i];
             if !maps::is_supported(e.map_type) {
-                return Err(EmulatorError::Maps(format!("map `{}` has type {}, which the emulator does not implement", e.name, e.map_type)));
+                return Err(EmulatorError::Maps(format!(
+                    "map `{}` has type {}, which the emulator does not implement",
+                    e.name, e.map_type
+                )));
             }
             if e.pinning > 1 {
-                return Err(EmulatorError::Maps(format!("map `{}` has pinning {}, only NONE/BY_NAME exist", e.name, e.pinning)));
+                return Err(EmulatorError::Maps(format!(
+                    "map `{}` has pinning {}, only NONE/BY_NAME exist",
+                    e.name, e.pinning
+                )));
             }
-            if matches!(e.map_type, maps::MAP_HASH_OF_MAPS | maps::MAP_ARRAY_OF_MAPS) && inner_template(&entries, e).is_none() {
+            if matches!(e.map_type, maps::MAP_HASH_OF_MAPS | maps::MAP_ARRAY_OF_MAPS)
+                && inner_template(&entries, e).is_none()
+            {
                 return Err(EmulatorError::Maps(format!("map-in-map `{}` has no inner template", e.name)));
             }
-            let definition = MapDefinition { map_type: e.map_type, key_size: e.key_size, value_size: e.value_size, max_entries: e.max_entries };
+            let definition = MapDefinition {
+                map_type: e.map_type,
+                key_size: e.key_size,
+                value_size: e.value_size,
+                max_entries: e.max_entries,
+            };
             let map = if e.pinning == 1 {
                 match self.pinned.get(&e.name) {
                     Some(existing) if existing.definition == definition => {
@@ -456,7 +489,11 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
 
     let (hash_ptr, hash_len) = array_callback(image, get_hash, "hash")?;
     let elf_hash = if hash_ptr != 0 {
-        Some((0..hash_len as usize).map(|i| read::<u8>(image, hash_ptr + i, "ELF hash")).collect::<Result<Vec<_>, _>>()?)
+        Some(
+            (0..hash_len as usize)
+                .map(|i| read::<u8>(image, hash_ptr + i, "ELF hash"))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
     } else {
         None
     };
@@ -494,8 +531,9 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
         if (map_count > 0) != (maps_ptr != 0) {
             return Err(meta(format!("{what}: referenced_map_count {map_count} with pointer {maps_ptr:#x}")));
         }
-        let referenced_maps =
-            (0..map_count as usize).map(|k| read::<u16>(image, maps_ptr + 2 * k, &what)).collect::<Result<Vec<_>, _>>()?;
+        let referenced_maps = (0..map_count as usize)
+            .map(|k| read::<u16>(image, maps_ptr + 2 * k, &what))
+            .collect::<Result<Vec<_>, _>>()?;
         // Helpers: stride from helpers[0], header {1, 40}, names non-NULL.
         let helper_count = u16_at(88) as usize;
         let helpers_ptr = u64_at(80) as usize;
@@ -521,7 +559,9 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
         let mut seen = std::collections::BTreeSet::new();
         for id in helper_ids.iter().filter(|id| **id != 0) {
             if !seen.insert(*id) {
-                return Err(meta(format!("{what}: helper id {id} appears twice (the runtime's prototype count mismatches)")));
+                return Err(meta(format!(
+                    "{what}: helper id {id} appears twice (the runtime's prototype count mismatches)"
+                )));
             }
         }
         // BTF-resolved functions (size ≥ 154 only): header exactly {1, 48, 48}.
@@ -538,7 +578,9 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
                 }
             }
         }
-        let guid_at = |p: usize, w: &str| -> Result<Guid, EmulatorError> { Ok(Guid::from_bytes(&read::<[u8; 16]>(image, p, w)?)) };
+        let guid_at = |p: usize, w: &str| -> Result<Guid, EmulatorError> {
+            Ok(Guid::from_bytes(&read::<[u8; 16]>(image, p, w)?))
+        };
         let type_ptr = u64_at(104) as usize;
         if type_ptr == 0 {
             return Err(meta(format!("{what}: program_type is NULL")));
@@ -548,16 +590,25 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
             return Err(meta(format!("{what}: program_type is GUID_NULL")));
         }
         let attach_ptr = u64_at(112) as usize;
-        let expected_attach_type = if attach_ptr == 0 { Guid::NULL } else { guid_at(attach_ptr, "expected_attach_type")? };
+        let expected_attach_type =
+            if attach_ptr == 0 { Guid::NULL } else { guid_at(attach_ptr, "expected_attach_type")? };
         let hash_ptr = u64_at(120) as usize;
         let hash_len = u64_at(128) as usize;
         let program_info_hash = if hash_ptr != 0 && hash_len != 0 {
-            Some((0..hash_len).map(|k| read::<u8>(image, hash_ptr + k, "program_info_hash")).collect::<Result<Vec<_>, _>>()?)
+            Some(
+                (0..hash_len)
+                    .map(|k| read::<u8>(image, hash_ptr + k, "program_info_hash"))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
         } else {
             None
         };
         let hash_type_ptr = u64_at(136) as usize;
-        let hash_type = if hash_type_ptr != 0 { Some(read_c_string(image, hash_type_ptr, "program_info_hash_type")?) } else { None };
+        let hash_type = if hash_type_ptr != 0 {
+            Some(read_c_string(image, hash_type_ptr, "program_info_hash_type")?)
+        } else {
+            None
+        };
         programs.push(ProgramInfo {
             program_name,
             section_name,
@@ -644,10 +695,17 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
 fn compare_views(metadata: &ModuleMetadata, user: &UserModeView) -> Result<(), EmulatorError> {
     let mismatch = |m: String| EmulatorError::Mismatch(m);
     if metadata.programs.len() != user.programs.len() {
-        return Err(mismatch(format!("kernel has {} programs, user mode found {}", metadata.programs.len(), user.programs.len())));
+        return Err(mismatch(format!(
+            "kernel has {} programs, user mode found {}",
+            metadata.programs.len(),
+            user.programs.len()
+        )));
     }
     for (k, u) in metadata.programs.iter().zip(&user.programs) {
-        if k.program_name != u.program_name || k.section_name != u.section_name || k.pe_section_name != u.pe_section_name {
+        if k.program_name != u.program_name
+            || k.section_name != u.section_name
+            || k.pe_section_name != u.pe_section_name
+        {
             return Err(mismatch(format!(
                 "program order/names differ: kernel `{}` ({}, {}) vs user `{}` ({}, {}) — the program array must be sorted by name",
                 k.program_name, k.section_name, k.pe_section_name, u.program_name, u.section_name, u.pe_section_name
@@ -688,7 +746,9 @@ pub fn runtime_program_info_hash(program_type: &Guid, helper_ids: &[u32]) -> Res
     ids.sort_unstable();
     s.extend_from_slice(&(ids.len() as u64).to_le_bytes());
     for id in ids {
-        let h = WINDOWS.helper(pt, id).ok_or_else(|| format!("helper {id} is not provided for program type `{}`", pt.name))?;
+        let h = WINDOWS
+            .helper(pt, id)
+            .ok_or_else(|| format!("helper {id} is not provided for program type `{}`", pt.name))?;
         s.extend_from_slice(&id.to_le_bytes());
         s.extend_from_slice(h.name.as_bytes());
         s.extend_from_slice(&(h.ret as u32).to_le_bytes());
@@ -718,7 +778,8 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
             if pt.and_then(|pt| WINDOWS.helper(pt, id)).is_none() {
                 return Err(err(format!("helper {id} has no prototype for program type {}", info.program_type)));
             }
-            let address = helpers::host_helper(id).ok_or_else(|| err(format!("the emulator does not implement helper {id}")))?;
+            let address =
+                helpers::host_helper(id).ok_or_else(|| err(format!("the emulator does not implement helper {id}")))?;
             helper_data[slot] = HelperData { header: [0; 3], address: address as u64, tail_call: (id == 5) as u64 };
         }
         // The program-info hash (§3.2): a supplied hash must match what the runtime computes.
@@ -728,7 +789,10 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
                 return Err(err(format!("hash type {:?} is not SHA256", info.hash_type)));
             }
             if *h != computed {
-                return Err(err("program-info hash mismatch: the module was built against a different program type / helper ABI".into()));
+                return Err(err(
+                    "program-info hash mismatch: the module was built against a different program type / helper ABI"
+                        .into(),
+                ));
             }
         }
         // Map data over all maps; only referenced indices are filled.
@@ -744,7 +808,11 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
         // Global sections: map by name, value address, initial data copied in.
         let mut global_data = Vec::new();
         for (name, initial) in &module.metadata.global_sections {
-            let map = module.maps.iter().find(|m| m.name == *name).ok_or_else(|| err(format!("global section map `{name}` does not exist")))?;
+            let map = module
+                .maps
+                .iter()
+                .find(|m| m.name == *name)
+                .ok_or_else(|| err(format!("global section map `{name}` does not exist")))?;
             if map.definition.map_type != maps::MAP_ARRAY || map.definition.value_size as usize != initial.len() {
                 return Err(err(format!("global section `{name}` does not match its map's value size")));
             }
@@ -774,7 +842,8 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
 /// `_ebpf_native_set_initial_map_values` (contract §3.3 step 3).
 fn apply_initial_values(module: &LoadedModule) -> Result<(), EmulatorError> {
     for (name, values) in &module.metadata.initial_values {
-        let map = module.map(name).ok_or_else(|| EmulatorError::Maps(format!("initial values for unknown map `{name}`")))?;
+        let map =
+            module.map(name).ok_or_else(|| EmulatorError::Maps(format!("initial values for unknown map `{name}`")))?;
         // A map reused from a pin keeps its contents (contract §3.3 step 3).
         if module.reused_pins.contains(name) {
             continue;
@@ -791,7 +860,8 @@ fn apply_initial_values(module: &LoadedModule) -> Result<(), EmulatorError> {
                     map.set_program(j as u32, index)
                 }
                 maps::MAP_HASH_OF_MAPS | maps::MAP_ARRAY_OF_MAPS => {
-                    let inner = module.map(v).ok_or_else(|| EmulatorError::Maps(format!("`{name}`[{j}]: no map `{v}`")))?;
+                    let inner =
+                        module.map(v).ok_or_else(|| EmulatorError::Maps(format!("`{name}`[{j}]: no map `{v}`")))?;
                     map.set_inner_map(j as u32, Rc::as_ptr(&inner) as usize)
                 }
                 t => Err(format!("map type {t} cannot hold initial values")),
@@ -816,16 +886,25 @@ impl LoadedModule {
     /// Calls `ClientAttachProvider` again: the driver must refuse a second provider.
     pub fn attach_again(&self) -> i32 {
         let registration = kernel::with_kernel(|k| k.client).expect("registered during load");
-        let attach: usize = read(&self.image, registration.characteristics + 8, "ClientAttachProvider").expect("validated during load");
+        let attach: usize =
+            read(&self.image, registration.characteristics + 8, "ClientAttachProvider").expect("validated during load");
         let provider_registration = [0u8; 40];
         // SAFETY: validated during load to be the driver's attach function.
-        unsafe { std::mem::transmute::<usize, AttachFn>(attach)(0xB1_4D1E, registration.client_context, provider_registration.as_ptr()) }
+        unsafe {
+            std::mem::transmute::<usize, AttachFn>(attach)(
+                0xB1_4D1E,
+                registration.client_context,
+                provider_registration.as_ptr(),
+            )
+        }
     }
 
     /// Invokes program `name` on `context` (the bytes of its context structure; updated in place) and returns
     /// the 32-bit result, following tail calls (§3.4). Also returns the execution trace.
     pub fn invoke(&self, name: &str, context: &mut [u8]) -> Result<(u32, ExecutionState), EmulatorError> {
-        let mut index = self.program_index(name).ok_or_else(|| EmulatorError::Program { program: name.into(), message: "no such program".into() })?;
+        let mut index = self
+            .program_index(name)
+            .ok_or_else(|| EmulatorError::Program { program: name.into(), message: "no such program".into() })?;
         // 64-byte context header, then the context (8-byte aligned).
         let mut buffer = vec![0u64; 8 + context.len().div_ceil(8)];
         let mut state = ExecutionState { module: self, next_program: None, tail_calls: 0, trace: Vec::new() };
@@ -868,7 +947,8 @@ impl LoadedModule {
         let unload = self.driver_object[DRIVER_UNLOAD_SLOT] as usize;
         // SAFETY: validated during load to be code in the image.
         unsafe { std::mem::transmute::<usize, DriverUnloadFn>(unload)(self.driver_object.as_mut_ptr()) };
-        let (deregistered, waits, pending) = kernel::with_kernel(|k| (k.deregister_calls, k.wait_calls, k.deregister_pending));
+        let (deregistered, waits, pending) =
+            kernel::with_kernel(|k| (k.deregister_calls, k.wait_calls, k.deregister_pending));
         if deregistered != 1 {
             return Err(EmulatorError::Unload(format!("NmrDeregisterClient called {deregistered} times")));
         }

@@ -76,7 +76,8 @@ pub fn parse_native_file(bytes: &[u8]) -> Result<UserModeView, EmulatorError> {
             if rva >= s.va && rva < s.va + s.vsize {
                 let start = (rva - s.va) as usize;
                 let tail = s.data.get(start..).unwrap_or(&[]);
-                let len = tail.iter().position(|&c| c == 0).ok_or_else(|| err(format!("unterminated string at {va:#x}")))?;
+                let len =
+                    tail.iter().position(|&c| c == 0).ok_or_else(|| err(format!("unterminated string at {va:#x}")))?;
                 return Ok(String::from_utf8_lossy(&tail[..len]).into_owned());
             }
         }
