@@ -1,1 +1,38 @@
-fn main() {}
+//! `cargo xtask <task>`: project automation (see DEVELOPERS.md). Each task's code lives in its own module.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod conformance;
+mod samples;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "bpf2sys project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run bpf_conformance `.data` tests on an engine and print `N passed, M failed, K skipped`.
+    Conformance(conformance::Args),
+    /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
+    Samples(samples::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Conformance(args) => conformance::run(args),
+        Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
