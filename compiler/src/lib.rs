@@ -17,3 +17,4 @@ pub mod compiled;
 pub mod isa;
 pub mod platform;
 pub mod program;
+pub mod verifier;
