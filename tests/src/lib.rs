@@ -1,1 +1,3 @@
-//! placeholder crate root (filled by its stage)
+//! Integration-test support: the PREVAIL suite runner.
+
+pub mod prevail;

@@ -63,7 +63,9 @@ pub fn disassemble(insn: &Instruction) -> String {
             let t = if sign_extend { size_name(size).replace('u', "s") } else { size_name(size).to_string() };
             format!("{dst} = *({t} *)({src} {offset:+})")
         }
-        Instruction::Store { size, dst, offset, src } => format!("*({} *)({dst} {offset:+}) = {}", size_name(size), operand(src)),
+        Instruction::Store { size, dst, offset, src } => {
+            format!("*({} *)({dst} {offset:+}) = {}", size_name(size), operand(src))
+        }
         Instruction::Atomic { size, op, fetch, dst, src, offset } => {
             let sym = match op {
                 AtomicOp::Add => "+=",
@@ -75,7 +77,9 @@ pub fn disassemble(insn: &Instruction) -> String {
             };
             format!("lock *({} *)({dst} {offset:+}) {sym} {src}{}", size_name(size), if fetch { " fetch" } else { "" })
         }
-        Instruction::LegacyPacketLoad { mode, size, src, imm } => format!("r0 = *({} *)skb[{mode:?} {src} + {imm}]", size_name(size)),
+        Instruction::LegacyPacketLoad { mode, size, src, imm } => {
+            format!("r0 = *({} *)skb[{mode:?} {src} + {imm}]", size_name(size))
+        }
         Instruction::Jump { offset, .. } => format!("goto {offset:+}"),
         Instruction::JumpIf { width, cond, dst, src, offset } => {
             let sym = match cond {
@@ -110,7 +114,8 @@ pub fn render(r: &Rejection, color: bool) -> String {
     let renderer = if color { Renderer::styled() } else { Renderer::plain() };
     let title = format!("{}: {}", r.property.description(), r.message);
     let origin = r.file.clone().unwrap_or_default();
-    let mut footers: Vec<String> = vec![format!("in program `{}`, instruction {}: `{}`", r.program, r.pc, r.instruction)];
+    let mut footers: Vec<String> =
+        vec![format!("in program `{}`, instruction {}: `{}`", r.program, r.pc, r.instruction)];
     for (name, v) in &r.values {
         footers.push(format!("{name} = {v}"));
     }

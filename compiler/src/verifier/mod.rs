@@ -132,7 +132,14 @@ pub struct Rejection {
 
 impl std::fmt::Display for Rejection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "program {}: instruction {}: {}: {}", self.program, self.pc, self.property.description(), self.message)?;
+        write!(
+            f,
+            "program {}: instruction {}: {}: {}",
+            self.program,
+            self.pc,
+            self.property.description(),
+            self.message
+        )?;
         if let (Some(file), Some(line)) = (&self.file, self.line) {
             write!(f, " ({file}:{line})")?;
         }
@@ -179,6 +186,9 @@ pub struct Env<'a> {
     pub maps: &'a [MapDefinition],
     pub globals: &'a [GlobalSection],
     pub options: &'a VerifierOptions,
+    /// Sorted slots of conditional jumps that are assumptions rather than branches (PREVAIL's `assume`, used
+    /// only by test suites): the taken edge is discarded. Empty for real programs.
+    pub assumptions: &'a [usize],
 }
 
 /// The entry state of a program (contract §5.1): r1 = context, r10 = top of the 512-byte frame.
@@ -205,8 +215,10 @@ pub fn verify_program(
         maps: &module.maps,
         globals: &module.global_sections,
         options,
+        assumptions: &[],
     };
-    analyze(&env, entry_state(), &program.name).map_err(|f| reject(&program.name, &program.instructions, &program.line_info, f))
+    analyze(&env, entry_state(), &program.name)
+        .map_err(|f| reject(&program.name, &program.instructions, &program.line_info, f))
 }
 
 /// Attaches a failure to its program and source location.
@@ -304,7 +316,8 @@ fn build_cfg(program: &[Instruction]) -> Result<Cfg, Failure> {
             }
             _ => {}
         }
-        if insn.falls_through() && !matches!(insn, Instruction::LoadImm64Continuation) && pc + insn.slots().max(1) >= n {
+        if insn.falls_through() && !matches!(insn, Instruction::LoadImm64Continuation) && pc + insn.slots().max(1) >= n
+        {
             return Err(cf(pc, "control falls off the end of the program".into()));
         }
     }
@@ -444,16 +457,27 @@ type EdgeCounters = [Option<(bool, u64, u64)>; 11];
 pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport, Failure> {
     let program = env.program;
     if program.is_empty() {
-        return Err(Failure { pc: 0, property: Property::ControlFlow, message: "the program is empty".into(), values: vec![] });
+        return Err(Failure {
+            pc: 0,
+            property: Property::ControlFlow,
+            message: "the program is empty".into(),
+            values: vec![],
+        });
     }
     let cfg = build_cfg(program)?;
     if env.options.check_termination {
         if let Some((s, h)) = cfg.irreducible {
-            return Err(Failure { pc: s, property: Property::Termination, message: format!("irreducible loop (jump from {s} into {h}): termination cannot be proven"), values: vec![] });
+            return Err(Failure {
+                pc: s,
+                property: Property::Termination,
+                message: format!("irreducible loop (jump from {s} into {h}): termination cannot be proven"),
+                values: vec![],
+            });
         }
     }
     let thresholds = Thresholds::new(program.iter().filter_map(|i| match *i {
-        Instruction::Alu { src: crate::isa::Operand::Imm(c), .. } | Instruction::JumpIf { src: crate::isa::Operand::Imm(c), .. } => Some(c as i64),
+        Instruction::Alu { src: crate::isa::Operand::Imm(c), .. }
+        | Instruction::JumpIf { src: crate::isa::Operand::Imm(c), .. } => Some(c as i64),
         Instruction::Store { offset, .. } | Instruction::Load { offset, .. } => Some(offset as i64),
         _ => None,
     }));
@@ -469,12 +493,12 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
 
     // Merges `st` into the stored state of a head node; re-queues it if it grew.
     let propagate = |states: &mut HashMap<(usize, usize), (State, u32)>,
-                         worklist: &mut BTreeSet<(usize, usize)>,
-                         counters: &mut HashMap<(usize, usize, usize), EdgeCounters>,
-                         ctx: usize,
-                         from: usize,
-                         to: usize,
-                         mut st: State| {
+                     worklist: &mut BTreeSet<(usize, usize)>,
+                     counters: &mut HashMap<(usize, usize, usize), EdgeCounters>,
+                     ctx: usize,
+                     from: usize,
+                     to: usize,
+                     mut st: State| {
         if cfg.loop_heads.contains(&to) {
             let key = node_key(ctx, to);
             if cfg.back_edges.contains(&(from, to)) {
@@ -537,10 +561,20 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
                     }
                     Edge::Call { target } => {
                         if ctxs.entries(ctx).contains(&target) {
-                            return Err(Failure { pc, property: Property::Recursion, message: format!("illegal recursion: the function at {target} is already active"), values: vec![] });
+                            return Err(Failure {
+                                pc,
+                                property: Property::Recursion,
+                                message: format!("illegal recursion: the function at {target} is already active"),
+                                values: vec![],
+                            });
                         }
                         if ctxs.depth(ctx) + 1 > MAX_CALL_DEPTH {
-                            return Err(Failure { pc, property: Property::CallDepth, message: format!("too many call stack frames (more than {MAX_CALL_DEPTH})"), values: vec![] });
+                            return Err(Failure {
+                                pc,
+                                property: Property::CallDepth,
+                                message: format!("too many call stack frames (more than {MAX_CALL_DEPTH})"),
+                                values: vec![],
+                            });
                         }
                         let c = *ctxs.index.entry((ctx, pc)).or_insert_with(|| {
                             ctxs.list.push((Some(ctx), pc, target));
@@ -558,10 +592,20 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
                         (None, _, _) => {
                             let r0 = &s.regs[0];
                             if r0.may_be(ty::UNINIT) {
-                                return Err(Failure { pc, property: Property::Uninitialized, message: "r0 may be uninitialised at program exit".into(), values: vec![("r0".into(), r0.to_string())] });
+                                return Err(Failure {
+                                    pc,
+                                    property: Property::Uninitialized,
+                                    message: "r0 may be uninitialised at program exit".into(),
+                                    values: vec![("r0".into(), r0.to_string())],
+                                });
                             }
                             if r0.may_be(ty::POINTERS) {
-                                return Err(Failure { pc, property: Property::PointerLeak, message: "the program returns a pointer".into(), values: vec![("r0".into(), r0.to_string())] });
+                                return Err(Failure {
+                                    pc,
+                                    property: Property::PointerLeak,
+                                    message: "the program returns a pointer".into(),
+                                    values: vec![("r0".into(), r0.to_string())],
+                                });
                             }
                         }
                     },
@@ -581,10 +625,12 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
     let mut loop_bounds = Vec::new();
     let mut bound_of: HashMap<(usize, usize), u64> = HashMap::new();
     if env.options.check_termination {
-        let mut heads: Vec<(usize, usize)> = states.keys().filter(|(_, pc)| cfg.loop_heads.contains(pc)).copied().collect();
+        let mut heads: Vec<(usize, usize)> =
+            states.keys().filter(|(_, pc)| cfg.loop_heads.contains(pc)).copied().collect();
         heads.sort_unstable();
         for (ctx, h) in heads {
-            let edges: Vec<&EdgeCounters> = counters.iter().filter(|((c, _, t), _)| *c == ctx && *t == h).map(|(_, v)| v).collect();
+            let edges: Vec<&EdgeCounters> =
+                counters.iter().filter(|((c, _, t), _)| *c == ctx && *t == h).map(|(_, v)| v).collect();
             if edges.is_empty() {
                 continue; // no back edge was ever feasible: not a loop in this activation
             }
@@ -616,10 +662,23 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
             match best {
                 Some((r, b)) if b <= env.options.max_loop_iterations => {
                     bound_of.insert((ctx, h), b);
-                    loop_bounds.push(LoopBound { head: h, call_path: ctxs.path(ctx), counter: Reg::new(r as u8).expect("reg").to_string(), max_iterations: b });
+                    loop_bounds.push(LoopBound {
+                        head: h,
+                        call_path: ctxs.path(ctx),
+                        counter: Reg::new(r as u8).expect("reg").to_string(),
+                        max_iterations: b,
+                    });
                 }
                 Some((r, b)) => {
-                    return Err(Failure { pc: h, property: Property::Termination, message: format!("loop counter is too large: the loop at {h} may iterate {b} times (limit {})", env.options.max_loop_iterations), values: vec![(format!("r{r}"), states[&(ctx, h)].0.regs[r].to_string())] });
+                    return Err(Failure {
+                        pc: h,
+                        property: Property::Termination,
+                        message: format!(
+                            "loop counter is too large: the loop at {h} may iterate {b} times (limit {})",
+                            env.options.max_loop_iterations
+                        ),
+                        values: vec![(format!("r{r}"), states[&(ctx, h)].0.regs[r].to_string())],
+                    });
                 }
                 None => {
                     return Err(Failure {

@@ -148,7 +148,12 @@ impl Num {
 
     fn view(&self, bits: u32) -> View {
         if bits == 64 {
-            return View { ulo: self.umin as i128, uhi: self.umax as i128, slo: self.smin as i128, shi: self.smax as i128 };
+            return View {
+                ulo: self.umin as i128,
+                uhi: self.umax as i128,
+                slo: self.smin as i128,
+                shi: self.smax as i128,
+            };
         }
         // The low 32 bits: both intervals over-approximate them; intersect the two wrapped images.
         let (a, b) = wrap_unsigned(self.umin as i128, self.umax as i128, 32);

@@ -329,11 +329,8 @@ impl State {
                 deltas: join_deltas(&a.deltas, &b.deltas, &g),
             })
             .collect();
-        let packet_ranges = self
-            .packet_ranges
-            .iter()
-            .filter_map(|(k, v)| o.packet_ranges.get(k).map(|w| (*k, (*v).min(*w))))
-            .collect();
+        let packet_ranges =
+            self.packet_ranges.iter().filter_map(|(k, v)| o.packet_ranges.get(k).map(|w| (*k, (*v).min(*w)))).collect();
         State {
             regs,
             stack: self.stack.combine(&o.stack, &f),
