@@ -1,3 +1,3 @@
-//! Integration-test support: the PREVAIL suite runner.
-
+//! Integration-test support: the bpf_conformance runner and the PREVAIL suite runner.
+pub mod conformance;
 pub mod prevail;
