@@ -359,9 +359,19 @@ fn pointer_arith(
     dst: Reg,
     a: &Value,
     b: &Value,
+    src_is_imm: bool,
 ) -> Result<Value, Failure> {
     let vals = || vec![show(format!("{dst} (dst)"), a), show("src", b)];
     let arith_types = ty::CTX | ty::STACK | ty::PACKET | ty::SHARED;
+    let same_region_sub = op == AluOp::Sub
+        && a.types == b.types
+        && (a.types == ty::STACK || a.types == ty::PACKET || a.types == ty::CTX || a.types == ty::PACKET_END);
+    let packet_distance = op == AluOp::Sub && (a.types | b.types) == (ty::PACKET | ty::PACKET_END) && a.types != b.types;
+    if width == Width::W32 && (same_region_sub || packet_distance) {
+        // The truncated distance between two pointers into one region reveals no address.
+        let d = pointer_arith(st, pc, op, Width::W64, dst, a, b, src_is_imm)?;
+        return Ok(Value::number(d.num.low32()));
+    }
     if width == Width::W32 || !matches!(op, AluOp::Add | AluOp::Sub) {
         return Err(fail(
             pc,
@@ -384,13 +394,15 @@ fn pointer_arith(
         let off = Num::alu(op, Width::W64, &p.off, &n.num);
         let mut r = Value { off, ..p.clone() };
         if p.may_be(ty::PACKET) {
-            r.pkt = match (p.pkt, n.num.singleton()) {
+            r.pkt = match (p.pkt, n.num.singleton().filter(|_| src_is_imm)) {
                 (Some((id, d)), Some(c)) => {
                     let c = c as i64;
                     (if op == AluOp::Add { d.checked_add(c) } else { d.checked_sub(c) }).map(|d| (id, d))
                 }
-                _ if off.smin == off.smax => Some((0, off.smin)),
+                _ if off.smin == off.smax && src_is_imm => Some((0, off.smin)),
                 _ => {
+                    // A register operand gets a base id tied to this instruction even when its value is known in
+                    // this iteration, so that the relation survives the join with later loop iterations.
                     // A new variable base: every packet pointer derived from this one by constants shares it.
                     let id = pc as u32 + 1;
                     st.forget_packet_id(id);
@@ -475,7 +487,7 @@ fn alu(env: &Env, st: &mut State, pc: usize, width: Width, op: AluOp, dst: Reg, 
         }
     }
     if a.may_be(ty::POINTERS) || b.may_be(ty::POINTERS) {
-        let v = pointer_arith(st, pc, op, width, dst, &a, &b)?;
+        let v = pointer_arith(st, pc, op, width, dst, &a, &b, matches!(src, Operand::Imm(_)))?;
         set_reg(st, dst, v, None);
         return Ok(());
     }
