@@ -487,7 +487,8 @@ pub fn entry_state(case: &Case, t: &mut Translated) -> Result<State, String> {
     }
     let mut regs: BTreeMap<usize, R> = BTreeMap::new();
     let mut stack_types: Vec<(i64, i64)> = Vec::new();
-    let mut stack_vals: BTreeMap<(i64, i64), (Option<(i128, i128)>, Option<(i128, i128)>)> = BTreeMap::new();
+    type Bounds = Option<(i128, i128)>;
+    let mut stack_vals: BTreeMap<(i64, i64), (Bounds, Bounds)> = BTreeMap::new();
     for c in &case.pre {
         let c = c.trim();
         if let Some(v) = c.strip_prefix("packet_size=") {

@@ -49,8 +49,9 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => return unusable(format!("{}: {e}", args.object.display())),
     };
-    let selected: Vec<usize> =
-        (0..module.programs.len()).filter(|&i| args.program.as_ref().is_none_or(|n| module.programs[i].name == *n)).collect();
+    let selected: Vec<usize> = (0..module.programs.len())
+        .filter(|&i| args.program.as_ref().is_none_or(|n| module.programs[i].name == *n))
+        .collect();
     if selected.is_empty() {
         return unusable(match &args.program {
             Some(n) => format!("{}: no program named `{n}`", args.object.display()),
@@ -77,7 +78,9 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
                 program.name,
                 program.section_name,
                 platform.name,
-                args.program_type.as_ref().map_or("matches the section name; pass --type".to_string(), |t| format!("named `{t}`"))
+                args.program_type
+                    .as_ref()
+                    .map_or("matches the section name; pass --type".to_string(), |t| format!("named `{t}`"))
             ));
         };
         match verify_program(&module, i, platform, pt, &options) {
@@ -96,7 +99,10 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
                         report.max_instructions_executed.map_or("?".into(), |n| n.to_string())
                     );
                     for b in &report.loop_bounds {
-                        println!("  loop at {} (counter {}): at most {} iterations", b.head, b.counter, b.max_iterations);
+                        println!(
+                            "  loop at {} (counter {}): at most {} iterations",
+                            b.head, b.counter, b.max_iterations
+                        );
                     }
                     if args.show_state {
                         for (path, pc, inv) in &report.invariants {

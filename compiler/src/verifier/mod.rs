@@ -200,6 +200,7 @@ pub fn entry_state() -> State {
 }
 
 /// Verifies program `index` of `module` as `program_type`.
+#[allow(clippy::result_large_err)] // a rejection is the main output, built once per program
 pub fn verify_program(
     module: &Module,
     index: usize,
