@@ -21,3 +21,4 @@ pub mod link;
 pub mod lower;
 pub mod platform;
 pub mod program;
+pub mod verifier;

@@ -11,6 +11,7 @@
 
 pub mod image;
 pub mod lint;
+pub mod pipeline;
 
 use std::io::Write;
 use std::path::Path;
