@@ -1,10 +1,12 @@
 //! `cargo xtask <task>`: project automation (see DEVELOPERS.md). Each task's code lives in its own module.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod conformance;
+mod prevail;
 mod samples;
 
 #[derive(Parser)]
@@ -20,6 +22,14 @@ enum Task {
     Conformance(conformance::Args),
     /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
     Samples(samples::Args),
+    /// Run PREVAIL's YAML test suites through the verifier and compare verdicts.
+    Prevail {
+        /// Directory with the YAML files (default ../shared/corpora/prevail-test-data).
+        dir: Option<PathBuf>,
+        /// List every disagreement, not only unsound accepts.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -27,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Conformance(args) => conformance::run(args),
         Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
+        Task::Prevail { dir, verbose } => prevail::run(dir, verbose).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
