@@ -672,9 +672,9 @@ pub fn run_case(case: &Case) -> Outcome {
         return Outcome::Skip("checks PREVAIL-internal invariants (observe), not safety".into());
     }
     let expect_reject = case.expects_reject();
-    let ours_reject: Result<bool, String> = (|| {
+    let ours_reject: Result<Option<String>, String> = (|| {
         if case.pre.iter().any(|c| c.trim() == "_|_") {
-            return Ok(false); // unreachable entry: nothing to check
+            return Ok(None); // unreachable entry: nothing to check
         }
         let mut t = translate(case)?;
         let entry = entry_state(case, &mut t)?;
@@ -694,17 +694,16 @@ pub fn run_case(case: &Case) -> Outcome {
             options: &options,
             assumptions: &t.assumptions,
         };
-        Ok(analyze(&env, entry, &case.name).is_err())
+        Ok(analyze(&env, entry, &case.name).err().map(|f| format!("{}: {}", f.pc, f.message)))
     })();
     match ours_reject {
         Err(reason) => Outcome::Skip(reason),
-        Ok(r) if r == expect_reject => Outcome::Pass,
+        Ok(r) if r.is_some() == expect_reject => Outcome::Pass,
         Ok(r) => Outcome::Fail {
-            unsound: expect_reject && !r,
-            detail: if r {
-                "we reject, PREVAIL accepts".into()
-            } else {
-                format!("we accept, PREVAIL rejects: {:?}", case.messages)
+            unsound: expect_reject && r.is_none(),
+            detail: match r {
+                Some(why) => format!("we reject ({why}), PREVAIL accepts"),
+                None => format!("we accept, PREVAIL rejects: {:?}", case.messages),
             },
         },
     }

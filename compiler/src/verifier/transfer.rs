@@ -318,31 +318,35 @@ fn store(env: &Env, st: &mut State, pc: usize, dst: Reg, off: i16, size: MemSize
     let lo = base.off.smin + off;
     let hi = base.off.smax + off + n;
     let exact = base.is(ty::STACK) && base.off.smin == base.off.smax;
-    if v.may_be(ty::POINTERS) && !(exact && size == MemSize::DW && lo.rem_euclid(8) == 0) {
-        {
-            let region = if base.is(ty::STACK) {
-                "the stack other than as an aligned 8-byte spill"
-            } else {
-                "memory outside the stack (map, context or packet)"
-            };
-            return Err(fail(
-                pc,
+    let spill = exact && size == MemSize::DW && lo.rem_euclid(8) == 0;
+    // A value that may be uninitialised, or part of a pointer, may go to the stack only; the bytes it covers
+    // become uninitialised, so they can never be read back (no address bits escape as a number).
+    let opaque = v.may_be(ty::UNINIT) || (v.may_be(ty::POINTERS) && !spill);
+    if opaque && !base.is(ty::STACK) {
+        let (property, what) = if v.may_be(ty::UNINIT) {
+            (Property::Uninitialized, "storing a value that may be uninitialised outside the stack")
+        } else {
+            (
                 Property::PointerLeak,
-                format!("storing a pointer into {region} would leak an address"),
-                vec![show("stored value", &v)],
-            ));
-        }
+                "storing a pointer into memory outside the stack (map, context or packet) would leak an address",
+            )
+        };
+        return Err(fail(pc, property, what, vec![show("stored value", &v)]));
     }
     if base.may_be(ty::CTX) {
         check_ctx_write(env, pc, &base, off, n as u64)?;
     }
     if base.may_be(ty::STACK) {
         st.stack.clobber(lo, hi);
-        if exact {
+        if opaque {
+            for o in lo..hi {
+                st.stack.set_init(o, false);
+            }
+        } else if exact {
             for o in lo..hi {
                 st.stack.set_init(o, true);
             }
-            if size == MemSize::DW && lo.rem_euclid(8) == 0 {
+            if spill {
                 st.stack.spills.insert(lo, v);
             }
         }
@@ -453,6 +457,16 @@ fn alu(env: &Env, st: &mut State, pc: usize, width: Width, op: AluOp, dst: Reg, 
     if dst == Reg::FP {
         return Err(fail(pc, Property::InvalidInstruction, "r10 (the frame pointer) is read-only", vec![]));
     }
+    if let (AluOp::Mov, Operand::Reg(r)) = (op, src) {
+        // Copying an uninitialised register is harmless: the copy is uninitialised too, and every use of it
+        // is checked (PREVAIL does the same).
+        let b = st.regs[r.index()].clone();
+        if b.may_be(ty::UNINIT) && !b.may_be(ty::POINTERS) {
+            let v = if width == Width::W32 { Value { num: b.num.low32(), ..b } } else { b };
+            set_reg(st, dst, v, None);
+            return Ok(());
+        }
+    }
     let b = operand(st, src, width, pc)?;
     if matches!(op, AluOp::Mov) {
         if width == Width::W32 && b.may_be(ty::POINTERS) {
@@ -556,6 +570,9 @@ fn branch(
             (JumpCond::Eq | JumpCond::Ne, _) => Some(false),
             (JumpCond::Le, true) | (JumpCond::Gt, false) => Some(true),
             (JumpCond::Gt, true) | (JumpCond::Le, false) => Some(false),
+            // Unsigned `< 0` never holds and `>= 0` always does: no information about the address.
+            (JumpCond::Lt, true) | (JumpCond::Ge, false) => return Ok(None),
+            (JumpCond::Lt, false) | (JumpCond::Ge, true) => return Ok(Some(s)),
             _ => None,
         };
         let Some(is_null) = holds_eq else {
@@ -605,6 +622,11 @@ fn branch(
             "comparison between a pointer and a number (or a 32-bit pointer comparison) reveals an address",
             vals(),
         ));
+    }
+    let maps = ty::MAP_FD | ty::MAP_FD_PROGRAMS;
+    if matches!(cond, JumpCond::Eq | JumpCond::Ne) && (a.types | b.types) & !maps == 0 {
+        // Map identity: equality reveals which map, not an address.
+        return Ok(Some(s));
     }
     let packetish = ty::PACKET | ty::PACKET_END;
     let same_region = a.types == b.types
@@ -976,7 +998,7 @@ pub fn step(env: &Env, pc: usize, st: &State) -> Out {
         }
         Instruction::Store { size, dst, offset, src } => {
             let v = match src {
-                Operand::Reg(r) => read(&s, r, pc)?,
+                Operand::Reg(r) => s.regs[r.index()].clone(),
                 Operand::Imm(i) => Value::number(Num::constant(i as i64 as u64)),
             };
             store(env, &mut s, pc, dst, offset, size, v)?;
