@@ -7,7 +7,7 @@ use crate::platform::{HelperArg, HelperReturn};
 use crate::program::{GlobalSectionKind, MapType};
 
 use super::num::Num;
-use super::state::{ty, State, Value, STACK_FRAME_SIZE};
+use super::state::{ty, State, Value, FRAME_STRIDE};
 use super::{Env, Failure, Property};
 
 /// Where control goes after an instruction.
@@ -141,12 +141,13 @@ fn check_access(
             return Err(oob("context", format!("context size {csize}")));
         }
     }
-    if base.may_be(ty::STACK) {
-        let bottom = st.stack.bottom() as i128;
-        let top = 0;
-        if lo < bottom || hi > top {
-            return Err(oob("stack", format!("live stack is [{bottom}, {top}) relative to the entry frame's r10")));
-        }
+    if base.may_be(ty::STACK) && !st.stack.in_one_frame(lo, hi) {
+        return Err(oob(
+            "stack",
+            format!(
+                "bytes [{lo}, {hi}) are not inside one live 512-byte frame; frame k is [-{FRAME_STRIDE}k-512, -{FRAME_STRIDE}k)"
+            ),
+        ));
     }
     if base.may_be(ty::SHARED) {
         if lo < 0 || hi > base.shared_size as i128 {
@@ -1104,8 +1105,7 @@ pub fn enter_call(st: &State) -> State {
     for r in [0usize, 6, 7, 8, 9] {
         s.regs[r] = Value::uninit();
     }
-    s.regs[10] =
-        Value::pointer(ty::STACK, Num::signed(-STACK_FRAME_SIZE * depth, -STACK_FRAME_SIZE * depth).expect("point"));
+    s.regs[10] = Value::pointer(ty::STACK, Num::signed(-FRAME_STRIDE * depth, -FRAME_STRIDE * depth).expect("point"));
     s.deltas.clear();
     s
 }
@@ -1113,7 +1113,7 @@ pub fn enter_call(st: &State) -> State {
 /// State after a local function returns to its caller; checks that no pointer to the dying frame escapes.
 pub fn leave_call(st: &State, pc: usize) -> Result<State, Failure> {
     let mut s = st.clone();
-    let frame_top = -STACK_FRAME_SIZE * s.frames.len() as i64;
+    let frame_top = -FRAME_STRIDE * s.frames.len() as i64;
     let dangling = |v: &Value| v.may_be(ty::STACK) && v.off.smin < frame_top;
     if dangling(&s.regs[0]) {
         return Err(fail(
@@ -1138,10 +1138,8 @@ pub fn leave_call(st: &State, pc: usize) -> Result<State, Failure> {
     for (i, v) in saved.regs.into_iter().enumerate() {
         s.regs[6 + i] = v;
     }
-    s.regs[10] = Value::pointer(
-        ty::STACK,
-        Num::signed(frame_top + STACK_FRAME_SIZE, frame_top + STACK_FRAME_SIZE).expect("point"),
-    );
+    s.regs[10] =
+        Value::pointer(ty::STACK, Num::signed(frame_top + FRAME_STRIDE, frame_top + FRAME_STRIDE).expect("point"));
     s.deltas = saved
         .deltas
         .iter()
