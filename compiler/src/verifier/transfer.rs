@@ -320,19 +320,16 @@ fn store(env: &Env, st: &mut State, pc: usize, dst: Reg, off: i16, size: MemSize
     let hi = base.off.smax + off + n;
     let exact = base.is(ty::STACK) && base.off.smin == base.off.smax;
     let spill = exact && size == MemSize::DW && lo.rem_euclid(8) == 0;
-    // A value that may be uninitialised, or part of a pointer, may go to the stack only; the bytes it covers
-    // become uninitialised, so they can never be read back (no address bits escape as a number).
-    let opaque = v.may_be(ty::UNINIT) || (v.may_be(ty::POINTERS) && !spill);
+    // Part of a pointer may go to the stack only; the bytes it covers become uninitialised, so they can never
+    // be read back (no address bits escape as a number).
+    let opaque = v.may_be(ty::POINTERS) && !spill;
     if opaque && !base.is(ty::STACK) {
-        let (property, what) = if v.may_be(ty::UNINIT) {
-            (Property::Uninitialized, "storing a value that may be uninitialised outside the stack")
-        } else {
-            (
-                Property::PointerLeak,
-                "storing a pointer into memory outside the stack (map, context or packet) would leak an address",
-            )
-        };
-        return Err(fail(pc, property, what, vec![show("stored value", &v)]));
+        return Err(fail(
+            pc,
+            Property::PointerLeak,
+            "storing a pointer into memory outside the stack (map, context or packet) would leak an address",
+            vec![show("stored value", &v)],
+        ));
     }
     if base.may_be(ty::CTX) {
         check_ctx_write(env, pc, &base, off, n as u64)?;
@@ -458,16 +455,6 @@ fn alu(env: &Env, st: &mut State, pc: usize, width: Width, op: AluOp, dst: Reg, 
     if dst == Reg::FP {
         return Err(fail(pc, Property::InvalidInstruction, "r10 (the frame pointer) is read-only", vec![]));
     }
-    if let (AluOp::Mov, Operand::Reg(r)) = (op, src) {
-        // Copying an uninitialised register is harmless: the copy is uninitialised too, and every use of it
-        // is checked (PREVAIL does the same).
-        let b = st.regs[r.index()].clone();
-        if b.may_be(ty::UNINIT) && !b.may_be(ty::POINTERS) {
-            let v = if width == Width::W32 { Value { num: b.num.low32(), ..b } } else { b };
-            set_reg(st, dst, v, None);
-            return Ok(());
-        }
-    }
     let b = operand(st, src, width, pc)?;
     if matches!(op, AluOp::Mov) {
         if width == Width::W32 && b.may_be(ty::POINTERS) {
@@ -503,6 +490,19 @@ fn alu(env: &Env, st: &mut State, pc: usize, width: Width, op: AluOp, dst: Reg, 
         if b.is_number() && divisor.contains(0) {
             return Err(fail(pc, Property::DivisionByZero, "possible division by zero", vec![show("divisor", &b)]));
         }
+    }
+    let arith_ptrs = ty::CTX | ty::STACK | ty::PACKET | ty::SHARED;
+    let mixed = a.may_be(ty::NUMBER) && a.may_be(arith_ptrs) && a.types & !(ty::NUMBER | arith_ptrs) == 0;
+    if mixed && b.is_number() && width == Width::W64 && matches!(op, AluOp::Add | AluOp::Sub) {
+        // Either a number or a pointer: each part moves by the same amount (a null pointer stays a number).
+        let v = Value {
+            num: Num::alu(op, width, &a.num, &b.num),
+            off: Num::alu(op, width, &a.off, &b.num),
+            pkt: None,
+            ..a.clone()
+        };
+        set_reg(st, dst, v, None);
+        return Ok(());
     }
     if a.may_be(ty::POINTERS) || b.may_be(ty::POINTERS) {
         let v = pointer_arith(st, pc, op, width, dst, &a, &b, matches!(src, Operand::Imm(_)))?;
@@ -999,7 +999,7 @@ pub fn step(env: &Env, pc: usize, st: &State) -> Out {
         }
         Instruction::Store { size, dst, offset, src } => {
             let v = match src {
-                Operand::Reg(r) => s.regs[r.index()].clone(),
+                Operand::Reg(r) => read(&s, r, pc)?,
                 Operand::Imm(i) => Value::number(Num::constant(i as i64 as u64)),
             };
             store(env, &mut s, pc, dst, offset, size, v)?;
