@@ -5,3 +5,4 @@ pub mod generate;
 pub mod emulator;
 pub mod native;
 pub mod prevail;
+pub mod soundness;
