@@ -391,7 +391,10 @@ mod tests {
             program_name: name.into(),
             section_name: section.into(),
             function_symbol: format!("fn_{name}"),
-            helpers: vec![HelperSlot { id: 1, name: "bpf_map_lookup_elem".into() }, HelperSlot { id: 0, name: String::new() }],
+            helpers: vec![
+                HelperSlot { id: 1, name: "bpf_map_lookup_elem".into() },
+                HelperSlot { id: 0, name: String::new() },
+            ],
             referenced_maps: vec![0],
             instruction_count: 9,
             program_type: [1; 16],
