@@ -300,3 +300,33 @@ fn extra_rules_join_the_report() {
     assert_eq!(report.failed_rules(), ["S1"]);
     assert!(report.to_string().contains("S1   FAIL"));
 }
+
+mod robustness {
+    use super::*;
+    use bpf2sys_tests::emulator::parse_native_file;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Corrupt headers, section tables or directory contents never make the lint or the user-mode parser
+        /// panic; the lint then reports some failing rule or still passes (if the bytes changed nothing it checks).
+        #[test]
+        fn corrupted_images_never_panic(edits in proptest::collection::vec((0usize..0x5000, any::<u8>()), 1..16), cut in 0usize..0x6000) {
+            let mut image = good_image();
+            for (at, value) in edits {
+                if at < image.len() {
+                    image[at] = value;
+                }
+            }
+            let _ = lint_image(&image);
+            let _ = parse_native_file(&image);
+            let truncated = &image[..cut.min(image.len())];
+            let report = lint_image(truncated);
+            if truncated.len() < image.len() {
+                prop_assert!(!report.passed() || truncated.len() >= image.len());
+            }
+            let _ = parse_native_file(truncated);
+        }
+    }
+}
