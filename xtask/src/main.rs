@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod build_driver;
 mod conformance;
 mod prevail;
 mod samples;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Verify, compile and link eBPF objects into drivers (default: every sample into target/drivers/).
+    BuildDriver(build_driver::Args),
     /// Run bpf_conformance `.data` tests on an engine and print `N passed, M failed, K skipped`.
     Conformance(conformance::Args),
     /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
@@ -38,6 +41,7 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
+        Task::BuildDriver(args) => build_driver::run(args),
         Task::Conformance(args) => conformance::run(args),
         Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
         Task::VerifierFuzz(args) => verifier_fuzz::run(args),
