@@ -7,6 +7,7 @@
 use crate::error::SigningError;
 use crate::keys::{PasswordSource, RawSigner, Signer};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
@@ -56,7 +57,11 @@ impl Pkcs11Signer {
     pub fn open(spec: &Pkcs11KeySpec) -> Result<(Self, Option<Certificate>), SigningError> {
         let context = Pkcs11::new(&spec.module)
             .map_err(|e| SigningError::Pkcs11(format!("cannot load module {}: {e}", spec.module.display())))?;
-        context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).map_err(p11("C_Initialize"))?;
+        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            // Another user of the module in this process initialised it already; sessions are still independent.
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(p11("C_Initialize")(e)),
+        }
         let mut labels = Vec::new();
         let mut found = None;
         for slot in context.get_slots_with_token().map_err(p11("C_GetSlotList"))? {
@@ -73,7 +78,11 @@ impl Pkcs11Signer {
         })?;
         let session = context.open_ro_session(slot).map_err(p11("C_OpenSession"))?;
         let pin = AuthPin::from(spec.pin.read()?);
-        session.login(UserType::User, Some(&pin)).map_err(p11("C_Login (wrong PIN?)"))?;
+        match session.login(UserType::User, Some(&pin)) {
+            // Login state is per application and token: another live session of this process already logged in.
+            Ok(()) | Err(cryptoki::error::Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(p11("C_Login (wrong PIN?)")(e)),
+        }
         let keys = session
             .find_objects(&[
                 Attribute::Class(ObjectClass::PRIVATE_KEY),
