@@ -560,12 +560,85 @@ fn check_embedded_certificates(pool: &[Certificate], anchors: &[Certificate], re
     }
 }
 
+const ID_AA_SIGNING_CERTIFICATE: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.2.12");
+const ID_AA_SIGNING_CERTIFICATE_V2: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.2.47");
+
+/// RFC 3161 §2.4.1 requires the ESS signingCertificate(V2) attribute: a hash of the TSA certificate under the TSA's
+/// signature. It binds the certificate carried in the token, which nothing else covers.
+fn check_ess_signing_certificate(
+    attrs: &cms::signed_data::SignedAttributes,
+    tsa_cert: &Certificate,
+) -> Result<(), String> {
+    let cert_der = tsa_cert.to_der().map_err(|e| e.to_string())?;
+    let find = |oid: Oid| attrs.iter().find(|a| a.oid == oid).and_then(|a| a.values.get(0));
+    let (value, v2) = match (find(ID_AA_SIGNING_CERTIFICATE_V2), find(ID_AA_SIGNING_CERTIFICATE)) {
+        (Some(v), _) => (v, true),
+        (None, Some(v)) => (v, false),
+        (None, None) => {
+            return Err("timestamp token lacks the ESS signingCertificate attribute (RFC 3161 §2.4.1)".into())
+        }
+    };
+    let parse = || -> der::Result<(Oid, Vec<u8>)> {
+        let mut outer = der::SliceReader::new(value.value())?;
+        // SigningCertificate(V2) ::= SEQUENCE { certs SEQUENCE OF ESSCertID(v2), policies OPTIONAL }: `value` is the
+        // outer SEQUENCE, so its content starts with `certs`.
+        der::Reader::sequence(&mut outer, |certs| {
+            der::Reader::sequence(certs, |id| {
+                let mut algorithm = if v2 { ID_SHA256 } else { Oid::new_unwrap("1.3.14.3.2.26") };
+                if v2 && der::Reader::peek_tag(id)? == der::Tag::Sequence {
+                    algorithm = spki::AlgorithmIdentifierOwned::decode(id)?.oid;
+                }
+                let hash = OctetString::decode(id)?;
+                // issuerSerial is optional and not needed once the hash matches.
+                while !der::Reader::is_finished(id) {
+                    der::Any::decode(id)?;
+                }
+                Ok((algorithm, hash.as_bytes().to_vec()))
+            })
+            .and_then(|first| {
+                while !der::Reader::is_finished(certs) {
+                    der::Any::decode(certs)?;
+                }
+                Ok(first)
+            })
+        })
+    };
+    let (algorithm, hash) = parse().map_err(|e| format!("timestamp ESS signingCertificate does not parse: {e}"))?;
+    let actual = match algorithm {
+        ID_SHA256 => Sha256::digest(&cert_der).to_vec(),
+        spc::ID_SHA384 => Sha384::digest(&cert_der).to_vec(),
+        spc::ID_SHA512 => Sha512::digest(&cert_der).to_vec(),
+        oid if oid == Oid::new_unwrap("1.3.14.3.2.26") => sha1::Sha1::digest(&cert_der).to_vec(),
+        other => return Err(format!("timestamp ESS certificate hash algorithm {other} is not supported")),
+    };
+    if actual != hash {
+        return Err(
+            "the timestamp authority's certificate does not match the hash the TSA signed (ESS signingCertificate)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Unsigned attributes a driver signature may carry: RFC 3161 timestamp, PKCS#9 countersignature, nested signature.
+const KNOWN_UNSIGNED_ATTRIBUTES: [Oid; 3] =
+    [spc::SPC_RFC3161_OBJID, Oid::new_unwrap("1.2.840.113549.1.9.6"), Oid::new_unwrap("1.3.6.1.4.1.311.2.4.1")];
+
 /// The RFC 3161 countersignature, if present: returns its time when it verifies.
 fn check_timestamp(
     signer: &SignerInfo,
     anchors: &[Certificate],
     report: &mut VerificationReport,
 ) -> Option<SystemTime> {
+    // Unsigned attributes are outside the signature: an unknown one is either corruption or smuggled data.
+    for attr in signer.unsigned_attrs.iter().flat_map(|a| a.iter()) {
+        if !KNOWN_UNSIGNED_ATTRIBUTES.contains(&attr.oid) {
+            report.fail(
+                Rule::Timestamp,
+                format!("unknown unsigned attribute {} (not covered by the signature)", attr.oid),
+            );
+        }
+    }
     let attr = signer.unsigned_attrs.as_ref()?.iter().find(|a| a.oid == spc::SPC_RFC3161_OBJID)?;
     let token = attr.values.get(0)?;
     match verify_timestamp_token(token, signer.signature.as_bytes(), anchors) {
@@ -594,8 +667,32 @@ fn verify_timestamp_token(
         return Err("timestamp's message imprint is not the hash of this signature".into());
     }
     let content_info = ContentInfo::from_der(&token_der).map_err(|e| e.to_string())?;
+    if content_info.content_type != ID_SIGNED_DATA {
+        return Err(format!("timestamp token content type {} is not signedData", content_info.content_type));
+    }
     let signed_data: SignedData = content_info.content.decode_as().map_err(|e| e.to_string())?;
-    let tsa_signer = signed_data.signer_infos.0.get(0).ok_or("timestamp token has no SignerInfo")?;
+    let tsa_signer = match signed_data.signer_infos.0.as_slice() {
+        [signer] => signer,
+        signers => return Err(format!("timestamp token has {} SignerInfos; expected one", signers.len())),
+    };
+    if !signed_data.digest_algorithms.iter().any(|a| a.oid == tsa_signer.digest_alg.oid && null_or_absent(a))
+        || !null_or_absent(&tsa_signer.digest_alg)
+    {
+        return Err("timestamp token digestAlgorithms do not list its signer's digest algorithm".into());
+    }
+    // RFC 5652 §5.1: eContentType id-ct-TSTInfo makes the token version 3 (some TSAs still write 1).
+    if !matches!(signed_data.version, CmsVersion::V1 | CmsVersion::V3) {
+        return Err(format!("timestamp token SignedData version {:?}", signed_data.version));
+    }
+    if tsa_signer.version != CmsVersion::V1 {
+        return Err(format!("timestamp SignerInfo version {:?} (issuerAndSerialNumber needs 1)", tsa_signer.version));
+    }
+    let signature_alg = tsa_signer.signature_algorithm.oid;
+    if ![spc::RSA_ENCRYPTION, spc::SHA256_WITH_RSA, spc::SHA384_WITH_RSA, spc::SHA512_WITH_RSA].contains(&signature_alg)
+        || !null_or_absent(&tsa_signer.signature_algorithm)
+    {
+        return Err(format!("timestamp signature algorithm {signature_alg} is not RSA PKCS#1 v1.5"));
+    }
     let econtent = signed_data.encap_content_info.econtent.as_ref().ok_or("timestamp token has no TSTInfo")?;
     let tst_der = OctetString::from_der(&econtent.to_der().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let attrs = tsa_signer.signed_attrs.as_ref().ok_or("timestamp SignerInfo has no signed attributes")?;
@@ -631,6 +728,7 @@ fn verify_timestamp_token(
                 .find(|c| c.tbs_certificate.issuer == id.issuer && c.tbs_certificate.serial_number == id.serial_number)
         })
         .ok_or("the timestamp authority's certificate is not in the token")?;
+    check_ess_signing_certificate(attrs, tsa_cert)?;
     let spki_der = tsa_cert.tbs_certificate.subject_public_key_info.to_der().map_err(|e| e.to_string())?;
     let key = <RsaPublicKey as rsa::pkcs8::DecodePublicKey>::from_public_key_der(&spki_der)
         .map_err(|_| "timestamp authority key is not RSA".to_string())?;
@@ -642,6 +740,18 @@ fn verify_timestamp_token(
     };
     key.verify(verify_digest, &attrs_digest, tsa_signer.signature.as_bytes())
         .map_err(|_| "timestamp token signature does not verify with the TSA certificate".to_string())?;
+    // The token's certificates are outside every signature but their own: check each against its issuer.
+    for cert in &certificates {
+        let issuer_name = &cert.tbs_certificate.issuer;
+        let issuer = if issuer_name == &cert.tbs_certificate.subject {
+            Some(cert)
+        } else {
+            certificates.iter().chain(anchors).find(|c| &c.tbs_certificate.subject == issuer_name)
+        };
+        if let Some(issuer) = issuer {
+            verify_certificate_signature(cert, issuer).map_err(|e| format!("timestamp token certificate: {e}"))?;
+        }
+    }
     if !anchors.is_empty() {
         chain_to_anchor(tsa_cert, &certificates, anchors).map_err(|e| format!("TSA chain: {e}"))?;
     }
