@@ -14,6 +14,11 @@
 //! data), [`program`] (the front end's output), [`compiled`] (the backend's output).
 
 pub mod compiled;
+pub mod elf;
+pub mod interp;
 pub mod isa;
+pub mod link;
+pub mod lower;
 pub mod platform;
 pub mod program;
+pub mod verifier;

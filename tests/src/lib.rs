@@ -1,1 +1,6 @@
-//! placeholder crate root (filled by its stage)
+//! Integration-test support for bpf2sys: the bpf_conformance and PREVAIL suite runners, the native-code runner,
+//! and the Linux-side emulation of the eBPF for Windows runtime.
+pub mod conformance;
+pub mod emulator;
+pub mod native;
+pub mod prevail;

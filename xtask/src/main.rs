@@ -1,1 +1,53 @@
-fn main() {}
+//! `cargo xtask <task>`: project automation (see DEVELOPERS.md). Each task's code lives in its own module.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod build_driver;
+mod conformance;
+mod prevail;
+mod samples;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "bpf2sys project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Verify, compile and link eBPF objects into drivers (default: every sample into target/drivers/).
+    BuildDriver(build_driver::Args),
+    /// Run bpf_conformance `.data` tests on an engine and print `N passed, M failed, K skipped`.
+    Conformance(conformance::Args),
+    /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
+    Samples(samples::Args),
+    /// Run PREVAIL's YAML test suites through the verifier and compare verdicts.
+    Prevail {
+        /// Directory with the YAML files (default ../shared/corpora/prevail-test-data).
+        dir: Option<PathBuf>,
+        /// List every disagreement, not only unsound accepts.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::BuildDriver(args) => build_driver::run(args),
+        Task::Conformance(args) => conformance::run(args),
+        Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
+        Task::Prevail { dir, verbose } => prevail::run(dir, verbose).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
