@@ -1,1 +1,3 @@
-//! placeholder crate root (filled by its stage)
+//! Integration-test support: the Linux-side emulation of the eBPF for Windows runtime and the benchmarks.
+
+pub mod bench;
