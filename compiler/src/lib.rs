@@ -15,5 +15,6 @@
 
 pub mod compiled;
 pub mod isa;
+pub mod lower;
 pub mod platform;
 pub mod program;
