@@ -12,11 +12,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use bpf2sys_tests::bench::input;
 use bpf2sys_tests::bench::native_c::{self, CCompiler};
 use bpf2sys_tests::bench::programs::{self, BenchProgram, PROGRAMS};
 use bpf2sys_tests::bench::report::{self, Cell, SpeedRow};
 use bpf2sys_tests::bench::timing::{self, Measurement, Mode};
+use bpf2sys_tests::bench::{engines, input};
 
 mod rbpf_peer;
 use rbpf_peer::RbpfEngine;
@@ -65,7 +65,7 @@ impl Engine {
 
     fn label(self) -> &'static str {
         match self {
-            Engine::Bpf2sysNative => "**bpf2sys native code**",
+            Engine::Bpf2sysNative => "**bpf2sys native code** (x64, lower+codegen)",
             Engine::Bpf2sysInterpreter => "bpf2sys reference interpreter",
             Engine::RbpfJit => "rbpf 0.4.1 JIT",
             Engine::RbpfCranelift => "rbpf 0.4.1 Cranelift (cranelift 0.127)",
@@ -80,17 +80,14 @@ impl Engine {
     /// Why the engine cannot run in this build, if it cannot.
     fn unavailable(self) -> Option<&'static str> {
         match self {
-            Engine::Bpf2sysNative => {
-                Some("the Cranelift lowering and native loader (branch `backend`) are not merged yet")
-            }
             Engine::Bpf2sysInterpreter => Some("the reference interpreter (branch `interp`) is not merged yet"),
-            Engine::RbpfJit | Engine::RbpfCranelift | Engine::RbpfInterpreter => None,
+            Engine::Bpf2sysNative | Engine::RbpfJit | Engine::RbpfCranelift | Engine::RbpfInterpreter => None,
         }
     }
 
     /// Whether the engine has a separate compile step whose latency the peer table reports.
     fn compiles(self) -> bool {
-        matches!(self, Engine::RbpfJit | Engine::RbpfCranelift)
+        matches!(self, Engine::Bpf2sysNative | Engine::RbpfJit | Engine::RbpfCranelift)
     }
 }
 
@@ -399,9 +396,23 @@ fn run_cell(engine_id: &str, program_name: &str, mode: Mode) -> anyhow::Result<(
 fn measure_cell(engine: Engine, program: &BenchProgram, mode: Mode) -> anyhow::Result<CellOutcome> {
     let mut input = input::make_input(&program.name)?;
     match engine {
-        Engine::Bpf2sysNative | Engine::Bpf2sysInterpreter => {
-            bail!("{}", engine.unavailable().unwrap_or("not implemented"))
+        Engine::Bpf2sysNative => {
+            let code = programs::function_bytecode(&program.object_path, "entry")?;
+            let runs = if mode == Mode::Quick { 3 } else { 11 };
+            let (cold, median) = compile_times(runs, || Ok(engines::lower_bytecode(&program.name, &code).map(drop)?))?;
+            let compiled = engines::lower_bytecode(&program.name, &code)?;
+            let native = engines::NativeBench::load(&compiled)?;
+            let buffer = input.as_mut_ptr();
+            // SAFETY: the benchmark programs only access their own input, stack and the helper's values.
+            let result = timing::measure(mode, program.expected_r0, || Ok(unsafe { native.run(buffer) }));
+            Ok(CellOutcome {
+                error: result.as_ref().err().map(|e| e.to_string()),
+                measurement: result.ok(),
+                compile_cold_us: Some(cold),
+                compile_median_us: Some(median),
+            })
         }
+        Engine::Bpf2sysInterpreter => bail!("{}", engine.unavailable().unwrap_or("not implemented")),
         Engine::RbpfJit | Engine::RbpfCranelift | Engine::RbpfInterpreter => {
             let peer = match engine {
                 Engine::RbpfJit => RbpfEngine::Jit,
@@ -429,7 +440,8 @@ fn compile_times(runs: usize, mut compile: impl FnMut() -> anyhow::Result<()>) -
 
 fn peer_compile_table(peers: &[(Engine, Vec<CellOutcome>)], mode: Mode) -> String {
     let mut out = format!(
-        "µs per compile of the bytecode to a callable function (rbpf `jit_compile` / `cranelift_compile`): median \
+        "µs per compile of the bytecode to machine code (bpf2sys: decode + `lower::lower_program`, i.e. Cranelift IR \
+         translation and x64 codegen with unwind data; rbpf: `jit_compile` / `cranelift_compile`): median \
          of {} compiles in one process, cold first compile in parentheses.\n\n| implementation |",
         if mode == Mode::Quick { 3 } else { 11 }
     );
