@@ -16,7 +16,7 @@ use bpf2sys_tests::bench::native_c::{self, CCompiler};
 use bpf2sys_tests::bench::programs::{self, BenchProgram, PROGRAMS};
 use bpf2sys_tests::bench::report::{self, Cell, SpeedRow};
 use bpf2sys_tests::bench::timing::{self, Measurement, Mode};
-use bpf2sys_tests::bench::{engines, input};
+use bpf2sys_tests::bench::{compile, engines, generated, input};
 
 mod rbpf_peer;
 use rbpf_peer::RbpfEngine;
@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Internal: run one cell in this process and print its outcome as one JSON line.
     #[arg(long, hide = true, num_args = 2, value_names = ["ENGINE", "PROGRAM"])]
     cell: Option<Vec<String>>,
+    /// Internal: measure the compile latency of one program in this process and print it as one JSON line.
+    #[arg(long, hide = true, num_args = 2, value_names = ["OBJECT", "SYMBOL"])]
+    compile_cell: Option<Vec<String>>,
 }
 
 /// The engines of the speed table, besides the native C baselines.
@@ -139,6 +142,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(cell) = &args.cell {
         return run_cell(&cell[0], &cell[1], mode);
     }
+    if let Some(cell) = &args.compile_cell {
+        return run_compile_cell(Path::new(&cell[0]), &cell[1], mode);
+    }
     if mode == Mode::Full && cfg!(debug_assertions) && std::env::var_os("BPF2SYS_BENCH_IN_DEBUG").is_none() {
         return reexec_release(&args);
     }
@@ -226,6 +232,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     md.push_str(&report::speed_table(&PROGRAMS, &rows, limit));
     md.push_str("\n## Peer compile time\n\n");
     md.push_str(&peer_compile_table(&peer_compile, mode));
+    md.push_str("\n## Compile latency\n\n");
+    md.push_str(&compile_latency_section(&root, mode)?);
     md.push_str(&format!(
         "\nTotal bench time: {:.1} s ({} mode).\n",
         started.elapsed().as_secs_f64(),
@@ -514,5 +522,134 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("bench")));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// The programs of the compile-latency table: the benchmark objects, the XDP `unrolled`, and generated programs of
+/// 10k and 100k instruction slots (written under `target/bench/`).
+fn compile_targets(root: &Path) -> anyhow::Result<Vec<(String, PathBuf, String)>> {
+    let mut targets = Vec::new();
+    for p in PROGRAMS {
+        targets.push((p.to_string(), programs::bench_dir(root).join(format!("{p}.o")), "entry".to_string()));
+    }
+    targets.push((
+        programs::UNROLLED_XDP.to_string(),
+        programs::bench_dir(root).join(format!("{}.o", programs::UNROLLED_XDP)),
+        programs::UNROLLED_XDP.to_string(),
+    ));
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (label, slots) in [("generated 10k", 10_000), ("generated 100k", 100_000)] {
+        let path = dir.join(format!("generated-{}k.o", slots / 1000));
+        write_atomically(&path, &generated::xdp_object(slots))?;
+        targets.push((label.to_string(), path, generated::SYMBOL.to_string()));
+    }
+    Ok(targets)
+}
+
+fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<String> {
+    let runs = if mode == Mode::Quick { 2 } else { 11 };
+    let mut out = format!(
+        "µs per stage, median of {runs} runs in one process (cold first run in parentheses); µs per 1k eBPF \
+         instruction slots from the end-to-end median, or from lower+codegen while the other stages are missing; \
+         peak RSS of a process that compiles only that program. Stages not in this build are marked n/a.\n\n\
+         | program | slots |"
+    );
+    for s in compile::STAGES {
+        out.push_str(&format!(" {s} |"));
+    }
+    out.push_str(" µs / 1k slots | peak RSS |\n|---|---:|");
+    for _ in compile::STAGES {
+        out.push_str("---:|");
+    }
+    out.push_str("---:|---:|\n");
+    let mut notes: Vec<String> = Vec::new();
+    for (label, path, symbol) in compile_targets(root)? {
+        eprintln!("bench: compile latency of {label}");
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["bench", "--compile-cell"]).arg(&path).arg(&symbol);
+        if mode == Mode::Quick {
+            cmd.arg("--quick");
+        }
+        let line = run_with_timeout(cmd, Duration::from_secs(600)).map_err(anyhow::Error::msg).and_then(|o| {
+            if !o.status.success() {
+                bail!("crashed: {} {}", exit_description(&o.status), String::from_utf8_lossy(&o.stderr).trim());
+            }
+            let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+            let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("").to_string();
+            Ok(serde_json::from_str::<serde_json::Value>(&line)?)
+        });
+        let v = match line {
+            Ok(v) => v,
+            Err(e) => {
+                out.push_str(&format!("| {label} | | **fail**: {e} |\n"));
+                continue;
+            }
+        };
+        if let Some(e) = v["error"].as_str() {
+            out.push_str(&format!("| {label} | | **fail**: {e} |\n"));
+            continue;
+        }
+        let slots = v["slots"].as_u64().unwrap_or(0);
+        out.push_str(&format!("| {label} | {} |", report::group_thousands(slots)));
+        let mut per_1k = None;
+        for (i, stage) in compile::STAGES.iter().enumerate() {
+            let s = &v["stages"][i];
+            if let (Some(median), Some(cold)) = (s["median_us"].as_f64(), s["cold_us"].as_f64()) {
+                out.push_str(&format!(" {} ({}) |", report::format_us(median), report::format_us(cold)));
+                if *stage == "end to end" || (*stage == "lower+codegen" && per_1k.is_none()) {
+                    per_1k = Some((median / (slots.max(1) as f64 / 1000.0), *stage));
+                }
+            } else if let Some(e) = s["failed"].as_str() {
+                out.push_str(" **fail** |");
+                notes.push(format!("- {label} / {stage}: {e}"));
+            } else {
+                out.push_str(" n/a |");
+                if let Some(reason) = s["not_available"].as_str() {
+                    let note = format!("- {stage}: {reason}");
+                    if !notes.contains(&note) {
+                        notes.push(note);
+                    }
+                }
+            }
+        }
+        match per_1k {
+            Some((v, "end to end")) => out.push_str(&format!(" {} |", report::format_us(v))),
+            Some((v, _)) => out.push_str(&format!(" {} (lower) |", report::format_us(v))),
+            None => out.push_str(" – |"),
+        }
+        out.push_str(&format!(" {:.1} MiB |\n", v["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0));
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for n in notes {
+            out.push_str(&n);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// The child side of the compile-latency table.
+fn run_compile_cell(object: &Path, symbol: &str, mode: Mode) -> anyhow::Result<()> {
+    let runs = if mode == Mode::Quick { 2 } else { 11 };
+    let value = match compile::measure(object, symbol, runs) {
+        Ok(latency) => {
+            let stages: Vec<serde_json::Value> = latency
+                .stages
+                .iter()
+                .map(|s| match s {
+                    compile::StageOutcome::Timed { cold_us, median_us } => {
+                        serde_json::json!({ "cold_us": cold_us, "median_us": median_us })
+                    }
+                    compile::StageOutcome::Failed(e) => serde_json::json!({ "failed": e }),
+                    compile::StageOutcome::NotAvailable(e) => serde_json::json!({ "not_available": e }),
+                })
+                .collect();
+            serde_json::json!({ "slots": latency.slots, "stages": stages, "peak_rss_kib": timing::peak_rss_kib() })
+        }
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    println!("{value}");
     Ok(())
 }
