@@ -14,6 +14,8 @@
 //! data), [`program`] (the front end's output), [`compiled`] (the backend's output).
 
 pub mod compiled;
+pub mod elf;
+pub mod interp;
 pub mod isa;
 pub mod lower;
 pub mod platform;

@@ -307,3 +307,22 @@ pub fn run_conformance(instructions: &[Instruction], memory: &mut [u8]) -> Resul
     // SAFETY: conformance programs only access `memory` through r1 within its length, and their stack.
     Ok(unsafe { program.run(context) })
 }
+
+/// The conformance engine that runs bpf2sys's native x64 code (`cargo xtask conformance --engine native`).
+#[derive(Default)]
+pub struct NativeEngine;
+
+impl crate::conformance::Engine for NativeEngine {
+    fn name(&self) -> &str {
+        "native"
+    }
+
+    fn run(&mut self, program: &[Instruction], memory: &[u8]) -> Result<u64, crate::conformance::EngineError> {
+        use crate::conformance::EngineError;
+        let mut memory = memory.to_vec();
+        run_conformance(program, &mut memory).map_err(|e| match e {
+            NativeError::Lower(lower::LowerError::Unsupported { .. }) => EngineError::Unsupported(e.to_string()),
+            other => EngineError::Failed(other.to_string()),
+        })
+    }
+}

@@ -1,24 +1,38 @@
-//! `cargo xtask <command>`: project automation.
+//! `cargo xtask <task>`: project automation (see DEVELOPERS.md). Each task's code lives in its own module.
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod conformance;
 
 #[derive(Parser)]
-#[command(name = "xtask", about = "bpf2sys project automation")]
+#[command(name = "cargo xtask", about = "bpf2sys project tasks")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    task: Task,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Task {
+    /// Run bpf_conformance `.data` tests on an engine and print `N passed, M failed, K skipped`.
+    Conformance(conformance::Args),
     /// Benchmarks: generated code against native C and other eBPF engines, compile latency (BENCHMARKS.md).
     Bench(bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Bench(args) => bench::run(args),
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Conformance(args) => conformance::run(args),
+        Task::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -13,6 +13,9 @@
 
 use std::fmt;
 
+pub mod asm;
+pub mod disasm;
+
 /// Size of one instruction slot in bytes (RFC 9669 §3).
 pub const SLOT_SIZE: usize = 8;
 

@@ -9,6 +9,7 @@
 //!   [`crate::compiled::CompiledFunction`] and writes correct Windows unwind data.
 
 pub mod codegen;
+pub mod object;
 pub mod translate;
 
 /// Why lowering failed.

@@ -1,0 +1,538 @@
+//! Map pass: the module's map list from legacy `maps` records, BTF `.maps` definitions and global-variable
+//! sections (native-module-contract.md §6), plus `values` initialisers of map-in-map and program-array maps.
+//!
+//! Order of [`Module::maps`](crate::program::Module::maps): legacy maps (by section, then symbol offset), BTF
+//! maps by symbol offset in `.maps`, anonymous inner maps (declared inline in `__array(values, struct {...})`),
+//! then one array map per `.data` / `.rodata` / `.bss` section in ELF order.
+
+use object::elf;
+
+use super::btf::{Btf, BtfKind, BtfType};
+use super::{ElfError, Object, Symbol, R_BPF_64_ABS64};
+use crate::program::{GlobalSection, GlobalSectionKind, MapDefinition, MapInitialValues, MapType, Pinning, Program};
+
+/// Size of `ebpf_map_definition_in_file_t`, the Windows legacy map record (contract §2.2).
+const LEGACY_RECORD_SIZE: u64 = 32;
+/// Largest global-variable section bpf2c accepts (contract §6).
+const MAX_GLOBAL_SECTION_SIZE: u64 = 1 << 20;
+
+/// A legacy map section: its maps are `first_map + symbol_value / record_size`.
+struct LegacySection {
+    section: usize,
+    record_size: u64,
+    first_map: usize,
+    count: usize,
+}
+
+/// What the `values` member of a BTF map holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ValuesOf {
+    Maps,
+    Programs,
+}
+
+/// A BTF map declared by a symbol in `.maps`.
+struct BtfMapSymbol {
+    offset: u64,
+    size: u64,
+    map_index: usize,
+    /// Byte offset of the `values` member inside the map struct, and what it holds.
+    values: Option<(u64, ValuesOf)>,
+}
+
+/// The maps of a module and how symbols resolve to them.
+pub(crate) struct MapLayout {
+    pub maps: Vec<MapDefinition>,
+    pub global_sections: Vec<GlobalSection>,
+    legacy: Vec<LegacySection>,
+    maps_section: Option<usize>,
+    btf_maps: Vec<BtfMapSymbol>,
+    /// (section index, map index) for each global-variable section.
+    globals: Vec<(usize, usize)>,
+}
+
+/// How a relocation's symbol resolves for a `lddw`.
+pub(crate) enum MapReference {
+    /// `lddw` of the map itself (`map_by_idx`).
+    Map(usize),
+    /// `lddw` of the address of a global variable: the section's map and the byte offset of the symbol.
+    GlobalValue { map_index: usize, symbol_offset: u64, section_size: u64 },
+}
+
+impl MapLayout {
+    /// Resolves a relocation symbol to a map or global section, or `None` if it lies in neither.
+    pub fn resolve(&self, object: &Object, symbol: &Symbol) -> Result<Option<MapReference>, ElfError> {
+        let Some(section) = symbol.section else { return Ok(None) };
+        if let Some(l) = self.legacy.iter().find(|l| l.section == section) {
+            let idx = symbol.value / l.record_size;
+            if !symbol.value.is_multiple_of(l.record_size) || idx >= l.count as u64 {
+                return Err(ElfError::Symbol {
+                    symbol: symbol.name.to_string(),
+                    what: format!(
+                        "offset {:#x} in '{}' is not the start of a {}-byte map record",
+                        symbol.value,
+                        object.section_name(section),
+                        l.record_size
+                    ),
+                });
+            }
+            return Ok(Some(MapReference::Map(l.first_map + idx as usize)));
+        }
+        if self.maps_section == Some(section) {
+            return match self.btf_maps.iter().find(|m| m.offset == symbol.value) {
+                Some(m) => Ok(Some(MapReference::Map(m.map_index))),
+                None => Err(ElfError::Symbol {
+                    symbol: symbol.name.to_string(),
+                    what: format!("offset {:#x} in '.maps' is not the start of a map", symbol.value),
+                }),
+            };
+        }
+        if let Some(&(_, map_index)) = self.globals.iter().find(|(s, _)| *s == section) {
+            let section_size = object.sections[section].size;
+            // Section symbols carry value 0; the instruction's immediate holds the offset (added by the caller).
+            let symbol_offset = if symbol.kind == elf::STT_SECTION { 0 } else { symbol.value };
+            return Ok(Some(MapReference::GlobalValue { map_index, symbol_offset, section_size }));
+        }
+        Ok(None)
+    }
+
+    fn btf_map_by_offset(&self, offset: u64) -> Option<&BtfMapSymbol> {
+        self.btf_maps.iter().find(|m| m.offset == offset)
+    }
+}
+
+fn map_error(map: &str, what: impl Into<String>) -> ElfError {
+    ElfError::Map { map: map.to_string(), what: what.into() }
+}
+
+fn u32_field(bytes: &[u8], at: usize) -> u32 {
+    bytes.get(at..at + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn pinning(map: &str, value: u32) -> Result<Pinning, ElfError> {
+    match value {
+        0 => Ok(Pinning::None),
+        1 => Ok(Pinning::ByName),
+        other => Err(map_error(map, format!("pinning {other} is not LIBBPF_PIN_NONE (0) or LIBBPF_PIN_BY_NAME (1)"))),
+    }
+}
+
+/// Named symbols (objects, or untyped) defined in a section, sorted by offset.
+fn data_symbols<'o, 'a>(object: &'o Object<'a>, section: usize) -> Vec<&'o Symbol<'a>> {
+    let mut syms: Vec<&Symbol> = object
+        .symbols
+        .iter()
+        .filter(|s| {
+            s.section == Some(section)
+                && !s.name.is_empty()
+                && matches!(s.kind, elf::STT_OBJECT | elf::STT_NOTYPE)
+                && s.kind != elf::STT_SECTION
+        })
+        .collect();
+    syms.sort_by_key(|s| s.value);
+    syms
+}
+
+/// Legacy Windows map records in `maps` or `maps/<name>` (contract §6): record size = section size / number of
+/// named symbols; each record is read as a zero-padded `ebpf_map_definition_in_file_t`.
+fn legacy_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<Vec<LegacySection>, ElfError> {
+    let mut sections = Vec::new();
+    for section in &object.sections {
+        if section.name != "maps" && !section.name.starts_with("maps/") {
+            continue;
+        }
+        let err = |what: String| ElfError::Section { section: section.name.to_string(), what };
+        let syms = data_symbols(object, section.index);
+        if syms.is_empty() {
+            if section.size == 0 {
+                continue;
+            }
+            return Err(err("legacy map section has no map symbols".into()));
+        }
+        if section.data.len() as u64 != section.size {
+            return Err(err("legacy map section has no file contents".into()));
+        }
+        let count = syms.len() as u64;
+        if section.size % count != 0 {
+            return Err(err(format!("size {} is not a multiple of its {count} map symbols", section.size)));
+        }
+        let record_size = section.size / count;
+        // type, key_size, value_size and max_entries are the least a record must hold.
+        if record_size < 16 {
+            return Err(err(format!("map record size {record_size} is smaller than 16 bytes")));
+        }
+        let first_map = maps.len();
+        for (i, sym) in syms.iter().enumerate() {
+            if sym.value != i as u64 * record_size {
+                return Err(ElfError::Symbol {
+                    symbol: sym.name.to_string(),
+                    what: format!(
+                        "offset {:#x} in '{}' is not record {i} ({record_size} bytes each)",
+                        sym.value, section.name
+                    ),
+                });
+            }
+            let start = sym.value as usize;
+            let take = record_size.min(LEGACY_RECORD_SIZE) as usize;
+            let mut record = [0u8; LEGACY_RECORD_SIZE as usize];
+            record[..take].copy_from_slice(&section.data[start..start + take]);
+            let map_type = MapType(u32_field(&record, 0));
+            let inner_map_idx = u32_field(&record, 16);
+            let inner_id = u32_field(&record, 28);
+            // For a map-in-map the record names its inner template by index (0 is a valid index here; the
+            // kernel's "0 = unset" convention only applies to the emitted table).
+            let inner_map_index = if map_type.is_map_of_maps() && inner_id == 0 {
+                let idx = inner_map_idx as usize;
+                if idx >= syms.len() || idx == i {
+                    return Err(map_error(
+                        sym.name,
+                        format!("inner_map_idx {idx} does not name another map in '{}'", section.name),
+                    ));
+                }
+                Some(first_map + idx)
+            } else {
+                None
+            };
+            maps.push(MapDefinition {
+                name: sym.name.to_string(),
+                map_type,
+                key_size: u32_field(&record, 4),
+                value_size: u32_field(&record, 8),
+                max_entries: u32_field(&record, 12),
+                inner_map_index,
+                pinning: pinning(sym.name, u32_field(&record, 20))?,
+                id: u32_field(&record, 24),
+                inner_id,
+            });
+        }
+        sections.push(LegacySection { section: section.index, record_size, first_map, count: syms.len() });
+    }
+    // Resolve inner maps given by template id.
+    for i in 0..maps.len() {
+        if maps[i].inner_id != 0 && maps[i].inner_map_index.is_none() {
+            let inner_id = maps[i].inner_id;
+            match maps.iter().position(|m| m.id == inner_id) {
+                Some(j) if j != i => maps[i].inner_map_index = Some(j),
+                _ => return Err(map_error(&maps[i].name, format!("inner_id {inner_id} matches no other map's id"))),
+            }
+        }
+    }
+    Ok(sections)
+}
+
+/// A BTF map definition read from its struct type (libbpf `parse_btf_map_def` semantics).
+struct BtfMapDef {
+    def: MapDefinition,
+    /// `values` member: byte offset and the element's pointee type id.
+    values: Option<(u64, u32)>,
+}
+
+/// Reads `__uint(name, N)`: a pointer to an array of N elements.
+fn btf_uint(btf: &Btf, map: &str, member: &str, type_id: u32) -> Result<u32, ElfError> {
+    let bad = || map_error(map, format!("member '{member}' is not declared with __uint(...)"));
+    let ptr = btf.get(btf.skip_modifiers(type_id)?)?;
+    if ptr.kind != BtfKind::Ptr {
+        return Err(bad());
+    }
+    let arr = btf.get(btf.skip_modifiers(ptr.size_or_type)?)?;
+    match (arr.kind, arr.array) {
+        (BtfKind::Array, Some((_, n))) => Ok(n),
+        _ => Err(bad()),
+    }
+}
+
+/// Reads `__type(name, T)`: a pointer to T; returns sizeof(T).
+fn btf_type_size(btf: &Btf, map: &str, member: &str, type_id: u32) -> Result<u32, ElfError> {
+    let ptr = btf.get(btf.skip_modifiers(type_id)?)?;
+    if ptr.kind != BtfKind::Ptr {
+        return Err(map_error(map, format!("member '{member}' is not declared with __type(...)")));
+    }
+    let size = btf.size_of(ptr.size_or_type)?;
+    u32::try_from(size).map_err(|_| map_error(map, format!("{member} size {size} does not fit 32 bits")))
+}
+
+fn parse_btf_map_def(btf: &Btf, name: &str, struct_id: u32, inner: bool) -> Result<BtfMapDef, ElfError> {
+    let st: &BtfType = btf.get(struct_id)?;
+    if st.kind != BtfKind::Struct {
+        return Err(map_error(name, format!("BTF type {struct_id} is a {:?}, not a map definition struct", st.kind)));
+    }
+    let mut map_type = None;
+    let (mut key_size, mut value_size, mut max_entries, mut pin) = (None, None, None, 0);
+    let mut values = None;
+    let set = |slot: &mut Option<u32>, v: u32, what: &str| -> Result<(), ElfError> {
+        match *slot {
+            Some(old) if old != v => Err(map_error(name, format!("{what} given as both {old} and {v}"))),
+            _ => {
+                *slot = Some(v);
+                Ok(())
+            }
+        }
+    };
+    for m in &st.members {
+        let member = btf.name(m.name_offset);
+        match &*member {
+            "type" => map_type = Some(btf_uint(btf, name, &member, m.type_id)?),
+            "max_entries" => max_entries = Some(btf_uint(btf, name, &member, m.type_id)?),
+            "map_flags" => {
+                btf_uint(btf, name, &member, m.type_id)?;
+            }
+            "pinning" => pin = btf_uint(btf, name, &member, m.type_id)?,
+            "key_size" => set(&mut key_size, btf_uint(btf, name, &member, m.type_id)?, "key size")?,
+            "value_size" => set(&mut value_size, btf_uint(btf, name, &member, m.type_id)?, "value size")?,
+            "key" => set(&mut key_size, btf_type_size(btf, name, &member, m.type_id)?, "key size")?,
+            "value" => set(&mut value_size, btf_type_size(btf, name, &member, m.type_id)?, "value size")?,
+            "values" => {
+                if inner {
+                    return Err(map_error(name, "an inner map cannot itself have 'values'"));
+                }
+                // `__array(values, T)` is `typeof(T) *values[]`: an array of pointers to T.
+                let bad = || map_error(name, "member 'values' is not declared with __array(values, ...)");
+                let arr = btf.get(btf.skip_modifiers(m.type_id)?)?;
+                let (elem, _) = arr.array.filter(|_| arr.kind == BtfKind::Array).ok_or_else(bad)?;
+                let ptr = btf.get(btf.skip_modifiers(elem)?)?;
+                if ptr.kind != BtfKind::Ptr {
+                    return Err(bad());
+                }
+                if m.bit_offset % 64 != 0 {
+                    return Err(map_error(name, "member 'values' is not 8-byte aligned"));
+                }
+                values = Some((u64::from(m.bit_offset / 8), btf.skip_modifiers(ptr.size_or_type)?));
+            }
+            other => return Err(map_error(name, format!("unknown map attribute '{other}'"))),
+        }
+    }
+    let map_type = MapType(map_type.ok_or_else(|| map_error(name, "no 'type' member"))?);
+    if values.is_some() && (map_type.is_map_of_maps() || map_type == MapType::PROG_ARRAY) {
+        // Map-in-map and program-array values are 32-bit ids (libbpf defaults value_size to 4).
+        let v = value_size.unwrap_or(4);
+        set(&mut value_size, v, "value size")?;
+    }
+    let def = MapDefinition {
+        name: name.to_string(),
+        map_type,
+        key_size: key_size.unwrap_or(0),
+        value_size: value_size.unwrap_or(0),
+        max_entries: max_entries.ok_or_else(|| map_error(name, "no 'max_entries' member"))?,
+        inner_map_index: None,
+        pinning: pinning(name, pin)?,
+        id: struct_id,
+        inner_id: 0,
+    };
+    Ok(BtfMapDef { def, values })
+}
+
+/// BTF maps: every symbol in `.maps`, in offset order, typed by the VAR of the same name in DATASEC `.maps`.
+fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<usize>, Vec<BtfMapSymbol>), ElfError> {
+    let Some(section) = object.sections.iter().find(|s| s.name == ".maps") else { return Ok((None, Vec::new())) };
+    let syms = data_symbols(object, section.index);
+    if syms.is_empty() {
+        return Ok((Some(section.index), Vec::new()));
+    }
+    let btf = object.btf.as_ref().ok_or_else(|| ElfError::Section {
+        section: ".maps".into(),
+        what: "BTF-defined maps need the .BTF section (compile with -g)".into(),
+    })?;
+    let (_, datasec) = btf
+        .datasec(".maps")
+        .ok_or_else(|| ElfError::Section { section: ".maps".into(), what: "no DATASEC '.maps' in .BTF".into() })?;
+    let mut parsed = Vec::with_capacity(syms.len());
+    for sym in &syms {
+        // The symbol must lie inside the section's file bytes: its size bounds the `values` array.
+        if sym.value.checked_add(sym.size).is_none_or(|end| end > section.data.len() as u64) {
+            return Err(map_error(
+                sym.name,
+                format!("symbol range {:#x}+{:#x} lies outside '.maps'", sym.value, sym.size),
+            ));
+        }
+        // Find this symbol's VAR in the DATASEC by name.
+        let var = datasec.sec_infos.iter().find_map(|vi| {
+            let v = btf.get(vi.type_id).ok()?;
+            (v.kind == BtfKind::Var && btf.str_bytes(v.name_offset).ok() == Some(sym.name.as_bytes())).then_some(v)
+        });
+        let var = var.ok_or_else(|| map_error(sym.name, "no BTF variable of this name in DATASEC '.maps'"))?;
+        let struct_id = btf.skip_modifiers(var.size_or_type)?;
+        let def = parse_btf_map_def(btf, sym.name, struct_id, false)?;
+        parsed.push((sym, def));
+    }
+    let first = maps.len();
+    let mut out = Vec::with_capacity(parsed.len());
+    for (i, (sym, def)) in parsed.iter().enumerate() {
+        maps.push(def.def.clone());
+        let values = match def.values {
+            None => None,
+            Some((off, _)) if def.def.map_type.is_map_of_maps() => Some((off, ValuesOf::Maps)),
+            Some((off, _)) if def.def.map_type == MapType::PROG_ARRAY => Some((off, ValuesOf::Programs)),
+            Some(_) => {
+                return Err(map_error(sym.name, "'values' is only allowed in map-in-map and program-array maps"))
+            }
+        };
+        out.push(BtfMapSymbol { offset: sym.value, size: sym.size, map_index: first + i, values });
+    }
+    // Inner maps: a declared map with the same struct type, else an anonymous map appended after the others.
+    for (i, (sym, def)) in parsed.iter().enumerate() {
+        if !def.def.map_type.is_map_of_maps() {
+            continue;
+        }
+        let Some((_, inner_struct)) = def.values else {
+            return Err(map_error(sym.name, "map-in-map needs __array(values, <inner map type>)"));
+        };
+        let inner_index = match (first..first + parsed.len()).find(|&j| maps[j].id == inner_struct) {
+            Some(j) => j,
+            None => {
+                let inner_name = format!("{}.inner", sym.name);
+                let inner = parse_btf_map_def(btf, &inner_name, inner_struct, true)?;
+                maps.push(inner.def);
+                maps.len() - 1
+            }
+        };
+        maps[first + i].inner_map_index = Some(inner_index);
+        maps[first + i].inner_id = inner_struct;
+    }
+    Ok((Some(section.index), out))
+}
+
+/// One ARRAY map per `.data` / `.rodata` / `.bss` section (contract §6).
+/// Global sections and their (ELF section index, map index) pairs.
+type GlobalMaps = (Vec<GlobalSection>, Vec<(usize, usize)>);
+
+fn global_maps(object: &Object, module_name: &str, maps: &mut Vec<MapDefinition>) -> Result<GlobalMaps, ElfError> {
+    let mut sections = Vec::new();
+    let mut index = Vec::new();
+    for section in &object.sections {
+        let kind = match section.name {
+            ".data" => GlobalSectionKind::Data,
+            ".rodata" => GlobalSectionKind::Rodata,
+            ".bss" => GlobalSectionKind::Bss,
+            _ => continue,
+        };
+        let err = |what: String| ElfError::Section { section: section.name.to_string(), what };
+        if section.size > MAX_GLOBAL_SECTION_SIZE {
+            return Err(err(format!("size {} exceeds the 1 MiB limit for global variables", section.size)));
+        }
+        let initial_data = if kind == GlobalSectionKind::Bss {
+            vec![0u8; section.size as usize]
+        } else if section.data.len() as u64 == section.size {
+            section.data.to_vec()
+        } else {
+            return Err(err("has no file contents".into()));
+        };
+        let mut id = 0;
+        if let Some(btf) = &object.btf {
+            if let Some((datasec_id, datasec)) = btf.datasec(section.name) {
+                // clang records the section size in the DATASEC (libbpf fixes it up when it is 0).
+                let btf_size = u64::from(datasec.size_or_type);
+                if btf_size != 0 && btf_size != section.size {
+                    return Err(err(format!(
+                        "BTF DATASEC size {btf_size} differs from the section size {}",
+                        section.size
+                    )));
+                }
+                id = datasec_id;
+            }
+        }
+        let name: String = module_name.chars().take(7).chain(section.name.chars()).collect();
+        maps.push(MapDefinition {
+            name,
+            map_type: MapType::ARRAY,
+            key_size: 4,
+            value_size: section.size as u32,
+            max_entries: 1,
+            inner_map_index: None,
+            pinning: Pinning::None,
+            id,
+            inner_id: 0,
+        });
+        index.push((section.index, maps.len() - 1));
+        sections.push(GlobalSection { kind, map_index: maps.len() - 1, initial_data });
+    }
+    Ok((sections, index))
+}
+
+/// Builds the module's map list.
+pub(crate) fn build(object: &Object, module_name: &str) -> Result<MapLayout, ElfError> {
+    let mut maps = Vec::new();
+    let legacy = legacy_maps(object, &mut maps)?;
+    let (maps_section, btf_maps) = btf_maps(object, &mut maps)?;
+    let (global_sections, globals) = global_maps(object, module_name, &mut maps)?;
+    Ok(MapLayout { maps, global_sections, legacy, maps_section, btf_maps, globals })
+}
+
+/// `values` initialisers from `.rel.maps` (contract §6): slot `i` of the map's `values` array names a map (map-in-map)
+/// or a program (program array).
+pub(crate) fn initial_values(
+    object: &Object,
+    layout: &MapLayout,
+    programs: &[Program],
+) -> Result<Vec<MapInitialValues>, ElfError> {
+    let Some(section) = layout.maps_section else { return Ok(Vec::new()) };
+    let mut out: Vec<MapInitialValues> = Vec::new();
+    for m in &layout.btf_maps {
+        if let Some((values_offset, _)) = m.values {
+            let def = &layout.maps[m.map_index];
+            if def.key_size != 4 {
+                return Err(map_error(
+                    &def.name,
+                    format!("a map with 'values' needs 4-byte keys, not {}", def.key_size),
+                ));
+            }
+            let count = m.size.saturating_sub(values_offset) / 8;
+            if count > u64::from(def.max_entries) {
+                return Err(map_error(
+                    &def.name,
+                    format!("{count} initial values exceed max_entries {}", def.max_entries),
+                ));
+            }
+            out.push(MapInitialValues { map_index: m.map_index, values: vec![None; count as usize] });
+        }
+    }
+    for reloc in &object.relocations[section] {
+        let err = |what: String| ElfError::Relocation { section: ".maps".into(), offset: reloc.offset, what };
+        let Some(m) =
+            layout.btf_maps.iter().find(|m| reloc.offset >= m.offset && reloc.offset < m.offset.saturating_add(m.size))
+        else {
+            return Err(err("relocation lies outside every map definition".into()));
+        };
+        let def = &layout.maps[m.map_index];
+        let Some((values_offset, values_of)) = m.values else {
+            return Err(err(format!("relocation inside map '{}', which has no 'values' member", def.name)));
+        };
+        let rel = reloc.offset - m.offset;
+        if rel < values_offset || (rel - values_offset) % 8 != 0 {
+            return Err(err(format!("relocation inside map '{}' is not on a 'values' slot", def.name)));
+        }
+        if reloc.kind != R_BPF_64_ABS64 {
+            return Err(err(format!("'values' relocation has type {}, expected R_BPF_64_ABS64", reloc.kind)));
+        }
+        let slot = ((rel - values_offset) / 8) as usize;
+        let symbol = object.symbol(reloc.symbol, ".maps", reloc.offset)?;
+        let value = match values_of {
+            ValuesOf::Maps => {
+                let target = (symbol.section == Some(section))
+                    .then(|| layout.btf_map_by_offset(symbol.value))
+                    .flatten()
+                    .ok_or_else(|| {
+                        err(format!("'{}' in the values of map '{}' is not a map", symbol.name, def.name))
+                    })?;
+                layout.maps[target.map_index].name.clone()
+            }
+            ValuesOf::Programs => {
+                let is_program = symbol.kind == elf::STT_FUNC
+                    && programs.iter().any(|p| p.name == symbol.name)
+                    && symbol.section.and_then(|s| object.sections.get(s)).is_some_and(|s| s.is_executable());
+                if !is_program {
+                    return Err(err(format!("'{}' in the values of map '{}' is not a program", symbol.name, def.name)));
+                }
+                symbol.name.to_string()
+            }
+        };
+        let Some(init) = out.iter_mut().find(|v| v.map_index == m.map_index) else {
+            return Err(err(format!("map '{}' has no initial values", def.name)));
+        };
+        match init.values.get_mut(slot) {
+            Some(v) => *v = Some(value),
+            None => return Err(err(format!("'values' slot {slot} of map '{}' is past its end", def.name))),
+        }
+    }
+    out.retain(|v| !v.values.is_empty());
+    Ok(out)
+}

@@ -1,0 +1,288 @@
+//! The ELF front end: a clang `-target bpf` relocatable object in, a [`Module`] out.
+//!
+//! In: the bytes of an ELF64 little-endian `EM_BPF` relocatable object (clang -O2, with or without `-g`,
+//! `-mcpu=v1..v4`). Out: [`Module`] with programs, maps, global sections and map initial values, relocations
+//! applied as [`crate::program`] documents.
+//!
+//! The passes follow native-module-contract.md §6 (what bpf2c accepts) and libbpf's reading of the same
+//! objects:
+//! 1. [`object`] parses headers, sections, symbols and relocation entries (bounds-checked).
+//! 2. `.BTF` / `.BTF.ext` are parsed by [`btf`] (no crate reads them at our versions).
+//! 3. [`maps`] builds the map list: legacy `maps`/`maps/*` records, BTF `.maps` definitions (with anonymous
+//!    inner maps appended), then one array map per `.data`/`.rodata`/`.bss` section.
+//! 4. [`programs`] applies relocations to each executable section's raw slots, then lays out every entry
+//!    program with the subprograms it reaches through `call src=1`, rewriting call offsets, and decodes it
+//!    with the strict [`crate::isa`] decoder.
+//!
+//! Hostile input: every offset and count read from the file is checked against the file's length, and all
+//! output is bounded by a multiple of the input size (see [`programs`]), so malformed objects give an
+//! [`ElfError`] naming the section, symbol or offset — never a panic, a hang or an unbounded allocation.
+
+pub mod btf;
+mod maps;
+mod programs;
+
+use object::elf;
+use object::read::elf::{FileHeader, SectionHeader, Sym};
+use object::LittleEndian as LE;
+use thiserror::Error;
+
+use crate::isa::DecodeError;
+use crate::program::Module;
+
+pub use btf::BtfError;
+
+/// Why an object could not be loaded. Each variant names where the problem is.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ElfError {
+    #[error("not a valid ELF object: {0}")]
+    Malformed(String),
+    #[error("not an eBPF object: {0}")]
+    NotBpf(String),
+    #[error("section '{section}': {what}")]
+    Section { section: String, what: String },
+    #[error("symbol '{symbol}': {what}")]
+    Symbol { symbol: String, what: String },
+    #[error("section '{section}', offset {offset:#x}: {what}")]
+    Relocation { section: String, offset: u64, what: String },
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("map '{map}': {what}")]
+    Map { map: String, what: String },
+    #[error("program '{program}' (section '{section}'): {what}")]
+    Program { program: String, section: String, what: String },
+    #[error("program '{program}' (section '{section}'): {source}")]
+    Decode { program: String, section: String, source: DecodeError },
+    #[error("object too large: {0}")]
+    TooLarge(String),
+}
+
+impl From<object::read::Error> for ElfError {
+    fn from(e: object::read::Error) -> ElfError {
+        ElfError::Malformed(e.to_string())
+    }
+}
+
+/// Relocation types of the BPF ELF ABI (LLVM `BPFELFObjectWriter`, kernel `Documentation/bpf/llvm_reloc.rst`).
+pub(crate) const R_BPF_NONE: u32 = 0;
+pub(crate) const R_BPF_64_64: u32 = 1;
+pub(crate) const R_BPF_64_ABS64: u32 = 2;
+pub(crate) const R_BPF_64_ABS32: u32 = 3;
+pub(crate) const R_BPF_64_32: u32 = 10;
+
+/// A section as the passes need it.
+#[derive(Clone, Debug)]
+pub(crate) struct Section<'a> {
+    pub index: usize,
+    /// Borrowed from the file: many sections may share one long name, so names are never copied eagerly.
+    pub name: &'a str,
+    pub sh_type: u32,
+    pub flags: u64,
+    pub size: u64,
+    /// File bytes (empty for `SHT_NOBITS`).
+    pub data: &'a [u8],
+    /// For `SHT_REL`/`SHT_RELA`: the section the relocations apply to.
+    pub info: u32,
+}
+
+impl Section<'_> {
+    pub fn is_executable(&self) -> bool {
+        self.sh_type == elf::SHT_PROGBITS
+            && self.flags & u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR)
+                == u64::from(elf::SHF_ALLOC | elf::SHF_EXECINSTR)
+    }
+}
+
+/// A symbol as the passes need it.
+#[derive(Clone, Debug)]
+pub(crate) struct Symbol<'a> {
+    /// Borrowed from the file (see [`Section::name`]).
+    pub name: &'a str,
+    pub value: u64,
+    pub size: u64,
+    pub kind: u8,
+    /// Section index; `None` for undefined, absolute and common symbols.
+    pub section: Option<usize>,
+}
+
+/// A relocation entry, with its symbol index resolved later.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Relocation {
+    pub offset: u64,
+    pub kind: u32,
+    pub symbol: usize,
+}
+
+/// The parsed object: sections, symbols, relocations by target section, BTF.
+pub(crate) struct Object<'a> {
+    pub file_len: usize,
+    pub sections: Vec<Section<'a>>,
+    pub symbols: Vec<Symbol<'a>>,
+    /// Relocations per target section index.
+    pub relocations: Vec<Vec<Relocation>>,
+    pub btf: Option<btf::Btf>,
+    pub line_info: btf::LineInfoBySection,
+}
+
+impl<'a> Object<'a> {
+    pub fn section_name(&self, index: usize) -> &'a str {
+        self.sections.get(index).map_or("<none>", |s| s.name)
+    }
+
+    pub fn symbol(&self, index: usize, in_section: &str, offset: u64) -> Result<&Symbol<'a>, ElfError> {
+        self.symbols.get(index).ok_or_else(|| ElfError::Relocation {
+            section: in_section.to_string(),
+            offset,
+            what: format!("relocation names symbol index {index}, but the symbol table has {}", self.symbols.len()),
+        })
+    }
+
+    fn parse(bytes: &'a [u8]) -> Result<Object<'a>, ElfError> {
+        let header = elf::FileHeader64::<LE>::parse(bytes)
+            .map_err(|e| ElfError::Malformed(format!("{e} (expected a 64-bit ELF header)")))?;
+        if !header.is_little_endian() {
+            return Err(ElfError::NotBpf("big-endian ELF (bpf2sys targets little-endian eBPF)".into()));
+        }
+        let endian = LE;
+        let machine = header.e_machine(endian);
+        if machine != elf::EM_BPF {
+            return Err(ElfError::NotBpf(format!("e_machine is {machine}, expected EM_BPF ({})", elf::EM_BPF)));
+        }
+        let e_type = header.e_type(endian);
+        if e_type != elf::ET_REL {
+            return Err(ElfError::NotBpf(format!("e_type is {e_type}, expected a relocatable object (ET_REL)")));
+        }
+        let table = header.sections(endian, bytes)?;
+        let mut sections = Vec::with_capacity(table.len());
+        for (index, sh) in table.enumerate() {
+            let name = table
+                .section_name(endian, sh)
+                .map_err(|e| ElfError::Malformed(format!("section {}: name: {e}", index.0)))?;
+            let name = utf8_name(name);
+            let sh_type = sh.sh_type(endian);
+            let data = if sh_type == elf::SHT_NOBITS {
+                &[][..]
+            } else {
+                sh.data(endian, bytes)
+                    .map_err(|e| ElfError::Section { section: name.to_string(), what: e.to_string() })?
+            };
+            sections.push(Section {
+                index: index.0,
+                name,
+                sh_type,
+                flags: sh.sh_flags(endian),
+                size: sh.sh_size(endian),
+                data,
+                info: sh.sh_info(endian),
+            });
+        }
+
+        let symtab = table.symbols(endian, bytes, elf::SHT_SYMTAB)?;
+        let mut symbols = Vec::with_capacity(symtab.len());
+        for (index, sym) in symtab.enumerate() {
+            let name = symtab
+                .symbol_name(endian, sym)
+                .map_err(|e| ElfError::Malformed(format!("symbol {}: name: {e}", index.0)))?;
+            let shndx = sym.st_shndx(endian);
+            let section = match shndx {
+                elf::SHN_UNDEF => None,
+                n if n >= elf::SHN_LORESERVE => None,
+                n => Some(n as usize),
+            };
+            let kind = sym.st_type();
+            // Section symbols have no name of their own; give them their section's.
+            let name = if kind == elf::STT_SECTION && name.is_empty() {
+                section.and_then(|s| sections.get(s)).map_or("", |s| s.name)
+            } else {
+                utf8_name(name)
+            };
+            symbols.push(Symbol { name, value: sym.st_value(endian), size: sym.st_size(endian), kind, section });
+        }
+
+        let mut relocations: Vec<Vec<Relocation>> = vec![Vec::new(); sections.len()];
+        for (index, sh) in table.enumerate() {
+            let sh_type = sh.sh_type(endian);
+            if sh_type != elf::SHT_REL && sh_type != elf::SHT_RELA {
+                continue;
+            }
+            let section = &sections[index.0];
+            let target = section.info as usize;
+            let Some(target_relocs) = relocations.get_mut(target) else {
+                return Err(ElfError::Section {
+                    section: section.name.to_string(),
+                    what: format!("applies to section index {target}, which does not exist"),
+                });
+            };
+            let malformed =
+                |e: object::read::Error| ElfError::Section { section: section.name.to_string(), what: e.to_string() };
+            // r_info: symbol index in the upper 32 bits, type in the lower 32 (ELF64 gABI).
+            if let Some((rels, _)) = sh.rel(endian, bytes).map_err(malformed)? {
+                for r in rels {
+                    let info = r.r_info.get(endian);
+                    target_relocs.push(Relocation {
+                        offset: r.r_offset.get(endian),
+                        kind: info as u32,
+                        symbol: (info >> 32) as usize,
+                    });
+                }
+            }
+            if let Some((relas, _)) = sh.rela(endian, bytes).map_err(malformed)? {
+                for r in relas {
+                    let info = r.r_info.get(endian);
+                    if r.r_addend.get(endian) != 0 {
+                        return Err(ElfError::Relocation {
+                            section: section.name.to_string(),
+                            offset: r.r_offset.get(endian),
+                            what: "non-zero RELA addend is not supported for eBPF".into(),
+                        });
+                    }
+                    target_relocs.push(Relocation {
+                        offset: r.r_offset.get(endian),
+                        kind: info as u32,
+                        symbol: (info >> 32) as usize,
+                    });
+                }
+            }
+        }
+
+        let btf = match sections.iter().find(|s| s.name == ".BTF") {
+            Some(s) => Some(btf::Btf::parse(s.data)?),
+            None => None,
+        };
+        let line_info = match (&btf, sections.iter().find(|s| s.name == ".BTF.ext")) {
+            (Some(b), Some(ext)) => btf::parse_line_info(ext.data, b)?,
+            _ => Vec::new(),
+        };
+        Ok(Object { file_len: bytes.len(), sections, symbols, relocations, btf, line_info })
+    }
+}
+
+/// A name from a string table; names that are not UTF-8 cannot match anything we look for.
+fn utf8_name(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or("<non-UTF-8 name>")
+}
+
+/// The C name of a module: the file name after the last path separator, up to its first `.` (contract §1.1).
+pub fn c_name(file_name: &str) -> String {
+    let base = file_name.rsplit(['/', '\\']).next().unwrap_or(file_name);
+    base.split('.').next().unwrap_or(base).to_string()
+}
+
+/// Loads an eBPF ELF object. `file_name` supplies the module's C name (global-data maps are named after it).
+pub fn load(bytes: &[u8], file_name: &str) -> Result<Module, ElfError> {
+    let object = Object::parse(bytes)?;
+    let name = c_name(file_name);
+    let map_layout = maps::build(&object, &name)?;
+    let programs = programs::build(&object, &map_layout)?;
+    let map_initial_values = maps::initial_values(&object, &map_layout, &programs)?;
+    Ok(Module {
+        name,
+        programs,
+        maps: map_layout.maps,
+        global_sections: map_layout.global_sections,
+        map_initial_values,
+    })
+}
+
+#[cfg(test)]
+mod tests;

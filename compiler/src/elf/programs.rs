@@ -1,0 +1,392 @@
+//! Program pass: relocations applied to each executable section, then every entry program laid out with the
+//! subprograms it reaches (native-module-contract.md §6; libbpf's `bpf_object__reloc_code` for the call
+//! arithmetic) and decoded.
+//!
+//! - Programs are the function symbols of executable sections (`SHT_PROGBITS`, `SHF_ALLOC|SHF_EXECINSTR`);
+//!   `.text` functions are programs only when no other executable section has any (contract §6).
+//! - `lddw` + `R_BPF_64_64` against a map symbol becomes `map_by_idx` ([`Imm64Kind::MapIndex`]); against a
+//!   `.data`/`.rodata`/`.bss` symbol it becomes `map_val(map_by_idx)` with the byte offset in `next_imm`
+//!   ([`Imm64Kind::MapIndexValue`]); the instruction's own immediate is the addend (section symbols).
+//! - `call src=1`: with an `R_BPF_64_32` relocation the callee is slot `sym.value / 8 + imm + 1` of the
+//!   symbol's section; without one, `pc + imm + 1` of the same section. The callee's function is appended
+//!   once per program and the call's `imm` rewritten to the new relative offset.
+//!
+//! Output is bounded: one program holds at most [`MAX_PROGRAM_SLOTS`] slots and the module at most
+//! [`MAX_MODULE_SLOTS`] or 64 × the object's code, whichever is larger, so a small object cannot expand into a
+//! huge module by sharing subprograms among many programs.
+//!
+//! [`Imm64Kind::MapIndex`]: crate::isa::Imm64Kind::MapIndex
+//! [`Imm64Kind::MapIndexValue`]: crate::isa::Imm64Kind::MapIndexValue
+
+use std::collections::HashMap;
+
+use object::elf;
+
+use super::maps::{MapLayout, MapReference};
+use super::{ElfError, Object, R_BPF_64_32, R_BPF_64_64, R_BPF_64_ABS32, R_BPF_64_ABS64, R_BPF_NONE};
+use crate::isa::{self, RawSlot, SLOT_SIZE};
+use crate::program::{Function, LineInfo, Program};
+
+/// Largest program (entry function plus subprograms), in slots: Linux's `BPF_COMPLEXITY_LIMIT_INSNS`.
+pub const MAX_PROGRAM_SLOTS: usize = 1_000_000;
+/// Module-wide slot budget floor (see the module doc).
+pub const MAX_MODULE_SLOTS: usize = 4_000_000;
+
+const OPCODE_LDDW: u8 = 0x18;
+const OPCODE_CALL: u8 = 0x85;
+const CALL_SRC_LOCAL: u8 = 1;
+const MAP_INDEX_SRC: u8 = 5;
+const MAP_INDEX_VALUE_SRC: u8 = 6;
+
+/// A function symbol's slot range inside its section.
+#[derive(Clone, Debug)]
+struct FunctionRange<'a> {
+    name: &'a str,
+    start: usize,
+    end: usize,
+}
+
+/// An executable section with relocations applied to its raw slots.
+struct CodeSection<'a> {
+    index: usize,
+    name: &'a str,
+    slots: Vec<RawSlot>,
+    functions: Vec<FunctionRange<'a>>,
+    /// Call slot → (callee section index, callee slot), from `R_BPF_64_32` relocations.
+    call_targets: HashMap<usize, (usize, i64)>,
+}
+
+fn section_error(section: &str, what: String) -> ElfError {
+    ElfError::Section { section: section.to_string(), what }
+}
+
+fn reloc_error(section: &str, offset: u64, what: String) -> ElfError {
+    ElfError::Relocation { section: section.to_string(), offset, what }
+}
+
+fn code_section<'a>(object: &Object<'a>, index: usize) -> Result<CodeSection<'a>, ElfError> {
+    let section = &object.sections[index];
+    let name = section.name;
+    if section.data.len() as u64 != section.size {
+        return Err(section_error(name, "executable section has no file contents".into()));
+    }
+    if !section.data.len().is_multiple_of(SLOT_SIZE) {
+        return Err(section_error(name, format!("size {} is not a multiple of 8 bytes", section.data.len())));
+    }
+    let slots: Vec<RawSlot> = section
+        .data
+        .chunks_exact(SLOT_SIZE)
+        .map(|c| RawSlot::from_bytes(&[c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+
+    // Function symbols, by offset; a size of 0 extends to the next function or the section end.
+    let mut syms: Vec<_> =
+        object.symbols.iter().filter(|s| s.section == Some(index) && s.kind == elf::STT_FUNC).collect();
+    syms.sort_by_key(|s| s.value);
+    let mut functions = Vec::with_capacity(syms.len());
+    for (i, sym) in syms.iter().enumerate() {
+        let err = |what: String| ElfError::Symbol { symbol: sym.name.to_string(), what };
+        if sym.value % SLOT_SIZE as u64 != 0 || sym.size % SLOT_SIZE as u64 != 0 {
+            return Err(err(format!("offset {:#x} / size {:#x} in '{name}' is not slot-aligned", sym.value, sym.size)));
+        }
+        let start = sym.value / SLOT_SIZE as u64;
+        let end = if sym.size > 0 {
+            start.saturating_add(sym.size / SLOT_SIZE as u64)
+        } else {
+            syms.get(i + 1).map_or(slots.len() as u64, |next| next.value / SLOT_SIZE as u64)
+        };
+        if end > slots.len() as u64 || start >= end {
+            return Err(err(format!(
+                "function range {:#x}..{:#x} lies outside '{name}' ({} bytes) or is empty",
+                sym.value,
+                end.saturating_mul(SLOT_SIZE as u64),
+                section.size
+            )));
+        }
+        let (start, end) = (start as usize, end as usize);
+        if let Some(prev) = functions.last() {
+            let prev: &FunctionRange = prev;
+            if start < prev.end {
+                return Err(err(format!("overlaps function '{}' in '{name}'", prev.name)));
+            }
+        }
+        functions.push(FunctionRange { name: sym.name, start, end });
+    }
+    if functions.is_empty() && !slots.is_empty() {
+        return Err(section_error(name, "executable section has code but no function symbol".into()));
+    }
+    Ok(CodeSection { index, name, slots, functions, call_targets: HashMap::new() })
+}
+
+/// Applies the relocations of one executable section to its raw slots.
+fn relocate(object: &Object, layout: &MapLayout, code: &mut CodeSection) -> Result<(), ElfError> {
+    let name = code.name;
+    for reloc in &object.relocations[code.index] {
+        let offset = reloc.offset;
+        let err = |what: String| reloc_error(name, offset, what);
+        if reloc.kind == R_BPF_NONE {
+            continue;
+        }
+        if offset % SLOT_SIZE as u64 != 0 || offset / SLOT_SIZE as u64 >= code.slots.len() as u64 {
+            return Err(err("relocation offset is not an instruction in the section".into()));
+        }
+        let pc = (offset / SLOT_SIZE as u64) as usize;
+        let symbol = object.symbol(reloc.symbol, name, offset)?;
+        match reloc.kind {
+            R_BPF_64_64 => {
+                if code.slots[pc].opcode != OPCODE_LDDW || pc + 1 >= code.slots.len() {
+                    return Err(err(format!(
+                        "R_BPF_64_64 against '{}' does not apply to a complete lddw instruction",
+                        symbol.name
+                    )));
+                }
+                match layout.resolve(object, symbol)? {
+                    Some(MapReference::Map(index)) => {
+                        code.slots[pc].src = MAP_INDEX_SRC;
+                        code.slots[pc].imm = index as i32;
+                        code.slots[pc + 1].imm = 0;
+                    }
+                    Some(MapReference::GlobalValue { map_index, symbol_offset, section_size }) => {
+                        // The lddw immediate is the addend (non-zero for section-symbol references).
+                        let value = symbol_offset as i64 + i64::from(code.slots[pc].imm);
+                        if value < 0 || value as u64 > section_size {
+                            return Err(err(format!(
+                                "reference to '{}' + {} lies outside its section ({section_size} bytes)",
+                                symbol.name, code.slots[pc].imm
+                            )));
+                        }
+                        code.slots[pc].src = MAP_INDEX_VALUE_SRC;
+                        code.slots[pc].imm = map_index as i32;
+                        code.slots[pc + 1].imm = value as i32;
+                    }
+                    None => {
+                        let what = match symbol.section.and_then(|s| object.sections.get(s)) {
+                            None => format!("unresolved external symbol '{}'", symbol.name),
+                            Some(s) if s.is_executable() => {
+                                format!("loading the address of function '{}' is not supported", symbol.name)
+                            }
+                            Some(s) => format!(
+                                "'{}' is in section '{}', which is not a map section or .data/.rodata/.bss",
+                                symbol.name, s.name
+                            ),
+                        };
+                        return Err(err(what));
+                    }
+                }
+            }
+            R_BPF_64_32 => {
+                let slot = code.slots[pc];
+                if slot.opcode != OPCODE_CALL || slot.src != CALL_SRC_LOCAL {
+                    return Err(err(format!("R_BPF_64_32 against '{}' does not apply to a local call", symbol.name)));
+                }
+                let target_section = symbol
+                    .section
+                    .filter(|&s| object.sections.get(s).is_some_and(|s| s.is_executable()))
+                    .ok_or_else(|| err(format!("call target '{}' is not in an executable section", symbol.name)))?;
+                if symbol.value % SLOT_SIZE as u64 != 0 {
+                    return Err(err(format!("call target '{}' is not slot-aligned", symbol.name)));
+                }
+                // libbpf: callee = sym.st_value / 8 + imm + 1 (imm is -1 for a function symbol).
+                let target = (symbol.value / SLOT_SIZE as u64) as i64 + i64::from(slot.imm) + 1;
+                code.call_targets.insert(pc, (target_section, target));
+            }
+            R_BPF_64_ABS64 | R_BPF_64_ABS32 => {
+                return Err(err(format!("data relocation against '{}' inside code", symbol.name)));
+            }
+            other => return Err(err(format!("unsupported relocation type {other} against '{}'", symbol.name))),
+        }
+    }
+    Ok(())
+}
+
+/// Line-info records of one section, as (slot, record).
+fn section_line_info<'b>(
+    object: &'b Object,
+    section: &str,
+) -> Result<Vec<(usize, &'b super::btf::LineRecord)>, ElfError> {
+    let Some(btf) = &object.btf else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for (name_offset, records) in &object.line_info {
+        if btf.str_bytes(*name_offset)? != section.as_bytes() {
+            continue;
+        }
+        for r in records {
+            if r.insn_offset % SLOT_SIZE as u32 != 0 {
+                return Err(section_error(
+                    ".BTF.ext",
+                    format!("line info for '{section}' at byte {:#x} is not instruction-aligned", r.insn_offset),
+                ));
+            }
+            out.push(((r.insn_offset / SLOT_SIZE as u32) as usize, r));
+        }
+    }
+    out.sort_by_key(|(slot, _)| *slot);
+    Ok(out)
+}
+
+struct Builder<'o, 'a> {
+    object: &'o Object<'a>,
+    sections: Vec<CodeSection<'a>>,
+    /// Line info per code section (same order as `sections`).
+    lines: Vec<Vec<(usize, &'o super::btf::LineRecord)>>,
+    budget: usize,
+    /// Remaining bytes we may spend on line-info strings.
+    string_budget: usize,
+}
+
+impl Builder<'_, '_> {
+    /// Index in `sections` of the ELF section `index`.
+    fn code_index(&self, index: usize) -> Option<usize> {
+        self.sections.iter().position(|s| s.index == index)
+    }
+
+    fn program(&mut self, entry: (usize, usize)) -> Result<Program, ElfError> {
+        let (esec, efunc) = entry;
+        let entry_name = self.sections[esec].functions[efunc].name;
+        let section_name = self.sections[esec].name;
+        let perr = |what: String| ElfError::Program {
+            program: entry_name.to_string(),
+            section: section_name.to_string(),
+            what,
+        };
+        let mut order: Vec<(usize, usize)> = vec![entry];
+        let mut queued: std::collections::HashSet<(usize, usize)> = std::collections::HashSet::from([entry]);
+        let mut bases: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut raw: Vec<RawSlot> = Vec::new();
+        // (slot of the call in `raw`, callee function, slot offset inside the callee)
+        let mut fixups: Vec<(usize, (usize, usize), usize)> = Vec::new();
+        let mut i = 0;
+        while i < order.len() {
+            let (s, f) = order[i];
+            i += 1;
+            let range = self.sections[s].functions[f].clone();
+            let base = raw.len();
+            let len = range.end - range.start;
+            if base + len > MAX_PROGRAM_SLOTS {
+                return Err(perr(format!("more than {MAX_PROGRAM_SLOTS} instructions with its subprograms")));
+            }
+            if len > self.budget {
+                return Err(ElfError::TooLarge(format!(
+                    "programs and their subprograms exceed the module budget at '{entry_name}'"
+                )));
+            }
+            self.budget -= len;
+            bases.insert((s, f), base);
+            raw.extend_from_slice(&self.sections[s].slots[range.start..range.end]);
+            let mut pc = range.start;
+            while pc < range.end {
+                let slot = self.sections[s].slots[pc];
+                if slot.opcode == OPCODE_LDDW {
+                    pc += 2;
+                    continue;
+                }
+                if slot.opcode == OPCODE_CALL && slot.src == CALL_SRC_LOCAL {
+                    let (tsec_index, target) = self.sections[s]
+                        .call_targets
+                        .get(&pc)
+                        .copied()
+                        .unwrap_or((self.sections[s].index, pc as i64 + 1 + i64::from(slot.imm)));
+                    let where_ = format!("call at byte {:#x} of '{}'", pc * SLOT_SIZE, self.sections[s].name);
+                    let tsec = self
+                        .code_index(tsec_index)
+                        .ok_or_else(|| perr(format!("{where_} targets a non-executable section")))?;
+                    let callee = self.sections[tsec]
+                        .functions
+                        .iter()
+                        .position(|g| target >= g.start as i64 && target < g.end as i64)
+                        .ok_or_else(|| perr(format!("{where_} targets slot {target}, which is in no function")))?;
+                    let delta = target as usize - self.sections[tsec].functions[callee].start;
+                    if queued.insert((tsec, callee)) {
+                        order.push((tsec, callee));
+                    }
+                    fixups.push((base + pc - range.start, (tsec, callee), delta));
+                }
+                pc += 1;
+            }
+        }
+        for (at, callee, delta) in fixups {
+            let target = bases[&callee] + delta;
+            raw[at].imm = (target as i64 - at as i64 - 1) as i32;
+        }
+        let instructions = isa::decode_slots(&raw).map_err(|source| ElfError::Decode {
+            program: entry_name.to_string(),
+            section: section_name.to_string(),
+            source,
+        })?;
+
+        let mut functions = Vec::with_capacity(order.len());
+        let mut line_info = Vec::new();
+        for &(s, f) in &order {
+            let range = &self.sections[s].functions[f];
+            let base = bases[&(s, f)];
+            functions.push(Function { name: range.name.to_string(), start: base, end: base + range.end - range.start });
+            let lines = &self.lines[s];
+            let first = lines.partition_point(|(slot, _)| *slot < range.start);
+            for (slot, r) in lines[first..].iter().take_while(|(slot, _)| *slot < range.end) {
+                let btf = self.object.btf.as_ref().expect("line info implies BTF");
+                let file = btf.name(r.file_name_offset).into_owned();
+                let source_line = btf.name(r.source_line_offset).into_owned();
+                let cost = file.len() + source_line.len() + 64;
+                if cost > self.string_budget {
+                    return Err(ElfError::TooLarge("line info expands beyond 16 × the object size".into()));
+                }
+                self.string_budget -= cost;
+                line_info.push(LineInfo {
+                    slot: base + slot - range.start,
+                    file,
+                    line: r.line,
+                    column: r.column,
+                    source_line,
+                });
+            }
+        }
+        line_info.sort_by_key(|l| l.slot);
+        Ok(Program {
+            name: entry_name.to_string(),
+            section_name: section_name.to_string(),
+            instructions,
+            functions,
+            line_info,
+        })
+    }
+}
+
+/// Builds every entry program of the object.
+pub(crate) fn build(object: &Object, layout: &MapLayout) -> Result<Vec<Program>, ElfError> {
+    let mut sections = Vec::new();
+    for s in &object.sections {
+        if s.is_executable() {
+            let mut code = code_section(object, s.index)?;
+            relocate(object, layout, &mut code)?;
+            sections.push(code);
+        }
+    }
+    let mut lines = Vec::with_capacity(sections.len());
+    for s in &sections {
+        let l = section_line_info(object, s.name)?;
+        if let Some((slot, _)) = l.last().filter(|(slot, _)| *slot >= s.slots.len()) {
+            return Err(section_error(
+                ".BTF.ext",
+                format!("line info for '{}' names slot {slot}, past its end", s.name),
+            ));
+        }
+        lines.push(l);
+    }
+    let code_slots: usize = sections.iter().map(|s| s.slots.len()).sum();
+    // Contract §6: `.text` functions are subprograms when any other executable section has a function.
+    let has_non_text = sections.iter().any(|s| s.name != ".text" && !s.functions.is_empty());
+    let entries: Vec<(usize, usize)> = sections
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| (s.name != ".text") == has_non_text)
+        .flat_map(|(i, s)| (0..s.functions.len()).map(move |f| (i, f)))
+        .collect();
+    let mut builder = Builder {
+        object,
+        sections,
+        lines,
+        budget: MAX_MODULE_SLOTS.max(code_slots.saturating_mul(64)),
+        string_budget: object.file_len.saturating_mul(16).saturating_add(1 << 20),
+    };
+    entries.into_iter().map(|e| builder.program(e)).collect()
+}

@@ -1,0 +1,176 @@
+//! Disassembler producing the bpf_conformance text syntax that [`super::asm`] reads.
+//!
+//! In: [`Instruction`]s indexed by slot. Out: text, one instruction per line (a `lddw` continuation slot has no
+//! line of its own). `assemble(disassemble(p)) == p` for every program [`super::decode`] accepts: jump targets
+//! are printed as signed slot counts (`+2`, `-1`), immediates as signed decimals, `lddw` values as full 64-bit
+//! hexadecimals, and the assembler's documented extensions cover the `lddw` pseudo sources, legacy packet loads
+//! and BTF calls into other modules.
+
+use std::fmt::Write;
+
+use super::asm::{alu_mnemonic, imm64_kind_mnemonic, jump_mnemonic};
+use super::{AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, MemSize, Operand, PacketLoadMode, Width};
+
+/// Disassembles a program, one line per instruction, each ending in `\n`.
+pub fn disassemble(program: &[Instruction]) -> String {
+    let mut out = String::new();
+    for insn in program {
+        if let Some(text) = format_instruction(insn) {
+            out.push_str(&text);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The text of one instruction; `None` for a `lddw` continuation slot (part of the preceding `lddw`).
+pub fn format_instruction(insn: &Instruction) -> Option<String> {
+    let mut s = String::new();
+    match *insn {
+        Instruction::Alu { width, op, dst, src } => {
+            let suffix = if width == Width::W32 { "32" } else { "" };
+            match op {
+                AluOp::Neg => write!(s, "neg{suffix} %{dst}"),
+                AluOp::MovSx(bits) => {
+                    write!(s, "movsx{bits}{} %{dst}, {}", if width == Width::W32 { "32" } else { "64" }, operand(src))
+                }
+                _ => write!(s, "{}{suffix} %{dst}, {}", alu_mnemonic(op), operand(src)),
+            }
+        }
+        Instruction::Endian { order, bits, dst } => {
+            let name = match order {
+                ByteOrder::ToLe => "le",
+                ByteOrder::ToBe => "be",
+                ByteOrder::Swap => "bswap",
+            };
+            write!(s, "{name}{bits} %{dst}")
+        }
+        Instruction::LoadImm64 { dst, kind, imm, next_imm } => match (kind, imm64_kind_mnemonic(kind)) {
+            (Imm64Kind::Imm, _) | (_, None) => write!(s, "lddw %{dst}, {:#x}", Instruction::imm64(imm, next_imm)),
+            (_, Some(name)) if next_imm == 0 => write!(s, "lddw %{dst}, {name}({imm})"),
+            (_, Some(name)) => write!(s, "lddw %{dst}, {name}({imm}){next_imm:+}"),
+        },
+        Instruction::LoadImm64Continuation => return None,
+        Instruction::Load { size, sign_extend, dst, src, offset } => {
+            let s_ = if sign_extend { "s" } else { "" };
+            write!(s, "ldx{s_}{} %{dst}, [%{src}{offset:+}]", size_name(size))
+        }
+        Instruction::Store { size, dst, offset, src } => match src {
+            Operand::Reg(r) => write!(s, "stx{} [%{dst}{offset:+}], %{r}", size_name(size)),
+            Operand::Imm(i) => write!(s, "st{} [%{dst}{offset:+}], {i}", size_name(size)),
+        },
+        Instruction::Atomic { size, op, fetch, dst, src, offset } => {
+            let name = match op {
+                AtomicOp::Add => "add",
+                AtomicOp::Or => "or",
+                AtomicOp::And => "and",
+                AtomicOp::Xor => "xor",
+                AtomicOp::Xchg => "xchg",
+                AtomicOp::CmpXchg => "cmpxchg",
+            };
+            // xchg/cmpxchg always fetch; the assembler implies it, so `fetch` is printed for the others only.
+            let fetch = if fetch && !matches!(op, AtomicOp::Xchg | AtomicOp::CmpXchg) { "fetch " } else { "" };
+            let w = if size == MemSize::W { "32" } else { "" };
+            write!(s, "lock {fetch}{name}{w} [%{dst}{offset:+}], %{src}")
+        }
+        Instruction::LegacyPacketLoad { mode, size, src, imm } => match mode {
+            PacketLoadMode::Abs => write!(s, "ldabs{} {imm}", size_name(size)),
+            PacketLoadMode::Ind => write!(s, "ldind{} %{src}, {imm}", size_name(size)),
+        },
+        Instruction::Jump { offset, long } => write!(s, "{} {offset:+}", if long { "ja32" } else { "ja" }),
+        Instruction::JumpIf { width, cond, dst, src, offset } => {
+            let suffix = if width == Width::W32 { "32" } else { "" };
+            write!(s, "{}{suffix} %{dst}, {}, {offset:+}", jump_mnemonic(cond), operand(src))
+        }
+        Instruction::CallHelper { id } => write!(s, "call {id}"),
+        Instruction::CallLocal { offset } => write!(s, "call local {offset:+}"),
+        Instruction::CallBtf { btf_id, module: 0 } => write!(s, "call runtime {btf_id}"),
+        Instruction::CallBtf { btf_id, module } => write!(s, "call runtime {btf_id}, {module}"),
+        Instruction::CallReg { reg } => write!(s, "call %{reg}"),
+        Instruction::Exit => write!(s, "exit"),
+    }
+    .expect("writing to a String cannot fail");
+    Some(s)
+}
+
+fn operand(op: Operand) -> String {
+    match op {
+        Operand::Reg(r) => format!("%{r}"),
+        Operand::Imm(i) => i.to_string(),
+    }
+}
+
+fn size_name(size: MemSize) -> &'static str {
+    match size {
+        MemSize::B => "b",
+        MemSize::H => "h",
+        MemSize::W => "w",
+        MemSize::DW => "dw",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::asm::assemble;
+    use super::super::{decode_slots, encode, RawSlot};
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn prints_the_suite_syntax() {
+        let text = "mov32 %r0, 0\nlddw %r1, 0x1122334455667788\nldxsh %r2, [%r1-2]\nstw [%r10-8], -1\n\
+                    lock fetch xor32 [%r10-8], %r2\njsge32 %r0, %r1, -3\ncall local +1\ncall %r3\nexit\n";
+        let p = assemble(text).unwrap();
+        assert_eq!(disassemble(&p), text);
+    }
+
+    #[test]
+    fn extensions_round_trip() {
+        let text = "lddw %r1, map_by_idx(3)\nlddw %r2, map_val_by_idx(1)+16\nlddw %r3, map_val_by_fd(-1)-8\n\
+                    ldabsh 12\nldindw %r4, -2\ncall runtime 7, 2\ncall runtime 9\nexit\n";
+        let p = assemble(text).unwrap();
+        assert_eq!(disassemble(&p), text);
+    }
+
+    /// A strategy for raw slots whose fields cover every opcode, register and the interesting immediates.
+    fn raw_slot() -> impl Strategy<Value = RawSlot> {
+        let imm = prop_oneof![
+            Just(0i32),
+            Just(1),
+            Just(-1),
+            Just(8),
+            Just(16),
+            Just(32),
+            Just(64),
+            Just(i32::MIN),
+            Just(i32::MAX),
+            prop_oneof![Just(0x01), Just(0x40), Just(0x41), Just(0x50), Just(0xa1), Just(0xe1), Just(0xf1)],
+            any::<i32>(),
+        ];
+        let offset = prop_oneof![Just(0i16), Just(1), Just(8), Just(16), Just(32), Just(-1), any::<i16>()];
+        (any::<u8>(), 0u8..=10, prop_oneof![0u8..=6, 0u8..=15], offset, imm)
+            .prop_map(|(opcode, dst, src, offset, imm)| RawSlot { opcode, dst, src, offset, imm })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Any decodable instruction sequence survives disassembly and reassembly unchanged.
+        #[test]
+        fn assemble_inverts_disassemble(slots in proptest::collection::vec(raw_slot(), 1..12)) {
+            // Keep only the slots that decode, so each case is a valid program.
+            let mut program = Vec::new();
+            for (i, slot) in slots.iter().enumerate() {
+                let pair = [*slot, RawSlot { imm: i as i32 * 7919, ..Default::default() }];
+                let try_slots: &[RawSlot] = if slot.opcode == 0x18 { &pair } else { &pair[..1] };
+                if let Ok(decoded) = decode_slots(try_slots) {
+                    program.extend(decoded);
+                }
+            }
+            let text = disassemble(&program);
+            let back = assemble(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            prop_assert_eq!(&back, &program, "text:\n{}", text);
+            prop_assert_eq!(decode_slots(&encode(&back)).unwrap(), program);
+        }
+    }
+}

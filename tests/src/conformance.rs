@@ -1,0 +1,424 @@
+//! The bpf_conformance harness: reads `.data` test files, runs them on an [`Engine`], and compares r0.
+//!
+//! In: `.data` files in the format of ../shared/docs/test-corpora.md §1.2 (sections `-- asm`, `-- raw` in both
+//! its word and byte forms, `-- mem`, `-- result`, `-- error`, and the ignored `-- c` / `-- no register offset`).
+//! Out: one [`Outcome`] per file and a [`Summary`].
+//!
+//! A test runs with the convention of §1.4: r1 points to a writable copy of `mem` (0 when there is none),
+//! r2 = `len(mem)`, r10 is the top of a 512-byte stack, and the result is the 64-bit r0 at the outermost exit.
+//! Helper 5 is the "unwind" helper: it returns its r1, and if that is 0 the program ends at once with r0 = 0.
+//!
+//! Engines are pluggable ([`Engine`]): the reference interpreter is [`InterpreterEngine`]; the native engine
+//! (compiled x64 code) implements the same trait, so the runner does not change when engines are added.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use bpf2sys::interp::{Access, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory};
+use bpf2sys::isa::asm::{assemble_lines, AsmError};
+use bpf2sys::isa::{decode, DecodeError, Instruction};
+
+/// The conformance suite's "unwind" helper (uBPF plugin helper table, test-corpora.md §1.4).
+pub const UNWIND_HELPER: i32 = 5;
+
+/// What a test expects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// The full 64-bit r0.
+    Value(u64),
+    /// The program must fail (load or run); the text is the suite's expected message, which is engine-specific
+    /// and therefore reported but not compared.
+    Error(String),
+}
+
+/// A loaded test.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConformanceTest {
+    pub program: Vec<Instruction>,
+    pub memory: Vec<u8>,
+    pub expected: Expected,
+}
+
+/// The sections of a `.data` file, before assembly.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TestFile {
+    /// Assembly lines with their 1-based line numbers in the file.
+    pub asm: Vec<(usize, String)>,
+    /// Pre-encoded program bytes from `-- raw`, if present.
+    pub raw: Option<Vec<u8>>,
+    pub memory: Vec<u8>,
+    /// The last line of `-- result`.
+    pub result: Option<u64>,
+    /// The last line of `-- error` (`Some("")` for an empty `-- error` section).
+    pub error: Option<String>,
+}
+
+/// Why a file could not be turned into a runnable test. Each variant is a distinct kind of rejection.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("line {line}: {message}")]
+    Parse { line: usize, message: String },
+    #[error("no instructions (neither `-- asm` nor `-- raw` has any)")]
+    NoInstructions,
+    #[error("no expectation (neither `-- result` nor `-- error`)")]
+    NoExpectation,
+    #[error("assembler: {0}")]
+    Assemble(#[from] AsmError),
+    #[error("raw program does not decode: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    None,
+    Asm,
+    Result,
+    Mem,
+    Raw,
+    Ignored,
+    Error,
+}
+
+/// Parses the text of a `.data` file (test-corpora.md §1.2).
+pub fn parse(text: &str) -> Result<TestFile, LoadError> {
+    let mut file = TestFile::default();
+    let mut section = Section::None;
+    let mut raw_tokens: Vec<(usize, String)> = Vec::new();
+    let mut saw_raw = false;
+    let mut result_line: Option<(usize, String)> = None;
+    for (index, full) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let line = full.strip_suffix('\r').unwrap_or(full);
+        let line = line.split('#').next().unwrap_or("");
+        if line.contains("--") {
+            // Substring tests in upstream's order.
+            section = if line.contains("asm") {
+                Section::Asm
+            } else if line.contains("result") {
+                Section::Result
+            } else if line.contains("mem") {
+                Section::Mem
+            } else if line.contains("raw") {
+                saw_raw = true;
+                Section::Raw
+            } else if line.contains("no register offset") || line.contains(" c") {
+                Section::Ignored
+            } else if line.contains("error") {
+                file.error.get_or_insert_with(String::new);
+                Section::Error
+            } else {
+                return Err(LoadError::Parse {
+                    line: line_no,
+                    message: format!("unknown directive `{}`", line.trim()),
+                });
+            };
+            continue;
+        }
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        match section {
+            // Text before the first directive belongs to no section; upstream ignores it too.
+            Section::None => {}
+            Section::Asm => file.asm.push((line_no, trimmed.to_string())),
+            Section::Result => result_line = Some((line_no, trimmed.to_string())),
+            Section::Mem => {
+                for token in trimmed.split_whitespace() {
+                    file.memory.push(hex_byte(token).ok_or_else(|| LoadError::Parse {
+                        line: line_no,
+                        message: format!("`{token}` in `-- mem` is not a hex byte"),
+                    })?);
+                }
+            }
+            Section::Raw => raw_tokens.extend(trimmed.split_whitespace().map(|t| (line_no, t.to_string()))),
+            Section::Error => file.error = Some(trimmed.to_string()),
+            Section::Ignored => {}
+        }
+    }
+    if let Some((line, text)) = result_line {
+        file.result = Some(parse_result(&text).ok_or_else(|| LoadError::Parse {
+            line,
+            message: format!("`{text}` in `-- result` is not a 64-bit number"),
+        })?);
+    }
+    if saw_raw {
+        file.raw = Some(parse_raw(&raw_tokens)?);
+    }
+    Ok(file)
+}
+
+fn hex_byte(token: &str) -> Option<u8> {
+    (token.len() == 2).then(|| u8::from_str_radix(token, 16).ok()).flatten()
+}
+
+fn parse_result(text: &str) -> Option<u64> {
+    if let Some(at) = text.find("0x") {
+        return u64::from_str_radix(&text[at + 2..], 16).ok();
+    }
+    if let Some(negative) = text.strip_prefix('-') {
+        return negative.parse::<u64>().ok().map(|v| v.wrapping_neg());
+    }
+    text.parse::<u64>().ok()
+}
+
+/// `-- raw` comes in two forms: 8 hex bytes per instruction (`07 00 01 00 01 00 00 00`, the negative tests), or
+/// one little-endian 64-bit word per instruction (`0x5566778800000018`, upstream's own reading).
+fn parse_raw(tokens: &[(usize, String)]) -> Result<Vec<u8>, LoadError> {
+    if !tokens.is_empty() && tokens.iter().all(|(_, t)| hex_byte(t).is_some()) {
+        if !tokens.len().is_multiple_of(8) {
+            return Err(LoadError::Parse {
+                line: tokens[tokens.len() - 1].0,
+                message: format!("`-- raw` has {} bytes, not a whole number of 8-byte instructions", tokens.len()),
+            });
+        }
+        return Ok(tokens.iter().map(|(_, t)| hex_byte(t).expect("checked")).collect());
+    }
+    let mut bytes = Vec::with_capacity(tokens.len() * 8);
+    for (line, token) in tokens {
+        let word = match token.strip_prefix("0x").or_else(|| token.strip_prefix("0X")) {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => token.parse::<u64>().ok(),
+        }
+        .ok_or_else(|| LoadError::Parse {
+            line: *line,
+            message: format!("`{token}` in `-- raw` is neither a 64-bit instruction word nor a hex byte"),
+        })?;
+        bytes.extend_from_slice(&word.to_le_bytes());
+    }
+    Ok(bytes)
+}
+
+impl TestFile {
+    /// Assembles (or decodes `-- raw`, which takes precedence, as upstream) and checks the file is runnable.
+    pub fn into_test(self) -> Result<ConformanceTest, LoadError> {
+        let program = match &self.raw {
+            Some(bytes) => decode(bytes)?,
+            None => assemble_lines(self.asm.iter().map(|(n, l)| (*n, l.as_str())))?,
+        };
+        if program.is_empty() {
+            return Err(LoadError::NoInstructions);
+        }
+        let expected = match (self.result, self.error) {
+            (Some(v), _) => Expected::Value(v),
+            (None, Some(e)) => Expected::Error(e),
+            (None, None) => return Err(LoadError::NoExpectation),
+        };
+        Ok(ConformanceTest { program, memory: self.memory, expected })
+    }
+}
+
+/// Reads, parses and assembles one file.
+pub fn load(path: &Path) -> Result<ConformanceTest, LoadError> {
+    parse(&std::fs::read_to_string(path)?)?.into_test()
+}
+
+/// Why an engine did not produce r0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineError {
+    /// The engine cannot run this program at all (a feature it lacks); the test is skipped with this reason.
+    Unsupported(String),
+    /// The program was rejected or failed at run time.
+    Failed(String),
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::Unsupported(why) => write!(f, "unsupported: {why}"),
+            EngineError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Something that executes eBPF programs under the conformance convention.
+pub trait Engine {
+    /// Short name for reports (`interp`, `native`).
+    fn name(&self) -> &str;
+    /// Runs `program` with r1 = a writable copy of `memory` (0 if empty), r2 = `memory.len()`; returns r0.
+    fn run(&mut self, program: &[Instruction], memory: &[u8]) -> Result<u64, EngineError>;
+}
+
+/// The reference interpreter as an engine.
+#[derive(Default)]
+pub struct InterpreterEngine;
+
+/// The conformance host: only helper 5, "unwind" (test-corpora.md §1.4).
+struct ConformanceHost;
+
+impl Host for ConformanceHost {
+    fn call_helper(&mut self, id: i32, args: HelperArgs, _memory: &mut Memory) -> Result<HelperOutcome, HostError> {
+        if id != UNWIND_HELPER {
+            return Err(HostError::UnknownHelper { id });
+        }
+        let r1 = args.arg(1)?;
+        Ok(if r1 == 0 { HelperOutcome::Exit(0) } else { HelperOutcome::Return(r1) })
+    }
+}
+
+impl Engine for InterpreterEngine {
+    fn name(&self) -> &str {
+        "interp"
+    }
+
+    fn run(&mut self, program: &[Instruction], memory: &[u8]) -> Result<u64, EngineError> {
+        let mut space = Memory::new();
+        let r1 = if memory.is_empty() {
+            0
+        } else {
+            space.add_region("test memory", memory.to_vec(), Access::ReadWrite).base()
+        };
+        Interpreter::new(program)
+            .run(&[r1, memory.len() as u64], &mut space, &mut ConformanceHost)
+            .map_err(|e| EngineError::Failed(e.to_string()))
+    }
+}
+
+/// The result of one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    /// Why it failed.
+    Fail(String),
+    /// Why it was skipped.
+    Skip(String),
+}
+
+/// Runs one loaded test.
+pub fn run_test(engine: &mut dyn Engine, test: &ConformanceTest) -> Outcome {
+    match (engine.run(&test.program, &test.memory), &test.expected) {
+        (Err(EngineError::Unsupported(why)), _) => Outcome::Skip(why),
+        (Ok(r0), Expected::Value(want)) if r0 == *want => Outcome::Pass,
+        (Ok(r0), Expected::Value(want)) => Outcome::Fail(format!("r0 = {r0:#x}, expected {want:#x}")),
+        (Err(e), Expected::Value(want)) => Outcome::Fail(format!("{e} (expected r0 = {want:#x})")),
+        (Err(_), Expected::Error(_)) => Outcome::Pass,
+        (Ok(r0), Expected::Error(e)) => Outcome::Fail(format!("r0 = {r0:#x}, expected an error `{e}`")),
+    }
+}
+
+/// Loads and runs one file; a file that cannot be loaded fails with the reason.
+pub fn run_file(engine: &mut dyn Engine, path: &Path) -> Outcome {
+    match load(path) {
+        Ok(test) => run_test(engine, &test),
+        Err(e) => Outcome::Fail(e.to_string()),
+    }
+}
+
+/// Results of a run over folders.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub results: Vec<(PathBuf, Outcome)>,
+}
+
+impl Summary {
+    pub fn passed(&self) -> usize {
+        self.results.iter().filter(|(_, o)| *o == Outcome::Pass).count()
+    }
+    pub fn failed(&self) -> usize {
+        self.results.iter().filter(|(_, o)| matches!(o, Outcome::Fail(_))).count()
+    }
+    pub fn skipped(&self) -> usize {
+        self.results.iter().filter(|(_, o)| matches!(o, Outcome::Skip(_))).count()
+    }
+}
+
+impl fmt::Display for Summary {
+    /// The last line of a report: `N passed, M failed, K skipped`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} passed, {} failed, {} skipped", self.passed(), self.failed(), self.skipped())
+    }
+}
+
+/// Every `.data` file directly inside `dir`, sorted by name.
+pub fn data_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "data") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Runs every `.data` file in each folder, in order.
+pub fn run_dirs(engine: &mut dyn Engine, dirs: &[PathBuf]) -> std::io::Result<Summary> {
+    let mut summary = Summary::default();
+    for dir in dirs {
+        let files = data_files(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        for path in files {
+            let outcome = run_file(engine, &path);
+            summary.results.push((path, outcome));
+        }
+    }
+    Ok(summary)
+}
+
+/// The repository's copy of the suite: `../shared/corpora/bpf_conformance` relative to the workspace root.
+pub fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpora/bpf_conformance")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sections_in_any_order_with_comments() {
+        let f = parse("# c\n-- asm\nmov %r0, 1 # one\nexit\n-- result\n0x1\n-- mem\n00 ff\n0a\n").unwrap();
+        assert_eq!(f.asm, vec![(3, "mov %r0, 1".to_string()), (4, "exit".to_string())]);
+        assert_eq!(f.result, Some(1));
+        assert_eq!(f.memory, vec![0, 0xff, 0x0a]);
+    }
+
+    #[test]
+    fn the_last_result_line_wins_and_hex_may_be_uppercase() {
+        let f = parse("-- result\n0x1\n0xFFFFFFFFFFFFFFF6\n").unwrap();
+        assert_eq!(f.result, Some(0xffff_ffff_ffff_fff6));
+        assert_eq!(parse("-- result\n42\n").unwrap().result, Some(42));
+    }
+
+    #[test]
+    fn raw_accepts_words_and_bytes() {
+        let words = parse("-- raw\n0x5566778800000018\n0x1122334400000000\n").unwrap().raw.unwrap();
+        assert_eq!(words[..8], [0x18, 0, 0, 0, 0x88, 0x77, 0x66, 0x55]);
+        let bytes = parse("-- raw\n07 00 01 00 01 00 00 00\n95 00 00 00 00 00 00 00\n").unwrap().raw.unwrap();
+        assert_eq!(bytes.len(), 16);
+        assert_eq!(bytes[..3], [0x07, 0x00, 0x01]);
+        assert!(matches!(parse("-- raw\n07 00 01\n"), Err(LoadError::Parse { line: 2, .. })));
+    }
+
+    #[test]
+    fn ignored_sections_and_unknown_directives() {
+        let f =
+            parse("-- c\nint main() { return 0; }\n-- asm\nexit\n-- no register offset\ncall instruction\n").unwrap();
+        assert_eq!(f.asm.len(), 1);
+        assert!(matches!(parse("-- asm\n-- Unknown directive\n"), Err(LoadError::Parse { line: 2, .. })));
+    }
+
+    #[test]
+    fn runs_with_the_memory_convention() {
+        let test = parse("-- asm\nldxb %r0, [%r1+1]\nadd %r0, %r2\nstb [%r1], 1\nexit\n-- mem\n00 07\n-- result\n9")
+            .unwrap()
+            .into_test()
+            .unwrap();
+        assert_eq!(run_test(&mut InterpreterEngine, &test), Outcome::Pass);
+    }
+
+    #[test]
+    fn a_wrong_result_fails_and_a_missing_program_is_rejected() {
+        let test = parse("-- asm\nmov %r0, 1\nexit\n-- result\n2").unwrap().into_test().unwrap();
+        assert!(matches!(run_test(&mut InterpreterEngine, &test), Outcome::Fail(m) if m.contains("expected 0x2")));
+        assert!(matches!(parse("-- result\n0").unwrap().into_test(), Err(LoadError::NoInstructions)));
+        assert!(matches!(parse("-- asm\nexit").unwrap().into_test(), Err(LoadError::NoExpectation)));
+    }
+
+    #[test]
+    fn unwind_helper_ends_the_program_when_it_returns_zero() {
+        let test = parse("-- asm\nmov %r1, 0\ncall 5\nmov %r0, 2\nexit\n-- result\n0").unwrap().into_test().unwrap();
+        assert_eq!(run_test(&mut InterpreterEngine, &test), Outcome::Pass);
+    }
+}

@@ -1,0 +1,48 @@
+//! `cargo xtask conformance [--engine interp|native] [DIR ...]`: runs every `.data` file in the folders
+//! (default: ../shared/corpora/bpf_conformance/tests), prints one line per failure and per skip, then
+//! `N passed, M failed, K skipped`. Exits non-zero if any test failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bpf2sys_tests::conformance::{corpus_dir, run_dirs, Engine, InterpreterEngine, Outcome};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Which engine executes the programs.
+    #[arg(long, value_enum, default_value_t = EngineKind::Interp)]
+    engine: EngineKind,
+    /// Folders of `.data` files (default: the bpf_conformance suite's tests/).
+    dirs: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EngineKind {
+    /// The reference interpreter (compiler/src/interp).
+    Interp,
+    /// Native x64 code from the compiler, run in-process.
+    Native,
+}
+
+fn engine(kind: EngineKind) -> anyhow::Result<Box<dyn Engine>> {
+    match kind {
+        EngineKind::Interp => Ok(Box::new(InterpreterEngine)),
+        EngineKind::Native => Ok(Box::new(bpf2sys_tests::native::NativeEngine)),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut engine = engine(args.engine)?;
+    let dirs = if args.dirs.is_empty() { vec![corpus_dir().join("tests")] } else { args.dirs };
+    let summary = run_dirs(engine.as_mut(), &dirs).context("reading the test folders")?;
+    for (path, outcome) in &summary.results {
+        match outcome {
+            Outcome::Pass => {}
+            Outcome::Fail(why) => println!("FAIL {}: {why}", path.display()),
+            Outcome::Skip(why) => println!("SKIP {}: {why}", path.display()),
+        }
+    }
+    println!("{summary}");
+    Ok(if summary.failed() > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
