@@ -421,4 +421,27 @@ mod tests {
         let test = parse("-- asm\nmov %r1, 0\ncall 5\nmov %r0, 2\nexit\n-- result\n0").unwrap().into_test().unwrap();
         assert_eq!(run_test(&mut InterpreterEngine, &test), Outcome::Pass);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Any text is loaded as a test or rejected with a reason; a loaded test runs to an outcome.
+            #[test]
+            fn arbitrary_files_load_or_are_rejected(
+                lines in proptest::collection::vec(
+                    "(-- (asm|result|mem|raw|error|c|no register offset|other)|[0-9a-fx ]{0,40}|mov %r0, [0-9]{1,3}|exit|# .*)",
+                    0..20,
+                ),
+            ) {
+                let text = lines.join("\n");
+                if let Ok(test) = parse(&text).and_then(TestFile::into_test) {
+                    let _ = run_test(&mut InterpreterEngine, &test);
+                }
+            }
+        }
+    }
 }
