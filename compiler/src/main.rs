@@ -1,1 +1,37 @@
-fn main() {}
+//! The `bpf2sys` command line. Each subcommand's code lives in `cli/<name>.rs`; errors are reported here.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli {
+    pub mod inspect;
+}
+
+#[derive(Parser)]
+#[command(name = "bpf2sys", version, about = "Compile eBPF ELF objects into verified, signed Windows drivers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what an eBPF object contains: programs, types, maps, relocations, helpers, disassembly with source.
+    Inspect(cli::inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => cli::inspect::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // 2: the input was rejected (same code clap uses for bad arguments).
+            ExitCode::from(2)
+        }
+    }
+}

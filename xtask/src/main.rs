@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod conformance;
+mod samples;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "bpf2sys project tasks")]
@@ -20,6 +21,8 @@ enum Task {
     Conformance(conformance::Args),
     /// Benchmarks: generated code against native C and other eBPF engines, compile latency (BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
+    Samples(samples::Args),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Conformance(args) => conformance::run(args),
         Task::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
