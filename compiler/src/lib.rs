@@ -20,3 +20,4 @@ pub mod isa;
 pub mod lower;
 pub mod platform;
 pub mod program;
+pub mod verifier;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod cli {
     pub mod inspect;
+    pub mod verify;
 }
 
 #[derive(Parser)]
@@ -19,12 +20,15 @@ struct Cli {
 enum Command {
     /// Show what an eBPF object contains: programs, types, maps, relocations, helpers, disassembly with source.
     Inspect(cli::inspect::Args),
+    /// Verify the programs of an eBPF object (exit 0 verified, 1 rejected, 2 unusable input).
+    Verify(cli::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Verify(args) => return cli::verify::run(&args),
     };
     match result {
         Ok(code) => code,

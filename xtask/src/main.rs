@@ -1,11 +1,13 @@
 //! `cargo xtask <task>`: project automation (see DEVELOPERS.md). Each task's code lives in its own module.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod conformance;
+mod prevail;
 mod samples;
 
 #[derive(Parser)]
@@ -23,6 +25,14 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
     Samples(samples::Args),
+    /// Run PREVAIL's YAML test suites through the verifier and compare verdicts.
+    Prevail {
+        /// Directory with the YAML files (default ../shared/corpora/prevail-test-data).
+        dir: Option<PathBuf>,
+        /// List every disagreement, not only unsound accepts.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -31,6 +41,7 @@ fn main() -> ExitCode {
         Task::Conformance(args) => conformance::run(args),
         Task::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
+        Task::Prevail { dir, verbose } => prevail::run(dir, verbose).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@
 
 use std::fmt;
 
+pub mod linux;
 pub mod windows;
 
 /// A Windows GUID in its in-memory form (native-module-contract.md §2.2: Data1 u32 LE, Data2 u16 LE,

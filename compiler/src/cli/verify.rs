@@ -1,0 +1,134 @@
+//! `bpf2sys verify <obj> [--program NAME] [--platform windows|linux] [--type TYPE] [--format json] [--show-state]`
+//!
+//! Exit status: 0 if every selected program verifies, 1 if any is rejected (diagnostics printed), 2 if the
+//! input is unusable (unreadable or malformed object, unknown program, platform or program type).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bpf2sys::platform::{linux::LINUX, windows::WINDOWS, Platform};
+use bpf2sys::verifier::{diagnostic, verify_program, VerifierOptions};
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// eBPF ELF object built by `clang -target bpf`.
+    pub object: PathBuf,
+    /// Verify only this program (function name); default: all.
+    #[arg(long)]
+    pub program: Option<String>,
+    /// Platform whose program types and helpers apply.
+    #[arg(long, default_value = "windows", value_parser = ["windows", "linux"])]
+    pub platform: String,
+    /// Program type name (e.g. `xdp`); default: from each program's ELF section name.
+    #[arg(long = "type")]
+    pub program_type: Option<String>,
+    /// Output format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+    /// Print the proven invariant before every instruction of accepted programs.
+    #[arg(long)]
+    pub show_state: bool,
+    /// Reject divisions whose divisor may be zero (RFC 9669 defines them; allowed by default).
+    #[arg(long)]
+    pub forbid_division_by_zero: bool,
+}
+
+fn unusable(msg: String) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+pub fn run(args: &VerifyArgs) -> ExitCode {
+    let platform: &Platform = if args.platform == "linux" { &LINUX } else { &WINDOWS };
+    let bytes = match std::fs::read(&args.object) {
+        Ok(b) => b,
+        Err(e) => return unusable(format!("cannot read {}: {e}", args.object.display())),
+    };
+    let file_name = args.object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let module = match bpf2sys::elf::load(&bytes, &file_name) {
+        Ok(m) => m,
+        Err(e) => return unusable(format!("{}: {e}", args.object.display())),
+    };
+    let selected: Vec<usize> = (0..module.programs.len())
+        .filter(|&i| args.program.as_ref().is_none_or(|n| module.programs[i].name == *n))
+        .collect();
+    if selected.is_empty() {
+        return unusable(match &args.program {
+            Some(n) => format!("{}: no program named `{n}`", args.object.display()),
+            None => format!("{}: the object contains no programs", args.object.display()),
+        });
+    }
+    let options = VerifierOptions {
+        allow_division_by_zero: !args.forbid_division_by_zero,
+        record_invariants: args.show_state,
+        ..VerifierOptions::default()
+    };
+    let json = args.format == "json";
+    let mut rejected = false;
+    let mut results = Vec::new();
+    for i in selected {
+        let program = &module.programs[i];
+        let pt = match &args.program_type {
+            Some(t) => platform.program_type_by_name(t),
+            None => platform.program_type_for_section(&program.section_name).map(|(pt, _)| pt),
+        };
+        let Some(pt) = pt else {
+            return unusable(format!(
+                "program `{}` (section `{}`): no {} program type {}",
+                program.name,
+                program.section_name,
+                platform.name,
+                args.program_type
+                    .as_ref()
+                    .map_or("matches the section name; pass --type".to_string(), |t| format!("named `{t}`"))
+            ));
+        };
+        match verify_program(&module, i, platform, pt, &options) {
+            Ok(report) => {
+                if json {
+                    results.push(serde_json::json!({"program": program.name, "type": pt.name, "verified": true, "report": report}));
+                } else {
+                    println!(
+                        "{}: program `{}` ({}) verified: {} instructions analysed, call depth {}, stack {} bytes, at most {} instructions per run",
+                        args.object.display(),
+                        program.name,
+                        pt.name,
+                        report.nodes,
+                        report.max_call_depth,
+                        report.stack_bytes,
+                        report.max_instructions_executed.map_or("?".into(), |n| n.to_string())
+                    );
+                    for b in &report.loop_bounds {
+                        println!(
+                            "  loop at {} (counter {}): at most {} iterations",
+                            b.head, b.counter, b.max_iterations
+                        );
+                    }
+                    if args.show_state {
+                        for (path, pc, inv) in &report.invariants {
+                            let insn = program.instructions.get(*pc).map(diagnostic::disassemble).unwrap_or_default();
+                            let ctx = if path.is_empty() { String::new() } else { format!("{path:?}/") };
+                            println!("  {ctx}{pc:>5}: {insn:<40} {{ {inv}}}");
+                        }
+                    }
+                }
+            }
+            Err(rejection) => {
+                rejected = true;
+                if json {
+                    results.push(serde_json::json!({"program": program.name, "type": pt.name, "verified": false, "rejection": rejection}));
+                } else {
+                    eprintln!("{}", diagnostic::render(&rejection, false));
+                }
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results).expect("serialisable"));
+    }
+    if rejected {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
