@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli {
+    pub mod build;
+    pub mod check;
     pub mod inspect;
     pub mod verify;
 }
@@ -22,13 +24,19 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Verify the programs of an eBPF object (exit 0 verified, 1 rejected, 2 unusable input).
     Verify(cli::verify::VerifyArgs),
+    /// Verify, compile and link an eBPF object into a Windows driver (.sys).
+    Build(cli::build::BuildArgs),
+    /// Lint a driver image against the HVCI and PE rules (exit 0 clean, 1 a rule fails, 2 unreadable).
+    Check(cli::check::CheckArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
-        Command::Verify(args) => return cli::verify::run(&args),
+        Command::Verify(args) => Ok(cli::verify::run(&args)),
+        Command::Build(args) => cli::build::run(&args),
+        Command::Check(args) => cli::check::run(&args),
     };
     match result {
         Ok(code) => code,

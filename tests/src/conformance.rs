@@ -127,7 +127,7 @@ pub fn parse(text: &str) -> Result<TestFile, LoadError> {
             Section::Result => result_line = Some((line_no, trimmed.to_string())),
             Section::Mem => {
                 for token in trimmed.split_whitespace() {
-                    file.memory.push(hex_byte(token).ok_or_else(|| LoadError::Parse {
+                    file.memory.push(mem_byte(token).ok_or_else(|| LoadError::Parse {
                         line: line_no,
                         message: format!("`{token}` in `-- mem` is not a hex byte"),
                     })?);
@@ -150,6 +150,13 @@ pub fn parse(text: &str) -> Result<TestFile, LoadError> {
     Ok(file)
 }
 
+/// A `-- mem` byte: one or two hex digits, optionally with `0x` (upstream reads them with `std::hex`).
+fn mem_byte(token: &str) -> Option<u8> {
+    let digits = token.strip_prefix("0x").or_else(|| token.strip_prefix("0X")).unwrap_or(token);
+    (1..=2).contains(&digits.len()).then(|| u8::from_str_radix(digits, 16).ok()).flatten()
+}
+
+/// A byte of the byte form of `-- raw`: exactly two hex digits.
 fn hex_byte(token: &str) -> Option<u8> {
     (token.len() == 2).then(|| u8::from_str_radix(token, 16).ok()).flatten()
 }
@@ -372,6 +379,8 @@ mod tests {
         assert_eq!(f.asm, vec![(3, "mov %r0, 1".to_string()), (4, "exit".to_string())]);
         assert_eq!(f.result, Some(1));
         assert_eq!(f.memory, vec![0, 0xff, 0x0a]);
+        assert_eq!(parse("-- mem\n0 0x1f a\n").unwrap().memory, vec![0, 0x1f, 0x0a]);
+        assert!(matches!(parse("-- mem\n123\n"), Err(LoadError::Parse { line: 2, .. })));
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! Integration-test support: the Linux-side emulation of the eBPF for Windows runtime, the conformance harness,
-//! the PREVAIL suite runner and the benchmarks.
-
+//! Integration-test support for bpf2sys: the bpf_conformance and PREVAIL suite runners, the native-code runner,
+//! the Linux-side emulation of the eBPF for Windows runtime, and the benchmarks.
 pub mod bench;
 pub mod conformance;
+pub mod emulator;
 pub mod native;
 pub mod prevail;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod build_driver;
 mod conformance;
 mod prevail;
 mod samples;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Verify, compile and link eBPF objects into drivers (default: every sample into target/drivers/).
+    BuildDriver(build_driver::Args),
     /// Run bpf_conformance `.data` tests on an engine and print `N passed, M failed, K skipped`.
     Conformance(conformance::Args),
     /// Benchmarks: generated code against native C and other eBPF engines, compile latency (BENCHMARKS.md).
@@ -38,6 +41,7 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
+        Task::BuildDriver(args) => build_driver::run(args),
         Task::Conformance(args) => conformance::run(args),
         Task::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),

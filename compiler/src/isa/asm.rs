@@ -45,7 +45,7 @@ pub fn assemble_lines<'a>(lines: impl IntoIterator<Item = (usize, &'a str)>) -> 
     let mut statements: Vec<Statement<'a>> = Vec::new();
     let mut labels: HashMap<&'a str, usize> = HashMap::new();
     let mut slot = 0usize;
-    let mut first_exit: Option<usize> = None;
+    let mut seen_exit = false;
     for (line, raw_text) in lines {
         let text = raw_text.split('#').next().unwrap_or("").trim();
         if text.is_empty() {
@@ -67,15 +67,15 @@ pub fn assemble_lines<'a>(lines: impl IntoIterator<Item = (usize, &'a str)>) -> 
             continue;
         }
         let operands: Vec<&'a str> = tokens.map(|t| t.strip_suffix(',').unwrap_or(t)).collect();
-        if mnemonic == "exit" && first_exit.is_none() {
-            first_exit = Some(slot);
+        if mnemonic == "exit" && !seen_exit {
+            // The implicit label: like upstream, it replaces an `exit:` defined earlier, and an `exit:` defined
+            // later is a duplicate.
+            seen_exit = true;
+            labels.insert("exit", slot);
         }
         let slots = if mnemonic == "lddw" { 2 } else { 1 };
         statements.push(Statement { line, text, mnemonic, operands, slot });
         slot += slots;
-    }
-    if let Some(exit) = first_exit {
-        labels.entry("exit").or_insert(exit);
     }
 
     // Pass 2: encode.
@@ -318,7 +318,9 @@ impl Context<'_, '_> {
     fn call(&self) -> Res<Instruction> {
         let ops = &self.statement.operands;
         match ops.as_slice() {
-            [target] if target.starts_with('%') => Ok(Instruction::CallReg { reg: register(target)? }),
+            [target] | ["helper", target] if target.starts_with('%') => {
+                Ok(Instruction::CallReg { reg: register(target)? })
+            }
             [id] | ["helper", id] => Ok(Instruction::CallHelper { id: imm32(id)? }),
             ["local", target] => Ok(Instruction::CallLocal { offset: self.target(target)? }),
             ["runtime", id] => Ok(Instruction::CallBtf { btf_id: imm32(id)?, module: 0 }),
@@ -542,6 +544,15 @@ mod tests {
                 offset: 0
             }
         );
+    }
+
+    #[test]
+    fn the_implicit_exit_label_is_the_first_exit_as_upstream() {
+        let p = assemble("exit:\nja exit\nexit\nexit").unwrap();
+        assert_eq!(p[0], Instruction::Jump { offset: 0, long: false });
+        let e = assemble("exit\nexit:\nexit").unwrap_err();
+        assert!(e.message.contains("defined twice"), "{e}");
+        assert_eq!(assemble("call helper %r3").unwrap()[0], Instruction::CallReg { reg: Reg::R3 });
     }
 
     #[test]

@@ -1,0 +1,21 @@
+//! `bpf2sys check <file.sys>`: the static lint of driver-image-and-signing.md §5.2 (H1–H7, P1–P11), one line
+//! per rule. Exit status: 0 every rule passes, 1 some rule fails, 2 the file cannot be read.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bpf2sys::link::lint::lint_image;
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// Driver image to check.
+    pub image: PathBuf,
+}
+
+pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&args.image).with_context(|| format!("cannot read {}", args.image.display()))?;
+    let report = lint_image(&bytes);
+    println!("{}:\n{report}", args.image.display());
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
