@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod build_driver;
 mod conformance;
 mod prevail;
@@ -24,6 +25,8 @@ enum Task {
     BuildDriver(build_driver::Args),
     /// Run bpf_conformance `.data` tests on an engine and print `N passed, M failed, K skipped`.
     Conformance(conformance::Args),
+    /// Benchmarks: generated code against native C and other eBPF engines, compile latency (BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
     Samples(samples::Args),
     /// Long-run verifier soundness fuzzing (random programs, accepted ones run in the interpreter).
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::BuildDriver(args) => build_driver::run(args),
         Task::Conformance(args) => conformance::run(args),
+        Task::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
         Task::VerifierFuzz(args) => verifier_fuzz::run(args),
         Task::Prevail { dir, verbose } => prevail::run(dir, verbose).map(|()| ExitCode::SUCCESS),
