@@ -2,8 +2,8 @@
 //! the Linux-side emulation of the eBPF for Windows runtime, and the benchmarks.
 pub mod bench;
 pub mod conformance;
-pub mod generate;
 pub mod emulator;
+pub mod generate;
 pub mod native;
 pub mod prevail;
 pub mod soundness;
