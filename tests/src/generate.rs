@@ -436,8 +436,8 @@ impl Builder {
             src: Operand::Reg(LOOP_REGISTER),
         });
         // The body was lowered for the registers defined at its head: define again any a call undefined.
-        for r in 0..Reg::COUNT {
-            if head_defined[r] && !self.defined[r] {
+        for (r, &was_defined) in head_defined.iter().enumerate() {
+            if was_defined {
                 self.ensure(Reg::new(r as u8).expect("register number"));
             }
         }
