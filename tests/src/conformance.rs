@@ -552,9 +552,8 @@ mod tests {
         assert!(matches!(outcome(oob), Outcome::Fail(m) if m.contains("outside every mapped region")));
         // A run that ends must give the value.
         assert_eq!(outcome("-- asm\nmov %r0, 3\nexit\n-- result\n3\n-- error\nany\n"), Outcome::Pass);
-        assert!(
-            matches!(outcome("-- asm\nmov %r0, 3\nexit\n-- error\nbad\n"), Outcome::Fail(m) if m.contains("expected an error `bad`"))
-        );
+        assert!(matches!(outcome("-- asm\nmov %r0, 3\nexit\n-- error\nbad\n"), Outcome::Fail(m)
+                if m.contains("expected an error `bad`")));
     }
 
     #[test]
@@ -587,7 +586,10 @@ mod tests {
             #[test]
             fn arbitrary_files_load_or_are_rejected(
                 lines in proptest::collection::vec(
-                    "(-- (asm|result|mem|raw|error|c|no register offset|other)|[0-9a-fx ]{0,40}|mov %r0, [0-9]{1,3}|exit|# .*)",
+                    concat!(
+                        "(-- (asm|result|mem|raw|error|c|no register offset|other)",
+                        "|[0-9a-fx ]{0,40}|mov %r0, [0-9]{1,3}|exit|# .*)"
+                    ),
                     0..20,
                 ),
             ) {
