@@ -429,11 +429,15 @@ pub fn data_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs every `.data` file in each folder, in order.
+/// Runs every `.data` file in each folder, in order; a path that names a file runs that file.
 pub fn run_dirs(engine: &mut dyn Engine, dirs: &[PathBuf]) -> std::io::Result<Summary> {
     let mut summary = Summary::default();
     for dir in dirs {
-        let files = data_files(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        let files = if dir.is_file() {
+            vec![dir.clone()]
+        } else {
+            data_files(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?
+        };
         for path in files {
             let outcome = run_file(engine, &path);
             summary.results.push((path, outcome));
@@ -567,6 +571,11 @@ mod tests {
         let summary = run_dirs(&mut InterpreterEngine, &[dir.path().to_path_buf()]).unwrap();
         assert_eq!(summary.to_string(), "1 passed, 1 failed, 1 skipped");
         assert!(matches!(&summary.results[0].1, Outcome::Skip(m) if m.contains("unknown directive `-- test_jit`")));
+        // A file given directly runs alone; a missing folder is an error naming it.
+        let one = run_dirs(&mut InterpreterEngine, &[dir.path().join("c.data")]).unwrap();
+        assert_eq!(one.to_string(), "1 passed, 0 failed, 0 skipped");
+        let missing = run_dirs(&mut InterpreterEngine, &[dir.path().join("nope")]).unwrap_err();
+        assert!(missing.to_string().contains("nope"), "{missing}");
     }
 
     #[test]
