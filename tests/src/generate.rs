@@ -1,4 +1,4 @@
-//! Random well-defined eBPF programs, for differential testing of an [`Engine`](crate::conformance::Engine)
+//! Random well-defined eBPF programs, for differential testing of an [`Engine`]
 //! (the native code) against the reference interpreter, and for fuzzing.
 //!
 //! In: a list of abstract [`Op`]s (from the proptest strategy [`program`], so failures shrink to a few ops).
