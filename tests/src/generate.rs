@@ -109,7 +109,10 @@ pub enum Op {
         long: bool,
         skip: u8,
     },
-    /// `call 5` with r1 = `arg`: returns `arg`, or ends the program with r0 = 0 when `arg` is 0.
+    /// `call 5` with r1 = `arg`: returns `arg`, or ends the program with r0 = 0 when `arg` is 0. In the
+    /// subprogram `arg` 0 becomes 1: ending the whole program from a nested frame is a corner of the conformance
+    /// convention (uBPF's unwind) that no production helper has, and that the native conformance engine does
+    /// not implement; the interpreter's own tests cover it.
     CallUnwind {
         arg: i32,
     },
@@ -344,6 +347,7 @@ impl Builder {
                 self.jump_to((index + 1 + skip as usize).min(op_count));
             }
             Op::CallUnwind { arg } => {
+                let arg = if in_subprogram && arg == 0 { 1 } else { arg };
                 self.mov_imm(Reg::R1, arg);
                 self.emit(Instruction::CallHelper { id: UNWIND });
                 self.after_call();
