@@ -29,6 +29,13 @@ pub struct BenchArgs {
     /// Where to write the report (default for full runs: BENCHMARKS.md in the repository root).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Measure only these engines besides the native baselines (bpf2sys-native, bpf2sys-interp, rbpf-jit,
+    /// rbpf-cranelift, rbpf-interp); default all. The report is then not written unless --output is given.
+    #[arg(long = "engine", value_name = "ENGINE")]
+    engines: Vec<String>,
+    /// Skip the compile-latency table.
+    #[arg(long)]
+    no_compile: bool,
     /// Internal: run one cell in this process and print its outcome as one JSON line.
     #[arg(long, hide = true, num_args = 2, value_names = ["ENGINE", "PROGRAM"])]
     cell: Option<Vec<String>>,
@@ -186,6 +193,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let mut peer_compile: Vec<(Engine, Vec<CellOutcome>)> = Vec::new();
     for engine in Engine::ALL {
+        if !args.engines.is_empty() && !args.engines.iter().any(|e| e == engine.id()) {
+            continue;
+        }
         let mut cells = Vec::new();
         let mut outcomes = Vec::new();
         for p in &programs {
@@ -235,8 +245,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     md.push_str(&report::speed_table(&PROGRAMS, &rows, limit));
     md.push_str("\n## Peer compile time\n\n");
     md.push_str(&peer_compile_table(&peer_compile, mode));
-    md.push_str("\n## Compile latency\n\n");
-    md.push_str(&compile_latency_section(&root, mode)?);
+    if !args.no_compile {
+        md.push_str("\n## Compile latency\n\n");
+        md.push_str(&compile_latency_section(&root, mode)?);
+    }
     md.push_str(&format!(
         "\nTotal bench time: {:.1} s ({} mode).\n",
         started.elapsed().as_secs_f64(),
@@ -244,7 +256,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
 
     println!("{md}");
-    let output = args.output.clone().or_else(|| (!args.quick).then(|| root.join("BENCHMARKS.md")));
+    let partial = !args.engines.is_empty() || args.no_compile;
+    let output = args.output.clone().or_else(|| (!args.quick && !partial).then(|| root.join("BENCHMARKS.md")));
     if let Some(path) = output {
         write_atomically(&path, md.as_bytes())?;
         eprintln!("bench: wrote {}", path.display());
@@ -287,6 +300,12 @@ fn reexec_release(args: &BenchArgs) -> anyhow::Result<()> {
     cmd.arg("bench");
     if args.quick {
         cmd.arg("--quick");
+    }
+    for e in &args.engines {
+        cmd.arg("--engine").arg(e);
+    }
+    if args.no_compile {
+        cmd.arg("--no-compile");
     }
     if let Some(o) = &args.output {
         cmd.arg("--output").arg(o);
@@ -622,7 +641,10 @@ fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<String> {
                 }
             } else if let Some(e) = s["failed"].as_str() {
                 out.push_str(" fail |");
-                notes.push(format!("- {label} / {stage}: {e}"));
+                // The verifier's reason is listed; the stages after it only say they need it.
+                if !e.starts_with("needs a verified module") {
+                    notes.push(format!("- {label} / {stage}: {e}"));
+                }
             } else {
                 out.push_str(" n/a |");
                 if let Some(reason) = s["not_available"].as_str() {
