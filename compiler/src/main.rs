@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod cli {
     pub mod build;
     pub mod check;
+    pub mod compile;
     pub mod inspect;
     pub mod verify;
 }
@@ -26,6 +27,8 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Verify, compile and link an eBPF object into a Windows driver (.sys).
     Build(cli::build::BuildArgs),
+    /// Verify and compile programs without linking: a COFF object, Cranelift IR or machine instructions.
+    Compile(cli::compile::CompileArgs),
     /// Lint a driver image against the HVCI and PE rules (exit 0 clean, 1 a rule fails, 2 unreadable).
     Check(cli::check::CheckArgs),
 }
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => Ok(cli::verify::run(&args)),
         Command::Build(args) => cli::build::run(&args),
         Command::Check(args) => cli::check::run(&args),
+        Command::Compile(args) => cli::compile::run(&args),
     };
     match result {
         Ok(code) => code,
