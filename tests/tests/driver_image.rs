@@ -141,3 +141,17 @@ fn written_output_is_atomic_and_complete() {
     assert_eq!(std::fs::read(&path).unwrap(), image);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
 }
+
+#[test]
+fn a_tail_call_chain_stops_after_33_tail_calls() {
+    let image = build(Target::X64, RuntimeVersion::PORTABLE);
+    let mut emulator = Emulator::new();
+    let module = emulator.load(&image).unwrap();
+    // Point jump_table[0] at xdp_entry itself: every run tail-calls again until the runtime's limit.
+    let entry = module.program_index("xdp_entry").unwrap();
+    module.map("jump_table").unwrap().set_program(0, entry).unwrap();
+    let mut ctx = [0u8; 32];
+    let (action, state) = module.invoke("xdp_entry", &mut ctx).unwrap();
+    assert_eq!(state.tail_calls, 33, "MAX_TAIL_CALL_CNT");
+    assert_eq!(action, XDP_PASS, "the 34th program sees bpf_tail_call fail and returns XDP_PASS");
+}
