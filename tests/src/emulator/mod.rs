@@ -569,14 +569,8 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
             let h = helpers_ptr + k * hstride;
             let hw = format!("{what} helper {k}");
             check_header(header(image, h, &hw)?, &[40], &hw)?;
-            read_c_string(image, read::<usize>(image, h + 32, &hw)?, &format!("{hw} name")).or_else(|e| {
-                // An empty name is fine; NULL is not.
-                if read::<usize>(image, h + 32, &hw)? != 0 {
-                    Ok(String::new())
-                } else {
-                    Err(e)
-                }
-            })?;
+            // The name must be non-NULL (its contents, "" for sentinels, are ignored by the runtime).
+            read_c_string(image, read::<usize>(image, h + 32, &hw)?, &format!("{hw} name"))?;
             helper_ids.push(read::<u32>(image, h + 24, &hw)?);
         }
         let mut seen = std::collections::BTreeSet::new();
