@@ -46,6 +46,7 @@ pub struct KernelState {
 }
 
 thread_local! {
+    static NEXT_HANDLE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static KERNEL: RefCell<KernelState> = RefCell::new(KernelState::default());
 }
 
@@ -143,7 +144,12 @@ unsafe extern "win64" fn nmr_register_client(
     let registration = ClientRegistration {
         characteristics: characteristics as *const () as usize,
         client_context: client_context as *const () as usize,
-        handle: 0x4e4d_5243, // "NMRC"
+        // Unique per registration on this thread, so a stale module's DriverUnload cannot act on a newer
+        // module's registration.
+        handle: NEXT_HANDLE.with(|h| {
+            h.set(h.get() + 1);
+            0x4e4d_5243_0000_0000 | h.get()
+        }),
     };
     *handle = registration.handle;
     with_kernel(|k| k.client = Some(registration));
