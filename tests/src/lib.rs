@@ -1,6 +1,9 @@
 //! Integration-test support for bpf2sys: the bpf_conformance and PREVAIL suite runners, the native-code runner,
-//! and the Linux-side emulation of the eBPF for Windows runtime.
+//! the Linux-side emulation of the eBPF for Windows runtime, and the benchmarks.
+pub mod bench;
 pub mod conformance;
 pub mod emulator;
+pub mod generate;
 pub mod native;
 pub mod prevail;
+pub mod soundness;

@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod build_driver;
 mod conformance;
 mod prevail;
 mod samples;
+mod verifier_fuzz;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "bpf2sys project tasks")]
@@ -23,8 +25,12 @@ enum Task {
     BuildDriver(build_driver::Args),
     /// Run bpf_conformance `.data` tests on an engine and print `N passed, M failed, K skipped`.
     Conformance(conformance::Args),
+    /// Benchmarks: generated code against native C and other eBPF engines, compile latency (BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
     Samples(samples::Args),
+    /// Long-run verifier soundness fuzzing (random programs, accepted ones run in the interpreter).
+    VerifierFuzz(verifier_fuzz::Args),
     /// Run PREVAIL's YAML test suites through the verifier and compare verdicts.
     Prevail {
         /// Directory with the YAML files (default ../shared/corpora/prevail-test-data).
@@ -40,7 +46,9 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::BuildDriver(args) => build_driver::run(args),
         Task::Conformance(args) => conformance::run(args),
+        Task::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
+        Task::VerifierFuzz(args) => verifier_fuzz::run(args),
         Task::Prevail { dir, verbose } => prevail::run(dir, verbose).map(|()| ExitCode::SUCCESS),
     };
     match result {

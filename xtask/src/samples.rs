@@ -1,4 +1,5 @@
-//! `cargo xtask samples`: rebuild every `samples/*.c` into the committed `samples/*.o`.
+//! `cargo xtask samples`: rebuild every `samples/*.c` into the committed `samples/*.o`, and the benchmark programs
+//! `samples/bench/*.c` (clang -O2 -target bpf, default CPU v1, no -g, as ../shared/bench/Makefile builds them).
 //!
 //! Flags: `clang -O2 -g -target bpf -mcpu=v3 -I samples/include`, plus `-fdebug-prefix-map=<repo>=.` so the
 //! source paths recorded in BTF line info are relative (`./samples/x.c`) and the committed objects do not depend
@@ -46,8 +47,18 @@ pub fn run(args: Args) -> Result<()> {
         .filter(|p| args.names.is_empty() || p.file_stem().is_some_and(|s| args.names.iter().any(|n| s == n.as_str())))
         .collect();
     sources.sort();
-    if sources.is_empty() {
-        bail!("no matching samples/*.c found");
+    // The benchmark programs (samples/bench/*.c) are built like ../shared/bench/Makefile does — default CPU (v1), no
+    // -g — because the benchmark tables compare engines on exactly those objects.
+    let bench_dir = samples.join("bench");
+    let mut bench_sources: Vec<PathBuf> = std::fs::read_dir(&bench_dir)
+        .with_context(|| format!("reading {}", bench_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .filter(|p| args.names.is_empty() || p.file_stem().is_some_and(|s| args.names.iter().any(|n| s == n.as_str())))
+        .collect();
+    bench_sources.sort();
+    if sources.is_empty() && bench_sources.is_empty() {
+        bail!("no matching samples/*.c or samples/bench/*.c found");
     }
     let mut built = 0;
     for source in &sources {
@@ -60,6 +71,10 @@ pub fn run(args: Args) -> Result<()> {
             compile(&args.clang, &root, source, &samples.join("variants").join(name), cpu, debug)?;
             built += 1;
         }
+    }
+    for source in &bench_sources {
+        compile(&args.clang, &root, source, &source.with_extension("o"), "v1", false)?;
+        built += 1;
     }
     println!("{built} object(s) rebuilt");
     Ok(())

@@ -774,12 +774,16 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
             if id == 0 {
                 continue;
             }
-            let pt = WINDOWS.program_types.iter().find(|t| t.guid == info.program_type);
-            if pt.and_then(|pt| WINDOWS.helper(pt, id)).is_none() {
-                return Err(err(format!("helper {id} has no prototype for program type {}", info.program_type)));
+            let pt = WINDOWS
+                .program_types
+                .iter()
+                .find(|t| t.guid == info.program_type)
+                .ok_or_else(|| err(format!("no extension provides program type {}", info.program_type)))?;
+            if WINDOWS.helper(pt, id).is_none() {
+                return Err(err(format!("helper {id} has no prototype for program type `{}`", pt.name)));
             }
-            let address =
-                helpers::host_helper(id).ok_or_else(|| err(format!("the emulator does not implement helper {id}")))?;
+            let address = helpers::host_helper(pt.name, id)
+                .ok_or_else(|| err(format!("the emulator does not implement helper {id} for `{}`", pt.name)))?;
             helper_data[slot] = HelperData { header: [0; 3], address: address as u64, tail_call: (id == 5) as u64 };
         }
         // The program-info hash (§3.2): a supplied hash must match what the runtime computes.
