@@ -9,6 +9,7 @@ mod cli {
     pub mod check;
     pub mod compile;
     pub mod inspect;
+    pub mod sign;
     pub mod verify;
 }
 
@@ -31,6 +32,14 @@ enum Command {
     Compile(cli::compile::CompileArgs),
     /// Lint a driver image against the HVCI and PE rules (exit 0 clean, 1 a rule fails, 2 unreadable).
     Check(cli::check::CheckArgs),
+    /// Authenticode-sign a driver image (PEM, PFX, PKCS#11 key, or a two-step external signature).
+    Sign(Box<cli::sign::SignArgs>),
+    /// Verify a driver's embedded signature: digests, signature, chain, page hashes, timestamp, checksum
+    /// (exit 0 valid, 1 invalid, 2 unreadable).
+    VerifySignature(cli::sign::VerifySignatureArgs),
+    /// Test certificates for test-signing drivers.
+    #[command(subcommand)]
+    Cert(cli::sign::CertCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +50,9 @@ fn main() -> ExitCode {
         Command::Build(args) => cli::build::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Compile(args) => cli::compile::run(&args),
+        Command::Sign(args) => cli::sign::sign(&args),
+        Command::VerifySignature(args) => cli::sign::verify_signature(&args),
+        Command::Cert(command) => cli::sign::cert(&command),
     };
     match result {
         Ok(code) => code,
