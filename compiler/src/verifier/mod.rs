@@ -476,10 +476,11 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
             });
         }
     }
+    // Widening thresholds: the constants programs compare with (loop bounds, length checks). ALU immediates are
+    // left out: with them the number of thresholds, and so of widening steps per loop, would grow with the
+    // program.
     let thresholds = Thresholds::new(program.iter().filter_map(|i| match *i {
-        Instruction::Alu { src: crate::isa::Operand::Imm(c), .. }
-        | Instruction::JumpIf { src: crate::isa::Operand::Imm(c), .. } => Some(c as i64),
-        Instruction::Store { offset, .. } | Instruction::Load { offset, .. } => Some(offset as i64),
+        Instruction::JumpIf { src: crate::isa::Operand::Imm(c), .. } => Some(c as i64),
         _ => None,
     }));
     let mut ctxs = Contexts { list: vec![(None, 0, 0)], index: HashMap::new() };
