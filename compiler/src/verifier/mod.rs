@@ -639,9 +639,12 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
         let mut heads: Vec<(usize, usize)> =
             states.keys().filter(|(_, pc)| cfg.loop_heads.contains(pc)).copied().collect();
         heads.sort_unstable();
+        let mut by_head: HashMap<(usize, usize), Vec<&EdgeCounters>> = HashMap::new();
+        for ((c, _, t), v) in &counters {
+            by_head.entry((*c, *t)).or_default().push(v);
+        }
         for (ctx, h) in heads {
-            let edges: Vec<&EdgeCounters> =
-                counters.iter().filter(|((c, _, t), _)| *c == ctx && *t == h).map(|(_, v)| v).collect();
+            let edges: Vec<&EdgeCounters> = by_head.remove(&(ctx, h)).unwrap_or_default();
             if edges.is_empty() {
                 continue; // no back edge was ever feasible: not a loop in this activation
             }
