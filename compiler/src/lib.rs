@@ -17,6 +17,8 @@ pub mod compiled;
 pub mod elf;
 pub mod interp;
 pub mod isa;
+pub mod link;
+pub mod lower;
 pub mod platform;
 pub mod program;
 pub mod verifier;

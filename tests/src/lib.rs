@@ -1,4 +1,9 @@
-//! Integration-test support: the bpf_conformance runner and the PREVAIL suite runner.
+//! Integration-test support for bpf2sys: the bpf_conformance and PREVAIL suite runners, the native-code runner,
+//! the Linux-side emulation of the eBPF for Windows runtime, and the benchmarks.
+pub mod bench;
 pub mod conformance;
+pub mod emulator;
+pub mod generate;
+pub mod native;
 pub mod prevail;
 pub mod soundness;

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod build_driver;
 mod conformance;
 mod prevail;
 mod samples;
@@ -19,8 +21,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Verify, compile and link eBPF objects into drivers (default: every sample into target/drivers/).
+    BuildDriver(build_driver::Args),
     /// Run bpf_conformance `.data` tests on an engine and print `N passed, M failed, K skipped`.
     Conformance(conformance::Args),
+    /// Benchmarks: generated code against native C and other eBPF engines, compile latency (BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
     Samples(samples::Args),
     /// Long-run verifier soundness fuzzing (random programs, accepted ones run in the interpreter).
@@ -38,7 +44,9 @@ enum Task {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
+        Task::BuildDriver(args) => build_driver::run(args),
         Task::Conformance(args) => conformance::run(args),
+        Task::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
         Task::VerifierFuzz(args) => verifier_fuzz::run(args),
         Task::Prevail { dir, verbose } => prevail::run(dir, verbose).map(|()| ExitCode::SUCCESS),

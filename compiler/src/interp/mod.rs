@@ -18,11 +18,69 @@
 //!   [`Config::max_call_depth`] frames exist at once (Linux's MAX_CALL_FRAMES, 8).
 //!
 //! Beyond the RFC, the interpreter refuses what a sound verifier must also refuse, so it can serve as the oracle
-//! of verifier soundness fuzzing: reading a register that holds no defined value (r0 and r3..r9 at entry, r1..r5
-//! after a call, r0 and r6..r9 on entry to a subprogram), reading stack bytes never written, writing r10, and
-//! exceeding an instruction budget (so a non-terminating program cannot hang a test).
+//! of verifier soundness fuzzing: reading a register that holds no defined value (at entry every register but
+//! r10 and the arguments the caller passed; r1..r5 after a call; r0 and r6..r9 on entry to a subprogram; r0
+//! after a subprogram that did not set it), reading stack bytes never written, writing r10. An instruction
+//! budget stops non-terminating programs, so a test cannot hang.
 //!
 //! Errors are values: nothing a program does can make the interpreter panic or touch host memory.
+//!
+//! # Example
+//!
+//! A host with one helper that returns a pointer into a map value it maps on demand, and a program that
+//! increments the value through that pointer and reads a packet through its context:
+//!
+//! ```
+//! use bpf2sys::interp::{Access, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory, RegionId};
+//! use bpf2sys::isa::asm::assemble;
+//!
+//! struct CounterHost {
+//!     value: Option<RegionId>,
+//! }
+//!
+//! impl Host for CounterHost {
+//!     fn call_helper(&mut self, id: i32, _args: HelperArgs, memory: &mut Memory) -> Result<HelperOutcome, HostError> {
+//!         match id {
+//!             // lookup(): the address of an 8-byte value, mapped the first time.
+//!             1 => {
+//!                 let value = *self
+//!                     .value
+//!                     .get_or_insert_with(|| memory.add_region("counter", vec![0; 8], Access::ReadWrite));
+//!                 Ok(HelperOutcome::Return(value.base()))
+//!             }
+//!             _ => Err(HostError::UnknownHelper { id }),
+//!         }
+//!     }
+//! }
+//!
+//! let mut memory = Memory::new();
+//! let packet = memory.add_region("packet", vec![0x45, 0x00, 0x00, 0x54], Access::ReadOnly);
+//! // The context holds data and data_end, as an XDP context does.
+//! let mut context = packet.base().to_le_bytes().to_vec();
+//! context.extend((packet.base() + 4).to_le_bytes());
+//! let context = memory.add_region("context", context, Access::ReadOnly);
+//!
+//! let program = assemble(
+//!     "mov %r6, %r1
+//!      call 1
+//!      mov %r1, 1
+//!      lock add [%r0], %r1
+//!      ldxdw %r2, [%r6]
+//!      ldxb %r0, [%r2]
+//!      exit",
+//! )
+//! .unwrap();
+//! let mut host = CounterHost { value: None };
+//! let r0 = Interpreter::new(&program).run(&[context.base()], &mut memory, &mut host).unwrap();
+//! assert_eq!(r0, 0x45);
+//! assert_eq!(memory.read_uint(host.value.unwrap().base(), bpf2sys::isa::MemSize::DW).unwrap(), 1);
+//!
+//! // Writing the read-only packet is an error value naming the slot and the region.
+//! let program = assemble("ldxdw %r2, [%r1]\nstb [%r2], 0\nmov %r0, 0\nexit").unwrap();
+//! let error = Interpreter::new(&program).run(&[context.base()], &mut memory, &mut host).unwrap_err();
+//! assert_eq!(error.pc, 1);
+//! assert!(error.to_string().contains("read-only packet"), "{error}");
+//! ```
 
 pub mod memory;
 
@@ -154,7 +212,7 @@ pub enum InterpErrorKind {
     #[error("write to the read-only frame pointer r10")]
     FramePointerWrite,
     #[error("{call}: {error}")]
-    Host { call: String, error: HostError },
+    Host { call: HostCall, error: HostError },
     #[error("callx register holds {value:#x}, not a helper id")]
     InvalidCallTarget { value: u64 },
     #[error("call depth limit of {limit} frames exceeded")]
@@ -169,6 +227,28 @@ pub enum InterpErrorKind {
     ContinuationExecuted,
     #[error("legacy packet access ({mode}) is not supported")]
     LegacyPacketLoad { mode: &'static str },
+}
+
+/// Which host callback failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostCall {
+    /// `call imm` (`via` = None) or `callx` through register `via`.
+    Helper { id: i32, via: Option<Reg> },
+    /// A `lddw` pseudo source.
+    LoadImm64 { kind: Imm64Kind },
+    /// `call` with src 2.
+    Btf { btf_id: i32, module: i16 },
+}
+
+impl std::fmt::Display for HostCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostCall::Helper { id, via: None } => write!(f, "helper {id}"),
+            HostCall::Helper { id, via: Some(reg) } => write!(f, "helper {id} (callx {reg})"),
+            HostCall::LoadImm64 { kind } => write!(f, "lddw {}", kind.name()),
+            HostCall::Btf { btf_id, module } => write!(f, "BTF function {btf_id} (module {module})"),
+        }
+    }
 }
 
 /// A saved caller frame.
@@ -200,10 +280,35 @@ impl<'p> Interpreter<'p> {
         Interpreter { program, config }
     }
 
-    /// Runs from slot 0 with r1.. set to `args` (at most 5; the rest undefined) and returns r0 at the outermost
-    /// `exit`. Stack frames are mapped in `memory` for the run and unmapped before returning; every other region
-    /// stays as the program left it.
+    /// Runs from slot 0 with r1.. set to `args` (the rest undefined) and returns r0 at the outermost `exit`.
+    /// Stack frames are mapped in `memory` for the run and unmapped before returning; every other region stays
+    /// as the program left it.
+    ///
+    /// # Panics
+    /// If `args` has more than 5 values (eBPF passes r1..r5 only): a bug in the caller, not in the program.
     pub fn run(&self, args: &[u64], memory: &mut Memory, host: &mut dyn Host) -> Result<u64, InterpError> {
+        self.run_inner(args, memory, host, None)
+    }
+
+    /// Like [`Interpreter::run`], calling `trace` before each instruction executes: to find the first point where
+    /// native code and the specification diverge, or to count executed instructions.
+    pub fn run_traced(
+        &self,
+        args: &[u64],
+        memory: &mut Memory,
+        host: &mut dyn Host,
+        trace: &mut dyn FnMut(&TraceStep),
+    ) -> Result<u64, InterpError> {
+        self.run_inner(args, memory, host, Some(trace))
+    }
+
+    fn run_inner<'a>(
+        &'a self,
+        args: &[u64],
+        memory: &'a mut Memory,
+        host: &'a mut dyn Host,
+        trace: Option<&'a mut dyn FnMut(&TraceStep)>,
+    ) -> Result<u64, InterpError> {
         assert!(args.len() <= 5, "eBPF passes at most 5 arguments (r1..r5)");
         let mut run = Run {
             program: self.program,
@@ -215,6 +320,7 @@ impl<'p> Interpreter<'p> {
             entry_stack: None,
             pc: 0,
             executed: 0,
+            trace,
         };
         for (i, &v) in args.iter().enumerate() {
             run.regs.0[i + 1] = Some(v);
@@ -238,6 +344,18 @@ struct Run<'r> {
     entry_stack: Option<RegionId>,
     pc: usize,
     executed: u64,
+    trace: Option<&'r mut dyn FnMut(&TraceStep)>,
+}
+
+/// The machine state just before an instruction executes, for [`Interpreter::run_traced`].
+#[derive(Debug)]
+pub struct TraceStep<'a> {
+    pub pc: usize,
+    /// Call depth, 0 in the entry function.
+    pub depth: usize,
+    pub instruction: &'a Instruction,
+    /// r0..r10; `None` where the register holds no defined value.
+    pub registers: &'a [Option<u64>; Reg::COUNT],
 }
 
 /// Result of executing one instruction.
@@ -317,6 +435,14 @@ impl Run<'_> {
             let Some(&insn) = self.program.get(self.pc) else {
                 return Err(self.error(InterpErrorKind::FellOffEnd));
             };
+            if let Some(trace) = self.trace.as_mut() {
+                trace(&TraceStep {
+                    pc: self.pc,
+                    depth: self.frames.len(),
+                    instruction: &insn,
+                    registers: &self.regs.0,
+                });
+            }
             match self.step(insn)? {
                 Step::Goto(next) => self.pc = next,
                 Step::Finished(r0) => return Ok(r0),
@@ -354,7 +480,7 @@ impl Run<'_> {
                 let value = match kind {
                     Imm64Kind::Imm => Instruction::imm64(imm, next_imm),
                     _ => self.host.resolve_load_imm64(kind, imm, next_imm, self.memory).map_err(|error| {
-                        self.error(InterpErrorKind::Host { call: format!("lddw {}", kind.name()), error })
+                        self.error(InterpErrorKind::Host { call: HostCall::LoadImm64 { kind }, error })
                     })?,
                 };
                 self.set(dst, value)?;
@@ -401,16 +527,16 @@ impl Run<'_> {
                 let target = self.target(offset as i64)?;
                 Ok(Step::Goto(if taken { target } else { next }))
             }
-            Instruction::CallHelper { id } => self.call_helper(id, format!("helper {id}")),
+            Instruction::CallHelper { id } => self.call_helper(id, None),
             Instruction::CallReg { reg } => {
                 let value = self.get(reg)?;
                 let id = i32::try_from(value).map_err(|_| self.error(InterpErrorKind::InvalidCallTarget { value }))?;
-                self.call_helper(id, format!("helper {id} (callx {reg})"))
+                self.call_helper(id, Some(reg))
             }
             Instruction::CallBtf { btf_id, module } => {
                 let args = self.helper_args();
                 let outcome = self.host.call_btf(btf_id, module, args, self.memory).map_err(|error| {
-                    self.error(InterpErrorKind::Host { call: format!("BTF function {btf_id}"), error })
+                    self.error(InterpErrorKind::Host { call: HostCall::Btf { btf_id, module }, error })
                 })?;
                 self.after_call(outcome)
             }
@@ -431,9 +557,10 @@ impl Run<'_> {
                 Ok(Step::Goto(target))
             }
             Instruction::Exit => {
-                let r0 = self.get(Reg::R0)?;
+                // The program's result must be defined; a subprogram's r0 is passed back as it is (a `void`
+                // function returns nothing, and only a caller that reads r0 is wrong), as Linux does.
                 let Some(frame) = self.frames.pop() else {
-                    return Ok(Step::Finished(r0));
+                    return Ok(Step::Finished(self.get(Reg::R0)?));
                 };
                 self.memory.remove_region(frame.callee_stack);
                 for (i, v) in frame.callee_saved.into_iter().enumerate() {
@@ -458,12 +585,12 @@ impl Run<'_> {
         }
     }
 
-    fn call_helper(&mut self, id: i32, call: String) -> Result<Step, InterpError> {
+    fn call_helper(&mut self, id: i32, via: Option<Reg>) -> Result<Step, InterpError> {
         let args = self.helper_args();
         let outcome = self
             .host
             .call_helper(id, args, self.memory)
-            .map_err(|error| self.error(InterpErrorKind::Host { call, error }))?;
+            .map_err(|error| self.error(InterpErrorKind::Host { call: HostCall::Helper { id, via }, error }))?;
         self.after_call(outcome)
     }
 

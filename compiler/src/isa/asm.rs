@@ -17,7 +17,8 @@
 //! `lddw` pseudo sources of RFC 9669 §5.4 as `KIND(imm)` with an optional `+next_imm`/`-next_imm`, where `KIND`
 //! is one of `map_by_fd`, `map_val_by_fd`, `var_addr`, `code_addr`, `map_by_idx`, `map_val_by_idx`; the legacy
 //! packet loads `ldabs{b,h,w} imm` and `ldind{b,h,w} %rS, imm` (RFC 9669 §5.5); `call runtime id, module` for
-//! a BTF call into a module other than 0; `gotol` as a synonym of `ja32`; a `#` starts a comment.
+//! a BTF call into a module other than 0; `gotol` as a synonym of `ja32`; uBPF's `ldx{b,h,w}sx` as synonyms of
+//! `ldxs{b,h,w}`; a `#` starts a comment.
 
 use std::collections::HashMap;
 
@@ -45,7 +46,7 @@ pub fn assemble_lines<'a>(lines: impl IntoIterator<Item = (usize, &'a str)>) -> 
     let mut statements: Vec<Statement<'a>> = Vec::new();
     let mut labels: HashMap<&'a str, usize> = HashMap::new();
     let mut slot = 0usize;
-    let mut first_exit: Option<usize> = None;
+    let mut seen_exit = false;
     for (line, raw_text) in lines {
         let text = raw_text.split('#').next().unwrap_or("").trim();
         if text.is_empty() {
@@ -67,15 +68,15 @@ pub fn assemble_lines<'a>(lines: impl IntoIterator<Item = (usize, &'a str)>) -> 
             continue;
         }
         let operands: Vec<&'a str> = tokens.map(|t| t.strip_suffix(',').unwrap_or(t)).collect();
-        if mnemonic == "exit" && first_exit.is_none() {
-            first_exit = Some(slot);
+        if mnemonic == "exit" && !seen_exit {
+            // The implicit label: like upstream, it replaces an `exit:` defined earlier, and an `exit:` defined
+            // later is a duplicate.
+            seen_exit = true;
+            labels.insert("exit", slot);
         }
         let slots = if mnemonic == "lddw" { 2 } else { 1 };
         statements.push(Statement { line, text, mnemonic, operands, slot });
         slot += slots;
-    }
-    if let Some(exit) = first_exit {
-        labels.entry("exit").or_insert(exit);
     }
 
     // Pass 2: encode.
@@ -232,7 +233,10 @@ impl Context<'_, '_> {
         if m == "lock" {
             return self.atomic();
         }
-        if let Some(rest) = m.strip_prefix("ldxs") {
+        // `ldxs{b,h,w}` (bpf_conformance) or `ldx{b,h,w}sx` (uBPF's tests): sign-extending loads.
+        let sign_extending =
+            m.strip_prefix("ldxs").or_else(|| m.strip_prefix("ldx").and_then(|r| r.strip_suffix("sx")));
+        if let Some(rest) = sign_extending {
             let size = size_suffix(rest).filter(|s| *s != MemSize::DW).ok_or_else(|| unknown(m))?;
             let ops = self.operands(2)?;
             let (src, offset) = memory(ops[1])?;
@@ -318,7 +322,9 @@ impl Context<'_, '_> {
     fn call(&self) -> Res<Instruction> {
         let ops = &self.statement.operands;
         match ops.as_slice() {
-            [target] if target.starts_with('%') => Ok(Instruction::CallReg { reg: register(target)? }),
+            [target] | ["helper", target] if target.starts_with('%') => {
+                Ok(Instruction::CallReg { reg: register(target)? })
+            }
             [id] | ["helper", id] => Ok(Instruction::CallHelper { id: imm32(id)? }),
             ["local", target] => Ok(Instruction::CallLocal { offset: self.target(target)? }),
             ["runtime", id] => Ok(Instruction::CallBtf { btf_id: imm32(id)?, module: 0 }),
@@ -545,6 +551,15 @@ mod tests {
     }
 
     #[test]
+    fn the_implicit_exit_label_is_the_first_exit_as_upstream() {
+        let p = assemble("exit:\nja exit\nexit\nexit").unwrap();
+        assert_eq!(p[0], Instruction::Jump { offset: 0, long: false });
+        let e = assemble("exit\nexit:\nexit").unwrap_err();
+        assert!(e.message.contains("defined twice"), "{e}");
+        assert_eq!(assemble("call helper %r3").unwrap()[0], Instruction::CallReg { reg: Reg::R3 });
+    }
+
+    #[test]
     fn hex_immediates_are_raw_bits_and_bounded() {
         let p = assemble("mov %r0, 0xffffffff").unwrap();
         assert_eq!(p[0], Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: Reg::R0, src: Operand::Imm(-1) });
@@ -561,6 +576,7 @@ mod tests {
         assert_eq!(bytes("movsx832 %r0, %r1")[..4], [0xbc, 0x10, 8, 0]);
         assert_eq!(bytes("movsx3264 %r0, %r1")[..4], [0xbf, 0x10, 32, 0]);
         assert_eq!(bytes("ldxsb %r0, [%r1+2]")[..4], [0x91, 0x10, 2, 0]);
+        assert_eq!(bytes("ldxhsx %r0, [%r1+2]")[..4], [0x89, 0x10, 2, 0]);
         assert_eq!(bytes("bswap16 %r3"), [0xd7, 0x03, 0, 0, 16, 0, 0, 0]);
         assert_eq!(bytes("call %r2"), [0x8d, 0x02, 0, 0, 0, 0, 0, 0]);
         assert_eq!(bytes("ja32 +3"), [0x06, 0, 0, 0, 3, 0, 0, 0]);
@@ -585,6 +601,32 @@ mod tests {
             let e = assemble(text).unwrap_err();
             assert_eq!(e.line, line, "{text}");
             assert!(e.message.contains(needle), "{text}: {e}");
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any text is either assembled or rejected with an error naming a line of the input.
+            #[test]
+            fn arbitrary_text_is_assembled_or_rejected(
+                text in concat!(
+                    "(((lock|fetch|call|local|lddw|ldx[bhw]|stx?[bhw]|j[a-z]{1,4}(32)?|mov(sx[0-9]{3,4})?|[a-z]{2,6})",
+                    "[ ,]{1,2})?((%r[0-9]{1,2}|\\[%r[0-9]{1,2}[-+][0-9a-fx]{1,6}\\]|[-+]?(0x)?[0-9a-f]{1,17}",
+                    "|[a-z]{1,5}:?)[ ,]{0,2}){0,4}\n){0,8}"
+                ),
+                noise in "\\PC{0,80}",
+            ) {
+                for input in [text.as_str(), noise.as_str()] {
+                    if let Err(e) = assemble(input) {
+                        prop_assert!(e.line >= 1 && e.line <= input.lines().count(), "{e}");
+                    }
+                }
+            }
         }
     }
 }

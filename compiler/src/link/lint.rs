@@ -1,0 +1,762 @@
+//! Static lint of a driver image: the HVCI rules H1–H7 and the PE-structure rules P1–P11 of
+//! driver-image-and-signing.md §5.2.
+//!
+//! In: the bytes of a `.sys`. Out: a [`LintReport`] with one [`RuleResult`] per rule (pass, or the findings that
+//! break it). The image is parsed here with a deliberately small, bounds-checked reader rather than a PE crate,
+//! so that a broken image fails the rule it breaks instead of failing to parse.
+//!
+//! The rule list is data ([`RULES`]); further rules (the signature rules S1–S7) join through
+//! [`lint_image_with`], which takes [`ExtraRule`]s that see the raw bytes.
+
+use super::image::{checksum_offset, pe_checksum};
+
+const IMAGE_SCN_CNT_CODE: u32 = 0x20;
+const IMAGE_SCN_CNT_INITIALIZED_DATA: u32 = 0x40;
+const IMAGE_SCN_CNT_UNINITIALIZED_DATA: u32 = 0x80;
+const IMAGE_SCN_MEM_DISCARDABLE: u32 = 0x0200_0000;
+const IMAGE_SCN_MEM_NOT_PAGED: u32 = 0x0800_0000;
+const IMAGE_SCN_MEM_EXECUTE: u32 = 0x2000_0000;
+const IMAGE_SCN_MEM_READ: u32 = 0x4000_0000;
+const IMAGE_SCN_MEM_WRITE: u32 = 0x8000_0000;
+
+const DLL_HIGH_ENTROPY_VA: u16 = 0x0020;
+const DLL_DYNAMIC_BASE: u16 = 0x0040;
+const DLL_FORCE_INTEGRITY: u16 = 0x0080;
+const DLL_NX_COMPAT: u16 = 0x0100;
+const DLL_GUARD_CF: u16 = 0x4000;
+const DLL_TERMINAL_SERVER_AWARE: u16 = 0x8000;
+const _: u16 = DLL_HIGH_ENTROPY_VA;
+
+const FILE_RELOCS_STRIPPED: u16 = 0x0001;
+const FILE_EXECUTABLE_IMAGE: u16 = 0x0002;
+const FILE_32BIT_MACHINE: u16 = 0x0100;
+const FILE_DLL: u16 = 0x2000;
+const FILE_UP_SYSTEM_ONLY: u16 = 0x4000;
+
+const MACHINE_AMD64: u16 = 0x8664;
+const MACHINE_ARM64: u16 = 0xAA64;
+
+const DIR_IMPORT: usize = 1;
+const DIR_EXCEPTION: usize = 3;
+const DIR_BASERELOC: usize = 5;
+const DIR_TLS: usize = 9;
+const DIR_LOAD_CONFIG: usize = 10;
+const DIR_IAT: usize = 12;
+const DIR_DELAY_IMPORT: usize = 13;
+
+/// Import modules a kernel driver may use (rule P9).
+pub const ALLOWED_IMPORT_MODULES: &[&str] = &["ntoskrnl.exe", "NETIO.SYS", "HAL.dll"];
+
+/// Kernel functions bpf2sys drivers are allowed to import (rule H7). Everything the runtime shim calls is here;
+/// none of them allocates or maps executable memory (implement-hvci-compatible-code.md's DDI list).
+pub const ALLOWED_IMPORTS: &[&str] = &[
+    "RtlQueryRegistryValues",
+    "memcpy",
+    "memset",
+    "memmove",
+    "NmrRegisterClient",
+    "NmrDeregisterClient",
+    "NmrWaitForClientDeregisterComplete",
+    "NmrClientAttachProvider",
+];
+
+/// One lint rule.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    pub id: &'static str,
+    pub title: &'static str,
+    check: fn(&Image) -> Vec<String>,
+}
+
+/// The built-in rules, in report order.
+pub static RULES: &[Rule] = &[
+    Rule { id: "H1", title: "no section is both writable and executable", check: h1 },
+    Rule { id: "H2", title: "section alignment and section addresses are page multiples", check: h2 },
+    Rule { id: "H3", title: "the import address table is not in an executable section", check: h3 },
+    Rule { id: "H4", title: "no base relocation crosses a 4 KiB page", check: h4 },
+    Rule { id: "H5", title: "NX_COMPAT is set", check: h5 },
+    Rule { id: "H6", title: "discardable code sections (INIT) are not writable", check: h6 },
+    Rule { id: "H7", title: "imports are limited to an allow-list (no executable-memory DDIs)", check: h7 },
+    Rule { id: "P1", title: "machine, magic and file characteristics are those of a driver", check: p1 },
+    Rule { id: "P2", title: "subsystem NATIVE, DYNAMIC_BASE, and a valid .reloc with DIR64 entries only", check: p2 },
+    Rule { id: "P3", title: "section table, alignments and header sizes are consistent", check: p3 },
+    Rule { id: "P4", title: "every section is readable, typed, and non-paged unless PAGE*", check: p4 },
+    Rule { id: "P5", title: "with FORCE_INTEGRITY, uninitialized sections have no raw data", check: p5 },
+    Rule { id: "P6", title: "the entry point lies in an executable section", check: p6 },
+    Rule { id: "P7", title: ".pdata is sorted, inside code, with well-formed unwind data", check: p7 },
+    Rule { id: "P8", title: "GUARD_CF only with a load-config function table; cookie in writable data", check: p8 },
+    Rule { id: "P9", title: "imports only from kernel modules; no delay-load or TLS directory", check: p9 },
+    Rule { id: "P10", title: "linker version ≥ 14 and no TERMINAL_SERVER_AWARE", check: p10 },
+    Rule { id: "P11", title: "the CheckSum field equals the recomputed checksum", check: p11 },
+];
+
+/// A rule defined outside this module (e.g. the signature rules S1–S7 of the signing crate).
+pub struct ExtraRule<'a> {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub check: &'a dyn Fn(&[u8]) -> Vec<String>,
+}
+
+/// The outcome of one rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleResult {
+    pub id: &'static str,
+    pub title: &'static str,
+    /// Empty when the rule passes.
+    pub findings: Vec<String>,
+}
+
+/// The outcome of all rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LintReport {
+    pub results: Vec<RuleResult>,
+}
+
+impl LintReport {
+    pub fn passed(&self) -> bool {
+        self.results.iter().all(|r| r.findings.is_empty())
+    }
+
+    /// Ids of the failing rules.
+    pub fn failed_rules(&self) -> Vec<&'static str> {
+        self.results.iter().filter(|r| !r.findings.is_empty()).map(|r| r.id).collect()
+    }
+}
+
+impl std::fmt::Display for LintReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for r in &self.results {
+            if r.findings.is_empty() {
+                writeln!(f, "{:<4} pass  {}", r.id, r.title)?;
+            } else {
+                writeln!(f, "{:<4} FAIL  {}", r.id, r.title)?;
+                for finding in &r.findings {
+                    writeln!(f, "            {finding}")?;
+                }
+            }
+        }
+        let failed = self.failed_rules();
+        if failed.is_empty() {
+            write!(f, "all {} rules pass", self.results.len())
+        } else {
+            write!(f, "{} of {} rules fail: {}", failed.len(), self.results.len(), failed.join(", "))
+        }
+    }
+}
+
+/// Runs the built-in rules.
+pub fn lint_image(bytes: &[u8]) -> LintReport {
+    lint_image_with(bytes, &[])
+}
+
+/// Runs the built-in rules, then `extra`.
+pub fn lint_image_with(bytes: &[u8], extra: &[ExtraRule]) -> LintReport {
+    let mut results = Vec::new();
+    match Image::parse(bytes) {
+        Ok(image) => {
+            for rule in RULES {
+                results.push(RuleResult { id: rule.id, title: rule.title, findings: (rule.check)(&image) });
+            }
+        }
+        Err(e) => {
+            // Nothing else can be checked without headers: report it under the structure rules.
+            for rule in RULES {
+                let findings = if rule.id == "P1" || rule.id == "P3" {
+                    vec![format!("cannot parse headers: {e}")]
+                } else {
+                    vec![]
+                };
+                results.push(RuleResult { id: rule.id, title: rule.title, findings });
+            }
+        }
+    }
+    for rule in extra {
+        results.push(RuleResult { id: rule.id, title: rule.title, findings: (rule.check)(bytes) });
+    }
+    LintReport { results }
+}
+
+/// A section header.
+#[derive(Clone, Debug)]
+struct Section {
+    name: String,
+    virtual_size: u32,
+    virtual_address: u32,
+    size_of_raw_data: u32,
+    pointer_to_raw_data: u32,
+    characteristics: u32,
+}
+
+/// The parsed headers.
+struct Image<'a> {
+    bytes: &'a [u8],
+    machine: u16,
+    number_of_sections: u16,
+    characteristics: u16,
+    magic: u16,
+    major_linker_version: u8,
+    address_of_entry_point: u32,
+    section_alignment: u32,
+    file_alignment: u32,
+    size_of_image: u32,
+    size_of_headers: u32,
+    check_sum: u32,
+    subsystem: u16,
+    dll_characteristics: u16,
+    directories: Vec<(u32, u32)>,
+    sections: Vec<Section>,
+    /// File offset just past the section table.
+    headers_end: usize,
+}
+
+fn rd16(b: &[u8], off: usize) -> Option<u16> {
+    b.get(off..off + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
+}
+fn rd32(b: &[u8], off: usize) -> Option<u32> {
+    b.get(off..off + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+fn rd64(b: &[u8], off: usize) -> Option<u64> {
+    b.get(off..off + 8).map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+}
+
+impl<'a> Image<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Image<'a>, String> {
+        if bytes.get(0..2) != Some(b"MZ") {
+            return Err("no MZ signature".into());
+        }
+        let pe = rd32(bytes, 0x3c).ok_or("truncated DOS header")? as usize;
+        if bytes.get(pe..pe + 4) != Some(b"PE\0\0") {
+            return Err(format!("no PE signature at {pe:#x}"));
+        }
+        let coff = pe + 4;
+        let machine = rd16(bytes, coff).ok_or("truncated COFF header")?;
+        let number_of_sections = rd16(bytes, coff + 2).ok_or("truncated COFF header")?;
+        let size_of_optional = rd16(bytes, coff + 16).ok_or("truncated COFF header")? as usize;
+        let characteristics = rd16(bytes, coff + 18).ok_or("truncated COFF header")?;
+        let opt = coff + 20;
+        let magic = rd16(bytes, opt).ok_or("truncated optional header")?;
+        if magic != 0x20b {
+            return Err(format!("optional header magic {magic:#x} is not PE32+ (0x20b)"));
+        }
+        let g32 = |o: usize| rd32(bytes, opt + o).ok_or("truncated optional header");
+        let number_of_rva = g32(108)? as usize;
+        if number_of_rva > 16 || 112 + 8 * number_of_rva > size_of_optional {
+            return Err(format!("{number_of_rva} data directories do not fit the optional header"));
+        }
+        let mut directories = Vec::new();
+        for i in 0..16 {
+            if i < number_of_rva {
+                directories.push((g32(112 + 8 * i)?, g32(116 + 8 * i)?));
+            } else {
+                directories.push((0, 0));
+            }
+        }
+        let table = opt + size_of_optional;
+        let mut sections = Vec::new();
+        for i in 0..number_of_sections as usize {
+            let s = table + 40 * i;
+            let raw = bytes.get(s..s + 40).ok_or("truncated section table")?;
+            let name_len = raw[..8].iter().position(|&c| c == 0).unwrap_or(8);
+            sections.push(Section {
+                name: String::from_utf8_lossy(&raw[..name_len]).into_owned(),
+                virtual_size: rd32(raw, 8).expect("in bounds"),
+                virtual_address: rd32(raw, 12).expect("in bounds"),
+                size_of_raw_data: rd32(raw, 16).expect("in bounds"),
+                pointer_to_raw_data: rd32(raw, 20).expect("in bounds"),
+                characteristics: rd32(raw, 36).expect("in bounds"),
+            });
+        }
+        Ok(Image {
+            bytes,
+            machine,
+            number_of_sections,
+            characteristics,
+            magic,
+            major_linker_version: *bytes.get(opt + 2).ok_or("truncated optional header")?,
+            address_of_entry_point: g32(16)?,
+            section_alignment: g32(32)?,
+            file_alignment: g32(36)?,
+            size_of_image: g32(56)?,
+            size_of_headers: g32(60)?,
+            check_sum: g32(64)?,
+            subsystem: rd16(bytes, opt + 68).ok_or("truncated optional header")?,
+            dll_characteristics: rd16(bytes, opt + 70).ok_or("truncated optional header")?,
+            directories,
+            sections,
+            headers_end: table + 40 * number_of_sections as usize,
+        })
+    }
+
+    fn section_of(&self, rva: u32) -> Option<&Section> {
+        self.sections
+            .iter()
+            .find(|s| rva >= s.virtual_address && rva < s.virtual_address + s.virtual_size.max(s.size_of_raw_data))
+    }
+
+    /// File offset of an RVA with `len` bytes of raw data behind it.
+    fn offset_of(&self, rva: u32, len: u32) -> Option<usize> {
+        let s = self.section_of(rva)?;
+        let delta = rva - s.virtual_address;
+        if delta.checked_add(len)? > s.size_of_raw_data {
+            return None;
+        }
+        let off = s.pointer_to_raw_data as usize + delta as usize;
+        (off + len as usize <= self.bytes.len()).then_some(off)
+    }
+
+    fn read32(&self, rva: u32) -> Option<u32> {
+        self.offset_of(rva, 4).and_then(|o| rd32(self.bytes, o))
+    }
+    fn read64(&self, rva: u32) -> Option<u64> {
+        self.offset_of(rva, 8).and_then(|o| rd64(self.bytes, o))
+    }
+    fn c_string(&self, rva: u32) -> Option<String> {
+        let start = self.offset_of(rva, 1)?;
+        let len = self.bytes[start..].iter().take(256).position(|&c| c == 0)?;
+        Some(String::from_utf8_lossy(&self.bytes[start..start + len]).into_owned())
+    }
+
+    fn is_exec(s: &Section) -> bool {
+        s.characteristics & IMAGE_SCN_MEM_EXECUTE != 0
+    }
+
+    /// `(dll, FirstThunk rva, [function names])` for each import descriptor; errors as findings.
+    fn imports(&self) -> Result<Vec<(String, u32, Vec<String>)>, String> {
+        let (rva, size) = self.directories[DIR_IMPORT];
+        if rva == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for i in 0..(size / 20).max(1) + 64 {
+            let d = rva + 20 * i;
+            let ilt = self.read32(d).ok_or(format!("import descriptor {i} at RVA {d:#x} is outside the image"))?;
+            let name = self.read32(d + 12).ok_or("truncated import descriptor")?;
+            let iat = self.read32(d + 16).ok_or("truncated import descriptor")?;
+            if ilt == 0 && name == 0 && iat == 0 {
+                return Ok(out);
+            }
+            let dll = self.c_string(name).ok_or(format!("import descriptor {i}: DLL name RVA {name:#x} is invalid"))?;
+            let mut names = Vec::new();
+            let lookup = if ilt != 0 { ilt } else { iat };
+            for k in 0..4096u32 {
+                let thunk = self.read64(lookup + 8 * k).ok_or(format!("{dll}: thunk {k} is outside the image"))?;
+                if thunk == 0 {
+                    break;
+                }
+                if thunk & (1 << 63) != 0 {
+                    names.push(format!("#{}", thunk & 0xffff));
+                } else {
+                    names.push(self.c_string(thunk as u32 + 2).ok_or(format!("{dll}: hint/name {k} is invalid"))?);
+                }
+            }
+            out.push((dll, iat, names));
+        }
+        Err("import descriptor list has no terminator".into())
+    }
+}
+
+fn h1(img: &Image) -> Vec<String> {
+    img.sections
+        .iter()
+        .filter(|s| s.characteristics & IMAGE_SCN_MEM_WRITE != 0 && s.characteristics & IMAGE_SCN_MEM_EXECUTE != 0)
+        .map(|s| format!("section `{}` ({:#010x}) is writable and executable", s.name, s.characteristics))
+        .collect()
+}
+
+fn h2(img: &Image) -> Vec<String> {
+    let mut f = Vec::new();
+    if img.section_alignment == 0 || !img.section_alignment.is_multiple_of(0x1000) {
+        f.push(format!("SectionAlignment {:#x} is not a multiple of 0x1000", img.section_alignment));
+    }
+    for s in &img.sections {
+        if s.virtual_address % 0x1000 != 0 {
+            f.push(format!("section `{}` starts at RVA {:#x}, not page-aligned", s.name, s.virtual_address));
+        }
+    }
+    f
+}
+
+fn h3(img: &Image) -> Vec<String> {
+    let mut ranges = Vec::new();
+    let (iat, size) = img.directories[DIR_IAT];
+    if iat != 0 {
+        ranges.push((iat, size.max(1)));
+    } else {
+        match img.imports() {
+            Ok(list) => {
+                ranges.extend(list.iter().map(|(_, first_thunk, names)| (*first_thunk, 8 * (names.len() as u32 + 1))))
+            }
+            Err(e) => return vec![e],
+        }
+    }
+    let mut f = Vec::new();
+    for (start, len) in ranges {
+        match (img.section_of(start), img.section_of(start + len - 1)) {
+            (Some(a), Some(b)) if a.name == b.name && !Image::is_exec(a) => {}
+            (Some(a), Some(b)) if a.name == b.name => {
+                f.push(format!("IAT {start:#x}..{:#x} is in executable section `{}`", start + len, a.name))
+            }
+            _ => f.push(format!("IAT {start:#x}..{:#x} is not inside one section", start + len)),
+        }
+    }
+    f
+}
+
+/// Base relocation entries `(page rva, type, offset)`, or a structural error.
+fn base_relocations(img: &Image) -> Result<Vec<(u32, u16, u16)>, String> {
+    let (rva, size) = img.directories[DIR_BASERELOC];
+    if rva == 0 || size == 0 {
+        return Err("no base relocation directory".into());
+    }
+    let mut out = Vec::new();
+    let mut at = 0u32;
+    while at < size {
+        if !at.is_multiple_of(4) {
+            return Err(format!("relocation block at +{at:#x} is not 32-bit aligned"));
+        }
+        let page = img.read32(rva + at).ok_or(format!("relocation block at +{at:#x} is outside the image"))?;
+        let block = img.read32(rva + at + 4).ok_or(format!("relocation block at +{at:#x} is truncated"))?;
+        if block < 8 || block % 2 != 0 || at + block > size {
+            return Err(format!("relocation block at +{at:#x} has an inconsistent BlockSize {block}"));
+        }
+        let off = img.offset_of(rva + at, block).ok_or(format!("relocation block at +{at:#x} is outside the image"))?;
+        for k in 0..(block - 8) / 2 {
+            let e = rd16(img.bytes, off + 8 + 2 * k as usize).expect("checked");
+            out.push((page, e >> 12, e & 0xfff));
+        }
+        at += block;
+    }
+    Ok(out)
+}
+
+fn h4(img: &Image) -> Vec<String> {
+    let Ok(relocs) = base_relocations(img) else { return Vec::new() }; // P2 reports structure problems.
+    relocs
+        .iter()
+        .filter_map(|&(page, ty, off)| match ty {
+            10 if off > 0xff8 => Some(format!("DIR64 at RVA {:#x} crosses a page boundary", page + off as u32)),
+            3 if off > 0xffc => Some(format!("HIGHLOW at RVA {:#x} crosses a page boundary", page + off as u32)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn h5(img: &Image) -> Vec<String> {
+    if img.dll_characteristics & DLL_NX_COMPAT == 0 {
+        vec![format!("DllCharacteristics {:#06x} lacks NX_COMPAT (0x0100)", img.dll_characteristics)]
+    } else {
+        Vec::new()
+    }
+}
+
+fn h6(img: &Image) -> Vec<String> {
+    img.sections
+        .iter()
+        .filter(|s| {
+            let code = s.characteristics & (IMAGE_SCN_CNT_CODE | IMAGE_SCN_MEM_EXECUTE) != 0;
+            let discardable = s.characteristics & IMAGE_SCN_MEM_DISCARDABLE != 0 || s.name == "INIT";
+            code && discardable && s.characteristics & IMAGE_SCN_MEM_WRITE != 0
+        })
+        .map(|s| format!("discardable code section `{}` ({:#010x}) is writable", s.name, s.characteristics))
+        .collect()
+}
+
+fn h7(img: &Image) -> Vec<String> {
+    match img.imports() {
+        Ok(list) => list
+            .iter()
+            .flat_map(|(dll, _, names)| {
+                names.iter().filter(|n| !ALLOWED_IMPORTS.contains(&n.as_str())).map(move |n| {
+                    format!("import {dll}!{n} is not on the allow-list of kernel functions a bpf2sys driver may call")
+                })
+            })
+            .collect(),
+        Err(e) => vec![e],
+    }
+}
+
+fn p1(img: &Image) -> Vec<String> {
+    let mut f = Vec::new();
+    if img.machine != MACHINE_AMD64 && img.machine != MACHINE_ARM64 {
+        f.push(format!("Machine {:#06x} is neither AMD64 (0x8664) nor ARM64 (0xaa64)", img.machine));
+    }
+    if img.magic != 0x20b {
+        f.push(format!("magic {:#x} is not PE32+", img.magic));
+    }
+    if img.characteristics & FILE_EXECUTABLE_IMAGE == 0 {
+        f.push("Characteristics lacks EXECUTABLE_IMAGE".into());
+    }
+    for (bit, name) in [
+        (FILE_DLL, "DLL"),
+        (FILE_RELOCS_STRIPPED, "RELOCS_STRIPPED"),
+        (FILE_UP_SYSTEM_ONLY, "UP_SYSTEM_ONLY"),
+        (FILE_32BIT_MACHINE, "32BIT_MACHINE"),
+    ] {
+        if img.characteristics & bit != 0 {
+            f.push(format!("Characteristics has {name}"));
+        }
+    }
+    f
+}
+
+fn p2(img: &Image) -> Vec<String> {
+    let mut f = Vec::new();
+    if img.subsystem != 1 {
+        f.push(format!("Subsystem {} is not NATIVE (1)", img.subsystem));
+    }
+    if img.dll_characteristics & DLL_DYNAMIC_BASE == 0 {
+        f.push("DllCharacteristics lacks DYNAMIC_BASE".into());
+    }
+    if !img.sections.iter().any(|s| s.name == ".reloc") {
+        f.push("no .reloc section".into());
+    }
+    match base_relocations(img) {
+        Ok(relocs) => {
+            for (page, ty, off) in relocs {
+                if ty != 0 && ty != 10 {
+                    f.push(format!(
+                        "base relocation type {ty} at RVA {:#x} (only ABSOLUTE and DIR64 allowed)",
+                        page + off as u32
+                    ));
+                }
+            }
+        }
+        Err(e) => f.push(e),
+    }
+    f
+}
+
+fn p3(img: &Image) -> Vec<String> {
+    let mut f = Vec::new();
+    if img.number_of_sections > 96 {
+        f.push(format!("{} sections (the loader allows 96)", img.number_of_sections));
+    }
+    let fa = img.file_alignment;
+    if !fa.is_power_of_two() || !(512..=65536).contains(&fa) || fa > img.section_alignment {
+        f.push(format!("FileAlignment {fa:#x} is not a power of two in 512..65536 and ≤ SectionAlignment"));
+        return f;
+    }
+    let sa = img.section_alignment.max(1);
+    let mut expected_va = None;
+    for s in &img.sections {
+        if let Some(e) = expected_va {
+            if s.virtual_address as u64 != e {
+                f.push(format!(
+                    "section `{}` at RVA {:#x}, expected {e:#x} (ascending and adjacent)",
+                    s.name, s.virtual_address
+                ));
+            }
+        }
+        // In u64: a corrupted header may place a section so that the next page-aligned RVA passes 4 GiB.
+        expected_va = Some(
+            (s.virtual_address as u64 + s.virtual_size.max(s.size_of_raw_data) as u64).div_ceil(sa as u64) * sa as u64,
+        );
+        if s.pointer_to_raw_data % fa != 0 || s.size_of_raw_data % fa != 0 {
+            f.push(format!(
+                "section `{}`: raw pointer/size {:#x}/{:#x} are not FileAlignment multiples",
+                s.name, s.pointer_to_raw_data, s.size_of_raw_data
+            ));
+        }
+        if s.pointer_to_raw_data as u64 + s.size_of_raw_data as u64 > img.bytes.len() as u64 {
+            f.push(format!("section `{}`: raw data runs past the end of the file", s.name));
+        }
+    }
+    if let Some(e) = expected_va {
+        if img.size_of_image as u64 != e {
+            f.push(format!("SizeOfImage {:#x}, expected {e:#x}", img.size_of_image));
+        }
+    }
+    let headers = (img.headers_end as u64).div_ceil(fa as u64) * fa as u64;
+    if img.size_of_headers as u64 != headers {
+        f.push(format!("SizeOfHeaders {:#x}, expected {headers:#x}", img.size_of_headers));
+    }
+    f
+}
+
+fn p4(img: &Image) -> Vec<String> {
+    let mut f = Vec::new();
+    for s in &img.sections {
+        let c = s.characteristics;
+        if c & IMAGE_SCN_MEM_READ == 0 {
+            f.push(format!("section `{}` ({c:#010x}) is not readable", s.name));
+        }
+        if c & (IMAGE_SCN_CNT_CODE | IMAGE_SCN_CNT_INITIALIZED_DATA | IMAGE_SCN_CNT_UNINITIALIZED_DATA) == 0 {
+            f.push(format!("section `{}` ({c:#010x}) has no content type", s.name));
+        }
+        let pageable = s.name.starts_with("PAGE");
+        if pageable && c & IMAGE_SCN_MEM_EXECUTE != 0 {
+            f.push(format!("code section `{}` is pageable (PAGE*) but eBPF code runs at DISPATCH_LEVEL", s.name));
+        }
+        if !pageable && c & IMAGE_SCN_MEM_DISCARDABLE == 0 && c & IMAGE_SCN_MEM_NOT_PAGED == 0 {
+            f.push(format!("section `{}` ({c:#010x}) lacks NOT_PAGED", s.name));
+        }
+    }
+    f
+}
+
+fn p5(img: &Image) -> Vec<String> {
+    if img.dll_characteristics & DLL_FORCE_INTEGRITY == 0 {
+        return Vec::new();
+    }
+    img.sections
+        .iter()
+        .filter(|s| {
+            s.characteristics & IMAGE_SCN_CNT_UNINITIALIZED_DATA != 0
+                && s.characteristics & (IMAGE_SCN_CNT_CODE | IMAGE_SCN_CNT_INITIALIZED_DATA) == 0
+                && s.pointer_to_raw_data != 0
+        })
+        .map(|s| {
+            format!(
+                "uninitialized section `{}` has PointerToRawData {:#x} under FORCE_INTEGRITY",
+                s.name, s.pointer_to_raw_data
+            )
+        })
+        .collect()
+}
+
+fn p6(img: &Image) -> Vec<String> {
+    match img.section_of(img.address_of_entry_point) {
+        Some(s) if Image::is_exec(s) => Vec::new(),
+        Some(s) => {
+            vec![format!("entry point {:#x} is in non-executable section `{}`", img.address_of_entry_point, s.name)]
+        }
+        None => vec![format!("entry point {:#x} is outside every section", img.address_of_entry_point)],
+    }
+}
+
+fn p7(img: &Image) -> Vec<String> {
+    let (rva, size) = img.directories[DIR_EXCEPTION];
+    if rva == 0 {
+        return vec!["no exception directory (.pdata)".into()];
+    }
+    let mut f = Vec::new();
+    let arm = img.machine == MACHINE_ARM64;
+    let entry = if arm { 8 } else { 12 };
+    if size % entry != 0 {
+        f.push(format!("exception directory size {size} is not a multiple of {entry}"));
+    }
+    let mut previous_end = 0u32;
+    for i in 0..size / entry {
+        let at = rva + i * entry;
+        let (Some(begin), Some(second)) = (img.read32(at), img.read32(at + 4)) else {
+            f.push(format!("RUNTIME_FUNCTION {i} is outside the image"));
+            break;
+        };
+        match img.section_of(begin) {
+            Some(s) if Image::is_exec(s) => {}
+            _ => f.push(format!("RUNTIME_FUNCTION {i}: begin {begin:#x} is not in an executable section")),
+        }
+        if begin < previous_end {
+            f.push(format!("RUNTIME_FUNCTION {i}: begin {begin:#x} overlaps or precedes the previous entry"));
+        }
+        if arm {
+            previous_end = begin + 4;
+            // Flag bits 0 mean `second` is the RVA of a 4-byte-aligned .xdata record; otherwise packed data.
+            if second & 3 == 0 && img.read32(second).is_none() {
+                f.push(format!("RUNTIME_FUNCTION {i}: .xdata at {second:#x} is outside the image"));
+            }
+        } else {
+            let end = second;
+            let unwind = img.read32(at + 8).unwrap_or(0);
+            if end <= begin {
+                f.push(format!("RUNTIME_FUNCTION {i}: end {end:#x} ≤ begin {begin:#x}"));
+            }
+            previous_end = end;
+            if !unwind.is_multiple_of(4) {
+                f.push(format!("RUNTIME_FUNCTION {i}: UNWIND_INFO {unwind:#x} is not DWORD-aligned"));
+            }
+            match img.offset_of(unwind, 4) {
+                Some(o) => {
+                    let version = img.bytes[o] & 7;
+                    let count = img.bytes[o + 2] as u32;
+                    if version != 1 {
+                        f.push(format!("RUNTIME_FUNCTION {i}: UNWIND_INFO version {version}, expected 1"));
+                    }
+                    if img.offset_of(unwind, 4 + 2 * count).is_none() {
+                        f.push(format!("RUNTIME_FUNCTION {i}: {count} unwind codes run past their section"));
+                    }
+                }
+                None => f.push(format!("RUNTIME_FUNCTION {i}: UNWIND_INFO {unwind:#x} is outside the image")),
+            }
+        }
+    }
+    f
+}
+
+fn p8(img: &Image) -> Vec<String> {
+    let mut f = Vec::new();
+    let (lc, lc_size) = img.directories[DIR_LOAD_CONFIG];
+    let guard = img.dll_characteristics & DLL_GUARD_CF != 0;
+    if lc == 0 {
+        if guard {
+            f.push("GUARD_CF is set but there is no load-config directory".into());
+        }
+        return f;
+    }
+    // IMAGE_LOAD_CONFIG_DIRECTORY64: SecurityCookie @88, GuardCFFunctionTable @128, Count @136, GuardFlags @144.
+    if let Some(cookie) = img.read64(lc + 88).filter(|c| *c != 0) {
+        let image_base = rd64(img.bytes, rd32(img.bytes, 0x3c).unwrap_or(0) as usize + 24 + 24).unwrap_or(0);
+        let rva = cookie.wrapping_sub(image_base) as u32;
+        match img.section_of(rva) {
+            Some(s) if s.characteristics & IMAGE_SCN_MEM_WRITE != 0 => {}
+            _ => f.push(format!("SecurityCookie {cookie:#x} is not in a writable section")),
+        }
+    }
+    if guard {
+        let table = img.read64(lc + 128).unwrap_or(0);
+        let flags = if lc_size >= 148 { img.read32(lc + 144).unwrap_or(0) } else { 0 };
+        if table == 0 || flags == 0 {
+            f.push("GUARD_CF is set but the load config has no GuardFlags/function table".into());
+        }
+    }
+    f
+}
+
+fn p9(img: &Image) -> Vec<String> {
+    let mut f = Vec::new();
+    match img.imports() {
+        Ok(list) => {
+            for (dll, _, _) in list {
+                if !ALLOWED_IMPORT_MODULES.iter().any(|m| m.eq_ignore_ascii_case(&dll)) {
+                    f.push(format!(
+                        "imports from `{dll}`, which is not a kernel module (allowed: {})",
+                        ALLOWED_IMPORT_MODULES.join(", ")
+                    ));
+                }
+            }
+        }
+        Err(e) => f.push(e),
+    }
+    if img.directories[DIR_DELAY_IMPORT].0 != 0 {
+        f.push("has a delay-load import directory".into());
+    }
+    if img.directories[DIR_TLS].0 != 0 {
+        f.push("has a TLS directory".into());
+    }
+    f
+}
+
+fn p10(img: &Image) -> Vec<String> {
+    let mut f = Vec::new();
+    if img.major_linker_version < 14 {
+        f.push(format!("MajorLinkerVersion {} < 14", img.major_linker_version));
+    }
+    if img.dll_characteristics & DLL_TERMINAL_SERVER_AWARE != 0 {
+        f.push("DllCharacteristics has TERMINAL_SERVER_AWARE".into());
+    }
+    f
+}
+
+fn p11(img: &Image) -> Vec<String> {
+    match checksum_offset(img.bytes) {
+        Ok(off) => {
+            let computed = pe_checksum(img.bytes, off);
+            if computed != img.check_sum {
+                vec![format!("CheckSum {:#010x}, computed {computed:#010x}", img.check_sum)]
+            } else {
+                Vec::new()
+            }
+        }
+        Err(e) => vec![e.to_string()],
+    }
+}

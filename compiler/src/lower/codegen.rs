@@ -1,0 +1,547 @@
+//! Cranelift IR function → [`CompiledFunction`]: machine code, relocations and Windows unwind data.
+//!
+//! In: a Cranelift IR [`Function`] (built by the eBPF lowering in [`super::translate`] or by the runtime shim) and
+//! the [`SymbolTable`] that gave meaning to its external names. Out: a [`CompiledFunction`] the driver linker places
+//! into `.text`, with `.pdata`/`.xdata` built from [`UnwindData`].
+//!
+//! # External names
+//! Every external name (called function, `symbol_value` global value) must be a
+//! `UserExternalName { namespace: 0, index }` created by [`SymbolTable::declare`]; `index` selects the
+//! [`RelocTarget`] the relocation is reported against. Declare them **colocated** (the helpers
+//! [`SymbolTable::import_function`] and [`SymbolTable::import_symbol`] do) so that x64 code gets only
+//! `X64PcRel32` and ARM64 code only `BL`/`ADRP`/`ADD` relocations (toolchain-notes §1.4): the image needs no base
+//! relocations for code. An import is reached through its IAT slot: `symbol_value(ImportSlot)`, `load`,
+//! `call_indirect`, the sequence MSVC emits.
+//!
+//! # Unwind data
+//! x64: Cranelift 0.135's own `UNWIND_INFO` stores `SAVE_NONVOL` offsets scaled by 16 and relative to the
+//! clobber area, and truncates the frame-register offset (toolchain-notes §1.5), so an unwinder restores
+//! callee-saved registers from wrong slots. We write `UNWIND_INFO` ourselves from the prologue Cranelift
+//! records: `push rbp` (`UWOP_PUSH_NONVOL`), `mov rbp, rsp` (not described: RBP is treated as a saved register,
+//! not a frame register), `sub rsp, N` (`UWOP_ALLOC_*`, decoded from the code bytes), then one
+//! `mov [rsp + k], reg` per callee-saved register (`UWOP_SAVE_NONVOL` with offset `k / 8` relative to the
+//! post-allocation RSP, which is what `RtlVirtualUnwind` uses when no frame register is set). Cranelift keeps RSP
+//! constant in the body (outgoing arguments live in the fixed frame), so the description holds at every body
+//! instruction; the epilogue `mov rsp, rbp; pop rbp; ret` is recognised by the unwinder's epilogue emulation.
+//!
+//! ARM64: Cranelift's unwind codes are correct but it emits only the code bytes; we add the `.xdata` header
+//! (FunctionLength/4, no exception handler, no packed epilogue, zero epilogue scopes so that every non-prologue
+//! instruction unwinds with the full prologue description) and the terminating `end` code (0xE4).
+
+use std::str::FromStr;
+
+use cranelift_codegen::binemit::Reloc;
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::{self, ExternalName, Function, UserExternalName};
+use cranelift_codegen::isa::unwind::{UnwindInfo, UnwindInst};
+use cranelift_codegen::isa::{self, OwnedTargetIsa, TargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::{Context, FinalizedRelocTarget};
+
+use crate::compiled::{CodeRelocation, CompiledFunction, RelocKind, RelocTarget, Target, UnwindData};
+
+use super::LowerError;
+
+/// The target triple Cranelift compiles for.
+pub fn target_triple(target: Target) -> &'static str {
+    match target {
+        Target::X64 => "x86_64-pc-windows-msvc",
+        Target::Arm64 => "aarch64-pc-windows-msvc",
+    }
+}
+
+/// Builds the Cranelift ISA with the settings every driver function is compiled with (toolchain-notes §1.4):
+/// no PIC (the image resolves everything itself), inline stack probes (no `__chkstk` import, and the only form
+/// Cranelift supports on AArch64), frame pointers kept for kernel stack walks, optimisation for speed.
+pub fn build_isa(target: Target) -> Result<OwnedTargetIsa, LowerError> {
+    let mut flags = settings::builder();
+    let set = |b: &mut settings::Builder, name: &str, value: &str| {
+        b.set(name, value).map_err(|e| LowerError::Isa(format!("setting {name}={value}: {e}")))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "enable_probestack", "true")?;
+    set(&mut flags, "probestack_strategy", "inline")?;
+    set(&mut flags, "unwind_info", "true")?;
+    set(&mut flags, "preserve_frame_pointers", "true")?;
+    // The IR verifier costs compile time; run it in debug builds (tests), where it catches lowering bugs early.
+    set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
+    let triple = target_lexicon::Triple::from_str(target_triple(target)).map_err(|e| LowerError::Isa(e.to_string()))?;
+    isa::lookup(triple)
+        .map_err(|e| LowerError::Isa(e.to_string()))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| LowerError::Isa(e.to_string()))
+}
+
+/// Which [`Target`] an ISA produces code for.
+pub fn isa_target(isa: &dyn TargetIsa) -> Result<Target, LowerError> {
+    match isa.triple().architecture {
+        target_lexicon::Architecture::X86_64 => Ok(Target::X64),
+        target_lexicon::Architecture::Aarch64(_) => Ok(Target::Arm64),
+        other => Err(LowerError::Isa(format!("unsupported architecture {other}"))),
+    }
+}
+
+/// The external symbols IR functions refer to, by `UserExternalName { namespace: 0, index }`.
+#[derive(Clone, Debug, Default)]
+pub struct SymbolTable {
+    targets: Vec<RelocTarget>,
+}
+
+impl SymbolTable {
+    pub fn new() -> SymbolTable {
+        SymbolTable::default()
+    }
+
+    /// The external name standing for `target` (declared once; later calls return the same name).
+    pub fn declare(&mut self, target: RelocTarget) -> UserExternalName {
+        let index = match self.targets.iter().position(|t| *t == target) {
+            Some(i) => i,
+            None => {
+                self.targets.push(target);
+                self.targets.len() - 1
+            }
+        };
+        UserExternalName { namespace: 0, index: index as u32 }
+    }
+
+    /// What a user external name refers to.
+    pub fn resolve(&self, name: &UserExternalName) -> Option<&RelocTarget> {
+        if name.namespace != 0 {
+            return None;
+        }
+        self.targets.get(name.index as usize)
+    }
+
+    /// Declares `target` in `func` as a directly called, colocated function with signature `signature`.
+    pub fn import_function(
+        &mut self,
+        func: &mut Function,
+        target: RelocTarget,
+        signature: ir::Signature,
+    ) -> ir::FuncRef {
+        let name = self.declare(target);
+        let name_ref = func.declare_imported_user_function(name);
+        let signature = func.import_signature(signature);
+        func.import_function(ir::ExtFuncData {
+            name: ExternalName::user(name_ref),
+            signature,
+            colocated: true,
+            patchable: false,
+        })
+    }
+
+    /// Declares `target` in `func` as a colocated symbol whose address `symbol_value` yields (data objects,
+    /// IAT slots, or a function's address).
+    pub fn import_symbol(&mut self, func: &mut Function, target: RelocTarget) -> ir::GlobalValue {
+        let name = self.declare(target);
+        let name_ref = func.declare_imported_user_function(name);
+        func.create_global_value(ir::GlobalValueData::Symbol {
+            name: ExternalName::user(name_ref),
+            offset: 0.into(),
+            colocated: true,
+            tls: false,
+        })
+    }
+}
+
+/// Options for [`compile_ir_function_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CompileOptions {
+    /// Also return Cranelift's textual machine code (its `VCode` after register allocation) for `--emit asm`.
+    pub disassembly: bool,
+}
+
+/// A compiled function with optional debugging text.
+#[derive(Clone, Debug)]
+pub struct CompiledWithText {
+    pub function: CompiledFunction,
+    /// Machine instructions as Cranelift prints them, when requested.
+    pub disassembly: Option<String>,
+}
+
+/// Compiles one IR function for `isa` into a [`CompiledFunction`] named `name`.
+///
+/// External names in `func` are resolved through `symbols` (see the module doc).
+pub fn compile_ir_function(
+    isa: &dyn TargetIsa,
+    name: &str,
+    func: Function,
+    symbols: &SymbolTable,
+) -> Result<CompiledFunction, LowerError> {
+    compile_ir_function_with(isa, name, func, symbols, CompileOptions::default()).map(|c| c.function)
+}
+
+/// [`compile_ir_function`] with options.
+pub fn compile_ir_function_with(
+    isa: &dyn TargetIsa,
+    name: &str,
+    func: Function,
+    symbols: &SymbolTable,
+    options: CompileOptions,
+) -> Result<CompiledWithText, LowerError> {
+    let target = isa_target(isa)?;
+    let mut ctx = Context::for_function(func);
+    ctx.set_disasm(options.disassembly);
+    ctx.compile(isa, &mut ControlPlane::default())
+        .map_err(|e| LowerError::Codegen { function: name.to_string(), message: format!("{:?}", e.inner) })?;
+    let compiled = ctx.compiled_code().expect("compiled just above");
+    let code = compiled.code_buffer().to_vec();
+    let params = &ctx.func.params;
+
+    let mut relocations = Vec::with_capacity(compiled.buffer.relocs().len());
+    for reloc in compiled.buffer.relocs() {
+        let kind = match reloc.kind {
+            Reloc::X86PCRel4 | Reloc::X86CallPCRel4 => RelocKind::X64PcRel32,
+            Reloc::Abs8 => RelocKind::Abs64,
+            Reloc::Arm64Call => RelocKind::Arm64Call26,
+            Reloc::Aarch64AdrPrelPgHi21 => RelocKind::Arm64AdrPrelPgHi21,
+            Reloc::Aarch64AddAbsLo12Nc => RelocKind::Arm64AddAbsLo12Nc,
+            other => {
+                return Err(LowerError::Codegen {
+                    function: name.to_string(),
+                    message: format!("unsupported relocation kind {other} at offset {:#x}", reloc.offset),
+                })
+            }
+        };
+        let target = match &reloc.target {
+            FinalizedRelocTarget::ExternalName(ExternalName::User(r)) => {
+                let user = &params.user_named_funcs()[*r];
+                symbols.resolve(user).cloned().ok_or_else(|| LowerError::Codegen {
+                    function: name.to_string(),
+                    message: format!("external name {user} was not declared in the symbol table"),
+                })?
+            }
+            other => {
+                return Err(LowerError::Codegen {
+                    function: name.to_string(),
+                    message: format!(
+                        "relocation at {:#x} against {} (only declared symbols are supported)",
+                        reloc.offset,
+                        other.display(Some(params))
+                    ),
+                })
+            }
+        };
+        relocations.push(CodeRelocation { offset: reloc.offset, kind, target, addend: reloc.addend });
+    }
+
+    let unwind = match target {
+        Target::X64 => UnwindData::X64 { unwind_info: x64_unwind_info(name, &code, &compiled.buffer.unwind_info)? },
+        Target::Arm64 => {
+            let info = compiled.create_unwind_info(isa).map_err(|e| LowerError::Codegen {
+                function: name.to_string(),
+                message: format!("unwind info: {e:?}"),
+            })?;
+            let codes = match info {
+                Some(UnwindInfo::WindowsArm64(u)) => {
+                    let mut bytes = vec![0u8; 4 * u.code_words() as usize];
+                    u.emit(&mut bytes);
+                    bytes
+                }
+                None => Vec::new(),
+                Some(_) => {
+                    return Err(LowerError::Codegen {
+                        function: name.to_string(),
+                        message: "Cranelift produced non-Windows unwind info for ARM64".into(),
+                    })
+                }
+            };
+            UnwindData::Arm64 { xdata: arm64_xdata(name, code.len(), &codes)? }
+        }
+    };
+    let alignment = compiled.buffer.alignment.max(isa.function_alignment().preferred);
+    let disassembly = compiled.vcode.clone();
+    Ok(CompiledWithText {
+        function: CompiledFunction { name: name.to_string(), code, alignment, relocations, unwind },
+        disassembly,
+    })
+}
+
+// x64 UNWIND_CODE operations (Microsoft "x64 exception handling", struct UNWIND_CODE).
+const UWOP_PUSH_NONVOL: u8 = 0;
+const UWOP_ALLOC_LARGE: u8 = 1;
+const UWOP_ALLOC_SMALL: u8 = 2;
+const UWOP_SAVE_NONVOL: u8 = 4;
+const UWOP_SAVE_NONVOL_FAR: u8 = 5;
+const X64_RBP: u8 = 5;
+
+/// Decodes `sub rsp, imm8` (48 83 EC ib) or `sub rsp, imm32` (48 81 EC id) at the start of `code`.
+fn decode_sub_rsp(code: &[u8]) -> Option<(u32, usize)> {
+    match code {
+        [0x48, 0x83, 0xec, imm, ..] => Some((*imm as i8 as i32 as u32, 4)),
+        [0x48, 0x81, 0xec, a, b, c, d, ..] => Some((u32::from_le_bytes([*a, *b, *c, *d]), 7)),
+        _ => None,
+    }
+}
+
+/// Builds a complete x64 `UNWIND_INFO` (see the module doc) from Cranelift's prologue record.
+fn x64_unwind_info(name: &str, code: &[u8], insts: &[(u32, UnwindInst)]) -> Result<Vec<u8>, LowerError> {
+    let err = |message: String| LowerError::Codegen { function: name.to_string(), message };
+    // (code offset after the instruction, node slots) in prologue order.
+    let mut codes: Vec<(u8, Vec<u16>)> = Vec::new();
+    let offset8 = |off: u32| -> Result<u8, LowerError> {
+        u8::try_from(off).map_err(|_| err(format!("prologue longer than 255 bytes (offset {off})")))
+    };
+    let mut clobber_size = None;
+    let mut alloc = 0u32;
+    let mut prologue_end = 0u32;
+    for (offset, inst) in insts {
+        match inst {
+            UnwindInst::PushFrameRegs { .. } => {
+                codes.push((offset8(*offset)?, vec![u16::from(X64_RBP << 4 | UWOP_PUSH_NONVOL) << 8]));
+                prologue_end = *offset;
+            }
+            UnwindInst::DefineNewFrame { offset_downward_to_clobbers, .. } => {
+                clobber_size = Some(*offset_downward_to_clobbers);
+                // The fixed-frame allocation follows immediately (x64 `gen_clobber_save`).
+                if let Some((size, len)) = code.get(*offset as usize..).and_then(decode_sub_rsp) {
+                    alloc = size;
+                    let end = offset + len as u32;
+                    let op = offset8(end)?;
+                    if size == 0 || size % 8 != 0 {
+                        return Err(err(format!("stack allocation of {size} bytes is not a positive multiple of 8")));
+                    }
+                    let nodes = if size <= 128 {
+                        vec![u16::from((((size - 8) / 8) as u8) << 4 | UWOP_ALLOC_SMALL) << 8]
+                    } else if size <= 524_280 {
+                        vec![u16::from(UWOP_ALLOC_LARGE) << 8, (size / 8) as u16]
+                    } else {
+                        vec![u16::from(1 << 4 | UWOP_ALLOC_LARGE) << 8, size as u16, (size >> 16) as u16]
+                    };
+                    codes.push((op, nodes));
+                    prologue_end = end;
+                }
+            }
+            UnwindInst::SaveReg { clobber_offset, reg } => {
+                let clobbers = clobber_size.ok_or_else(|| err("register save before the frame is defined".into()))?;
+                if reg.class() != cranelift_codegen::RegClass::Int {
+                    return Err(err("saving vector registers is not supported in unwind info".into()));
+                }
+                // Saves are at RSP + fixed frame + outgoing args + clobber_offset = RSP + (alloc - clobbers) + off.
+                let stack_offset = alloc
+                    .checked_sub(clobbers)
+                    .map(|base| base + clobber_offset)
+                    .ok_or_else(|| err(format!("clobber area {clobbers} larger than allocation {alloc}")))?;
+                let op = offset8(*offset)?;
+                let reg_code = reg.hw_enc() << 4;
+                let nodes = if stack_offset / 8 <= u16::MAX as u32 {
+                    vec![u16::from(reg_code | UWOP_SAVE_NONVOL) << 8, (stack_offset / 8) as u16]
+                } else {
+                    vec![
+                        u16::from(reg_code | UWOP_SAVE_NONVOL_FAR) << 8,
+                        stack_offset as u16,
+                        (stack_offset >> 16) as u16,
+                    ]
+                };
+                codes.push((op, nodes));
+                prologue_end = *offset;
+            }
+            other => return Err(err(format!("unexpected x64 unwind instruction {other:?}"))),
+        }
+    }
+    let node_count: usize = codes.iter().map(|(_, n)| n.len()).sum();
+    let mut out = Vec::with_capacity(4 + 2 * node_count + 2);
+    out.push(1); // Version 1, no flags (no handler, not chained).
+    out.push(offset8(prologue_end)?);
+    out.push(u8::try_from(node_count).map_err(|_| err("more than 255 unwind code slots".into()))?);
+    out.push(0); // No frame register.
+                 // Codes are stored in descending code-offset order: the last prologue instruction first.
+    for (op, nodes) in codes.iter().rev() {
+        let first = nodes[0];
+        out.push(*op);
+        out.push((first >> 8) as u8);
+        for extra in &nodes[1..] {
+            out.extend_from_slice(&extra.to_le_bytes());
+        }
+    }
+    if node_count % 2 == 1 {
+        out.extend_from_slice(&[0, 0]);
+    }
+    Ok(out)
+}
+
+/// Length in bytes of the ARM64 unwind code starting with `first` (Microsoft "ARM64 exception handling",
+/// unwind codes table).
+fn arm64_unwind_code_len(first: u8) -> usize {
+    match first {
+        0x00..=0xbf => 1, // alloc_s, save_r19r20_x, save_fplr, save_fplr_x
+        0xc0..=0xdf => 2, // alloc_m, save_regp[_x], save_reg[_x], save_lrpair, save_freg*, alloc_z
+        0xe0 => 4,        // alloc_l
+        0xe2 => 2,        // add_fp
+        0xe7 => 3,        // save_any_reg
+        _ => 1,           // set_fp, nop, end, end_c, save_next, pac_sign_lr, ...
+    }
+}
+
+/// Builds an ARM64 `.xdata` record from Cranelift's unwind code bytes (zero-padded to whole words).
+fn arm64_xdata(name: &str, code_len: usize, codes: &[u8]) -> Result<Vec<u8>, LowerError> {
+    let err = |message: String| LowerError::Codegen { function: name.to_string(), message };
+    if !code_len.is_multiple_of(4) || code_len / 4 >= 1 << 18 {
+        return Err(err(format!("function length {code_len} cannot be described in .xdata (max 1 MiB)")));
+    }
+    // Cranelift zero-pads its code bytes to whole words. Walk the codes by their encoded lengths and stop at a
+    // code boundary followed only by zeros: a trailing 0x00 inside a two-byte code (e.g. `save_regp x19, #8` =
+    // CC 00) is kept, and Cranelift never emits the one-byte `alloc_s 0` that a padding zero would look like.
+    let mut used = 0;
+    while used < codes.len() && codes[used..].iter().any(|&b| b != 0) {
+        used += arm64_unwind_code_len(codes[used]);
+    }
+    let mut bytes = codes[..used.min(codes.len())].to_vec();
+    bytes.push(0xe4); // end
+    while !bytes.len().is_multiple_of(4) {
+        bytes.push(0xe4);
+    }
+    let code_words = bytes.len() / 4;
+    if code_words > 31 {
+        return Err(err(format!("{code_words} unwind code words exceed the 31 of a short .xdata header")));
+    }
+    // Header: FunctionLength [17:0], Vers [19:18] = 0, X [20] = 0, E [21] = 0, EpilogCount [26:22] = 0,
+    // CodeWords [31:27].
+    let header = (code_len as u32 / 4) | ((code_words as u32) << 27);
+    let mut out = header.to_le_bytes().to_vec();
+    out.extend_from_slice(&bytes);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, UserFuncName};
+    use cranelift_codegen::isa::CallConv;
+    use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+    /// A function that keeps several values live across a call, forcing callee-saved registers.
+    fn function_with_saves(symbols: &mut SymbolTable) -> Function {
+        let mut sig = ir::Signature::new(CallConv::WindowsFastcall);
+        sig.params.push(AbiParam::new(types::I64));
+        sig.returns.push(AbiParam::new(types::I64));
+        let mut func = Function::with_name_signature(UserFuncName::user(1, 0), sig.clone());
+        let callee = symbols.import_function(&mut func, RelocTarget::Function("callee".into()), sig);
+        let slot = symbols
+            .import_symbol(&mut func, RelocTarget::ImportSlot { dll: "ntoskrnl.exe".into(), name: "DbgPrint".into() });
+        let mut fctx = FunctionBuilderContext::new();
+        let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry)[0];
+        let live: Vec<_> = (0..6).map(|i| b.ins().load(types::I64, MemFlagsData::trusted(), p, i * 8)).collect();
+        let call = b.ins().call(callee, &[p]);
+        let mut acc = b.inst_results(call)[0];
+        for v in live {
+            acc = b.ins().iadd(acc, v);
+        }
+        let addr = b.ins().symbol_value(types::I64, slot);
+        acc = b.ins().iadd(acc, addr);
+        b.ins().return_(&[acc]);
+        b.finalize(isa_frontend(&func_isa()));
+        func
+    }
+
+    fn func_isa() -> OwnedTargetIsa {
+        build_isa(Target::X64).unwrap()
+    }
+
+    fn isa_frontend(isa: &OwnedTargetIsa) -> cranelift_codegen::isa::TargetFrontendConfig {
+        isa.frontend_config()
+    }
+
+    #[test]
+    fn x64_relocations_map_to_declared_targets() {
+        let isa = func_isa();
+        let mut symbols = SymbolTable::new();
+        let func = function_with_saves(&mut symbols);
+        let compiled = compile_ir_function(&*isa, "f", func, &symbols).unwrap();
+        let targets: Vec<_> = compiled.relocations.iter().map(|r| (&r.target, r.kind)).collect();
+        assert!(targets.contains(&(&RelocTarget::Function("callee".into()), RelocKind::X64PcRel32)));
+        assert!(targets
+            .iter()
+            .any(|(t, k)| matches!(t, RelocTarget::ImportSlot { .. }) && *k == RelocKind::X64PcRel32));
+    }
+
+    #[test]
+    fn x64_unwind_info_describes_the_real_save_slots() {
+        let isa = func_isa();
+        let mut symbols = SymbolTable::new();
+        let func = function_with_saves(&mut symbols);
+        let compiled = compile_ir_function(&*isa, "f", func, &symbols).unwrap();
+        let UnwindData::X64 { unwind_info } = &compiled.unwind else { panic!("x64 unwind expected") };
+        assert_eq!(unwind_info[0], 1);
+        assert_eq!(unwind_info[3], 0, "no frame register");
+        let count = unwind_info[2] as usize;
+        assert_eq!(unwind_info.len(), 4 + 2 * (count + count % 2));
+        // Walk the codes and check every SAVE_NONVOL against the actual `mov [rsp+disp], reg` in the code.
+        let mut i = 0;
+        let mut saves = 0;
+        let mut saw_alloc = false;
+        while i < count {
+            let at = 4 + 2 * i;
+            let (op_off, op) = (unwind_info[at], unwind_info[at + 1]);
+            match op & 0xf {
+                UWOP_PUSH_NONVOL => i += 1,
+                UWOP_ALLOC_SMALL => {
+                    saw_alloc = true;
+                    i += 1
+                }
+                UWOP_ALLOC_LARGE => {
+                    saw_alloc = true;
+                    i += if op >> 4 == 0 { 2 } else { 3 }
+                }
+                UWOP_SAVE_NONVOL => {
+                    let reg = op >> 4;
+                    let disp = u16::from_le_bytes([unwind_info[at + 2], unwind_info[at + 3]]) as u32 * 8;
+                    // The instruction ending at op_off is `mov [rsp+disp], reg` (REX.W 89 /r with SIB rsp).
+                    let found = (4..=8).any(|len| {
+                        let start = op_off as usize - len;
+                        let ins = &compiled.code[start..op_off as usize];
+                        let rex = ins[0];
+                        ins.len() >= 4
+                            && rex & 0xf8 == 0x48
+                            && ins[1] == 0x89
+                            && ((ins[2] >> 3) & 7) | ((rex & 4) << 1) == reg
+                            && ins[3] == 0x24
+                            && match ins[2] >> 6 {
+                                0 => disp == 0 && ins.len() == 4,
+                                1 => ins.len() == 5 && ins[4] as u32 == disp,
+                                2 => ins.len() == 8 && u32::from_le_bytes(ins[4..8].try_into().unwrap()) == disp,
+                                _ => false,
+                            }
+                    });
+                    assert!(found, "SAVE_NONVOL reg {reg} at +{disp} does not match the code");
+                    saves += 1;
+                    i += 2;
+                }
+                other => panic!("unexpected unwind op {other}"),
+            }
+        }
+        assert!(saw_alloc);
+        assert!(saves > 0, "the test function must save callee-saved registers");
+    }
+
+    #[test]
+    fn arm64_xdata_keeps_zero_bytes_inside_codes_and_drops_padding() {
+        // save_regp x19,#8 (CC 00), set_fp (E1), then padding.
+        let xdata = arm64_xdata("f", 64, &[0xcc, 0x00, 0xe1, 0x00, 0x00, 0x00, 0x00, 0x00]).unwrap();
+        assert_eq!(&xdata[4..], &[0xcc, 0x00, 0xe1, 0xe4]);
+        let header = u32::from_le_bytes(xdata[..4].try_into().unwrap());
+        assert_eq!(header, 16 | (1 << 27));
+    }
+
+    #[test]
+    fn arm64_compiles_with_xdata_header() {
+        let isa = build_isa(Target::Arm64).unwrap();
+        let mut symbols = SymbolTable::new();
+        let func = function_with_saves(&mut symbols);
+        let compiled = compile_ir_function(&*isa, "f", func, &symbols).unwrap();
+        let UnwindData::Arm64 { xdata } = &compiled.unwind else { panic!("arm64 unwind expected") };
+        let header = u32::from_le_bytes(xdata[..4].try_into().unwrap());
+        assert_eq!((header & 0x3ffff) as usize * 4, compiled.code.len());
+        let words = (header >> 27) as usize;
+        assert_eq!(xdata.len(), 4 + 4 * words);
+        assert!(xdata[4..].contains(&0xe4), "unwind codes end with `end`");
+        assert!(compiled.relocations.iter().any(|r| r.kind == RelocKind::Arm64Call26));
+        assert!(compiled.relocations.iter().any(|r| r.kind == RelocKind::Arm64AdrPrelPgHi21));
+    }
+}

@@ -1,0 +1,815 @@
+//! Translation of eBPF instructions into Cranelift IR.
+//!
+//! In: one verified [`Program`] (entry function first, subprograms appended). Out: one Cranelift IR function per
+//! eBPF function plus the [`SymbolTable`] their external names refer to, ready for [`super::codegen`].
+//!
+//! # The translation
+//! - **Registers.** `r0`..`r10` are cranelift-frontend [`Variable`]s of type `i64`, so they live in SSA values
+//!   and machine registers, never in memory. The entry function starts with `r1 = context`,
+//!   `r10 = stack top`, every other register zero (bpf2c zero-initialises its register locals, contract §5.1).
+//! - **Stack.** The entry function owns one explicit stack slot of `512 × frames` bytes, where `frames` is the
+//!   deepest chain of local calls plus one; `r10` points one past its end. A local call passes the callee
+//!   `r10 − 512` (contract §5.7, PREVAIL's frame model), so frames never overlap, and the callee uses that `r10`
+//!   directly: subprograms own no eBPF stack of their own.
+//! - **Control flow.** Every jump target and every instruction after a jump or `exit` starts a Cranelift block;
+//!   `ja` becomes `jump`, conditional jumps `brif`, `exit` `return r0`. Blocks are sealed once the whole
+//!   function is translated (back edges of bounded loops are allowed).
+//! - **ALU.** 64-bit operations work on `i64`. 32-bit operations reduce both operands to `i32`, operate, and
+//!   zero-extend (RFC 9669 §4.1). Cranelift's shifts already mask the count by the type width, which is exactly
+//!   eBPF's rule. Division and modulo never trap: a zero divisor selects the RFC result (x / 0 = 0,
+//!   x % 0 = x) and a divisor of −1 is handled before `sdiv`/`srem` so that INT_MIN / −1 = INT_MIN and
+//!   INT_MIN % −1 = 0.
+//! - **Memory.** Loads and stores are plain Cranelift memory operations at `reg + offset`; atomics use
+//!   `atomic_rmw` / `atomic_cas` (sequentially consistent, `lock`-prefixed on x64 like bpf2c's `Interlocked*`).
+//!   There are no bounds checks: the verifier proved every access safe before lowering.
+//! - **Runtime contract.** Helper calls, map addresses and global-variable addresses go through the
+//!   `program_runtime_context_t` passed as the entry function's second argument; [`RuntimeEnvironment`] is the
+//!   only code that knows its layout (contract §2.2, §5.2–5.4).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    self, types, AbiParam, AtomicRmwOp, Block, Function, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type,
+    UserFuncName, Value,
+};
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+
+use crate::compiled::RelocTarget;
+use crate::isa::{AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, Reg, Width};
+use crate::platform::windows::HELPER_TAIL_CALL;
+use crate::program::{Function as ProgramFunction, Module, Program};
+
+use super::codegen::SymbolTable;
+use super::LowerError;
+
+/// Bytes of eBPF stack per call frame (RFC 9669 §2.4, UBPF_STACK_SIZE in bpf2c).
+pub const STACK_FRAME_SIZE: u32 = 512;
+
+/// The `map_data_t` stride the runtime uses for this module, chosen by the module's reported version
+/// (contract §2.2: ≥ 1.4.0 → 40 bytes, older → 32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum MapDataLayout {
+    /// Modules reporting a version before 1.4.0: `SIZE_INCLUDING(address)` = 32.
+    V1_3,
+    /// Modules reporting 1.4.0 or later: `SIZE_INCLUDING(array_data)` = 40.
+    #[default]
+    V1_4,
+}
+
+impl MapDataLayout {
+    pub fn stride(self) -> i32 {
+        match self {
+            MapDataLayout::V1_3 => 32,
+            MapDataLayout::V1_4 => 40,
+        }
+    }
+}
+
+// `program_runtime_context_t` and the runtime-owned arrays it points to (contract §2.2).
+const RC_HELPER_DATA: i32 = 24;
+const RC_MAP_DATA: i32 = 32;
+const RC_GLOBAL_VARIABLE_SECTION_DATA: i32 = 40;
+const HELPER_DATA_STRIDE: i64 = 40;
+const HELPER_DATA_ADDRESS: i32 = 24;
+const MAP_DATA_ADDRESS: i32 = 24;
+const GLOBAL_SECTION_DATA_STRIDE: i64 = 32;
+const GLOBAL_SECTION_DATA_ADDRESS: i32 = 24;
+
+/// Everything the generated code knows about the eBPF for Windows runtime: the helper table of this program,
+/// the `map_data` stride, which global section a map index is, and the function shapes of contract §5.1.
+#[derive(Clone, Debug)]
+pub struct RuntimeEnvironment {
+    /// Helper id → index into `runtime_context->helper_data`.
+    helper_index: BTreeMap<u32, u32>,
+    /// The program's helper table in index order; 0 marks a sentinel slot (contract §5.2).
+    pub helper_ids: Vec<u32>,
+    /// Module map index → global-variable section index, for `lddw` map-value references.
+    global_section_of_map: BTreeMap<usize, usize>,
+    map_data: MapDataLayout,
+}
+
+impl RuntimeEnvironment {
+    /// The helper table for program `program_index` of `module` (contract §5.2): first-appearance order when
+    /// the module has no subprograms, otherwise the module-wide list sorted by id with sentinels for helpers
+    /// this program does not use.
+    pub fn new(module: &Module, program_index: usize, map_data: MapDataLayout) -> Result<Self, LowerError> {
+        let program = &module.programs[program_index];
+        let used = program_helper_ids(program)?;
+        let module_has_subprograms = module.programs.iter().any(|p| p.functions.len() > 1);
+        let helper_ids: Vec<u32> = if module_has_subprograms {
+            let mut all = BTreeSet::new();
+            for p in &module.programs {
+                all.extend(program_helper_ids(p)?);
+            }
+            all.into_iter().map(|id| if used.contains(&id) { id } else { 0 }).collect()
+        } else {
+            used
+        };
+        let helper_index =
+            helper_ids.iter().enumerate().filter(|(_, &id)| id != 0).map(|(i, &id)| (id, i as u32)).collect();
+        let global_section_of_map = module.global_sections.iter().enumerate().map(|(g, s)| (s.map_index, g)).collect();
+        Ok(RuntimeEnvironment { helper_index, helper_ids, global_section_of_map, map_data })
+    }
+
+    /// `fn(context, runtime_context) -> u64` (contract §5.1).
+    pub fn entry_signature() -> ir::Signature {
+        let mut sig = ir::Signature::new(CallConv::WindowsFastcall);
+        sig.params.extend([AbiParam::new(types::I64); 2]);
+        sig.returns.push(AbiParam::new(types::I64));
+        sig
+    }
+
+    /// `fn(r1, r2, r3, r4, r5, r10, context, runtime_context) -> u64` (contract §5.1).
+    pub fn local_function_signature() -> ir::Signature {
+        let mut sig = ir::Signature::new(CallConv::WindowsFastcall);
+        sig.params.extend([AbiParam::new(types::I64); 8]);
+        sig.returns.push(AbiParam::new(types::I64));
+        sig
+    }
+
+    /// `helper_function_t`: `fn(r1, r2, r3, r4, r5, context) -> u64`.
+    pub fn helper_signature() -> ir::Signature {
+        let mut sig = ir::Signature::new(CallConv::WindowsFastcall);
+        sig.params.extend([AbiParam::new(types::I64); 6]);
+        sig.returns.push(AbiParam::new(types::I64));
+        sig
+    }
+
+    fn flags() -> MemFlagsData {
+        // Runtime-owned tables are valid, aligned and not modified while the program runs.
+        MemFlagsData::trusted().with_readonly()
+    }
+
+    /// `runtime_context->helper_data[i].address`.
+    fn helper_address(&self, b: &mut FunctionBuilder, rc: Value, id: u32) -> Option<Value> {
+        let index = *self.helper_index.get(&id)?;
+        let table = b.ins().load(types::I64, Self::flags(), rc, RC_HELPER_DATA);
+        let offset = HELPER_DATA_STRIDE * index as i64 + HELPER_DATA_ADDRESS as i64;
+        Some(b.ins().load(types::I64, Self::flags(), table, offset as i32))
+    }
+
+    /// `runtime_context->map_data[m].address`.
+    fn map_address(&self, b: &mut FunctionBuilder, rc: Value, map: usize) -> Value {
+        let table = b.ins().load(types::I64, Self::flags(), rc, RC_MAP_DATA);
+        let offset = self.map_data.stride() as i64 * map as i64 + MAP_DATA_ADDRESS as i64;
+        b.ins().load(types::I64, Self::flags(), table, offset as i32)
+    }
+
+    /// `runtime_context->global_variable_section_data[g].address_of_map_value + offset`.
+    fn global_address(&self, b: &mut FunctionBuilder, rc: Value, map: usize, offset: u32) -> Option<Value> {
+        let section = *self.global_section_of_map.get(&map)?;
+        let table = b.ins().load(types::I64, Self::flags(), rc, RC_GLOBAL_VARIABLE_SECTION_DATA);
+        let entry = GLOBAL_SECTION_DATA_STRIDE * section as i64 + GLOBAL_SECTION_DATA_ADDRESS as i64;
+        let base = b.ins().load(types::I64, Self::flags(), table, entry as i32);
+        Some(b.ins().iadd_imm_s(base, offset as i64))
+    }
+}
+
+/// Helper ids a program calls, in first-appearance order (`call imm` and constant `callx`).
+pub fn program_helper_ids(program: &Program) -> Result<Vec<u32>, LowerError> {
+    let mut ids = Vec::new();
+    for (pc, insn) in program.instructions.iter().enumerate() {
+        let id = match *insn {
+            Instruction::CallHelper { id } => id as u32,
+            Instruction::CallReg { reg } => callx_helper_id(program, pc, reg)?,
+            _ => continue,
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// The helper id a `callx` at `pc` calls: the register must have been loaded with a constant by an earlier
+/// instruction of the same straight-line sequence (the verifier only accepts constant helper ids).
+fn callx_helper_id(program: &Program, pc: usize, reg: Reg) -> Result<u32, LowerError> {
+    let unsupported = |message: String| LowerError::Unsupported { program: program.name.clone(), slot: pc, message };
+    let jump_targets: BTreeSet<usize> = program
+        .instructions
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| matches!(i, Instruction::Jump { .. } | Instruction::JumpIf { .. }))
+        .filter_map(|(p, i)| i.jump_target(p))
+        .filter_map(|t| usize::try_from(t).ok())
+        .collect();
+    let mut at = pc;
+    while at > 0 && !jump_targets.contains(&at) {
+        at -= 1;
+        match program.instructions[at] {
+            Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst, src: Operand::Imm(id) } if dst == reg => {
+                return u32::try_from(id).map_err(|_| unsupported(format!("callx target {reg} holds {id}")));
+            }
+            Instruction::LoadImm64 { dst, kind: Imm64Kind::Imm, imm, next_imm } if dst == reg => {
+                return u32::try_from(Instruction::imm64(imm, next_imm))
+                    .map_err(|_| unsupported(format!("callx target {reg} is not a helper id")));
+            }
+            Instruction::Jump { .. } | Instruction::JumpIf { .. } | Instruction::Exit => break,
+            Instruction::CallHelper { .. } | Instruction::CallLocal { .. } | Instruction::CallReg { .. }
+                if reg.index() <= 5 =>
+            {
+                break
+            }
+            ref other if writes_register(other, reg) => break,
+            _ => {}
+        }
+    }
+    Err(unsupported(format!("callx through {reg}: the helper id is not a compile-time constant")))
+}
+
+fn writes_register(insn: &Instruction, reg: Reg) -> bool {
+    match *insn {
+        Instruction::Alu { dst, .. }
+        | Instruction::Endian { dst, .. }
+        | Instruction::LoadImm64 { dst, .. }
+        | Instruction::Load { dst, .. } => dst == reg,
+        Instruction::Atomic { op: AtomicOp::CmpXchg, .. } => reg == Reg::R0,
+        Instruction::Atomic { fetch: true, src, .. } => src == reg,
+        _ => false,
+    }
+}
+
+/// Splits a flat instruction sequence into functions at the targets of local calls: for programs given as raw
+/// bytecode (conformance tests, the plugin), where there is no ELF symbol table to say where functions start.
+pub fn functions_from_calls(instructions: &[Instruction]) -> Vec<ProgramFunction> {
+    let mut starts = BTreeSet::from([0usize]);
+    for (pc, insn) in instructions.iter().enumerate() {
+        if let Instruction::CallLocal { .. } = insn {
+            if let Some(t) = insn.jump_target(pc).and_then(|t| usize::try_from(t).ok()) {
+                if t < instructions.len() {
+                    starts.insert(t);
+                }
+            }
+        }
+    }
+    let starts: Vec<usize> = starts.into_iter().collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| ProgramFunction {
+            name: if start == 0 { String::new() } else { format!("sub_{start}") },
+            start,
+            end: starts.get(i + 1).copied().unwrap_or(instructions.len()),
+        })
+        .collect()
+}
+
+/// The result of translating one program: IR functions (entry first) and the symbols they reference.
+pub struct TranslatedProgram {
+    /// (unique symbol name, IR) per eBPF function, the entry function first.
+    pub functions: Vec<(String, Function)>,
+    pub symbols: SymbolTable,
+    pub helper_ids: Vec<u32>,
+    pub referenced_maps: Vec<u16>,
+}
+
+/// The symbol name of function `index` of `program` (unique within a driver image).
+pub fn function_symbol(program: &Program, index: usize) -> String {
+    if index == 0 {
+        program.name.clone()
+    } else {
+        let f = &program.functions[index];
+        let name = if f.name.is_empty() { format!("sub_{}", f.start) } else { f.name.clone() };
+        format!("{}.{}", program.name, name)
+    }
+}
+
+/// Translates program `program_index` of `module` into Cranelift IR.
+pub fn translate_program(
+    module: &Module,
+    program_index: usize,
+    map_data: MapDataLayout,
+    frontend: TargetFrontendConfig,
+) -> Result<TranslatedProgram, LowerError> {
+    let program = &module.programs[program_index];
+    let env = RuntimeEnvironment::new(module, program_index, map_data)?;
+    if program.functions.is_empty() || program.functions[0].start != 0 {
+        return Err(LowerError::Unsupported {
+            program: program.name.clone(),
+            slot: 0,
+            message: "the program has no entry function at slot 0".into(),
+        });
+    }
+    let frames = call_depth(program)?;
+    let mut symbols = SymbolTable::new();
+    let mut referenced_maps = BTreeSet::new();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut functions = Vec::with_capacity(program.functions.len());
+    for index in 0..program.functions.len() {
+        let mut translator = FunctionTranslator {
+            env: &env,
+            module,
+            program,
+            index,
+            symbols: &mut symbols,
+            referenced_maps: &mut referenced_maps,
+        };
+        let func = translator.translate(&mut fctx, frames, frontend)?;
+        functions.push((function_symbol(program, index), func));
+    }
+    Ok(TranslatedProgram {
+        functions,
+        symbols,
+        helper_ids: env.helper_ids,
+        referenced_maps: referenced_maps.into_iter().collect(),
+    })
+}
+
+/// Frames the deepest chain of local calls needs (1 without calls); recursion is rejected.
+fn call_depth(program: &Program) -> Result<u32, LowerError> {
+    fn depth(
+        program: &Program,
+        f: usize,
+        visiting: &mut Vec<bool>,
+        memo: &mut Vec<Option<u32>>,
+    ) -> Result<u32, LowerError> {
+        if let Some(d) = memo[f] {
+            return Ok(d);
+        }
+        if visiting[f] {
+            return Err(LowerError::Unsupported {
+                program: program.name.clone(),
+                slot: program.functions[f].start,
+                message: "recursive local calls".into(),
+            });
+        }
+        visiting[f] = true;
+        let func = &program.functions[f];
+        let mut deepest = 0;
+        for pc in func.start..func.end {
+            if let Instruction::CallLocal { .. } = program.instructions[pc] {
+                let callee = callee_index(program, pc)?;
+                deepest = deepest.max(depth(program, callee, visiting, memo)?);
+            }
+        }
+        visiting[f] = false;
+        memo[f] = Some(deepest + 1);
+        Ok(deepest + 1)
+    }
+    let n = program.functions.len();
+    depth(program, 0, &mut vec![false; n], &mut vec![None; n])
+}
+
+fn callee_index(program: &Program, pc: usize) -> Result<usize, LowerError> {
+    let target = program.instructions[pc].jump_target(pc).unwrap_or(-1);
+    program.functions.iter().position(|f| f.start as i64 == target).ok_or_else(|| LowerError::Unsupported {
+        program: program.name.clone(),
+        slot: pc,
+        message: format!("local call target slot {target} is not the start of a function"),
+    })
+}
+
+struct FunctionTranslator<'a> {
+    env: &'a RuntimeEnvironment,
+    module: &'a Module,
+    program: &'a Program,
+    index: usize,
+    symbols: &'a mut SymbolTable,
+    referenced_maps: &'a mut BTreeSet<u16>,
+}
+
+/// Values every instruction of a function may need.
+struct Frame {
+    regs: [Variable; Reg::COUNT],
+    context: Value,
+    runtime_context: Value,
+}
+
+fn mem() -> MemFlagsData {
+    // Program memory: may be shared with other CPUs (maps) and is not known to be aligned.
+    MemFlagsData::new()
+}
+
+impl FunctionTranslator<'_> {
+    fn unsupported(&self, slot: usize, message: impl Into<String>) -> LowerError {
+        LowerError::Unsupported { program: self.program.name.clone(), slot, message: message.into() }
+    }
+
+    fn translate(
+        &mut self,
+        fctx: &mut FunctionBuilderContext,
+        frames: u32,
+        frontend: TargetFrontendConfig,
+    ) -> Result<Function, LowerError> {
+        let pf = self.program.functions[self.index].clone();
+        let is_entry = self.index == 0;
+        let sig = if is_entry {
+            RuntimeEnvironment::entry_signature()
+        } else {
+            RuntimeEnvironment::local_function_signature()
+        };
+        let mut func = Function::with_name_signature(UserFuncName::user(1, self.index as u32), sig);
+        let mut b = FunctionBuilder::new(&mut func, fctx);
+
+        // Blocks: function start, jump targets, and the instruction after every jump or exit.
+        let len = pf.end - pf.start;
+        let mut block_at: Vec<Option<Block>> = vec![None; len];
+        let mut leader = |slot: i64, from: usize, b: &mut FunctionBuilder| -> Result<(), LowerError> {
+            if slot < pf.start as i64 || slot >= pf.end as i64 {
+                if slot == pf.end as i64 {
+                    return Ok(()); // Fall-through past the end after a terminator: nothing to start.
+                }
+                return Err(self.unsupported(from, format!("jump target slot {slot} leaves the function")));
+            }
+            let slot = slot as usize;
+            if matches!(self.program.instructions[slot], Instruction::LoadImm64Continuation) {
+                return Err(self.unsupported(from, "jump into the middle of an lddw"));
+            }
+            if block_at[slot - pf.start].is_none() {
+                block_at[slot - pf.start] = Some(b.create_block());
+            }
+            Ok(())
+        };
+        leader(pf.start as i64, pf.start, &mut b)?;
+        for pc in pf.start..pf.end {
+            let insn = &self.program.instructions[pc];
+            match insn {
+                Instruction::Jump { .. } | Instruction::JumpIf { .. } => {
+                    leader(insn.jump_target(pc).expect("jump"), pc, &mut b)?;
+                    leader(pc as i64 + 1, pc, &mut b)?;
+                }
+                Instruction::Exit => leader(pc as i64 + 1, pc, &mut b)?,
+                _ => {}
+            }
+        }
+
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let params = b.block_params(entry).to_vec();
+        let regs: [Variable; Reg::COUNT] = std::array::from_fn(|_| b.declare_var(types::I64));
+        let zero = b.ins().iconst(types::I64, 0);
+        for r in regs {
+            b.def_var(r, zero);
+        }
+        let frame = if is_entry {
+            let size = STACK_FRAME_SIZE * frames;
+            let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 4));
+            let base = b.ins().stack_addr(types::I64, slot, 0);
+            let top = b.ins().iadd_imm_s(base, size as i64);
+            b.def_var(regs[1], params[0]);
+            b.def_var(regs[10], top);
+            Frame { regs, context: params[0], runtime_context: params[1] }
+        } else {
+            for (i, r) in [1, 2, 3, 4, 5, 10].into_iter().enumerate() {
+                b.def_var(regs[r], params[i]);
+            }
+            Frame { regs, context: params[6], runtime_context: params[7] }
+        };
+        let first = block_at[0].expect("function start is a leader");
+        b.ins().jump(first, &[]);
+
+        let mut terminated = true;
+        for pc in pf.start..pf.end {
+            if let Some(block) = block_at[pc - pf.start] {
+                if !terminated {
+                    b.ins().jump(block, &[]);
+                }
+                b.switch_to_block(block);
+            } else if terminated {
+                continue; // An lddw continuation after a terminator, or dead code without a label.
+            }
+            let insn = self.program.instructions[pc];
+            terminated = self.translate_instruction(&mut b, &frame, &block_at, pf.start, pc, insn)?;
+        }
+        if !terminated {
+            // Falling off the end of a function: the verifier rejects it; never reached at run time.
+            b.ins().trap(ir::TrapCode::unwrap_user(1));
+        }
+        b.seal_all_blocks();
+        b.finalize(frontend);
+        Ok(func)
+    }
+
+    fn operand(b: &mut FunctionBuilder, frame: &Frame, width: Width, src: Operand) -> Value {
+        match (width, src) {
+            (Width::W64, Operand::Reg(r)) => b.use_var(frame.regs[r.index()]),
+            (Width::W64, Operand::Imm(i)) => b.ins().iconst(types::I64, i as i64),
+            (Width::W32, Operand::Reg(r)) => {
+                let v = b.use_var(frame.regs[r.index()]);
+                b.ins().ireduce(types::I32, v)
+            }
+            (Width::W32, Operand::Imm(i)) => b.ins().iconst(types::I32, i as u32 as i64),
+        }
+    }
+
+    fn ty(width: Width) -> Type {
+        match width {
+            Width::W32 => types::I32,
+            Width::W64 => types::I64,
+        }
+    }
+
+    /// Translates one instruction; returns whether it ended the block.
+    fn translate_instruction(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        block_at: &[Option<Block>],
+        start: usize,
+        pc: usize,
+        insn: Instruction,
+    ) -> Result<bool, LowerError> {
+        let reg = |r: Reg| frame.regs[r.index()];
+        let block = |slot: i64| block_at[slot as usize - start].expect("jump targets are leaders");
+        match insn {
+            // ---- ALU (RFC 9669 §4.1) ----
+            Instruction::Alu { width, op, dst, src } => {
+                let ty = Self::ty(width);
+                let s = Self::operand(b, frame, width, src);
+                let d64 = b.use_var(reg(dst));
+                let d = if width == Width::W32 { b.ins().ireduce(types::I32, d64) } else { d64 };
+                let result = match op {
+                    AluOp::Add => b.ins().iadd(d, s),
+                    AluOp::Sub => b.ins().isub(d, s),
+                    AluOp::Mul => b.ins().imul(d, s),
+                    AluOp::Or => b.ins().bor(d, s),
+                    AluOp::And => b.ins().band(d, s),
+                    AluOp::Xor => b.ins().bxor(d, s),
+                    // Cranelift masks shift counts by the type width, as RFC 9669 requires.
+                    AluOp::Lsh => b.ins().ishl(d, s),
+                    AluOp::Rsh => b.ins().ushr(d, s),
+                    AluOp::Arsh => b.ins().sshr(d, s),
+                    AluOp::Neg => b.ins().ineg(d),
+                    AluOp::Mov => s,
+                    AluOp::MovSx(bits) => {
+                        let narrow = match bits {
+                            8 => types::I8,
+                            16 => types::I16,
+                            32 => types::I32,
+                            other => return Err(self.unsupported(pc, format!("movsx from {other} bits"))),
+                        };
+                        if narrow == ty {
+                            s
+                        } else {
+                            let low = b.ins().ireduce(narrow, s);
+                            b.ins().sextend(ty, low)
+                        }
+                    }
+                    AluOp::Div | AluOp::Mod | AluOp::SDiv | AluOp::SMod => Self::division(b, ty, op, d, s),
+                };
+                let result = if width == Width::W32 { b.ins().uextend(types::I64, result) } else { result };
+                b.def_var(reg(dst), result);
+            }
+            Instruction::Endian { order, bits, dst } => {
+                let v = b.use_var(reg(dst));
+                let narrow = match bits {
+                    16 => types::I16,
+                    32 => types::I32,
+                    64 => types::I64,
+                    other => return Err(self.unsupported(pc, format!("byte swap of {other} bits"))),
+                };
+                let low = if narrow == types::I64 { v } else { b.ins().ireduce(narrow, v) };
+                let value = match order {
+                    // Little-endian targets: to-LE only truncates.
+                    ByteOrder::ToLe => low,
+                    ByteOrder::ToBe | ByteOrder::Swap => b.ins().bswap(low),
+                };
+                let value = if narrow == types::I64 { value } else { b.ins().uextend(types::I64, value) };
+                b.def_var(reg(dst), value);
+            }
+
+            // ---- 64-bit immediates and runtime objects (RFC 9669 §5.4, contract §5.4) ----
+            Instruction::LoadImm64 { dst, kind, imm, next_imm } => {
+                let value = match kind {
+                    Imm64Kind::Imm => b.ins().iconst(types::I64, Instruction::imm64(imm, next_imm) as i64),
+                    Imm64Kind::MapIndex => {
+                        let map = self.map_index(pc, imm)?;
+                        self.env.map_address(b, frame.runtime_context, map)
+                    }
+                    Imm64Kind::MapIndexValue => {
+                        let map = self.map_index(pc, imm)?;
+                        self.env.global_address(b, frame.runtime_context, map, next_imm as u32).ok_or_else(|| {
+                            self.unsupported(pc, format!("map {map} is not a global-variable section"))
+                        })?
+                    }
+                    other => return Err(self.unsupported(pc, format!("lddw {} is not supported", other.name()))),
+                };
+                b.def_var(reg(dst), value);
+            }
+            Instruction::LoadImm64Continuation => {}
+
+            // ---- Memory (RFC 9669 §5.1–5.3) ----
+            Instruction::Load { size, sign_extend, dst, src, offset } => {
+                let addr = b.use_var(reg(src));
+                let off = offset as i32;
+                let value = match (size, sign_extend) {
+                    (MemSize::B, false) => b.ins().uload8(types::I64, mem(), addr, off),
+                    (MemSize::B, true) => b.ins().sload8(types::I64, mem(), addr, off),
+                    (MemSize::H, false) => b.ins().uload16(types::I64, mem(), addr, off),
+                    (MemSize::H, true) => b.ins().sload16(types::I64, mem(), addr, off),
+                    (MemSize::W, false) => b.ins().uload32(mem(), addr, off),
+                    (MemSize::W, true) => b.ins().sload32(mem(), addr, off),
+                    (MemSize::DW, _) => b.ins().load(types::I64, mem(), addr, off),
+                };
+                b.def_var(reg(dst), value);
+            }
+            Instruction::Store { size, dst, offset, src } => {
+                let addr = b.use_var(reg(dst));
+                let value = Self::operand(b, frame, Width::W64, src);
+                let off = offset as i32;
+                match size {
+                    MemSize::B => b.ins().istore8(mem(), value, addr, off),
+                    MemSize::H => b.ins().istore16(mem(), value, addr, off),
+                    MemSize::W => b.ins().istore32(mem(), value, addr, off),
+                    MemSize::DW => b.ins().store(mem(), value, addr, off),
+                };
+            }
+            Instruction::Atomic { size, op, fetch, dst, src, offset } => {
+                let ty = match size {
+                    MemSize::W => types::I32,
+                    MemSize::DW => types::I64,
+                    other => return Err(self.unsupported(pc, format!("atomic access of {} bytes", other.bytes()))),
+                };
+                let base = b.use_var(reg(dst));
+                let addr = b.ins().iadd_imm_s(base, offset as i64);
+                let narrow =
+                    |b: &mut FunctionBuilder, v: Value| if ty == types::I64 { v } else { b.ins().ireduce(ty, v) };
+                let widen = |b: &mut FunctionBuilder, v: Value| {
+                    if ty == types::I64 {
+                        v
+                    } else {
+                        b.ins().uextend(types::I64, v)
+                    }
+                };
+                let s64 = b.use_var(reg(src));
+                let s = narrow(b, s64);
+                match op {
+                    AtomicOp::CmpXchg => {
+                        let r0 = b.use_var(reg(Reg::R0));
+                        let expected = narrow(b, r0);
+                        let old = b.ins().atomic_cas(mem(), addr, expected, s);
+                        let old = widen(b, old);
+                        b.def_var(reg(Reg::R0), old);
+                    }
+                    _ => {
+                        let rmw = match op {
+                            AtomicOp::Add => AtomicRmwOp::Add,
+                            AtomicOp::Or => AtomicRmwOp::Or,
+                            AtomicOp::And => AtomicRmwOp::And,
+                            AtomicOp::Xor => AtomicRmwOp::Xor,
+                            AtomicOp::Xchg => AtomicRmwOp::Xchg,
+                            AtomicOp::CmpXchg => unreachable!("handled above"),
+                        };
+                        let old = b.ins().atomic_rmw(ty, mem(), rmw, addr, s);
+                        if fetch || op == AtomicOp::Xchg {
+                            let old = widen(b, old);
+                            b.def_var(reg(src), old);
+                        }
+                    }
+                }
+            }
+            Instruction::LegacyPacketLoad { .. } => {
+                return Err(self.unsupported(pc, "legacy packet loads (LD_ABS/LD_IND) are not supported"))
+            }
+
+            // ---- Control flow (RFC 9669 §4.3) ----
+            Instruction::Jump { .. } => {
+                let target = block(insn.jump_target(pc).expect("jump"));
+                b.ins().jump(target, &[]);
+                return Ok(true);
+            }
+            Instruction::JumpIf { width, cond, dst, src, .. } => {
+                let s = Self::operand(b, frame, width, src);
+                let d64 = b.use_var(reg(dst));
+                let d = if width == Width::W32 { b.ins().ireduce(types::I32, d64) } else { d64 };
+                let taken = match cond {
+                    JumpCond::Set => {
+                        let bits = b.ins().band(d, s);
+                        b.ins().icmp_imm_s(IntCC::NotEqual, bits, 0)
+                    }
+                    _ => {
+                        let cc = match cond {
+                            JumpCond::Eq => IntCC::Equal,
+                            JumpCond::Ne => IntCC::NotEqual,
+                            JumpCond::Gt => IntCC::UnsignedGreaterThan,
+                            JumpCond::Ge => IntCC::UnsignedGreaterThanOrEqual,
+                            JumpCond::Lt => IntCC::UnsignedLessThan,
+                            JumpCond::Le => IntCC::UnsignedLessThanOrEqual,
+                            JumpCond::Sgt => IntCC::SignedGreaterThan,
+                            JumpCond::Sge => IntCC::SignedGreaterThanOrEqual,
+                            JumpCond::Slt => IntCC::SignedLessThan,
+                            JumpCond::Sle => IntCC::SignedLessThanOrEqual,
+                            JumpCond::Set => unreachable!("handled above"),
+                        };
+                        b.ins().icmp(cc, d, s)
+                    }
+                };
+                let target = block(insn.jump_target(pc).expect("jump"));
+                let next = block(pc as i64 + 1);
+                b.ins().brif(taken, target, &[], next, &[]);
+                return Ok(true);
+            }
+            Instruction::Exit => {
+                let r0 = b.use_var(reg(Reg::R0));
+                b.ins().return_(&[r0]);
+                return Ok(true);
+            }
+
+            // ---- Calls (contract §5.1–5.3) ----
+            Instruction::CallHelper { id } => self.call_helper(b, frame, pc, id as u32)?,
+            Instruction::CallReg { reg: r } => {
+                let id = callx_helper_id(self.program, pc, r)?;
+                self.call_helper(b, frame, pc, id)?;
+            }
+            Instruction::CallLocal { .. } => {
+                let callee = callee_index(self.program, pc)?;
+                let name = function_symbol(self.program, callee);
+                let fref = self.symbols.import_function(
+                    b.func,
+                    RelocTarget::Function(name),
+                    RuntimeEnvironment::local_function_signature(),
+                );
+                let mut args = Vec::with_capacity(8);
+                for r in 1..=5 {
+                    args.push(b.use_var(frame.regs[r]));
+                }
+                let r10 = b.use_var(frame.regs[10]);
+                args.push(b.ins().iadd_imm_s(r10, -(STACK_FRAME_SIZE as i64)));
+                args.push(frame.context);
+                args.push(frame.runtime_context);
+                let call = b.ins().call(fref, &args);
+                let r0 = b.inst_results(call)[0];
+                b.def_var(reg(Reg::R0), r0);
+            }
+            Instruction::CallBtf { .. } => {
+                return Err(self.unsupported(pc, "calls of BTF-resolved functions (kfuncs) are not supported"))
+            }
+        }
+        Ok(false)
+    }
+
+    fn map_index(&mut self, pc: usize, imm: i32) -> Result<usize, LowerError> {
+        let map = usize::try_from(imm).ok().filter(|&m| m < self.module.maps.len()).ok_or_else(|| {
+            self.unsupported(pc, format!("lddw refers to map index {imm}, the module has {}", self.module.maps.len()))
+        })?;
+        self.referenced_maps.insert(map as u16);
+        Ok(map)
+    }
+
+    /// `r0 = helper_data[i].address(r1..r5, context)`; after `bpf_tail_call`, `if (r0 == 0) return 0`.
+    fn call_helper(&mut self, b: &mut FunctionBuilder, frame: &Frame, pc: usize, id: u32) -> Result<(), LowerError> {
+        let address = self
+            .env
+            .helper_address(b, frame.runtime_context, id)
+            .ok_or_else(|| self.unsupported(pc, format!("helper {id} is missing from the helper table")))?;
+        let sig = b.import_signature(RuntimeEnvironment::helper_signature());
+        let mut args = Vec::with_capacity(6);
+        for r in 1..=5 {
+            args.push(b.use_var(frame.regs[r]));
+        }
+        args.push(frame.context);
+        let call = b.ins().call_indirect(sig, address, &args);
+        let r0 = b.inst_results(call)[0];
+        b.def_var(frame.regs[0], r0);
+        if id == HELPER_TAIL_CALL {
+            let done = b.create_block();
+            let cont = b.create_block();
+            b.ins().brif(r0, cont, &[], done, &[]);
+            b.switch_to_block(done);
+            let zero = b.ins().iconst(types::I64, 0);
+            b.ins().return_(&[zero]);
+            b.switch_to_block(cont);
+        }
+        Ok(())
+    }
+
+    /// DIV/MOD/SDIV/SMOD without traps (RFC 9669 §4.1): x / 0 = 0, x % 0 = x, INT_MIN / −1 = INT_MIN,
+    /// INT_MIN % −1 = 0.
+    fn division(b: &mut FunctionBuilder, ty: Type, op: AluOp, d: Value, s: Value) -> Value {
+        let zero = b.ins().iconst(ty, 0);
+        let one = b.ins().iconst(ty, 1);
+        let is_zero = b.ins().icmp_imm_s(IntCC::Equal, s, 0);
+        match op {
+            AluOp::Div | AluOp::Mod => {
+                let divisor = b.ins().select(is_zero, one, s);
+                if op == AluOp::Div {
+                    let q = b.ins().udiv(d, divisor);
+                    b.ins().select(is_zero, zero, q)
+                } else {
+                    let r = b.ins().urem(d, divisor);
+                    b.ins().select(is_zero, d, r)
+                }
+            }
+            _ => {
+                let minus_one = if ty == types::I32 { u32::MAX as i64 } else { -1 };
+                let minus_one = b.ins().iconst(ty, minus_one);
+                let is_minus_one = b.ins().icmp(IntCC::Equal, s, minus_one);
+                let special = b.ins().bor(is_zero, is_minus_one);
+                let divisor = b.ins().select(special, one, s);
+                if op == AluOp::SDiv {
+                    let q = b.ins().sdiv(d, divisor);
+                    let negated = b.ins().ineg(d);
+                    let q = b.ins().select(is_minus_one, negated, q);
+                    b.ins().select(is_zero, zero, q)
+                } else {
+                    let r = b.ins().srem(d, divisor);
+                    let r = b.ins().select(is_minus_one, zero, r);
+                    b.ins().select(is_zero, d, r)
+                }
+            }
+        }
+    }
+}

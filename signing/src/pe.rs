@@ -1,0 +1,388 @@
+//! PE32+ layout facts that Authenticode needs: where the CheckSum field and the Certificate Table directory
+//! entry are, the section table, the certificate table, the image checksum, the Authenticode image hash and the
+//! page-hash table.
+//!
+//! Input: the bytes of a PE32+ file. Output: offsets, digests and rewritten bytes. Every read is bounds-checked;
+//! a truncated or inconsistent header gives [`SigningError::MalformedPe`] naming the field.
+//!
+//! References: PE format spec ("Optional Header Data Directories", "The Attribute Certificate Table", appendix A),
+//! Authenticode_PE.docx via driver-image-and-signing.md §3.1, §3.2 and §3.4, osslsigncode `pe.c`.
+
+use crate::error::SigningError;
+use sha2::{Digest, Sha256};
+
+/// `IMAGE_NT_OPTIONAL_HDR64_MAGIC`.
+const PE32PLUS_MAGIC: u16 = 0x20b;
+/// `IMAGE_DIRECTORY_ENTRY_SECURITY`: the Certificate Table data directory (its address is a file offset).
+const SECURITY_DIRECTORY: u32 = 4;
+/// WIN_CERTIFICATE header: dwLength, wRevision, wCertificateType.
+pub const WIN_CERTIFICATE_HEADER_LEN: usize = 8;
+pub const WIN_CERT_REVISION_2_0: u16 = 0x0200;
+pub const WIN_CERT_TYPE_PKCS_SIGNED_DATA: u16 = 0x0002;
+
+/// One entry of the section table, reduced to what hashing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionRange {
+    pub name: String,
+    pub virtual_address: u32,
+    pub pointer_to_raw_data: u32,
+    pub size_of_raw_data: u32,
+}
+
+/// Offsets of the fields Authenticode excludes or rewrites, parsed from a PE32+ file.
+#[derive(Debug, Clone)]
+pub struct PeLayout {
+    /// File offset of `OptionalHeader.CheckSum`.
+    pub checksum_offset: usize,
+    /// File offset of the 8-byte Certificate Table data directory entry.
+    pub security_dir_offset: usize,
+    /// `OptionalHeader.SizeOfHeaders`.
+    pub size_of_headers: u32,
+    /// `OptionalHeader.SectionAlignment` (the page size of page hashes).
+    pub section_alignment: u32,
+    /// `OptionalHeader.FileAlignment`.
+    pub file_alignment: u32,
+    /// Certificate table as recorded in the data directory: (file offset, size); (0, 0) when unsigned.
+    pub certificate_table: (u32, u32),
+    pub sections: Vec<SectionRange>,
+    /// Length of the file these offsets describe.
+    pub file_len: usize,
+}
+
+fn read_u16(data: &[u8], offset: usize, what: &str) -> Result<u16, SigningError> {
+    data.get(offset..offset + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .ok_or_else(|| SigningError::MalformedPe(format!("file ends before {what} at offset {offset:#x}")))
+}
+
+fn read_u32(data: &[u8], offset: usize, what: &str) -> Result<u32, SigningError> {
+    data.get(offset..offset + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| SigningError::MalformedPe(format!("file ends before {what} at offset {offset:#x}")))
+}
+
+impl PeLayout {
+    /// Parses the headers of a PE32+ image.
+    pub fn parse(data: &[u8]) -> Result<Self, SigningError> {
+        if data.get(0..2) != Some(b"MZ") {
+            return Err(SigningError::MalformedPe("missing MZ signature at offset 0".into()));
+        }
+        let e_lfanew = read_u32(data, 0x3c, "e_lfanew")? as usize;
+        if data.get(e_lfanew..e_lfanew + 4) != Some(b"PE\0\0") {
+            return Err(SigningError::MalformedPe(format!("missing PE signature at e_lfanew {e_lfanew:#x}")));
+        }
+        let coff = e_lfanew + 4;
+        let number_of_sections = read_u16(data, coff + 2, "COFF NumberOfSections")? as usize;
+        let size_of_optional_header = read_u16(data, coff + 16, "COFF SizeOfOptionalHeader")? as usize;
+        let opt = coff + 20;
+        let magic = read_u16(data, opt, "optional header magic")?;
+        if magic != PE32PLUS_MAGIC {
+            return Err(SigningError::UnsupportedPe(format!(
+                "optional header magic {magic:#x}: only PE32+ (0x20b) images, as Windows x64/ARM64 drivers are"
+            )));
+        }
+        let section_alignment = read_u32(data, opt + 32, "SectionAlignment")?;
+        let file_alignment = read_u32(data, opt + 36, "FileAlignment")?;
+        let size_of_headers = read_u32(data, opt + 60, "SizeOfHeaders")?;
+        let checksum_offset = opt + 64;
+        let number_of_rva_and_sizes = read_u32(data, opt + 108, "NumberOfRvaAndSizes")?;
+        if number_of_rva_and_sizes <= SECURITY_DIRECTORY {
+            return Err(SigningError::MalformedPe(format!(
+                "NumberOfRvaAndSizes is {number_of_rva_and_sizes}: no Certificate Table directory entry"
+            )));
+        }
+        let data_dirs = opt + 112;
+        let security_dir_offset = data_dirs + 8 * SECURITY_DIRECTORY as usize;
+        if security_dir_offset + 8 > opt + size_of_optional_header {
+            return Err(SigningError::MalformedPe(format!(
+                "SizeOfOptionalHeader {size_of_optional_header:#x} does not cover the Certificate Table entry"
+            )));
+        }
+        let cert_offset = read_u32(data, security_dir_offset, "Certificate Table offset")?;
+        let cert_size = read_u32(data, security_dir_offset + 4, "Certificate Table size")?;
+
+        let section_table = opt + size_of_optional_header;
+        let section_table_end = section_table + 40 * number_of_sections;
+        if section_table_end > data.len() {
+            return Err(SigningError::MalformedPe(format!(
+                "section table ({number_of_sections} entries at {section_table:#x}) runs past the end of the file"
+            )));
+        }
+        if (size_of_headers as usize) < section_table_end || size_of_headers as usize > data.len() {
+            return Err(SigningError::MalformedPe(format!(
+                "SizeOfHeaders {size_of_headers:#x} does not cover the section table (ends at {section_table_end:#x}) \
+                 or exceeds the file length {:#x}",
+                data.len()
+            )));
+        }
+        let mut sections = Vec::with_capacity(number_of_sections);
+        for i in 0..number_of_sections {
+            let s = section_table + 40 * i;
+            let raw_name = &data[s..s + 8];
+            let name_len = raw_name.iter().position(|&b| b == 0).unwrap_or(8);
+            let name = String::from_utf8_lossy(&raw_name[..name_len]).into_owned();
+            let virtual_address = read_u32(data, s + 12, "section VirtualAddress")?;
+            let size_of_raw_data = read_u32(data, s + 16, "section SizeOfRawData")?;
+            let pointer_to_raw_data = read_u32(data, s + 20, "section PointerToRawData")?;
+            if size_of_raw_data != 0 && pointer_to_raw_data as u64 + size_of_raw_data as u64 > data.len() as u64 {
+                return Err(SigningError::MalformedPe(format!(
+                    "section {name:?} raw data {pointer_to_raw_data:#x}+{size_of_raw_data:#x} runs past the end \
+                     of the file ({:#x})",
+                    data.len()
+                )));
+            }
+            sections.push(SectionRange { name, virtual_address, pointer_to_raw_data, size_of_raw_data });
+        }
+        let layout = PeLayout {
+            checksum_offset,
+            security_dir_offset,
+            size_of_headers,
+            section_alignment,
+            file_alignment,
+            certificate_table: (cert_offset, cert_size),
+            sections,
+            file_len: data.len(),
+        };
+        if cert_offset != 0 || cert_size != 0 {
+            let end = cert_offset as u64 + cert_size as u64;
+            if (cert_offset as usize) < size_of_headers as usize || end > data.len() as u64 {
+                return Err(SigningError::MalformedPe(format!(
+                    "Certificate Table {cert_offset:#x}+{cert_size:#x} lies outside the file (length {:#x})",
+                    data.len()
+                )));
+            }
+        }
+        Ok(layout)
+    }
+
+    /// End of the bytes that are signed: the certificate table's start, or the end of the file.
+    pub fn signed_end(&self) -> usize {
+        match self.certificate_table {
+            (0, 0) => self.file_len,
+            (offset, _) => offset as usize,
+        }
+    }
+
+    pub fn is_signed(&self) -> bool {
+        self.certificate_table != (0, 0)
+    }
+
+    /// End of the last section's raw data (what the page-hash table's final entry records).
+    pub fn end_of_section_data(&self) -> usize {
+        self.sections
+            .iter()
+            .filter(|s| s.size_of_raw_data != 0)
+            .map(|s| s.pointer_to_raw_data as usize + s.size_of_raw_data as usize)
+            .max()
+            .unwrap_or(self.size_of_headers as usize)
+    }
+}
+
+/// The PE image checksum (CheckSumMappedFile; osslsigncode `pe_calc_checksum`): 16-bit one's-complement-style
+/// sum over the file with the CheckSum field taken as zero, plus the file length.
+pub fn pe_checksum(data: &[u8], checksum_offset: usize) -> u32 {
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    while i < data.len() {
+        let word = if i >= checksum_offset && i < checksum_offset + 4 {
+            0
+        } else if i + 1 < data.len() {
+            u16::from_le_bytes([data[i], data[i + 1]]) as u64
+        } else {
+            data[i] as u64
+        };
+        sum += word;
+        sum = (sum & 0xffff) + (sum >> 16);
+        i += 2;
+    }
+    let folded = (sum & 0xffff) + (sum >> 16);
+    (folded as u32 & 0xffff).wrapping_add(data.len() as u32)
+}
+
+/// Reads the CheckSum field recorded in the header.
+pub fn recorded_checksum(data: &[u8], layout: &PeLayout) -> u32 {
+    read_u32(data, layout.checksum_offset, "CheckSum").unwrap_or(0)
+}
+
+/// Writes a freshly computed checksum into the header (PE spec: it covers the whole file, so this runs last).
+pub fn update_checksum(data: &mut [u8], layout: &PeLayout) {
+    let checksum = pe_checksum(data, layout.checksum_offset);
+    data[layout.checksum_offset..layout.checksum_offset + 4].copy_from_slice(&checksum.to_le_bytes());
+}
+
+/// The Authenticode SHA-256 image hash (driver-image-and-signing.md §3.2, the linear form osslsigncode and signify
+/// use): the file from 0 to the certificate table (or EOF) without the CheckSum field and the Certificate Table
+/// directory entry, zero-padded to a multiple of 8 inside the hash.
+pub fn authenticode_sha256(data: &[u8], layout: &PeLayout) -> [u8; 32] {
+    let end = layout.signed_end();
+    let mut hasher = Sha256::new();
+    hasher.update(&data[..layout.checksum_offset]);
+    hasher.update(&data[layout.checksum_offset + 4..layout.security_dir_offset]);
+    hasher.update(&data[layout.security_dir_offset + 8..end]);
+    let pad = (8 - end % 8) % 8;
+    hasher.update(&[0u8; 8][..pad]);
+    hasher.finalize().into()
+}
+
+/// Page-hash table for `SpcPeImagePageHashes` V2 (SHA-256), as osslsigncode `pe_page_hash_calc` builds it:
+/// `{u32 offset, sha256}` for the headers (without CheckSum and the Certificate Table entry, zero-padded to one
+/// page), one entry per page of each section's raw data (last page zero-padded), and a final
+/// `{end of last section, zero digest}`.
+pub fn page_hashes_sha256(data: &[u8], layout: &PeLayout) -> Result<Vec<u8>, SigningError> {
+    let page = layout.section_alignment as usize;
+    if page == 0 || !page.is_power_of_two() {
+        return Err(SigningError::UnsupportedPe(format!(
+            "SectionAlignment {page:#x} is not a power of two; page hashes need a page size"
+        )));
+    }
+    let headers = layout.size_of_headers as usize;
+    if headers > page {
+        return Err(SigningError::UnsupportedPe(format!(
+            "SizeOfHeaders {headers:#x} exceeds the page size {page:#x}; page hashes cover the headers in one page"
+        )));
+    }
+    let zeroes = vec![0u8; page];
+    let mut table = Vec::new();
+    let mut hasher = Sha256::new();
+    hasher.update(&data[..layout.checksum_offset]);
+    hasher.update(&data[layout.checksum_offset + 4..layout.security_dir_offset]);
+    hasher.update(&data[layout.security_dir_offset + 8..headers]);
+    hasher.update(&zeroes[..page - headers]);
+    table.extend_from_slice(&0u32.to_le_bytes());
+    table.extend_from_slice(&hasher.finalize());
+    let mut last_end = 0usize;
+    for section in layout.sections.iter().filter(|s| s.size_of_raw_data != 0) {
+        let start = section.pointer_to_raw_data as usize;
+        let size = section.size_of_raw_data as usize;
+        let mut offset = 0;
+        while offset < size {
+            let chunk = &data[start + offset..start + size.min(offset + page)];
+            let mut hasher = Sha256::new();
+            hasher.update(chunk);
+            hasher.update(&zeroes[..page - chunk.len()]);
+            table.extend_from_slice(&((start + offset) as u32).to_le_bytes());
+            table.extend_from_slice(&hasher.finalize());
+            offset += page;
+        }
+        last_end = start + size;
+    }
+    table.extend_from_slice(&(last_end as u32).to_le_bytes());
+    table.extend_from_slice(&[0u8; 32]);
+    Ok(table)
+}
+
+/// Removes an existing certificate table at the end of the file and clears the directory entry.
+pub fn strip_certificate_table(data: &mut Vec<u8>, layout: &PeLayout) -> Result<(), SigningError> {
+    let (offset, size) = layout.certificate_table;
+    if !layout.is_signed() {
+        return Ok(());
+    }
+    if offset as usize + size as usize != data.len() {
+        return Err(SigningError::UnsupportedPe(format!(
+            "certificate table {offset:#x}+{size:#x} is not at the end of the file ({:#x}); cannot replace it",
+            data.len()
+        )));
+    }
+    data.truncate(offset as usize);
+    data[layout.security_dir_offset..layout.security_dir_offset + 8].fill(0);
+    Ok(())
+}
+
+/// Pads the image with zeros to a multiple of 8 (the certificate table is quadword aligned and the padding is
+/// hashed: toolchain-notes.md §4 pitfall 4).
+pub fn pad_to_8(data: &mut Vec<u8>) {
+    let pad = (8 - data.len() % 8) % 8;
+    data.resize(data.len() + pad, 0);
+}
+
+/// Appends one WIN_CERTIFICATE (revision 2.0, PKCS#7 SignedData) holding `pkcs7`, sets the Certificate Table
+/// directory entry and recomputes the checksum. `data` must already be 8-byte padded.
+pub fn append_certificate_table(data: &mut Vec<u8>, layout: &PeLayout, pkcs7: &[u8]) -> Result<(), SigningError> {
+    debug_assert!(data.len().is_multiple_of(8));
+    let offset = u32::try_from(data.len())
+        .map_err(|_| SigningError::UnsupportedPe("image larger than 4 GiB cannot carry a certificate table".into()))?;
+    let length = (WIN_CERTIFICATE_HEADER_LEN + pkcs7.len()).next_multiple_of(8);
+    let length32 = u32::try_from(length).map_err(|_| SigningError::Encoding("signature larger than 4 GiB".into()))?;
+    data.extend_from_slice(&length32.to_le_bytes());
+    data.extend_from_slice(&WIN_CERT_REVISION_2_0.to_le_bytes());
+    data.extend_from_slice(&WIN_CERT_TYPE_PKCS_SIGNED_DATA.to_le_bytes());
+    data.extend_from_slice(pkcs7);
+    pad_to_8(data);
+    data[layout.security_dir_offset..layout.security_dir_offset + 4].copy_from_slice(&offset.to_le_bytes());
+    data[layout.security_dir_offset + 4..layout.security_dir_offset + 8].copy_from_slice(&length32.to_le_bytes());
+    update_checksum(data, layout);
+    Ok(())
+}
+
+/// One WIN_CERTIFICATE entry of a certificate table.
+#[derive(Debug, Clone)]
+pub struct WinCertificate<'a> {
+    pub offset: usize,
+    pub length: u32,
+    pub revision: u16,
+    pub certificate_type: u16,
+    pub content: &'a [u8],
+}
+
+/// Splits the certificate table into its WIN_CERTIFICATE entries (each 8-byte aligned).
+pub fn certificate_entries<'a>(data: &'a [u8], layout: &PeLayout) -> Result<Vec<WinCertificate<'a>>, SigningError> {
+    let (start, size) = layout.certificate_table;
+    let (start, end) = (start as usize, start as usize + size as usize);
+    let mut entries = Vec::new();
+    let mut offset = start;
+    while offset < end {
+        if end - offset < WIN_CERTIFICATE_HEADER_LEN {
+            return Err(SigningError::MalformedPe(format!(
+                "certificate table: {} trailing bytes at {offset:#x} are too short for a WIN_CERTIFICATE",
+                end - offset
+            )));
+        }
+        let length = read_u32(data, offset, "WIN_CERTIFICATE dwLength")?;
+        let revision = read_u16(data, offset + 4, "WIN_CERTIFICATE wRevision")?;
+        let certificate_type = read_u16(data, offset + 6, "WIN_CERTIFICATE wCertificateType")?;
+        if (length as usize) < WIN_CERTIFICATE_HEADER_LEN || offset + length as usize > end {
+            return Err(SigningError::MalformedPe(format!(
+                "WIN_CERTIFICATE at {offset:#x}: dwLength {length:#x} does not fit the certificate table \
+                 ({start:#x}..{end:#x})"
+            )));
+        }
+        entries.push(WinCertificate {
+            offset,
+            length,
+            revision,
+            certificate_type,
+            content: &data[offset + WIN_CERTIFICATE_HEADER_LEN..offset + length as usize],
+        });
+        offset += (length as usize).next_multiple_of(8);
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_ignores_the_checksum_field_and_adds_the_length() {
+        let data = [1u8, 0, 2, 0, 0xff, 0xff, 0xff, 0xff, 3];
+        // words: 1, 2, (skipped field), 3 -> 6, plus length 9.
+        assert_eq!(pe_checksum(&data, 4), 6 + 9);
+    }
+
+    #[test]
+    fn checksum_folds_carries() {
+        let data = [0xff, 0xff, 0x02, 0x00];
+        // 0xffff + 2 = 0x10001 -> fold -> 0x0002; plus length 4.
+        assert_eq!(pe_checksum(&data, 100), 2 + 4);
+    }
+
+    #[test]
+    fn parse_rejects_truncated_and_non_pe_input() {
+        assert!(matches!(PeLayout::parse(b"MZ"), Err(SigningError::MalformedPe(_))));
+        assert!(matches!(PeLayout::parse(b"ELF...."), Err(SigningError::MalformedPe(_))));
+        let mut data = vec![0u8; 0x100];
+        data[0..2].copy_from_slice(b"MZ");
+        data[0x3c] = 0xf0;
+        assert!(matches!(PeLayout::parse(&data), Err(SigningError::MalformedPe(_))));
+    }
+}

@@ -1,0 +1,236 @@
+//! The benchmark inputs and helper #1, ported exactly from `host_common.h` (a copy of
+//! `../shared/bench/host_common.h` next to this file).
+//!
+//! Every engine must see byte-identical inputs and the same helper table as the native C build, or the results
+//! cannot be compared with the expected r0 values; `tests/bench_inputs.rs` checks the port byte for byte against
+//! the C `gen_inputs` built with `cc`.
+
+/// The RNG seed `make_input()` resets to before building every input.
+const RNG_SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+/// Slots of the helper's open-addressing table (`MAP_SLOTS`).
+const MAP_SLOTS: usize = 512;
+
+/// Room the C host allocates for one input (`8 + 70000`); `parse` writes frames into it past the final length.
+const INPUT_CAPACITY: usize = 8 + 70000;
+
+/// xorshift64* as in `host_common.h`: `rnd()` returns the upper 32 bits of `state * 2685821657736338717`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(2_685_821_657_736_338_717) >> 32) as u32
+    }
+}
+
+/// The `branchy` alphabet: letters, digits, four spaces, tab, newline, punctuation and two high-bit bytes.
+const BRANCHY_ALPHABET: &[u8] =
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789    \t\n;;,.(){}\x80\xc3";
+
+/// Error for a program name `make_input` does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("no benchmark input is defined for program `{0}` (known: csum, parse, branchy, maplookup, sieve, unrolled)")]
+pub struct UnknownProgram(pub String);
+
+/// Builds the input buffer of benchmark `program`: `u32 len; u32 pad; u8 data[len]`, exactly as `make_input()`.
+///
+/// For `maplookup` the C host also fills the helper's table here; in this port the table is a process-wide
+/// constant ([`helper_table`]) built by the same insertions, so nothing needs to run first.
+pub fn make_input(program: &str) -> Result<Vec<u8>, UnknownProgram> {
+    let mut rng = Rng(RNG_SEED);
+    let mut buf = vec![0u8; INPUT_CAPACITY];
+    let d = &mut buf[8..];
+    let mut len: usize = 0;
+    match program {
+        "csum" | "unrolled" | "sieve" => {
+            len = if program == "sieve" { 480 } else { 1500 };
+            for byte in &mut d[..len] {
+                *byte = rng.next() as u8;
+            }
+        }
+        "branchy" => {
+            len = 4096;
+            for byte in &mut d[..len] {
+                *byte = BRANCHY_ALPHABET[rng.next() as usize % BRANCHY_ALPHABET.len()];
+            }
+        }
+        "maplookup" => {
+            len = 4096;
+            for i in 0..1024 {
+                // C evaluates the condition's rnd() first, then the chosen arm's.
+                let key = if rng.next() & 1 != 0 { (rng.next() % 256).wrapping_mul(2_654_435_761) } else { rng.next() };
+                d[4 * i..4 * i + 4].copy_from_slice(&key.to_le_bytes());
+            }
+        }
+        "parse" => {
+            while len < 60000 {
+                let kind = rng.next() % 8;
+                let mut plen = 64 + rng.next() % 65;
+                let p = &mut d[len + 2..];
+                for byte in &mut p[..plen as usize] {
+                    *byte = rng.next() as u8;
+                }
+                let mut o = 12;
+                if kind == 1 || kind == 5 {
+                    p[o] = 0x81;
+                    p[o + 1] = 0x00;
+                    o += 4;
+                }
+                if kind <= 3 || kind == 5 {
+                    p[o] = 0x08;
+                    p[o + 1] = 0x00;
+                    p[o + 2] = 0x45 + u8::from(kind == 3);
+                    p[o + 2 + 9] = if kind & 1 != 0 { 6 } else { 17 };
+                } else if kind <= 6 {
+                    p[o] = 0x86;
+                    p[o + 1] = 0xdd;
+                    p[o + 2 + 6] = if kind == 4 { 6 } else { 17 };
+                }
+                if kind == 7 {
+                    // Truncated packets.
+                    plen = 10 + rng.next() % 20;
+                }
+                d[len] = (plen >> 8) as u8;
+                d[len + 1] = plen as u8;
+                len += 2 + plen as usize;
+            }
+        }
+        other => return Err(UnknownProgram(other.to_string())),
+    }
+    buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    buf.truncate(8 + len);
+    Ok(buf)
+}
+
+/// Helper #1's hash table: 512 slots, linear probing, 256 keys `i * 2654435761` with values `i * 1000 + 7`.
+pub struct HelperTable {
+    keys: [u32; MAP_SLOTS],
+    values: [u64; MAP_SLOTS],
+    used: [bool; MAP_SLOTS],
+}
+
+/// The `map_hash()` finaliser.
+const fn map_hash(mut k: u32) -> u32 {
+    k ^= k >> 16;
+    k = k.wrapping_mul(0x7feb_352d);
+    k ^= k >> 15;
+    k = k.wrapping_mul(0x846c_a68b);
+    k ^= k >> 16;
+    k
+}
+
+impl HelperTable {
+    /// Built at compile time, so a lookup costs what the C `bench_lookup` costs (no lazy initialisation check).
+    const fn build() -> HelperTable {
+        let mut table = HelperTable { keys: [0; MAP_SLOTS], values: [0; MAP_SLOTS], used: [false; MAP_SLOTS] };
+        let mut i = 0u32;
+        while i < 256 {
+            table.insert(i.wrapping_mul(2_654_435_761), i as u64 * 1000 + 7);
+            i += 1;
+        }
+        table
+    }
+
+    const fn insert(&mut self, key: u32, value: u64) {
+        let mut h = map_hash(key) as usize & (MAP_SLOTS - 1);
+        while self.used[h] && self.keys[h] != key {
+            h = (h + 1) & (MAP_SLOTS - 1);
+        }
+        self.used[h] = true;
+        self.keys[h] = key;
+        self.values[h] = value;
+    }
+
+    #[inline]
+    /// `bench_lookup`: the value slot of `key`, or `None` on a miss.
+    pub fn lookup(&self, key: u32) -> Option<&u64> {
+        let mut h = map_hash(key) as usize & (MAP_SLOTS - 1);
+        while self.used[h] {
+            if self.keys[h] == key {
+                return Some(&self.values[h]);
+            }
+            h = (h + 1) & (MAP_SLOTS - 1);
+        }
+        None
+    }
+
+    /// `bench_lookup` as a slot index: the value is `values()[slot]`.
+    pub fn lookup_slot(&self, key: u32) -> Option<usize> {
+        let mut h = map_hash(key) as usize & (MAP_SLOTS - 1);
+        while self.used[h] {
+            if self.keys[h] == key {
+                return Some(h);
+            }
+            h = (h + 1) & (MAP_SLOTS - 1);
+        }
+        None
+    }
+
+    /// The value slots.
+    pub fn values(&self) -> &[u64] {
+        &self.values
+    }
+
+    /// The address range of the value slots: engines that check memory accesses (interpreters) must allow
+    /// reads of the pointers [`HelperTable::lookup`] hands out.
+    pub fn value_range(&self) -> std::ops::Range<u64> {
+        let start = self.values.as_ptr() as u64;
+        start..start + std::mem::size_of_val(&self.values) as u64
+    }
+}
+
+/// The process-wide helper table (a `static`, like the C host's arrays): its value slots never move, so the
+/// pointers helper #1 returns stay valid.
+pub fn helper_table() -> &'static HelperTable {
+    static TABLE: HelperTable = HelperTable::build();
+    &TABLE
+}
+
+/// Helper #1 with eBPF register arguments: r1 = map (ignored, 0), r2 = pointer to a u32 key. Returns the host
+/// address of the value, or 0 on a miss.
+///
+/// # Safety
+/// `key_ptr` must point to 4 readable bytes.
+#[inline]
+pub unsafe fn lookup_helper(key_ptr: u64) -> u64 {
+    // SAFETY: the caller guarantees 4 readable bytes; eBPF stack keys need not be aligned.
+    let key = unsafe { std::ptr::read_unaligned(key_ptr as *const u32) };
+    helper_table().lookup(key).map_or(0, |v| v as *const u64 as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_have_the_documented_sizes() {
+        // ../shared/bench/README.md "Deterministic inputs": file sizes.
+        for (program, size) in [
+            ("csum", 1508),
+            ("unrolled", 1508),
+            ("sieve", 488),
+            ("branchy", 4104),
+            ("maplookup", 4104),
+            ("parse", 60071),
+        ] {
+            assert_eq!(make_input(program).unwrap().len(), size, "{program}");
+        }
+    }
+
+    #[test]
+    fn helper_table_finds_every_inserted_key_and_misses_others() {
+        let table = helper_table();
+        for i in 0..256u32 {
+            assert_eq!(table.lookup(i.wrapping_mul(2_654_435_761)), Some(&(u64::from(i) * 1000 + 7)));
+        }
+        assert_eq!(table.lookup(1), None);
+    }
+
+    #[test]
+    fn unknown_program_is_an_error() {
+        assert!(make_input("nope").is_err());
+    }
+}

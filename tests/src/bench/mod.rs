@@ -1,0 +1,15 @@
+//! Benchmarks of generated code against native C and other eBPF engines, and compile latency
+//! (`cargo xtask bench`; method in ../shared/docs/benchmarks.md).
+//!
+//! In: the programs and expected results in `samples/bench/`, the C host pieces next to this module.
+//! Out: measurements that `xtask bench` turns into BENCHMARKS.md. Peers that are not part of bpf2sys (rbpf)
+//! are driven from the xtask so that only it depends on them.
+
+pub mod compile;
+pub mod engines;
+pub mod generated;
+pub mod input;
+pub mod native_c;
+pub mod programs;
+pub mod report;
+pub mod timing;

@@ -1,0 +1,337 @@
+//! Runs the exact machine code bpf2sys ships, inside this Linux process.
+//!
+//! In: [`CompiledProgram`]s from [`bpf2sys::lower`] for [`Target::X64`](bpf2sys::compiled::Target::X64). Out: the
+//! program's r0, computed by calling the generated code with the Windows x64 calling convention
+//! (`extern "win64"`), against a host [`HostRuntime`] laid out exactly like the eBPF for Windows runtime's
+//! `program_runtime_context_t` (contract §2.2): helper table, map data and global-variable sections.
+//!
+//! Code is placed in anonymous memory that is writable while relocations are applied and then made
+//! read+execute (W^X): no page is ever writable and executable at once.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+
+use bpf2sys::compiled::{CompiledFunction, CompiledProgram, RelocKind, RelocTarget};
+use bpf2sys::isa::{AluOp, Instruction, Operand, Reg, Width};
+use bpf2sys::lower::{self, LowerOptions, MapDataLayout};
+use bpf2sys::program::{Module, Program};
+
+/// `helper_function_t` in the Windows x64 convention: `(r1, r2, r3, r4, r5, context) -> r0`.
+pub type HelperFunction = extern "win64" fn(u64, u64, u64, u64, u64, *mut c_void) -> u64;
+
+/// The entry shape of a compiled program: `(context, runtime_context) -> r0`.
+type EntryFunction = unsafe extern "win64" fn(*mut c_void, *const ProgramRuntimeContext) -> u64;
+
+/// Why native execution could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    #[error("lowering failed: {0}")]
+    Lower(#[from] lower::LowerError),
+    #[error("relocation at {function}+{offset:#x} against {target:?} cannot be resolved")]
+    UnresolvedTarget { function: String, offset: u32, target: RelocTarget },
+    #[error("relocation at {function}+{offset:#x}: target out of range for {kind:?}")]
+    OutOfRange { function: String, offset: u32, kind: RelocKind },
+    #[error("relocation kind {kind:?} in {function} is not an x64 relocation")]
+    WrongArchitecture { function: String, kind: RelocKind },
+    #[error("mmap/mprotect failed: {0}")]
+    Memory(std::io::Error),
+    #[error("the program has no functions")]
+    Empty,
+}
+
+/// Machine code mapped executable, with its functions' addresses.
+pub struct ExecutableCode {
+    base: *mut u8,
+    len: usize,
+    functions: HashMap<String, usize>,
+}
+
+impl ExecutableCode {
+    /// Lays out `functions`, applies their relocations (functions resolve among themselves, anything else through
+    /// `external`) and maps the result read+execute.
+    pub fn load(
+        functions: &[CompiledFunction],
+        external: &dyn Fn(&RelocTarget) -> Option<u64>,
+    ) -> Result<ExecutableCode, NativeError> {
+        let mut offsets = Vec::with_capacity(functions.len());
+        let mut size = 0usize;
+        for f in functions {
+            let align = f.alignment.max(1) as usize;
+            size = size.div_ceil(align) * align;
+            offsets.push(size);
+            size += f.code.len();
+        }
+        let page = 4096;
+        let len = size.max(1).div_ceil(page) * page;
+        // SAFETY: an anonymous private mapping; checked for MAP_FAILED below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(NativeError::Memory(std::io::Error::last_os_error()));
+        }
+        let code = ExecutableCode {
+            base: base as *mut u8,
+            len,
+            functions: functions.iter().zip(&offsets).map(|(f, &o)| (f.name.clone(), o)).collect(),
+        };
+        // SAFETY: the mapping is `len` bytes, writable, and owned by `code`.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(code.base, len) };
+        bytes.fill(0xcc);
+        for (f, &off) in functions.iter().zip(&offsets) {
+            bytes[off..off + f.code.len()].copy_from_slice(&f.code);
+        }
+        for (f, &off) in functions.iter().zip(&offsets) {
+            for reloc in &f.relocations {
+                let target = match &reloc.target {
+                    RelocTarget::Function(name) => code.functions.get(name).map(|&o| code.base as u64 + o as u64),
+                    other => external(other),
+                }
+                .ok_or_else(|| NativeError::UnresolvedTarget {
+                    function: f.name.clone(),
+                    offset: reloc.offset,
+                    target: reloc.target.clone(),
+                })?;
+                let at = off + reloc.offset as usize;
+                let place = code.base as u64 + at as u64;
+                let value = target.wrapping_add(reloc.addend as u64);
+                match reloc.kind {
+                    RelocKind::X64PcRel32 => {
+                        let delta = value.wrapping_sub(place) as i64;
+                        let delta = i32::try_from(delta).map_err(|_| NativeError::OutOfRange {
+                            function: f.name.clone(),
+                            offset: reloc.offset,
+                            kind: reloc.kind,
+                        })?;
+                        bytes[at..at + 4].copy_from_slice(&delta.to_le_bytes());
+                    }
+                    RelocKind::Abs64 => bytes[at..at + 8].copy_from_slice(&value.to_le_bytes()),
+                    kind => return Err(NativeError::WrongArchitecture { function: f.name.clone(), kind }),
+                }
+            }
+        }
+        // SAFETY: same mapping; from now on read+execute only.
+        if unsafe { libc::mprotect(base, len, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
+            return Err(NativeError::Memory(std::io::Error::last_os_error()));
+        }
+        Ok(code)
+    }
+
+    /// The address of function `name`.
+    pub fn address(&self, name: &str) -> Option<*const u8> {
+        // SAFETY: offsets lie inside the mapping.
+        self.functions.get(name).map(|&o| unsafe { self.base.add(o) } as *const u8)
+    }
+}
+
+impl Drop for ExecutableCode {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping created in `load`; nothing refers to it after drop.
+        unsafe {
+            libc::munmap(self.base as *mut c_void, self.len);
+        }
+    }
+}
+
+/// `helper_function_data_t` (contract §2.2): 40 bytes, `address` at 24.
+#[repr(C)]
+struct HelperFunctionData {
+    header: [u8; 24],
+    address: Option<HelperFunction>,
+    tail_call: bool,
+}
+
+/// `global_variable_section_data_t`: 32 bytes, `address_of_map_value` at 24.
+#[repr(C)]
+struct GlobalVariableSectionData {
+    header: [u8; 24],
+    address_of_map_value: *mut u8,
+}
+
+/// `program_runtime_context_t` (contract §2.2).
+#[repr(C)]
+pub struct ProgramRuntimeContext {
+    header: [u8; 24],
+    helper_data: *const HelperFunctionData,
+    map_data: *const u8,
+    global_variable_section_data: *const GlobalVariableSectionData,
+    btf_resolved_function_data: *const u8,
+}
+
+const _: () = assert!(std::mem::size_of::<HelperFunctionData>() == 40);
+const _: () = assert!(std::mem::size_of::<GlobalVariableSectionData>() == 32);
+const _: () = assert!(std::mem::size_of::<ProgramRuntimeContext>() == 56);
+
+/// The host side of the runtime: what eBPF for Windows' EbpfCore provides to a loaded native program.
+pub struct HostRuntime {
+    helpers: Vec<HelperFunctionData>,
+    map_data: Vec<u64>,
+    globals: Vec<GlobalVariableSectionData>,
+    global_storage: Vec<Vec<u8>>,
+    context: Box<ProgramRuntimeContext>,
+}
+
+impl HostRuntime {
+    /// A runtime for a program whose helper table is `helper_ids` (0 = sentinel), resolving each id through
+    /// `helper`. `maps` are the `map_data[m].address` values (opaque to the code), `globals` the initial
+    /// contents of the global-variable sections.
+    pub fn new(
+        helper_ids: &[u32],
+        helper: &dyn Fn(u32) -> Option<HelperFunction>,
+        maps: &[u64],
+        layout: MapDataLayout,
+        globals: Vec<Vec<u8>>,
+    ) -> HostRuntime {
+        let helpers: Vec<HelperFunctionData> = helper_ids
+            .iter()
+            .map(|&id| HelperFunctionData {
+                header: [0; 24],
+                address: if id == 0 { None } else { helper(id) },
+                tail_call: false,
+            })
+            .collect();
+        let stride_words = layout.stride() as usize / 8;
+        let mut map_data = vec![0u64; maps.len() * stride_words];
+        for (m, &address) in maps.iter().enumerate() {
+            map_data[m * stride_words + 3] = address;
+        }
+        let mut global_storage = globals;
+        let globals: Vec<GlobalVariableSectionData> = global_storage
+            .iter_mut()
+            .map(|g| GlobalVariableSectionData { header: [0; 24], address_of_map_value: g.as_mut_ptr() })
+            .collect();
+        let context = Box::new(ProgramRuntimeContext {
+            header: [0; 24],
+            helper_data: if helpers.is_empty() { std::ptr::null() } else { helpers.as_ptr() },
+            map_data: if map_data.is_empty() { std::ptr::null() } else { map_data.as_ptr() as *const u8 },
+            global_variable_section_data: if globals.is_empty() { std::ptr::null() } else { globals.as_ptr() },
+            btf_resolved_function_data: std::ptr::null(),
+        });
+        HostRuntime { helpers, map_data, globals, global_storage, context }
+    }
+
+    /// The current contents of global-variable section `g`.
+    pub fn global_section(&self, g: usize) -> &[u8] {
+        &self.global_storage[g]
+    }
+
+    fn context(&self) -> *const ProgramRuntimeContext {
+        let _ = (&self.helpers, &self.map_data, &self.globals);
+        &*self.context
+    }
+}
+
+/// A compiled program loaded into executable memory together with its host runtime.
+pub struct NativeProgram {
+    code: ExecutableCode,
+    entry: EntryFunction,
+    runtime: HostRuntime,
+}
+
+impl NativeProgram {
+    /// Loads the x64 code of `program` and binds it to `runtime`.
+    pub fn load(program: &CompiledProgram, runtime: HostRuntime) -> Result<NativeProgram, NativeError> {
+        let entry_name = &program.functions.first().ok_or(NativeError::Empty)?.name;
+        let code = ExecutableCode::load(&program.functions, &|_| None)?;
+        let address = code.address(entry_name).ok_or(NativeError::Empty)?;
+        // SAFETY: the entry function was compiled with exactly this signature (contract §5.1).
+        let entry = unsafe { std::mem::transmute::<*const u8, EntryFunction>(address) };
+        Ok(NativeProgram { code, entry, runtime })
+    }
+
+    /// Runs the program with `context` as r1.
+    ///
+    /// # Safety
+    /// The program must have been accepted by the verifier for a context that `context` satisfies: the generated
+    /// code performs no checks of its own.
+    pub unsafe fn run(&self, context: *mut c_void) -> u64 {
+        let _ = &self.code;
+        // SAFETY: guaranteed by the caller.
+        unsafe { (self.entry)(context, self.runtime.context()) }
+    }
+
+    pub fn runtime(&self) -> &HostRuntime {
+        &self.runtime
+    }
+}
+
+/// Wraps raw bytecode as a one-program module, splitting functions at local-call targets.
+pub fn module_from_instructions(name: &str, instructions: Vec<Instruction>) -> Module {
+    let functions = lower::functions_from_calls(&instructions);
+    Module {
+        name: name.to_string(),
+        programs: vec![Program {
+            name: name.to_string(),
+            section_name: "xdp".to_string(),
+            instructions,
+            functions,
+            line_info: Vec::new(),
+        }],
+        ..Module::default()
+    }
+}
+
+/// Compiles bytecode with the conformance-suite convention (r1 = memory, r2 = its length, test-corpora §1.4):
+/// like eBPF for Windows' bpf2c plugin, a `mov r2, len` is prepended (jump offsets are relative, so the program is
+/// unchanged otherwise).
+pub fn compile_with_length_prologue(instructions: &[Instruction], len: usize) -> Result<CompiledProgram, NativeError> {
+    compile_with_length_prologue_for(bpf2sys::compiled::Target::X64, instructions, len)
+}
+
+/// [`compile_with_length_prologue`] for any target (ARM64 output is checked structurally, not run).
+pub fn compile_with_length_prologue_for(
+    target: bpf2sys::compiled::Target,
+    instructions: &[Instruction],
+    len: usize,
+) -> Result<CompiledProgram, NativeError> {
+    let mut program = Vec::with_capacity(instructions.len() + 1);
+    program.push(Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: Reg::R2, src: Operand::Imm(len as i32) });
+    program.extend_from_slice(instructions);
+    let module = module_from_instructions("conformance", program);
+    Ok(lower::lower_program(&module, 0, &LowerOptions::new(target))?)
+}
+
+/// The uBPF test helper table of the conformance suite: helper 5 ("unwind") returns its r1 (test-corpora §1.4).
+pub fn conformance_helper(id: u32) -> Option<HelperFunction> {
+    extern "win64" fn unwind(r1: u64, _: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+        r1
+    }
+    (id == 5).then_some(unwind as HelperFunction)
+}
+
+/// Runs bytecode natively on `memory` the way the conformance suite specifies, returning r0.
+pub fn run_conformance(instructions: &[Instruction], memory: &mut [u8]) -> Result<u64, NativeError> {
+    let compiled = compile_with_length_prologue(instructions, memory.len())?;
+    let runtime =
+        HostRuntime::new(&compiled.helper_ids, &conformance_helper, &[], MapDataLayout::default(), Vec::new());
+    let program = NativeProgram::load(&compiled, runtime)?;
+    let context = if memory.is_empty() { std::ptr::null_mut() } else { memory.as_mut_ptr() as *mut c_void };
+    // SAFETY: conformance programs only access `memory` through r1 within its length, and their stack.
+    Ok(unsafe { program.run(context) })
+}
+
+/// The conformance engine that runs bpf2sys's native x64 code (`cargo xtask conformance --engine native`).
+#[derive(Default)]
+pub struct NativeEngine;
+
+impl crate::conformance::Engine for NativeEngine {
+    fn name(&self) -> &str {
+        "native"
+    }
+
+    fn run(&mut self, program: &[Instruction], memory: &[u8]) -> Result<u64, crate::conformance::EngineError> {
+        use crate::conformance::EngineError;
+        let mut memory = memory.to_vec();
+        run_conformance(program, &mut memory).map_err(|e| match e {
+            NativeError::Lower(lower::LowerError::Unsupported { .. }) => EngineError::Unsupported(e.to_string()),
+            other => EngineError::Failed(other.to_string()),
+        })
+    }
+}

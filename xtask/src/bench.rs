@@ -1,0 +1,698 @@
+//! `cargo xtask bench [--quick]`: the benchmark tables of BENCHMARKS.md (method: ../shared/docs/benchmarks.md).
+//!
+//! Every (engine, program) cell runs in a child process of this binary (`--cell ENGINE PROGRAM`), pinned to the
+//! same single core as the parent: a peer that traps or panics (rbpf's Cranelift backend on host pointers, its
+//! JIT on large programs) is recorded as a failure instead of ending the run, and peak memory is per cell. The
+//! native C baselines are their own programs (`tests/src/bench/native.c`). Full runs use a release build of this
+//! binary (it rebuilds and re-executes itself); `--quick` runs few iterations in whatever build it is, checks every
+//! result and prints the tables without rewriting BENCHMARKS.md.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bpf2sys_tests::bench::native_c::{self, CCompiler};
+use bpf2sys_tests::bench::programs::{self, BenchProgram, PROGRAMS};
+use bpf2sys_tests::bench::report::{self, Cell, SpeedRow};
+use bpf2sys_tests::bench::timing::{self, Measurement, Mode};
+use bpf2sys_tests::bench::{compile, engines, generated, input};
+
+mod rbpf_peer;
+use rbpf_peer::RbpfEngine;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Few iterations (CI): every result is still checked; BENCHMARKS.md is only written with --output.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the report (default for full runs: BENCHMARKS.md in the repository root).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Measure only these engines besides the native baselines (bpf2sys-native, bpf2sys-interp, rbpf-jit,
+    /// rbpf-cranelift, rbpf-interp); default all. The report is then not written unless --output is given.
+    #[arg(long = "engine", value_name = "ENGINE")]
+    engines: Vec<String>,
+    /// Skip the compile-latency table.
+    #[arg(long)]
+    no_compile: bool,
+    /// Internal: run one cell in this process and print its outcome as one JSON line.
+    #[arg(long, hide = true, num_args = 2, value_names = ["ENGINE", "PROGRAM"])]
+    cell: Option<Vec<String>>,
+    /// Internal: measure the compile latency of one program in this process and print it as one JSON line.
+    #[arg(long, hide = true, value_name = "OBJECT")]
+    compile_cell: Option<PathBuf>,
+}
+
+/// The engines of the speed table, besides the native C baselines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Engine {
+    Bpf2sysNative,
+    Bpf2sysInterpreter,
+    RbpfJit,
+    RbpfCranelift,
+    RbpfInterpreter,
+}
+
+impl Engine {
+    const ALL: [Engine; 5] = [
+        Engine::Bpf2sysNative,
+        Engine::RbpfJit,
+        Engine::RbpfCranelift,
+        Engine::Bpf2sysInterpreter,
+        Engine::RbpfInterpreter,
+    ];
+
+    fn id(self) -> &'static str {
+        match self {
+            Engine::Bpf2sysNative => "bpf2sys-native",
+            Engine::Bpf2sysInterpreter => "bpf2sys-interp",
+            Engine::RbpfJit => "rbpf-jit",
+            Engine::RbpfCranelift => "rbpf-cranelift",
+            Engine::RbpfInterpreter => "rbpf-interp",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Engine::Bpf2sysNative => "**bpf2sys native code** (x64, lower+codegen)",
+            Engine::Bpf2sysInterpreter => "bpf2sys reference interpreter",
+            Engine::RbpfJit => "rbpf 0.4.1 JIT",
+            Engine::RbpfCranelift => "rbpf 0.4.1 Cranelift (cranelift 0.127)",
+            Engine::RbpfInterpreter => "rbpf 0.4.1 interpreter",
+        }
+    }
+
+    fn from_id(id: &str) -> Option<Engine> {
+        Engine::ALL.into_iter().find(|e| e.id() == id)
+    }
+
+    /// Why the engine cannot run in this build, if it cannot.
+    fn unavailable(self) -> Option<&'static str> {
+        match self {
+            Engine::Bpf2sysNative
+            | Engine::Bpf2sysInterpreter
+            | Engine::RbpfJit
+            | Engine::RbpfCranelift
+            | Engine::RbpfInterpreter => None,
+        }
+    }
+
+    /// Whether the engine has a separate compile step whose latency the peer table reports.
+    fn compiles(self) -> bool {
+        matches!(self, Engine::Bpf2sysNative | Engine::RbpfJit | Engine::RbpfCranelift)
+    }
+}
+
+/// What a cell reports back to the parent.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct CellOutcome {
+    error: Option<String>,
+    measurement: Option<Measurement>,
+    compile_cold_us: Option<f64>,
+    compile_median_us: Option<f64>,
+}
+
+impl CellOutcome {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": self.error,
+            "ns_per_run": self.measurement.map(|m| m.ns_per_run),
+            "calls_per_batch": self.measurement.map(|m| m.calls_per_batch),
+            "r0": self.measurement.map(|m| format!("{:#018x}", m.r0)),
+            "compile_cold_us": self.compile_cold_us,
+            "compile_median_us": self.compile_median_us,
+        })
+    }
+
+    fn from_json(v: &serde_json::Value) -> Option<CellOutcome> {
+        let measurement = match (v["ns_per_run"].as_f64(), v["calls_per_batch"].as_u64(), v["r0"].as_str()) {
+            (Some(ns_per_run), Some(calls_per_batch), Some(r0)) => Some(Measurement {
+                ns_per_run,
+                calls_per_batch,
+                r0: u64::from_str_radix(r0.trim_start_matches("0x"), 16).ok()?,
+            }),
+            _ => None,
+        };
+        Some(CellOutcome {
+            error: v["error"].as_str().map(str::to_string),
+            measurement,
+            compile_cold_us: v["compile_cold_us"].as_f64(),
+            compile_median_us: v["compile_median_us"].as_f64(),
+        })
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repository root").to_path_buf()
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let mode = if args.quick { Mode::Quick } else { Mode::Full };
+    if let Some(cell) = &args.cell {
+        return run_cell(&cell[0], &cell[1], mode);
+    }
+    if let Some(object) = &args.compile_cell {
+        return run_compile_cell(object, mode);
+    }
+    if mode == Mode::Full && cfg!(debug_assertions) && std::env::var_os("BPF2SYS_BENCH_IN_DEBUG").is_none() {
+        return reexec_release(&args);
+    }
+    let root = repo_root();
+    let cpu = timing::pin_to_one_core().context("pinning the benchmark to one core")?;
+    let programs = programs::load_all(&root)?;
+    let started = Instant::now();
+    eprintln!("bench: pinned to CPU {cpu}; {} mode", if args.quick { "quick" } else { "full" });
+
+    let mut rows = Vec::new();
+    let mut failures = 0usize;
+
+    // Native C baselines: clang -O2 is the limit when installed, gcc -O2 the second reference.
+    let compilers: Vec<CCompiler> = ["clang", "gcc"].iter().filter_map(|c| native_c::find_compiler(c)).collect();
+    if compilers.is_empty() {
+        bail!("no host C compiler (clang or gcc) found on PATH: the native baseline cannot be built");
+    }
+    let native_dir = root.join("target/bench/native");
+    for cc in &compilers {
+        let mut cells = Vec::new();
+        for p in &programs {
+            let cell = match native_c::build(&root, cc, &p.name, &native_dir)
+                .and_then(|exe| native_c::measure(&exe, mode))
+            {
+                Ok(m) if m.r0 == p.expected_r0 => Cell::Time(m.ns_per_run),
+                Ok(m) => Cell::Failed(format!("wrong result: r0 = {:#018x}, expected {:#018x}", m.r0, p.expected_r0)),
+                Err(e) => Cell::Failed(e.to_string()),
+            };
+            eprintln!("bench: native {} {}: {}", cc.command, p.name, describe(&cell));
+            cells.push(cell);
+        }
+        rows.push(SpeedRow { engine: format!("native {} -O2", cc.command), cells });
+    }
+    // Row 0 is the limit: clang when present, otherwise gcc.
+    let limit = 0;
+
+    let mut peer_compile: Vec<(Engine, Vec<CellOutcome>)> = Vec::new();
+    for engine in Engine::ALL {
+        if !args.engines.is_empty() && !args.engines.iter().any(|e| e == engine.id()) {
+            continue;
+        }
+        let mut cells = Vec::new();
+        let mut outcomes = Vec::new();
+        for p in &programs {
+            if let Some(reason) = engine.unavailable() {
+                cells.push(Cell::NotAvailable(reason.to_string()));
+                outcomes.push(CellOutcome::default());
+                continue;
+            }
+            let outcome = spawn_cell(engine, p, mode);
+            let cell = match (&outcome.error, &outcome.measurement) {
+                (Some(e), _) => Cell::Failed(e.clone()),
+                (None, Some(m)) => Cell::Time(m.ns_per_run),
+                (None, None) => Cell::Failed("the cell reported neither a time nor an error".into()),
+            };
+            eprintln!("bench: {} {}: {}", engine.id(), p.name, describe(&cell));
+            cells.push(cell);
+            outcomes.push(outcome);
+        }
+        rows.push(SpeedRow { engine: engine.label().to_string(), cells });
+        if engine.compiles() {
+            peer_compile.push((engine, outcomes));
+        }
+    }
+    for row in &rows {
+        failures += row.cells.iter().filter(|c| matches!(c, Cell::Failed(_))).count();
+    }
+
+    let machine = machine_description(&compilers);
+    let mut md = String::new();
+    md.push_str("# Benchmarks\n\n");
+    md.push_str(
+        "Generated by `cargo xtask bench` (method: `../shared/docs/benchmarks.md`); do not edit by hand. \
+         Programs and expected results: `samples/bench/`.\n\n",
+    );
+    md.push_str(&machine);
+    md.push_str("\n## Steady-state speed\n\n");
+    md.push_str(&format!(
+        "ns per run (ratio to the limit, native clang -O2 of the same C source). One core \
+         (`sched_setaffinity`), one warm-up call, {}, minimum batch ÷ N. Every call's r0 is checked against the \
+         first call's and the first against the expected value; a wrong result is a failure, never a time. \
+         Objects: clang -O2, default CPU (v1).\n\n",
+        match mode {
+            Mode::Full => "5 batches of N calls with N sized so a batch takes ≥ 30 ms",
+            Mode::Quick => "**quick mode**: 2 short batches (figures are indicative only)",
+        }
+    ));
+    md.push_str(&report::speed_table(&PROGRAMS, &rows, limit));
+    md.push_str("\n## Peer compile time\n\n");
+    md.push_str(&peer_compile_table(&peer_compile, mode));
+    if !args.no_compile {
+        md.push_str("\n## Compile latency\n\n");
+        md.push_str(&compile_latency_section(&root, mode)?);
+    }
+    md.push_str(&format!(
+        "\nTotal bench time: {:.1} s ({} mode).\n",
+        started.elapsed().as_secs_f64(),
+        if args.quick { "quick" } else { "full" }
+    ));
+
+    println!("{md}");
+    let partial = !args.engines.is_empty() || args.no_compile;
+    let output = args.output.clone().or_else(|| (!args.quick && !partial).then(|| root.join("BENCHMARKS.md")));
+    if let Some(path) = output {
+        write_atomically(&path, md.as_bytes())?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    // Peers failing is data; bpf2sys failing, or a baseline failing, is an error.
+    let own_failures = rows
+        .iter()
+        .filter(|r| r.engine.starts_with("native") || r.engine.starts_with("bpf2sys"))
+        .flat_map(|r| r.cells.iter())
+        .filter(|c| matches!(c, Cell::Failed(_)))
+        .count();
+    if own_failures > 0 {
+        bail!("{own_failures} bpf2sys or native-baseline cells failed ({failures} failures in all)");
+    }
+    Ok(())
+}
+
+fn describe(cell: &Cell) -> String {
+    match cell {
+        Cell::Time(ns) => format!("{} ns/run", report::format_ns(*ns)),
+        Cell::Failed(e) => format!("FAILED: {e}"),
+        Cell::NotAvailable(e) => format!("not available: {e}"),
+    }
+}
+
+/// Rebuilds this binary in release mode and runs the same command with it: timings of an unoptimised build of
+/// our own crates would say nothing.
+fn reexec_release(args: &BenchArgs) -> anyhow::Result<()> {
+    let root = repo_root();
+    eprintln!("bench: building the release xtask for a full run (set BPF2SYS_BENCH_IN_DEBUG=1 to skip)");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args(["build", "--release", "--quiet", "-p", "xtask"])
+        .status()
+        .context("running cargo build --release -p xtask")?;
+    if !status.success() {
+        bail!("cargo build --release -p xtask failed ({status})");
+    }
+    let mut cmd = Command::new(root.join("target/release/xtask"));
+    cmd.arg("bench");
+    if args.quick {
+        cmd.arg("--quick");
+    }
+    for e in &args.engines {
+        cmd.arg("--engine").arg(e);
+    }
+    if args.no_compile {
+        cmd.arg("--no-compile");
+    }
+    if let Some(o) = &args.output {
+        cmd.arg("--output").arg(o);
+    }
+    let status = cmd.status().context("running the release xtask")?;
+    if !status.success() {
+        bail!("the release bench failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs `--cell ENGINE PROGRAM` in a child process and reads its JSON line; a crash, a timeout or garbage is a
+/// failure of that cell.
+fn spawn_cell(engine: Engine, program: &BenchProgram, mode: Mode) -> CellOutcome {
+    let failed = |e: String| CellOutcome { error: Some(e), ..CellOutcome::default() };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return failed(format!("cannot find the xtask binary: {e}")),
+    };
+    let mut cmd = Command::new(exe);
+    cmd.args(["bench", "--cell", engine.id(), &program.name]);
+    if mode == Mode::Quick {
+        cmd.arg("--quick");
+    }
+    let output = match run_with_timeout(cmd, Duration::from_secs(300)) {
+        Ok(o) => o,
+        Err(e) => return failed(e),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        return failed(format!(
+            "crashed: {}{}",
+            exit_description(&output.status),
+            if last.is_empty() { String::new() } else { format!(" ({last})") }
+        ));
+    }
+    let Some(line) = stdout.lines().rev().find(|l| l.starts_with('{')) else {
+        return failed(format!("no result line in the cell's output: {stdout:?}"));
+    };
+    match serde_json::from_str::<serde_json::Value>(line).ok().as_ref().and_then(CellOutcome::from_json) {
+        Some(outcome) => outcome,
+        None => failed(format!("unreadable result line {line:?}")),
+    }
+}
+
+fn run_with_timeout(mut cmd: Command, limit: Duration) -> Result<std::process::Output, String> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the cell process: {e}"))?;
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("timed out after {} s", limit.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for the cell process: {e}")),
+        }
+    }
+    child.wait_with_output().map_err(|e| format!("reading the cell's output: {e}"))
+}
+
+fn exit_description(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(sig) => {
+            let name = match sig {
+                libc::SIGILL => "SIGILL, an illegal-instruction trap",
+                libc::SIGSEGV => "SIGSEGV",
+                libc::SIGBUS => "SIGBUS",
+                libc::SIGFPE => "SIGFPE",
+                libc::SIGABRT => "SIGABRT",
+                libc::SIGKILL => "SIGKILL",
+                libc::SIGTRAP => "SIGTRAP",
+                _ => "signal",
+            };
+            format!("signal {sig} ({name})")
+        }
+        None => status.to_string(),
+    }
+}
+
+/// The child side: measure one cell and print one JSON line. Panics are caught and reported; traps end the
+/// process, which the parent reports.
+fn run_cell(engine_id: &str, program_name: &str, mode: Mode) -> anyhow::Result<()> {
+    let engine = Engine::from_id(engine_id).with_context(|| format!("unknown engine `{engine_id}`"))?;
+    let root = repo_root();
+    let program = programs::load_all(&root)?
+        .into_iter()
+        .find(|p| p.name == program_name)
+        .with_context(|| format!("unknown program `{program_name}`"))?;
+    // Keep panic messages out of stderr noise: they are reported in the result line.
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = match std::panic::catch_unwind(|| measure_cell(engine, &program, mode)) {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => CellOutcome { error: Some(format!("{e:#}")), ..CellOutcome::default() },
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "non-string panic payload".into());
+            CellOutcome { error: Some(format!("panic: {msg}")), ..CellOutcome::default() }
+        }
+    };
+    println!("{}", outcome.to_json());
+    Ok(())
+}
+
+fn measure_cell(engine: Engine, program: &BenchProgram, mode: Mode) -> anyhow::Result<CellOutcome> {
+    let mut input = input::make_input(&program.name)?;
+    match engine {
+        Engine::Bpf2sysNative => {
+            let code = programs::function_bytecode(&program.object_path, "entry")?;
+            let runs = if mode == Mode::Quick { 3 } else { 11 };
+            let (cold, median) = compile_times(runs, || Ok(engines::lower_bytecode(&program.name, &code).map(drop)?))?;
+            let compiled = engines::lower_bytecode(&program.name, &code)?;
+            let native = engines::NativeBench::load(&compiled)?;
+            let buffer = input.as_mut_ptr();
+            // SAFETY: the benchmark programs only access their own input, stack and the helper's values.
+            let result = timing::measure(mode, program.expected_r0, || Ok(unsafe { native.run(buffer) }));
+            Ok(CellOutcome {
+                error: result.as_ref().err().map(|e| e.to_string()),
+                measurement: result.ok(),
+                compile_cold_us: Some(cold),
+                compile_median_us: Some(median),
+            })
+        }
+        Engine::Bpf2sysInterpreter => {
+            let code = programs::function_bytecode(&program.object_path, "entry")?;
+            let mut interp = engines::InterpBench::new(&code, input)?;
+            let result = timing::measure(mode, program.expected_r0, || interp.run());
+            Ok(CellOutcome {
+                error: result.as_ref().err().map(|e| e.to_string()),
+                measurement: result.ok(),
+                ..CellOutcome::default()
+            })
+        }
+        Engine::RbpfJit | Engine::RbpfCranelift | Engine::RbpfInterpreter => {
+            let peer = match engine {
+                Engine::RbpfJit => RbpfEngine::Jit,
+                Engine::RbpfCranelift => RbpfEngine::Cranelift,
+                _ => RbpfEngine::Interpreter,
+            };
+            let code = programs::function_bytecode(&program.object_path, "entry")?;
+            rbpf_peer::measure(peer, &code, &mut input, program.expected_r0, mode)
+        }
+    }
+}
+
+/// Median and first (cold) of `runs` timings of `compile`, in µs.
+fn compile_times(runs: usize, mut compile: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        compile()?;
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    let cold = times[0];
+    times.sort_by(f64::total_cmp);
+    Ok((cold, times[times.len() / 2]))
+}
+
+fn peer_compile_table(peers: &[(Engine, Vec<CellOutcome>)], mode: Mode) -> String {
+    let mut out = format!(
+        "µs per compile of the bytecode to machine code (bpf2sys: decode + `lower::lower_program`, i.e. Cranelift IR \
+         translation and x64 codegen with unwind data; rbpf: `jit_compile` / `cranelift_compile`): median \
+         of {} compiles in one process, cold first compile in parentheses.\n\n| implementation |",
+        if mode == Mode::Quick { 3 } else { 11 }
+    );
+    for p in PROGRAMS {
+        out.push_str(&format!(" {p} |"));
+    }
+    out.push_str("\n|---|");
+    for _ in PROGRAMS {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for (engine, outcomes) in peers {
+        out.push_str(&format!("| {} |", engine.label()));
+        for o in outcomes {
+            match (o.compile_median_us, o.compile_cold_us) {
+                (Some(m), Some(c)) => out.push_str(&format!(" {} ({}) |", report::format_us(m), report::format_us(c))),
+                _ => out.push_str(" – |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn machine_description(compilers: &[CCompiler]) -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+        .map(str::trim)
+        .unwrap_or("unknown CPU")
+        .to_string();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    // The parent is pinned to one core; report the machine's count, not the affinity mask's.
+    let online = cpuinfo.lines().filter(|l| l.starts_with("processor")).count().max(cores);
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|r| r.trim().to_string())))
+        .unwrap_or_default();
+    let root = repo_root();
+    let commit = command_line("git", &["-C", &root.display().to_string(), "rev-parse", "--short=12", "HEAD"])
+        .unwrap_or_else(|| "unknown".into());
+    let dirty =
+        command_line("git", &["-C", &root.display().to_string(), "status", "--porcelain", "--untracked-files=no"])
+            .is_some_and(|s| !s.is_empty());
+    let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "unknown".into());
+    let kernel = command_line("uname", &["-sr"]).unwrap_or_default();
+    let rustc = command_line("rustc", &["--version"]).unwrap_or_default();
+    let mut s = String::new();
+    s.push_str(&format!("- Date: {date}\n"));
+    s.push_str(&format!("- Commit: `{commit}`{}\n", if dirty { " (with uncommitted changes)" } else { "" }));
+    s.push_str(&format!("- Machine: {cpu}, {online} CPUs, {mem_kib} RAM, {kernel}\n"));
+    s.push_str(&format!(
+        "- Toolchain: {rustc}; build profile: {}\n",
+        if cfg!(debug_assertions) { "debug (times not representative)" } else { "release" }
+    ));
+    for cc in compilers {
+        s.push_str(&format!("- Native baseline `{}`: {}\n", cc.command, cc.version));
+    }
+    s
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("bench")));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// The objects of the compile-latency table: every sample, the benchmark objects (with the XDP `unrolled`), and
+/// generated programs of 10k and 100k instruction slots (written under `target/bench/`).
+fn compile_targets(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut targets = Vec::new();
+    let mut samples: Vec<PathBuf> = std::fs::read_dir(root.join("samples"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "o"))
+        .collect();
+    samples.sort();
+    for path in samples {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        targets.push((format!("sample {name}"), path));
+    }
+    for p in PROGRAMS.iter().chain([&programs::UNROLLED_XDP]) {
+        targets.push((format!("bench {p}.o"), programs::bench_dir(root).join(format!("{p}.o"))));
+    }
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for slots in [10_000, 100_000] {
+        let path = dir.join(format!("generated-{}k.o", slots / 1000));
+        write_atomically(&path, &generated::xdp_object(slots))?;
+        targets.push((format!("generated {}k", slots / 1000), path));
+    }
+    Ok(targets)
+}
+
+fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<String> {
+    let runs = if mode == Mode::Quick { 2 } else { 11 };
+    let mut out = format!(
+        "µs per stage for the whole object (all its programs), median of {runs} runs in one process (cold first \
+         run in parentheses). Stages: `elf::load`; `verify_program` per program; Cranelift lowering and x64 codegen \
+         per program; `link_driver` (runtime shim, PE32+ image); `sign_pe` (Authenticode SHA-256, test \
+         certificate, no timestamp); end to end = `build_driver` + `sign_pe`, `.o` bytes to signed `.sys` bytes in \
+         memory. µs per 1k eBPF instruction slots from the end-to-end median (from lower+codegen where the \
+         object cannot be linked). Peak RSS of a process that compiles only that object, all stages and runs \
+         included. A stage that rejects the object is marked fail, with the reason below.\n\n\
+         | program | slots |"
+    );
+    for s in compile::STAGES {
+        out.push_str(&format!(" {s} |"));
+    }
+    out.push_str(" µs / 1k slots | peak RSS |\n|---|---:|");
+    for _ in compile::STAGES {
+        out.push_str("---:|");
+    }
+    out.push_str("---:|---:|\n");
+    let mut notes: Vec<String> = Vec::new();
+    for (label, path) in compile_targets(root)? {
+        eprintln!("bench: compile latency of {label}");
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["bench", "--compile-cell"]).arg(&path);
+        if mode == Mode::Quick {
+            cmd.arg("--quick");
+        }
+        let line = run_with_timeout(cmd, Duration::from_secs(600)).map_err(anyhow::Error::msg).and_then(|o| {
+            if !o.status.success() {
+                bail!("crashed: {} {}", exit_description(&o.status), String::from_utf8_lossy(&o.stderr).trim());
+            }
+            let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+            let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("").to_string();
+            Ok(serde_json::from_str::<serde_json::Value>(&line)?)
+        });
+        let v = match line {
+            Ok(v) => v,
+            Err(e) => {
+                out.push_str(&format!("| {label} | | **fail**: {e} |\n"));
+                continue;
+            }
+        };
+        if let Some(e) = v["error"].as_str() {
+            out.push_str(&format!("| {label} | | **fail**: {e} |\n"));
+            continue;
+        }
+        let slots = v["slots"].as_u64().unwrap_or(0);
+        out.push_str(&format!("| {label} | {} |", report::group_thousands(slots)));
+        let mut per_1k = None;
+        for (i, stage) in compile::STAGES.iter().enumerate() {
+            let s = &v["stages"][i];
+            if let (Some(median), Some(cold)) = (s["median_us"].as_f64(), s["cold_us"].as_f64()) {
+                out.push_str(&format!(" {} ({}) |", report::format_us(median), report::format_us(cold)));
+                if *stage == "end to end" || (*stage == "lower+codegen" && per_1k.is_none()) {
+                    per_1k = Some((median / (slots.max(1) as f64 / 1000.0), *stage));
+                }
+            } else if let Some(e) = s["failed"].as_str() {
+                out.push_str(" fail |");
+                // The verifier's reason is listed; the stages after it only say they need it.
+                if !e.starts_with("needs a verified module") {
+                    notes.push(format!("- {label} / {stage}: {e}"));
+                }
+            } else {
+                out.push_str(" n/a |");
+                if let Some(reason) = s["not_available"].as_str() {
+                    let note = format!("- {stage}: {reason}");
+                    if !notes.contains(&note) {
+                        notes.push(note);
+                    }
+                }
+            }
+        }
+        match per_1k {
+            Some((v, "end to end")) => out.push_str(&format!(" {} |", report::format_us(v))),
+            Some((v, _)) => out.push_str(&format!(" {} (lower) |", report::format_us(v))),
+            None => out.push_str(" – |"),
+        }
+        out.push_str(&format!(" {:.1} MiB |\n", v["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0));
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for n in notes {
+            out.push_str(&n);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// The child side of the compile-latency table.
+fn run_compile_cell(object: &Path, mode: Mode) -> anyhow::Result<()> {
+    let runs = if mode == Mode::Quick { 2 } else { 11 };
+    let key_dir = repo_root().join("target/bench/signing");
+    let value = match compile::measure(object, &key_dir, runs) {
+        Ok(latency) => {
+            let stages: Vec<serde_json::Value> = latency
+                .stages
+                .iter()
+                .map(|s| match s {
+                    compile::StageOutcome::Timed { cold_us, median_us } => {
+                        serde_json::json!({ "cold_us": cold_us, "median_us": median_us })
+                    }
+                    compile::StageOutcome::Failed(e) => serde_json::json!({ "failed": e }),
+                    compile::StageOutcome::NotAvailable(e) => serde_json::json!({ "not_available": e }),
+                })
+                .collect();
+            serde_json::json!({ "slots": latency.slots, "stages": stages, "peak_rss_kib": timing::peak_rss_kib() })
+        }
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    println!("{value}");
+    Ok(())
+}
