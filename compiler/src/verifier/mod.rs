@@ -476,10 +476,11 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
             });
         }
     }
+    // Widening thresholds: the constants programs compare with (loop bounds, length checks). ALU immediates are
+    // left out: with them the number of thresholds, and so of widening steps per loop, would grow with the
+    // program.
     let thresholds = Thresholds::new(program.iter().filter_map(|i| match *i {
-        Instruction::Alu { src: crate::isa::Operand::Imm(c), .. }
-        | Instruction::JumpIf { src: crate::isa::Operand::Imm(c), .. } => Some(c as i64),
-        Instruction::Store { offset, .. } | Instruction::Load { offset, .. } => Some(offset as i64),
+        Instruction::JumpIf { src: crate::isa::Operand::Imm(c), .. } => Some(c as i64),
         _ => None,
     }));
     let mut ctxs = Contexts { list: vec![(None, 0, 0)], index: HashMap::new() };
@@ -638,9 +639,12 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
         let mut heads: Vec<(usize, usize)> =
             states.keys().filter(|(_, pc)| cfg.loop_heads.contains(pc)).copied().collect();
         heads.sort_unstable();
+        let mut by_head: HashMap<(usize, usize), Vec<&EdgeCounters>> = HashMap::new();
+        for ((c, _, t), v) in &counters {
+            by_head.entry((*c, *t)).or_default().push(v);
+        }
         for (ctx, h) in heads {
-            let edges: Vec<&EdgeCounters> =
-                counters.iter().filter(|((c, _, t), _)| *c == ctx && *t == h).map(|(_, v)| v).collect();
+            let edges: Vec<&EdgeCounters> = by_head.remove(&(ctx, h)).unwrap_or_default();
             if edges.is_empty() {
                 continue; // no back edge was ever feasible: not a loop in this activation
             }
