@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod cli {
     pub mod build;
     pub mod check;
+    pub mod compile;
     pub mod inspect;
     pub mod sign;
     pub mod verify;
@@ -27,6 +28,8 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Verify, compile and link an eBPF object into a Windows driver (.sys).
     Build(cli::build::BuildArgs),
+    /// Verify and compile programs without linking: a COFF object, Cranelift IR or machine instructions.
+    Compile(cli::compile::CompileArgs),
     /// Lint a driver image against the HVCI and PE rules (exit 0 clean, 1 a rule fails, 2 unreadable).
     Check(cli::check::CheckArgs),
     /// Authenticode-sign a driver image (PEM, PFX, PKCS#11 key, or a two-step external signature).
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => Ok(cli::verify::run(&args)),
         Command::Build(args) => cli::build::run(&args),
         Command::Check(args) => cli::check::run(&args),
+        Command::Compile(args) => cli::compile::run(&args),
         Command::Sign(args) => cli::sign::sign(&args),
         Command::VerifySignature(args) => cli::sign::verify_signature(&args),
         Command::Cert(command) => cli::sign::cert(&command),

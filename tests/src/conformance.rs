@@ -429,11 +429,15 @@ pub fn data_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs every `.data` file in each folder, in order.
+/// Runs every `.data` file in each folder, in order; a path that names a file runs that file.
 pub fn run_dirs(engine: &mut dyn Engine, dirs: &[PathBuf]) -> std::io::Result<Summary> {
     let mut summary = Summary::default();
     for dir in dirs {
-        let files = data_files(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        let files = if dir.is_file() {
+            vec![dir.clone()]
+        } else {
+            data_files(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?
+        };
         for path in files {
             let outcome = run_file(engine, &path);
             summary.results.push((path, outcome));
@@ -552,9 +556,8 @@ mod tests {
         assert!(matches!(outcome(oob), Outcome::Fail(m) if m.contains("outside every mapped region")));
         // A run that ends must give the value.
         assert_eq!(outcome("-- asm\nmov %r0, 3\nexit\n-- result\n3\n-- error\nany\n"), Outcome::Pass);
-        assert!(
-            matches!(outcome("-- asm\nmov %r0, 3\nexit\n-- error\nbad\n"), Outcome::Fail(m) if m.contains("expected an error `bad`"))
-        );
+        assert!(matches!(outcome("-- asm\nmov %r0, 3\nexit\n-- error\nbad\n"), Outcome::Fail(m)
+                if m.contains("expected an error `bad`")));
     }
 
     #[test]
@@ -568,6 +571,11 @@ mod tests {
         let summary = run_dirs(&mut InterpreterEngine, &[dir.path().to_path_buf()]).unwrap();
         assert_eq!(summary.to_string(), "1 passed, 1 failed, 1 skipped");
         assert!(matches!(&summary.results[0].1, Outcome::Skip(m) if m.contains("unknown directive `-- test_jit`")));
+        // A file given directly runs alone; a missing folder is an error naming it.
+        let one = run_dirs(&mut InterpreterEngine, &[dir.path().join("c.data")]).unwrap();
+        assert_eq!(one.to_string(), "1 passed, 0 failed, 0 skipped");
+        let missing = run_dirs(&mut InterpreterEngine, &[dir.path().join("nope")]).unwrap_err();
+        assert!(missing.to_string().contains("nope"), "{missing}");
     }
 
     #[test]
@@ -587,7 +595,10 @@ mod tests {
             #[test]
             fn arbitrary_files_load_or_are_rejected(
                 lines in proptest::collection::vec(
-                    "(-- (asm|result|mem|raw|error|c|no register offset|other)|[0-9a-fx ]{0,40}|mov %r0, [0-9]{1,3}|exit|# .*)",
+                    concat!(
+                        "(-- (asm|result|mem|raw|error|c|no register offset|other)",
+                        "|[0-9a-fx ]{0,40}|mov %r0, [0-9]{1,3}|exit|# .*)"
+                    ),
                     0..20,
                 ),
             ) {

@@ -97,9 +97,10 @@ fn other_negatives_are_rejected_with_the_right_kind_of_error() {
         ("invalid_register.data", Box::new(expect_asm("invalid register `%r50`"))),
         (
             "invalid_unknown_directive.data",
-            Box::new(
-                |r| matches!(r, Err(LoadError::UnknownDirective { directive, .. }) if directive == "-- Unknown directive"),
-            ),
+            Box::new(|r| {
+                matches!(r, Err(LoadError::UnknownDirective { directive, .. })
+                    if directive == "-- Unknown directive")
+            }),
         ),
     ];
     for (file, check) in &cases {

@@ -164,3 +164,60 @@ fn llvm_readobj_decodes_arm64_unwind_data_for_every_function() {
         assert!(!text.contains("error"), "{object:?}: {text}");
     }
 }
+
+/// ARM64 relocations (ADRP page + ADD low 12 bits) as llvm-objdump decodes them land on real symbols: every
+/// IAT slot is addressed, and every computed address lies inside a section.
+#[test]
+fn llvm_objdump_sees_arm64_adrp_add_pairs_resolve_to_iat_slots_and_sections() {
+    if Command::new("llvm-objdump").arg("--version").output().is_err() {
+        eprintln!("llvm-objdump not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for object in samples() {
+        let image = build(&object, Target::Arm64);
+        let path = dir.path().join("image.sys");
+        std::fs::write(&path, &image).unwrap();
+        let out = Command::new("llvm-objdump").arg("-d").arg(&path).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        // Cranelift emits the pair back to back (`adrp xN, page; add xN, xN, #lo12`): pair only adjacent ones.
+        let mut targets = std::collections::BTreeSet::new();
+        let mut previous_adrp: Option<(String, u64)> = None;
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split('\t').map(str::trim).collect();
+            if fields.len() < 3 {
+                continue;
+            }
+            let operands: Vec<&str> = fields[2].split(", ").collect();
+            let adrp = previous_adrp.take();
+            match fields[1] {
+                "adrp" => {
+                    let page = operands[1].split(' ').next().unwrap().trim_start_matches("0x");
+                    previous_adrp = Some((operands[0].to_string(), u64::from_str_radix(page, 16).unwrap()));
+                }
+                "add" if operands.len() == 3 && operands[2].starts_with('#') => {
+                    if let Some((_, page)) = adrp.filter(|(r, _)| r == operands[0] && r == operands[1]) {
+                        let imm: u64 = operands[2].trim_start_matches('#').parse().unwrap();
+                        targets.insert((page + imm - 0x1_4000_0000) as u32);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let pe = goblin::pe::PE::parse(&image).unwrap();
+        for import in &pe.imports {
+            // goblin: `offset` is the IAT slot's RVA.
+            assert!(
+                targets.contains(&(import.offset as u32)),
+                "{object:?}: IAT slot of {} is never addressed",
+                import.name
+            );
+        }
+        for t in &targets {
+            assert!(
+                pe.sections.iter().any(|s| *t >= s.virtual_address && *t < s.virtual_address + s.virtual_size),
+                "{object:?}: ADRP/ADD target {t:#x} is outside every section"
+            );
+        }
+    }
+}

@@ -73,3 +73,24 @@ fn an_import_the_kernel_does_not_export_is_refused() {
         other => panic!("expected an unresolved import, got {:?}", other.err()),
     }
 }
+
+#[test]
+fn driver_entry_requires_a_16_byte_binary_npi_module_id() {
+    use bpf2sys_tests::emulator::{kernel, NpiModuleIdValue};
+    let cases = [
+        (NpiModuleIdValue::Missing, kernel::STATUS_OBJECT_NAME_NOT_FOUND),
+        (NpiModuleIdValue::Custom(4, vec![1, 0, 0, 0]), kernel::STATUS_INVALID_PARAMETER),
+        (NpiModuleIdValue::Custom(3, vec![7; 15]), kernel::STATUS_INVALID_PARAMETER),
+    ];
+    for (value, status) in cases {
+        let mut emulator = Emulator::new();
+        emulator.npi_module_id = value.clone();
+        match emulator.load(&image()) {
+            Err(EmulatorError::DriverEntry(m)) => {
+                assert!(m.contains(&format!("{:#010x}", status as u32)), "{value:?}: {m}")
+            }
+            other => panic!("{value:?}: expected DriverEntry to fail, got {:?}", other.err()),
+        }
+        assert!(kernel::with_kernel(|k| k.client.is_none()), "{value:?}: no NMR registration after a failed query");
+    }
+}

@@ -24,7 +24,8 @@ fn check_disassembly(name: &str, program: &CompiledProgram) {
     if !tool_available("llvm-objdump") {
         return;
     }
-    let bytes = write_coff_object(lower::build_isa(Target::Arm64).unwrap(), program).unwrap();
+    let bytes =
+        write_coff_object(lower::build_isa(Target::Arm64).unwrap(), name, std::slice::from_ref(program)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.obj");
     std::fs::write(&path, bytes).unwrap();

@@ -16,7 +16,7 @@ pub struct Args {
     /// Which engine executes the programs.
     #[arg(long, value_enum, default_value_t = EngineKind::Interp)]
     engine: EngineKind,
-    /// Folders of `.data` files (default: the bpf_conformance suite's tests/).
+    /// Folders of `.data` files, or single files (default: the bpf_conformance suite's tests/).
     dirs: Vec<PathBuf>,
     /// Instead of folders: check this many generated programs against the interpreter (differential testing).
     #[arg(long, value_name = "N", conflicts_with = "dirs")]

@@ -614,9 +614,11 @@ mod tests {
             /// Any text is either assembled or rejected with an error naming a line of the input.
             #[test]
             fn arbitrary_text_is_assembled_or_rejected(
-                text in "(((lock|fetch|call|local|lddw|ldx[bhw]|stx?[bhw]|j[a-z]{1,4}(32)?|mov(sx[0-9]{3,4})?|[a-z]{2,6})\
-                          [ ,]{1,2})?((%r[0-9]{1,2}|\\[%r[0-9]{1,2}[-+][0-9a-fx]{1,6}\\]|[-+]?(0x)?[0-9a-f]{1,17}|[a-z]{1,5}:?)\
-                          [ ,]{0,2}){0,4}\n){0,8}",
+                text in concat!(
+                    "(((lock|fetch|call|local|lddw|ldx[bhw]|stx?[bhw]|j[a-z]{1,4}(32)?|mov(sx[0-9]{3,4})?|[a-z]{2,6})",
+                    "[ ,]{1,2})?((%r[0-9]{1,2}|\\[%r[0-9]{1,2}[-+][0-9a-fx]{1,6}\\]|[-+]?(0x)?[0-9a-f]{1,17}",
+                    "|[a-z]{1,5}:?)[ ,]{0,2}){0,4}\n){0,8}"
+                ),
                 noise in "\\PC{0,80}",
             ) {
                 for input in [text.as_str(), noise.as_str()] {

@@ -540,15 +540,16 @@ fn p3(img: &Image) -> Vec<String> {
     let mut expected_va = None;
     for s in &img.sections {
         if let Some(e) = expected_va {
-            if s.virtual_address != e {
+            if s.virtual_address as u64 != e {
                 f.push(format!(
                     "section `{}` at RVA {:#x}, expected {e:#x} (ascending and adjacent)",
                     s.name, s.virtual_address
                 ));
             }
         }
+        // In u64: a corrupted header may place a section so that the next page-aligned RVA passes 4 GiB.
         expected_va = Some(
-            (s.virtual_address as u64 + s.virtual_size.max(s.size_of_raw_data) as u64).div_ceil(sa as u64) as u32 * sa,
+            (s.virtual_address as u64 + s.virtual_size.max(s.size_of_raw_data) as u64).div_ceil(sa as u64) * sa as u64,
         );
         if s.pointer_to_raw_data % fa != 0 || s.size_of_raw_data % fa != 0 {
             f.push(format!(
@@ -561,12 +562,12 @@ fn p3(img: &Image) -> Vec<String> {
         }
     }
     if let Some(e) = expected_va {
-        if img.size_of_image != e {
+        if img.size_of_image as u64 != e {
             f.push(format!("SizeOfImage {:#x}, expected {e:#x}", img.size_of_image));
         }
     }
-    let headers = (img.headers_end as u32).div_ceil(fa) * fa;
-    if img.size_of_headers != headers {
+    let headers = (img.headers_end as u64).div_ceil(fa as u64) * fa as u64;
+    if img.size_of_headers as u64 != headers {
         f.push(format!("SizeOfHeaders {:#x}, expected {headers:#x}", img.size_of_headers));
     }
     f

@@ -372,6 +372,15 @@ impl State {
         self.packet_ranges.clear();
     }
 
+    /// Forgets the ranges of packet ids no register or spill carries any more (id 0, the packet size, stays).
+    pub fn gc_packet_ranges(&mut self) {
+        let mut live: Vec<u32> = vec![0];
+        let held =
+            self.regs.iter().chain(self.frames.iter().flat_map(|f| f.regs.iter())).chain(self.stack.spills.values());
+        live.extend(held.filter_map(|v| v.pkt.map(|(id, _)| id)));
+        self.packet_ranges.retain(|id, _| live.contains(id));
+    }
+
     /// Strips relational packet id `id` from every holder (the id is about to denote a new base).
     pub fn forget_packet_id(&mut self, id: u32) {
         let strip = |v: &mut Value| {

@@ -872,6 +872,10 @@ fn helper_call(env: &Env, st: &mut State, pc: usize, id: i64) -> Result<(), Fail
                     .ok_or_else(|| bad("a key/value of a statically known map"))?;
                 let size = if *kind == HelperArg::PtrToMapKey { def.key_size } else { def.value_size };
                 arg_mem(env, st, pc, i, r, v, &Num::constant(size as u64), false, false)?;
+                if *kind == HelperArg::PtrToMapValue {
+                    // Queue/stack pop and peek write the value through this pointer: it must be writable too.
+                    check_access(env, st, pc, r, v, 0, size as u64, Access::Write)?;
+                }
             }
             HelperArg::PtrToStack | HelperArg::PtrToStackOrNull => {
                 let null_ok = *kind == HelperArg::PtrToStackOrNull && v.is_number() && v.num.singleton() == Some(0);

@@ -1,5 +1,6 @@
 //! bpf2sys's own engines for the speed table: the shipped x64 machine code (lowered, loaded into executable memory
-//! and called as `extern "win64"`, exactly as [`crate::native`] runs it in the tests).
+//! and called as `extern "win64"`, exactly as [`crate::native`] runs it in the tests), and the reference
+//! interpreter ([`bpf2sys::interp`]) as the floor.
 //!
 //! The benchmark programs take their buffer through the context pointer, so r1 = the input buffer; helper #1 is
 //! [`super::input::lookup_helper`] in the `helper_function_t` shape (contract §5.1).
@@ -7,7 +8,9 @@
 use std::ffi::c_void;
 
 use bpf2sys::compiled::{CompiledProgram, Target};
-use bpf2sys::isa::{self, Instruction};
+use bpf2sys::interp::memory::{Access, Memory, RegionId};
+use bpf2sys::interp::{HelperArgs, HelperOutcome, Host, HostError, Interpreter};
+use bpf2sys::isa::{self, Instruction, MemSize};
 use bpf2sys::lower::{self, LowerOptions, MapDataLayout};
 
 use super::input;
@@ -70,6 +73,50 @@ impl NativeBench {
     }
 }
 
+/// The benchmark host for the reference interpreter: helper 1 answers from [`input::helper_table`], returning the
+/// address of the value inside a read-only region that mirrors the table's value slots.
+pub struct InterpBench {
+    instructions: Vec<Instruction>,
+    memory: Memory,
+    input: RegionId,
+    host: InterpHost,
+}
+
+struct InterpHost {
+    values: RegionId,
+}
+
+impl Host for InterpHost {
+    fn call_helper(&mut self, id: i32, args: HelperArgs, memory: &mut Memory) -> Result<HelperOutcome, HostError> {
+        if id != 1 {
+            return Err(HostError::UnknownHelper { id });
+        }
+        let key = memory.read_uint(args.arg(2)?, MemSize::W)? as u32;
+        Ok(HelperOutcome::Return(
+            input::helper_table().lookup_slot(key).map_or(0, |slot| self.values.base() + 8 * slot as u64),
+        ))
+    }
+}
+
+impl InterpBench {
+    /// Decodes `bytecode` and maps `buffer` as the program's read-write context region.
+    pub fn new(bytecode: &[u8], buffer: Vec<u8>) -> Result<InterpBench, EngineError> {
+        let instructions = isa::decode(bytecode)?;
+        let mut memory = Memory::new();
+        let values: Vec<u8> = input::helper_table().values().iter().flat_map(|v| v.to_le_bytes()).collect();
+        let values = memory.add_region("helper 1 values", values, Access::ReadOnly);
+        let input = memory.add_region("input buffer", buffer, Access::ReadWrite);
+        Ok(InterpBench { instructions, memory, input, host: InterpHost { values } })
+    }
+
+    /// Runs the program once with r1 = the input buffer.
+    pub fn run(&mut self) -> Result<u64, String> {
+        Interpreter::new(&self.instructions)
+            .run(&[self.input.base()], &mut self.memory, &mut self.host)
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +134,18 @@ mod tests {
             // SAFETY: the benchmark programs stay within their input (see NativeBench::run).
             let r0 = unsafe { bench.run(buffer.as_mut_ptr()) };
             assert_eq!(r0, p.expected_r0, "{}", p.name);
+        }
+    }
+
+    #[test]
+    fn interpreter_returns_the_expected_result_for_every_benchmark_program() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        for p in programs::load_all(root).unwrap() {
+            let code = programs::function_bytecode(&p.object_path, "entry").unwrap();
+            let mut bench = InterpBench::new(&code, input::make_input(&p.name).unwrap()).unwrap();
+            assert_eq!(bench.run(), Ok(p.expected_r0), "{}", p.name);
+            // A second run on the same memory gives the same result (the bench calls it many times).
+            assert_eq!(bench.run(), Ok(p.expected_r0), "{}", p.name);
         }
     }
 }

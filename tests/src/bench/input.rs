@@ -157,6 +157,23 @@ impl HelperTable {
         None
     }
 
+    /// `bench_lookup` as a slot index: the value is `values()[slot]`.
+    pub fn lookup_slot(&self, key: u32) -> Option<usize> {
+        let mut h = map_hash(key) as usize & (MAP_SLOTS - 1);
+        while self.used[h] {
+            if self.keys[h] == key {
+                return Some(h);
+            }
+            h = (h + 1) & (MAP_SLOTS - 1);
+        }
+        None
+    }
+
+    /// The value slots.
+    pub fn values(&self) -> &[u64] {
+        &self.values
+    }
+
     /// The address range of the value slots: engines that check memory accesses (interpreters) must allow
     /// reads of the pointers [`HelperTable::lookup`] hands out.
     pub fn value_range(&self) -> std::ops::Range<u64> {
