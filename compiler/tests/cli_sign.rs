@@ -208,3 +208,64 @@ fn pfx_password_comes_from_the_environment_and_errors_name_the_problem() {
     let out = bpf2sys(&[&"verify-signature", &signed, &"--ca", &cert]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// On the real sample drivers: our Authenticode digest equals goblin's (an independent PE parser's hashed ranges)
+/// before and after signing, and pefile (CI's BPF2SYS_PYTHON venv) finds the signed file's checksum valid.
+#[test]
+fn sample_driver_digests_match_goblin_and_pefile_accepts_the_checksum() {
+    use bpf2sys_signing::pe::{authenticode_sha256, pad_to_8, PeLayout};
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let signer = bpf2sys_signing::test_cert::load_or_create(dir.path()).unwrap().signer;
+    let python = std::env::var_os("BPF2SYS_PYTHON").map(PathBuf::from);
+    if python.is_none() {
+        eprintln!("SKIP part: BPF2SYS_PYTHON (a python with pefile) not set; pefile checksum not checked");
+    }
+    let mut checked = 0;
+    for object in samples() {
+        let name = object.file_name().unwrap().to_string_lossy().into_owned();
+        let Ok(mut image) = build_driver(&std::fs::read(&object).unwrap(), &name, &BuildOptions::default()) else {
+            continue;
+        };
+        pad_to_8(&mut image);
+        let signed = bpf2sys_signing::sign_pe(&image, &signer, &Default::default()).unwrap();
+        for bytes in [&image, &signed] {
+            let ours = authenticode_sha256(bytes, &PeLayout::parse(bytes).unwrap());
+            let parsed = goblin::pe::PE::parse(bytes).unwrap();
+            let mut hasher = Sha256::new();
+            for range in parsed.authenticode_ranges() {
+                hasher.update(range);
+            }
+            assert_eq!(ours.as_slice(), hasher.finalize().as_slice(), "{name}");
+        }
+        if let Some(python) = &python {
+            let path = dir.path().join(format!("{name}.sys"));
+            std::fs::write(&path, &signed).unwrap();
+            let out = Command::new(python)
+                .arg("-c")
+                .arg("import sys, pefile; print(pefile.PE(sys.argv[1]).verify_checksum())")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "True", "{name}: {}", text(&out));
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} samples built");
+}
+
+#[cfg(unix)]
+#[test]
+fn cert_new_writes_the_key_private_and_sign_keeps_output_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = new_test_cert(dir.path());
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let image = build_driver(&std::fs::read(&samples()[0]).unwrap(), "x.o", &BuildOptions::default()).unwrap();
+    let driver = dir.path().join("x.sys");
+    std::fs::write(&driver, &image).unwrap();
+    std::fs::set_permissions(&driver, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = bpf2sys(&[&"sign", &driver, &"--key", &key, &"--cert", &cert]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::metadata(&driver).unwrap().permissions().mode() & 0o777, 0o640, "in-place keeps the mode");
+}

@@ -9,7 +9,7 @@
 
 use crate::error::SigningError;
 use crate::keys::{load_pem_chain, parse_private_key_pem, RsaKeySigner, Signer, MAX_RSA_BITS, MIN_RSA_BITS};
-use crate::sign::write_atomically;
+use crate::sign::{write_atomically, write_atomically_with_mode};
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use rsa::rand_core::{OsRng, RngCore};
 use rsa::RsaPrivateKey;
@@ -75,20 +75,13 @@ pub fn generate(params: &TestCertificateParams) -> Result<GeneratedCertificate, 
     Ok(GeneratedCertificate { key_pem, cert_pem: cert.pem() })
 }
 
-/// Writes a generated certificate as `<dir>/<stem>.key.pem` (mode 0600 on Unix) and `<dir>/<stem>.cert.pem`,
-/// atomically; returns (key path, certificate path).
+/// Writes a generated key (mode 0600 on Unix) and certificate, each atomically.
 pub fn write_generated(
     generated: &GeneratedCertificate,
     key_path: &Path,
     cert_path: &Path,
 ) -> Result<(), SigningError> {
-    write_atomically(key_path, generated.key_pem.as_bytes())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(key_path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| SigningError::io(key_path, e))?;
-    }
+    write_atomically_with_mode(key_path, generated.key_pem.as_bytes(), Some(0o600))?;
     write_atomically(cert_path, generated.cert_pem.as_bytes())
 }
 
