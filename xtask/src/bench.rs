@@ -245,10 +245,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     md.push_str(&report::speed_table(&PROGRAMS, &rows, limit));
     md.push_str("\n## Peer compile time\n\n");
     md.push_str(&peer_compile_table(&peer_compile, mode));
+    let mut unrolled_end_to_end = None;
     if !args.no_compile {
         md.push_str("\n## Compile latency\n\n");
-        md.push_str(&compile_latency_section(&root, mode)?);
+        let (section, e2e) = compile_latency_section(&root, mode)?;
+        md.push_str(&section);
+        unrolled_end_to_end = e2e;
     }
+    md.push_str("\n## Goals (issue 7)\n\n");
+    md.push_str(&goals_section(&rows, limit, unrolled_end_to_end));
     md.push_str(&format!(
         "\nTotal bench time: {:.1} s ({} mode).\n",
         started.elapsed().as_secs_f64(),
@@ -582,7 +587,9 @@ fn compile_targets(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(targets)
 }
 
-fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<String> {
+/// The compile-latency table, and the end-to-end median (µs) of `unrolled_xdp`, the issue's 20 ms goal.
+fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<(String, Option<f64>)> {
+    let mut unrolled_end_to_end = None;
     let runs = if mode == Mode::Quick { 2 } else { 11 };
     let mut out = format!(
         "µs per stage for the whole object (all its programs), median of {runs} runs in one process (cold first \
@@ -636,6 +643,9 @@ fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<String> {
             let s = &v["stages"][i];
             if let (Some(median), Some(cold)) = (s["median_us"].as_f64(), s["cold_us"].as_f64()) {
                 out.push_str(&format!(" {} ({}) |", report::format_us(median), report::format_us(cold)));
+                if *stage == "end to end" && label == format!("bench {}.o", programs::UNROLLED_XDP) {
+                    unrolled_end_to_end = Some(median);
+                }
                 if *stage == "end to end" || (*stage == "lower+codegen" && per_1k.is_none()) {
                     per_1k = Some((median / (slots.max(1) as f64 / 1000.0), *stage));
                 }
@@ -669,7 +679,56 @@ fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<String> {
             out.push('\n');
         }
     }
-    Ok(out)
+    Ok((out, unrolled_end_to_end))
+}
+
+/// The issue's done-when figures, computed from the tables: bpf2sys's geometric mean against the limit (goal
+/// ≤ 1.15x), bpf2sys against rbpf's JIT per program (goal: faster wherever rbpf runs), `unrolled_xdp` end to end
+/// (goal ≤ 20 ms).
+fn goals_section(rows: &[SpeedRow], limit: usize, unrolled_end_to_end: Option<f64>) -> String {
+    let find = |engine: Engine| rows.iter().find(|r| r.engine == engine.label());
+    let mut out = String::new();
+    if let (Some(ours), Some(limit_row)) = (find(Engine::Bpf2sysNative), rows.get(limit)) {
+        let ratios: Vec<f64> =
+            ours.cells.iter().zip(&limit_row.cells).filter_map(|(a, b)| Some(a.time()? / b.time()?)).collect();
+        if let Some(g) = timing::geometric_mean(&ratios) {
+            let verdict = if g <= 1.15 && ratios.len() == PROGRAMS.len() { "met" } else { "not met" };
+            out.push_str(&format!(
+                "- bpf2sys native code, geometric mean vs {}: **{g:.2}x** over {} programs (goal ≤ 1.15x: {verdict})\n",
+                limit_row.engine,
+                ratios.len()
+            ));
+        }
+        if let Some(jit) = find(Engine::RbpfJit) {
+            let mut faster = Vec::new();
+            let mut slower = Vec::new();
+            let mut not_run = Vec::new();
+            for (i, p) in PROGRAMS.iter().enumerate() {
+                match (ours.cells[i].time(), jit.cells.get(i).and_then(Cell::time)) {
+                    (Some(a), Some(b)) if a < b => faster.push(format!("{p} ({:.2}x of rbpf)", a / b)),
+                    (Some(a), Some(b)) => slower.push(format!("{p} ({:.2}x of rbpf)", a / b)),
+                    _ => not_run.push(p.to_string()),
+                }
+            }
+            out.push_str(&format!(
+                "- vs rbpf JIT: faster on {}; slower on {}; not compared (rbpf cannot run it) on {} (goal: faster on \
+                 every program rbpf runs: {})\n",
+                if faster.is_empty() { "none".into() } else { faster.join(", ") },
+                if slower.is_empty() { "none".into() } else { slower.join(", ") },
+                if not_run.is_empty() { "none".into() } else { not_run.join(", ") },
+                if slower.is_empty() { "met" } else { "not met" }
+            ));
+        }
+    }
+    match unrolled_end_to_end {
+        Some(us) => out.push_str(&format!(
+            "- `unrolled_xdp.o` (2,316 slots) to a signed `.sys`, end to end: **{:.1} ms** median (goal ≤ 20 ms: {})\n",
+            us / 1000.0,
+            if us <= 20_000.0 { "met" } else { "not met" }
+        )),
+        None => out.push_str("- `unrolled_xdp.o` end to end: not measured in this run\n"),
+    }
+    out
 }
 
 /// The child side of the compile-latency table.
