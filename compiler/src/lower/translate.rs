@@ -42,6 +42,7 @@ use crate::platform::windows::HELPER_TAIL_CALL;
 use crate::program::{Function as ProgramFunction, Module, Program};
 
 use super::codegen::SymbolTable;
+use super::stack_stores::{self, RegisterConstants, StackStoreBuffer};
 use super::LowerError;
 
 /// Bytes of eBPF stack per call frame (RFC 9669 §2.4, UBPF_STACK_SIZE in bpf2c).
@@ -138,8 +139,11 @@ impl RuntimeEnvironment {
     }
 
     fn flags() -> MemFlagsData {
-        // Runtime-owned tables are valid, aligned and not modified while the program runs.
-        MemFlagsData::trusted().with_readonly()
+        // Runtime-owned tables are valid, aligned and not modified while the program runs. Their validity does not
+        // depend on any check in the program (the runtime context is valid for the whole call and every table entry
+        // the code indexes exists), so the loads may move: `can_move` lets Cranelift share them and hoist them out
+        // of loops — e.g. a helper's address is loaded once, not on every call in a loop.
+        MemFlagsData::trusted().with_readonly().with_can_move()
     }
 
     /// `runtime_context->helper_data[i].address`.
@@ -458,23 +462,75 @@ impl FunctionTranslator<'_> {
             }
             Frame { regs, context: params[6], runtime_context: params[7] }
         };
+        // Spill slots that no pointer can reach become SSA variables (see `stack_stores::promotable_slots`).
+        let promoted: std::collections::BTreeMap<i16, Variable> =
+            stack_stores::promotable_slots(&self.program.instructions[pf.start..pf.end])
+                .into_iter()
+                .map(|offset| {
+                    let var = b.declare_var(types::I64);
+                    // Never read before written in a verified program (the verifier rejects uninitialised reads).
+                    b.def_var(var, zero);
+                    (offset, var)
+                })
+                .collect();
         let first = block_at[0].expect("function start is a leader");
         b.ins().jump(first, &[]);
 
         let mut terminated = true;
+        // Constant stack stores are buffered and written out coalesced (see `stack_stores`).
+        let mut stack_stores = StackStoreBuffer::default();
+        let mut constants = RegisterConstants::default();
         for pc in pf.start..pf.end {
             if let Some(block) = block_at[pc - pf.start] {
                 if !terminated {
+                    let r10 = b.use_var(frame.regs[Reg::FP.index()]);
+                    stack_stores.flush(&mut b, r10, mem());
                     b.ins().jump(block, &[]);
                 }
                 b.switch_to_block(block);
+                constants.clear();
             } else if terminated {
                 continue; // An lddw continuation after a terminator, or dead code without a label.
             }
             let insn = self.program.instructions[pc];
+            match insn {
+                Instruction::Store { size: MemSize::DW, dst: Reg::FP, offset, src }
+                    if promoted.contains_key(&offset) =>
+                {
+                    let value = Self::operand(&mut b, &frame, Width::W64, src);
+                    b.def_var(promoted[&offset], value);
+                    terminated = false;
+                    continue;
+                }
+                Instruction::Load { size: MemSize::DW, src: Reg::FP, offset, dst, .. }
+                    if promoted.contains_key(&offset) =>
+                {
+                    let value = b.use_var(promoted[&offset]);
+                    b.def_var(frame.regs[dst.index()], value);
+                    constants.update(&insn);
+                    terminated = false;
+                    continue;
+                }
+                _ => {}
+            }
+            if let Instruction::Store { size, dst: Reg::FP, offset, src } = insn {
+                if let Some(value) = constants.operand(src) {
+                    if stack_stores.record(offset, size, value) {
+                        terminated = false;
+                        continue;
+                    }
+                }
+            }
+            if !stack_stores::is_register_only(&insn) {
+                let r10 = b.use_var(frame.regs[Reg::FP.index()]);
+                stack_stores.flush(&mut b, r10, mem());
+            }
             terminated = self.translate_instruction(&mut b, &frame, &block_at, pf.start, pc, insn)?;
+            constants.update(&insn);
         }
         if !terminated {
+            let r10 = b.use_var(frame.regs[Reg::FP.index()]);
+            stack_stores.flush(&mut b, r10, mem());
             // Falling off the end of a function: the verifier rejects it; never reached at run time.
             b.ins().trap(ir::TrapCode::unwrap_user(1));
         }
