@@ -309,6 +309,7 @@ pub fn translate_program(
             index,
             symbols: &mut symbols,
             referenced_maps: &mut referenced_maps,
+            movable_loads: false,
         };
         let func = translator.translate(&mut fctx, frames, frontend)?;
         functions.push((function_symbol(program, index), func));
@@ -372,6 +373,8 @@ struct FunctionTranslator<'a> {
     index: usize,
     symbols: &'a mut SymbolTable,
     referenced_maps: &'a mut BTreeSet<u16>,
+    /// The current function never writes memory, calls or loops, so its loads may move (see `translate`).
+    movable_loads: bool,
 }
 
 /// Values every instruction of a function may need.
@@ -462,6 +465,28 @@ impl FunctionTranslator<'_> {
             }
             Frame { regs, context: params[6], runtime_context: params[7] }
         };
+        // A function that never writes memory, never calls and has no loop reads memory that cannot change while it
+        // runs, and every use of a load is dominated by the load itself: the load may then be placed at its use
+        // (Cranelift's `can_move`) without ever running on a path where the original would not have run. This
+        // matters for long straight-line code such as a fully unrolled hash, where Cranelift otherwise keeps every
+        // load at its original place ahead of the arithmetic it feeds, and hundreds of loaded values are live at
+        // once.
+        self.movable_loads = self.program.instructions[pf.start..pf.end].iter().enumerate().all(|(i, insn)| {
+            let pc = (pf.start + i) as i64;
+            match insn {
+                Instruction::Store { .. }
+                | Instruction::Atomic { .. }
+                | Instruction::CallHelper { .. }
+                | Instruction::CallLocal { .. }
+                | Instruction::CallBtf { .. }
+                | Instruction::CallReg { .. }
+                | Instruction::LegacyPacketLoad { .. } => false,
+                Instruction::Jump { .. } | Instruction::JumpIf { .. } => {
+                    insn.jump_target(pc as usize).is_some_and(|t| t > pc)
+                }
+                _ => true,
+            }
+        });
         // Spill slots that no pointer can reach become SSA variables (see `stack_stores::promotable_slots`).
         let promoted: std::collections::BTreeMap<i16, Variable> =
             stack_stores::promotable_slots(&self.program.instructions[pf.start..pf.end])
@@ -648,6 +673,23 @@ impl FunctionTranslator<'_> {
             Instruction::LoadImm64Continuation => {}
 
             // ---- Memory (RFC 9669 §5.1–5.3) ----
+            Instruction::Load { size, sign_extend, dst, src, offset } if self.movable_loads => {
+                let addr = b.use_var(reg(src));
+                let flags = mem().with_readonly().with_notrap().with_can_move();
+                let ty = match size {
+                    MemSize::B => types::I8,
+                    MemSize::H => types::I16,
+                    MemSize::W => types::I32,
+                    MemSize::DW => types::I64,
+                };
+                let loaded = b.ins().load(ty, flags, addr, offset as i32);
+                let value = match (ty == types::I64, sign_extend) {
+                    (true, _) => loaded,
+                    (false, false) => b.ins().uextend(types::I64, loaded),
+                    (false, true) => b.ins().sextend(types::I64, loaded),
+                };
+                b.def_var(reg(dst), value);
+            }
             Instruction::Load { size, sign_extend, dst, src, offset } => {
                 let addr = b.use_var(reg(src));
                 let off = offset as i32;
