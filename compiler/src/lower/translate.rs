@@ -42,7 +42,6 @@ use crate::platform::windows::HELPER_TAIL_CALL;
 use crate::program::{Function as ProgramFunction, Module, Program};
 
 use super::codegen::SymbolTable;
-use super::stack_stores::{self, RegisterConstants, StackStoreBuffer};
 use super::LowerError;
 
 /// Bytes of eBPF stack per call frame (RFC 9669 §2.4, UBPF_STACK_SIZE in bpf2c).
@@ -487,9 +486,9 @@ impl FunctionTranslator<'_> {
                 _ => true,
             }
         });
-        // Spill slots that no pointer can reach become SSA variables (see `stack_stores::promotable_slots`).
+        // Spill slots that no pointer can reach become SSA variables (see `stack_slots::promotable_slots`).
         let promoted: std::collections::BTreeMap<i16, Variable> =
-            stack_stores::promotable_slots(&self.program.instructions[pf.start..pf.end])
+            super::stack_slots::promotable_slots(&self.program.instructions[pf.start..pf.end])
                 .into_iter()
                 .map(|offset| {
                     let var = b.declare_var(types::I64);
@@ -502,18 +501,12 @@ impl FunctionTranslator<'_> {
         b.ins().jump(first, &[]);
 
         let mut terminated = true;
-        // Constant stack stores are buffered and written out coalesced (see `stack_stores`).
-        let mut stack_stores = StackStoreBuffer::default();
-        let mut constants = RegisterConstants::default();
         for pc in pf.start..pf.end {
             if let Some(block) = block_at[pc - pf.start] {
                 if !terminated {
-                    let r10 = b.use_var(frame.regs[Reg::FP.index()]);
-                    stack_stores.flush(&mut b, r10, mem());
                     b.ins().jump(block, &[]);
                 }
                 b.switch_to_block(block);
-                constants.clear();
             } else if terminated {
                 continue; // An lddw continuation after a terminator, or dead code without a label.
             }
@@ -532,30 +525,14 @@ impl FunctionTranslator<'_> {
                 {
                     let value = b.use_var(promoted[&offset]);
                     b.def_var(frame.regs[dst.index()], value);
-                    constants.update(&insn);
                     terminated = false;
                     continue;
                 }
                 _ => {}
             }
-            if let Instruction::Store { size, dst: Reg::FP, offset, src } = insn {
-                if let Some(value) = constants.operand(src) {
-                    if stack_stores.record(offset, size, value) {
-                        terminated = false;
-                        continue;
-                    }
-                }
-            }
-            if !stack_stores::is_register_only(&insn) {
-                let r10 = b.use_var(frame.regs[Reg::FP.index()]);
-                stack_stores.flush(&mut b, r10, mem());
-            }
             terminated = self.translate_instruction(&mut b, &frame, &block_at, pf.start, pc, insn)?;
-            constants.update(&insn);
         }
         if !terminated {
-            let r10 = b.use_var(frame.regs[Reg::FP.index()]);
-            stack_stores.flush(&mut b, r10, mem());
             // Falling off the end of a function: the verifier rejects it; never reached at run time.
             b.ins().trap(ir::TrapCode::unwrap_user(1));
         }
