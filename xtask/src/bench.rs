@@ -173,50 +173,77 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("no host C compiler (clang or gcc) found on PATH: the native baseline cannot be built");
     }
     let native_dir = root.join("target/bench/native");
+    let mut native_exes: Vec<Vec<Result<PathBuf, String>>> = Vec::new();
     for cc in &compilers {
-        let mut cells = Vec::new();
-        for p in &programs {
-            let cell = match native_c::build(&root, cc, &p.name, &native_dir)
-                .and_then(|exe| native_c::measure(&exe, mode))
-            {
-                Ok(m) if m.r0 == p.expected_r0 => Cell::Time(m.ns_per_run),
-                Ok(m) => Cell::Failed(format!("wrong result: r0 = {:#018x}, expected {:#018x}", m.r0, p.expected_r0)),
-                Err(e) => Cell::Failed(e.to_string()),
-            };
-            eprintln!("bench: native {} {}: {}", cc.command, p.name, describe(&cell));
-            cells.push(cell);
+        native_exes.push(
+            programs
+                .iter()
+                .map(|p| native_c::build(&root, cc, &p.name, &native_dir).map_err(|e| e.to_string()))
+                .collect(),
+        );
+    }
+    let engines: Vec<Engine> = Engine::ALL
+        .into_iter()
+        .filter(|e| args.engines.is_empty() || args.engines.iter().any(|id| id == e.id()))
+        .collect();
+    // Rows: the native baselines, then the engines. The machine is shared, so its load drifts: every round measures
+    // each program on every implementation back to back, and each cell keeps its best round.
+    let mut cells: Vec<Vec<Option<Cell>>> = vec![vec![None; programs.len()]; compilers.len() + engines.len()];
+    let mut outcomes: Vec<Vec<CellOutcome>> = vec![vec![CellOutcome::default(); programs.len()]; engines.len()];
+    let rounds = if mode == Mode::Quick { 1 } else { ROUNDS };
+    for round in 0..rounds {
+        for (j, p) in programs.iter().enumerate() {
+            for (i, cc) in compilers.iter().enumerate() {
+                let cell = match native_exes[i][j]
+                    .as_ref()
+                    .map_err(String::clone)
+                    .and_then(|exe| native_c::measure(exe, mode).map_err(|e| e.to_string()))
+                {
+                    Ok(m) if m.r0 == p.expected_r0 => Cell::Time(m.ns_per_run),
+                    Ok(m) => {
+                        Cell::Failed(format!("wrong result: r0 = {:#018x}, expected {:#018x}", m.r0, p.expected_r0))
+                    }
+                    Err(e) => Cell::Failed(e),
+                };
+                eprintln!("bench: round {round}: native {} {}: {}", cc.command, p.name, describe(&cell));
+                merge_cell(&mut cells[i][j], cell);
+            }
+            for (k, engine) in engines.iter().enumerate() {
+                let row = compilers.len() + k;
+                if let Some(reason) = engine.unavailable() {
+                    cells[row][j] = Some(Cell::NotAvailable(reason.to_string()));
+                    continue;
+                }
+                let outcome = spawn_cell(*engine, p, mode);
+                let cell = match (&outcome.error, &outcome.measurement) {
+                    (Some(e), _) => Cell::Failed(e.clone()),
+                    (None, Some(m)) => Cell::Time(m.ns_per_run),
+                    (None, None) => Cell::Failed("the cell reported neither a time nor an error".into()),
+                };
+                eprintln!("bench: round {round}: {} {}: {}", engine.id(), p.name, describe(&cell));
+                merge_cell(&mut cells[row][j], cell);
+                if round == 0 {
+                    outcomes[k][j] = outcome;
+                }
+            }
         }
-        rows.push(SpeedRow { engine: format!("native {} -O2", cc.command), cells });
+    }
+    for (i, cc) in compilers.iter().enumerate() {
+        rows.push(SpeedRow {
+            engine: format!("native {} -O2", cc.command),
+            cells: cells[i].iter().map(|c| c.clone().expect("measured")).collect(),
+        });
     }
     // Row 0 is the limit: clang when present, otherwise gcc.
     let limit = 0;
-
     let mut peer_compile: Vec<(Engine, Vec<CellOutcome>)> = Vec::new();
-    for engine in Engine::ALL {
-        if !args.engines.is_empty() && !args.engines.iter().any(|e| e == engine.id()) {
-            continue;
-        }
-        let mut cells = Vec::new();
-        let mut outcomes = Vec::new();
-        for p in &programs {
-            if let Some(reason) = engine.unavailable() {
-                cells.push(Cell::NotAvailable(reason.to_string()));
-                outcomes.push(CellOutcome::default());
-                continue;
-            }
-            let outcome = spawn_cell(engine, p, mode);
-            let cell = match (&outcome.error, &outcome.measurement) {
-                (Some(e), _) => Cell::Failed(e.clone()),
-                (None, Some(m)) => Cell::Time(m.ns_per_run),
-                (None, None) => Cell::Failed("the cell reported neither a time nor an error".into()),
-            };
-            eprintln!("bench: {} {}: {}", engine.id(), p.name, describe(&cell));
-            cells.push(cell);
-            outcomes.push(outcome);
-        }
-        rows.push(SpeedRow { engine: engine.label().to_string(), cells });
+    for (k, engine) in engines.iter().enumerate() {
+        rows.push(SpeedRow {
+            engine: engine.label().to_string(),
+            cells: cells[compilers.len() + k].iter().map(|c| c.clone().expect("measured")).collect(),
+        });
         if engine.compiles() {
-            peer_compile.push((engine, outcomes));
+            peer_compile.push((*engine, outcomes[k].clone()));
         }
     }
     for row in &rows {
@@ -238,7 +265,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
          first call's and the first against the expected value; a wrong result is a failure, never a time. \
          Objects: clang -O2, default CPU (v1).\n\n",
         match mode {
-            Mode::Full => "5 batches of N calls with N sized so a batch takes ≥ 30 ms",
+            Mode::Full => {
+                "5 batches of N calls with N sized so a batch takes ≥ 30 ms; the machine is shared, so the table \
+                 is measured in 3 rounds (each round runs every implementation on a program back to back) and \
+                 each cell keeps its best round"
+            }
             Mode::Quick => "**quick mode**: 2 short batches (figures are indicative only)",
         }
     ));
@@ -278,6 +309,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("{own_failures} bpf2sys or native-baseline cells failed ({failures} failures in all)");
     }
     Ok(())
+}
+
+/// Rounds of the speed table in a full run (each cell keeps its best round).
+const ROUNDS: usize = 3;
+
+/// Combines a cell's rounds: a failure in any round is the result; otherwise the fastest time.
+fn merge_cell(slot: &mut Option<Cell>, new: Cell) {
+    *slot = Some(match (slot.take(), new) {
+        (None, new) => new,
+        (Some(Cell::Failed(e)), _) | (_, Cell::Failed(e)) => Cell::Failed(e),
+        (Some(Cell::Time(a)), Cell::Time(b)) => Cell::Time(a.min(b)),
+        (Some(other), _) => other,
+    });
 }
 
 fn describe(cell: &Cell) -> String {
