@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 mod cli {
     pub mod build;
     pub mod check;
+    pub mod compile;
     pub mod inspect;
+    pub mod sign;
     pub mod verify;
 }
 
@@ -26,8 +28,18 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Verify, compile and link an eBPF object into a Windows driver (.sys).
     Build(cli::build::BuildArgs),
+    /// Verify and compile programs without linking: a COFF object, Cranelift IR or machine instructions.
+    Compile(cli::compile::CompileArgs),
     /// Lint a driver image against the HVCI and PE rules (exit 0 clean, 1 a rule fails, 2 unreadable).
     Check(cli::check::CheckArgs),
+    /// Authenticode-sign a driver image (PEM, PFX, PKCS#11 key, or a two-step external signature).
+    Sign(Box<cli::sign::SignArgs>),
+    /// Verify a driver's embedded signature: digests, signature, chain, page hashes, timestamp, checksum
+    /// (exit 0 valid, 1 invalid, 2 unreadable).
+    VerifySignature(cli::sign::VerifySignatureArgs),
+    /// Test certificates for test-signing drivers.
+    #[command(subcommand)]
+    Cert(cli::sign::CertCommand),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +49,10 @@ fn main() -> ExitCode {
         Command::Verify(args) => Ok(cli::verify::run(&args)),
         Command::Build(args) => cli::build::run(&args),
         Command::Check(args) => cli::check::run(&args),
+        Command::Compile(args) => cli::compile::run(&args),
+        Command::Sign(args) => cli::sign::sign(&args),
+        Command::VerifySignature(args) => cli::sign::verify_signature(&args),
+        Command::Cert(command) => cli::sign::cert(&command),
     };
     match result {
         Ok(code) => code,

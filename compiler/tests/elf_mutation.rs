@@ -1,6 +1,6 @@
 //! Hostile input: the ELF front end never panics, hangs or allocates without bound on mutated objects.
 //!
-//! Every committed sample object (`samples/*.o`, `samples/variants/*.o`) is mutated by proptest: bit flips,
+//! Every committed object under `samples/` (including `variants/`, `bench/`, `unsafe/`) is mutated by proptest: bit flips,
 //! truncation, and corruption of the size/offset/count fields that parsers trust — the ELF header, section
 //! headers, symbols, relocation entries, and the `.BTF` / `.BTF.ext` headers and type records. Each mutated
 //! object must load or give an error; a panic fails the case (proptest catches it and shrinks).
@@ -78,11 +78,15 @@ fn samples() -> &'static [Sample] {
     static SAMPLES: OnceLock<Vec<Sample>> = OnceLock::new();
     SAMPLES.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+        // Every object under samples/ (ours, variants, and the benchmark and unsafe sets where present).
         let mut paths: Vec<PathBuf> = Vec::new();
-        for dir in [root.clone(), root.join("variants")] {
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
             for e in std::fs::read_dir(&dir).unwrap() {
                 let p = e.unwrap().path();
-                if p.extension().is_some_and(|x| x == "o") {
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "o") {
                     paths.push(p);
                 }
             }
@@ -347,19 +351,75 @@ fn case_count() -> u32 {
     std::env::var("BPF2SYS_ELF_MUTATION_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
 }
 
+/// What later stages may rely on in any module the loader accepts, however odd its input was.
+fn check_invariants(module: &bpf2sys::program::Module) -> Result<(), String> {
+    use bpf2sys::isa::{Imm64Kind, Instruction};
+    for p in &module.programs {
+        let mut next = 0;
+        for f in &p.functions {
+            if f.start != next || f.start >= f.end {
+                return Err(format!("{}: functions do not tile the program at {}", p.name, f.name));
+            }
+            next = f.end;
+        }
+        if next != p.instructions.len() {
+            return Err(format!("{}: functions cover {next} of {} slots", p.name, p.instructions.len()));
+        }
+        if let Some(l) = p.line_info.iter().find(|l| l.slot >= p.instructions.len()) {
+            return Err(format!("{}: line info for slot {} past the end", p.name, l.slot));
+        }
+        for (pc, insn) in p.instructions.iter().enumerate() {
+            match *insn {
+                Instruction::LoadImm64 { kind: Imm64Kind::MapIndex, imm, .. }
+                | Instruction::LoadImm64 { kind: Imm64Kind::MapIndexValue, imm, .. }
+                    if imm < 0 || imm as usize >= module.maps.len() =>
+                {
+                    return Err(format!("{}: slot {pc} names map {imm} of {}", p.name, module.maps.len()));
+                }
+                Instruction::LoadImm64 { kind: Imm64Kind::MapIndexValue, imm, next_imm, .. } => {
+                    let size = module.maps[imm as usize].value_size as i64;
+                    if next_imm < 0 || i64::from(next_imm) > size {
+                        return Err(format!("{}: slot {pc} global offset {next_imm} outside {size} bytes", p.name));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for (i, m) in module.maps.iter().enumerate() {
+        if m.inner_map_index.is_some_and(|j| j >= module.maps.len() || j == i) {
+            return Err(format!("map {}: inner map index out of range", m.name));
+        }
+    }
+    for g in &module.global_sections {
+        if module.maps.get(g.map_index).is_none_or(|m| m.value_size as usize != g.initial_data.len()) {
+            return Err("global section does not match its map".into());
+        }
+    }
+    for v in &module.map_initial_values {
+        if v.map_index >= module.maps.len() || v.values.len() > module.maps[v.map_index].max_entries as usize {
+            return Err("map initial values out of range".into());
+        }
+    }
+    Ok(())
+}
+
 /// Loads `bytes`, returning (the error's variant name if rejected, peak heap growth, elapsed).
-fn load_measured(bytes: &[u8], name: &str) -> (Option<String>, usize, Duration) {
+fn load_measured(bytes: &[u8], name: &str) -> (Result<Option<String>, String>, usize, Duration) {
     let base = LIVE.with(Cell::get);
     PEAK.with(|p| p.set(base));
     let start = Instant::now();
     let result = bpf2sys::elf::load(bytes, name);
     let elapsed = start.elapsed();
     let peak = PEAK.with(Cell::get).saturating_sub(base);
-    let error = result.err().map(|e| {
-        let debug = format!("{e:?}");
-        debug[..debug.find([' ', '(', '{']).unwrap_or(debug.len())].to_string()
-    });
-    (error, peak, elapsed)
+    let outcome = match result {
+        Ok(module) => check_invariants(&module).map(|()| None),
+        Err(e) => {
+            let debug = format!("{e:?}");
+            Ok(Some(debug[..debug.find([' ', '(', '{']).unwrap_or(debug.len())].to_string()))
+        }
+    };
+    (outcome, peak, elapsed)
 }
 
 #[test]
@@ -375,7 +435,11 @@ fn mutated_samples_never_panic_hang_or_overallocate() {
     let result = runner.run(&strategy, |(index, mutations)| {
         let sample = &samples[index];
         let bytes = apply(sample, &mutations);
-        let (error, peak, elapsed) = load_measured(&bytes, &sample.name);
+        let (outcome, peak, elapsed) = load_measured(&bytes, &sample.name);
+        let error = match outcome {
+            Ok(error) => error,
+            Err(broken) => return Err(TestCaseError::fail(format!("{}: accepted but {broken}", sample.name))),
+        };
         match error {
             None => {
                 loaded.fetch_add(1, Ordering::Relaxed);
@@ -418,5 +482,74 @@ fn every_truncation_of_every_sample_is_an_error_or_loads() {
         for len in (0..sample.bytes.len()).step_by(stride) {
             let _ = bpf2sys::elf::load(&sample.bytes[..len], &sample.name);
         }
+    }
+}
+
+#[test]
+fn inspect_never_panics_on_mutated_objects() {
+    // `bpf2sys inspect` on mutated objects: exit 0 (loaded) or 2 (rejected with a message), never a panic.
+    let samples = samples();
+    let cases = (case_count() / 500).clamp(20, 400);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mutated.o");
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let result = runner.run(&(0..samples.len(), prop::collection::vec(mutation(), 1..3)), |(index, mutations)| {
+        let bytes = apply(&samples[index], &mutations);
+        std::fs::write(&path, &bytes).unwrap();
+        for format in ["text", "json"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_bpf2sys"))
+                .args(["inspect", "--format", format])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            prop_assert!(!stderr.contains("panicked"), "{}: {stderr}", samples[index].name);
+            match out.status.code() {
+                Some(0) => prop_assert!(!out.stdout.is_empty()),
+                Some(2) => prop_assert!(stderr.starts_with("error: "), "{stderr}"),
+                other => prop_assert!(false, "exit status {other:?}: {stderr}"),
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// A `.BTF`-shaped section: a valid preamble, random offsets/lengths (mostly in range), random body.
+fn btf_like() -> impl Strategy<Value = Vec<u8>> {
+    (0u32..64, 0u32..64, 0u32..512, 0u32..512, prop::collection::vec(any::<u8>(), 0..600)).prop_map(
+        |(type_off, type_len, str_off, str_len, body)| {
+            let mut b = vec![0x9f, 0xeb, 1, 0];
+            for v in [24u32, type_off, type_len, str_off, str_len] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&body);
+            b
+        },
+    )
+}
+
+#[test]
+fn btf_parsers_never_panic_on_random_sections() {
+    use bpf2sys::elf::btf::{parse_line_info, Btf};
+    let cases = (case_count() / 5).max(1000);
+    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let result = runner.run(&(btf_like(), btf_like()), |(btf_bytes, mut ext_bytes)| {
+        if let Ok(btf) = Btf::parse(&btf_bytes) {
+            // Exercise the type walkers on every id, including cyclic or dangling chains.
+            for id in 0..btf.type_count() as u32 + 2 {
+                let _ = btf.size_of(id);
+                let _ = btf.skip_modifiers(id);
+            }
+            let _ = btf.datasec(".maps");
+            ext_bytes[4..8].copy_from_slice(&32u32.to_le_bytes());
+            let _ = parse_line_info(&ext_bytes, &btf);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }

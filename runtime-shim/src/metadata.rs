@@ -380,3 +380,145 @@ pub fn build_data(module: &ModuleDescription, layout: &Layout) -> Result<Vec<Dat
 
     Ok(o.objects)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HelperSlot, MapDescription, ProgramDescription, RuntimeVersion};
+
+    fn program(name: &str, section: &str) -> ProgramDescription {
+        ProgramDescription {
+            program_name: name.into(),
+            section_name: section.into(),
+            function_symbol: format!("fn_{name}"),
+            helpers: vec![
+                HelperSlot { id: 1, name: "bpf_map_lookup_elem".into() },
+                HelperSlot { id: 0, name: String::new() },
+            ],
+            referenced_maps: vec![0],
+            instruction_count: 9,
+            program_type: [1; 16],
+            expected_attach_type: [2; 16],
+            program_info_hash: Some([3; 32]),
+        }
+    }
+
+    fn module(version: RuntimeVersion) -> ModuleDescription {
+        ModuleDescription {
+            maps: vec![MapDescription {
+                name: "counts".into(),
+                map_type: 2,
+                key_size: 4,
+                value_size: 8,
+                max_entries: 1,
+                inner_map_idx: 0,
+                pinning: 1,
+                id: 10,
+                inner_id: 0,
+            }],
+            programs: vec![program("zeta", "xdp"), program("alpha", "sample_ext")],
+            runtime_version: version,
+            ..ModuleDescription::default()
+        }
+    }
+
+    fn object<'a>(objects: &'a [DataObject], name: &str) -> &'a DataObject {
+        objects.iter().find(|o| o.name == name).unwrap_or_else(|| panic!("{name}"))
+    }
+
+    fn target_at(o: &DataObject, offset: u32) -> Option<&Symbol> {
+        o.relocations.iter().find(|r| r.offset == offset).map(|r| &r.target)
+    }
+
+    #[test]
+    fn map_entries_have_zero_markers_header_and_definition_at_contract_offsets() {
+        let m = module(RuntimeVersion::PORTABLE);
+        let objects = build_data(&m, &layout(&m).unwrap()).unwrap();
+        let maps = object(&objects, MAPS);
+        assert_eq!(maps.section, DataSection::Maps);
+        assert_eq!(maps.bytes.len(), 80);
+        assert_eq!(&maps.bytes[0..16], &[0; 16]);
+        assert_eq!(u16::from_le_bytes([maps.bytes[16], maps.bytes[17]]), 1);
+        assert_eq!(&maps.bytes[24..40], &[80, 0, 0, 0, 0, 0, 0, 0, 80, 0, 0, 0, 0, 0, 0, 0]);
+        let words: Vec<u32> = maps.bytes[40..72].chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(words, [2, 4, 8, 1, 0, 1, 10, 0]);
+        let Some(Symbol::Data(name)) = target_at(maps, 72) else { panic!("name pointer") };
+        assert_eq!(object(&objects, name).bytes, b"counts\0");
+        assert_eq!(object(&objects, name).section, DataSection::Rdata);
+    }
+
+    #[test]
+    fn programs_are_sorted_by_name_with_the_portable_144_byte_entry() {
+        let m = module(RuntimeVersion::PORTABLE);
+        let l = layout(&m).unwrap();
+        assert_eq!(l.sorted_programs, [1, 0]);
+        assert_eq!(l.pe_sections, ["xdp", "sample~1"]);
+        let objects = build_data(&m, &l).unwrap();
+        let programs = object(&objects, PROGRAMS);
+        assert_eq!(programs.bytes.len(), 2 * 144);
+        assert_eq!(&programs.bytes[0..8], &[0; 8]);
+        assert_eq!(u64::from_le_bytes(programs.bytes[16..24].try_into().unwrap()), 144);
+        assert_eq!(u64::from_le_bytes(programs.bytes[24..32].try_into().unwrap()), 144);
+        assert_eq!(target_at(programs, 32), Some(&Symbol::Function("fn_alpha".into())));
+        assert_eq!(target_at(programs, 144 + 32), Some(&Symbol::Function("fn_zeta".into())));
+        assert_eq!(u16::from_le_bytes([programs.bytes[72], programs.bytes[73]]), 1, "referenced_map_count");
+        assert_eq!(u16::from_le_bytes([programs.bytes[88], programs.bytes[89]]), 2, "helper_count with sentinel");
+        assert_eq!(u64::from_le_bytes(programs.bytes[96..104].try_into().unwrap()), 9);
+        assert_eq!(u64::from_le_bytes(programs.bytes[128..136].try_into().unwrap()), 32, "hash length");
+        let Some(Symbol::Data(guid)) = target_at(programs, 104) else { panic!("program type") };
+        assert_eq!(object(&objects, guid).section, DataSection::Data, "GUIDs live in .data");
+        let Some(Symbol::Data(helpers)) = target_at(programs, 80) else { panic!("helpers") };
+        let helpers = object(&objects, helpers);
+        assert_eq!(helpers.bytes.len(), 80);
+        assert_eq!(u32::from_le_bytes(helpers.bytes[24..28].try_into().unwrap()), 1);
+        assert_eq!(u32::from_le_bytes(helpers.bytes[64..68].try_into().unwrap()), 0, "sentinel id");
+        assert!(target_at(helpers, 72).is_some(), "sentinel names are non-NULL (\"\")");
+    }
+
+    #[test]
+    fn runtime_1_5_uses_the_160_byte_entry_with_size_154() {
+        let m = module(RuntimeVersion::parse("1.5.0").unwrap());
+        let objects = build_data(&m, &layout(&m).unwrap()).unwrap();
+        let programs = object(&objects, PROGRAMS);
+        assert_eq!(programs.bytes.len(), 2 * 160);
+        assert_eq!(u64::from_le_bytes(programs.bytes[16..24].try_into().unwrap()), 154);
+        assert_eq!(u64::from_le_bytes(programs.bytes[24..32].try_into().unwrap()), 160);
+    }
+
+    #[test]
+    fn invalid_descriptions_are_refused() {
+        let mut m = module(RuntimeVersion::PORTABLE);
+        m.programs[0].helpers.push(HelperSlot { id: 1, name: "again".into() });
+        assert!(matches!(layout(&m), Err(ShimError::DuplicateHelper { id: 1, .. })));
+        let mut m = module(RuntimeVersion::PORTABLE);
+        m.programs[1].referenced_maps = vec![3];
+        assert!(matches!(layout(&m), Err(ShimError::MapIndexOutOfRange { index: 3, .. })));
+        let mut m = module(RuntimeVersion::PORTABLE);
+        m.programs[1].program_name = "zeta".into();
+        assert!(matches!(layout(&m), Err(ShimError::DuplicateProgram(_))));
+        let mut m = module(RuntimeVersion::PORTABLE);
+        m.programs.clear();
+        assert_eq!(layout(&m).unwrap_err(), ShimError::NoPrograms);
+        let mut m = module(RuntimeVersion::PORTABLE);
+        m.programs[0].program_type = [0; 16];
+        assert!(matches!(layout(&m), Err(ShimError::NullProgramType { .. })));
+        assert!(RuntimeVersion::parse("0.20.9").is_err());
+        assert!(RuntimeVersion::parse("1.3").is_err());
+    }
+
+    #[test]
+    fn nmr_client_characteristics_follow_the_wdk_layout() {
+        let m = module(RuntimeVersion::PORTABLE);
+        let objects = build_data(&m, &layout(&m).unwrap()).unwrap();
+        let chars = object(&objects, CLIENT_CHARACTERISTICS);
+        assert_eq!(chars.bytes.len(), 72);
+        assert_eq!(u16::from_le_bytes([chars.bytes[2], chars.bytes[3]]), 72);
+        assert_eq!(u16::from_le_bytes([chars.bytes[34], chars.bytes[35]]), 40);
+        assert_eq!(target_at(chars, 8), Some(&Symbol::Function(FN_CLIENT_ATTACH.into())));
+        assert_eq!(target_at(chars, 40), Some(&Symbol::Data(NPI_ID.into())));
+        assert_eq!(object(&objects, NPI_ID).bytes, NATIVE_MODULE_NPI_ID);
+        let table = object(&objects, crate::METADATA_TABLE);
+        assert_eq!(u64::from_le_bytes(table.bytes[0..8].try_into().unwrap()), 56);
+        assert_eq!(table.relocations.len(), 6);
+    }
+}

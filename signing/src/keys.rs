@@ -287,3 +287,33 @@ impl PasswordSource {
         }
     }
 }
+
+/// Where a signing key comes from: what the `bpf2sys sign` command line and `cargo xtask build-driver` accept.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A PEM private key (PKCS#8, PKCS#1 or encrypted PKCS#8) and a PEM certificate chain, leaf first.
+    Pem { key: PathBuf, chain: PathBuf, password: Option<PasswordSource> },
+    /// A PFX/PKCS#12 file holding the key and its chain.
+    Pfx { path: PathBuf, password: PasswordSource },
+    /// A key on a PKCS#11 token; the chain from a file or from the token.
+    Pkcs11 { spec: crate::pkcs11::Pkcs11KeySpec, chain: Option<PathBuf> },
+    /// A raw RSASSA-PKCS1-v1_5 signature produced elsewhere over [`crate::digest_to_sign`]'s digest.
+    External { chain: PathBuf, signature: PathBuf },
+}
+
+impl Signer {
+    /// Loads the signer a [`KeySource`] describes.
+    pub fn load(source: &KeySource) -> Result<Self, SigningError> {
+        match source {
+            KeySource::Pem { key, chain, password } => Signer::from_pem_files(key, chain, password.as_ref()),
+            KeySource::Pfx { path, password } => Signer::from_pfx_file(path, password),
+            KeySource::Pkcs11 { spec, chain } => Signer::from_pkcs11(spec, chain.as_deref()),
+            KeySource::External { chain, signature } => {
+                let chain = load_pem_chain(chain)?;
+                let bytes = std::fs::read(signature).map_err(|e| SigningError::io(signature, e))?;
+                let origin = format!("external signature {}", signature.display());
+                Signer::new(chain, Box::new(ExternalSignature { signature: bytes, origin }))
+            }
+        }
+    }
+}

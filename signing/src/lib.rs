@@ -24,7 +24,7 @@ pub mod timestamp;
 pub mod verify;
 
 pub use error::SigningError;
-pub use keys::{ExternalSignature, PasswordSource, RawSigner, Signer};
+pub use keys::{ExternalSignature, KeySource, PasswordSource, RawSigner, Signer};
 pub use pkcs11::Pkcs11KeySpec;
 pub use sign::{digest_to_sign, sign_pe, SignOptions};
 pub use verify::{verify_pe, VerificationReport, VerifyOptions};

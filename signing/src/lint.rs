@@ -36,7 +36,13 @@ const RULES: [(Rule, &str, &str); 7] = [
     (Rule::S7, "S7", "file checksum recomputed after signing"),
 ];
 
-/// Evaluates S1–S7 on a PE image.
+/// True when the image carries a certificate table (S1–S6 apply only then).
+pub fn is_signed(pe_bytes: &[u8]) -> bool {
+    crate::pe::PeLayout::parse(pe_bytes).is_ok_and(|layout| layout.is_signed())
+}
+
+/// Evaluates S1–S7 on a PE image. On an unsigned image S1–S6 are [`RuleStatus::NotApplicable`] and only S7
+/// (the checksum) is evaluated.
 pub fn check(pe_bytes: &[u8]) -> Vec<RuleOutcome> {
     let report = verify_pe(pe_bytes, &VerifyOptions::default());
     let structure: Vec<String> =
@@ -44,8 +50,12 @@ pub fn check(pe_bytes: &[u8]) -> Vec<RuleOutcome> {
     RULES
         .iter()
         .map(|&(rule, id, summary)| {
-            let failures: Vec<String> =
-                report.problems.iter().filter(|p| p.rule == rule).map(|p| p.message.clone()).collect();
+            let failures: Vec<String> = report
+                .problems
+                .iter()
+                .filter(|p| p.rule == rule && (report.signed || rule == Rule::S7))
+                .map(|p| p.message.clone())
+                .collect();
             let warnings: Vec<String> =
                 report.warnings.iter().filter(|(r, _)| *r == rule).map(|(_, m)| m.clone()).collect();
             let status = if !structure.is_empty() {
@@ -53,6 +63,8 @@ pub fn check(pe_bytes: &[u8]) -> Vec<RuleOutcome> {
             } else if !failures.is_empty() {
                 RuleStatus::Fail(failures)
             } else if !report.signed && rule != Rule::S7 {
+                // An unsigned image has no certificate table to lint; that it will not load on Windows is
+                // reported by the caller (`bpf2sys check`), which knows whether unsigned output was asked for.
                 RuleStatus::NotApplicable("the image is not signed".into())
             } else if rule == Rule::S5 && report.page_hash_entries.is_none() {
                 RuleStatus::NotApplicable("the signature carries no page hashes".into())
@@ -65,3 +77,29 @@ pub fn check(pe_bytes: &[u8]) -> Vec<RuleOutcome> {
         })
         .collect()
 }
+
+/// The failures of one S-rule (empty when it passes, warns, or does not apply).
+pub fn findings(rule_id: &str, pe_bytes: &[u8]) -> Vec<String> {
+    check(pe_bytes)
+        .into_iter()
+        .filter(|outcome| outcome.id == rule_id)
+        .flat_map(|outcome| match outcome.status {
+            RuleStatus::Fail(messages) => messages,
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// A rule's check as a plain function: the failures of that rule on an image.
+pub type FindingsFn = fn(&[u8]) -> Vec<String>;
+
+/// S1–S7 as (id, summary, check), for linters that take one function per rule (`bpf2sys check`).
+pub static SIGNATURE_RULES: [(&str, &str, FindingsFn); 7] = [
+    ("S1", RULES[0].2, |bytes| findings("S1", bytes)),
+    ("S2", RULES[1].2, |bytes| findings("S2", bytes)),
+    ("S3", RULES[2].2, |bytes| findings("S3", bytes)),
+    ("S4", RULES[3].2, |bytes| findings("S4", bytes)),
+    ("S5", RULES[4].2, |bytes| findings("S5", bytes)),
+    ("S6", RULES[5].2, |bytes| findings("S6", bytes)),
+    ("S7", RULES[6].2, |bytes| findings("S7", bytes)),
+];

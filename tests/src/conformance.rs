@@ -6,7 +6,10 @@
 //!
 //! A test runs with the convention of §1.4: r1 points to a writable copy of `mem` (0 when there is none),
 //! r2 = `len(mem)`, r10 is the top of a 512-byte stack, and the result is the 64-bit r0 at the outermost exit.
-//! Helper 5 is the "unwind" helper: it returns its r1, and if that is 0 the program ends at once with r0 = 0.
+//! Helpers are the uBPF plugin's table ([`helper_ids`]); helper 5 is the "unwind" helper: it returns its r1,
+//! and if that is 0 the program ends at once with r0 = 0. A feature the engine lacks (the interpreter: kfunc
+//! calls, legacy packet loads) makes the test a skip that names it; a file that cannot be parsed, assembled or
+//! decoded is a failure that says why.
 //!
 //! Engines are pluggable ([`Engine`]): the reference interpreter is [`InterpreterEngine`]; the native engine
 //! (compiled x64 code) implements the same trait, so the runner does not change when engines are added.
@@ -14,21 +17,24 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use bpf2sys::interp::{Access, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory};
+use bpf2sys::interp::{Access, HelperArgs, HelperOutcome, Host, HostError, InterpErrorKind, Interpreter, Memory};
 use bpf2sys::isa::asm::{assemble_lines, AsmError};
 use bpf2sys::isa::{decode, DecodeError, Instruction};
 
 /// The conformance suite's "unwind" helper (uBPF plugin helper table, test-corpora.md §1.4).
 pub const UNWIND_HELPER: i32 = 5;
 
-/// What a test expects.
+/// What a test expects; at least one of the two is set.
+///
+/// As upstream's runner: a run that ends must give `value`; a run that fails passes if an `error` is expected.
+/// The error text is the suite's message for its reference runtimes; messages are engine-specific, so it is
+/// reported but not compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Expected {
-    /// The full 64-bit r0.
-    Value(u64),
-    /// The program must fail (load or run); the text is the suite's expected message, which is engine-specific
-    /// and therefore reported but not compared.
-    Error(String),
+pub struct Expected {
+    /// The full 64-bit r0 (`-- result`).
+    pub value: Option<u64>,
+    /// The expected failure (`-- error`, when not empty).
+    pub error: Option<String>,
 }
 
 /// A loaded test.
@@ -49,7 +55,7 @@ pub struct TestFile {
     pub memory: Vec<u8>,
     /// The last line of `-- result`.
     pub result: Option<u64>,
-    /// The last line of `-- error` (`Some("")` for an empty `-- error` section).
+    /// The last line of `-- error`; `None` for an empty section (which upstream ignores too).
     pub error: Option<String>,
 }
 
@@ -60,6 +66,9 @@ pub enum LoadError {
     Io(#[from] std::io::Error),
     #[error("line {line}: {message}")]
     Parse { line: usize, message: String },
+    /// A section this format does not define (upstream skips such files; so does [`run_file`]).
+    #[error("line {line}: unknown directive `{directive}`")]
+    UnknownDirective { line: usize, directive: String },
     #[error("no instructions (neither `-- asm` nor `-- raw` has any)")]
     NoInstructions,
     #[error("no expectation (neither `-- result` nor `-- error`)")]
@@ -106,13 +115,9 @@ pub fn parse(text: &str) -> Result<TestFile, LoadError> {
             } else if line.contains("no register offset") || line.contains(" c") {
                 Section::Ignored
             } else if line.contains("error") {
-                file.error.get_or_insert_with(String::new);
                 Section::Error
             } else {
-                return Err(LoadError::Parse {
-                    line: line_no,
-                    message: format!("unknown directive `{}`", line.trim()),
-                });
+                return Err(LoadError::UnknownDirective { line: line_no, directive: line.trim().to_string() });
             };
             continue;
         }
@@ -208,11 +213,10 @@ impl TestFile {
         if program.is_empty() {
             return Err(LoadError::NoInstructions);
         }
-        let expected = match (self.result, self.error) {
-            (Some(v), _) => Expected::Value(v),
-            (None, Some(e)) => Expected::Error(e),
-            (None, None) => return Err(LoadError::NoExpectation),
-        };
+        if self.result.is_none() && self.error.is_none() {
+            return Err(LoadError::NoExpectation);
+        }
+        let expected = Expected { value: self.result, error: self.error };
         Ok(ConformanceTest { program, memory: self.memory, expected })
     }
 }
@@ -252,16 +256,75 @@ pub trait Engine {
 #[derive(Default)]
 pub struct InterpreterEngine;
 
-/// The conformance host: only helper 5, "unwind" (test-corpora.md §1.4).
-struct ConformanceHost;
+/// The conformance host: the uBPF plugin's helper table (test-corpora.md §1.4), so that tests written for
+/// uBPF's runner also run here. Pointer arguments go through the checked [`Memory`].
+pub struct ConformanceHost;
+
+/// Helper ids of the uBPF plugin's table.
+pub mod helper_ids {
+    /// `gather_bytes(a, b, c, d, e)`: the low bytes of the five arguments, `a` most significant.
+    pub const GATHER_BYTES: i32 = 0;
+    /// `memfrob(ptr, len)`: XOR each of `len` bytes at `ptr` with 42; returns 0.
+    pub const MEMFROB: i32 = 1;
+    /// `no_op()`: returns 0.
+    pub const NO_OP: i32 = 2;
+    /// `sqrti(x)`: the square root of `x` (computed in double precision), truncated.
+    pub const SQRTI: i32 = 3;
+    /// `strcmp_ext(a, b)`: C `strcmp` of two NUL-terminated strings.
+    pub const STRCMP_EXT: i32 = 4;
+    /// `unwind(x)`: returns `x`; if `x` is 0 the program ends at once with r0 = 0.
+    pub const UNWIND: i32 = super::UNWIND_HELPER;
+}
+
+/// Longest string `strcmp_ext` reads before giving up (the test memory is never this large).
+const MAX_STRING: u64 = 1 << 20;
 
 impl Host for ConformanceHost {
-    fn call_helper(&mut self, id: i32, args: HelperArgs, _memory: &mut Memory) -> Result<HelperOutcome, HostError> {
-        if id != UNWIND_HELPER {
-            return Err(HostError::UnknownHelper { id });
-        }
-        let r1 = args.arg(1)?;
-        Ok(if r1 == 0 { HelperOutcome::Exit(0) } else { HelperOutcome::Return(r1) })
+    fn call_helper(&mut self, id: i32, args: HelperArgs, memory: &mut Memory) -> Result<HelperOutcome, HostError> {
+        let value = match id {
+            helper_ids::GATHER_BYTES => {
+                let mut v = 0u64;
+                for n in 1..=5 {
+                    v = (v << 8) | (args.arg(n)? & 0xff);
+                }
+                v
+            }
+            helper_ids::MEMFROB => {
+                let (ptr, len) = (args.arg(1)?, args.arg(2)?);
+                let len = usize::try_from(len).map_err(|_| HostError::Failed(format!("memfrob length {len}")))?;
+                let mut bytes = memory.read(ptr, len)?.to_vec();
+                bytes.iter_mut().for_each(|b| *b ^= 42);
+                memory.write(ptr, &bytes)?;
+                0
+            }
+            helper_ids::NO_OP => 0,
+            helper_ids::SQRTI => (args.arg(1)? as f64).sqrt() as u64,
+            helper_ids::STRCMP_EXT => {
+                let (a, b) = (args.arg(1)?, args.arg(2)?);
+                let mut i = 0;
+                loop {
+                    if i == MAX_STRING {
+                        return Err(HostError::Failed(format!("strcmp_ext: no NUL within {MAX_STRING} bytes")));
+                    }
+                    let ca = memory.read(a.wrapping_add(i), 1)?[0];
+                    let cb = memory.read(b.wrapping_add(i), 1)?[0];
+                    if ca != cb || ca == 0 {
+                        // C's int result, converted to the 64-bit return register with sign extension.
+                        break (ca as i64 - cb as i64) as u64;
+                    }
+                    i += 1;
+                }
+            }
+            UNWIND_HELPER => {
+                let r1 = args.arg(1)?;
+                if r1 == 0 {
+                    return Ok(HelperOutcome::Exit(0));
+                }
+                r1
+            }
+            _ => return Err(HostError::UnknownHelper { id }),
+        };
+        Ok(HelperOutcome::Return(value))
     }
 }
 
@@ -277,9 +340,14 @@ impl Engine for InterpreterEngine {
         } else {
             space.add_region("test memory", memory.to_vec(), Access::ReadWrite).base()
         };
-        Interpreter::new(program)
-            .run(&[r1, memory.len() as u64], &mut space, &mut ConformanceHost)
-            .map_err(|e| EngineError::Failed(e.to_string()))
+        Interpreter::new(program).run(&[r1, memory.len() as u64], &mut space, &mut ConformanceHost).map_err(|e| match e
+            .kind
+        {
+            // Features the reference interpreter deliberately lacks: the test cannot say anything about it.
+            InterpErrorKind::Host { error: HostError::UnsupportedBtfCall { .. }, .. }
+            | InterpErrorKind::LegacyPacketLoad { .. } => EngineError::Unsupported(e.to_string()),
+            _ => EngineError::Failed(e.to_string()),
+        })
     }
 }
 
@@ -295,20 +363,30 @@ pub enum Outcome {
 
 /// Runs one loaded test.
 pub fn run_test(engine: &mut dyn Engine, test: &ConformanceTest) -> Outcome {
-    match (engine.run(&test.program, &test.memory), &test.expected) {
-        (Err(EngineError::Unsupported(why)), _) => Outcome::Skip(why),
-        (Ok(r0), Expected::Value(want)) if r0 == *want => Outcome::Pass,
-        (Ok(r0), Expected::Value(want)) => Outcome::Fail(format!("r0 = {r0:#x}, expected {want:#x}")),
-        (Err(e), Expected::Value(want)) => Outcome::Fail(format!("{e} (expected r0 = {want:#x})")),
-        (Err(_), Expected::Error(_)) => Outcome::Pass,
-        (Ok(r0), Expected::Error(e)) => Outcome::Fail(format!("r0 = {r0:#x}, expected an error `{e}`")),
+    let Expected { value, error } = &test.expected;
+    match engine.run(&test.program, &test.memory) {
+        Err(EngineError::Unsupported(why)) => Outcome::Skip(why),
+        Ok(r0) if *value == Some(r0) => Outcome::Pass,
+        Ok(r0) => match (value, error) {
+            (Some(want), _) => Outcome::Fail(format!("r0 = {r0:#x}, expected {want:#x}")),
+            (None, error) => {
+                Outcome::Fail(format!("r0 = {r0:#x}, expected an error `{}`", error.as_deref().unwrap_or("")))
+            }
+        },
+        Err(EngineError::Failed(_)) if error.is_some() => Outcome::Pass,
+        Err(EngineError::Failed(why)) => Outcome::Fail(match value {
+            Some(want) => format!("{why} (expected r0 = {want:#x})"),
+            None => why,
+        }),
     }
 }
 
-/// Loads and runs one file; a file that cannot be loaded fails with the reason.
+/// Loads and runs one file. A file with a directive this format does not define is skipped (as upstream does);
+/// any other file that cannot be loaded fails with the reason.
 pub fn run_file(engine: &mut dyn Engine, path: &Path) -> Outcome {
     match load(path) {
         Ok(test) => run_test(engine, &test),
+        Err(e @ LoadError::UnknownDirective { .. }) => Outcome::Skip(e.to_string()),
         Err(e) => Outcome::Fail(e.to_string()),
     }
 }
@@ -351,11 +429,15 @@ pub fn data_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs every `.data` file in each folder, in order.
+/// Runs every `.data` file in each folder, in order; a path that names a file runs that file.
 pub fn run_dirs(engine: &mut dyn Engine, dirs: &[PathBuf]) -> std::io::Result<Summary> {
     let mut summary = Summary::default();
     for dir in dirs {
-        let files = data_files(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        let files = if dir.is_file() {
+            vec![dir.clone()]
+        } else {
+            data_files(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?
+        };
         for path in files {
             let outcome = run_file(engine, &path);
             summary.results.push((path, outcome));
@@ -405,7 +487,7 @@ mod tests {
         let f =
             parse("-- c\nint main() { return 0; }\n-- asm\nexit\n-- no register offset\ncall instruction\n").unwrap();
         assert_eq!(f.asm.len(), 1);
-        assert!(matches!(parse("-- asm\n-- Unknown directive\n"), Err(LoadError::Parse { line: 2, .. })));
+        assert!(matches!(parse("-- asm\n-- Unknown directive\n"), Err(LoadError::UnknownDirective { line: 2, .. })));
     }
 
     #[test]
@@ -423,6 +505,77 @@ mod tests {
         assert!(matches!(run_test(&mut InterpreterEngine, &test), Outcome::Fail(m) if m.contains("expected 0x2")));
         assert!(matches!(parse("-- result\n0").unwrap().into_test(), Err(LoadError::NoInstructions)));
         assert!(matches!(parse("-- asm\nexit").unwrap().into_test(), Err(LoadError::NoExpectation)));
+        // An empty `-- error` section expects nothing.
+        assert!(matches!(parse("-- asm\nexit\n-- error\n").unwrap().into_test(), Err(LoadError::NoExpectation)));
+    }
+
+    fn run_asm(text: &str, memory: &[u8]) -> Result<u64, EngineError> {
+        let program = bpf2sys::isa::asm::assemble(text).unwrap();
+        InterpreterEngine.run(&program, memory)
+    }
+
+    #[test]
+    fn ubpf_plugin_helpers() {
+        let gather = "mov %r1, 0x1ff\nmov %r2, 2\nmov %r3, 3\nmov %r4, 4\nmov %r5, 5\ncall 0\nexit";
+        assert_eq!(run_asm(gather, &[]), Ok(0xff_0203_0405));
+        // r1..r5 are undefined after the call, as after any helper call.
+        let after = run_asm("mov %r2, 2\ncall 1\nldxh %r0, [%r1]\nexit", &[42, 43, 9]);
+        assert!(
+            matches!(&after, Err(EngineError::Failed(m)) if m.contains("r1, which holds no defined value")),
+            "{after:?}"
+        );
+        let frob = "mov %r6, %r1\nmov %r2, 2\ncall 1\nldxw %r0, [%r6]\nexit";
+        assert_eq!(run_asm(frob, &[42, 43, 9, 0]), Ok(0x0009_0100));
+        assert_eq!(run_asm("mov %r1, 0\ncall 2\nexit", &[]), Ok(0));
+        assert_eq!(run_asm("mov %r1, 1000001\ncall 3\nexit", &[]), Ok(1000));
+        let strcmp = "mov %r2, %r1\nadd %r2, 4\ncall 4\nexit";
+        assert_eq!(run_asm(strcmp, b"abc\0abc\0"), Ok(0));
+        assert_eq!(run_asm(strcmp, b"abd\0abc\0"), Ok(1));
+        assert_eq!(run_asm(strcmp, b"ab\0\0abc\0"), Ok(-99i64 as u64));
+        // An unterminated string runs off the end of the memory: an error, not a read beyond it.
+        assert!(
+            matches!(run_asm(strcmp, b"abcdabcd"), Err(EngineError::Failed(m)) if m.contains("not inside test memory"))
+        );
+        assert!(matches!(run_asm("call 6\nexit", &[]), Err(EngineError::Failed(m)) if m.contains("unknown helper 6")));
+    }
+
+    #[test]
+    fn features_the_interpreter_lacks_are_skipped_with_the_reason() {
+        let test = parse("-- asm\ncall runtime 0x2a\nexit\n-- result\n0x0\n").unwrap().into_test().unwrap();
+        assert!(matches!(run_test(&mut InterpreterEngine, &test), Outcome::Skip(m) if m.contains("kfunc")));
+        let test = parse("-- raw\n0x0000000000000020\n0x95\n-- result\n0\n").unwrap().into_test().unwrap();
+        assert!(matches!(run_test(&mut InterpreterEngine, &test), Outcome::Skip(m) if m.contains("LD_ABS")));
+    }
+
+    #[test]
+    fn expected_values_and_errors_combine_as_upstream() {
+        let outcome = |text: &str| run_test(&mut InterpreterEngine, &parse(text).unwrap().into_test().unwrap());
+        // A run that fails passes when an error is expected, whatever the result line says.
+        let oob = "-- asm\nmov %r0, 0\nldxdw %r0, [%r0+96]\nexit\n-- result\n0xffffffffffffffff\n";
+        assert_eq!(outcome(&format!("{oob}-- error pattern\nout of bounds\n")), Outcome::Pass);
+        assert!(matches!(outcome(oob), Outcome::Fail(m) if m.contains("outside every mapped region")));
+        // A run that ends must give the value.
+        assert_eq!(outcome("-- asm\nmov %r0, 3\nexit\n-- result\n3\n-- error\nany\n"), Outcome::Pass);
+        assert!(matches!(outcome("-- asm\nmov %r0, 3\nexit\n-- error\nbad\n"), Outcome::Fail(m)
+                if m.contains("expected an error `bad`")));
+    }
+
+    #[test]
+    fn files_with_unknown_directives_are_skipped_with_the_directive() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.data"), "-- asm\nmov %r0, 1\nexit\n-- result\n1\n-- test_jit\nnote\n")
+            .unwrap();
+        std::fs::write(dir.path().join("b.data"), "-- asm\nmov %r0, 1\nexit\n-- result\n2\n").unwrap();
+        std::fs::write(dir.path().join("c.data"), "-- asm\nmov %r0, 1\nexit\n-- result\n1\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a test").unwrap();
+        let summary = run_dirs(&mut InterpreterEngine, &[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(summary.to_string(), "1 passed, 1 failed, 1 skipped");
+        assert!(matches!(&summary.results[0].1, Outcome::Skip(m) if m.contains("unknown directive `-- test_jit`")));
+        // A file given directly runs alone; a missing folder is an error naming it.
+        let one = run_dirs(&mut InterpreterEngine, &[dir.path().join("c.data")]).unwrap();
+        assert_eq!(one.to_string(), "1 passed, 0 failed, 0 skipped");
+        let missing = run_dirs(&mut InterpreterEngine, &[dir.path().join("nope")]).unwrap_err();
+        assert!(missing.to_string().contains("nope"), "{missing}");
     }
 
     #[test]
@@ -442,7 +595,10 @@ mod tests {
             #[test]
             fn arbitrary_files_load_or_are_rejected(
                 lines in proptest::collection::vec(
-                    "(-- (asm|result|mem|raw|error|c|no register offset|other)|[0-9a-fx ]{0,40}|mov %r0, [0-9]{1,3}|exit|# .*)",
+                    concat!(
+                        "(-- (asm|result|mem|raw|error|c|no register offset|other)",
+                        "|[0-9a-fx ]{0,40}|mov %r0, [0-9]{1,3}|exit|# .*)"
+                    ),
                     0..20,
                 ),
             ) {

@@ -3,5 +3,7 @@
 pub mod bench;
 pub mod conformance;
 pub mod emulator;
+pub mod generate;
 pub mod native;
 pub mod prevail;
+pub mod soundness;

@@ -282,11 +282,20 @@ pub fn module_from_instructions(name: &str, instructions: Vec<Instruction>) -> M
 /// like eBPF for Windows' bpf2c plugin, a `mov r2, len` is prepended (jump offsets are relative, so the program is
 /// unchanged otherwise).
 pub fn compile_with_length_prologue(instructions: &[Instruction], len: usize) -> Result<CompiledProgram, NativeError> {
+    compile_with_length_prologue_for(bpf2sys::compiled::Target::X64, instructions, len)
+}
+
+/// [`compile_with_length_prologue`] for any target (ARM64 output is checked structurally, not run).
+pub fn compile_with_length_prologue_for(
+    target: bpf2sys::compiled::Target,
+    instructions: &[Instruction],
+    len: usize,
+) -> Result<CompiledProgram, NativeError> {
     let mut program = Vec::with_capacity(instructions.len() + 1);
     program.push(Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: Reg::R2, src: Operand::Imm(len as i32) });
     program.extend_from_slice(instructions);
     let module = module_from_instructions("conformance", program);
-    Ok(lower::lower_program(&module, 0, &LowerOptions::new(bpf2sys::compiled::Target::X64))?)
+    Ok(lower::lower_program(&module, 0, &LowerOptions::new(target))?)
 }
 
 /// The uBPF test helper table of the conformance suite: helper 5 ("unwind") returns its r1 (test-corpora §1.4).

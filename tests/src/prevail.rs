@@ -126,8 +126,18 @@ impl Maps {
 
 enum Pending {
     Ready(Instruction),
-    Jump { cond: Option<(Width, JumpCond, Reg, Operand)>, label: String },
+    Jump {
+        cond: Option<(Width, JumpCond, Reg, Operand)>,
+        label: String,
+    },
     Call(String),
+    /// `if a &!= b goto L` (no such opcode): `if a & b goto +1; goto L`.
+    JumpNotSet {
+        width: Width,
+        dst: Reg,
+        src: Operand,
+        label: String,
+    },
     Assume(Width, JumpCond, Reg, Operand),
 }
 
@@ -224,6 +234,10 @@ fn parse_line(line: &str, maps: &mut Maps) -> Result<Pending, String> {
         ["call", n] => return ready(Instruction::CallHelper { id: imm32(n)? }),
         ["callx", r] => return ready(Instruction::CallReg { reg: reg(r)?.0 }),
         ["call_btf", n, ..] => return ready(Instruction::CallBtf { btf_id: imm32(n)?, module: 0 }),
+        ["if", a, "&!=", b, "goto", l] => {
+            let (ra, width) = reg(a)?;
+            return Ok(Pending::JumpNotSet { width, dst: ra, src: operand(b)?.0, label: l.to_string() });
+        }
         ["if", a, op, b, "goto", l] => {
             let (ra, w) = reg(a)?;
             return Ok(Pending::Jump { cond: Some((w, cond(op)?, ra, operand(b)?.0)), label: l.to_string() });
@@ -402,7 +416,7 @@ pub fn translate(case: &Case) -> Result<Translated, String> {
     for p in &pending {
         slot_of.push(s);
         s += match p {
-            Pending::Ready(Instruction::LoadImm64 { .. }) => 2,
+            Pending::Ready(Instruction::LoadImm64 { .. }) | Pending::JumpNotSet { .. } => 2,
             _ => 1,
         };
     }
@@ -432,6 +446,16 @@ pub fn translate(case: &Case) -> Result<Translated, String> {
                 offset: target(label, i)? as i16,
             }),
             Pending::Call(label) => program.push(Instruction::CallLocal { offset: target(label, i)? as i32 }),
+            Pending::JumpNotSet { width, dst, src, label } => {
+                program.push(Instruction::JumpIf {
+                    width: *width,
+                    cond: JumpCond::Set,
+                    dst: *dst,
+                    src: *src,
+                    offset: 1,
+                });
+                program.push(Instruction::Jump { offset: (target(label, i)? - 1) as i32, long: false });
+            }
             Pending::Assume(width, cond, dst, src) => {
                 assumptions.push(program.len());
                 program.push(Instruction::JumpIf { width: *width, cond: *cond, dst: *dst, src: *src, offset: 0 });
@@ -672,9 +696,9 @@ pub fn run_case(case: &Case) -> Outcome {
         return Outcome::Skip("checks PREVAIL-internal invariants (observe), not safety".into());
     }
     let expect_reject = case.expects_reject();
-    let ours_reject: Result<bool, String> = (|| {
+    let ours_reject: Result<Option<String>, String> = (|| {
         if case.pre.iter().any(|c| c.trim() == "_|_") {
-            return Ok(false); // unreachable entry: nothing to check
+            return Ok(None); // unreachable entry: nothing to check
         }
         let mut t = translate(case)?;
         let entry = entry_state(case, &mut t)?;
@@ -694,17 +718,16 @@ pub fn run_case(case: &Case) -> Outcome {
             options: &options,
             assumptions: &t.assumptions,
         };
-        Ok(analyze(&env, entry, &case.name).is_err())
+        Ok(analyze(&env, entry, &case.name).err().map(|f| format!("{}: {}", f.pc, f.message)))
     })();
     match ours_reject {
         Err(reason) => Outcome::Skip(reason),
-        Ok(r) if r == expect_reject => Outcome::Pass,
+        Ok(r) if r.is_some() == expect_reject => Outcome::Pass,
         Ok(r) => Outcome::Fail {
-            unsound: expect_reject && !r,
-            detail: if r {
-                "we reject, PREVAIL accepts".into()
-            } else {
-                format!("we accept, PREVAIL rejects: {:?}", case.messages)
+            unsound: expect_reject && r.is_none(),
+            detail: match r {
+                Some(why) => format!("we reject ({why}), PREVAIL accepts"),
+                None => format!("we accept, PREVAIL rejects: {:?}", case.messages),
             },
         },
     }

@@ -103,6 +103,7 @@ fn emulated_runtime_loads_validates_and_runs_every_program() {
     // A second provider is refused; unloading deregisters and waits.
     assert_eq!(module.attach_again(), kernel::STATUS_INVALID_PARAMETER);
     module.unload(&mut emulator).expect("unloads");
+    assert_eq!(kernel::with_kernel(|k| k.detach_status), Some(kernel::STATUS_SUCCESS), "ClientDetachProvider ran");
     assert!(kernel::with_kernel(|k| k
         .calls
         .ends_with(&["NmrDeregisterClient".into(), "NmrWaitForClientDeregisterComplete".into()])));
@@ -140,4 +141,18 @@ fn written_output_is_atomic_and_complete() {
     bpf2sys::link::write_atomically(&path, &image).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), image);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
+}
+
+#[test]
+fn a_tail_call_chain_stops_after_33_tail_calls() {
+    let image = build(Target::X64, RuntimeVersion::PORTABLE);
+    let mut emulator = Emulator::new();
+    let module = emulator.load(&image).unwrap();
+    // Point jump_table[0] at xdp_entry itself: every run tail-calls again until the runtime's limit.
+    let entry = module.program_index("xdp_entry").unwrap();
+    module.map("jump_table").unwrap().set_program(0, entry).unwrap();
+    let mut ctx = [0u8; 32];
+    let (action, state) = module.invoke("xdp_entry", &mut ctx).unwrap();
+    assert_eq!(state.tail_calls, 33, "MAX_TAIL_CALL_CNT");
+    assert_eq!(action, XDP_PASS, "the 34th program sees bpf_tail_call fail and returns XDP_PASS");
 }

@@ -94,6 +94,6 @@ fn prevail_suite_has_no_unsound_accepts_and_agrees_on_verdicts() {
     assert!(unsound.is_empty(), "unsound accepts: {unsound:?}");
     assert!(pass + fail > 760, "too many skipped cases: {} run", pass + fail);
     let agreement = pass as f64 / (pass + fail) as f64;
-    // Measured 93.9%; the remaining disagreements are deliberate (docs/verifier.md §PREVAIL).
-    assert!(agreement >= 0.935, "agreement {agreement:.3}");
+    // Measured 95.3%; every remaining disagreement is explained in docs/verifier.md §5.
+    assert!(agreement >= 0.95, "agreement {agreement:.3}");
 }

@@ -1,9 +1,14 @@
 //! `cargo xtask build-driver [OBJ ...] [--out DIR] [--target x64|arm64] [--runtime-version X.Y.Z] [--unsigned]`
 //!
 //! Builds drivers the way CI does: for each object (default: every `samples/*.o`), verify → compile → link
-//! (→ sign, once the signing stage lands; until then every output is unsigned and `--unsigned` changes
-//! nothing), then lint the result (driver-image-and-signing.md §5.2). Outputs go to `--out` (default
-//! `target/drivers/`), written atomically. Fails if any object fails to build or any image fails a rule.
+//! → sign, then lint the result (driver-image-and-signing.md §5.2, H/P rules and S1–S7). Outputs go to `--out`
+//! (default `target/drivers/`), written atomically. Fails if any object fails to build or any image fails a rule.
+//!
+//! Signing: with `--key/--cert` or `--pfx` the drivers are signed with that key (password from
+//! `--password-env`/`--password-file`, default variable BPF2SYS_KEY_PASSWORD). Without a key they are
+//! **test-signed** with a certificate created once and cached in `target/test-signing/` (Windows needs
+//! `bcdedit /set testsigning on` and the certificate trusted; the steps are printed when it is created).
+//! `--unsigned` leaves them unsigned.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use bpf2sys::compiled::Target;
-use bpf2sys::link::lint::lint_image;
+use bpf2sys::link::lint::{lint_image_with, ExtraRule};
 use bpf2sys::link::pipeline::{build_driver, BuildOptions};
 use bpf2sys::link::write_atomically;
 use bpf2sys_runtime_shim::RuntimeVersion;
@@ -29,9 +34,73 @@ pub struct Args {
     /// Runtime version the modules report (contract §2.4; default: the most portable, 1.3.0).
     #[arg(long, default_value = "1.3.0", value_parser = RuntimeVersion::parse)]
     pub runtime_version: RuntimeVersion,
-    /// Leave the drivers unsigned (today every output is unsigned; signing joins with the signing stage).
-    #[arg(long)]
+    /// Leave the drivers unsigned (Windows will not load them; with HVCI even test mode needs a signature).
+    #[arg(long, conflicts_with_all = ["key", "pfx"])]
     pub unsigned: bool,
+    /// PEM private key to sign with (needs --cert); default: the cached test certificate.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// PEM certificate chain for --key, leaf first.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// PFX/PKCS#12 file to sign with.
+    #[arg(long, conflicts_with = "key")]
+    pub pfx: Option<PathBuf>,
+    /// Environment variable holding the key/PFX password [default: BPF2SYS_KEY_PASSWORD].
+    #[arg(long)]
+    pub password_env: Option<String>,
+    /// File whose first line is the key/PFX password.
+    #[arg(long, conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+    /// RFC 3161 time-stamp authority (http://) to countersign with.
+    #[arg(long)]
+    pub timestamp_url: Option<String>,
+}
+
+/// How the outputs are signed: the signer and how to describe the result.
+struct Signing {
+    signer: bpf2sys_signing::Signer,
+    label: String,
+}
+
+fn signing(args: &Args, root: &Path) -> Result<Option<Signing>> {
+    use bpf2sys_signing::{KeySource, PasswordSource, Signer};
+    if args.unsigned {
+        return Ok(None);
+    }
+    let password = match (&args.password_file, &args.password_env) {
+        (Some(file), _) => PasswordSource::File(file.clone()),
+        (None, Some(var)) => PasswordSource::Env(var.clone()),
+        (None, None) => PasswordSource::Env("BPF2SYS_KEY_PASSWORD".into()),
+    };
+    let source = match (&args.key, &args.pfx) {
+        (Some(key), _) => Some(KeySource::Pem {
+            key: key.clone(),
+            chain: args.cert.clone().context("--key needs --cert")?,
+            password: (args.password_file.is_some()
+                || args.password_env.is_some()
+                || std::env::var_os("BPF2SYS_KEY_PASSWORD").is_some())
+            .then_some(password),
+        }),
+        (None, Some(pfx)) => Some(KeySource::Pfx { path: pfx.clone(), password }),
+        (None, None) => None,
+    };
+    if let Some(source) = source {
+        let signer = Signer::load(&source)?;
+        let label = format!("signed by {}", signer.leaf().tbs_certificate.subject);
+        return Ok(Some(Signing { signer, label }));
+    }
+    let dir = root.join("target").join("test-signing");
+    let test = bpf2sys_signing::test_cert::load_or_create(&dir)?;
+    if test.created {
+        println!("created test-signing certificate {}", test.cert_path.display());
+        println!("{}", bpf2sys_signing::test_cert::trust_instructions(&test.cert_path));
+    }
+    println!(
+        "TEST-SIGNING with {} (not for production; give --key/--cert or --pfx to sign for release, --unsigned to skip)",
+        test.cert_path.strip_prefix(root).unwrap_or(&test.cert_path).display()
+    );
+    Ok(Some(Signing { signer: test.signer, label: "TEST-SIGNED".into() }))
 }
 
 fn repo_root() -> PathBuf {
@@ -61,6 +130,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         runtime_version: args.runtime_version,
         ..BuildOptions::default()
     };
+    let signing = signing(&args, &root)?;
+    let sign_options = bpf2sys_signing::SignOptions { timestamp_url: args.timestamp_url.clone(), ..Default::default() };
+    let extra: Vec<ExtraRule> = bpf2sys_signing::lint::SIGNATURE_RULES
+        .iter()
+        .map(|(id, title, check)| ExtraRule { id, title, check })
+        .collect();
     let mut failures = 0;
     for object in &objects {
         let name = object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -74,8 +149,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 continue;
             }
         };
+        let image = match &signing {
+            Some(signing) => match bpf2sys_signing::sign_pe(&image, &signing.signer, &sign_options) {
+                Ok(signed) => signed,
+                Err(e) => {
+                    eprintln!("error: cannot sign {name}: {e}");
+                    failures += 1;
+                    continue;
+                }
+            },
+            None => image,
+        };
         let elapsed = started.elapsed();
-        let report = lint_image(&image);
+        let report = lint_image_with(&image, &extra);
         let path = out.join(Path::new(&name).with_extension("sys"));
         if !report.passed() {
             eprintln!("error: {} fails the driver lint, not written:\n{report}", path.display());
@@ -84,11 +170,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         write_atomically(&path, &image).with_context(|| format!("cannot write {}", path.display()))?;
         println!(
-            "{} -> {} ({} bytes, {}, unsigned, {:.1} ms)",
+            "{} -> {} ({} bytes, {}, {}, {:.1} ms)",
             object.display(),
             path.strip_prefix(&root).unwrap_or(&path).display(),
             image.len(),
             args.target,
+            signing.as_ref().map_or("unsigned", |s| s.label.as_str()),
             elapsed.as_secs_f64() * 1e3
         );
     }

@@ -1,6 +1,9 @@
 //! `cargo xtask conformance [--engine interp|native] [DIR ...]`: runs every `.data` file in the folders
 //! (default: ../shared/corpora/bpf_conformance/tests), prints one line per failure and per skip, then
 //! `N passed, M failed, K skipped`. Exits non-zero if any test failed.
+//!
+//! `--generated N` instead checks N random well-defined programs (bpf2sys_tests::generate) on the engine
+//! against the reference interpreter, and prints the smallest program whose result differs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,8 +16,14 @@ pub struct Args {
     /// Which engine executes the programs.
     #[arg(long, value_enum, default_value_t = EngineKind::Interp)]
     engine: EngineKind,
-    /// Folders of `.data` files (default: the bpf_conformance suite's tests/).
+    /// Folders of `.data` files, or single files (default: the bpf_conformance suite's tests/).
     dirs: Vec<PathBuf>,
+    /// Instead of folders: check this many generated programs against the interpreter (differential testing).
+    #[arg(long, value_name = "N", conflicts_with = "dirs")]
+    generated: Option<u32>,
+    /// Size of generated programs, in abstract operations.
+    #[arg(long, value_name = "OPS", default_value_t = 40, requires = "generated")]
+    max_ops: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -33,6 +42,9 @@ fn engine(kind: EngineKind) -> anyhow::Result<Box<dyn Engine>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(cases) = args.generated {
+        return run_generated(args.engine, cases, args.max_ops);
+    }
     let mut engine = engine(args.engine)?;
     let dirs = if args.dirs.is_empty() { vec![corpus_dir().join("tests")] } else { args.dirs };
     let summary = run_dirs(engine.as_mut(), &dirs).context("reading the test folders")?;
@@ -45,4 +57,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     println!("{summary}");
     Ok(if summary.failed() > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn run_generated(kind: EngineKind, cases: u32, max_ops: usize) -> anyhow::Result<ExitCode> {
+    if matches!(kind, EngineKind::Interp) {
+        anyhow::bail!(
+            "generated programs are checked against the interpreter: choose another engine (--engine native)"
+        );
+    }
+    let mut engine = engine(kind)?;
+    match bpf2sys_tests::generate::check_against_interpreter(engine.as_mut(), cases, max_ops) {
+        Ok(n) => {
+            println!("{n} generated programs: {} agrees with the interpreter", engine.name());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(difference) => {
+            println!("DIFFERENCE (smallest program found):\n{difference}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }

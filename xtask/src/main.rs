@@ -10,6 +10,7 @@ mod build_driver;
 mod conformance;
 mod prevail;
 mod samples;
+mod verifier_fuzz;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "bpf2sys project tasks")]
@@ -28,6 +29,8 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
     Samples(samples::Args),
+    /// Long-run verifier soundness fuzzing (random programs, accepted ones run in the interpreter).
+    VerifierFuzz(verifier_fuzz::Args),
     /// Run PREVAIL's YAML test suites through the verifier and compare verdicts.
     Prevail {
         /// Directory with the YAML files (default ../shared/corpora/prevail-test-data).
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Task::Conformance(args) => conformance::run(args),
         Task::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
+        Task::VerifierFuzz(args) => verifier_fuzz::run(args),
         Task::Prevail { dir, verbose } => prevail::run(dir, verbose).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -111,7 +111,11 @@ fn describe_program(module: &Module, program: &Program) -> Value {
         }
         if let Some(text) = disasm::format_instruction(insn) {
             let function = program.functions.iter().find(|f| f.start == slot).map(|f| f.name.as_str());
-            disassembly.push(json!({"slot": slot, "text": text, "source": source, "function_start": function}));
+            // Absolute slot of a jump or local-call target, to read control flow without counting.
+            let target = insn.jump_target(slot);
+            disassembly.push(json!({
+                "slot": slot, "text": text, "source": source, "function_start": function, "target": target
+            }));
         }
     }
     let entry_len = program.functions.first().map_or(program.instructions.len(), |f| f.end - f.start);
@@ -272,7 +276,8 @@ pub fn render_text(r: &Value) -> String {
                     last_line = Some(key);
                 }
             }
-            let _ = writeln!(o, "    {:>5}: {}", d["slot"], s(&d["text"]));
+            let target = d["target"].as_i64().map_or(String::new(), |t| format!("  ; -> {t}"));
+            let _ = writeln!(o, "    {:>5}: {}{target}", s(&d["slot"]), s(&d["text"]));
         }
     }
     o

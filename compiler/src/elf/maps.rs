@@ -5,6 +5,8 @@
 //! maps by symbol offset in `.maps`, anonymous inner maps (declared inline in `__array(values, struct {...})`),
 //! then one array map per `.data` / `.rodata` / `.bss` section in ELF order.
 
+use std::collections::{HashMap, HashSet};
+
 use object::elf;
 
 use super::btf::{Btf, BtfKind, BtfType};
@@ -46,9 +48,19 @@ pub(crate) struct MapLayout {
     pub global_sections: Vec<GlobalSection>,
     legacy: Vec<LegacySection>,
     maps_section: Option<usize>,
+    /// Sorted by offset (the order of the `.maps` symbols).
     btf_maps: Vec<BtfMapSymbol>,
-    /// (section index, map index) for each global-variable section.
-    globals: Vec<(usize, usize)>,
+    /// `.maps` symbol offset → index in `btf_maps`.
+    btf_map_at: HashMap<u64, usize>,
+    /// ELF section index → what its symbols are (indexes `legacy` or a global map).
+    roles: HashMap<usize, SectionRole>,
+}
+
+#[derive(Clone, Copy)]
+enum SectionRole {
+    Legacy(usize),
+    BtfMaps,
+    Global(usize),
 }
 
 /// How a relocation's symbol resolves for a `lddw`.
@@ -63,7 +75,9 @@ impl MapLayout {
     /// Resolves a relocation symbol to a map or global section, or `None` if it lies in neither.
     pub fn resolve(&self, object: &Object, symbol: &Symbol) -> Result<Option<MapReference>, ElfError> {
         let Some(section) = symbol.section else { return Ok(None) };
-        if let Some(l) = self.legacy.iter().find(|l| l.section == section) {
+        let role = self.roles.get(&section).copied();
+        if let Some(SectionRole::Legacy(i)) = role {
+            let l = &self.legacy[i];
             let idx = symbol.value / l.record_size;
             if !symbol.value.is_multiple_of(l.record_size) || idx >= l.count as u64 {
                 return Err(ElfError::Symbol {
@@ -78,8 +92,8 @@ impl MapLayout {
             }
             return Ok(Some(MapReference::Map(l.first_map + idx as usize)));
         }
-        if self.maps_section == Some(section) {
-            return match self.btf_maps.iter().find(|m| m.offset == symbol.value) {
+        if let Some(SectionRole::BtfMaps) = role {
+            return match self.btf_map_by_offset(symbol.value) {
                 Some(m) => Ok(Some(MapReference::Map(m.map_index))),
                 None => Err(ElfError::Symbol {
                     symbol: symbol.name.to_string(),
@@ -87,7 +101,7 @@ impl MapLayout {
                 }),
             };
         }
-        if let Some(&(_, map_index)) = self.globals.iter().find(|(s, _)| *s == section) {
+        if let Some(SectionRole::Global(map_index)) = role {
             let section_size = object.sections[section].size;
             // Section symbols carry value 0; the instruction's immediate holds the offset (added by the caller).
             let symbol_offset = if symbol.kind == elf::STT_SECTION { 0 } else { symbol.value };
@@ -97,7 +111,13 @@ impl MapLayout {
     }
 
     fn btf_map_by_offset(&self, offset: u64) -> Option<&BtfMapSymbol> {
-        self.btf_maps.iter().find(|m| m.offset == offset)
+        self.btf_map_at.get(&offset).map(|&i| &self.btf_maps[i])
+    }
+
+    /// The BTF map whose symbol range contains `offset`.
+    fn btf_map_containing(&self, offset: u64) -> Option<&BtfMapSymbol> {
+        let after = self.btf_maps.partition_point(|m| m.offset <= offset);
+        self.btf_maps[..after].last().filter(|m| offset < m.offset.saturating_add(m.size))
     }
 }
 
@@ -120,13 +140,9 @@ fn pinning(map: &str, value: u32) -> Result<Pinning, ElfError> {
 /// Named symbols (objects, or untyped) defined in a section, sorted by offset.
 fn data_symbols<'o, 'a>(object: &'o Object<'a>, section: usize) -> Vec<&'o Symbol<'a>> {
     let mut syms: Vec<&Symbol> = object
-        .symbols
-        .iter()
+        .section_symbols(section)
         .filter(|s| {
-            s.section == Some(section)
-                && !s.name.is_empty()
-                && matches!(s.kind, elf::STT_OBJECT | elf::STT_NOTYPE)
-                && s.kind != elf::STT_SECTION
+            !s.name.is_empty() && matches!(s.kind, elf::STT_OBJECT | elf::STT_NOTYPE) && s.kind != elf::STT_SECTION
         })
         .collect();
     syms.sort_by_key(|s| s.value);
@@ -207,13 +223,17 @@ fn legacy_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<Vec<Leg
         }
         sections.push(LegacySection { section: section.index, record_size, first_map, count: syms.len() });
     }
-    // Resolve inner maps given by template id.
-    for i in 0..maps.len() {
-        if maps[i].inner_id != 0 && maps[i].inner_map_index.is_none() {
-            let inner_id = maps[i].inner_id;
-            match maps.iter().position(|m| m.id == inner_id) {
-                Some(j) if j != i => maps[i].inner_map_index = Some(j),
-                _ => return Err(map_error(&maps[i].name, format!("inner_id {inner_id} matches no other map's id"))),
+    // Resolve inner maps given by template id (first map with that id).
+    let mut by_id: HashMap<u32, usize> = HashMap::new();
+    for (i, m) in maps.iter().enumerate() {
+        by_id.entry(m.id).or_insert(i);
+    }
+    for (i, map) in maps.iter_mut().enumerate() {
+        if map.inner_id != 0 && map.inner_map_index.is_none() {
+            let inner_id = map.inner_id;
+            match by_id.get(&inner_id).copied() {
+                Some(j) if j != i => map.inner_map_index = Some(j),
+                _ => return Err(map_error(&map.name, format!("inner_id {inner_id} matches no other map's id"))),
             }
         }
     }
@@ -335,6 +355,15 @@ fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<us
     let (_, datasec) = btf
         .datasec(".maps")
         .ok_or_else(|| ElfError::Section { section: ".maps".into(), what: "no DATASEC '.maps' in .BTF".into() })?;
+    // VAR name → VAR type, for the variables of DATASEC `.maps`.
+    let mut vars = HashMap::new();
+    for vi in &datasec.sec_infos {
+        if let Ok(v) = btf.get(vi.type_id) {
+            if v.kind == BtfKind::Var {
+                vars.entry(btf.str_bytes(v.name_offset)?).or_insert(v);
+            }
+        }
+    }
     let mut parsed = Vec::with_capacity(syms.len());
     for sym in &syms {
         // The symbol must lie inside the section's file bytes: its size bounds the `values` array.
@@ -345,10 +374,7 @@ fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<us
             ));
         }
         // Find this symbol's VAR in the DATASEC by name.
-        let var = datasec.sec_infos.iter().find_map(|vi| {
-            let v = btf.get(vi.type_id).ok()?;
-            (v.kind == BtfKind::Var && btf.str_bytes(v.name_offset).ok() == Some(sym.name.as_bytes())).then_some(v)
-        });
+        let var = vars.get(sym.name.as_bytes()).copied();
         let var = var.ok_or_else(|| map_error(sym.name, "no BTF variable of this name in DATASEC '.maps'"))?;
         let struct_id = btf.skip_modifiers(var.size_or_type)?;
         let def = parse_btf_map_def(btf, sym.name, struct_id, false)?;
@@ -369,6 +395,10 @@ fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<us
         out.push(BtfMapSymbol { offset: sym.value, size: sym.size, map_index: first + i, values });
     }
     // Inner maps: a declared map with the same struct type, else an anonymous map appended after the others.
+    let mut declared_by_id: HashMap<u32, usize> = HashMap::new();
+    for (j, map) in maps.iter().enumerate().skip(first) {
+        declared_by_id.entry(map.id).or_insert(j);
+    }
     for (i, (sym, def)) in parsed.iter().enumerate() {
         if !def.def.map_type.is_map_of_maps() {
             continue;
@@ -376,7 +406,7 @@ fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<us
         let Some((_, inner_struct)) = def.values else {
             return Err(map_error(sym.name, "map-in-map needs __array(values, <inner map type>)"));
         };
-        let inner_index = match (first..first + parsed.len()).find(|&j| maps[j].id == inner_struct) {
+        let inner_index = match declared_by_id.get(&inner_struct).copied() {
             Some(j) => j,
             None => {
                 let inner_name = format!("{}.inner", sym.name);
@@ -419,13 +449,36 @@ fn global_maps(object: &Object, module_name: &str, maps: &mut Vec<MapDefinition>
         let mut id = 0;
         if let Some(btf) = &object.btf {
             if let Some((datasec_id, datasec)) = btf.datasec(section.name) {
-                // clang records the section size in the DATASEC (libbpf fixes it up when it is 0).
+                // clang leaves the DATASEC size and variable offsets 0 in objects (libbpf fills them in from the
+                // ELF); check what is there: a non-zero size must match, and every variable must be a symbol of
+                // this section whose BTF size fits inside it.
+                let symbols_by_name: HashMap<&[u8], &Symbol> =
+                    object.section_symbols(section.index).map(|s| (s.name.as_bytes(), s)).collect();
                 let btf_size = u64::from(datasec.size_or_type);
                 if btf_size != 0 && btf_size != section.size {
                     return Err(err(format!(
                         "BTF DATASEC size {btf_size} differs from the section size {}",
                         section.size
                     )));
+                }
+                for info in &datasec.sec_infos {
+                    let var = btf.get(info.type_id)?;
+                    if var.kind != BtfKind::Var {
+                        return Err(err(format!(
+                            "DATASEC entry type {} is a {:?}, not a variable",
+                            info.type_id, var.kind
+                        )));
+                    }
+                    let var_name = btf.str_bytes(var.name_offset)?;
+                    let symbol = symbols_by_name.get(var_name).copied().ok_or_else(|| {
+                        err(format!("BTF variable '{}' has no symbol in the section", btf.name(var.name_offset)))
+                    })?;
+                    if symbol.value.saturating_add(u64::from(info.size)) > section.size {
+                        return Err(err(format!(
+                            "BTF variable '{}' ({} bytes at offset {}) overruns the section ({} bytes)",
+                            symbol.name, info.size, symbol.value, section.size
+                        )));
+                    }
                 }
                 id = datasec_id;
             }
@@ -454,7 +507,21 @@ pub(crate) fn build(object: &Object, module_name: &str) -> Result<MapLayout, Elf
     let legacy = legacy_maps(object, &mut maps)?;
     let (maps_section, btf_maps) = btf_maps(object, &mut maps)?;
     let (global_sections, globals) = global_maps(object, module_name, &mut maps)?;
-    Ok(MapLayout { maps, global_sections, legacy, maps_section, btf_maps, globals })
+    let mut roles = HashMap::new();
+    for (i, l) in legacy.iter().enumerate() {
+        roles.insert(l.section, SectionRole::Legacy(i));
+    }
+    if let Some(s) = maps_section {
+        roles.insert(s, SectionRole::BtfMaps);
+    }
+    for &(s, map_index) in &globals {
+        roles.insert(s, SectionRole::Global(map_index));
+    }
+    let mut btf_map_at = HashMap::new();
+    for (i, m) in btf_maps.iter().enumerate() {
+        btf_map_at.entry(m.offset).or_insert(i);
+    }
+    Ok(MapLayout { maps, global_sections, legacy, maps_section, btf_maps, btf_map_at, roles })
 }
 
 /// `values` initialisers from `.rel.maps` (contract §6): slot `i` of the map's `values` array names a map (map-in-map)
@@ -466,6 +533,9 @@ pub(crate) fn initial_values(
 ) -> Result<Vec<MapInitialValues>, ElfError> {
     let Some(section) = layout.maps_section else { return Ok(Vec::new()) };
     let mut out: Vec<MapInitialValues> = Vec::new();
+    let program_names: HashSet<&str> = programs.iter().map(|p| p.name.as_str()).collect();
+    // Map index → index in `out`.
+    let mut init_of: HashMap<usize, usize> = HashMap::new();
     for m in &layout.btf_maps {
         if let Some((values_offset, _)) = m.values {
             let def = &layout.maps[m.map_index];
@@ -482,14 +552,13 @@ pub(crate) fn initial_values(
                     format!("{count} initial values exceed max_entries {}", def.max_entries),
                 ));
             }
+            init_of.insert(m.map_index, out.len());
             out.push(MapInitialValues { map_index: m.map_index, values: vec![None; count as usize] });
         }
     }
     for reloc in &object.relocations[section] {
         let err = |what: String| ElfError::Relocation { section: ".maps".into(), offset: reloc.offset, what };
-        let Some(m) =
-            layout.btf_maps.iter().find(|m| reloc.offset >= m.offset && reloc.offset < m.offset.saturating_add(m.size))
-        else {
+        let Some(m) = layout.btf_map_containing(reloc.offset) else {
             return Err(err("relocation lies outside every map definition".into()));
         };
         let def = &layout.maps[m.map_index];
@@ -517,7 +586,7 @@ pub(crate) fn initial_values(
             }
             ValuesOf::Programs => {
                 let is_program = symbol.kind == elf::STT_FUNC
-                    && programs.iter().any(|p| p.name == symbol.name)
+                    && program_names.contains(symbol.name)
                     && symbol.section.and_then(|s| object.sections.get(s)).is_some_and(|s| s.is_executable());
                 if !is_program {
                     return Err(err(format!("'{}' in the values of map '{}' is not a program", symbol.name, def.name)));
@@ -525,7 +594,7 @@ pub(crate) fn initial_values(
                 symbol.name.to_string()
             }
         };
-        let Some(init) = out.iter_mut().find(|v| v.map_index == m.map_index) else {
+        let Some(init) = init_of.get(&m.map_index).map(|&i| &mut out[i]) else {
             return Err(err(format!("map '{}' has no initial values", def.name)));
         };
         match init.values.get_mut(slot) {

@@ -118,6 +118,8 @@ pub(crate) struct Object<'a> {
     pub file_len: usize,
     pub sections: Vec<Section<'a>>,
     pub symbols: Vec<Symbol<'a>>,
+    /// Indices into `symbols` of the symbols defined in each section (so per-section lookups stay linear).
+    pub symbols_by_section: Vec<Vec<usize>>,
     /// Relocations per target section index.
     pub relocations: Vec<Vec<Relocation>>,
     pub btf: Option<btf::Btf>,
@@ -127,6 +129,11 @@ pub(crate) struct Object<'a> {
 impl<'a> Object<'a> {
     pub fn section_name(&self, index: usize) -> &'a str {
         self.sections.get(index).map_or("<none>", |s| s.name)
+    }
+
+    /// The symbols defined in section `index`.
+    pub fn section_symbols(&self, index: usize) -> impl Iterator<Item = &Symbol<'a>> {
+        self.symbols_by_section.get(index).into_iter().flatten().map(|&i| &self.symbols[i])
     }
 
     pub fn symbol(&self, index: usize, in_section: &str, offset: u64) -> Result<&Symbol<'a>, ElfError> {
@@ -152,7 +159,15 @@ impl<'a> Object<'a> {
         if e_type != elf::ET_REL {
             return Err(ElfError::NotBpf(format!("e_type is {e_type}, expected a relocatable object (ET_REL)")));
         }
-        let table = header.sections(endian, bytes)?;
+        let table = header.sections(endian, bytes).map_err(|e| {
+            ElfError::Malformed(format!(
+                "section header table at offset {:#x} ({} entries of {} bytes, names in section {}): {e}",
+                header.e_shoff(endian),
+                header.e_shnum(endian),
+                header.e_shentsize(endian),
+                header.e_shstrndx(endian)
+            ))
+        })?;
         let mut sections = Vec::with_capacity(table.len());
         for (index, sh) in table.enumerate() {
             let name = table
@@ -177,7 +192,9 @@ impl<'a> Object<'a> {
             });
         }
 
-        let symtab = table.symbols(endian, bytes, elf::SHT_SYMTAB)?;
+        let symtab = table
+            .symbols(endian, bytes, elf::SHT_SYMTAB)
+            .map_err(|e| ElfError::Malformed(format!("symbol table (.symtab): {e}")))?;
         let mut symbols = Vec::with_capacity(symtab.len());
         for (index, sym) in symtab.enumerate() {
             let name = symtab
@@ -253,7 +270,13 @@ impl<'a> Object<'a> {
             (Some(b), Some(ext)) => btf::parse_line_info(ext.data, b)?,
             _ => Vec::new(),
         };
-        Ok(Object { file_len: bytes.len(), sections, symbols, relocations, btf, line_info })
+        let mut symbols_by_section = vec![Vec::new(); sections.len()];
+        for (i, sym) in symbols.iter().enumerate() {
+            if let Some(list) = sym.section.and_then(|s| symbols_by_section.get_mut(s)) {
+                list.push(i);
+            }
+        }
+        Ok(Object { file_len: bytes.len(), sections, symbols, symbols_by_section, relocations, btf, line_info })
     }
 }
 

@@ -80,8 +80,7 @@ fn code_section<'a>(object: &Object<'a>, index: usize) -> Result<CodeSection<'a>
         .collect();
 
     // Function symbols, by offset; a size of 0 extends to the next function or the section end.
-    let mut syms: Vec<_> =
-        object.symbols.iter().filter(|s| s.section == Some(index) && s.kind == elf::STT_FUNC).collect();
+    let mut syms: Vec<_> = object.section_symbols(index).filter(|s| s.kind == elf::STT_FUNC).collect();
     syms.sort_by_key(|s| s.value);
     let mut functions = Vec::with_capacity(syms.len());
     for (i, sym) in syms.iter().enumerate() {
@@ -165,10 +164,21 @@ fn relocate(object: &Object, layout: &MapLayout, code: &mut CodeSection) -> Resu
                             Some(s) if s.is_executable() => {
                                 format!("loading the address of function '{}' is not supported", symbol.name)
                             }
-                            Some(s) => format!(
-                                "'{}' is in section '{}', which is not a map section or .data/.rodata/.bss",
-                                symbol.name, s.name
-                            ),
+                            Some(s) => {
+                                let what = if symbol.kind == elf::STT_SECTION {
+                                    format!("reference into section '{}'", s.name)
+                                } else {
+                                    format!("'{}' is in section '{}'", symbol.name, s.name)
+                                };
+                                // Contract §6: only these three sections become global-variable maps.
+                                let hint = if s.name.starts_with(".rodata.str") {
+                                    " (string literals are not supported: declare the string as a local \
+                                     `char name[] = \"...\"` array)"
+                                } else {
+                                    ""
+                                };
+                                format!("{what}, which is not a map section or .data/.rodata/.bss{hint}")
+                            }
                         };
                         return Err(err(what));
                     }
@@ -199,28 +209,32 @@ fn relocate(object: &Object, layout: &MapLayout, code: &mut CodeSection) -> Resu
     Ok(())
 }
 
-/// Line-info records of one section, as (slot, record).
-fn section_line_info<'b>(
-    object: &'b Object,
-    section: &str,
-) -> Result<Vec<(usize, &'b super::btf::LineRecord)>, ElfError> {
-    let Some(btf) = &object.btf else { return Ok(Vec::new()) };
-    let mut out = Vec::new();
+/// Line-info records by section name, each as (slot, record), sorted by slot.
+type LinesBySection<'b> = HashMap<&'b [u8], Vec<(usize, &'b super::btf::LineRecord)>>;
+
+fn line_info_by_section<'b>(object: &'b Object) -> Result<LinesBySection<'b>, ElfError> {
+    let mut out: LinesBySection = HashMap::new();
+    let Some(btf) = &object.btf else { return Ok(out) };
     for (name_offset, records) in &object.line_info {
-        if btf.str_bytes(*name_offset)? != section.as_bytes() {
-            continue;
-        }
+        let name = btf.str_bytes(*name_offset)?;
+        let list = out.entry(name).or_default();
         for r in records {
             if r.insn_offset % SLOT_SIZE as u32 != 0 {
                 return Err(section_error(
                     ".BTF.ext",
-                    format!("line info for '{section}' at byte {:#x} is not instruction-aligned", r.insn_offset),
+                    format!(
+                        "line info for '{}' at byte {:#x} is not instruction-aligned",
+                        String::from_utf8_lossy(name),
+                        r.insn_offset
+                    ),
                 ));
             }
-            out.push(((r.insn_offset / SLOT_SIZE as u32) as usize, r));
+            list.push(((r.insn_offset / SLOT_SIZE as u32) as usize, r));
         }
     }
-    out.sort_by_key(|(slot, _)| *slot);
+    for list in out.values_mut() {
+        list.sort_by_key(|(slot, _)| *slot);
+    }
     Ok(out)
 }
 
@@ -229,6 +243,8 @@ struct Builder<'o, 'a> {
     sections: Vec<CodeSection<'a>>,
     /// Line info per code section (same order as `sections`).
     lines: Vec<Vec<(usize, &'o super::btf::LineRecord)>>,
+    /// ELF section index → index in `sections`.
+    code_index_of: HashMap<usize, usize>,
     budget: usize,
     /// Remaining bytes we may spend on line-info strings.
     string_budget: usize,
@@ -237,7 +253,7 @@ struct Builder<'o, 'a> {
 impl Builder<'_, '_> {
     /// Index in `sections` of the ELF section `index`.
     fn code_index(&self, index: usize) -> Option<usize> {
-        self.sections.iter().position(|s| s.index == index)
+        self.code_index_of.get(&index).copied()
     }
 
     fn program(&mut self, entry: (usize, usize)) -> Result<Program, ElfError> {
@@ -290,10 +306,12 @@ impl Builder<'_, '_> {
                     let tsec = self
                         .code_index(tsec_index)
                         .ok_or_else(|| perr(format!("{where_} targets a non-executable section")))?;
-                    let callee = self.sections[tsec]
-                        .functions
-                        .iter()
-                        .position(|g| target >= g.start as i64 && target < g.end as i64)
+                    // Functions are sorted and disjoint: the candidate is the last one starting at or before target.
+                    let functions = &self.sections[tsec].functions;
+                    let callee = functions
+                        .partition_point(|g| g.start as i64 <= target)
+                        .checked_sub(1)
+                        .filter(|&g| target < functions[g].end as i64)
                         .ok_or_else(|| perr(format!("{where_} targets slot {target}, which is in no function")))?;
                     let delta = target as usize - self.sections[tsec].functions[callee].start;
                     if queued.insert((tsec, callee)) {
@@ -361,9 +379,10 @@ pub(crate) fn build(object: &Object, layout: &MapLayout) -> Result<Vec<Program>,
             sections.push(code);
         }
     }
+    let mut by_section = line_info_by_section(object)?;
     let mut lines = Vec::with_capacity(sections.len());
     for s in &sections {
-        let l = section_line_info(object, s.name)?;
+        let l = by_section.remove(s.name.as_bytes()).unwrap_or_default();
         if let Some((slot, _)) = l.last().filter(|(slot, _)| *slot >= s.slots.len()) {
             return Err(section_error(
                 ".BTF.ext",
@@ -381,8 +400,10 @@ pub(crate) fn build(object: &Object, layout: &MapLayout) -> Result<Vec<Program>,
         .filter(|(_, s)| (s.name != ".text") == has_non_text)
         .flat_map(|(i, s)| (0..s.functions.len()).map(move |f| (i, f)))
         .collect();
+    let code_index_of = sections.iter().enumerate().map(|(i, s)| (s.index, i)).collect();
     let mut builder = Builder {
         object,
+        code_index_of,
         sections,
         lines,
         budget: MAX_MODULE_SLOTS.max(code_slots.saturating_mul(64)),

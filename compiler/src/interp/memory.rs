@@ -80,7 +80,7 @@ impl Region {
 pub enum MemoryError {
     #[error("{kind} of {len} byte(s) at {addr:#x} is outside every mapped region")]
     Unmapped { kind: AccessKind, addr: u64, len: u64 },
-    #[error("{kind} of {len} byte(s) at {addr:#x} runs past the end of {region} ({base:#x}..{end:#x})")]
+    #[error("{kind} of {len} byte(s) at {addr:#x} is not inside {region} ({base:#x}..{end:#x})")]
     OutOfBounds { kind: AccessKind, addr: u64, len: u64, region: String, base: u64, end: u64 },
     #[error("write of {len} byte(s) at {addr:#x} to read-only {region}")]
     ReadOnly { addr: u64, len: u64, region: String },
@@ -182,24 +182,24 @@ impl Memory {
     }
 
     fn find(&self, kind: AccessKind, addr: u64, len: u64) -> Result<&Region, MemoryError> {
-        let region = self
-            .regions
-            .range(..=addr)
-            .next_back()
-            .map(|(_, r)| r)
-            .filter(|r| addr < r.end())
-            .ok_or(MemoryError::Unmapped { kind, addr, len })?;
-        if !region.contains(addr, len) {
-            return Err(MemoryError::OutOfBounds {
+        let below = self.regions.range(..=addr).next_back().map(|(_, r)| r);
+        if let Some(region) = below.filter(|r| r.contains(addr, len)) {
+            return Ok(region);
+        }
+        // Name the region the access was meant for: the one it starts in, or one whose guard page it hit.
+        let near_end = below.filter(|r| addr - r.end().min(addr) < PAGE);
+        let near_start = self.regions.range(addr..).next().map(|(_, r)| r).filter(|r| r.base - addr <= PAGE);
+        match near_end.or(near_start) {
+            Some(region) => Err(MemoryError::OutOfBounds {
                 kind,
                 addr,
                 len,
                 region: region.name.clone(),
                 base: region.base,
                 end: region.end(),
-            });
+            }),
+            None => Err(MemoryError::Unmapped { kind, addr, len }),
         }
-        Ok(region)
     }
 
     /// The `len` bytes at `addr`. A zero-length read succeeds anywhere.
@@ -270,9 +270,17 @@ mod tests {
         let b = m.add_region("b", vec![2; 16], Access::ReadWrite);
         assert!(a.base() >= FIRST_BASE);
         assert!(b.base() >= a.base() + 16 + PAGE);
-        assert!(matches!(m.read(a.base() + 16, 1), Err(MemoryError::Unmapped { .. })));
-        assert!(matches!(m.read(a.base() + 12, 8), Err(MemoryError::OutOfBounds { .. })));
-        assert!(matches!(m.read(a.base() - 1, 1), Err(MemoryError::Unmapped { .. })));
+        // Accesses just outside a region name it; far away ones are plainly unmapped.
+        assert!(matches!(m.read(a.base() + 16, 1), Err(MemoryError::OutOfBounds { base, .. }) if base == a.base()));
+        assert!(matches!(m.read(a.base() + 12, 8), Err(MemoryError::OutOfBounds { base, .. }) if base == a.base()));
+        assert!(matches!(m.read(a.base() - 1, 1), Err(MemoryError::OutOfBounds { base, .. }) if base == a.base()));
+        assert!(matches!(m.read(b.base() - 8, 16), Err(MemoryError::OutOfBounds { base, .. }) if base == b.base()));
+        assert!(matches!(m.read(0, 1), Err(MemoryError::Unmapped { .. })));
+        assert!(matches!(
+            m.read(u64::MAX, 1),
+            Err(MemoryError::OutOfBounds { .. }) | Err(MemoryError::Unmapped { .. })
+        ));
+        assert!(matches!(m.read(b.base() + 16 + 2 * PAGE, 1), Err(MemoryError::Unmapped { .. })));
         assert_eq!(m.read(b.base(), 2).unwrap(), &[2, 2]);
     }
 

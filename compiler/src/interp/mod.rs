@@ -24,6 +24,63 @@
 //! budget stops non-terminating programs, so a test cannot hang.
 //!
 //! Errors are values: nothing a program does can make the interpreter panic or touch host memory.
+//!
+//! # Example
+//!
+//! A host with one helper that returns a pointer into a map value it maps on demand, and a program that
+//! increments the value through that pointer and reads a packet through its context:
+//!
+//! ```
+//! use bpf2sys::interp::{Access, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory, RegionId};
+//! use bpf2sys::isa::asm::assemble;
+//!
+//! struct CounterHost {
+//!     value: Option<RegionId>,
+//! }
+//!
+//! impl Host for CounterHost {
+//!     fn call_helper(&mut self, id: i32, _args: HelperArgs, memory: &mut Memory) -> Result<HelperOutcome, HostError> {
+//!         match id {
+//!             // lookup(): the address of an 8-byte value, mapped the first time.
+//!             1 => {
+//!                 let value = *self
+//!                     .value
+//!                     .get_or_insert_with(|| memory.add_region("counter", vec![0; 8], Access::ReadWrite));
+//!                 Ok(HelperOutcome::Return(value.base()))
+//!             }
+//!             _ => Err(HostError::UnknownHelper { id }),
+//!         }
+//!     }
+//! }
+//!
+//! let mut memory = Memory::new();
+//! let packet = memory.add_region("packet", vec![0x45, 0x00, 0x00, 0x54], Access::ReadOnly);
+//! // The context holds data and data_end, as an XDP context does.
+//! let mut context = packet.base().to_le_bytes().to_vec();
+//! context.extend((packet.base() + 4).to_le_bytes());
+//! let context = memory.add_region("context", context, Access::ReadOnly);
+//!
+//! let program = assemble(
+//!     "mov %r6, %r1
+//!      call 1
+//!      mov %r1, 1
+//!      lock add [%r0], %r1
+//!      ldxdw %r2, [%r6]
+//!      ldxb %r0, [%r2]
+//!      exit",
+//! )
+//! .unwrap();
+//! let mut host = CounterHost { value: None };
+//! let r0 = Interpreter::new(&program).run(&[context.base()], &mut memory, &mut host).unwrap();
+//! assert_eq!(r0, 0x45);
+//! assert_eq!(memory.read_uint(host.value.unwrap().base(), bpf2sys::isa::MemSize::DW).unwrap(), 1);
+//!
+//! // Writing the read-only packet is an error value naming the slot and the region.
+//! let program = assemble("ldxdw %r2, [%r1]\nstb [%r2], 0\nmov %r0, 0\nexit").unwrap();
+//! let error = Interpreter::new(&program).run(&[context.base()], &mut memory, &mut host).unwrap_err();
+//! assert_eq!(error.pc, 1);
+//! assert!(error.to_string().contains("read-only packet"), "{error}");
+//! ```
 
 pub mod memory;
 

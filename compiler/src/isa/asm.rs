@@ -17,7 +17,8 @@
 //! `lddw` pseudo sources of RFC 9669 §5.4 as `KIND(imm)` with an optional `+next_imm`/`-next_imm`, where `KIND`
 //! is one of `map_by_fd`, `map_val_by_fd`, `var_addr`, `code_addr`, `map_by_idx`, `map_val_by_idx`; the legacy
 //! packet loads `ldabs{b,h,w} imm` and `ldind{b,h,w} %rS, imm` (RFC 9669 §5.5); `call runtime id, module` for
-//! a BTF call into a module other than 0; `gotol` as a synonym of `ja32`; a `#` starts a comment.
+//! a BTF call into a module other than 0; `gotol` as a synonym of `ja32`; uBPF's `ldx{b,h,w}sx` as synonyms of
+//! `ldxs{b,h,w}`; a `#` starts a comment.
 
 use std::collections::HashMap;
 
@@ -232,7 +233,10 @@ impl Context<'_, '_> {
         if m == "lock" {
             return self.atomic();
         }
-        if let Some(rest) = m.strip_prefix("ldxs") {
+        // `ldxs{b,h,w}` (bpf_conformance) or `ldx{b,h,w}sx` (uBPF's tests): sign-extending loads.
+        let sign_extending =
+            m.strip_prefix("ldxs").or_else(|| m.strip_prefix("ldx").and_then(|r| r.strip_suffix("sx")));
+        if let Some(rest) = sign_extending {
             let size = size_suffix(rest).filter(|s| *s != MemSize::DW).ok_or_else(|| unknown(m))?;
             let ops = self.operands(2)?;
             let (src, offset) = memory(ops[1])?;
@@ -572,6 +576,7 @@ mod tests {
         assert_eq!(bytes("movsx832 %r0, %r1")[..4], [0xbc, 0x10, 8, 0]);
         assert_eq!(bytes("movsx3264 %r0, %r1")[..4], [0xbf, 0x10, 32, 0]);
         assert_eq!(bytes("ldxsb %r0, [%r1+2]")[..4], [0x91, 0x10, 2, 0]);
+        assert_eq!(bytes("ldxhsx %r0, [%r1+2]")[..4], [0x89, 0x10, 2, 0]);
         assert_eq!(bytes("bswap16 %r3"), [0xd7, 0x03, 0, 0, 16, 0, 0, 0]);
         assert_eq!(bytes("call %r2"), [0x8d, 0x02, 0, 0, 0, 0, 0, 0]);
         assert_eq!(bytes("ja32 +3"), [0x06, 0, 0, 0, 3, 0, 0, 0]);
@@ -609,9 +614,11 @@ mod tests {
             /// Any text is either assembled or rejected with an error naming a line of the input.
             #[test]
             fn arbitrary_text_is_assembled_or_rejected(
-                text in "(((lock|fetch|call|local|lddw|ldx[bhw]|stx?[bhw]|j[a-z]{1,4}(32)?|mov(sx[0-9]{3,4})?|[a-z]{2,6})\
-                          [ ,]{1,2})?((%r[0-9]{1,2}|\\[%r[0-9]{1,2}[-+][0-9a-fx]{1,6}\\]|[-+]?(0x)?[0-9a-f]{1,17}|[a-z]{1,5}:?)\
-                          [ ,]{0,2}){0,4}\n){0,8}",
+                text in concat!(
+                    "(((lock|fetch|call|local|lddw|ldx[bhw]|stx?[bhw]|j[a-z]{1,4}(32)?|mov(sx[0-9]{3,4})?|[a-z]{2,6})",
+                    "[ ,]{1,2})?((%r[0-9]{1,2}|\\[%r[0-9]{1,2}[-+][0-9a-fx]{1,6}\\]|[-+]?(0x)?[0-9a-f]{1,17}",
+                    "|[a-z]{1,5}:?)[ ,]{0,2}){0,4}\n){0,8}"
+                ),
                 noise in "\\PC{0,80}",
             ) {
                 for input in [text.as_str(), noise.as_str()] {

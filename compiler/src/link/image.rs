@@ -67,6 +67,9 @@ pub struct ImageInput {
     pub data: Vec<DataItem>,
     /// Name of the function the entry point is.
     pub entry: String,
+    /// [`SECTION_ALIGNMENT`] for every driver (HVCI rule H2); other values exist only to build deliberately
+    /// broken images for the lint's tests.
+    pub section_alignment: u32,
 }
 
 struct Placed {
@@ -218,7 +221,7 @@ pub fn write_image(input: &ImageInput) -> Result<Vec<u8>, LinkError> {
 
     // Reserve.
     let mut out = Vec::new();
-    let mut w = Writer::new(true, SECTION_ALIGNMENT, FILE_ALIGNMENT, &mut out);
+    let mut w = Writer::new(true, input.section_alignment, FILE_ALIGNMENT.min(input.section_alignment), &mut out);
     w.reserve_dos_header_and_stub();
     w.reserve_nt_headers(16);
     if let Some(empty) = sections.iter().find(|s| s.bytes.is_empty()) {

@@ -365,7 +365,7 @@ fn h1(img: &Image) -> Vec<String> {
 
 fn h2(img: &Image) -> Vec<String> {
     let mut f = Vec::new();
-    if img.section_alignment % 0x1000 != 0 || img.section_alignment == 0 {
+    if img.section_alignment == 0 || !img.section_alignment.is_multiple_of(0x1000) {
         f.push(format!("SectionAlignment {:#x} is not a multiple of 0x1000", img.section_alignment));
     }
     for s in &img.sections {
@@ -411,7 +411,7 @@ fn base_relocations(img: &Image) -> Result<Vec<(u32, u16, u16)>, String> {
     let mut out = Vec::new();
     let mut at = 0u32;
     while at < size {
-        if at % 4 != 0 {
+        if !at.is_multiple_of(4) {
             return Err(format!("relocation block at +{at:#x} is not 32-bit aligned"));
         }
         let page = img.read32(rva + at).ok_or(format!("relocation block at +{at:#x} is outside the image"))?;
@@ -540,15 +540,16 @@ fn p3(img: &Image) -> Vec<String> {
     let mut expected_va = None;
     for s in &img.sections {
         if let Some(e) = expected_va {
-            if s.virtual_address != e {
+            if s.virtual_address as u64 != e {
                 f.push(format!(
                     "section `{}` at RVA {:#x}, expected {e:#x} (ascending and adjacent)",
                     s.name, s.virtual_address
                 ));
             }
         }
+        // In u64: a corrupted header may place a section so that the next page-aligned RVA passes 4 GiB.
         expected_va = Some(
-            (s.virtual_address as u64 + s.virtual_size.max(s.size_of_raw_data) as u64).div_ceil(sa as u64) as u32 * sa,
+            (s.virtual_address as u64 + s.virtual_size.max(s.size_of_raw_data) as u64).div_ceil(sa as u64) * sa as u64,
         );
         if s.pointer_to_raw_data % fa != 0 || s.size_of_raw_data % fa != 0 {
             f.push(format!(
@@ -561,12 +562,12 @@ fn p3(img: &Image) -> Vec<String> {
         }
     }
     if let Some(e) = expected_va {
-        if img.size_of_image != e {
+        if img.size_of_image as u64 != e {
             f.push(format!("SizeOfImage {:#x}, expected {e:#x}", img.size_of_image));
         }
     }
-    let headers = (img.headers_end as u32).div_ceil(fa) * fa;
-    if img.size_of_headers != headers {
+    let headers = (img.headers_end as u64).div_ceil(fa as u64) * fa as u64;
+    if img.size_of_headers as u64 != headers {
         f.push(format!("SizeOfHeaders {:#x}, expected {headers:#x}", img.size_of_headers));
     }
     f
@@ -650,10 +651,9 @@ fn p7(img: &Image) -> Vec<String> {
         }
         if arm {
             previous_end = begin + 4;
-            if second & 3 == 0 {
-                if second % 4 != 0 || img.read32(second).is_none() {
-                    f.push(format!("RUNTIME_FUNCTION {i}: .xdata at {second:#x} is invalid"));
-                }
+            // Flag bits 0 mean `second` is the RVA of a 4-byte-aligned .xdata record; otherwise packed data.
+            if second & 3 == 0 && img.read32(second).is_none() {
+                f.push(format!("RUNTIME_FUNCTION {i}: .xdata at {second:#x} is outside the image"));
             }
         } else {
             let end = second;
@@ -662,7 +662,7 @@ fn p7(img: &Image) -> Vec<String> {
                 f.push(format!("RUNTIME_FUNCTION {i}: end {end:#x} ≤ begin {begin:#x}"));
             }
             previous_end = end;
-            if unwind % 4 != 0 {
+            if !unwind.is_multiple_of(4) {
                 f.push(format!("RUNTIME_FUNCTION {i}: UNWIND_INFO {unwind:#x} is not DWORD-aligned"));
             }
             match img.offset_of(unwind, 4) {

@@ -204,6 +204,16 @@ fn reloc_target(s: &Symbol) -> RelocTarget {
 
 /// Links `programs` (compiled for `options.target`) and the runtime shim into a driver image.
 pub fn link_driver(module: &Module, programs: &[CompiledProgram], options: &LinkOptions) -> Result<Vec<u8>, LinkError> {
+    image::write_image(&image_input(module, programs, options)?)
+}
+
+/// Everything [`link_driver`] places, before layout: the compiled shim and program functions with their PE
+/// sections, and the shim's data objects.
+pub fn image_input(
+    module: &Module,
+    programs: &[CompiledProgram],
+    options: &LinkOptions,
+) -> Result<ImageInput, LinkError> {
     let description = describe_module(module, programs, &WINDOWS, options)?;
     let isa = build_isa(options.target)?;
     let driver_shim = shim::build(&description, isa.frontend_config())?;
@@ -253,7 +263,13 @@ pub fn link_driver(module: &Module, programs: &[CompiledProgram], options: &Link
             bytes: d.bytes,
         })
         .collect();
-    image::write_image(&ImageInput { target: options.target, functions, data, entry: shim::DRIVER_ENTRY.to_string() })
+    Ok(ImageInput {
+        target: options.target,
+        functions,
+        data,
+        entry: shim::DRIVER_ENTRY.to_string(),
+        section_alignment: image::SECTION_ALIGNMENT,
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a failure never

@@ -361,16 +361,33 @@ fn x64_unwind_info(name: &str, code: &[u8], insts: &[(u32, UnwindInst)]) -> Resu
     Ok(out)
 }
 
+/// Length in bytes of the ARM64 unwind code starting with `first` (Microsoft "ARM64 exception handling",
+/// unwind codes table).
+fn arm64_unwind_code_len(first: u8) -> usize {
+    match first {
+        0x00..=0xbf => 1, // alloc_s, save_r19r20_x, save_fplr, save_fplr_x
+        0xc0..=0xdf => 2, // alloc_m, save_regp[_x], save_reg[_x], save_lrpair, save_freg*, alloc_z
+        0xe0 => 4,        // alloc_l
+        0xe2 => 2,        // add_fp
+        0xe7 => 3,        // save_any_reg
+        _ => 1,           // set_fp, nop, end, end_c, save_next, pac_sign_lr, ...
+    }
+}
+
 /// Builds an ARM64 `.xdata` record from Cranelift's unwind code bytes (zero-padded to whole words).
 fn arm64_xdata(name: &str, code_len: usize, codes: &[u8]) -> Result<Vec<u8>, LowerError> {
     let err = |message: String| LowerError::Codegen { function: name.to_string(), message };
     if !code_len.is_multiple_of(4) || code_len / 4 >= 1 << 18 {
         return Err(err(format!("function length {code_len} cannot be described in .xdata (max 1 MiB)")));
     }
-    // Cranelift pads its code bytes with zeros; 0x00 is a real code (alloc_s 0) so cut at the last non-zero
-    // byte: no Cranelift code ends with a 0x00 byte except alloc_s of 0, which it never emits.
-    let used = codes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    let mut bytes = codes[..used].to_vec();
+    // Cranelift zero-pads its code bytes to whole words. Walk the codes by their encoded lengths and stop at a
+    // code boundary followed only by zeros: a trailing 0x00 inside a two-byte code (e.g. `save_regp x19, #8` =
+    // CC 00) is kept, and Cranelift never emits the one-byte `alloc_s 0` that a padding zero would look like.
+    let mut used = 0;
+    while used < codes.len() && codes[used..].iter().any(|&b| b != 0) {
+        used += arm64_unwind_code_len(codes[used]);
+    }
+    let mut bytes = codes[..used.min(codes.len())].to_vec();
     bytes.push(0xe4); // end
     while !bytes.len().is_multiple_of(4) {
         bytes.push(0xe4);
@@ -501,6 +518,15 @@ mod tests {
         }
         assert!(saw_alloc);
         assert!(saves > 0, "the test function must save callee-saved registers");
+    }
+
+    #[test]
+    fn arm64_xdata_keeps_zero_bytes_inside_codes_and_drops_padding() {
+        // save_regp x19,#8 (CC 00), set_fp (E1), then padding.
+        let xdata = arm64_xdata("f", 64, &[0xcc, 0x00, 0xe1, 0x00, 0x00, 0x00, 0x00, 0x00]).unwrap();
+        assert_eq!(&xdata[4..], &[0xcc, 0x00, 0xe1, 0xe4]);
+        let header = u32::from_le_bytes(xdata[..4].try_into().unwrap());
+        assert_eq!(header, 16 | (1 << 27));
     }
 
     #[test]

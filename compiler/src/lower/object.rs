@@ -1,9 +1,9 @@
-//! A compiled program as a standalone COFF object (`bpf2sys compile --emit obj`), for users who link eBPF
+//! Compiled programs as a standalone COFF object (`bpf2sys compile --emit obj`), for users who link eBPF
 //! programs into their own drivers.
 //!
 //! In: a [`CompiledProgram`] and the ISA it was compiled for. Out: COFF object bytes written by cranelift-object,
 //! plus the `.pdata`/`.xdata` sections cranelift-object does not write for Windows (toolchain-notes §1.5), built
-//! from our [`UnwindData`]. The entry function is exported under the program's name with the contract §5.1
+//! from our [`UnwindData`]. Each entry function is exported under its program's name with the contract §5.1
 //! signature `uint64_t prog(void* context, const program_runtime_context_t* runtime_context)`; subprograms are
 //! local symbols. Functions reach each other by symbol relocations; data and import targets become undefined
 //! symbols (`__imp_<name>` for import slots).
@@ -27,25 +27,29 @@ fn object_error(e: impl std::fmt::Display) -> LowerError {
     LowerError::Codegen { function: String::new(), message: format!("writing the COFF object: {e}") }
 }
 
-/// Writes `program` (compiled for `isa`) as a COFF object with `.text`, `.xdata` and `.pdata`.
+/// Writes `programs` (compiled for `isa`) as one COFF object with `.text`, `.xdata` and `.pdata`; each program's
+/// entry function is exported under its name, subprograms are local.
 pub fn write_coff_object(
     isa: cranelift_codegen::isa::OwnedTargetIsa,
-    program: &CompiledProgram,
+    object_name: &str,
+    programs: &[CompiledProgram],
 ) -> Result<Vec<u8>, LowerError> {
     let target = super::codegen::isa_target(&*isa)?;
-    let builder = ObjectBuilder::new(isa, program.program_name.as_bytes().to_vec(), default_libcall_names())
-        .map_err(object_error)?;
+    let builder =
+        ObjectBuilder::new(isa, object_name.as_bytes().to_vec(), default_libcall_names()).map_err(object_error)?;
     let mut module = ObjectModule::new(builder);
+    let functions: Vec<(bool, &crate::compiled::CompiledFunction)> =
+        programs.iter().flat_map(|p| p.functions.iter().enumerate().map(|(i, f)| (i == 0, f))).collect();
 
-    let mut ids = Vec::with_capacity(program.functions.len());
-    for (i, f) in program.functions.iter().enumerate() {
+    let mut ids = Vec::with_capacity(functions.len());
+    for &(entry, f) in &functions {
         let sig =
-            if i == 0 { RuntimeEnvironment::entry_signature() } else { RuntimeEnvironment::local_function_signature() };
-        let linkage = if i == 0 { Linkage::Export } else { Linkage::Local };
+            if entry { RuntimeEnvironment::entry_signature() } else { RuntimeEnvironment::local_function_signature() };
+        let linkage = if entry { Linkage::Export } else { Linkage::Local };
         ids.push(module.declare_function(&f.name, linkage, &sig).map_err(object_error)?);
     }
     let mut data_ids: Vec<(RelocTarget, DataId)> = Vec::new();
-    for (f, &id) in program.functions.iter().zip(&ids) {
+    for (&(_, f), &id) in functions.iter().zip(&ids) {
         let mut relocs = Vec::with_capacity(f.relocations.len());
         for r in &f.relocations {
             let kind = match r.kind {
@@ -63,12 +67,11 @@ pub fn write_coff_object(
             };
             let name = match &r.target {
                 RelocTarget::Function(callee) => {
-                    let index = program.functions.iter().position(|g| &g.name == callee).ok_or_else(|| {
-                        LowerError::Codegen {
+                    let index =
+                        functions.iter().position(|(_, g)| &g.name == callee).ok_or_else(|| LowerError::Codegen {
                             function: f.name.clone(),
                             message: format!("call of unknown function {callee}"),
-                        }
-                    })?;
+                        })?;
                     ModuleRelocTarget::from(ids[index])
                 }
                 other => {
@@ -111,7 +114,7 @@ pub fn write_coff_object(
         )
         .map_err(object_error)
     };
-    for (f, &symbol) in program.functions.iter().zip(&symbols) {
+    for (&(_, f), &symbol) in functions.iter().zip(&symbols) {
         let unwind = match &f.unwind {
             UnwindData::X64 { unwind_info } => unwind_info,
             UnwindData::Arm64 { xdata } => xdata,
@@ -185,7 +188,7 @@ mod tests {
     fn x64_object_exports_entry_and_carries_unwind_info() {
         let module = module_with_call();
         let compiled = lower_program(&module, 0, &LowerOptions::new(Target::X64)).unwrap();
-        let bytes = write_coff_object(build_isa(Target::X64).unwrap(), &compiled).unwrap();
+        let bytes = write_coff_object(build_isa(Target::X64).unwrap(), "t", &[compiled]).unwrap();
         if std::env::var_os("BPF2SYS_DUMP_OBJ").is_some() {
             std::fs::write("/tmp/bpf2sys-unwind-test.obj", &bytes).unwrap();
         }
@@ -203,7 +206,7 @@ mod tests {
     fn arm64_object_carries_xdata() {
         let module = module_with_call();
         let compiled = lower_program(&module, 0, &LowerOptions::new(Target::Arm64)).unwrap();
-        let bytes = write_coff_object(build_isa(Target::Arm64).unwrap(), &compiled).unwrap();
+        let bytes = write_coff_object(build_isa(Target::Arm64).unwrap(), "t", &[compiled]).unwrap();
         if let Some(text) = readobj_unwind(&bytes) {
             assert_eq!(text.matches("RuntimeFunction {").count(), 2, "{text}");
             assert!(text.contains("end"), "{text}");

@@ -500,6 +500,15 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
                      from: usize,
                      to: usize,
                      mut st: State| {
+        // Deltas matter only inside their loop, and packet ranges only while some pointer carries their id:
+        // dropping the rest keeps states small, so the analysis stays linear in the program size.
+        st.deltas.retain(|key, _| {
+            let h = (*key & 0xffff_ffff) as usize;
+            (*key >> 32) as usize != ctx || cfg.bodies.get(&h).is_some_and(|b| b.contains(&to))
+        });
+        if st.packet_ranges.len() > 4 {
+            st.gc_packet_ranges();
+        }
         if cfg.loop_heads.contains(&to) {
             let key = node_key(ctx, to);
             if cfg.back_edges.contains(&(from, to)) {
@@ -699,13 +708,18 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
         mult.insert(0, 1);
         let mut nodes: Vec<&(usize, usize)> = visited.iter().collect();
         nodes.sort_unstable();
+        // Loop heads whose natural loop contains each slot (linear in the total size of the loop bodies).
+        let mut containing: Vec<Vec<usize>> = vec![Vec::new(); program.len()];
+        for (h, body) in &cfg.bodies {
+            for &pc in body {
+                containing[pc].push(*h);
+            }
+        }
         let exec = |ctx: usize, pc: usize, mult: &HashMap<usize, u64>| -> u64 {
             let mut e = mult.get(&ctx).copied().unwrap_or(u64::MAX);
-            for (h, body) in &cfg.bodies {
-                if body.contains(&pc) {
-                    let b = bound_of.get(&(ctx, *h)).copied().unwrap_or(0);
-                    e = e.saturating_mul(b.saturating_add(1));
-                }
+            for h in &containing[pc] {
+                let b = bound_of.get(&(ctx, *h)).copied().unwrap_or(0);
+                e = e.saturating_mul(b.saturating_add(1));
             }
             e
         };

@@ -40,8 +40,13 @@ pub mod ty {
     ];
 }
 
-/// The stack offset of the entry frame's `r10`; frame `k` has `r10 = -512·k` and owns `[-512(k+1), -512k)`.
+/// Bytes of stack per frame (contract §5.1).
 pub const STACK_FRAME_SIZE: i64 = 512;
+/// Distance between the `r10`s of consecutive frames in the abstract stack: frame `k` has `r10 = -1024·k` and
+/// owns `[-1024k - 512, -1024k)`. The 512-byte gap between frames is never accessible, so an access must stay
+/// inside the frame its pointer came from — sound whether the code generator lays frames out contiguously or
+/// not (the reference interpreter maps each frame as its own region).
+pub const FRAME_STRIDE: i64 = 1024;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Value {
@@ -190,12 +195,21 @@ pub struct Stack {
 
 impl Stack {
     pub fn new(frames: usize) -> Stack {
-        Stack { init: vec![0; frames * STACK_FRAME_SIZE as usize / 64], spills: BTreeMap::new() }
+        Stack { init: vec![0; frames * FRAME_STRIDE as usize / 64], spills: BTreeMap::new() }
     }
 
-    /// Lowest valid offset.
+    /// Lowest offset of the deepest frame.
     pub fn bottom(&self) -> i64 {
-        -(self.init.len() as i64 * 64)
+        -(self.init.len() as i64 * 64) + (FRAME_STRIDE - STACK_FRAME_SIZE)
+    }
+
+    /// Whether `[lo, hi)` lies inside one live frame.
+    pub fn in_one_frame(&self, lo: i128, hi: i128) -> bool {
+        if lo >= hi || hi > 0 || lo < self.bottom() as i128 {
+            return false;
+        }
+        let k = (-lo - 1) / FRAME_STRIDE as i128;
+        lo >= -FRAME_STRIDE as i128 * k - STACK_FRAME_SIZE as i128 && hi <= -FRAME_STRIDE as i128 * k
     }
 
     fn index(o: i64) -> usize {
@@ -243,11 +257,11 @@ impl Stack {
     }
 
     pub fn push_frame(&mut self) {
-        self.init.extend(std::iter::repeat_n(0, STACK_FRAME_SIZE as usize / 64));
+        self.init.extend(std::iter::repeat_n(0, FRAME_STRIDE as usize / 64));
     }
 
     pub fn pop_frame(&mut self) {
-        let n = self.init.len() - STACK_FRAME_SIZE as usize / 64;
+        let n = self.init.len() - FRAME_STRIDE as usize / 64;
         self.init.truncate(n);
         let bottom = self.bottom();
         self.spills.retain(|k, _| *k >= bottom);
@@ -356,6 +370,15 @@ impl State {
             }
         }
         self.packet_ranges.clear();
+    }
+
+    /// Forgets the ranges of packet ids no register or spill carries any more (id 0, the packet size, stays).
+    pub fn gc_packet_ranges(&mut self) {
+        let mut live: Vec<u32> = vec![0];
+        let held =
+            self.regs.iter().chain(self.frames.iter().flat_map(|f| f.regs.iter())).chain(self.stack.spills.values());
+        live.extend(held.filter_map(|v| v.pkt.map(|(id, _)| id)));
+        self.packet_ranges.retain(|id, _| live.contains(id));
     }
 
     /// Strips relational packet id `id` from every holder (the id is about to denote a new base).

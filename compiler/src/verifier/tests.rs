@@ -1,3 +1,5 @@
+#![allow(clippy::result_large_err)] // test helpers return verify_program's result as is
+
 use proptest::prelude::*;
 
 use super::num::{eval_alu, eval_cond, Num};
@@ -108,6 +110,9 @@ fn packet_read_without_check_is_rejected() {
 #[test]
 fn reading_an_uninitialised_register_is_rejected() {
     let r = rejected(vec![movr(R0, R3), I::Exit]);
+    assert_eq!((r.pc, r.property), (0, Property::Uninitialized));
+    // An uninitialised register must not reach memory either.
+    let r = rejected(vec![stx(MemSize::DW, FP, -8, R3), mov(R0, 0), I::Exit]);
     assert_eq!((r.pc, r.property), (0, Property::Uninitialized));
     let r = rejected(vec![I::Exit]);
     assert_eq!(r.property, Property::Uninitialized, "r0 at exit");
@@ -240,7 +245,7 @@ fn atomics_only_on_stack_and_map_values() {
 
 #[test]
 fn rejection_names_the_source_line() {
-    let mut m = module(vec![movr(R0, R3), I::Exit]);
+    let mut m = module(vec![add(R3, 1), I::Exit]);
     m.programs[0].line_info = vec![crate::program::LineInfo {
         slot: 0,
         file: "x.c".into(),

@@ -7,7 +7,7 @@ use crate::platform::{HelperArg, HelperReturn};
 use crate::program::{GlobalSectionKind, MapType};
 
 use super::num::Num;
-use super::state::{ty, State, Value, STACK_FRAME_SIZE};
+use super::state::{ty, State, Value, FRAME_STRIDE};
 use super::{Env, Failure, Property};
 
 /// Where control goes after an instruction.
@@ -141,12 +141,13 @@ fn check_access(
             return Err(oob("context", format!("context size {csize}")));
         }
     }
-    if base.may_be(ty::STACK) {
-        let bottom = st.stack.bottom() as i128;
-        let top = 0;
-        if lo < bottom || hi > top {
-            return Err(oob("stack", format!("live stack is [{bottom}, {top}) relative to the entry frame's r10")));
-        }
+    if base.may_be(ty::STACK) && !st.stack.in_one_frame(lo, hi) {
+        return Err(oob(
+            "stack",
+            format!(
+                "bytes [{lo}, {hi}) are not inside one live 512-byte frame; frame k is [-{FRAME_STRIDE}k-512, -{FRAME_STRIDE}k)"
+            ),
+        ));
     }
     if base.may_be(ty::SHARED) {
         if lo < 0 || hi > base.shared_size as i128 {
@@ -318,31 +319,32 @@ fn store(env: &Env, st: &mut State, pc: usize, dst: Reg, off: i16, size: MemSize
     let lo = base.off.smin + off;
     let hi = base.off.smax + off + n;
     let exact = base.is(ty::STACK) && base.off.smin == base.off.smax;
-    if v.may_be(ty::POINTERS) && !(exact && size == MemSize::DW && lo.rem_euclid(8) == 0) {
-        {
-            let region = if base.is(ty::STACK) {
-                "the stack other than as an aligned 8-byte spill"
-            } else {
-                "memory outside the stack (map, context or packet)"
-            };
-            return Err(fail(
-                pc,
-                Property::PointerLeak,
-                format!("storing a pointer into {region} would leak an address"),
-                vec![show("stored value", &v)],
-            ));
-        }
+    let spill = exact && size == MemSize::DW && lo.rem_euclid(8) == 0;
+    // Part of a pointer may go to the stack only; the bytes it covers become uninitialised, so they can never
+    // be read back (no address bits escape as a number).
+    let opaque = v.may_be(ty::POINTERS) && !spill;
+    if opaque && !base.is(ty::STACK) {
+        return Err(fail(
+            pc,
+            Property::PointerLeak,
+            "storing a pointer into memory outside the stack (map, context or packet) would leak an address",
+            vec![show("stored value", &v)],
+        ));
     }
     if base.may_be(ty::CTX) {
         check_ctx_write(env, pc, &base, off, n as u64)?;
     }
     if base.may_be(ty::STACK) {
         st.stack.clobber(lo, hi);
-        if exact {
+        if opaque {
+            for o in lo..hi {
+                st.stack.set_init(o, false);
+            }
+        } else if exact {
             for o in lo..hi {
                 st.stack.set_init(o, true);
             }
-            if size == MemSize::DW && lo.rem_euclid(8) == 0 {
+            if spill {
                 st.stack.spills.insert(lo, v);
             }
         }
@@ -489,6 +491,19 @@ fn alu(env: &Env, st: &mut State, pc: usize, width: Width, op: AluOp, dst: Reg, 
             return Err(fail(pc, Property::DivisionByZero, "possible division by zero", vec![show("divisor", &b)]));
         }
     }
+    let arith_ptrs = ty::CTX | ty::STACK | ty::PACKET | ty::SHARED;
+    let mixed = a.may_be(ty::NUMBER) && a.may_be(arith_ptrs) && a.types & !(ty::NUMBER | arith_ptrs) == 0;
+    if mixed && b.is_number() && width == Width::W64 && matches!(op, AluOp::Add | AluOp::Sub) {
+        // Either a number or a pointer: each part moves by the same amount (a null pointer stays a number).
+        let v = Value {
+            num: Num::alu(op, width, &a.num, &b.num),
+            off: Num::alu(op, width, &a.off, &b.num),
+            pkt: None,
+            ..a.clone()
+        };
+        set_reg(st, dst, v, None);
+        return Ok(());
+    }
     if a.may_be(ty::POINTERS) || b.may_be(ty::POINTERS) {
         let v = pointer_arith(st, pc, op, width, dst, &a, &b, matches!(src, Operand::Imm(_)))?;
         set_reg(st, dst, v, None);
@@ -556,6 +571,9 @@ fn branch(
             (JumpCond::Eq | JumpCond::Ne, _) => Some(false),
             (JumpCond::Le, true) | (JumpCond::Gt, false) => Some(true),
             (JumpCond::Gt, true) | (JumpCond::Le, false) => Some(false),
+            // Unsigned `< 0` never holds and `>= 0` always does: no information about the address.
+            (JumpCond::Lt, true) | (JumpCond::Ge, false) => return Ok(None),
+            (JumpCond::Lt, false) | (JumpCond::Ge, true) => return Ok(Some(s)),
             _ => None,
         };
         let Some(is_null) = holds_eq else {
@@ -605,6 +623,11 @@ fn branch(
             "comparison between a pointer and a number (or a 32-bit pointer comparison) reveals an address",
             vals(),
         ));
+    }
+    let maps = ty::MAP_FD | ty::MAP_FD_PROGRAMS;
+    if matches!(cond, JumpCond::Eq | JumpCond::Ne) && (a.types | b.types) & !maps == 0 {
+        // Map identity: equality reveals which map, not an address.
+        return Ok(Some(s));
     }
     let packetish = ty::PACKET | ty::PACKET_END;
     let same_region = a.types == b.types
@@ -849,6 +872,10 @@ fn helper_call(env: &Env, st: &mut State, pc: usize, id: i64) -> Result<(), Fail
                     .ok_or_else(|| bad("a key/value of a statically known map"))?;
                 let size = if *kind == HelperArg::PtrToMapKey { def.key_size } else { def.value_size };
                 arg_mem(env, st, pc, i, r, v, &Num::constant(size as u64), false, false)?;
+                if *kind == HelperArg::PtrToMapValue {
+                    // Queue/stack pop and peek write the value through this pointer: it must be writable too.
+                    check_access(env, st, pc, r, v, 0, size as u64, Access::Write)?;
+                }
             }
             HelperArg::PtrToStack | HelperArg::PtrToStackOrNull => {
                 let null_ok = *kind == HelperArg::PtrToStackOrNull && v.is_number() && v.num.singleton() == Some(0);
@@ -1082,8 +1109,7 @@ pub fn enter_call(st: &State) -> State {
     for r in [0usize, 6, 7, 8, 9] {
         s.regs[r] = Value::uninit();
     }
-    s.regs[10] =
-        Value::pointer(ty::STACK, Num::signed(-STACK_FRAME_SIZE * depth, -STACK_FRAME_SIZE * depth).expect("point"));
+    s.regs[10] = Value::pointer(ty::STACK, Num::signed(-FRAME_STRIDE * depth, -FRAME_STRIDE * depth).expect("point"));
     s.deltas.clear();
     s
 }
@@ -1091,7 +1117,7 @@ pub fn enter_call(st: &State) -> State {
 /// State after a local function returns to its caller; checks that no pointer to the dying frame escapes.
 pub fn leave_call(st: &State, pc: usize) -> Result<State, Failure> {
     let mut s = st.clone();
-    let frame_top = -STACK_FRAME_SIZE * s.frames.len() as i64;
+    let frame_top = -FRAME_STRIDE * s.frames.len() as i64;
     let dangling = |v: &Value| v.may_be(ty::STACK) && v.off.smin < frame_top;
     if dangling(&s.regs[0]) {
         return Err(fail(
@@ -1116,10 +1142,8 @@ pub fn leave_call(st: &State, pc: usize) -> Result<State, Failure> {
     for (i, v) in saved.regs.into_iter().enumerate() {
         s.regs[6 + i] = v;
     }
-    s.regs[10] = Value::pointer(
-        ty::STACK,
-        Num::signed(frame_top + STACK_FRAME_SIZE, frame_top + STACK_FRAME_SIZE).expect("point"),
-    );
+    s.regs[10] =
+        Value::pointer(ty::STACK, Num::signed(frame_top + FRAME_STRIDE, frame_top + FRAME_STRIDE).expect("point"));
     s.deltas = saved
         .deltas
         .iter()

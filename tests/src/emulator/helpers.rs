@@ -100,20 +100,34 @@ unsafe extern "win64" fn trace_printk(fmt: u64, size: u64, a: u64, b: u64, c: u6
     text.len() as u64
 }
 
-/// The host function for helper `id`, if the emulator implements it.
-pub fn host_helper(id: u32) -> Option<usize> {
-    let f: Helper = match id {
-        1 => map_lookup_elem,
-        2 => map_update_elem,
-        3 => map_delete_elem,
-        5 => tail_call,
-        6 => get_prandom_u32,
-        7 | 9 => ktime_get_ns,
-        8 => get_smp_processor_id,
-        12..=15 => trace_printk,
-        19 => get_current_pid_tgid,
-        30 | 31 => ktime_get_ms,
-        _ => return None,
+/// `bpf_sock_ops_get_flow_id`: a flow id derived from the connection's addresses and ports
+/// (`bpf_sock_ops_t`: local_ip4 @8, local_port @24, remote_ip4 @28, remote_port @44).
+unsafe extern "win64" fn sock_ops_get_flow_id(ctx: u64, _: u64, _: u64, _: u64, _: u64, _: *mut u8) -> u64 {
+    let c = ctx as *const u8;
+    let field = |o: usize| (c.add(o) as *const u32).read_unaligned() as u64;
+    (field(8) ^ field(28)) << 32 | (field(24) << 16 ^ field(44))
+}
+
+/// The host function for helper `id` as program type `program_type` sees it, if the emulator implements it.
+/// Ids from 65536 on are program-type specific (contract §7.4).
+pub fn host_helper(program_type: &str, id: u32) -> Option<usize> {
+    let f: Helper = match (program_type, id) {
+        ("sock_addr", 65536) => get_current_pid_tgid,
+        ("sockops", 65536) => sock_ops_get_flow_id,
+        (_, id) if id >= 65536 => return None,
+        (_, id) => match id {
+            1 => map_lookup_elem,
+            2 => map_update_elem,
+            3 => map_delete_elem,
+            5 => tail_call,
+            6 => get_prandom_u32,
+            7 | 9 => ktime_get_ns,
+            8 => get_smp_processor_id,
+            12..=15 => trace_printk,
+            19 => get_current_pid_tgid,
+            30 | 31 => ktime_get_ms,
+            _ => return None,
+        },
     };
     Some(f as usize)
 }

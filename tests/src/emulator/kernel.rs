@@ -38,12 +38,15 @@ pub struct KernelState {
     /// Whether `NmrDeregisterClient` answers `STATUS_PENDING` (so the driver must wait).
     pub deregister_pending: bool,
     pub deregister_calls: u32,
+    /// What `ClientDetachProvider` returned when deregistration detached the client.
+    pub detach_status: Option<i32>,
     pub wait_calls: u32,
     /// Every import call, in order, for assertions.
     pub calls: Vec<String>,
 }
 
 thread_local! {
+    static NEXT_HANDLE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static KERNEL: RefCell<KernelState> = RefCell::new(KernelState::default());
 }
 
@@ -141,7 +144,12 @@ unsafe extern "win64" fn nmr_register_client(
     let registration = ClientRegistration {
         characteristics: characteristics as *const () as usize,
         client_context: client_context as *const () as usize,
-        handle: 0x4e4d_5243, // "NMRC"
+        // Unique per registration on this thread, so a stale module's DriverUnload cannot act on a newer
+        // module's registration.
+        handle: NEXT_HANDLE.with(|h| {
+            h.set(h.get() + 1);
+            0x4e4d_5243_0000_0000 | h.get()
+        }),
     };
     *handle = registration.handle;
     with_kernel(|k| k.client = Some(registration));
@@ -167,12 +175,23 @@ unsafe extern "win64" fn nmr_client_attach_provider(
     STATUS_SUCCESS
 }
 
+type DetachFn = unsafe extern "win64" fn(usize) -> i32;
+
+/// Deregistration detaches the client from its provider first (NMR calls `ClientDetachProvider`).
 unsafe extern "win64" fn nmr_deregister_client(handle: u64) -> i32 {
     log("NmrDeregisterClient".into());
+    let Some(client) = with_kernel(|k| k.client.filter(|c| c.handle == handle)) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    if with_kernel(|k| k.client_dispatch.is_some()) {
+        let detach = *((client.characteristics + 16) as *const usize);
+        let status = std::mem::transmute::<usize, DetachFn>(detach)(client.client_context);
+        with_kernel(|k| {
+            k.detach_status = Some(status);
+            k.client_dispatch = None;
+        });
+    }
     with_kernel(|k| {
-        if k.client.map(|c| c.handle) != Some(handle) {
-            return STATUS_INVALID_PARAMETER;
-        }
         k.deregister_calls += 1;
         if k.deregister_pending {
             STATUS_PENDING

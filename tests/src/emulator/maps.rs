@@ -254,3 +254,48 @@ impl EmulatedMap {
         Some(unsafe { std::slice::from_raw_parts(p, self.definition.value_size as usize) }.to_vec())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(map_type: u32, max_entries: u32) -> MapDefinition {
+        MapDefinition { map_type, key_size: 4, value_size: 8, max_entries }
+    }
+
+    #[test]
+    fn lru_hash_evicts_the_least_recently_used_entry() {
+        let m = EmulatedMap::new("lru", def(MAP_LRU_HASH, 2));
+        m.update(&1u32.to_le_bytes(), &[1; 8], 0);
+        m.update(&2u32.to_le_bytes(), &[2; 8], 0);
+        assert!(!m.lookup(&1u32.to_le_bytes()).is_null()); // 1 is now more recent than 2
+        m.update(&3u32.to_le_bytes(), &[3; 8], 0);
+        assert!(m.get(&2u32.to_le_bytes()).is_none(), "2 was evicted");
+        assert_eq!(m.get(&1u32.to_le_bytes()), Some(vec![1; 8]));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn hash_is_bounded_and_honours_update_flags() {
+        let m = EmulatedMap::new("h", def(MAP_HASH, 1));
+        assert_eq!(m.update(&1u32.to_le_bytes(), &[1; 8], BPF_EXIST), ENOENT);
+        assert_eq!(m.update(&1u32.to_le_bytes(), &[1; 8], BPF_NOEXIST), 0);
+        assert_eq!(m.update(&1u32.to_le_bytes(), &[2; 8], BPF_NOEXIST), EEXIST);
+        assert_eq!(m.update(&2u32.to_le_bytes(), &[2; 8], 0), E2BIG);
+        let before = m.lookup(&1u32.to_le_bytes());
+        assert_eq!(m.update(&1u32.to_le_bytes(), &[3; 8], 0), 0);
+        assert_eq!(m.lookup(&1u32.to_le_bytes()), before, "values keep their address across updates");
+        assert_eq!(m.delete(&1u32.to_le_bytes()), 0);
+        assert_eq!(m.delete(&1u32.to_le_bytes()), ENOENT);
+    }
+
+    #[test]
+    fn arrays_are_preallocated_and_bounded() {
+        let m = EmulatedMap::new("a", def(MAP_PERCPU_ARRAY, 4));
+        assert_eq!(m.get(&3u32.to_le_bytes()), Some(vec![0; 8]));
+        assert!(m.lookup(&4u32.to_le_bytes()).is_null());
+        assert_eq!(m.update(&4u32.to_le_bytes(), &[1; 8], 0), E2BIG);
+        assert_eq!(m.delete(&0u32.to_le_bytes()), EINVAL);
+        assert_eq!(m.array_data() as usize % 8, 0);
+    }
+}

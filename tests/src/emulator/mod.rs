@@ -199,11 +199,27 @@ pub struct ModuleMetadata {
     pub elf_hash: Option<Vec<u8>>,
 }
 
+/// What the service's `Parameters\NpiModuleId` registry value holds when the driver starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NpiModuleIdValue {
+    /// The 16-byte REG_BINARY module id ebpfapi writes (contract §3.1 step 3).
+    #[default]
+    ModuleId,
+    /// Some other `(type, data)`.
+    Custom(u32, Vec<u8>),
+    /// No value at all.
+    Missing,
+}
+
 /// The emulated runtime: owns pinned maps across module loads.
+///
+/// The mock kernel is per thread: load one module at a time per thread (unload before loading the next).
 #[derive(Default)]
 pub struct Emulator {
     pinned: BTreeMap<String, Rc<EmulatedMap>>,
     next_module: u8,
+    /// The registry value the next load provides.
+    pub npi_module_id: NpiModuleIdValue,
 }
 
 /// A loaded module.
@@ -262,10 +278,17 @@ impl Emulator {
         let key = format!("\\registry\\machine\\system\\currentcontrolset\\services\\{service}");
         kernel::with_kernel(|k| {
             k.registry.insert(key.clone(), BTreeMap::new());
-            k.registry.insert(
-                format!("{key}\\parameters"),
-                BTreeMap::from([("npimoduleid".to_string(), (3, module_id.to_vec()))]),
-            );
+            let mut parameters = BTreeMap::new();
+            match &self.npi_module_id {
+                NpiModuleIdValue::ModuleId => {
+                    parameters.insert("npimoduleid".to_string(), (3, module_id.to_vec()));
+                }
+                NpiModuleIdValue::Custom(ty, data) => {
+                    parameters.insert("npimoduleid".to_string(), (*ty, data.clone()));
+                }
+                NpiModuleIdValue::Missing => {}
+            }
+            k.registry.insert(format!("{key}\\parameters"), parameters);
         });
         let image = loader::load_image(bytes, &kernel::kernel_export)?;
 
@@ -546,14 +569,8 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
             let h = helpers_ptr + k * hstride;
             let hw = format!("{what} helper {k}");
             check_header(header(image, h, &hw)?, &[40], &hw)?;
-            read_c_string(image, read::<usize>(image, h + 32, &hw)?, &format!("{hw} name")).or_else(|e| {
-                // An empty name is fine; NULL is not.
-                if read::<usize>(image, h + 32, &hw)? != 0 {
-                    Ok(String::new())
-                } else {
-                    Err(e)
-                }
-            })?;
+            // The name must be non-NULL (its contents, "" for sentinels, are ignored by the runtime).
+            read_c_string(image, read::<usize>(image, h + 32, &hw)?, &format!("{hw} name"))?;
             helper_ids.push(read::<u32>(image, h + 24, &hw)?);
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -774,12 +791,16 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
             if id == 0 {
                 continue;
             }
-            let pt = WINDOWS.program_types.iter().find(|t| t.guid == info.program_type);
-            if pt.and_then(|pt| WINDOWS.helper(pt, id)).is_none() {
-                return Err(err(format!("helper {id} has no prototype for program type {}", info.program_type)));
+            let pt = WINDOWS
+                .program_types
+                .iter()
+                .find(|t| t.guid == info.program_type)
+                .ok_or_else(|| err(format!("no extension provides program type {}", info.program_type)))?;
+            if WINDOWS.helper(pt, id).is_none() {
+                return Err(err(format!("helper {id} has no prototype for program type `{}`", pt.name)));
             }
-            let address =
-                helpers::host_helper(id).ok_or_else(|| err(format!("the emulator does not implement helper {id}")))?;
+            let address = helpers::host_helper(pt.name, id)
+                .ok_or_else(|| err(format!("the emulator does not implement helper {id} for `{}`", pt.name)))?;
             helper_data[slot] = HelperData { header: [0; 3], address: address as u64, tail_call: (id == 5) as u64 };
         }
         // The program-info hash (§3.2): a supplied hash must match what the runtime computes.

@@ -19,9 +19,9 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 const I64: ir::Type = types::I64;
 
-/// XDP actions.
-pub const XDP_PASS: u32 = 2;
-pub const XDP_DROP: u32 = 1;
+/// XDP actions (eBPF for Windows values, samples/include/bpf2sys.h).
+pub const XDP_PASS: u32 = 1;
+pub const XDP_DROP: u32 = 2;
 pub const XDP_TX: u32 = 3;
 
 /// What a test program does.

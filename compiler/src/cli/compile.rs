@@ -1,0 +1,134 @@
+//! `bpf2sys compile <obj> --emit obj|clif|asm [-o FILE] [--program NAME] [--target x64|arm64]
+//! [--runtime-version X.Y.Z]`
+//!
+//! Verifies the selected programs and compiles them without linking a driver:
+//! - `obj`: a COFF object (cranelift-object, plus `.pdata`/`.xdata`) exporting each program as
+//!   `uint64_t <program>(void* context, const program_runtime_context_t* runtime_context)` (contract §5.1), for
+//!   users who link programs into their own driver. Written atomically to `-o` (default `<object stem>.obj`).
+//! - `clif`: the Cranelift IR of every function, for debugging the lowering.
+//! - `asm`: the machine instructions of every function as Cranelift prints them after register allocation.
+//!
+//! `clif` and `asm` go to `-o` or standard output. Exit status: 0 written, 1 a program failed verification
+//! (diagnostics printed, nothing written), 2 unusable input or another error.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use bpf2sys::compiled::Target;
+use bpf2sys::link::write_atomically;
+use bpf2sys::lower::{self, LowerOptions, MapDataLayout};
+use bpf2sys::platform::windows::WINDOWS;
+use bpf2sys::verifier::{diagnostic, verify_program, VerifierOptions};
+use bpf2sys_runtime_shim::RuntimeVersion;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    /// A COFF object with the programs' machine code and unwind data.
+    Obj,
+    /// Cranelift IR.
+    Clif,
+    /// Machine instructions.
+    Asm,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompileArgs {
+    /// eBPF ELF object built by `clang -target bpf`.
+    pub object: PathBuf,
+    /// What to produce.
+    #[arg(long, value_enum)]
+    pub emit: Emit,
+    /// Output file (`obj` default: `<object stem>.obj`; `clif`/`asm` default: standard output).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Compile only this program (default: every program of the object).
+    #[arg(long)]
+    pub program: Option<String>,
+    /// Target architecture.
+    #[arg(long, default_value = "x64", value_parser = ["x64", "arm64"])]
+    pub target: String,
+    /// eBPF for Windows runtime version the code is compiled for: 1.4.0 or later indexes `map_data` with the
+    /// 40-byte stride, older versions with 32 bytes (contract §2.2).
+    #[arg(long, default_value = "1.3.0", value_parser = RuntimeVersion::parse)]
+    pub runtime_version: RuntimeVersion,
+}
+
+pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(&args.object).with_context(|| format!("cannot read {}", args.object.display()))?;
+    let file_name = args.object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let module = bpf2sys::elf::load(&bytes, &file_name).with_context(|| args.object.display().to_string())?;
+    let selected: Vec<usize> = match &args.program {
+        Some(name) => match module.programs.iter().position(|p| &p.name == name) {
+            Some(i) => vec![i],
+            None => bail!(
+                "{}: no program named `{name}` (programs: {})",
+                args.object.display(),
+                module.programs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        },
+        None => (0..module.programs.len()).collect(),
+    };
+    if selected.is_empty() {
+        bail!("{}: the object contains no programs", args.object.display());
+    }
+
+    // The verifier is the only safety gate (the generated code has no checks): nothing unverified is compiled.
+    let mut rejected = false;
+    for &i in &selected {
+        let program = &module.programs[i];
+        let Some((program_type, _)) = WINDOWS.program_type_for_section(&program.section_name) else {
+            bail!(
+                "{}: program `{}` is in section `{}`, which names no eBPF for Windows program type",
+                args.object.display(),
+                program.name,
+                program.section_name
+            );
+        };
+        if let Err(r) = verify_program(&module, i, &WINDOWS, program_type, &VerifierOptions::default()) {
+            eprintln!("{}", diagnostic::render(&r, false));
+            rejected = true;
+        }
+    }
+    if rejected {
+        eprintln!("error: {}: verification failed; nothing was written", args.object.display());
+        return Ok(ExitCode::from(1));
+    }
+
+    let target = if args.target == "arm64" { Target::Arm64 } else { Target::X64 };
+    let options = LowerOptions {
+        target,
+        map_data: if args.runtime_version.has_array_data() { MapDataLayout::V1_4 } else { MapDataLayout::V1_3 },
+    };
+    let isa = lower::build_isa(target)?;
+    let keep_text = args.emit != Emit::Obj;
+    let mut lowered = Vec::with_capacity(selected.len());
+    for &i in &selected {
+        lowered.push(lower::lower_program_with(&*isa, &module, i, &options, keep_text)?);
+    }
+
+    let output = match args.emit {
+        Emit::Obj => {
+            let programs: Vec<_> = lowered.into_iter().map(|l| l.program).collect();
+            lower::object::write_coff_object(isa, &module.name, &programs)?
+        }
+        Emit::Clif => lowered.iter().flat_map(|l| l.clif.iter()).cloned().collect::<Vec<_>>().join("\n").into_bytes(),
+        Emit::Asm => {
+            lowered.iter().flat_map(|l| l.disassembly.iter()).cloned().collect::<Vec<_>>().join("\n").into_bytes()
+        }
+    };
+    let path = match (&args.output, args.emit) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Emit::Obj) => Some(args.object.with_extension("obj")),
+        (None, _) => None,
+    };
+    match path {
+        Some(path) => {
+            write_atomically(&path, &output).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("{}: wrote {} ({} bytes)", args.object.display(), path.display(), output.len());
+        }
+        None => std::io::stdout().write_all(&output).context("writing to standard output")?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

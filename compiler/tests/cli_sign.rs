@@ -1,0 +1,210 @@
+//! `bpf2sys cert new | sign | verify-signature | check` on the sample drivers, with osslsigncode as the
+//! independent verifier (skipped with a printed reason where it is not installed).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bpf2sys::compiled::Target;
+use bpf2sys::link::pipeline::{build_driver, BuildOptions};
+
+fn bpf2sys(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bpf2sys"));
+    for arg in args {
+        command.arg(arg);
+    }
+    command.output().expect("run bpf2sys")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn have(tool: &str) -> bool {
+    let found =
+        Command::new(tool).arg("--version").output().is_ok() || Command::new(tool).arg("version").output().is_ok();
+    if !found {
+        eprintln!("SKIP part: {tool} not installed");
+    }
+    found
+}
+
+fn samples() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+    let mut objects: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "o"))
+        .collect();
+    objects.sort();
+    assert!(!objects.is_empty());
+    objects
+}
+
+fn new_test_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let out = bpf2sys(&[&"cert", &"new", &"--out-dir", &dir, &"--name", &"t", &"--bits", &"2048"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    assert!(
+        printed.contains("certutil -addstore Root") && printed.contains("bcdedit /set testsigning on"),
+        "{printed}"
+    );
+    let again = bpf2sys(&[&"cert", &"new", &"--out-dir", &dir, &"--name", &"t"]);
+    assert!(!again.status.success() && text(&again).contains("exists"), "{}", text(&again));
+    (dir.join("t.key.pem"), dir.join("t.cert.pem"))
+}
+
+#[test]
+fn every_sample_driver_signed_by_the_cli_verifies_here_and_in_osslsigncode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = new_test_cert(dir.path());
+    let osslsigncode = have("osslsigncode");
+    let mut signed_count = 0;
+    for object in samples() {
+        let bytes = std::fs::read(&object).unwrap();
+        let name = object.file_name().unwrap().to_string_lossy().into_owned();
+        for target in [Target::X64, Target::Arm64] {
+            let options = BuildOptions { target, ..BuildOptions::default() };
+            let Ok(image) = build_driver(&bytes, &name, &options) else {
+                eprintln!("note: {name} ({target:?}) does not build; not a signing concern");
+                continue;
+            };
+            let unsigned = dir.path().join(format!("{name}-{target:?}.sys"));
+            std::fs::write(&unsigned, &image).unwrap();
+            let signed = dir.path().join(format!("{name}-{target:?}-signed.sys"));
+            let out =
+                bpf2sys(&[&"sign", &unsigned, &"--key", &key, &"--cert", &cert, &"-o", &signed, &"--page-hashes"]);
+            assert!(out.status.success(), "{name}: {}", text(&out));
+            let out = bpf2sys(&[&"verify-signature", &signed, &"--ca", &cert]);
+            assert!(out.status.success(), "{name}: {}", text(&out));
+            assert!(text(&out).contains("signature OK"));
+            let out = bpf2sys(&[&"check", &signed]);
+            assert!(out.status.success(), "{name}: check failed on the signed driver:\n{}", text(&out));
+            assert!(text(&out).contains("S1") && text(&out).contains("S7"), "{}", text(&out));
+            let mut tampered = std::fs::read(&signed).unwrap();
+            let middle = tampered.len() / 3;
+            tampered[middle] ^= 0x10;
+            let bad = dir.path().join(format!("{name}-{target:?}-tampered.sys"));
+            std::fs::write(&bad, &tampered).unwrap();
+            let out = bpf2sys(&[&"verify-signature", &bad, &"--ca", &cert]);
+            assert_eq!(out.status.code(), Some(1), "{name}: tampered copy accepted:\n{}", text(&out));
+            assert!(text(&out).contains("FAILED"), "{}", text(&out));
+            if osslsigncode {
+                let ok = Command::new("osslsigncode")
+                    .arg("verify")
+                    .arg("-in")
+                    .arg(&signed)
+                    .arg("-CAfile")
+                    .arg(&cert)
+                    .output()
+                    .unwrap();
+                assert!(ok.status.success(), "{name} {target:?}: osslsigncode rejects:\n{}", text(&ok));
+                let bad = Command::new("osslsigncode")
+                    .arg("verify")
+                    .arg("-in")
+                    .arg(&bad)
+                    .arg("-CAfile")
+                    .arg(&cert)
+                    .output()
+                    .unwrap();
+                assert!(!bad.status.success(), "{name}: osslsigncode accepts a tampered copy");
+            }
+            signed_count += 1;
+        }
+    }
+    assert!(signed_count >= 10, "only {signed_count} sample drivers built and signed");
+}
+
+#[test]
+fn two_step_external_signing_through_the_cli() {
+    if !have("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = new_test_cert(dir.path());
+    let object = samples().into_iter().next().unwrap();
+    let image = build_driver(&std::fs::read(&object).unwrap(), "x.o", &BuildOptions::default()).unwrap();
+    let unsigned = dir.path().join("x.sys");
+    std::fs::write(&unsigned, &image).unwrap();
+    let digest = dir.path().join("digest.bin");
+    let out = bpf2sys(&[&"sign", &unsigned, &"--digest-out", &digest, &"--description", &"two step"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(&digest).unwrap().len(), 32);
+    assert_eq!(std::fs::read(&unsigned).unwrap(), image, "step 1 leaves the image alone");
+    let signature = dir.path().join("sig.bin");
+    let status = Command::new("openssl")
+        .args(["pkeyutl", "-sign", "-pkeyopt", "digest:sha256", "-inkey"])
+        .arg(&key)
+        .arg("-in")
+        .arg(&digest)
+        .arg("-out")
+        .arg(&signature)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Different options than step 1: refused, nothing written.
+    let out = bpf2sys(&[&"sign", &unsigned, &"--cert", &cert, &"--signature-in", &signature]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("does not verify"), "{}", text(&out));
+    assert_eq!(std::fs::read(&unsigned).unwrap(), image);
+    let out =
+        bpf2sys(&[&"sign", &unsigned, &"--cert", &cert, &"--signature-in", &signature, &"--description", &"two step"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = bpf2sys(&[&"verify-signature", &unsigned, &"--ca", &cert]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn pfx_password_comes_from_the_environment_and_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = new_test_cert(dir.path());
+    let object = samples().into_iter().next().unwrap();
+    let image = build_driver(&std::fs::read(&object).unwrap(), "x.o", &BuildOptions::default()).unwrap();
+    let unsigned = dir.path().join("x.sys");
+    std::fs::write(&unsigned, &image).unwrap();
+    let out = bpf2sys(&[&"sign", &unsigned]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("no signing key"), "{}", text(&out));
+    if !have("openssl") {
+        return;
+    }
+    let pfx = dir.path().join("k.pfx");
+    let status = Command::new("openssl")
+        .args(["pkcs12", "-export", "-passout", "pass:pfx-secret", "-inkey"])
+        .arg(&key)
+        .arg("-in")
+        .arg(&cert)
+        .arg("-out")
+        .arg(&pfx)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let signed = dir.path().join("s.sys");
+    let out = Command::new(env!("CARGO_BIN_EXE_bpf2sys"))
+        .arg("sign")
+        .arg(&unsigned)
+        .arg("--pfx")
+        .arg(&pfx)
+        .arg("-o")
+        .arg(&signed)
+        .env("BPF2SYS_KEY_PASSWORD", "pfx-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_bpf2sys"))
+        .arg("sign")
+        .arg(&unsigned)
+        .arg("--pfx")
+        .arg(&pfx)
+        .env("BPF2SYS_KEY_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("wrong password"), "{}", text(&out));
+    // Signing in place: a signed input needs --replace.
+    let out = bpf2sys(&[&"sign", &signed, &"--key", &key, &"--cert", &cert]);
+    assert!(text(&out).contains("already carries a certificate table"), "{}", text(&out));
+    let out = bpf2sys(&[&"sign", &signed, &"--key", &key, &"--cert", &cert, &"--replace"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = bpf2sys(&[&"verify-signature", &signed, &"--ca", &cert]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -1,0 +1,292 @@
+//! Every sample builds (verify → compile → link) for x64 and ARM64, passes the driver lint, is byte-identical
+//! across builds, and runs in the emulated eBPF for Windows runtime with the behaviour its source defines.
+
+use std::path::{Path, PathBuf};
+
+use bpf2sys::compiled::Target;
+use bpf2sys::link::lint::lint_image;
+use bpf2sys::link::pipeline::{build_driver, BuildError, BuildOptions};
+use bpf2sys_runtime_shim::RuntimeVersion;
+use bpf2sys_tests::emulator::{Emulator, LoadedModule};
+
+const XDP_PASS: u32 = 1;
+const XDP_DROP: u32 = 2;
+
+fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("samples")
+}
+
+fn sample_objects() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(samples_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "o"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 12, "samples/*.o present");
+    v
+}
+
+fn build(name: &str, target: Target, version: RuntimeVersion) -> Vec<u8> {
+    let path = samples_dir().join(format!("{name}.o"));
+    let bytes = std::fs::read(&path).unwrap();
+    let options = BuildOptions { target, runtime_version: version, ..BuildOptions::default() };
+    build_driver(&bytes, &format!("{name}.o"), &options).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn load(name: &str) -> (Emulator, LoadedModule) {
+    let image = build(name, Target::X64, RuntimeVersion::PORTABLE);
+    let mut emulator = Emulator::new();
+    let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name}: {e}"));
+    (emulator, module)
+}
+
+fn u64_value(module: &LoadedModule, map: &str, key: &[u8]) -> Option<u64> {
+    module
+        .map(map)
+        .unwrap_or_else(|| panic!("map {map}"))
+        .get(key)
+        .map(|v| u64::from_le_bytes(v[..8].try_into().unwrap()))
+}
+
+#[test]
+fn every_sample_builds_for_both_targets_passes_the_lint_and_is_deterministic() {
+    for object in sample_objects() {
+        let name = object.file_stem().unwrap().to_string_lossy().into_owned();
+        for target in [Target::X64, Target::Arm64] {
+            let image = build(&name, target, RuntimeVersion::PORTABLE);
+            let report = lint_image(&image);
+            assert!(report.passed(), "{name} {target:?}:\n{report}");
+            assert_eq!(image, build(&name, target, RuntimeVersion::PORTABLE), "{name} {target:?} is not deterministic");
+            let pe = goblin::pe::PE::parse(&image).unwrap_or_else(|e| panic!("{name}: goblin: {e}"));
+            assert!(pe.exception_data.is_some() || target == Target::Arm64);
+            object::read::pe::PeFile64::parse(&*image).unwrap_or_else(|e| panic!("{name}: object: {e}"));
+        }
+    }
+}
+
+#[test]
+fn every_sample_loads_in_the_emulated_runtime_with_both_runtime_versions() {
+    for object in sample_objects() {
+        let name = object.file_stem().unwrap().to_string_lossy().into_owned();
+        for version in ["1.3.0", "1.4.0", "1.5.0"] {
+            let image = build(&name, Target::X64, RuntimeVersion::parse(version).unwrap());
+            let mut emulator = Emulator::new();
+            let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name} @ {version}: {e}"));
+            assert!(!module.programs.is_empty());
+            module.unload(&mut emulator).unwrap();
+        }
+    }
+}
+
+fn ipv4_udp(payload: usize, udp_length: u16, dst_port: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 14 + 20 + 8 + payload];
+    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    p[14] = 0x45;
+    p[23] = 17; // UDP
+    p[34 + 2..34 + 4].copy_from_slice(&dst_port.to_be_bytes());
+    p[34 + 4..34 + 6].copy_from_slice(&udp_length.to_be_bytes());
+    p
+}
+
+#[test]
+fn droppacket_drops_empty_udp_and_counts_it() {
+    let (_e, m) = load("droppacket");
+    let (a, _) = m.invoke_xdp("drop_empty_udp", &ipv4_udp(0, 8, 53), 1).unwrap();
+    assert_eq!(a, XDP_DROP);
+    let (a, _) = m.invoke_xdp("drop_empty_udp", &ipv4_udp(4, 12, 53), 1).unwrap();
+    assert_eq!(a, XDP_PASS);
+    let mut tcp = ipv4_udp(0, 8, 53);
+    tcp[23] = 6;
+    assert_eq!(m.invoke_xdp("drop_empty_udp", &tcp, 1).unwrap().0, XDP_PASS);
+    assert_eq!(m.invoke_xdp("drop_empty_udp", &[0u8; 10], 1).unwrap().0, XDP_PASS);
+    assert_eq!(m.invoke_xdp("drop_empty_udp", &ipv4_udp(0, 8, 53), 1).unwrap().0, XDP_DROP);
+    assert_eq!(u64_value(&m, "dropped_packet_map", &17u32.to_le_bytes()), Some(2));
+    assert_eq!(u64_value(&m, "dropped_packet_map", &6u32.to_le_bytes()), Some(0));
+}
+
+#[test]
+fn tail_call_reaches_the_stage_for_the_ethertype() {
+    let (_e, m) = load("tail_call");
+    let mut v4 = vec![0u8; 64];
+    v4[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let mut v6 = vec![0u8; 64];
+    v6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    assert_eq!(m.invoke_xdp("dispatch", &v4, 1).unwrap().0, XDP_PASS);
+    assert_eq!(m.invoke_xdp("dispatch", &v4, 1).unwrap().0, XDP_PASS);
+    assert_eq!(m.invoke_xdp("dispatch", &v6, 1).unwrap().0, XDP_PASS);
+    assert_eq!(u64_value(&m, "stage_hits", &0u32.to_le_bytes()), Some(2), "ipv4 stage reached twice");
+    assert_eq!(u64_value(&m, "stage_hits", &2u32.to_le_bytes()), Some(1), "ipv6 stage reached once");
+    assert_eq!(u64_value(&m, "stage_hits", &1u32.to_le_bytes()), Some(0));
+}
+
+#[test]
+fn globals_hold_their_initial_values_and_drive_the_filter() {
+    let (_e, m) = load("globals");
+    let data = m.map("globals.data").expect(".data map").get(&0u32.to_le_bytes()).unwrap();
+    assert_eq!(u32::from_le_bytes(data[..4].try_into().unwrap()), 1500, "drop_threshold");
+    let rodata = m.map("globals.rodata").expect(".rodata map").get(&0u32.to_le_bytes()).unwrap();
+    let ports: Vec<u16> = rodata.chunks(2).take(4).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    assert_eq!(ports, [23, 135, 445, 3389]);
+    let packet = |len: usize, port: u16| {
+        let mut p = vec![0u8; len];
+        p[36..38].copy_from_slice(&port.to_be_bytes());
+        p
+    };
+    assert_eq!(m.invoke_xdp("threshold_filter", &packet(100, 80), 1).unwrap().0, XDP_PASS);
+    assert_eq!(m.invoke_xdp("threshold_filter", &packet(100, 445), 1).unwrap().0, XDP_DROP);
+    assert_eq!(m.invoke_xdp("threshold_filter", &packet(1600, 80), 1).unwrap().0, XDP_DROP);
+    assert_eq!(m.invoke_xdp("threshold_filter", &[0u8; 20], 1).unwrap().0, XDP_PASS, "too short to filter");
+    let bss = m.map("globals.bss").expect(".bss map").get(&0u32.to_le_bytes()).unwrap();
+    let counters: Vec<u64> = bss.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    let mut sorted = counters.clone();
+    sorted.sort();
+    assert_eq!(sorted, [2, 4], "packets_seen 4, packets_dropped 2 (in some .bss order): {counters:?}");
+}
+
+#[test]
+fn map_in_map_follows_the_initial_inner_map() {
+    let (_e, m) = load("map_in_map");
+    assert_eq!(m.invoke_xdp("lookup_nested", &[0u8; 20], 0).unwrap().0, XDP_PASS);
+    m.map("default_ports").unwrap().update(&53u16.to_le_bytes(), &[1], 0);
+    assert_eq!(m.invoke_xdp("lookup_nested", &[0u8; 20], 0).unwrap().0, XDP_DROP, "interface 0 uses default_ports");
+    assert_eq!(m.invoke_xdp("lookup_nested", &[0u8; 20], 1).unwrap().0, XDP_PASS, "interface 1 has no port set");
+}
+
+#[test]
+fn bpf_calls_record_lengths_through_subprograms() {
+    let (_e, m) = load("bpf_calls");
+    assert_eq!(m.invoke_xdp("measure", &[0u8; 100], 1).unwrap().0, XDP_PASS);
+    assert_eq!(m.invoke_xdp("drop_large", &[0u8; 600], 1).unwrap().0, XDP_DROP);
+    assert_eq!(m.invoke_xdp("drop_large", &[0u8; 60], 1).unwrap().0, XDP_PASS);
+    assert_eq!(u64_value(&m, "length_histogram", &0u32.to_le_bytes()), Some(2));
+    assert_eq!(u64_value(&m, "length_histogram", &1u32.to_le_bytes()), Some(1));
+}
+
+#[test]
+fn atomics_update_the_shared_counters() {
+    let (_e, m) = load("atomics");
+    assert_eq!(m.invoke_xdp("update_counters", &[0u8; 40], 7).unwrap().0, XDP_PASS);
+    assert_eq!(m.invoke_xdp("update_counters", &[0u8; 3], 9).unwrap().0, XDP_PASS);
+    let v = m.map("shared_counters").unwrap().get(&0u32.to_le_bytes()).unwrap();
+    let u64_at = |o: usize| u64::from_le_bytes(v[o..o + 8].try_into().unwrap());
+    assert_eq!(u64_at(0), 2, "packets");
+    assert_eq!(u64_at(8), (1 << 40) | (1 << 3), "flags_seen");
+    assert_eq!(u32::from_le_bytes(v[20..24].try_into().unwrap()), 0, "toggles flipped twice");
+    assert_eq!(u64_at(24), 3, "last_length");
+    assert_eq!(u64_at(32), 7, "owner set once by compare-and-swap");
+}
+
+fn bind_context(pid: u64, operation: u32) -> [u8; 56] {
+    let mut c = [0u8; 56];
+    c[16..24].copy_from_slice(&pid.to_le_bytes());
+    c[44..48].copy_from_slice(&operation.to_le_bytes());
+    c
+}
+
+#[test]
+fn bind_policy_counts_binds_and_denies_listed_processes() {
+    let (_e, m) = load("bind_policy");
+    assert_eq!(m.invoke("authorize_bind", &mut bind_context(42, 0)).unwrap().0, 0, "permit");
+    assert_eq!(m.invoke("authorize_bind", &mut bind_context(42, 0)).unwrap().0, 0);
+    assert_eq!(m.invoke("authorize_bind", &mut bind_context(42, 2)).unwrap().0, 0, "unbind is not counted");
+    assert_eq!(u64_value(&m, "bind_counts", &42u64.to_le_bytes()), Some(2));
+    m.map("denied_processes").unwrap().update(&42u64.to_le_bytes(), &1u32.to_le_bytes(), 0);
+    assert_eq!(m.invoke("authorize_bind", &mut bind_context(42, 0)).unwrap().0, 1, "deny");
+    assert_eq!(m.invoke("authorize_bind", &mut bind_context(7, 0)).unwrap().0, 0);
+}
+
+#[test]
+fn bounded_loop_counts_prefix_sums() {
+    let (_e, m) = load("bounded_loop");
+    let packet: Vec<u8> = (1..=10).collect(); // sum 55
+    m.invoke_xdp("sum_prefix", &packet, 1).unwrap();
+    m.invoke_xdp("sum_prefix", &packet, 1).unwrap();
+    let long = vec![1u8; 200]; // only 64 bytes are summed
+    m.invoke_xdp("sum_prefix", &long, 1).unwrap();
+    assert_eq!(u64_value(&m, "checksum_counts", &55u32.to_le_bytes()), Some(2));
+    assert_eq!(u64_value(&m, "checksum_counts", &64u32.to_le_bytes()), Some(1));
+}
+
+fn sock_addr_context(ip: u32, port: u16) -> [u8; 64] {
+    let mut c = [0u8; 64];
+    c[0..4].copy_from_slice(&2u32.to_le_bytes());
+    c[24..28].copy_from_slice(&ip.to_le_bytes());
+    c[40..42].copy_from_slice(&port.to_be_bytes());
+    c[44..48].copy_from_slice(&6u32.to_le_bytes());
+    c
+}
+
+#[test]
+fn connect_filter_rejects_blocked_ports_and_records_connectors() {
+    let (_e, m) = load("connect_filter");
+    assert_eq!(m.invoke("filter_connect4", &mut sock_addr_context(0x0100007f, 80)).unwrap().0, 1, "proceed");
+    m.map("blocked_ports").unwrap().update(&80u16.to_le_bytes(), &1u32.to_le_bytes(), 0);
+    assert_eq!(m.invoke("filter_connect4", &mut sock_addr_context(0x0100007f, 80)).unwrap().0, 0, "reject");
+    assert_eq!(m.invoke("filter_connect6", &mut sock_addr_context(0, 80)).unwrap().0, 0);
+    assert_eq!(m.invoke("filter_connect6", &mut sock_addr_context(0, 443)).unwrap().0, 1);
+    assert_eq!(m.map("last_connector").unwrap().len(), 1, "one destination recorded (twice)");
+}
+
+#[test]
+fn legacy_maps_count_per_interface_and_port() {
+    let (_e, m) = load("legacy_maps");
+    let mut p = vec![0u8; 40];
+    p[36..38].copy_from_slice(&8080u16.to_be_bytes());
+    m.invoke_xdp("count_legacy", &p, 33).unwrap();
+    m.invoke_xdp("count_legacy", &p, 1).unwrap();
+    assert_eq!(u64_value(&m, "interface_totals", &1u32.to_le_bytes()), Some(2), "33 & 31 == 1");
+    assert_eq!(u64_value(&m, "port_counts", &8080u16.to_le_bytes()), Some(2));
+    assert!(m.pinned.contains(&"interface_totals".to_string()), "pinned by name");
+}
+
+#[test]
+fn map_types_update_every_kind_of_map() {
+    let (_e, m) = load("map_types");
+    assert_eq!(m.invoke_xdp("count_by_map_type", &[0u8; 100], 4).unwrap().0, XDP_PASS);
+    assert_eq!(m.invoke_xdp("count_by_map_type", &[0u8; 50], 4).unwrap().0, XDP_PASS);
+    assert_eq!(u64_value(&m, "packet_counts", &0u32.to_le_bytes()), Some(2));
+    assert_eq!(u64_value(&m, "cpu_bytes", &0u32.to_le_bytes()), Some(150));
+    assert_eq!(u64_value(&m, "cpu_interface_bytes", &4u32.to_le_bytes()), Some(150));
+    assert_eq!(m.map("recent_flows").unwrap().len(), 1);
+    m.map("interface_policy").unwrap().update(&4u32.to_le_bytes(), &XDP_DROP.to_le_bytes(), 0);
+    assert_eq!(m.invoke_xdp("count_by_map_type", &[0u8; 10], 4).unwrap().0, XDP_DROP);
+    assert_eq!(m.map("recent_flows").unwrap().len(), 0, "the dropped flow is forgotten");
+}
+
+#[test]
+fn sockops_flows_track_established_and_deleted_connections() {
+    let (_e, m) = load("sockops_flows");
+    let context = |op: u32| {
+        let mut c = [0u8; 64];
+        c[0..4].copy_from_slice(&op.to_le_bytes());
+        c[28..32].copy_from_slice(&0x0a000001u32.to_le_bytes());
+        c[44..48].copy_from_slice(&443u32.to_le_bytes());
+        c
+    };
+    m.invoke("track_flows", &mut context(1)).unwrap();
+    let flows = m.map("active_flows").unwrap();
+    assert_eq!(flows.len(), 1);
+    m.invoke("track_flows", &mut context(0)).unwrap();
+    assert_eq!(flows.len(), 1, "TCP_CONNECT is not tracked");
+    m.invoke("track_flows", &mut context(3)).unwrap();
+    assert_eq!(flows.len(), 0, "deleted");
+}
+
+#[test]
+fn an_unverifiable_program_is_refused_with_the_verifiers_diagnostics() {
+    let unsafe_objects: Vec<PathBuf> = std::fs::read_dir(samples_dir().join("unsafe"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "o"))
+        .collect();
+    assert!(unsafe_objects.len() >= 5, "samples/unsafe holds the unsafe variants");
+    for object in unsafe_objects {
+        let bytes = std::fs::read(&object).unwrap();
+        let name = object.file_name().unwrap().to_string_lossy().into_owned();
+        match build_driver(&bytes, &name, &BuildOptions::default()) {
+            Err(BuildError::Unverified { rejections, .. }) => assert!(!rejections.is_empty()),
+            other => panic!("{name}: expected a verification failure, got {:?}", other.map(|b| b.len())),
+        }
+    }
+}

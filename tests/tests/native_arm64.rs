@@ -1,0 +1,108 @@
+//! ARM64 output, checked structurally: every conformance program and every sample program compiles for
+//! aarch64 Windows, and `llvm-objdump` (an independent decoder) disassembles all of its code into valid
+//! instructions, with `.pdata`/`.xdata` that `llvm-readobj --unwind` accepts.
+
+use std::process::Command;
+
+use bpf2sys::compiled::{CompiledProgram, RelocTarget, Target, UnwindData};
+use bpf2sys::lower::{self, object::write_coff_object, LowerOptions};
+use bpf2sys_tests::conformance::{corpus_dir, data_files, load};
+use bpf2sys_tests::native::compile_with_length_prologue_for;
+
+fn tool_available(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Disassembles the ARM64 object and checks every code word decodes.
+fn check_disassembly(name: &str, program: &CompiledProgram) {
+    for f in &program.functions {
+        assert_eq!(f.code.len() % 4, 0, "{name}: {} is not a whole number of A64 instructions", f.name);
+        let UnwindData::Arm64 { xdata } = &f.unwind else { panic!("{name}: x64 unwind data in ARM64 output") };
+        let header = u32::from_le_bytes(xdata[..4].try_into().unwrap());
+        assert_eq!((header & 0x3ffff) as usize * 4, f.code.len(), "{name}: .xdata FunctionLength");
+    }
+    if !tool_available("llvm-objdump") {
+        return;
+    }
+    let bytes =
+        write_coff_object(lower::build_isa(Target::Arm64).unwrap(), name, std::slice::from_ref(program)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.obj");
+    std::fs::write(&path, bytes).unwrap();
+    let out = Command::new("llvm-objdump").arg("-d").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{name}: llvm-objdump failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("<unknown>"), "{name}: undecodable instruction\n{text}");
+    let decoded = text
+        .lines()
+        .filter(|l| {
+            l.trim_start().split(':').next().is_some_and(|a| u64::from_str_radix(a.trim(), 16).is_ok())
+                && l.contains('\t')
+        })
+        .count();
+    let words: usize = program.functions.iter().map(|f| f.code.len() / 4).sum();
+    assert!(decoded >= words, "{name}: {decoded} decoded instructions for {words} code words\n{text}");
+    let unwind = Command::new("llvm-readobj").arg("--unwind").arg(&path).output().unwrap();
+    assert!(unwind.status.success(), "{name}: llvm-readobj --unwind failed");
+    let unwind = String::from_utf8_lossy(&unwind.stdout);
+    assert_eq!(unwind.matches("RuntimeFunction {").count(), program.functions.len(), "{name}\n{unwind}");
+}
+
+/// All programs' functions in one object (renamed `<program>/<function>`), so one tool run checks them all.
+fn combine(programs: Vec<(String, CompiledProgram)>) -> CompiledProgram {
+    let mut functions = Vec::new();
+    for (prefix, program) in programs {
+        for mut f in program.functions {
+            f.name = format!("{prefix}/{}", f.name);
+            for r in &mut f.relocations {
+                if let RelocTarget::Function(callee) = &mut r.target {
+                    *callee = format!("{prefix}/{callee}");
+                }
+            }
+            functions.push(f);
+        }
+    }
+    CompiledProgram { program_name: "all".into(), functions, helper_ids: vec![], referenced_maps: vec![] }
+}
+
+#[test]
+fn every_conformance_program_compiles_for_arm64() {
+    let files = data_files(&corpus_dir().join("tests")).unwrap();
+    assert!(files.len() >= 313);
+    let mut programs = Vec::new();
+    for path in files {
+        let test = load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let compiled = compile_with_length_prologue_for(Target::Arm64, &test.program, test.memory.len())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        programs.push((path.file_stem().unwrap().to_string_lossy().to_string(), compiled));
+    }
+    check_disassembly("conformance", &combine(programs));
+}
+
+#[test]
+fn every_sample_program_compiles_for_arm64_and_x64() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
+    let mut count = 0;
+    let mut arm64 = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "o") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let module =
+            bpf2sys::elf::load(&std::fs::read(&path).unwrap(), &name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for index in 0..module.programs.len() {
+            for target in [Target::X64, Target::Arm64] {
+                let compiled = lower::lower_program(&module, index, &LowerOptions::new(target))
+                    .unwrap_or_else(|e| panic!("{name} program {index} for {target:?}: {e}"));
+                if target == Target::Arm64 {
+                    arm64.push((format!("{name}/{}", module.programs[index].name), compiled));
+                }
+            }
+            count += 1;
+        }
+    }
+    assert!(count > 0, "no sample programs found in {}", dir.display());
+    check_disassembly("samples", &combine(arm64));
+}
