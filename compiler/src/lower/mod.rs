@@ -10,6 +10,7 @@
 
 pub mod codegen;
 pub mod object;
+pub mod stack_slots;
 pub mod translate;
 
 /// Why lowering failed.

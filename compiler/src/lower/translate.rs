@@ -138,8 +138,11 @@ impl RuntimeEnvironment {
     }
 
     fn flags() -> MemFlagsData {
-        // Runtime-owned tables are valid, aligned and not modified while the program runs.
-        MemFlagsData::trusted().with_readonly()
+        // Runtime-owned tables are valid, aligned and not modified while the program runs. Their validity does not
+        // depend on any check in the program (the runtime context is valid for the whole call and every table entry
+        // the code indexes exists), so the loads may move: `can_move` lets Cranelift share them and hoist them out
+        // of loops — e.g. a helper's address is loaded once, not on every call in a loop.
+        MemFlagsData::trusted().with_readonly().with_can_move()
     }
 
     /// `runtime_context->helper_data[i].address`.
@@ -305,6 +308,7 @@ pub fn translate_program(
             index,
             symbols: &mut symbols,
             referenced_maps: &mut referenced_maps,
+            movable_loads: false,
         };
         let func = translator.translate(&mut fctx, frames, frontend)?;
         functions.push((function_symbol(program, index), func));
@@ -368,6 +372,8 @@ struct FunctionTranslator<'a> {
     index: usize,
     symbols: &'a mut SymbolTable,
     referenced_maps: &'a mut BTreeSet<u16>,
+    /// The current function never writes memory, calls or loops, so its loads may move (see `translate`).
+    movable_loads: bool,
 }
 
 /// Values every instruction of a function may need.
@@ -458,6 +464,39 @@ impl FunctionTranslator<'_> {
             }
             Frame { regs, context: params[6], runtime_context: params[7] }
         };
+        // A function that never writes memory, never calls and has no loop reads memory that cannot change while it
+        // runs, and every use of a load is dominated by the load itself: the load may then be placed at its use
+        // (Cranelift's `can_move`) without ever running on a path where the original would not have run. This
+        // matters for long straight-line code such as a fully unrolled hash, where Cranelift otherwise keeps every
+        // load at its original place ahead of the arithmetic it feeds, and hundreds of loaded values are live at
+        // once.
+        self.movable_loads = self.program.instructions[pf.start..pf.end].iter().enumerate().all(|(i, insn)| {
+            let pc = (pf.start + i) as i64;
+            match insn {
+                Instruction::Store { .. }
+                | Instruction::Atomic { .. }
+                | Instruction::CallHelper { .. }
+                | Instruction::CallLocal { .. }
+                | Instruction::CallBtf { .. }
+                | Instruction::CallReg { .. }
+                | Instruction::LegacyPacketLoad { .. } => false,
+                Instruction::Jump { .. } | Instruction::JumpIf { .. } => {
+                    insn.jump_target(pc as usize).is_some_and(|t| t > pc)
+                }
+                _ => true,
+            }
+        });
+        // Spill slots that no pointer can reach become SSA variables (see `stack_slots::promotable_slots`).
+        let promoted: std::collections::BTreeMap<i16, Variable> =
+            super::stack_slots::promotable_slots(&self.program.instructions[pf.start..pf.end])
+                .into_iter()
+                .map(|offset| {
+                    let var = b.declare_var(types::I64);
+                    // Never read before written in a verified program (the verifier rejects uninitialised reads).
+                    b.def_var(var, zero);
+                    (offset, var)
+                })
+                .collect();
         let first = block_at[0].expect("function start is a leader");
         b.ins().jump(first, &[]);
 
@@ -472,6 +511,25 @@ impl FunctionTranslator<'_> {
                 continue; // An lddw continuation after a terminator, or dead code without a label.
             }
             let insn = self.program.instructions[pc];
+            match insn {
+                Instruction::Store { size: MemSize::DW, dst: Reg::FP, offset, src }
+                    if promoted.contains_key(&offset) =>
+                {
+                    let value = Self::operand(&mut b, &frame, Width::W64, src);
+                    b.def_var(promoted[&offset], value);
+                    terminated = false;
+                    continue;
+                }
+                Instruction::Load { size: MemSize::DW, src: Reg::FP, offset, dst, .. }
+                    if promoted.contains_key(&offset) =>
+                {
+                    let value = b.use_var(promoted[&offset]);
+                    b.def_var(frame.regs[dst.index()], value);
+                    terminated = false;
+                    continue;
+                }
+                _ => {}
+            }
             terminated = self.translate_instruction(&mut b, &frame, &block_at, pf.start, pc, insn)?;
         }
         if !terminated {
@@ -592,6 +650,23 @@ impl FunctionTranslator<'_> {
             Instruction::LoadImm64Continuation => {}
 
             // ---- Memory (RFC 9669 §5.1–5.3) ----
+            Instruction::Load { size, sign_extend, dst, src, offset } if self.movable_loads => {
+                let addr = b.use_var(reg(src));
+                let flags = mem().with_readonly().with_notrap().with_can_move();
+                let ty = match size {
+                    MemSize::B => types::I8,
+                    MemSize::H => types::I16,
+                    MemSize::W => types::I32,
+                    MemSize::DW => types::I64,
+                };
+                let loaded = b.ins().load(ty, flags, addr, offset as i32);
+                let value = match (ty == types::I64, sign_extend) {
+                    (true, _) => loaded,
+                    (false, false) => b.ins().uextend(types::I64, loaded),
+                    (false, true) => b.ins().sextend(types::I64, loaded),
+                };
+                b.def_var(reg(dst), value);
+            }
             Instruction::Load { size, sign_extend, dst, src, offset } => {
                 let addr = b.use_var(reg(src));
                 let off = offset as i32;
