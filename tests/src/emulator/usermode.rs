@@ -146,24 +146,35 @@ pub fn parse_native_file(bytes: &[u8]) -> Result<UserModeView, EmulatorError> {
             off += 16;
         };
         let Some(start) = start else { continue };
-        let version = u16::from_le_bytes([b[start + 8], b[start + 9]]);
+        let version = b
+            .get(start + 8..start + 10)
+            .map(|v| u16::from_le_bytes([v[0], v[1]]))
+            .ok_or_else(|| err("truncated program header".into()))?;
         let size = u64_at(b, start + 16).ok_or_else(|| err("truncated program header".into()))?;
         let total = u64_at(b, start + 24).ok_or_else(|| err("truncated program header".into()))?;
         if version != 1 || !(size == 144 || size == 154) || total < 144 {
             return Err(err(format!("program header {{{version}, {size}, {total}}} is invalid")));
         }
-        let count = (s.vsize - start as u64) / total;
+        // Corrupted headers may claim a VirtualSize smaller than the scan position: no entries, not a panic.
+        let count = s.vsize.saturating_sub(start as u64) / total;
         let data = data.ok_or_else(|| err("`programs` found but no `.data` section".into()))?;
         for i in 0..count as usize {
-            let e = start + i * total as usize;
+            let e = (i as u64)
+                .checked_mul(total)
+                .and_then(|o| o.checked_add(start as u64))
+                .and_then(|o| usize::try_from(o).ok())
+                .ok_or_else(|| err(format!("program entry {i} lies beyond the address space")))?;
             let ptr = |o: usize| u64_at(b, e + o).ok_or_else(|| err(format!("program entry {i} truncated")));
             let guid = |va: u64| -> Result<[u8; 16], EmulatorError> {
                 let rva = va.wrapping_sub(image_base);
-                if rva < data.va || rva + 16 > data.va + data.vsize {
-                    return Err(err(format!("program entry {i}: GUID pointer {va:#x} is not inside .data")));
+                let outside = || err(format!("program entry {i}: GUID pointer {va:#x} is not inside .data"));
+                if rva < data.va || rva.checked_add(16).is_none_or(|end| end > data.va + data.vsize) {
+                    return Err(outside());
                 }
+                // VirtualSize may exceed the raw data; bytes past it are not in the file user mode reads.
                 let o = (rva - data.va) as usize;
-                Ok(data.data[o..o + 16].try_into().expect("16"))
+                let bytes = data.data.get(o..o + 16).ok_or_else(outside)?;
+                Ok(bytes.try_into().expect("16 bytes"))
             };
             programs.push(UserModeProgram {
                 pe_section_name: string(rdata, s, ptr(40)?)?,
