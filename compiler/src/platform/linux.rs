@@ -6,20 +6,11 @@
 //! Linux exposes `data`, `data_end` and `data_meta` of `__sk_buff` and `xdp_md` as 4-byte fields that the
 //! kernel rewrites into pointer loads; the field sizes below say so, and the verifier reads them from here.
 
+use super::table::{field, prefix, proto};
 use super::{
     AttachType, ContextDescriptor, ContextField, Guid, HelperArg as A, HelperPrototype, HelperReturn as R, Platform,
     ProgramType, SectionPrefix,
 };
-
-const fn proto(id: u32, name: &'static str, ret: R, a: &[A]) -> HelperPrototype {
-    let mut args = [A::DontCare; 5];
-    let mut i = 0;
-    while i < a.len() {
-        args[i] = a[i];
-        i += 1;
-    }
-    HelperPrototype { id, name, ret, args, reallocate_packet: false }
-}
 
 const fn moves_packet(h: HelperPrototype) -> HelperPrototype {
     HelperPrototype { reallocate_packet: true, ..h }
@@ -126,10 +117,6 @@ static SOCK_OPS_HELPERS: &[HelperPrototype] = &[
     proto(59, "bpf_sock_ops_cb_flags_set", R::Integer, &[A::PtrToCtx, A::Anything]),
 ];
 
-const fn field(name: &'static str, offset: u32, size: u32, writable: bool) -> ContextField {
-    ContextField { name, offset, size, writable }
-}
-
 /// `struct __sk_buff`. Writable fields are those tc programs may write (`tc_cls_act_is_valid_access`).
 static SKB_FIELDS: &[ContextField] = &[
     field("len", 0, 4, false),
@@ -217,10 +204,6 @@ static TRACEPOINT_FIELDS: &[ContextField] = &[field("common", 0, 8, false)];
 
 const fn attach(name: &'static str, bpf_attach_type: u32) -> AttachType {
     AttachType { name, guid: Guid::NULL, bpf_attach_type }
-}
-
-const fn prefix(prefix: &'static str, attach_type: AttachType) -> SectionPrefix {
-    SectionPrefix { prefix, attach_type }
 }
 
 const fn program_type(

@@ -11,6 +11,30 @@ use std::fmt;
 pub mod linux;
 pub mod windows;
 
+/// `const` constructors the platform tables are written with (one set, shared by every platform).
+mod table {
+    use super::{AttachType, ContextField, HelperArg, HelperPrototype, HelperReturn, SectionPrefix};
+
+    /// A helper prototype whose unlisted trailing arguments are `DontCare`.
+    pub(super) const fn proto(id: u32, name: &'static str, ret: HelperReturn, a: &[HelperArg]) -> HelperPrototype {
+        let mut args = [HelperArg::DontCare; 5];
+        let mut i = 0;
+        while i < a.len() {
+            args[i] = a[i];
+            i += 1;
+        }
+        HelperPrototype { id, name, ret, args, reallocate_packet: false }
+    }
+
+    pub(super) const fn field(name: &'static str, offset: u32, size: u32, writable: bool) -> ContextField {
+        ContextField { name, offset, size, writable }
+    }
+
+    pub(super) const fn prefix(prefix: &'static str, attach_type: AttachType) -> SectionPrefix {
+        SectionPrefix { prefix, attach_type }
+    }
+}
+
 /// A Windows GUID in its in-memory form (native-module-contract.md §2.2: Data1 u32 LE, Data2 u16 LE,
 /// Data3 u16 LE, Data4 8 bytes).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

@@ -1,9 +1,10 @@
 //! The eBPF for Windows platform (native-module-contract.md §7): program types with their GUIDs, section
 //! prefixes and contexts, and the general helpers of EbpfCore with their prototypes.
 
+use super::table::{field, prefix, proto};
 use super::{
     AttachType, ContextDescriptor, ContextField, Guid, HelperArg as A, HelperPrototype, HelperReturn as R, Platform,
-    ProgramType, SectionPrefix,
+    ProgramType,
 };
 
 /// The "eBPF native module" NPI id (contract §1.3); EbpfCore registers its provider under the same id.
@@ -19,16 +20,6 @@ pub const HELPER_MAP_LOOKUP_ELEM: u32 = 1;
 pub const FIRST_PROGRAM_TYPE_HELPER_ID: u32 = 65536;
 /// Tail-call chain limit (`MAX_TAIL_CALL_CNT`, contract §7.3).
 pub const MAX_TAIL_CALL_COUNT: u32 = 33;
-
-const fn proto(id: u32, name: &'static str, ret: R, a: &[A]) -> HelperPrototype {
-    let mut args = [A::DontCare; 5];
-    let mut i = 0;
-    while i < a.len() {
-        args[i] = a[i];
-        i += 1;
-    }
-    HelperPrototype { id, name, ret, args, reallocate_packet: false }
-}
 
 /// EbpfCore's general helpers (contract §7.4).
 pub static GLOBAL_HELPERS: &[HelperPrototype] = &[
@@ -150,10 +141,6 @@ pub const ATTACH_CGROUP_INET6_LISTEN: AttachType =
 pub const ATTACH_XDP_TEST: AttachType =
     attach("xdp_test", Guid::from_fields(0x0dccc15d, 0xa5f9, 0x4dc1, 0xac79, 0xfa25eef215c3), 0);
 
-const fn field(name: &'static str, offset: u32, size: u32, writable: bool) -> ContextField {
-    ContextField { name, offset, size, writable }
-}
-
 /// `xdp_md_t` (contract §7.2).
 static XDP_FIELDS: &[ContextField] = &[
     field("data", 0, 8, false),
@@ -220,10 +207,6 @@ static SOCK_ADDR_HELPERS: &[HelperPrototype] = &[
 ];
 
 static SOCK_OPS_HELPERS: &[HelperPrototype] = &[proto(65536, "bpf_sock_ops_get_flow_id", R::Integer, &[A::PtrToCtx])];
-
-const fn prefix(prefix: &'static str, attach_type: AttachType) -> SectionPrefix {
-    SectionPrefix { prefix, attach_type }
-}
 
 pub static PROGRAM_TYPES: &[ProgramType] = &[
     ProgramType {
