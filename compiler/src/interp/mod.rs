@@ -647,6 +647,20 @@ impl Run<'_> {
     }
 }
 
+/// RFC 9669 §4.1 ALU semantics on concrete values (32-bit results zero-extended). Public so the verifier's
+/// constant folding runs the oracle's definition instead of a second copy of it.
+pub fn eval_alu(op: AluOp, width: Width, dst: u64, src: u64) -> u64 {
+    match width {
+        Width::W64 => alu64(op, dst, src),
+        Width::W32 => alu32(op, dst as u32, src as u32) as u64,
+    }
+}
+
+/// RFC 9669 §4.2 byte-order semantics on concrete values (little-endian target), shared with the verifier.
+pub fn eval_byte_order(order: ByteOrder, bits: u32, value: u64) -> u64 {
+    byte_order(order, bits, value)
+}
+
 /// 64-bit ALU operation (RFC 9669 §4.1). `s` is already sign-extended if it came from an immediate.
 fn alu64(op: AluOp, d: u64, s: u64) -> u64 {
     match op {

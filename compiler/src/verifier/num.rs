@@ -464,89 +464,15 @@ impl Thresholds {
     }
 }
 
-/// Concrete ALU semantics (RFC 9669 §4.1; contract §5.5).
+/// Concrete ALU semantics (RFC 9669 §4.1; contract §5.5): the reference interpreter's, so constant folding and
+/// the oracle the soundness fuzzer runs cannot disagree.
 pub fn eval_alu(op: AluOp, width: Width, dst: u64, src: u64) -> u64 {
-    if width == Width::W32 {
-        let (a, b) = (dst as u32, src as u32);
-        let r: u32 = match op {
-            AluOp::Add => a.wrapping_add(b),
-            AluOp::Sub => a.wrapping_sub(b),
-            AluOp::Mul => a.wrapping_mul(b),
-            AluOp::Div => a.checked_div(b).unwrap_or(0),
-            AluOp::SDiv => {
-                if b == 0 {
-                    0
-                } else {
-                    (a as i32).wrapping_div(b as i32) as u32
-                }
-            }
-            AluOp::Or => a | b,
-            AluOp::And => a & b,
-            AluOp::Lsh => a.wrapping_shl(b & 31),
-            AluOp::Rsh => a.wrapping_shr(b & 31),
-            AluOp::Neg => (a as i32).wrapping_neg() as u32,
-            AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-            AluOp::SMod => {
-                if b == 0 {
-                    a
-                } else {
-                    (a as i32).wrapping_rem(b as i32) as u32
-                }
-            }
-            AluOp::Xor => a ^ b,
-            AluOp::Mov => b,
-            AluOp::MovSx(8) => b as i8 as i32 as u32,
-            AluOp::MovSx(16) => b as i16 as i32 as u32,
-            AluOp::MovSx(_) => b,
-            AluOp::Arsh => ((a as i32) >> (b & 31)) as u32,
-        };
-        return r as u64;
-    }
-    let (a, b) = (dst, src);
-    match op {
-        AluOp::Add => a.wrapping_add(b),
-        AluOp::Sub => a.wrapping_sub(b),
-        AluOp::Mul => a.wrapping_mul(b),
-        AluOp::Div => a.checked_div(b).unwrap_or(0),
-        AluOp::SDiv => {
-            if b == 0 {
-                0
-            } else {
-                (a as i64).wrapping_div(b as i64) as u64
-            }
-        }
-        AluOp::Or => a | b,
-        AluOp::And => a & b,
-        AluOp::Lsh => a.wrapping_shl((b & 63) as u32),
-        AluOp::Rsh => a.wrapping_shr((b & 63) as u32),
-        AluOp::Neg => (a as i64).wrapping_neg() as u64,
-        AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-        AluOp::SMod => {
-            if b == 0 {
-                a
-            } else {
-                (a as i64).wrapping_rem(b as i64) as u64
-            }
-        }
-        AluOp::Xor => a ^ b,
-        AluOp::Mov => b,
-        AluOp::MovSx(8) => b as i8 as i64 as u64,
-        AluOp::MovSx(16) => b as i16 as i64 as u64,
-        AluOp::MovSx(_) => b as i32 as i64 as u64,
-        AluOp::Arsh => ((a as i64) >> (b & 63)) as u64,
-    }
+    crate::interp::eval_alu(op, width, dst, src)
 }
 
-/// Concrete byte-order semantics (RFC 9669 §4.2) on a little-endian host.
+/// Concrete byte-order semantics (RFC 9669 §4.2) on a little-endian host: the reference interpreter's.
 pub fn eval_endian(order: ByteOrder, bits: u32, x: u64) -> u64 {
-    match (order, bits) {
-        (ByteOrder::ToLe, 16) => x as u16 as u64,
-        (ByteOrder::ToLe, 32) => x as u32 as u64,
-        (ByteOrder::ToLe, _) => x,
-        (_, 16) => (x as u16).swap_bytes() as u64,
-        (_, 32) => (x as u32).swap_bytes() as u64,
-        (_, _) => x.swap_bytes(),
-    }
+    crate::interp::eval_byte_order(order, bits, x)
 }
 
 /// Concrete jump predicate (RFC 9669 §4.3).
