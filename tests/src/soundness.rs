@@ -87,19 +87,6 @@ const ALU_OPS: [AluOp; 14] = [
     AluOp::SDiv,
     AluOp::MovSx(16),
 ];
-const CONDS: [JumpCond; 11] = [
-    JumpCond::Eq,
-    JumpCond::Ne,
-    JumpCond::Gt,
-    JumpCond::Ge,
-    JumpCond::Lt,
-    JumpCond::Le,
-    JumpCond::Set,
-    JumpCond::Sgt,
-    JumpCond::Sge,
-    JumpCond::Slt,
-    JumpCond::Sle,
-];
 
 /// Where a pending jump goes.
 enum Target {
@@ -281,7 +268,7 @@ pub fn generate(seed: u64) -> Vec<I> {
                 b.jump_if(Width::W64, cond, c, Operand::Imm(n), Target::Slot(head));
             }
             10 => {
-                let cond = r.pick(&CONDS);
+                let cond = r.pick(&JumpCond::ALL);
                 let w = if r.chance(20) { Width::W32 } else { Width::W64 };
                 let src = if r.chance(60) { Operand::Imm(small_imm(r)) } else { Operand::Reg(reg(r.below(11))) };
                 b.jump_if(w, cond, reg(r.below(10)), src, Target::End);

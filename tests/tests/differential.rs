@@ -334,19 +334,7 @@ impl Generator {
 
     fn conditional(&mut self, depth: usize, entry: bool) {
         let width = if self.rng.chance(50) { Width::W64 } else { Width::W32 };
-        let cond = self.rng.pick(&[
-            JumpCond::Eq,
-            JumpCond::Gt,
-            JumpCond::Ge,
-            JumpCond::Set,
-            JumpCond::Ne,
-            JumpCond::Sgt,
-            JumpCond::Sge,
-            JumpCond::Lt,
-            JumpCond::Le,
-            JumpCond::Slt,
-            JumpCond::Sle,
-        ]);
+        let cond = self.rng.pick(&JumpCond::ALL);
         let dst = self.readable();
         let src = self.operand();
         let at = self.out.push_slot();

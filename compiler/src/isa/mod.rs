@@ -203,6 +203,21 @@ pub enum JumpCond {
 }
 
 impl JumpCond {
+    /// Every predicate, in opcode order (RFC 9669 §4.3, Table 5).
+    pub const ALL: [JumpCond; 11] = [
+        JumpCond::Eq,
+        JumpCond::Gt,
+        JumpCond::Ge,
+        JumpCond::Set,
+        JumpCond::Ne,
+        JumpCond::Sgt,
+        JumpCond::Sge,
+        JumpCond::Lt,
+        JumpCond::Le,
+        JumpCond::Slt,
+        JumpCond::Sle,
+    ];
+
     /// The predicate that holds exactly when `self` does not.
     pub fn negate(self) -> JumpCond {
         use JumpCond::*;

@@ -291,20 +291,6 @@ const OPS: [AluOp; 16] = [
     AluOp::Arsh,
 ];
 
-const CONDS: [JumpCond; 11] = [
-    JumpCond::Eq,
-    JumpCond::Ne,
-    JumpCond::Gt,
-    JumpCond::Ge,
-    JumpCond::Lt,
-    JumpCond::Le,
-    JumpCond::Set,
-    JumpCond::Sgt,
-    JumpCond::Sge,
-    JumpCond::Slt,
-    JumpCond::Sle,
-];
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(20_000))]
 
@@ -320,9 +306,9 @@ proptest! {
 
     /// Soundness of branch refinement: values satisfying the condition survive.
     #[test]
-    fn assume_keeps_every_satisfying_value((a, x) in num_strategy(), (b, y) in num_strategy(), c in 0usize..11, w32 in any::<bool>()) {
+    fn assume_keeps_every_satisfying_value((a, x) in num_strategy(), (b, y) in num_strategy(), c in 0..JumpCond::ALL.len(), w32 in any::<bool>()) {
         let width = if w32 { Width::W32 } else { Width::W64 };
-        let cond = CONDS[c];
+        let cond = JumpCond::ALL[c];
         if eval_cond(cond, width, x, y) {
             let r = Num::assume(cond, width, &a, &b);
             prop_assert!(r.is_some_and(|(ra, rb)| ra.contains(x) && rb.contains(y)), "{cond:?} {width:?} {x} {y} {a:?} {b:?} -> {r:?}");
