@@ -42,6 +42,7 @@ use crate::platform::windows::HELPER_TAIL_CALL;
 use crate::program::{Function as ProgramFunction, Module, Program};
 
 use super::codegen::SymbolTable;
+use super::stack_stores::{keeps_window_open, ConstantRegisters, PendingStackStores};
 use super::LowerError;
 
 /// Bytes of eBPF stack per call frame (RFC 9669 §2.4, UBPF_STACK_SIZE in bpf2c).
@@ -381,6 +382,8 @@ struct Frame {
     regs: [Variable; Reg::COUNT],
     context: Value,
     runtime_context: Value,
+    /// The entry block's zero: the value of every register that holds nothing meaningful (see `clobber_scratch`).
+    zero: Value,
 }
 
 fn mem() -> MemFlagsData {
@@ -457,12 +460,12 @@ impl FunctionTranslator<'_> {
             let top = b.ins().iadd_imm_s(base, size as i64);
             b.def_var(regs[1], params[0]);
             b.def_var(regs[10], top);
-            Frame { regs, context: params[0], runtime_context: params[1] }
+            Frame { regs, context: params[0], runtime_context: params[1], zero }
         } else {
             for (i, r) in [1, 2, 3, 4, 5, 10].into_iter().enumerate() {
                 b.def_var(regs[r], params[i]);
             }
-            Frame { regs, context: params[6], runtime_context: params[7] }
+            Frame { regs, context: params[6], runtime_context: params[7], zero }
         };
         // A function that never writes memory, never calls and has no loop reads memory that cannot change while it
         // runs, and every use of a load is dominated by the load itself: the load may then be placed at its use
@@ -501,16 +504,32 @@ impl FunctionTranslator<'_> {
         b.ins().jump(first, &[]);
 
         let mut terminated = true;
+        // Constant stores to the stack are buffered and merged (see `stack_stores`).
+        let mut constants = ConstantRegisters::default();
+        let mut pending = PendingStackStores::default();
         for pc in pf.start..pf.end {
+            let insn = self.program.instructions[pc];
             if let Some(block) = block_at[pc - pf.start] {
                 if !terminated {
+                    Self::flush_stack_stores(&mut b, &frame, &mut pending);
                     b.ins().jump(block, &[]);
                 }
                 b.switch_to_block(block);
+                constants.clear();
             } else if terminated {
                 continue; // An lddw continuation after a terminator, or dead code without a label.
             }
-            let insn = self.program.instructions[pc];
+            if let Instruction::Store { size, dst: Reg::FP, offset, src } = insn {
+                if let Some(value) = constants.operand(src).filter(|_| !promoted.contains_key(&offset)) {
+                    pending.push(offset, size, value);
+                    terminated = false;
+                    continue;
+                }
+            }
+            if !keeps_window_open(&insn) {
+                Self::flush_stack_stores(&mut b, &frame, &mut pending);
+            }
+            constants.update(&insn);
             match insn {
                 Instruction::Store { size: MemSize::DW, dst: Reg::FP, offset, src }
                     if promoted.contains_key(&offset) =>
@@ -532,6 +551,7 @@ impl FunctionTranslator<'_> {
             }
             terminated = self.translate_instruction(&mut b, &frame, &block_at, pf.start, pc, insn)?;
         }
+        Self::flush_stack_stores(&mut b, &frame, &mut pending);
         if !terminated {
             // Falling off the end of a function: the verifier rejects it; never reached at run time.
             b.ins().trap(ir::TrapCode::unwrap_user(1));
@@ -539,6 +559,25 @@ impl FunctionTranslator<'_> {
         b.seal_all_blocks();
         b.finalize(frontend);
         Ok(func)
+    }
+
+    /// Writes the buffered constant stack stores as merged, naturally aligned stores.
+    fn flush_stack_stores(b: &mut FunctionBuilder, frame: &Frame, pending: &mut PendingStackStores) {
+        if pending.is_empty() {
+            return;
+        }
+        let fp = b.use_var(frame.regs[Reg::FP.index()]);
+        for store in pending.chunks() {
+            let ty = match store.size {
+                MemSize::B => types::I8,
+                MemSize::H => types::I16,
+                MemSize::W => types::I32,
+                MemSize::DW => types::I64,
+            };
+            // Cranelift wants narrow constants zero-extended; `chunks` only fills the low `size` bytes.
+            let value = b.ins().iconst(ty, store.value as i64);
+            b.ins().store(mem(), value, fp, store.offset);
+        }
     }
 
     fn operand(b: &mut FunctionBuilder, frame: &Frame, width: Width, src: Operand) -> Value {
@@ -577,8 +616,18 @@ impl FunctionTranslator<'_> {
             Instruction::Alu { width, op, dst, src } => {
                 let ty = Self::ty(width);
                 let s = Self::operand(b, frame, width, src);
-                let d64 = b.use_var(reg(dst));
-                let d = if width == Width::W32 { b.ins().ireduce(types::I32, d64) } else { d64 };
+                // `mov` does not read its destination. Reading it anyway would make the old value look live, and
+                // cranelift-frontend would keep it alive around loops as a block parameter.
+                let d = if matches!(op, AluOp::Mov | AluOp::MovSx(_)) {
+                    s
+                } else {
+                    let d64 = b.use_var(reg(dst));
+                    if width == Width::W32 {
+                        b.ins().ireduce(types::I32, d64)
+                    } else {
+                        d64
+                    }
+                };
                 let result = match op {
                     AluOp::Add => b.ins().iadd(d, s),
                     AluOp::Sub => b.ins().isub(d, s),
@@ -808,6 +857,7 @@ impl FunctionTranslator<'_> {
                 let call = b.ins().call(fref, &args);
                 let r0 = b.inst_results(call)[0];
                 b.def_var(reg(Reg::R0), r0);
+                Self::clobber_scratch(b, frame);
             }
             Instruction::CallBtf { .. } => {
                 return Err(self.unsupported(pc, "calls of BTF-resolved functions (kfuncs) are not supported"))
@@ -839,6 +889,7 @@ impl FunctionTranslator<'_> {
         let call = b.ins().call_indirect(sig, address, &args);
         let r0 = b.inst_results(call)[0];
         b.def_var(frame.regs[0], r0);
+        Self::clobber_scratch(b, frame);
         if id == HELPER_TAIL_CALL {
             let done = b.create_block();
             let cont = b.create_block();
@@ -849,6 +900,16 @@ impl FunctionTranslator<'_> {
             b.switch_to_block(cont);
         }
         Ok(())
+    }
+
+    /// After a call, r1–r5 hold nothing a program may read (RFC 9669 §2.4: they are scratch registers; the verifier
+    /// rejects reads of them before they are written again). Giving them the one shared zero instead of keeping
+    /// their old values ends those values' lives at the call: otherwise an argument computed in a loop stays
+    /// live around the loop as a block parameter, and every constant argument becomes a loop-carried value.
+    fn clobber_scratch(b: &mut FunctionBuilder, frame: &Frame) {
+        for r in 1..=5 {
+            b.def_var(frame.regs[r], frame.zero);
+        }
     }
 
     /// DIV/MOD/SDIV/SMOD without traps (RFC 9669 §4.1): x / 0 = 0, x % 0 = x, INT_MIN / −1 = INT_MIN,
