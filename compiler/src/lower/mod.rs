@@ -11,6 +11,7 @@
 pub mod codegen;
 pub mod object;
 pub mod stack_slots;
+pub mod stack_stores;
 pub mod translate;
 
 /// Why lowering failed.
