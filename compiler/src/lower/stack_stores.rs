@@ -55,7 +55,7 @@ impl ConstantRegisters {
                 self.values[dst.index()] = self.values[dst.index()].map(|v| eval_byte_order(order, bits, v));
             }
             Instruction::LoadImm64 { dst, kind, imm, next_imm } => {
-                self.values[dst.index()] = (kind == Imm64Kind::Imm).then(|| Instruction::imm64(imm, next_imm) as u64);
+                self.values[dst.index()] = (kind == Imm64Kind::Imm).then(|| Instruction::imm64(imm, next_imm));
             }
             Instruction::LoadImm64Continuation | Instruction::Store { .. } => {}
             Instruction::Load { dst, .. } => self.values[dst.index()] = None,
