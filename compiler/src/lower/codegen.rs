@@ -54,11 +54,31 @@ pub fn target_triple(target: Target) -> &'static str {
 /// no PIC (the image resolves everything itself), inline stack probes (no `__chkstk` import, and the only form
 /// Cranelift supports on AArch64), frame pointers kept for kernel stack walks, optimisation for speed.
 pub fn build_isa(target: Target) -> Result<OwnedTargetIsa, LowerError> {
+    build_isa_with(target, "speed")
+}
+
+/// The ISA of [`build_isa`] without Cranelift's mid-end optimizer, built once per target.
+fn unoptimized_isa(target: Target) -> Result<&'static dyn TargetIsa, LowerError> {
+    static X64: std::sync::OnceLock<OwnedTargetIsa> = std::sync::OnceLock::new();
+    static ARM64: std::sync::OnceLock<OwnedTargetIsa> = std::sync::OnceLock::new();
+    let cell = match target {
+        Target::X64 => &X64,
+        Target::Arm64 => &ARM64,
+    };
+    if let Some(isa) = cell.get() {
+        return Ok(&**isa);
+    }
+    let isa = build_isa_with(target, "none")?;
+    Ok(&**cell.get_or_init(|| isa))
+}
+
+/// [`build_isa`] with another Cranelift `opt_level`.
+fn build_isa_with(target: Target, opt_level: &str) -> Result<OwnedTargetIsa, LowerError> {
     let mut flags = settings::builder();
     let set = |b: &mut settings::Builder, name: &str, value: &str| {
         b.set(name, value).map_err(|e| LowerError::Isa(format!("setting {name}={value}: {e}")))
     };
-    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "opt_level", opt_level)?;
     set(&mut flags, "is_pic", "false")?;
     set(&mut flags, "enable_probestack", "true")?;
     set(&mut flags, "probestack_strategy", "inline")?;
@@ -145,11 +165,19 @@ impl SymbolTable {
     }
 }
 
-/// Options for [`compile_ir_function_with`].
-#[derive(Clone, Copy, Debug, Default)]
+/// Options for [`compile_ir_function_with`]; the default optimizes and keeps no text.
+#[derive(Clone, Copy, Debug)]
 pub struct CompileOptions {
     /// Also return Cranelift's textual machine code (its `VCode` after register allocation) for `--emit asm`.
     pub disassembly: bool,
+    /// Run Cranelift's mid-end optimizer (e-graph rewrites, GVN, LICM). Off, the IR is compiled as written.
+    pub optimize: bool,
+}
+
+impl Default for CompileOptions {
+    fn default() -> CompileOptions {
+        CompileOptions { disassembly: false, optimize: true }
+    }
 }
 
 /// A compiled function with optional debugging text.
@@ -181,6 +209,7 @@ pub fn compile_ir_function_with(
     options: CompileOptions,
 ) -> Result<CompiledWithText, LowerError> {
     let target = isa_target(isa)?;
+    let isa = if options.optimize { isa } else { unoptimized_isa(target)? };
     let mut ctx = Context::for_function(func);
     ctx.set_disasm(options.disassembly);
     ctx.compile(isa, &mut ControlPlane::default())
@@ -225,6 +254,30 @@ pub fn compile_ir_function_with(
         };
         relocations.push(CodeRelocation { offset: reloc.offset, kind, target, addend: reloc.addend });
     }
+
+    // Cranelift's x64 branches are all rel32; re-lay the body out with short loop back edges (`x64_layout`). The
+    // prologue, which the unwind data describes, is left byte for byte.
+    let code = match target {
+        Target::X64 => {
+            let prologue_end =
+                compiled.buffer.unwind_info.iter().map(|(offset, _)| *offset as usize).max().unwrap_or(0);
+            let original_relocations = relocations.clone();
+            match super::x64_layout::shorten_branches(&code, &mut relocations, prologue_end) {
+                // The pass is checked on every function: a re-layout that does not decode to the same program
+                // (a bug) must never ship, so the function then keeps Cranelift's own bytes.
+                Some(relayout) => match super::x64_layout::check_same_program(&code, &relayout.code) {
+                    Ok(()) => relayout.code,
+                    Err(e) => {
+                        debug_assert!(false, "x64 re-layout of `{name}` changed the program: {e}");
+                        relocations = original_relocations;
+                        code
+                    }
+                },
+                None => code,
+            }
+        }
+        Target::Arm64 => code,
+    };
 
     let unwind = match target {
         Target::X64 => UnwindData::X64 { unwind_info: x64_unwind_info(name, &code, &compiled.buffer.unwind_info)? },
