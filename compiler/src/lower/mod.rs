@@ -123,22 +123,6 @@ pub fn lower_program_with(
 /// turned 6 stack accesses into 71 spills and reloads and cost 20%. Such functions — a backward jump, no store,
 /// atomic or call — are compiled as written; every other function is optimized.
 pub fn benefits_from_optimizer(instructions: &[crate::isa::Instruction]) -> bool {
-    use crate::isa::Instruction;
-    let mut loops = false;
-    for (pc, insn) in instructions.iter().enumerate() {
-        match insn {
-            Instruction::Store { .. }
-            | Instruction::Atomic { .. }
-            | Instruction::CallHelper { .. }
-            | Instruction::CallLocal { .. }
-            | Instruction::CallBtf { .. }
-            | Instruction::CallReg { .. } => return true,
-            Instruction::Jump { .. } | Instruction::JumpIf { .. } => {
-                // Relative targets: a non-positive offset from the next slot is a back edge.
-                loops |= insn.jump_target(pc).is_some_and(|t| t <= pc as i64);
-            }
-            _ => {}
-        }
-    }
-    !loops
+    let shape = translate::function_shape(instructions);
+    shape.writes_or_calls || !shape.loops
 }

@@ -235,6 +235,37 @@ fn writes_register(insn: &Instruction, reg: Reg) -> bool {
     }
 }
 
+/// What a function does that decides how freely Cranelift may move its loads and arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FunctionShape {
+    /// It stores, runs an atomic, calls, or uses a legacy packet load: memory may change while it runs.
+    pub writes_or_calls: bool,
+    /// It has a backward jump.
+    pub loops: bool,
+}
+
+/// The [`FunctionShape`] of one function's instructions.
+pub fn function_shape(instructions: &[Instruction]) -> FunctionShape {
+    let mut shape = FunctionShape { writes_or_calls: false, loops: false };
+    for (pc, insn) in instructions.iter().enumerate() {
+        match insn {
+            Instruction::Store { .. }
+            | Instruction::Atomic { .. }
+            | Instruction::CallHelper { .. }
+            | Instruction::CallLocal { .. }
+            | Instruction::CallBtf { .. }
+            | Instruction::CallReg { .. }
+            | Instruction::LegacyPacketLoad { .. } => shape.writes_or_calls = true,
+            // Jump targets are relative, so slot indices within the slice compare correctly.
+            Instruction::Jump { .. } | Instruction::JumpIf { .. } => {
+                shape.loops |= insn.jump_target(pc).is_some_and(|t| t <= pc as i64)
+            }
+            _ => {}
+        }
+    }
+    shape
+}
+
 /// Splits a flat instruction sequence into functions at the targets of local calls: for programs given as raw
 /// bytecode (conformance tests, the plugin), where there is no ELF symbol table to say where functions start.
 pub fn functions_from_calls(instructions: &[Instruction]) -> Vec<ProgramFunction> {
@@ -473,22 +504,8 @@ impl FunctionTranslator<'_> {
         // matters for long straight-line code such as a fully unrolled hash, where Cranelift otherwise keeps every
         // load at its original place ahead of the arithmetic it feeds, and hundreds of loaded values are live at
         // once.
-        self.movable_loads = self.program.instructions[pf.start..pf.end].iter().enumerate().all(|(i, insn)| {
-            let pc = (pf.start + i) as i64;
-            match insn {
-                Instruction::Store { .. }
-                | Instruction::Atomic { .. }
-                | Instruction::CallHelper { .. }
-                | Instruction::CallLocal { .. }
-                | Instruction::CallBtf { .. }
-                | Instruction::CallReg { .. }
-                | Instruction::LegacyPacketLoad { .. } => false,
-                Instruction::Jump { .. } | Instruction::JumpIf { .. } => {
-                    insn.jump_target(pc as usize).is_some_and(|t| t > pc)
-                }
-                _ => true,
-            }
-        });
+        let shape = function_shape(&self.program.instructions[pf.start..pf.end]);
+        self.movable_loads = !shape.writes_or_calls && !shape.loops;
         // Spill slots that no pointer can reach become SSA variables (see `stack_slots::promotable_slots`).
         let promoted: std::collections::BTreeMap<i16, Variable> =
             super::stack_slots::promotable_slots(&self.program.instructions[pf.start..pf.end])
