@@ -265,8 +265,8 @@ pub fn compile_ir_function_with(
             match super::x64_layout::shorten_branches(&code, &mut relocations, prologue_end) {
                 // The pass is checked on every function: a re-layout that does not decode to the same program
                 // (a bug) must never ship, so the function then keeps Cranelift's own bytes.
-                Some(relayout) => match super::x64_layout::check_same_program(&code, &relayout.code) {
-                    Ok(()) => relayout.code,
+                Some(relaid) => match super::x64_layout::check_same_program(&code, &relaid) {
+                    Ok(()) => relaid,
                     Err(e) => {
                         debug_assert!(false, "x64 re-layout of `{name}` changed the program: {e}");
                         relocations = original_relocations;

@@ -585,12 +585,7 @@ impl FunctionTranslator<'_> {
         }
         let fp = b.use_var(frame.regs[Reg::FP.index()]);
         for store in pending.chunks() {
-            let ty = match store.size {
-                MemSize::B => types::I8,
-                MemSize::H => types::I16,
-                MemSize::W => types::I32,
-                MemSize::DW => types::I64,
-            };
+            let ty = Self::memory_type(store.size);
             // Cranelift wants narrow constants zero-extended; `chunks` only fills the low `size` bytes.
             let value = b.ins().iconst(ty, store.value as i64);
             b.ins().store(mem(), value, fp, store.offset);
@@ -606,6 +601,16 @@ impl FunctionTranslator<'_> {
                 b.ins().ireduce(types::I32, v)
             }
             (Width::W32, Operand::Imm(i)) => b.ins().iconst(types::I32, i as u32 as i64),
+        }
+    }
+
+    /// The integer type of a `size`-byte memory access.
+    fn memory_type(size: MemSize) -> Type {
+        match size {
+            MemSize::B => types::I8,
+            MemSize::H => types::I16,
+            MemSize::W => types::I32,
+            MemSize::DW => types::I64,
         }
     }
 
@@ -719,12 +724,7 @@ impl FunctionTranslator<'_> {
             Instruction::Load { size, sign_extend, dst, src, offset } if self.movable_loads => {
                 let addr = b.use_var(reg(src));
                 let flags = mem().with_readonly().with_notrap().with_can_move();
-                let ty = match size {
-                    MemSize::B => types::I8,
-                    MemSize::H => types::I16,
-                    MemSize::W => types::I32,
-                    MemSize::DW => types::I64,
-                };
+                let ty = Self::memory_type(size);
                 let loaded = b.ins().load(ty, flags, addr, offset as i32);
                 let value = match (ty == types::I64, sign_extend) {
                     (true, _) => loaded,

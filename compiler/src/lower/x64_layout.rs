@@ -46,12 +46,6 @@ struct Decoded {
     kind: Kind,
 }
 
-/// The result of [`shorten_branches`]: the function's new bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Relayout {
-    pub code: Vec<u8>,
-}
-
 /// Decodes the instruction part of `code`; `None` if it contains anything the pass does not handle.
 fn decode(code: &[u8]) -> Option<(Vec<Decoded>, usize)> {
     let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
@@ -114,9 +108,9 @@ fn decode(code: &[u8]) -> Option<(Vec<Decoded>, usize)> {
     Some((instructions, limit))
 }
 
-/// Re-lays out one function's code with short branches (see the module documentation). `relocations` are updated
-/// in place. Returns `None`, leaving everything untouched, when the code is not understood or nothing shrinks.
-pub fn shorten_branches(code: &[u8], relocations: &mut [CodeRelocation], prologue_end: usize) -> Option<Relayout> {
+/// Re-lays out one function's code with short branches (see the module documentation) and returns the new bytes;
+/// `relocations` are updated in place. Returns `None`, leaving everything untouched, when the code is not understood or nothing shrinks.
+pub fn shorten_branches(code: &[u8], relocations: &mut [CodeRelocation], prologue_end: usize) -> Option<Vec<u8>> {
     let (instructions, pool_start) = decode(code)?;
     let index_of: std::collections::HashMap<usize, usize> =
         instructions.iter().enumerate().map(|(i, d)| (d.offset, i)).collect();
@@ -243,7 +237,7 @@ pub fn shorten_branches(code: &[u8], relocations: &mut [CodeRelocation], prologu
     for (reloc, at) in relocations.iter_mut().zip(moved) {
         reloc.offset = at;
     }
-    Some(Relayout { code: out })
+    Some(out)
 }
 
 /// Checks that `new` is `old` re-laid out: instruction for instruction the same bytes, except branches, whose
@@ -331,11 +325,11 @@ mod tests {
             addend: -4,
         }];
         let out = shorten_branches(&code, &mut relocs, 1).expect("shrinks");
-        check_same_program(&code, &out.code).unwrap();
+        check_same_program(&code, &out).unwrap();
         // The forward `jne` keeps its rel32 form; the back edge becomes `jmp rel8`.
-        assert_eq!(&out.code[1..9], &[0x0f, 0x85, 2, 0, 0, 0, 0xeb, 0xf8]);
+        assert_eq!(&out[1..9], &[0x0f, 0x85, 2, 0, 0, 0, 0xeb, 0xf8]);
         assert_eq!(relocs[0].offset, 18);
-        assert_eq!(out.code.len(), 32 + 8, "the pool keeps its 16-byte alignment");
+        assert_eq!(out.len(), 32 + 8, "the pool keeps its 16-byte alignment");
     }
 
     #[test]
