@@ -42,6 +42,7 @@ use crate::platform::windows::HELPER_TAIL_CALL;
 use crate::program::{Function as ProgramFunction, Module, Program};
 
 use super::codegen::SymbolTable;
+use super::load_combine::{remove_unused_loads, ByteAssemblies, Combination, CombinedLoad};
 use super::stack_stores::{keeps_window_open, ConstantRegisters, PendingStackStores};
 use super::LowerError;
 
@@ -422,6 +423,12 @@ fn mem() -> MemFlagsData {
     MemFlagsData::new()
 }
 
+fn load_flags() -> MemFlagsData {
+    // The verifier proved every program load in bounds, so none faults: `notrap` lets `remove_unused_loads` drop
+    // loads whose values a combined load replaced.
+    mem().with_notrap()
+}
+
 impl FunctionTranslator<'_> {
     fn unsupported(&self, slot: usize, message: impl Into<String>) -> LowerError {
         LowerError::Unsupported { program: self.program.name.clone(), slot, message: message.into() }
@@ -524,6 +531,8 @@ impl FunctionTranslator<'_> {
         // Constant stores to the stack are buffered and merged (see `stack_stores`).
         let mut constants = ConstantRegisters::default();
         let mut pending = PendingStackStores::default();
+        // Byte loads assembling one wider value become one load (see `load_combine`).
+        let mut assemblies = ByteAssemblies::<Value>::default();
         for pc in pf.start..pf.end {
             let insn = self.program.instructions[pc];
             if let Some(block) = block_at[pc - pf.start] {
@@ -533,9 +542,11 @@ impl FunctionTranslator<'_> {
                 }
                 b.switch_to_block(block);
                 constants.clear();
+                assemblies.clear();
             } else if terminated {
                 continue; // An lddw continuation after a terminator, or dead code without a label.
             }
+            let combination = assemblies.update(&insn, |r| b.use_var(frame.regs[r.index()]));
             if let Instruction::Store { size, dst: Reg::FP, offset, src } = insn {
                 if let Some(value) = constants.operand(src).filter(|_| !promoted.contains_key(&offset)) {
                     pending.push(offset, size, value);
@@ -566,7 +577,15 @@ impl FunctionTranslator<'_> {
                 }
                 _ => {}
             }
+            if combination == Combination::Redundant {
+                terminated = false;
+                continue;
+            }
             terminated = self.translate_instruction(&mut b, &frame, &block_at, pf.start, pc, insn)?;
+            if let Combination::Load { dst, load } = combination {
+                let value = self.combined_load(&mut b, load);
+                b.def_var(frame.regs[dst.index()], value);
+            }
         }
         Self::flush_stack_stores(&mut b, &frame, &mut pending);
         if !terminated {
@@ -575,7 +594,21 @@ impl FunctionTranslator<'_> {
         }
         b.seal_all_blocks();
         b.finalize(frontend);
+        remove_unused_loads(&mut func);
         Ok(func)
+    }
+
+    /// The one load that replaces a register assembled from byte loads, zero-extended like every eBPF load.
+    fn combined_load(&self, b: &mut FunctionBuilder, load: CombinedLoad<Value>) -> Value {
+        let flags = if self.movable_loads { mem().with_readonly().with_notrap().with_can_move() } else { load_flags() };
+        let ty = Self::memory_type(load.size);
+        let loaded = b.ins().load(ty, flags, load.base, i32::from(load.offset));
+        let value = if load.byte_swapped { b.ins().bswap(loaded) } else { loaded };
+        if ty == types::I64 {
+            value
+        } else {
+            b.ins().uextend(types::I64, value)
+        }
     }
 
     /// Writes the buffered constant stack stores as merged, naturally aligned stores.
@@ -736,14 +769,15 @@ impl FunctionTranslator<'_> {
             Instruction::Load { size, sign_extend, dst, src, offset } => {
                 let addr = b.use_var(reg(src));
                 let off = offset as i32;
+                let flags = load_flags();
                 let value = match (size, sign_extend) {
-                    (MemSize::B, false) => b.ins().uload8(types::I64, mem(), addr, off),
-                    (MemSize::B, true) => b.ins().sload8(types::I64, mem(), addr, off),
-                    (MemSize::H, false) => b.ins().uload16(types::I64, mem(), addr, off),
-                    (MemSize::H, true) => b.ins().sload16(types::I64, mem(), addr, off),
-                    (MemSize::W, false) => b.ins().uload32(mem(), addr, off),
-                    (MemSize::W, true) => b.ins().sload32(mem(), addr, off),
-                    (MemSize::DW, _) => b.ins().load(types::I64, mem(), addr, off),
+                    (MemSize::B, false) => b.ins().uload8(types::I64, flags, addr, off),
+                    (MemSize::B, true) => b.ins().sload8(types::I64, flags, addr, off),
+                    (MemSize::H, false) => b.ins().uload16(types::I64, flags, addr, off),
+                    (MemSize::H, true) => b.ins().sload16(types::I64, flags, addr, off),
+                    (MemSize::W, false) => b.ins().uload32(flags, addr, off),
+                    (MemSize::W, true) => b.ins().sload32(flags, addr, off),
+                    (MemSize::DW, _) => b.ins().load(types::I64, flags, addr, off),
                 };
                 b.def_var(reg(dst), value);
             }
