@@ -9,6 +9,7 @@
 //!   [`crate::compiled::CompiledFunction`] and writes correct Windows unwind data.
 
 pub mod codegen;
+pub mod if_conversion;
 pub mod load_combine;
 pub mod object;
 pub mod stack_slots;

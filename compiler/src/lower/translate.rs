@@ -42,6 +42,7 @@ use crate::platform::windows::HELPER_TAIL_CALL;
 use crate::program::{Function as ProgramFunction, Module, Program};
 
 use super::codegen::SymbolTable;
+use super::if_conversion::fall_through_path;
 use super::load_combine::{remove_unused_loads, ByteAssemblies, Combination, CombinedLoad};
 use super::stack_stores::{keeps_window_open, ConstantRegisters, PendingStackStores};
 use super::LowerError;
@@ -342,6 +343,7 @@ pub fn translate_program(
             symbols: &mut symbols,
             referenced_maps: &mut referenced_maps,
             movable_loads: false,
+            promoted: BTreeMap::new(),
         };
         let func = translator.translate(&mut fctx, frames, frontend)?;
         functions.push((function_symbol(program, index), func));
@@ -407,6 +409,8 @@ struct FunctionTranslator<'a> {
     referenced_maps: &'a mut BTreeSet<u16>,
     /// The current function never writes memory, calls or loops, so its loads may move (see `translate`).
     movable_loads: bool,
+    /// The current function's stack slots kept in SSA variables, by offset from `r10` (see `stack_slots`).
+    promoted: BTreeMap<i16, Variable>,
 }
 
 /// Values every instruction of a function may need.
@@ -514,16 +518,15 @@ impl FunctionTranslator<'_> {
         let shape = function_shape(&self.program.instructions[pf.start..pf.end]);
         self.movable_loads = !shape.writes_or_calls && !shape.loops;
         // Spill slots that no pointer can reach become SSA variables (see `stack_slots::promotable_slots`).
-        let promoted: std::collections::BTreeMap<i16, Variable> =
-            super::stack_slots::promotable_slots(&self.program.instructions[pf.start..pf.end])
-                .into_iter()
-                .map(|offset| {
-                    let var = b.declare_var(types::I64);
-                    // Never read before written in a verified program (the verifier rejects uninitialised reads).
-                    b.def_var(var, zero);
-                    (offset, var)
-                })
-                .collect();
+        self.promoted = super::stack_slots::promotable_slots(&self.program.instructions[pf.start..pf.end])
+            .into_iter()
+            .map(|offset| {
+                let var = b.declare_var(types::I64);
+                // Never read before written in a verified program (the verifier rejects uninitialised reads).
+                b.def_var(var, zero);
+                (offset, var)
+            })
+            .collect();
         let first = block_at[0].expect("function start is a leader");
         b.ins().jump(first, &[]);
 
@@ -548,7 +551,7 @@ impl FunctionTranslator<'_> {
             }
             let combination = assemblies.update(&insn, |r| b.use_var(frame.regs[r.index()]));
             if let Instruction::Store { size, dst: Reg::FP, offset, src } = insn {
-                if let Some(value) = constants.operand(src).filter(|_| !promoted.contains_key(&offset)) {
+                if let Some(value) = constants.operand(src).filter(|_| !self.promoted.contains_key(&offset)) {
                     pending.push(offset, size, value);
                     terminated = false;
                     continue;
@@ -558,26 +561,7 @@ impl FunctionTranslator<'_> {
                 Self::flush_stack_stores(&mut b, &frame, &mut pending);
             }
             constants.update(&insn);
-            match insn {
-                Instruction::Store { size: MemSize::DW, dst: Reg::FP, offset, src }
-                    if promoted.contains_key(&offset) =>
-                {
-                    let value = Self::operand(&mut b, &frame, Width::W64, src);
-                    b.def_var(promoted[&offset], value);
-                    terminated = false;
-                    continue;
-                }
-                Instruction::Load { size: MemSize::DW, src: Reg::FP, offset, dst, .. }
-                    if promoted.contains_key(&offset) =>
-                {
-                    let value = b.use_var(promoted[&offset]);
-                    b.def_var(frame.regs[dst.index()], value);
-                    terminated = false;
-                    continue;
-                }
-                _ => {}
-            }
-            if combination == Combination::Redundant {
+            if self.translate_promoted_access(&mut b, &frame, insn) || combination == Combination::Redundant {
                 terminated = false;
                 continue;
             }
@@ -596,6 +580,68 @@ impl FunctionTranslator<'_> {
         b.finalize(frontend);
         remove_unused_loads(&mut func);
         Ok(func)
+    }
+
+    /// Translates an access to a stack slot kept in an SSA variable; returns false if `insn` is not one.
+    fn translate_promoted_access(&self, b: &mut FunctionBuilder, frame: &Frame, insn: Instruction) -> bool {
+        match insn {
+            Instruction::Store { size: MemSize::DW, dst: Reg::FP, offset, src }
+                if self.promoted.contains_key(&offset) =>
+            {
+                let value = Self::operand(b, frame, Width::W64, src);
+                b.def_var(self.promoted[&offset], value);
+                true
+            }
+            Instruction::Load { size: MemSize::DW, src: Reg::FP, offset, dst, .. }
+                if self.promoted.contains_key(&offset) =>
+            {
+                let value = b.use_var(self.promoted[&offset]);
+                b.def_var(frame.regs[dst.index()], value);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Runs the fall-through `path` of a conditional jump unconditionally, then keeps each variable it wrote only if
+    /// the jump is not `taken` (see `if_conversion`).
+    fn translate_speculated_path(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        block_at: &[Option<Block>],
+        start: usize,
+        taken: Value,
+        path: &[usize],
+    ) -> Result<(), LowerError> {
+        let mut written: Vec<Variable> = Vec::new();
+        for &slot in path {
+            let variable = match self.program.instructions[start + slot] {
+                Instruction::Store { offset, .. } => self.promoted[&offset],
+                ref insn => {
+                    let dst = (0..Reg::COUNT).find(|&r| writes_register(insn, Reg::new(r as u8).expect("register")));
+                    frame.regs[dst.expect("every speculated instruction but a slot store writes a register")]
+                }
+            };
+            if !written.contains(&variable) {
+                written.push(variable);
+            }
+        }
+        let before: Vec<Value> = written.iter().map(|&v| b.use_var(v)).collect();
+        for &slot in path {
+            let insn = self.program.instructions[start + slot];
+            if !self.translate_promoted_access(b, frame, insn) {
+                self.translate_instruction(b, frame, block_at, start, start + slot, insn)?;
+            }
+        }
+        for (variable, old) in written.into_iter().zip(before) {
+            let new = b.use_var(variable);
+            if new != old {
+                let kept = b.ins().select(taken, old, new);
+                b.def_var(variable, kept);
+            }
+        }
+        Ok(())
     }
 
     /// The one load that replaces a register assembled from byte loads, zero-extended like every eBPF load.
@@ -873,6 +919,13 @@ impl FunctionTranslator<'_> {
                     }
                 };
                 let target = block(insn.jump_target(pc).expect("jump"));
+                let end = self.program.functions[self.index].end;
+                let is_promoted = |offset| self.promoted.contains_key(&offset);
+                if let Some(path) = fall_through_path(&self.program.instructions[start..end], pc - start, is_promoted) {
+                    self.translate_speculated_path(b, frame, block_at, start, taken, &path)?;
+                    b.ins().jump(target, &[]);
+                    return Ok(true);
+                }
                 let next = block(pc as i64 + 1);
                 b.ins().brif(taken, target, &[], next, &[]);
                 return Ok(true);
