@@ -255,8 +255,8 @@ pub fn compile_ir_function_with(
         relocations.push(CodeRelocation { offset: reloc.offset, kind, target, addend: reloc.addend });
     }
 
-    // Cranelift's x64 branches are all rel32; re-lay the body out with short loop back edges (`x64_layout`). The
-    // prologue, which the unwind data describes, is left byte for byte.
+    // Cranelift's x64 branches are all rel32 and its loops unaligned; re-lay the body out with short loop back edges
+    // and aligned loop heads (`x64_layout`). The prologue, which the unwind data describes, is left byte for byte.
     let code = match target {
         Target::X64 => {
             let prologue_end =
@@ -303,7 +303,9 @@ pub fn compile_ir_function_with(
             UnwindData::Arm64 { xdata: arm64_xdata(name, code.len(), &codes)? }
         }
     };
-    let alignment = compiled.buffer.alignment.max(isa.function_alignment().preferred);
+    // Loop heads are aligned relative to the function start (`x64_layout`), so the function must be aligned as much.
+    let loop_alignment = if target == Target::X64 { super::x64_layout::LOOP_ALIGNMENT as u32 } else { 1 };
+    let alignment = compiled.buffer.alignment.max(isa.function_alignment().preferred).max(loop_alignment);
     let disassembly = compiled.vcode.clone();
     Ok(CompiledWithText {
         function: CompiledFunction { name: name.to_string(), code, alignment, relocations, unwind },
