@@ -348,6 +348,30 @@ pub fn run_conformance(instructions: &[Instruction], memory: &mut [u8]) -> Resul
     Ok(unsafe { program.run(context) })
 }
 
+/// The result of running a program on a buffer: r0 and the buffer's final bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BufferRun {
+    pub r0: u64,
+    pub buffer: Vec<u8>,
+}
+
+/// Runs `instructions` with r1 pointing at a copy of `data`, once in the reference interpreter (with the
+/// conformance helpers) and once as native x64 code (after `run_conformance`'s `mov r2, len`), for differential
+/// tests. The interpreter's error means the program itself is wrong (a generator bug), not a codegen divergence.
+pub fn interpreter_and_native(instructions: &[Instruction], data: &[u8]) -> Result<(BufferRun, BufferRun), String> {
+    use bpf2sys::interp::{Access, Interpreter, Memory};
+    let mut memory = Memory::new();
+    let region = memory.add_region("buffer", data.to_vec(), Access::ReadWrite);
+    let r0 = Interpreter::new(instructions)
+        .run(&[region.base()], &mut memory, &mut crate::conformance::ConformanceHost)
+        .map_err(|e| format!("interpreter: {e}"))?;
+    let buffer = memory.read(region.base(), data.len()).map_err(|e| e.to_string())?.to_vec();
+    let interpreted = BufferRun { r0, buffer };
+    let mut buffer = data.to_vec();
+    let r0 = run_conformance(instructions, &mut buffer).map_err(|e| format!("native: {e}"))?;
+    Ok((interpreted, BufferRun { r0, buffer }))
+}
+
 /// The conformance engine that runs bpf2sys's native x64 code (`cargo xtask conformance --engine native`).
 #[derive(Default)]
 pub struct NativeEngine;

@@ -3,20 +3,11 @@
 //! and little-endian reads — byte and half-word loads, shifts by whole bytes, `or`s, byte masks and moves, in 32-
 //! and 64-bit forms — interleaved with stores that overwrite bytes already loaded, which must stop a combination.
 
-use bpf2sys::interp::memory::{Access, Memory};
-use bpf2sys::interp::{HelperArgs, HelperOutcome, Host, HostError, Interpreter};
 use bpf2sys::isa::{AluOp, Instruction, JumpCond, MemSize, Operand, Reg, Width};
+use bpf2sys_tests::native::interpreter_and_native;
 use proptest::prelude::*;
 
 const BUFFER: usize = 64;
-
-struct NoHelpers;
-
-impl Host for NoHelpers {
-    fn call_helper(&mut self, id: i32, _: HelperArgs, _: &mut Memory) -> Result<HelperOutcome, HostError> {
-        Err(HostError::UnknownHelper { id })
-    }
-}
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -180,15 +171,9 @@ proptest! {
         steps in proptest::collection::vec(step(), 1..40),
         data in proptest::collection::vec(any::<u8>(), BUFFER),
     ) {
-        let insns = program(&steps);
-        let mut memory = Memory::new();
-        let region = memory.add_region("buffer", data.clone(), Access::ReadWrite);
-        let expected = Interpreter::new(&insns).run(&[region.base()], &mut memory, &mut NoHelpers).unwrap();
-        let mut buffer = data;
-        // run_conformance prepends `mov r2, len`, which no step reads.
-        let native = bpf2sys_tests::native::run_conformance(&insns, &mut buffer).unwrap();
-        prop_assert_eq!(native, expected);
-        prop_assert_eq!(&buffer[..], memory.read(region.base(), BUFFER).unwrap());
+        // r2 (the buffer length the native run sets) is never read by a step.
+        let (interpreted, native) = interpreter_and_native(&program(&steps), &data).unwrap();
+        prop_assert_eq!(native, interpreted);
     }
 }
 
@@ -203,11 +188,7 @@ fn parses_be32_fields_like_the_interpreter() {
         Step::Assemble { bytes: 2, big_endian: true, wide: true, dst: 3, tmp: 4, offset: 0 },
         Step::Mask { wide: true, dst: 3, mask: 0b11 },
     ];
-    let insns = program(&steps);
     let data: Vec<u8> = (0..BUFFER as u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
-    let mut memory = Memory::new();
-    let region = memory.add_region("buffer", data.clone(), Access::ReadWrite);
-    let expected = Interpreter::new(&insns).run(&[region.base()], &mut memory, &mut NoHelpers).unwrap();
-    let mut buffer = data;
-    assert_eq!(bpf2sys_tests::native::run_conformance(&insns, &mut buffer).unwrap(), expected);
+    let (interpreted, native) = interpreter_and_native(&program(&steps), &data).unwrap();
+    assert_eq!(native, interpreted);
 }

@@ -879,6 +879,21 @@ impl Instruction {
         Some(pc as i64 + 1 + rel)
     }
 
+    /// Whether memory may change while the instruction runs: it stores, runs an atomic, calls (a helper or local
+    /// function may write anything it can reach), or is a legacy packet load (which may call into the runtime).
+    pub fn may_write_memory(&self) -> bool {
+        matches!(
+            self,
+            Instruction::Store { .. }
+                | Instruction::Atomic { .. }
+                | Instruction::CallHelper { .. }
+                | Instruction::CallLocal { .. }
+                | Instruction::CallBtf { .. }
+                | Instruction::CallReg { .. }
+                | Instruction::LegacyPacketLoad { .. }
+        )
+    }
+
     /// Whether control can continue to the next instruction.
     pub fn falls_through(&self) -> bool {
         !matches!(self, Instruction::Jump { .. } | Instruction::Exit)

@@ -163,6 +163,11 @@ impl<B: Copy + Eq> ByteAssemblies<B> {
     /// Updates the descriptions for the effect of `insn`. `value_of` gives a register's value before `insn` (the
     /// base of a load).
     pub fn update(&mut self, insn: &Instruction, value_of: impl FnOnce(Reg) -> B) -> Combination<B> {
+        if insn.may_write_memory() {
+            // These also write registers: r0–r5 after a call, r0 or `src` after an atomic.
+            self.clear();
+            return Combination::None;
+        }
         match *insn {
             Instruction::Load { size, sign_extend: false, dst, src, offset } if size != MemSize::DW => {
                 self.registers[dst.index()] = AssembledBytes::load(value_of(src), offset, size.bytes() as usize);
@@ -173,7 +178,10 @@ impl<B: Copy + Eq> ByteAssemblies<B> {
                 self.registers[dst.index()] = None;
                 Combination::None
             }
-            // Memory may change, and these write registers: r0–r5 after a call, r0 or `src` after an atomic.
+            Instruction::LoadImm64Continuation
+            | Instruction::Jump { .. }
+            | Instruction::JumpIf { .. }
+            | Instruction::Exit => Combination::None,
             Instruction::Store { .. }
             | Instruction::Atomic { .. }
             | Instruction::CallHelper { .. }
@@ -181,13 +189,8 @@ impl<B: Copy + Eq> ByteAssemblies<B> {
             | Instruction::CallBtf { .. }
             | Instruction::CallReg { .. }
             | Instruction::LegacyPacketLoad { .. } => {
-                self.clear();
-                Combination::None
+                unreachable!("instructions that may write memory are handled above")
             }
-            Instruction::LoadImm64Continuation | Instruction::Jump { .. } | Instruction::JumpIf { .. } => {
-                Combination::None
-            }
-            Instruction::Exit => Combination::None,
         }
     }
 

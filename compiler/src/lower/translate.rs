@@ -251,13 +251,7 @@ pub fn function_shape(instructions: &[Instruction]) -> FunctionShape {
     let mut shape = FunctionShape { writes_or_calls: false, loops: false };
     for (pc, insn) in instructions.iter().enumerate() {
         match insn {
-            Instruction::Store { .. }
-            | Instruction::Atomic { .. }
-            | Instruction::CallHelper { .. }
-            | Instruction::CallLocal { .. }
-            | Instruction::CallBtf { .. }
-            | Instruction::CallReg { .. }
-            | Instruction::LegacyPacketLoad { .. } => shape.writes_or_calls = true,
+            _ if insn.may_write_memory() => shape.writes_or_calls = true,
             // Jump targets are relative, so slot indices within the slice compare correctly.
             Instruction::Jump { .. } | Instruction::JumpIf { .. } => {
                 shape.loops |= insn.jump_target(pc).is_some_and(|t| t <= pc as i64)
