@@ -4,9 +4,12 @@
 //! Out: a [`crate::compiled::CompiledProgram`] — per function machine code, relocations and Windows unwind data —
 //! for the driver linker.
 //!
-//! - [`translate`] turns eBPF instructions into Cranelift IR (the translation itself is documented there);
+//! - [`translate`] turns eBPF instructions into Cranelift IR (the translation itself is documented there), with the
+//!   eBPF-level improvements it applies on the way: [`load_combine`], [`if_conversion`], [`stack_stores`],
+//!   [`stack_slots`];
 //! - [`codegen`] compiles any Cranelift IR function (eBPF functions and the runtime shim's functions alike) into a
-//!   [`crate::compiled::CompiledFunction`] and writes correct Windows unwind data.
+//!   [`crate::compiled::CompiledFunction`] and writes correct Windows unwind data; on x64 it re-lays the code out
+//!   with short loop branches and aligned loop heads ([`x64_layout`]).
 
 pub mod codegen;
 pub mod if_conversion;

@@ -13,7 +13,8 @@
 //!   directly: subprograms own no eBPF stack of their own.
 //! - **Control flow.** Every jump target and every instruction after a jump or `exit` starts a Cranelift block;
 //!   `ja` becomes `jump`, conditional jumps `brif`, `exit` `return r0`. Blocks are sealed once the whole
-//!   function is translated (back edges of bounded loops are allowed).
+//!   function is translated (back edges of bounded loops are allowed). A conditional jump over a short,
+//!   effect-free path becomes `select`s instead ([`super::if_conversion`]).
 //! - **ALU.** 64-bit operations work on `i64`. 32-bit operations reduce both operands to `i32`, operate, and
 //!   zero-extend (RFC 9669 §4.1). Cranelift's shifts already mask the count by the type width, which is exactly
 //!   eBPF's rule. Division and modulo never trap: a zero divisor selects the RFC result (x / 0 = 0,
@@ -21,7 +22,10 @@
 //!   INT_MIN % −1 = 0.
 //! - **Memory.** Loads and stores are plain Cranelift memory operations at `reg + offset`; atomics use
 //!   `atomic_rmw` / `atomic_cas` (sequentially consistent, `lock`-prefixed on x64 like bpf2c's `Interlocked*`).
-//!   There are no bounds checks: the verifier proved every access safe before lowering.
+//!   There are no bounds checks: the verifier proved every access safe before lowering, so loads are `notrap`.
+//!   Byte loads that assemble one wider value become one load ([`super::load_combine`]); constant stores to the
+//!   stack are merged ([`super::stack_stores`]); spill slots no pointer reaches live in SSA variables
+//!   ([`super::stack_slots`]).
 //! - **Runtime contract.** Helper calls, map addresses and global-variable addresses go through the
 //!   `program_runtime_context_t` passed as the entry function's second argument; [`RuntimeEnvironment`] is the
 //!   only code that knows its layout (contract §2.2, §5.2–5.4).
