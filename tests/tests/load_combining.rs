@@ -2,12 +2,16 @@
 //! agree with the reference interpreter on random programs built from the shapes clang emits for `be16`/`be32`
 //! and little-endian reads — byte and half-word loads, shifts by whole bytes, `or`s, byte masks and moves, in 32-
 //! and 64-bit forms — interleaved with stores that overwrite bytes already loaded, which must stop a combination.
+//! Accesses go to a buffer (through r9) or to the stack (through r10), whose bytes the prologue initialises with
+//! constant stores, and constant stack stores in the steps take the translation's buffered-store path too.
 
 use bpf2sys::isa::{AluOp, Instruction, JumpCond, MemSize, Operand, Reg, Width};
 use bpf2sys_tests::native::interpreter_and_native;
 use proptest::prelude::*;
 
 const BUFFER: usize = 64;
+/// Bytes of stack the programs use: `r10 - STACK .. r10`.
+const STACK: i16 = 64;
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -18,11 +22,16 @@ enum Step {
         wide: bool,
         dst: u8,
         tmp: u8,
+        stack: bool,
         offset: u8,
+        /// A one-byte store in the middle of the sequence: after loading byte `after`, byte `target` (both modulo
+        /// the length) is overwritten with the constant, or with r`src` when there is none.
+        store: Option<(u8, u8, Option<i8>)>,
     },
     Load {
         half: bool,
         dst: u8,
+        stack: bool,
         offset: u8,
     },
     Shift {
@@ -46,10 +55,13 @@ enum Step {
         dst: u8,
         src: u8,
     },
+    /// A store of `src`, or of a constant when `constant` is set.
     Store {
         size: u8,
+        stack: bool,
         offset: u8,
         src: u8,
+        constant: Option<i32>,
     },
     Skip {
         dst: u8,
@@ -60,14 +72,20 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     let reg = || 0u8..6;
     prop_oneof![
-        4 => (prop_oneof![Just(2u8), Just(4), Just(8)], any::<bool>(), any::<bool>(), reg(), reg(), 0u8..56)
-            .prop_map(|(bytes, big_endian, wide, dst, tmp, offset)| Step::Assemble { bytes, big_endian, wide, dst, tmp, offset }),
-        3 => (any::<bool>(), reg(), 0u8..62).prop_map(|(half, dst, offset)| Step::Load { half, dst, offset }),
+        4 => (
+            (prop_oneof![Just(2u8), Just(4), Just(8)], any::<bool>(), any::<bool>(), reg(), reg(), any::<bool>(), 0u8..56),
+            proptest::option::weighted(0.3, (any::<u8>(), any::<u8>(), proptest::option::of(any::<i8>()))),
+        )
+            .prop_map(|((bytes, big_endian, wide, dst, tmp, stack, offset), store)| Step::Assemble {
+                bytes, big_endian, wide, dst, tmp, stack, offset, store,
+            }),
+        3 => (any::<bool>(), reg(), any::<bool>(), 0u8..62).prop_map(|(half, dst, stack, offset)| Step::Load { half, dst, stack, offset }),
         3 => (any::<bool>(), any::<bool>(), reg(), 0u8..9).prop_map(|(wide, left, dst, bytes)| Step::Shift { wide, left, dst, bytes }),
         3 => (any::<bool>(), reg(), reg()).prop_map(|(wide, dst, src)| Step::Or { wide, dst, src }),
         1 => (any::<bool>(), reg(), any::<u8>()).prop_map(|(wide, dst, mask)| Step::Mask { wide, dst, mask }),
         1 => (any::<bool>(), reg(), reg()).prop_map(|(wide, dst, src)| Step::Mov { wide, dst, src }),
-        1 => (0u8..4, 0u8..56, reg()).prop_map(|(size, offset, src)| Step::Store { size, offset, src }),
+        2 => (0u8..4, any::<bool>(), 0u8..56, reg(), proptest::option::of(any::<i32>()))
+            .prop_map(|(size, stack, offset, src, constant)| Step::Store { size, stack, offset, src, constant }),
         1 => (reg(), 1u8..4).prop_map(|(dst, over)| Step::Skip { dst, over }),
     ]
 }
@@ -80,31 +98,48 @@ fn alu(wide: bool, op: AluOp, dst: u8, src: Operand) -> Instruction {
     Instruction::Alu { width: if wide { Width::W64 } else { Width::W32 }, op, dst: r(dst), src }
 }
 
-fn load(size: MemSize, dst: u8, offset: u8) -> Instruction {
-    Instruction::Load { size, sign_extend: false, dst: r(dst), src: Reg::R9, offset: i16::from(offset) }
+/// The base register and offset of byte `offset` of the buffer or of the stack area.
+fn address(stack: bool, offset: u8) -> (Reg, i16) {
+    if stack {
+        (Reg::FP, i16::from(offset) - STACK)
+    } else {
+        (Reg::R9, i16::from(offset))
+    }
+}
+
+fn load(size: MemSize, dst: u8, stack: bool, offset: u8) -> Instruction {
+    let (src, offset) = address(stack, offset);
+    Instruction::Load { size, sign_extend: false, dst: r(dst), src, offset }
 }
 
 /// The instructions of one step.
 fn lower_step(step: &Step) -> Vec<Instruction> {
     match *step {
-        Step::Assemble { bytes, big_endian, wide, dst, tmp, offset } => {
+        Step::Assemble { bytes, big_endian, wide, dst, tmp, stack, offset, store } => {
             // 32-bit forms only hold 4 bytes.
             let bytes = if wide { bytes } else { bytes.min(4) };
             let mut out = Vec::new();
             for i in 0..bytes {
                 let shift = if big_endian { 8 * (bytes - 1 - i) } else { 8 * i };
                 let target = if i == 0 { dst } else { tmp };
-                out.push(load(MemSize::B, target, offset + i));
+                out.push(load(MemSize::B, target, stack, offset + i));
                 if shift > 0 {
                     out.push(alu(wide, AluOp::Lsh, target, Operand::Imm(i32::from(shift))));
                 }
                 if i > 0 {
                     out.push(alu(wide, AluOp::Or, dst, Operand::Reg(r(tmp))));
                 }
+                if let Some((_, target, constant)) = store.filter(|&(after, ..)| after % bytes == i) {
+                    let (base, at) = address(stack, offset + target % bytes);
+                    let src = constant.map_or(Operand::Reg(Reg::R5), |c| Operand::Imm(i32::from(c)));
+                    out.push(Instruction::Store { size: MemSize::B, dst: base, offset: at, src });
+                }
             }
             out
         }
-        Step::Load { half, dst, offset } => vec![load(if half { MemSize::H } else { MemSize::B }, dst, offset)],
+        Step::Load { half, dst, stack, offset } => {
+            vec![load(if half { MemSize::H } else { MemSize::B }, dst, stack, offset)]
+        }
         Step::Shift { wide, left, dst, bytes } => {
             vec![alu(wide, if left { AluOp::Lsh } else { AluOp::Rsh }, dst, Operand::Imm(8 * i32::from(bytes)))]
         }
@@ -121,12 +156,15 @@ fn lower_step(step: &Step) -> Vec<Instruction> {
             vec![alu(wide, AluOp::And, dst, Operand::Imm(imm))]
         }
         Step::Mov { wide, dst, src } => vec![alu(wide, AluOp::Mov, dst, Operand::Reg(r(src)))],
-        Step::Store { size, offset, src } => vec![Instruction::Store {
-            size: [MemSize::B, MemSize::H, MemSize::W, MemSize::DW][size as usize],
-            dst: Reg::R9,
-            offset: i16::from(offset),
-            src: Operand::Reg(r(src)),
-        }],
+        Step::Store { size, stack, offset, src, constant } => {
+            let (dst, offset) = address(stack, offset);
+            vec![Instruction::Store {
+                size: [MemSize::B, MemSize::H, MemSize::W, MemSize::DW][size as usize],
+                dst,
+                offset,
+                src: constant.map_or(Operand::Reg(r(src)), Operand::Imm),
+            }]
+        }
         Step::Skip { dst, over } => {
             // `over` counts steps here; `program` turns it into a slot offset.
             vec![Instruction::JumpIf {
@@ -140,9 +178,19 @@ fn lower_step(step: &Step) -> Vec<Instruction> {
     }
 }
 
-/// r9 = the buffer; r0..r5 start at small constants; the steps; r0 = the xor of r0..r5; exit.
+/// r9 = the buffer; the stack area gets distinct bytes; r0..r5 start at small constants; the steps; r0 = the xor of
+/// r0..r5 and of the stack area's words; exit.
 fn program(steps: &[Step]) -> Vec<Instruction> {
     let mut p = vec![Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: Reg::R9, src: Operand::Reg(Reg::R1) }];
+    for word in 0..STACK / 4 {
+        let value = (0x0101_0101 * (i32::from(word) + 1)) ^ 0x1234_5678;
+        p.push(Instruction::Store {
+            size: MemSize::W,
+            dst: Reg::FP,
+            offset: -STACK + 4 * word,
+            src: Operand::Imm(value),
+        });
+    }
     for n in 0..6u8 {
         p.push(alu(true, AluOp::Mov, n, Operand::Imm(i32::from(n) * 7 + 1)));
     }
@@ -158,6 +206,16 @@ fn program(steps: &[Step]) -> Vec<Instruction> {
     }
     for n in 1..6u8 {
         p.push(alu(true, AluOp::Xor, 0, Operand::Reg(r(n))));
+    }
+    for word in 0..STACK / 8 {
+        p.push(Instruction::Load {
+            size: MemSize::DW,
+            sign_extend: false,
+            dst: Reg::R1,
+            src: Reg::FP,
+            offset: -STACK + 8 * word,
+        });
+        p.push(alu(true, AluOp::Xor, 0, Operand::Reg(Reg::R1)));
     }
     p.push(Instruction::Exit);
     p
@@ -182,10 +240,28 @@ proptest! {
 #[test]
 fn parses_be32_fields_like_the_interpreter() {
     let steps = [
-        Step::Assemble { bytes: 4, big_endian: true, wide: true, dst: 5, tmp: 1, offset: 12 },
-        Step::Assemble { bytes: 4, big_endian: true, wide: true, dst: 1, tmp: 0, offset: 16 },
+        Step::Assemble {
+            bytes: 4,
+            big_endian: true,
+            wide: true,
+            dst: 5,
+            tmp: 1,
+            stack: false,
+            store: None,
+            offset: 12,
+        },
+        Step::Assemble {
+            bytes: 4,
+            big_endian: true,
+            wide: true,
+            dst: 1,
+            tmp: 0,
+            stack: false,
+            store: None,
+            offset: 16,
+        },
         Step::Or { wide: true, dst: 1, src: 5 },
-        Step::Assemble { bytes: 2, big_endian: true, wide: true, dst: 3, tmp: 4, offset: 0 },
+        Step::Assemble { bytes: 2, big_endian: true, wide: true, dst: 3, tmp: 4, stack: false, store: None, offset: 0 },
         Step::Mask { wide: true, dst: 3, mask: 0b11 },
     ];
     let data: Vec<u8> = (0..BUFFER as u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
