@@ -257,6 +257,7 @@ pub fn compile_ir_function_with(
 
     // Cranelift's x64 branches are all rel32 and its loops unaligned; re-lay the body out with short loop back edges
     // and aligned loop heads (`x64_layout`). The prologue, which the unwind data describes, is left byte for byte.
+    let mut aligned_loops = false;
     let code = match target {
         Target::X64 => {
             let prologue_end =
@@ -265,8 +266,11 @@ pub fn compile_ir_function_with(
             match super::x64_layout::shorten_branches(&code, &mut relocations, prologue_end) {
                 // The pass is checked on every function: a re-layout that does not decode to the same program
                 // (a bug) must never ship, so the function then keeps Cranelift's own bytes.
-                Some(relaid) => match super::x64_layout::check_same_program(&code, &relaid) {
-                    Ok(()) => relaid,
+                Some(relaid) => match super::x64_layout::check_same_program(&code, &relaid.code) {
+                    Ok(()) => {
+                        aligned_loops = relaid.aligned_loops;
+                        relaid.code
+                    }
                     Err(e) => {
                         debug_assert!(false, "x64 re-layout of `{name}` changed the program: {e}");
                         relocations = original_relocations;
@@ -304,7 +308,7 @@ pub fn compile_ir_function_with(
         }
     };
     // Loop heads are aligned relative to the function start (`x64_layout`), so the function must be aligned as much.
-    let loop_alignment = if target == Target::X64 { super::x64_layout::LOOP_ALIGNMENT as u32 } else { 1 };
+    let loop_alignment = if aligned_loops { super::x64_layout::LOOP_ALIGNMENT as u32 } else { 1 };
     let alignment = compiled.buffer.alignment.max(isa.function_alignment().preferred).max(loop_alignment);
     let disassembly = compiled.vcode.clone();
     Ok(CompiledWithText {

@@ -19,6 +19,10 @@
 //! on the same path, so the verifier proved each one accessible, and the wide access touches exactly those bytes.
 //! An `and` whose mask only clears lanes known to be zero changes nothing: [`Combination::Redundant`].
 //!
+//! The wide load is unaligned in general. That is only valid for ordinary, cacheable memory — the context, packets,
+//! map values and the stack, which is all an eBPF program can reach — not for device memory, where an unaligned or
+//! wider access may fault (ARM64) or have side effects.
+//!
 //! The translation still emits the original byte loads; those whose values end up unused are removed afterwards
 //! by [`remove_unused_loads`] (Cranelift keeps every load to the end, because in general a load may fault).
 //!
@@ -228,9 +232,9 @@ impl<B: Copy + Eq> ByteAssemblies<B> {
 
 /// Removes loads whose results nothing uses, and the pure instructions that only fed unused values.
 ///
-/// Only loads marked `notrap` are removed: program loads the verifier proved safe. Cranelift never drops a load on
-/// its own (a load may fault, and at `opt_level=none` nothing removes dead code before lowering), so without this the
-/// byte loads replaced by a [`CombinedLoad`] would still run.
+/// Only loads marked `notrap` are removed: every program load is (the verifier proved them safe), so this removes any
+/// dead program load, among them the byte loads a [`CombinedLoad`] replaced. Cranelift never drops a load on its own
+/// (a load may fault, and at `opt_level=none` nothing removes dead code before lowering).
 pub fn remove_unused_loads(func: &mut Function) {
     // Count uses of the values themselves, not of aliases cranelift-frontend may have left behind.
     func.dfg.resolve_all_aliases();

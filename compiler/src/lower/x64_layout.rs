@@ -103,7 +103,8 @@ fn decode(code: &[u8]) -> Option<(Vec<Decoded>, usize)> {
         let bytes = &code[offset..offset + insn.len()];
         let kind = if insn.is_ip_rel_memory_operand() {
             let target = usize::try_from(insn.ip_rel_memory_address()).ok()?;
-            if target <= offset || target >= code.len() {
+            // Cranelift's RIP-relative operands refer to its constant pool, after all code.
+            if target < offset + insn.len() || target >= code.len() {
                 return None;
             }
             limit = limit.min(target);
@@ -145,10 +146,18 @@ fn decode(code: &[u8]) -> Option<(Vec<Decoded>, usize)> {
     Some((instructions, limit))
 }
 
+/// A function's code after [`shorten_branches`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelaidCode {
+    pub code: Vec<u8>,
+    /// Some loop head was aligned to [`LOOP_ALIGNMENT`]: the function must start on such a boundary.
+    pub aligned_loops: bool,
+}
+
 /// Re-lays out one function's code with short branches and aligned loop heads (see the module documentation) and
 /// returns the new bytes; `relocations` are updated in place. Returns `None`, leaving everything untouched, when the
 /// code is not understood or nothing changes.
-pub fn shorten_branches(code: &[u8], relocations: &mut [CodeRelocation], prologue_end: usize) -> Option<Vec<u8>> {
+pub fn shorten_branches(code: &[u8], relocations: &mut [CodeRelocation], prologue_end: usize) -> Option<RelaidCode> {
     let (instructions, pool_start) = decode(code)?;
     let index_of: std::collections::HashMap<usize, usize> =
         instructions.iter().enumerate().map(|(i, d)| (d.offset, i)).collect();
@@ -291,7 +300,7 @@ pub fn shorten_branches(code: &[u8], relocations: &mut [CodeRelocation], prologu
     for (reloc, at) in relocations.iter_mut().zip(moved) {
         reloc.offset = at;
     }
-    Some(out)
+    Some(RelaidCode { code: out, aligned_loops: loop_head.contains(&true) })
 }
 
 /// Checks that `new` is `old` re-laid out: instruction for instruction the same bytes, except branches, whose
@@ -387,7 +396,9 @@ mod tests {
             target: RelocTarget::Function("callee".into()),
             addend: -4,
         }];
-        let out = shorten_branches(&code, &mut relocs, 1).expect("shrinks");
+        let relaid = shorten_branches(&code, &mut relocs, 1).expect("shrinks");
+        assert!(relaid.aligned_loops);
+        let out = relaid.code;
         check_same_program(&code, &out).unwrap();
         // The loop head L moves to the next line, after NOPs; the forward `jne` keeps its rel32 form; the back edge
         // becomes `jmp rel8`.
@@ -410,6 +421,13 @@ mod tests {
         code.extend_from_slice(&(-6i32).to_le_bytes());
         code.push(0xc3);
         assert!(shorten_branches(&code, &mut [], 6).is_none());
+    }
+
+    #[test]
+    fn a_rip_relative_operand_into_the_code_is_left_alone() {
+        // push rbp; L: jne L; lea rax, [rip - 2] (refers into its own bytes, not to a constant pool).
+        let code = [0x55, 0x0f, 0x85, 0xfa, 0xff, 0xff, 0xff, 0x48, 0x8d, 0x05, 0xfe, 0xff, 0xff, 0xff];
+        assert!(shorten_branches(&code, &mut [], 1).is_none());
     }
 
     #[test]
