@@ -3,7 +3,7 @@
 //! interpreter ([`bpf2sys::interp`]) as the floor.
 //!
 //! The benchmark programs take their buffer through the context pointer, so r1 = the input buffer; helper #1 is
-//! [`super::input::lookup_helper`] in the `helper_function_t` shape (contract §5.1).
+//! [`super::input::machine_code`]'s helper in the `helper_function_t` shape (contract §5.1).
 
 use std::ffi::c_void;
 
@@ -29,15 +29,10 @@ pub enum EngineError {
     UnknownHelper(u32),
 }
 
-/// Helper #1 (`u64 *lookup(void *map, const u32 *key)`) in the Windows x64 helper shape.
-extern "win64" fn lookup_win64(_map: u64, key: u64, _r3: u64, _r4: u64, _r5: u64, _context: *mut c_void) -> u64 {
-    // SAFETY: the benchmark programs pass a pointer to a 4-byte key on their stack.
-    unsafe { input::lookup_helper(key) }
-}
-
-/// The benchmark host's helpers: only helper 1.
+/// The benchmark host's helpers: only helper 1 (`u64 *lookup(void *map, const u32 *key)`), as fixed machine code
+/// (see [`input::machine_code`]).
 pub fn bench_helper(id: u32) -> Option<HelperFunction> {
-    (id == 1).then_some(lookup_win64 as HelperFunction)
+    (id == 1).then_some(input::machine_code::bpf2sys_bench_lookup_win64 as HelperFunction)
 }
 
 /// Decodes raw bytecode and lowers it for x64 as the single program of a module.

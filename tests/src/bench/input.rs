@@ -106,10 +106,13 @@ pub fn make_input(program: &str) -> Result<Vec<u8>, UnknownProgram> {
 }
 
 /// Helper #1's hash table: 512 slots, linear probing, 256 keys `i * 2654435761` with values `i * 1000 + 7`.
+/// Laid out like the C host's `map_used`, `map_keys`, `map_vals` one after the other, because [`machine_code`]'s
+/// helpers address the fields by offset.
+#[repr(C, align(64))]
 pub struct HelperTable {
+    used: [bool; MAP_SLOTS],
     keys: [u32; MAP_SLOTS],
     values: [u64; MAP_SLOTS],
-    used: [bool; MAP_SLOTS],
 }
 
 /// The `map_hash()` finaliser.
@@ -125,7 +128,7 @@ const fn map_hash(mut k: u32) -> u32 {
 impl HelperTable {
     /// Built at compile time, so a lookup costs what the C `bench_lookup` costs (no lazy initialisation check).
     const fn build() -> HelperTable {
-        let mut table = HelperTable { keys: [0; MAP_SLOTS], values: [0; MAP_SLOTS], used: [false; MAP_SLOTS] };
+        let mut table = HelperTable { used: [false; MAP_SLOTS], keys: [0; MAP_SLOTS], values: [0; MAP_SLOTS] };
         let mut i = 0u32;
         while i < 256 {
             table.insert(i.wrapping_mul(2_654_435_761), i as u64 * 1000 + 7);
@@ -185,8 +188,90 @@ impl HelperTable {
 /// The process-wide helper table (a `static`, like the C host's arrays): its value slots never move, so the
 /// pointers helper #1 returns stay valid.
 pub fn helper_table() -> &'static HelperTable {
-    static TABLE: HelperTable = HelperTable::build();
-    &TABLE
+    &HELPER_TABLE
+}
+
+static HELPER_TABLE: HelperTable = HelperTable::build();
+
+/// Helper #1 as machine code at a fixed alignment, for the engines that call it from generated code.
+///
+/// Why not a Rust function: the helper is most of `maplookup`'s time, and where the linker put a Rust helper inside
+/// its 64-byte line changed with every unrelated edit of this crate; on the benchmark machine that alone moved
+/// `maplookup` by 12%, in either direction, and differently for each engine's wrapper. These are the instructions
+/// clang -O2 makes of the C host's `bench_lookup` (the native baseline's helper), with the function and its probe
+/// loop aligned as clang aligns them, so every engine and every build runs the same helper code the same way. The
+/// two entry points differ only in where the key pointer arrives and in using registers both conventions let a
+/// callee clobber.
+pub mod machine_code {
+    use std::ffi::c_void;
+
+    /// One copy of the helper named `$name`, with the key pointer in register `$key`.
+    macro_rules! lookup_helper {
+        ($name:literal, $key:literal) => {
+            std::arch::global_asm!(
+                concat!(".pushsection .text.", $name, ",\"ax\",@progbits"),
+                ".p2align 6",
+                concat!(".globl ", $name),
+                concat!(".type ", $name, ",@function"),
+                concat!($name, ":"),
+                concat!("mov ecx, dword ptr [", $key, "]"),
+                // map_hash(key) & (MAP_SLOTS - 1)
+                "mov eax, ecx",
+                "shr eax, 16",
+                "xor eax, ecx",
+                "imul eax, eax, 0x7feb352d",
+                "mov edx, eax",
+                "shr edx, 15",
+                "xor edx, eax",
+                "imul eax, edx, 0x846ca68b",
+                "mov edx, eax",
+                "shr edx, 16",
+                "xor edx, eax",
+                "and edx, 0x1ff",
+                "lea r8, [rip + {table}]",
+                "cmp byte ptr [r8 + rdx], 0",
+                "je 2f",
+                ".p2align 4",
+                "1:",
+                "cmp dword ptr [r8 + 4 * rdx + 0x200], ecx",
+                "je 3f",
+                "add edx, 1",
+                "and edx, 0x1ff",
+                "cmp byte ptr [r8 + rdx], 0",
+                "jne 1b",
+                "2:",
+                "xor eax, eax",
+                "ret",
+                "3:",
+                "lea rax, [r8 + 8 * rdx + 0xa00]",
+                "ret",
+                ".popsection",
+                table = sym super::HELPER_TABLE,
+            );
+        };
+    }
+
+    lookup_helper!("bpf2sys_bench_lookup_win64", "rdx");
+    lookup_helper!("bpf2sys_bench_lookup_sysv", "rsi");
+
+    // Declared `safe` so that they fit the safe helper-pointer types the engines store, like every helper the
+    // harness provides: `key` must still point to 4 readable bytes, which the benchmark programs guarantee.
+    unsafe extern "win64" {
+        /// Helper #1 in the eBPF for Windows helper shape (`helper_function_t`): r2 = pointer to the key.
+        pub safe fn bpf2sys_bench_lookup_win64(
+            map: u64,
+            key: u64,
+            r3: u64,
+            r4: u64,
+            r5: u64,
+            context: *mut c_void,
+        ) -> u64;
+    }
+
+    unsafe extern "C" {
+        /// Helper #1 with the eBPF registers r1..r5 as System V arguments, as rbpf's JITs call helpers.
+        pub safe fn bpf2sys_bench_lookup_sysv(map: u64, key: u64, r3: u64, r4: u64, r5: u64) -> u64;
+    }
 }
 
 /// Helper #1 with eBPF register arguments: r1 = map (ignored, 0), r2 = pointer to a u32 key. Returns the host
@@ -227,6 +312,20 @@ mod tests {
             assert_eq!(table.lookup(i.wrapping_mul(2_654_435_761)), Some(&(u64::from(i) * 1000 + 7)));
         }
         assert_eq!(table.lookup(1), None);
+    }
+
+    #[test]
+    fn machine_code_helpers_agree_with_the_rust_lookup() {
+        use super::machine_code::{bpf2sys_bench_lookup_sysv, bpf2sys_bench_lookup_win64};
+        let keys = (0..256u32).map(|i| i.wrapping_mul(2_654_435_761)).chain([1, 2, 0xdead_beef, u32::MAX]);
+        for key in keys {
+            let key_ptr = &key as *const u32 as u64;
+            // SAFETY: `key_ptr` points to 4 readable bytes.
+            let expected = unsafe { lookup_helper(key_ptr) };
+            assert_eq!(bpf2sys_bench_lookup_win64(0, key_ptr, 0, 0, 0, std::ptr::null_mut()), expected, "{key:#x}");
+            assert_eq!(bpf2sys_bench_lookup_sysv(0, key_ptr, 0, 0, 0), expected, "{key:#x}");
+        }
+        assert_eq!(super::machine_code::bpf2sys_bench_lookup_sysv as usize % 64, 0, "aligned like clang's helper");
     }
 
     #[test]

@@ -15,15 +15,25 @@ pub(super) enum RbpfEngine {
     Interpreter,
 }
 
-/// Helper #1 in rbpf's helper signature. rbpf passes the eBPF registers r1..r5.
+/// Helper #1 in rbpf's helper signature, for its interpreter. rbpf passes the eBPF registers r1..r5.
 fn lookup(_map: u64, key: u64, _r3: u64, _r4: u64, _r5: u64) -> u64 {
     // SAFETY: the benchmark program passes a pointer to a 4-byte key on its stack.
     unsafe { input::lookup_helper(key) }
 }
 
-fn new_vm(code: &[u8]) -> anyhow::Result<rbpf::EbpfVmRaw<'_>> {
+/// Helper #1 for rbpf's JITs: the same fixed machine code bpf2sys's engine calls (`input::machine_code`), so
+/// `maplookup` compares the generated code, not where the linker happened to put each engine's helper.
+fn jit_lookup() -> rbpf::ebpf::Helper {
+    let helper: extern "C" fn(u64, u64, u64, u64, u64) -> u64 = input::machine_code::bpf2sys_bench_lookup_sysv;
+    // SAFETY: rbpf's JITs call a helper from generated code with the System V convention, which is exactly how
+    // this one is written; only rbpf's interpreter calls it as a Rust function, and it gets `lookup` instead.
+    unsafe { std::mem::transmute::<extern "C" fn(u64, u64, u64, u64, u64) -> u64, rbpf::ebpf::Helper>(helper) }
+}
+
+fn new_vm(code: &[u8], engine: RbpfEngine) -> anyhow::Result<rbpf::EbpfVmRaw<'_>> {
     let mut vm = rbpf::EbpfVmRaw::new(Some(code)).map_err(|e| anyhow!("rbpf rejected the program: {e}"))?;
-    vm.register_helper(1, lookup).map_err(|e| anyhow!("registering helper 1: {e}"))?;
+    let helper = if engine == RbpfEngine::Interpreter { lookup } else { jit_lookup() };
+    vm.register_helper(1, helper).map_err(|e| anyhow!("registering helper 1: {e}"))?;
     // The interpreter checks every access; the helper hands out pointers into the host's table.
     vm.register_allowed_memory(input::helper_table().value_range());
     Ok(vm)
@@ -38,17 +48,18 @@ pub(super) fn measure(
 ) -> anyhow::Result<CellOutcome> {
     let compile_runs = if mode == Mode::Quick { 3 } else { 11 };
     let mut outcome = CellOutcome::default();
-    let mut vm = new_vm(code)?;
+    let mut vm = new_vm(code, engine)?;
     match engine {
         RbpfEngine::Jit => {
-            let (cold, median) =
-                compile_times(compile_runs, || new_vm(code)?.jit_compile().map_err(|e| anyhow!("jit_compile: {e}")))?;
+            let (cold, median) = compile_times(compile_runs, || {
+                new_vm(code, engine)?.jit_compile().map_err(|e| anyhow!("jit_compile: {e}"))
+            })?;
             (outcome.compile_cold_us, outcome.compile_median_us) = (Some(cold), Some(median));
             vm.jit_compile().map_err(|e| anyhow!("jit_compile: {e}"))?;
         }
         RbpfEngine::Cranelift => {
             let (cold, median) = compile_times(compile_runs, || {
-                new_vm(code)?.cranelift_compile().map_err(|e| anyhow!("cranelift_compile: {e}"))
+                new_vm(code, engine)?.cranelift_compile().map_err(|e| anyhow!("cranelift_compile: {e}"))
             })?;
             (outcome.compile_cold_us, outcome.compile_median_us) = (Some(cold), Some(median));
             vm.cranelift_compile().map_err(|e| anyhow!("cranelift_compile: {e}"))?;
