@@ -325,7 +325,8 @@ mod tests {
             assert_eq!(bpf2sys_bench_lookup_win64(0, key_ptr, 0, 0, 0, std::ptr::null_mut()), expected, "{key:#x}");
             assert_eq!(bpf2sys_bench_lookup_sysv(0, key_ptr, 0, 0, 0), expected, "{key:#x}");
         }
-        assert_eq!(super::machine_code::bpf2sys_bench_lookup_sysv as usize % 64, 0, "aligned like clang's helper");
+        let entry: extern "C" fn(u64, u64, u64, u64, u64) -> u64 = bpf2sys_bench_lookup_sysv;
+        assert_eq!(entry as usize % 64, 0, "aligned like clang's helper");
     }
 
     #[test]
