@@ -28,6 +28,9 @@ use std::rc::Rc;
 
 use bpf2sys::platform::{windows::WINDOWS, Guid};
 
+// The emulator parses `map_entry_t` itself; it reports each entry in the shim's own description type, so a test
+// can compare what the kernel read with what the shim was asked to write.
+pub use bpf2sys_runtime_shim::MapDescription;
 pub use maps::{EmulatedMap, MapDefinition};
 pub use usermode::{parse_native_file, UserModeView};
 
@@ -171,26 +174,12 @@ pub struct LoadedProgram {
     _global_data: Vec<GlobalData>,
 }
 
-/// A map entry as the kernel read it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapEntryInfo {
-    pub name: String,
-    pub map_type: u32,
-    pub key_size: u32,
-    pub value_size: u32,
-    pub max_entries: u32,
-    pub inner_map_idx: u32,
-    pub pinning: u32,
-    pub id: u32,
-    pub inner_id: u32,
-}
-
 /// What the metadata table describes (after validation).
 #[derive(Clone, Debug)]
 pub struct ModuleMetadata {
     pub version: [u32; 3],
     pub programs: Vec<ProgramInfo>,
-    pub maps: Vec<MapEntryInfo>,
+    pub maps: Vec<MapDescription>,
     /// `(map name, values)`.
     pub initial_values: Vec<(String, Vec<Option<String>>)>,
     /// `(map name, initial data)`.
@@ -454,7 +443,7 @@ impl Emulator {
 }
 
 /// The inner template of a map-in-map entry: `inner_map_idx` if non-zero, else the map whose `id == inner_id`.
-fn inner_template(entries: &[MapEntryInfo], e: &MapEntryInfo) -> Option<usize> {
+fn inner_template(entries: &[MapDescription], e: &MapDescription) -> Option<usize> {
     if !matches!(e.map_type, maps::MAP_HASH_OF_MAPS | maps::MAP_ARRAY_OF_MAPS) {
         return None;
     }
@@ -650,7 +639,7 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
         let what = format!("map entry {i}");
         check_header(header(image, e + 16, &what)?, &[80], &what)?;
         let g = |o: usize| read::<u32>(image, e + o, &what);
-        maps.push(MapEntryInfo {
+        maps.push(MapDescription {
             name: read_c_string(image, read::<usize>(image, e + 72, &what)?, &format!("{what} name"))?,
             map_type: g(40)?,
             key_size: g(44)?,
