@@ -222,22 +222,23 @@ fn callx_helper_id(program: &Program, pc: usize, reg: Reg) -> Result<u32, LowerE
             {
                 break
             }
-            ref other if writes_register(other, reg) => break,
+            ref other if written_register(other) == Some(reg) => break,
             _ => {}
         }
     }
     Err(unsupported(format!("callx through {reg}: the helper id is not a compile-time constant")))
 }
 
-fn writes_register(insn: &Instruction, reg: Reg) -> bool {
+/// The register an instruction writes, apart from a call's r0–r5.
+fn written_register(insn: &Instruction) -> Option<Reg> {
     match *insn {
         Instruction::Alu { dst, .. }
         | Instruction::Endian { dst, .. }
         | Instruction::LoadImm64 { dst, .. }
-        | Instruction::Load { dst, .. } => dst == reg,
-        Instruction::Atomic { op: AtomicOp::CmpXchg, .. } => reg == Reg::R0,
-        Instruction::Atomic { fetch: true, src, .. } => src == reg,
-        _ => false,
+        | Instruction::Load { dst, .. } => Some(dst),
+        Instruction::Atomic { op: AtomicOp::CmpXchg, .. } => Some(Reg::R0),
+        Instruction::Atomic { fetch: true, src, .. } => Some(src),
+        _ => None,
     }
 }
 
@@ -617,8 +618,8 @@ impl FunctionTranslator<'_> {
             let variable = match self.program.instructions[start + slot] {
                 Instruction::Store { offset, .. } => self.promoted[&offset],
                 ref insn => {
-                    let dst = (0..Reg::COUNT).find(|&r| writes_register(insn, Reg::new(r as u8).expect("register")));
-                    frame.regs[dst.expect("every speculated instruction but a slot store writes a register")]
+                    let dst = written_register(insn).expect("every speculated instruction but a slot store writes one");
+                    frame.regs[dst.index()]
                 }
             };
             if !written.contains(&variable) {
