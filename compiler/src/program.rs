@@ -12,6 +12,8 @@
 //! - a bpf-to-bpf call is a [`CallLocal`](crate::isa::Instruction::CallLocal) whose target slot lies inside
 //!   [`Program::instructions`] (subprograms are appended after the entry function).
 
+use std::collections::BTreeSet;
+
 use crate::isa::Instruction;
 
 /// An eBPF module: everything one ELF object defines.
@@ -52,6 +54,31 @@ pub struct Function {
     pub start: usize,
     /// One past the last slot.
     pub end: usize,
+}
+
+/// Splits a flat instruction sequence into functions at the targets of local calls: for programs given as raw
+/// bytecode (conformance tests, the plugin), where there is no ELF symbol table to say where functions start.
+pub fn functions_from_calls(instructions: &[Instruction]) -> Vec<Function> {
+    let mut starts = BTreeSet::from([0usize]);
+    for (pc, insn) in instructions.iter().enumerate() {
+        if let Instruction::CallLocal { .. } = insn {
+            if let Some(t) = insn.jump_target(pc).and_then(|t| usize::try_from(t).ok()) {
+                if t < instructions.len() {
+                    starts.insert(t);
+                }
+            }
+        }
+    }
+    let starts: Vec<usize> = starts.into_iter().collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| Function {
+            name: if start == 0 { String::new() } else { format!("sub_{start}") },
+            start,
+            end: starts.get(i + 1).copied().unwrap_or(instructions.len()),
+        })
+        .collect()
 }
 
 /// A source location for one slot.

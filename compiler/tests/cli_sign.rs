@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use bpf2sys::compiled::Target;
-use bpf2sys::link::pipeline::{build_driver, BuildOptions};
+use bpf2sys::driver::{build_driver, SessionOptions};
 
 fn bpf2sys(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bpf2sys"));
@@ -63,7 +63,7 @@ fn every_sample_driver_signed_by_the_cli_verifies_here_and_in_osslsigncode() {
         let bytes = std::fs::read(&object).unwrap();
         let name = object.file_name().unwrap().to_string_lossy().into_owned();
         for target in [Target::X64, Target::Arm64] {
-            let options = BuildOptions { target, ..BuildOptions::default() };
+            let options = SessionOptions { target, ..SessionOptions::default() };
             let Ok(image) = build_driver(&bytes, &name, &options) else {
                 eprintln!("note: {name} ({target:?}) does not build; not a signing concern");
                 continue;
@@ -122,7 +122,7 @@ fn two_step_external_signing_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = new_test_cert(dir.path());
     let object = samples().into_iter().next().unwrap();
-    let image = build_driver(&std::fs::read(&object).unwrap(), "x.o", &BuildOptions::default()).unwrap();
+    let image = build_driver(&std::fs::read(&object).unwrap(), "x.o", &SessionOptions::default()).unwrap();
     let unsigned = dir.path().join("x.sys");
     std::fs::write(&unsigned, &image).unwrap();
     let digest = dir.path().join("digest.bin");
@@ -158,7 +158,7 @@ fn pfx_password_comes_from_the_environment_and_errors_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = new_test_cert(dir.path());
     let object = samples().into_iter().next().unwrap();
-    let image = build_driver(&std::fs::read(&object).unwrap(), "x.o", &BuildOptions::default()).unwrap();
+    let image = build_driver(&std::fs::read(&object).unwrap(), "x.o", &SessionOptions::default()).unwrap();
     let unsigned = dir.path().join("x.sys");
     std::fs::write(&unsigned, &image).unwrap();
     let out = bpf2sys(&[&"sign", &unsigned]);
@@ -224,7 +224,7 @@ fn sample_driver_digests_match_goblin_and_pefile_accepts_the_checksum() {
     let mut checked = 0;
     for object in samples() {
         let name = object.file_name().unwrap().to_string_lossy().into_owned();
-        let Ok(mut image) = build_driver(&std::fs::read(&object).unwrap(), &name, &BuildOptions::default()) else {
+        let Ok(mut image) = build_driver(&std::fs::read(&object).unwrap(), &name, &SessionOptions::default()) else {
             continue;
         };
         pad_to_8(&mut image);
@@ -261,7 +261,7 @@ fn cert_new_writes_the_key_private_and_sign_keeps_output_permissions() {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = new_test_cert(dir.path());
     assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
-    let image = build_driver(&std::fs::read(&samples()[0]).unwrap(), "x.o", &BuildOptions::default()).unwrap();
+    let image = build_driver(&std::fs::read(&samples()[0]).unwrap(), "x.o", &SessionOptions::default()).unwrap();
     let driver = dir.path().join("x.sys");
     std::fs::write(&driver, &image).unwrap();
     std::fs::set_permissions(&driver, std::fs::Permissions::from_mode(0o640)).unwrap();

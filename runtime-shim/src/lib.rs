@@ -15,6 +15,7 @@
 //!
 //! The linker places everything, resolves the relocations and emits DIR64 base relocations.
 
+pub mod abi;
 mod code;
 mod hash;
 mod metadata;
@@ -110,18 +111,14 @@ impl RuntimeVersion {
         Ok(v)
     }
 
-    /// Stride of `runtime_context->map_data[]` the generated code must use.
+    /// Stride of `runtime_context->map_data[]` the generated code must use ([`abi::MapDataLayout`]).
     pub fn map_data_stride(self) -> u32 {
-        if self >= RuntimeVersion::MAP_DATA_V2 {
-            40
-        } else {
-            32
-        }
+        abi::MapDataLayout::for_version(self).stride() as u32
     }
 
     /// Whether the runtime fills `map_data[i].array_data` (the code may inline array lookups).
     pub fn has_array_data(self) -> bool {
-        self >= RuntimeVersion::MAP_DATA_V2
+        abi::MapDataLayout::for_version(self).has_array_data()
     }
 
     /// `(size, total_size)` of the program entry header.

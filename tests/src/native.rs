@@ -15,6 +15,7 @@ use bpf2sys::compiled::{CompiledFunction, CompiledProgram, RelocKind, RelocTarge
 use bpf2sys::isa::{AluOp, Instruction, Operand, Reg, Width};
 use bpf2sys::lower::{self, LowerOptions, MapDataLayout};
 use bpf2sys::program::{Module, Program};
+use bpf2sys_runtime_shim::abi::{GlobalVariableSectionData, HelperFunctionData, MapData, ProgramRuntimeContext};
 
 /// `helper_function_t` in the Windows x64 convention: `(r1, r2, r3, r4, r5, context) -> r0`.
 pub type HelperFunction = extern "win64" fn(u64, u64, u64, u64, u64, *mut c_void) -> u64;
@@ -171,35 +172,6 @@ impl Drop for ExecutableCode {
     }
 }
 
-/// `helper_function_data_t` (contract §2.2): 40 bytes, `address` at 24.
-#[repr(C)]
-struct HelperFunctionData {
-    header: [u8; 24],
-    address: Option<HelperFunction>,
-    tail_call: bool,
-}
-
-/// `global_variable_section_data_t`: 32 bytes, `address_of_map_value` at 24.
-#[repr(C)]
-struct GlobalVariableSectionData {
-    header: [u8; 24],
-    address_of_map_value: *mut u8,
-}
-
-/// `program_runtime_context_t` (contract §2.2).
-#[repr(C)]
-pub struct ProgramRuntimeContext {
-    header: [u8; 24],
-    helper_data: *const HelperFunctionData,
-    map_data: *const u8,
-    global_variable_section_data: *const GlobalVariableSectionData,
-    btf_resolved_function_data: *const u8,
-}
-
-const _: () = assert!(std::mem::size_of::<HelperFunctionData>() == 40);
-const _: () = assert!(std::mem::size_of::<GlobalVariableSectionData>() == 32);
-const _: () = assert!(std::mem::size_of::<ProgramRuntimeContext>() == 56);
-
 /// The host side of the runtime: what eBPF for Windows' EbpfCore provides to a loaded native program.
 pub struct HostRuntime {
     helpers: Vec<HelperFunctionData>,
@@ -223,23 +195,22 @@ impl HostRuntime {
         let helpers: Vec<HelperFunctionData> = helper_ids
             .iter()
             .map(|&id| HelperFunctionData {
-                header: [0; 24],
-                address: if id == 0 { None } else { helper(id) },
-                tail_call: false,
+                address: if id == 0 { 0 } else { helper(id).map_or(0, |f| f as usize as u64) },
+                ..Default::default()
             })
             .collect();
-        let stride_words = layout.stride() as usize / 8;
-        let mut map_data = vec![0u64; maps.len() * stride_words];
+        let stride = layout.stride() as usize;
+        let mut map_data = vec![0u64; (maps.len() * stride).div_ceil(8)];
         for (m, &address) in maps.iter().enumerate() {
-            map_data[m * stride_words + 3] = address;
+            map_data[(m * stride + std::mem::offset_of!(MapData, address)) / 8] = address;
         }
         let mut global_storage = globals;
         let globals: Vec<GlobalVariableSectionData> = global_storage
             .iter_mut()
-            .map(|g| GlobalVariableSectionData { header: [0; 24], address_of_map_value: g.as_mut_ptr() })
+            .map(|g| GlobalVariableSectionData { address_of_map_value: g.as_mut_ptr() as u64, ..Default::default() })
             .collect();
         let context = Box::new(ProgramRuntimeContext {
-            header: [0; 24],
+            header: Default::default(),
             helper_data: if helpers.is_empty() { std::ptr::null() } else { helpers.as_ptr() },
             map_data: if map_data.is_empty() { std::ptr::null() } else { map_data.as_ptr() as *const u8 },
             global_variable_section_data: if globals.is_empty() { std::ptr::null() } else { globals.as_ptr() },
@@ -295,7 +266,7 @@ impl NativeProgram {
 
 /// Wraps raw bytecode as a one-program module, splitting functions at local-call targets.
 pub fn module_from_instructions(name: &str, instructions: Vec<Instruction>) -> Module {
-    let functions = lower::functions_from_calls(&instructions);
+    let functions = bpf2sys::program::functions_from_calls(&instructions);
     Module {
         name: name.to_string(),
         programs: vec![Program {
@@ -326,7 +297,7 @@ pub fn compile_with_length_prologue_for(
     program.push(Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst: Reg::R2, src: Operand::Imm(len as i32) });
     program.extend_from_slice(instructions);
     let module = module_from_instructions("conformance", program);
-    Ok(lower::lower_program(&module, 0, &LowerOptions::new(target))?)
+    Ok(lower::lower_unverified_for_testing(&module, 0, &LowerOptions::new(target))?)
 }
 
 /// The uBPF test helper table of the conformance suite: helper 5 ("unwind") returns its r1 (test-corpora §1.4).

@@ -11,7 +11,7 @@ use bpf2sys::interp::{Access, Config, HelperArgs, HelperOutcome, Host, HostError
 use bpf2sys::isa::{AluOp, AtomicOp, Imm64Kind, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
 use bpf2sys::platform::windows::WINDOWS;
 use bpf2sys::platform::{HelperArg, ProgramType};
-use bpf2sys::program::{Function, MapDefinition, MapType, Module, Pinning, Program};
+use bpf2sys::program::{functions_from_calls, MapDefinition, MapType, Module, Pinning, Program};
 use bpf2sys::verifier::{verify_program, VerifierOptions};
 
 /// xorshift64*: deterministic, seedable, dependency-free.
@@ -480,14 +480,13 @@ pub enum Verdict {
 
 /// Verifies one program and, if accepted, runs it on `inputs` random inputs.
 pub fn check(program: &[I], seed: u64, inputs: usize) -> Verdict {
-    let n = program.len();
     let module = Module {
         name: "fuzz".into(),
         programs: vec![Program {
             name: "fuzz".into(),
             section_name: "xdp".into(),
             instructions: program.to_vec(),
-            functions: vec![Function { name: "fuzz".into(), start: 0, end: n }],
+            functions: functions_from_calls(program),
             line_info: vec![],
         }],
         maps: maps(),
@@ -498,7 +497,7 @@ pub fn check(program: &[I], seed: u64, inputs: usize) -> Verdict {
         Ok(r) => r,
         Err(_) => return Verdict::Rejected,
     };
-    let budget = report.max_instructions_executed.expect("termination is checked").min(50_000_000);
+    let budget = report.report().max_instructions_executed.expect("termination is checked").min(50_000_000);
     let config = Config { instruction_budget: budget, max_call_depth: 8, check_uninitialized_stack: true };
     let interp = Interpreter::with_config(program, config);
     let mut rng = Rng::new(seed ^ 0x5eed);

@@ -460,7 +460,7 @@ fn run_both(program: &[I], buffer: &[u8]) -> (u64, Vec<u8>, u64, Vec<u8>) {
     let interp_buffer = memory.region(region).unwrap().data.clone();
 
     let module = module_from_instructions("diff", program.to_vec());
-    let compiled = lower::lower_program(&module, 0, &LowerOptions::new(Target::X64)).expect("lowering");
+    let compiled = lower::lower_unverified_for_testing(&module, 0, &LowerOptions::new(Target::X64)).expect("lowering");
     let runtime =
         HostRuntime::new(&compiled.helper_ids, &conformance_helper, &[], MapDataLayout::default(), Vec::new());
     let native = NativeProgram::load(&compiled, runtime).expect("loading");

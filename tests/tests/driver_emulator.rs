@@ -5,13 +5,14 @@ mod driver_common;
 
 use bpf2sys::compiled::Target;
 use bpf2sys::link::{link_driver, LinkOptions};
+use bpf2sys::lower::build_isa;
 use bpf2sys::platform::windows::WINDOWS;
 use bpf2sys_tests::emulator::{runtime_program_info_hash, Emulator, EmulatorError};
 use driver_common::test_module;
 
 fn image() -> Vec<u8> {
     let (module, compiled) = test_module(Target::X64, 32);
-    link_driver(&module, &compiled, &LinkOptions::default()).unwrap()
+    link_driver(&*build_isa(Target::X64).unwrap(), &module, &compiled, &LinkOptions::default()).unwrap()
 }
 
 /// File offset of the raw data of section `name`.

@@ -5,13 +5,15 @@ mod driver_common;
 
 use bpf2sys::compiled::Target;
 use bpf2sys::link::{link_driver, lint::lint_image, LinkOptions};
+use bpf2sys::lower::build_isa;
 use bpf2sys_runtime_shim::RuntimeVersion;
 use bpf2sys_tests::emulator::{kernel, Emulator};
 use driver_common::*;
 
 fn build(target: Target, version: RuntimeVersion) -> Vec<u8> {
     let (module, compiled) = test_module(target, version.map_data_stride() as i64);
-    link_driver(&module, &compiled, &LinkOptions { target, runtime_version: version, elf_hash: None }).expect("links")
+    let options = LinkOptions { target, runtime_version: version, elf_hash: None };
+    link_driver(&*build_isa(target).unwrap(), &module, &compiled, &options).expect("links")
 }
 
 #[test]

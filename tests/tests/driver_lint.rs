@@ -8,11 +8,12 @@ use bpf2sys::compiled::Target;
 use bpf2sys::link::image::{checksum_offset, pe_checksum, write_image};
 use bpf2sys::link::lint::{lint_image, lint_image_with, ExtraRule, RULES};
 use bpf2sys::link::{image_input, LinkOptions};
+use bpf2sys::lower::build_isa;
 use driver_common::test_module;
 
 fn good_image() -> Vec<u8> {
     let (module, compiled) = test_module(Target::X64, 32);
-    bpf2sys::link::link_driver(&module, &compiled, &LinkOptions::default()).unwrap()
+    bpf2sys::link::link_driver(&*build_isa(Target::X64).unwrap(), &module, &compiled, &LinkOptions::default()).unwrap()
 }
 
 /// Offsets into the headers.
@@ -127,7 +128,8 @@ fn h1_writable_and_executable_section() {
 #[test]
 fn h2_section_not_page_aligned() {
     let (module, compiled) = test_module(Target::X64, 32);
-    let mut input = image_input(&module, &compiled, &LinkOptions::default()).unwrap();
+    let mut input =
+        image_input(&*build_isa(Target::X64).unwrap(), &module, &compiled, &LinkOptions::default()).unwrap();
     input.section_alignment = 0x200;
     let image = write_image(&input).unwrap();
     let report = lint_image(&image);

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use bpf2sys::compiled::Target;
+use bpf2sys::driver::{build_driver, DriverError, SessionOptions};
 use bpf2sys::link::lint::lint_image;
-use bpf2sys::link::pipeline::{build_driver, BuildError, BuildOptions};
 use bpf2sys_runtime_shim::RuntimeVersion;
 use bpf2sys_tests::emulator::{Emulator, LoadedModule};
 
@@ -30,7 +30,7 @@ fn sample_objects() -> Vec<PathBuf> {
 fn build(name: &str, target: Target, version: RuntimeVersion) -> Vec<u8> {
     let path = samples_dir().join(format!("{name}.o"));
     let bytes = std::fs::read(&path).unwrap();
-    let options = BuildOptions { target, runtime_version: version, ..BuildOptions::default() };
+    let options = SessionOptions { target, runtime_version: version, ..SessionOptions::default() };
     build_driver(&bytes, &format!("{name}.o"), &options).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -284,8 +284,8 @@ fn an_unverifiable_program_is_refused_with_the_verifiers_diagnostics() {
     for object in unsafe_objects {
         let bytes = std::fs::read(&object).unwrap();
         let name = object.file_name().unwrap().to_string_lossy().into_owned();
-        match build_driver(&bytes, &name, &BuildOptions::default()) {
-            Err(BuildError::Unverified { rejections, .. }) => assert!(!rejections.is_empty()),
+        match build_driver(&bytes, &name, &SessionOptions::default()) {
+            Err(DriverError::Unverified { rejections, .. }) => assert!(!rejections.is_empty()),
             other => panic!("{name}: expected a verification failure, got {:?}", other.map(|b| b.len())),
         }
     }

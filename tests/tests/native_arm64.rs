@@ -5,6 +5,7 @@
 use std::process::Command;
 
 use bpf2sys::compiled::{CompiledProgram, RelocTarget, Target, UnwindData};
+use bpf2sys::driver::{Session, SessionOptions};
 use bpf2sys::lower::{self, object::write_coff_object, LowerOptions};
 use bpf2sys_tests::conformance::{corpus_dir, data_files, load};
 use bpf2sys_tests::native::compile_with_length_prologue_for;
@@ -92,10 +93,14 @@ fn every_sample_program_compiles_for_arm64_and_x64() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let module =
             bpf2sys::elf::load(&std::fs::read(&path).unwrap(), &name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let session = Session::new(SessionOptions::default()).unwrap();
+        let verified = session.verify(&name, &module).unwrap_or_else(|e| panic!("{e}"));
         for index in 0..module.programs.len() {
             for target in [Target::X64, Target::Arm64] {
-                let compiled = lower::lower_program(&module, index, &LowerOptions::new(target))
-                    .unwrap_or_else(|e| panic!("{name} program {index} for {target:?}: {e}"));
+                let isa = lower::build_isa(target).unwrap();
+                let compiled = lower::lower_program(&*isa, &verified, index, &LowerOptions::new(target), false)
+                    .unwrap_or_else(|e| panic!("{name} program {index} for {target:?}: {e}"))
+                    .program;
                 if target == Target::Arm64 {
                     arm64.push((format!("{name}/{}", module.programs[index].name), compiled));
                 }

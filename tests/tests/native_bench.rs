@@ -23,7 +23,7 @@ fn run_bench(prog: &str) -> u64 {
     let text = file.section_by_name(".text").expect(".text").data().unwrap().to_vec();
     let instructions = bpf2sys::isa::decode(&text).unwrap();
     let module = module_from_instructions(prog, instructions);
-    let compiled = lower::lower_program(&module, 0, &LowerOptions::new(Target::X64)).unwrap();
+    let compiled = lower::lower_unverified_for_testing(&module, 0, &LowerOptions::new(Target::X64)).unwrap();
     let helper = |id: u32| (id == 1).then_some(bench_lookup as HelperFunction);
     let runtime = HostRuntime::new(&compiled.helper_ids, &helper, &[], MapDataLayout::default(), Vec::new());
     let program = NativeProgram::load(&compiled, runtime).unwrap();
@@ -33,7 +33,7 @@ fn run_bench(prog: &str) -> u64 {
     let second = unsafe { program.run(input.as_mut_ptr() as *mut c_void) };
     assert_eq!(first, second, "{prog}: repeated runs disagree");
     // Every bench program also compiles for ARM64.
-    lower::lower_program(&module, 0, &LowerOptions::new(Target::Arm64)).unwrap();
+    lower::lower_unverified_for_testing(&module, 0, &LowerOptions::new(Target::Arm64)).unwrap();
     first
 }
 

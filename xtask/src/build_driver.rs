@@ -16,8 +16,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use bpf2sys::compiled::Target;
-use bpf2sys::link::lint::{lint_image_with, ExtraRule};
-use bpf2sys::link::pipeline::{build_driver, BuildOptions};
+use bpf2sys::driver::{Session, SessionOptions};
 use bpf2sys::link::write_atomically;
 use bpf2sys_runtime_shim::RuntimeVersion;
 
@@ -125,23 +124,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let out = args.out.clone().unwrap_or_else(|| root.join("target").join("drivers"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let options = BuildOptions {
+    let session = Session::new(SessionOptions {
         target: if args.target == "arm64" { Target::Arm64 } else { Target::X64 },
         runtime_version: args.runtime_version,
-        ..BuildOptions::default()
-    };
+        ..SessionOptions::default()
+    })?;
     let signing = signing(&args, &root)?;
     let sign_options = bpf2sys_signing::SignOptions { timestamp_url: args.timestamp_url.clone(), ..Default::default() };
-    let extra: Vec<ExtraRule> = bpf2sys_signing::lint::SIGNATURE_RULES
-        .iter()
-        .map(|(id, title, check)| ExtraRule { id, title, check })
-        .collect();
     let mut failures = 0;
     for object in &objects {
         let name = object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let bytes = std::fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
         let started = Instant::now();
-        let image = match build_driver(&bytes, &name, &options) {
+        let image = match session.build(&bytes, &name) {
             Ok(image) => image,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -150,10 +145,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
         };
         let image = match &signing {
-            Some(signing) => match bpf2sys_signing::sign_pe(&image, &signing.signer, &sign_options) {
+            Some(signing) => match session.sign(&name, &image, &signing.signer, &sign_options) {
                 Ok(signed) => signed,
                 Err(e) => {
-                    eprintln!("error: cannot sign {name}: {e}");
+                    eprintln!("error: {e}");
                     failures += 1;
                     continue;
                 }
@@ -161,7 +156,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             None => image,
         };
         let elapsed = started.elapsed();
-        let report = lint_image_with(&image, &extra);
+        let report = session.lint(&image);
         let path = out.join(Path::new(&name).with_extension("sys"));
         if !report.passed() {
             eprintln!("error: {} fails the driver lint, not written:\n{report}", path.display());

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use bpf2sys::compiled::Target;
-use bpf2sys::link::pipeline::{build_driver, BuildError, BuildOptions};
+use bpf2sys::driver::{DriverError, Session, SessionOptions};
 use bpf2sys::link::write_atomically;
 use bpf2sys_runtime_shim::RuntimeVersion;
 
@@ -32,12 +32,12 @@ pub struct BuildArgs {
 pub fn run(args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let object = std::fs::read(&args.object).with_context(|| format!("cannot read {}", args.object.display()))?;
     let file_name = args.object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let options = BuildOptions {
+    let session = Session::new(SessionOptions {
         target: if args.target == "arm64" { Target::Arm64 } else { Target::X64 },
         runtime_version: args.runtime_version,
-        ..BuildOptions::default()
-    };
-    match build_driver(&object, &file_name, &options) {
+        ..SessionOptions::default()
+    })?;
+    match session.build(&object, &file_name) {
         Ok(image) => {
             write_atomically(&args.output, &image)
                 .with_context(|| format!("cannot write {}", args.output.display()))?;
@@ -50,7 +50,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ BuildError::Unverified { .. }) => {
+        Err(e @ DriverError::Unverified { .. }) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(1))
         }

@@ -17,10 +17,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use bpf2sys::compiled::Target;
+use bpf2sys::driver::{DriverError, Session, SessionOptions};
 use bpf2sys::link::write_atomically;
-use bpf2sys::lower::{self, LowerOptions, MapDataLayout};
-use bpf2sys::platform::windows::WINDOWS;
-use bpf2sys::verifier::{diagnostic, verify_program, VerifierOptions};
+use bpf2sys::lower;
+use bpf2sys::verifier::diagnostic;
 use bpf2sys_runtime_shim::RuntimeVersion;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -58,7 +58,12 @@ pub struct CompileArgs {
 pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(&args.object).with_context(|| format!("cannot read {}", args.object.display()))?;
     let file_name = args.object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let module = bpf2sys::elf::load(&bytes, &file_name).with_context(|| args.object.display().to_string())?;
+    let session = Session::new(SessionOptions {
+        target: if args.target == "arm64" { Target::Arm64 } else { Target::X64 },
+        runtime_version: args.runtime_version,
+        ..SessionOptions::default()
+    })?;
+    let module = session.load(&bytes, &file_name)?;
     let selected: Vec<usize> = match &args.program {
         Some(name) => match module.programs.iter().position(|p| &p.name == name) {
             Some(i) => vec![i],
@@ -75,43 +80,28 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     }
 
     // The verifier is the only safety gate (the generated code has no checks): nothing unverified is compiled.
-    let mut rejected = false;
-    for &i in &selected {
-        let program = &module.programs[i];
-        let Some((program_type, _)) = WINDOWS.program_type_for_section(&program.section_name) else {
-            bail!(
-                "{}: program `{}` is in section `{}`, which names no eBPF for Windows program type",
-                args.object.display(),
-                program.name,
-                program.section_name
-            );
-        };
-        if let Err(r) = verify_program(&module, i, &WINDOWS, program_type, &VerifierOptions::default()) {
-            eprintln!("{}", diagnostic::render(&r, false));
-            rejected = true;
+    let verified = match session.verify_selected(&args.object.display().to_string(), &module, &selected) {
+        Ok(verified) => verified,
+        Err(DriverError::Unverified { rejections, .. }) => {
+            for r in &rejections {
+                eprintln!("{}", diagnostic::render(r, false));
+            }
+            eprintln!("error: {}: verification failed; nothing was written", args.object.display());
+            return Ok(ExitCode::from(1));
         }
-    }
-    if rejected {
-        eprintln!("error: {}: verification failed; nothing was written", args.object.display());
-        return Ok(ExitCode::from(1));
-    }
-
-    let target = if args.target == "arm64" { Target::Arm64 } else { Target::X64 };
-    let options = LowerOptions {
-        target,
-        map_data: if args.runtime_version.has_array_data() { MapDataLayout::V1_4 } else { MapDataLayout::V1_3 },
+        Err(e) => return Err(e.into()),
     };
-    let isa = lower::build_isa(target)?;
+
     let keep_text = args.emit != Emit::Obj;
     let mut lowered = Vec::with_capacity(selected.len());
     for &i in &selected {
-        lowered.push(lower::lower_program_with(&*isa, &module, i, &options, keep_text)?);
+        lowered.push(lower::lower_program(session.isa(), &verified, i, &session.lower_options(), keep_text)?);
     }
 
     let output = match args.emit {
         Emit::Obj => {
             let programs: Vec<_> = lowered.into_iter().map(|l| l.program).collect();
-            lower::object::write_coff_object(isa, &module.name, &programs)?
+            lower::object::write_coff_object(session.shared_isa(), &module.name, &programs)?
         }
         Emit::Clif => lowered.iter().flat_map(|l| l.clif.iter()).cloned().collect::<Vec<_>>().join("\n").into_bytes(),
         Emit::Asm => {

@@ -83,7 +83,7 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
                     .map_or("matches the section name; pass --type".to_string(), |t| format!("named `{t}`"))
             ));
         };
-        match verify_program(&module, i, platform, pt, &options) {
+        match verify_program(&module, i, platform, pt, &options).map(|v| v.into_report()) {
             Ok(report) => {
                 if json {
                     results.push(serde_json::json!({"program": program.name, "type": pt.name, "verified": true, "report": report}));
@@ -105,7 +105,7 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
                         );
                     }
                     if args.show_state {
-                        for (path, pc, inv) in &report.invariants {
+                        for bpf2sys::verifier::Invariant { call_path: path, pc, state: inv } in &report.invariants {
                             let insn = program.instructions.get(*pc).map(diagnostic::disassemble).unwrap_or_default();
                             let ctx = if path.is_empty() { String::new() } else { format!("{path:?}/") };
                             println!("  {ctx}{pc:>5}: {insn:<40} {{ {inv}}}");

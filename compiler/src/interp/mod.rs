@@ -84,13 +84,12 @@
 
 pub mod memory;
 
-use crate::isa::{
-    AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, PacketLoadMode, Reg, Width,
-};
+use crate::isa::semantics::{eval_alu, eval_byte_order, eval_jump_condition, sign_extend_from};
+use crate::isa::{AluOp, AtomicOp, Imm64Kind, Instruction, MemSize, Operand, PacketLoadMode, Reg};
 pub use memory::{Access, AccessKind, Memory, MemoryError, Region, RegionId};
 
-/// Size of each call frame's stack (RFC 9669 leaves it to the platform; Linux and eBPF for Windows use 512).
-pub const STACK_SIZE: usize = 512;
+/// Size of each call frame's stack ([`crate::isa::STACK_FRAME_SIZE`]).
+pub const STACK_SIZE: usize = crate::isa::STACK_FRAME_SIZE as usize;
 
 /// Limits of one run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -455,25 +454,15 @@ impl Run<'_> {
         match insn {
             // ---- Arithmetic (RFC 9669 §4.1, §4.2) ----
             Instruction::Alu { width, op, dst, src } => {
-                let value = match width {
-                    Width::W64 => {
-                        // neg and mov do not read dst.
-                        let d = if matches!(op, AluOp::Mov | AluOp::MovSx(_)) { 0 } else { self.get(dst)? };
-                        let s = if op == AluOp::Neg { 0 } else { self.operand64(src)? };
-                        alu64(op, d, s)
-                    }
-                    Width::W32 => {
-                        let d = if matches!(op, AluOp::Mov | AluOp::MovSx(_)) { 0 } else { self.get(dst)? as u32 };
-                        let s = if op == AluOp::Neg { 0 } else { self.operand64(src)? as u32 };
-                        alu32(op, d, s) as u64
-                    }
-                };
-                self.set(dst, value)?;
+                // neg and mov do not read dst (reading it would report an uninitialised register).
+                let d = if matches!(op, AluOp::Mov | AluOp::MovSx(_)) { 0 } else { self.get(dst)? };
+                let s = if op == AluOp::Neg { 0 } else { self.operand64(src)? };
+                self.set(dst, eval_alu(op, width, d, s))?;
                 Ok(Step::Goto(next))
             }
             Instruction::Endian { order, bits, dst } => {
                 let v = self.get(dst)?;
-                self.set(dst, byte_order(order, bits, v))?;
+                self.set(dst, eval_byte_order(order, bits, v))?;
                 Ok(Step::Goto(next))
             }
             Instruction::LoadImm64 { dst, kind, imm, next_imm } => {
@@ -519,10 +508,7 @@ impl Run<'_> {
             Instruction::JumpIf { width, cond, dst, src, offset } => {
                 let d = self.get(dst)?;
                 let s = self.operand64(src)?;
-                let taken = match width {
-                    Width::W64 => compare64(cond, d, s),
-                    Width::W32 => compare32(cond, d as u32, s as u32),
-                };
+                let taken = eval_jump_condition(cond, width, d, s);
                 // The target is checked even when not taken: a wild offset is a program error either way.
                 let target = self.target(offset as i64)?;
                 Ok(Step::Goto(if taken { target } else { next }))
@@ -644,142 +630,6 @@ impl Run<'_> {
             _ => {}
         }
         Ok(())
-    }
-}
-
-/// RFC 9669 §4.1 ALU semantics on concrete values (32-bit results zero-extended). Public so the verifier's
-/// constant folding runs the oracle's definition instead of a second copy of it.
-pub fn eval_alu(op: AluOp, width: Width, dst: u64, src: u64) -> u64 {
-    match width {
-        Width::W64 => alu64(op, dst, src),
-        Width::W32 => alu32(op, dst as u32, src as u32) as u64,
-    }
-}
-
-/// RFC 9669 §4.2 byte-order semantics on concrete values (little-endian target), shared with the verifier.
-pub fn eval_byte_order(order: ByteOrder, bits: u32, value: u64) -> u64 {
-    byte_order(order, bits, value)
-}
-
-/// 64-bit ALU operation (RFC 9669 §4.1). `s` is already sign-extended if it came from an immediate.
-fn alu64(op: AluOp, d: u64, s: u64) -> u64 {
-    match op {
-        AluOp::Add => d.wrapping_add(s),
-        AluOp::Sub => d.wrapping_sub(s),
-        AluOp::Mul => d.wrapping_mul(s),
-        AluOp::Div => d.checked_div(s).unwrap_or(0),
-        // wrapping_div gives INT_MIN for INT_MIN / -1.
-        AluOp::SDiv => {
-            if s == 0 {
-                0
-            } else {
-                (d as i64).wrapping_div(s as i64) as u64
-            }
-        }
-        AluOp::Or => d | s,
-        AluOp::And => d & s,
-        AluOp::Lsh => d << (s & 63),
-        AluOp::Rsh => d >> (s & 63),
-        AluOp::Neg => (d as i64).wrapping_neg() as u64,
-        AluOp::Mod => d.checked_rem(s).unwrap_or(d),
-        // wrapping_rem gives 0 for INT_MIN % -1; the result has the dividend's sign (truncating division).
-        AluOp::SMod => {
-            if s == 0 {
-                d
-            } else {
-                (d as i64).wrapping_rem(s as i64) as u64
-            }
-        }
-        AluOp::Xor => d ^ s,
-        AluOp::Mov => s,
-        AluOp::MovSx(bits) => sign_extend_from(s, bits as u32),
-        AluOp::Arsh => ((d as i64) >> (s & 63)) as u64,
-    }
-}
-
-/// 32-bit ALU operation on the low halves; the caller zero-extends the result (RFC 9669 §4.1).
-fn alu32(op: AluOp, d: u32, s: u32) -> u32 {
-    match op {
-        AluOp::Add => d.wrapping_add(s),
-        AluOp::Sub => d.wrapping_sub(s),
-        AluOp::Mul => d.wrapping_mul(s),
-        AluOp::Div => d.checked_div(s).unwrap_or(0),
-        AluOp::SDiv => {
-            if s == 0 {
-                0
-            } else {
-                (d as i32).wrapping_div(s as i32) as u32
-            }
-        }
-        AluOp::Or => d | s,
-        AluOp::And => d & s,
-        AluOp::Lsh => d << (s & 31),
-        AluOp::Rsh => d >> (s & 31),
-        AluOp::Neg => (d as i32).wrapping_neg() as u32,
-        AluOp::Mod => d.checked_rem(s).unwrap_or(d),
-        AluOp::SMod => {
-            if s == 0 {
-                d
-            } else {
-                (d as i32).wrapping_rem(s as i32) as u32
-            }
-        }
-        AluOp::Xor => d ^ s,
-        AluOp::Mov => s,
-        AluOp::MovSx(bits) => sign_extend_from(s as u64, bits as u32) as u32,
-        AluOp::Arsh => ((d as i32) >> (s & 31)) as u32,
-    }
-}
-
-/// RFC 9669 §4.2 on a little-endian target.
-fn byte_order(order: ByteOrder, bits: u32, v: u64) -> u64 {
-    match (order, bits) {
-        (ByteOrder::ToLe, 16) => v as u16 as u64,
-        (ByteOrder::ToLe, 32) => v as u32 as u64,
-        (ByteOrder::ToLe, _) => v,
-        (_, 16) => (v as u16).swap_bytes() as u64,
-        (_, 32) => (v as u32).swap_bytes() as u64,
-        (_, _) => v.swap_bytes(),
-    }
-}
-
-/// Sign-extends the low `bits` bits of `v` to 64 bits.
-fn sign_extend_from(v: u64, bits: u32) -> u64 {
-    let shift = 64 - bits;
-    (((v << shift) as i64) >> shift) as u64
-}
-
-fn compare64(cond: JumpCond, d: u64, s: u64) -> bool {
-    let (sd, ss) = (d as i64, s as i64);
-    match cond {
-        JumpCond::Eq => d == s,
-        JumpCond::Ne => d != s,
-        JumpCond::Gt => d > s,
-        JumpCond::Ge => d >= s,
-        JumpCond::Lt => d < s,
-        JumpCond::Le => d <= s,
-        JumpCond::Set => d & s != 0,
-        JumpCond::Sgt => sd > ss,
-        JumpCond::Sge => sd >= ss,
-        JumpCond::Slt => sd < ss,
-        JumpCond::Sle => sd <= ss,
-    }
-}
-
-fn compare32(cond: JumpCond, d: u32, s: u32) -> bool {
-    let (sd, ss) = (d as i32, s as i32);
-    match cond {
-        JumpCond::Eq => d == s,
-        JumpCond::Ne => d != s,
-        JumpCond::Gt => d > s,
-        JumpCond::Ge => d >= s,
-        JumpCond::Lt => d < s,
-        JumpCond::Le => d <= s,
-        JumpCond::Set => d & s != 0,
-        JumpCond::Sgt => sd > ss,
-        JumpCond::Sge => sd >= ss,
-        JumpCond::Slt => sd < ss,
-        JumpCond::Sle => sd <= ss,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Disassembler producing the bpf_conformance text syntax that [`super::asm`] reads.
+//! Disassembler producing the bpf_conformance text syntax that [`super::asm`] reads ([`disassemble`]), and the
+//! PREVAIL/clang style diagnostics use ([`clang_style`]).
 //!
 //! In: [`Instruction`]s indexed by slot. Out: text, one instruction per line (a `lddw` continuation slot has no
 //! line of its own). `assemble(disassemble(p)) == p` for every program [`super::decode`] accepts: jump targets
@@ -9,7 +10,9 @@
 use std::fmt::Write;
 
 use super::asm::{alu_mnemonic, imm64_kind_mnemonic, jump_mnemonic};
-use super::{AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, MemSize, Operand, PacketLoadMode, Width};
+use super::{
+    AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, PacketLoadMode, Reg, Width,
+};
 
 /// Disassembles a program, one line per instruction, each ending in `\n`.
 pub fn disassemble(program: &[Instruction]) -> String {
@@ -60,13 +63,10 @@ pub fn format_instruction(insn: &Instruction) -> Option<String> {
             Operand::Imm(i) => write!(s, "st{} [%{dst}{offset:+}], {i}", size_name(size)),
         },
         Instruction::Atomic { size, op, fetch, dst, src, offset } => {
-            let name = match op {
-                AtomicOp::Add => "add",
-                AtomicOp::Or => "or",
-                AtomicOp::And => "and",
-                AtomicOp::Xor => "xor",
-                AtomicOp::Xchg => "xchg",
-                AtomicOp::CmpXchg => "cmpxchg",
+            let name = match op.alu_op() {
+                Some(alu) => alu_mnemonic(alu),
+                None if op == AtomicOp::Xchg => "xchg",
+                None => "cmpxchg",
             };
             // xchg/cmpxchg always fetch; the assembler implies it, so `fetch` is printed for the others only.
             let fetch = if fetch && !matches!(op, AtomicOp::Xchg | AtomicOp::CmpXchg) { "fetch " } else { "" };
@@ -106,6 +106,110 @@ fn size_name(size: MemSize) -> &'static str {
         MemSize::H => "h",
         MemSize::W => "w",
         MemSize::DW => "dw",
+    }
+}
+
+fn c_type(s: MemSize) -> &'static str {
+    match s {
+        MemSize::B => "u8",
+        MemSize::H => "u16",
+        MemSize::W => "u32",
+        MemSize::DW => "u64",
+    }
+}
+
+/// One instruction in the PREVAIL/clang assembly style (`r0 = *(u32 *)(r1 +4)`), as diagnostics name it; a
+/// `lddw` continuation slot is named as such.
+pub fn clang_style(insn: &Instruction) -> String {
+    let reg = |r: Reg, w: Width| if w == Width::W32 { format!("w{}", r.number()) } else { r.to_string() };
+    match *insn {
+        Instruction::Alu { width, op, dst, src } => {
+            let d = reg(dst, width);
+            let s = match src {
+                Operand::Reg(r) => reg(r, width),
+                Operand::Imm(i) => i.to_string(),
+            };
+            match op {
+                AluOp::Neg => format!("{d} = -{d}"),
+                AluOp::MovSx(n) => format!("{d} = (s{n}){s}"),
+                AluOp::Mov => format!("{d} = {s}"),
+                _ => format!("{d} {}= {s}", alu_symbol(op)),
+            }
+        }
+        Instruction::Endian { order, bits, dst } => format!("{dst} = {order:?}{bits} {dst}").to_lowercase(),
+        Instruction::LoadImm64 { dst, kind, imm, next_imm } => match kind {
+            Imm64Kind::Imm => format!("{dst} = {} ll", Instruction::imm64(imm, next_imm) as i64),
+            k => format!("{dst} = {}({imm}) + {next_imm}", k.name()),
+        },
+        Instruction::LoadImm64Continuation => "(lddw second slot)".into(),
+        Instruction::Load { size, sign_extend, dst, src, offset } => {
+            let t = if sign_extend { c_type(size).replace('u', "s") } else { c_type(size).to_string() };
+            format!("{dst} = *({t} *)({src} {offset:+})")
+        }
+        Instruction::Store { size, dst, offset, src } => {
+            let value = match src {
+                Operand::Reg(r) => r.to_string(),
+                Operand::Imm(i) => i.to_string(),
+            };
+            format!("*({} *)({dst} {offset:+}) = {value}", c_type(size))
+        }
+        Instruction::Atomic { size, op, fetch, dst, src, offset } => {
+            let sym = match op.alu_op() {
+                Some(alu) => format!("{}=", alu_symbol(alu)),
+                None if op == AtomicOp::Xchg => "x=".into(),
+                None => "cx=".into(),
+            };
+            format!("lock *({} *)({dst} {offset:+}) {sym} {src}{}", c_type(size), if fetch { " fetch" } else { "" })
+        }
+        Instruction::LegacyPacketLoad { mode, size, src, imm } => {
+            format!("r0 = *({} *)skb[{mode:?} {src} + {imm}]", c_type(size))
+        }
+        Instruction::Jump { offset, .. } => format!("goto {offset:+}"),
+        Instruction::JumpIf { width, cond, dst, src, offset } => {
+            let sym = match cond {
+                JumpCond::Eq => "==",
+                JumpCond::Ne => "!=",
+                JumpCond::Gt => ">",
+                JumpCond::Ge => ">=",
+                JumpCond::Lt => "<",
+                JumpCond::Le => "<=",
+                JumpCond::Set => "&",
+                JumpCond::Sgt => "s>",
+                JumpCond::Sge => "s>=",
+                JumpCond::Slt => "s<",
+                JumpCond::Sle => "s<=",
+            };
+            let s = match src {
+                Operand::Reg(r) => reg(r, width),
+                Operand::Imm(i) => i.to_string(),
+            };
+            format!("if {} {sym} {s} goto {offset:+}", reg(dst, width))
+        }
+        Instruction::CallHelper { id } => format!("call {id}"),
+        Instruction::CallLocal { offset } => format!("call local {offset:+}"),
+        Instruction::CallBtf { btf_id, module } => format!("call_btf {btf_id} module {module}"),
+        Instruction::CallReg { reg } => format!("callx {reg}"),
+        Instruction::Exit => "exit".into(),
+    }
+}
+
+/// The C operator of a binary ALU operation (`s` marks the signed forms, as PREVAIL prints them).
+fn alu_symbol(op: AluOp) -> &'static str {
+    match op {
+        AluOp::Add => "+",
+        AluOp::Sub => "-",
+        AluOp::Mul => "*",
+        AluOp::Div => "/",
+        AluOp::SDiv => "s/",
+        AluOp::Or => "|",
+        AluOp::And => "&",
+        AluOp::Lsh => "<<",
+        AluOp::Rsh => ">>",
+        AluOp::Mod => "%",
+        AluOp::SMod => "s%",
+        AluOp::Xor => "^",
+        AluOp::Arsh => "s>>",
+        AluOp::Mov | AluOp::MovSx(_) | AluOp::Neg => "",
     }
 }
 

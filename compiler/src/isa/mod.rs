@@ -14,10 +14,17 @@
 use std::fmt;
 
 pub mod asm;
+pub mod dataflow;
 pub mod disasm;
+pub mod semantics;
 
 /// Size of one instruction slot in bytes (RFC 9669 §3).
 pub const SLOT_SIZE: usize = 8;
+
+/// Bytes of stack per call frame. RFC 9669 §2.4 leaves the size to the platform; Linux and eBPF for Windows use
+/// 512 (UBPF_STACK_SIZE in bpf2c, contract §5.1), and every local call gets a frame of its own (contract §5.7).
+/// The interpreter, the verifier and lowering all take the frame size from here.
+pub const STACK_FRAME_SIZE: u32 = 512;
 
 /// An eBPF register `r0`..`r10`. `r10` is the read-only frame pointer (RFC 9669 §2.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -184,6 +191,19 @@ pub enum AtomicOp {
     Xchg,
     /// Compare with r0 and exchange: always fetches the old value into r0.
     CmpXchg,
+}
+
+impl AtomicOp {
+    /// The ALU operation an atomic read-modify-write applies (RFC 9669 §5.3), `None` for the exchanges.
+    pub fn alu_op(self) -> Option<AluOp> {
+        match self {
+            AtomicOp::Add => Some(AluOp::Add),
+            AtomicOp::Or => Some(AluOp::Or),
+            AtomicOp::And => Some(AluOp::And),
+            AtomicOp::Xor => Some(AluOp::Xor),
+            AtomicOp::Xchg | AtomicOp::CmpXchg => None,
+        }
+    }
 }
 
 /// Conditional jump predicates (RFC 9669 §4.3).

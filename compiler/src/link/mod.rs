@@ -11,16 +11,17 @@
 
 pub mod image;
 pub mod lint;
-pub mod pipeline;
 
 use std::io::Write;
+
+use cranelift_codegen::isa::TargetIsa;
 use std::path::Path;
 
 use bpf2sys_runtime_shim as shim;
 use shim::{DataSection, ModuleDescription, RuntimeVersion, Symbol};
 
 use crate::compiled::{CompiledProgram, RelocTarget, Target};
-use crate::lower::codegen::{build_isa, compile_ir_function, SymbolTable};
+use crate::lower::codegen::{compile_ir_function, SymbolTable};
 use crate::lower::LowerError;
 use crate::platform::{windows::WINDOWS, Platform};
 use crate::program::{Module, Pinning};
@@ -202,20 +203,26 @@ fn reloc_target(s: &Symbol) -> RelocTarget {
     }
 }
 
-/// Links `programs` (compiled for `options.target`) and the runtime shim into a driver image.
-pub fn link_driver(module: &Module, programs: &[CompiledProgram], options: &LinkOptions) -> Result<Vec<u8>, LinkError> {
-    image::write_image(&image_input(module, programs, options)?)
+/// Links `programs` (compiled for `options.target`) and the runtime shim, compiled with `isa`, into a driver
+/// image.
+pub fn link_driver(
+    isa: &dyn TargetIsa,
+    module: &Module,
+    programs: &[CompiledProgram],
+    options: &LinkOptions,
+) -> Result<Vec<u8>, LinkError> {
+    image::write_image(&image_input(isa, module, programs, options)?)
 }
 
 /// Everything [`link_driver`] places, before layout: the compiled shim and program functions with their PE
 /// sections, and the shim's data objects.
 pub fn image_input(
+    isa: &dyn TargetIsa,
     module: &Module,
     programs: &[CompiledProgram],
     options: &LinkOptions,
 ) -> Result<ImageInput, LinkError> {
     let description = describe_module(module, programs, &WINDOWS, options)?;
-    let isa = build_isa(options.target)?;
     let driver_shim = shim::build(&description, isa.frontend_config())?;
 
     let mut functions = Vec::new();
@@ -224,7 +231,7 @@ pub fn image_input(
         for s in &f.externals {
             symbols.declare(reloc_target(s));
         }
-        functions.push((".text".to_string(), compile_ir_function(&*isa, &f.name, f.function, &symbols)?));
+        functions.push((".text".to_string(), compile_ir_function(isa, &f.name, f.function, &symbols)?));
     }
     // Entry functions go to their program's PE section (contract §4.1); subprograms stay in `.text`.
     for (symbol, pe_section) in &driver_shim.program_sections {

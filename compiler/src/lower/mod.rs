@@ -1,6 +1,7 @@
 //! Cranelift lowering: verified eBPF programs to Windows x64 / ARM64 machine code.
 //!
-//! In: a [`crate::program::Program`] (already accepted by the verifier) and its [`crate::program::Module`].
+//! In: [`Verified`] programs — the verifier's output type, so only proven programs are lowered — with the facts
+//! the proof established (callx targets, call depth, block leaders), which lowering uses instead of re-deriving.
 //! Out: a [`crate::compiled::CompiledProgram`] — per function machine code, relocations and Windows unwind data —
 //! for the driver linker.
 //!
@@ -32,10 +33,11 @@ pub enum LowerError {
 }
 
 pub use codegen::{build_isa, compile_ir_function, CompileOptions, SymbolTable};
-pub use translate::{functions_from_calls, translate_program, MapDataLayout, RuntimeEnvironment};
+pub use translate::{translate_program, MapDataLayout, RuntimeEnvironment};
 
 use crate::compiled::{CompiledProgram, Target};
 use crate::program::Module;
+use crate::verifier::Verified;
 
 /// How to lower a program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,30 +63,21 @@ pub struct LoweredProgram {
     pub disassembly: Vec<String>,
 }
 
-/// Lowers program `program_index` of `module` to machine code for `options.target`.
+/// Lowers program `program_index` of a module to machine code for `options.target`, optionally keeping IR and
+/// machine-code text.
+///
+/// `programs` holds verified programs of that module, including program `program_index`; when the module has
+/// subprograms it must hold every program, because the helper table is then module-wide (contract §5.2).
 pub fn lower_program(
-    module: &Module,
-    program_index: usize,
-    options: &LowerOptions,
-) -> Result<CompiledProgram, LowerError> {
-    let isa = build_isa(options.target)?;
-    lower_program_with(&*isa, module, program_index, options, false).map(|l| l.program)
-}
-
-/// [`lower_program`] with an ISA built once by the caller, optionally keeping IR and machine-code text.
-pub fn lower_program_with(
     isa: &dyn cranelift_codegen::isa::TargetIsa,
-    module: &Module,
+    programs: &[Verified],
     program_index: usize,
     options: &LowerOptions,
     keep_text: bool,
 ) -> Result<LoweredProgram, LowerError> {
-    let program = module.programs.get(program_index).ok_or_else(|| LowerError::Unsupported {
-        program: String::new(),
-        slot: 0,
-        message: format!("no program with index {program_index}"),
-    })?;
-    let translated = translate_program(module, program_index, options.map_data, isa.frontend_config())?;
+    let verified = select(programs, program_index)?;
+    let program = verified.program();
+    let translated = translate_program(verified, programs, options.map_data, isa.frontend_config())?;
     let mut functions = Vec::with_capacity(translated.functions.len());
     let mut clif = Vec::new();
     let mut disassembly = Vec::new();
@@ -116,6 +109,61 @@ pub fn lower_program_with(
         clif,
         disassembly,
     })
+}
+
+/// Lowers every program in `programs`, verified programs of one module (see [`lower_program`]).
+pub fn lower_module(
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+    programs: &[Verified],
+    options: &LowerOptions,
+    keep_text: bool,
+) -> Result<Vec<LoweredProgram>, LowerError> {
+    programs.iter().map(|v| lower_program(isa, programs, v.index(), options, keep_text)).collect()
+}
+
+/// **Not for shipping code.** Lowers program `program_index` of `module` without verifying it, with the facts
+/// lowering needs derived from the program text ([`Verified::unchecked_for_testing`]): for the conformance and
+/// differential harnesses, which compile programs the verifier rejects on purpose and run them in a sandbox.
+#[doc(hidden)]
+pub fn lower_unverified_for_testing(
+    module: &Module,
+    program_index: usize,
+    options: &LowerOptions,
+) -> Result<CompiledProgram, LowerError> {
+    let programs = (0..module.programs.len())
+        .map(|i| {
+            Verified::unchecked_for_testing(module, i).map_err(|r| LowerError::Unsupported {
+                program: r.program,
+                slot: r.pc,
+                message: r.message,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let isa = build_isa(options.target)?;
+    lower_program(&*isa, &programs, program_index, options, false).map(|l| l.program)
+}
+
+/// Program `program_index` from `programs`, after checking that `programs` is what [`lower_program`] needs.
+fn select<'a, 'm>(programs: &'a [Verified<'m>], program_index: usize) -> Result<&'a Verified<'m>, LowerError> {
+    let problem = |message: String| LowerError::Unsupported { program: String::new(), slot: 0, message };
+    let verified = programs
+        .iter()
+        .find(|v| v.index() == program_index)
+        .ok_or_else(|| problem(format!("program {program_index} is not among the verified programs")))?;
+    let module = verified.module();
+    if programs.iter().any(|v| !std::ptr::eq(v.module(), module)) {
+        return Err(problem("the verified programs come from different modules".into()));
+    }
+    let module_has_subprograms = module.programs.iter().any(|p| p.functions.len() > 1);
+    let complete = (0..module.programs.len()).all(|i| programs.iter().any(|v| v.index() == i));
+    if module_has_subprograms && !complete {
+        return Err(problem(format!(
+            "program `{}`: the module has subprograms, so its helper table is module-wide (contract §5.2) and \
+             lowering needs every program of the module verified",
+            verified.program().name
+        )));
+    }
+    Ok(verified)
 }
 
 /// Whether a function is compiled with Cranelift's mid-end optimizer (e-graph rewrites, GVN, LICM) or as written.

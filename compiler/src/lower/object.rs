@@ -143,7 +143,8 @@ pub fn write_coff_object(
 mod tests {
     use super::*;
     use crate::isa::{AluOp, Instruction as I, Operand, Reg, Width};
-    use crate::lower::{build_isa, functions_from_calls, lower_program, LowerOptions};
+    use crate::lower::{build_isa, lower_unverified_for_testing, LowerOptions};
+    use crate::program::functions_from_calls;
     use crate::program::{Module, Program};
 
     fn module_with_call() -> Module {
@@ -187,7 +188,7 @@ mod tests {
     #[test]
     fn x64_object_exports_entry_and_carries_unwind_info() {
         let module = module_with_call();
-        let compiled = lower_program(&module, 0, &LowerOptions::new(Target::X64)).unwrap();
+        let compiled = lower_unverified_for_testing(&module, 0, &LowerOptions::new(Target::X64)).unwrap();
         let bytes = write_coff_object(build_isa(Target::X64).unwrap(), "t", &[compiled]).unwrap();
         if std::env::var_os("BPF2SYS_DUMP_OBJ").is_some() {
             std::fs::write("/tmp/bpf2sys-unwind-test.obj", &bytes).unwrap();
@@ -205,7 +206,7 @@ mod tests {
     #[test]
     fn arm64_object_carries_xdata() {
         let module = module_with_call();
-        let compiled = lower_program(&module, 0, &LowerOptions::new(Target::Arm64)).unwrap();
+        let compiled = lower_unverified_for_testing(&module, 0, &LowerOptions::new(Target::Arm64)).unwrap();
         let bytes = write_coff_object(build_isa(Target::Arm64).unwrap(), "t", &[compiled]).unwrap();
         if let Some(text) = readobj_unwind(&bytes) {
             assert_eq!(text.matches("RuntimeFunction {").count(), 2, "{text}");

@@ -11,11 +11,11 @@
 //! is unchanged.
 //!
 //! [`ConstantRegisters`] supplies the "known constant" part: it follows the registers through one block with the
-//! interpreter's own ALU semantics ([`crate::interp::eval_alu`]), so there is one definition of RFC 9669 §4.1.
+//! interpreter's own ALU semantics ([`crate::isa::semantics::eval_alu`]), so there is one definition of RFC 9669 §4.1.
 
 use std::collections::BTreeMap;
 
-use crate::interp::{eval_alu, eval_byte_order};
+use crate::isa::semantics::{eval_alu, eval_byte_order};
 use crate::isa::{AluOp, Imm64Kind, Instruction, MemSize, Operand, Reg};
 
 /// Registers whose value is a known constant at the current instruction of a block.

@@ -1,6 +1,7 @@
 //! Translation of eBPF instructions into Cranelift IR.
 //!
-//! In: one verified [`Program`] (entry function first, subprograms appended). Out: one Cranelift IR function per
+//! In: one [`Verified`] program (entry function first, subprograms appended) and the facts the verifier proved
+//! about it: the helper each `callx` calls, the call depth, the block leaders. Out: one Cranelift IR function per
 //! eBPF function plus the [`SymbolTable`] their external names refer to, ready for [`super::codegen`].
 //!
 //! # The translation
@@ -41,9 +42,12 @@ use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
 use crate::compiled::RelocTarget;
-use crate::isa::{AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, Reg, Width};
+use crate::isa::{
+    AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, Reg, Width, STACK_FRAME_SIZE,
+};
 use crate::platform::windows::HELPER_TAIL_CALL;
-use crate::program::{Function as ProgramFunction, Module, Program};
+use crate::program::{Module, Program};
+use crate::verifier::{CallxTarget, Verified};
 
 use super::codegen::SymbolTable;
 use super::if_conversion::fall_through_path;
@@ -51,38 +55,13 @@ use super::load_combine::{remove_unused_loads, ByteAssemblies, Combination, Comb
 use super::stack_stores::{keeps_window_open, ConstantRegisters, PendingStackStores};
 use super::LowerError;
 
-/// Bytes of eBPF stack per call frame (RFC 9669 §2.4, UBPF_STACK_SIZE in bpf2c).
-pub const STACK_FRAME_SIZE: u32 = 512;
-
-/// The `map_data_t` stride the runtime uses for this module, chosen by the module's reported version
-/// (contract §2.2: ≥ 1.4.0 → 40 bytes, older → 32).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum MapDataLayout {
-    /// Modules reporting a version before 1.4.0: `SIZE_INCLUDING(address)` = 32.
-    V1_3,
-    /// Modules reporting 1.4.0 or later: `SIZE_INCLUDING(array_data)` = 40.
-    #[default]
-    V1_4,
-}
-
-impl MapDataLayout {
-    pub fn stride(self) -> i32 {
-        match self {
-            MapDataLayout::V1_3 => 32,
-            MapDataLayout::V1_4 => 40,
-        }
-    }
-}
-
-// `program_runtime_context_t` and the runtime-owned arrays it points to (contract §2.2).
-const RC_HELPER_DATA: i32 = 24;
-const RC_MAP_DATA: i32 = 32;
-const RC_GLOBAL_VARIABLE_SECTION_DATA: i32 = 40;
-const HELPER_DATA_STRIDE: i64 = 40;
-const HELPER_DATA_ADDRESS: i32 = 24;
-const MAP_DATA_ADDRESS: i32 = 24;
-const GLOBAL_SECTION_DATA_STRIDE: i64 = 32;
-const GLOBAL_SECTION_DATA_ADDRESS: i32 = 24;
+// `program_runtime_context_t` and the runtime-owned arrays it points to (contract §2.2), defined once in the shim.
+use bpf2sys_runtime_shim::abi::offsets::{
+    GLOBAL_SECTION_DATA_ADDRESS, GLOBAL_SECTION_DATA_STRIDE, HELPER_DATA_ADDRESS, HELPER_DATA_STRIDE, MAP_DATA_ADDRESS,
+    RUNTIME_CONTEXT_GLOBAL_VARIABLE_SECTION_DATA as RC_GLOBAL_VARIABLE_SECTION_DATA,
+    RUNTIME_CONTEXT_HELPER_DATA as RC_HELPER_DATA, RUNTIME_CONTEXT_MAP_DATA as RC_MAP_DATA,
+};
+pub use bpf2sys_runtime_shim::abi::MapDataLayout;
 
 /// Everything the generated code knows about the eBPF for Windows runtime: the helper table of this program,
 /// the `map_data` stride, which global section a map index is, and the function shapes of contract §5.1.
@@ -98,18 +77,15 @@ pub struct RuntimeEnvironment {
 }
 
 impl RuntimeEnvironment {
-    /// The helper table for program `program_index` of `module` (contract §5.2): first-appearance order when
-    /// the module has no subprograms, otherwise the module-wide list sorted by id with sentinels for helpers
-    /// this program does not use.
-    pub fn new(module: &Module, program_index: usize, map_data: MapDataLayout) -> Result<Self, LowerError> {
-        let program = &module.programs[program_index];
-        let used = program_helper_ids(program)?;
+    /// The helper table for `program` (contract §5.2): first-appearance order when the module has no
+    /// subprograms, otherwise the module-wide list over `programs` (every program of the module) sorted by id
+    /// with sentinels for helpers this program does not use.
+    pub fn new(program: &Verified, programs: &[Verified], map_data: MapDataLayout) -> Self {
+        let module = program.module();
+        let used = program.helper_ids();
         let module_has_subprograms = module.programs.iter().any(|p| p.functions.len() > 1);
         let helper_ids: Vec<u32> = if module_has_subprograms {
-            let mut all = BTreeSet::new();
-            for p in &module.programs {
-                all.extend(program_helper_ids(p)?);
-            }
+            let all: BTreeSet<u32> = programs.iter().flat_map(Verified::helper_ids).collect();
             all.into_iter().map(|id| if used.contains(&id) { id } else { 0 }).collect()
         } else {
             used
@@ -117,7 +93,7 @@ impl RuntimeEnvironment {
         let helper_index =
             helper_ids.iter().enumerate().filter(|(_, &id)| id != 0).map(|(i, &id)| (id, i as u32)).collect();
         let global_section_of_map = module.global_sections.iter().enumerate().map(|(g, s)| (s.map_index, g)).collect();
-        Ok(RuntimeEnvironment { helper_index, helper_ids, global_section_of_map, map_data })
+        RuntimeEnvironment { helper_index, helper_ids, global_section_of_map, map_data }
     }
 
     /// `fn(context, runtime_context) -> u64` (contract §5.1).
@@ -156,7 +132,7 @@ impl RuntimeEnvironment {
     fn helper_address(&self, b: &mut FunctionBuilder, rc: Value, id: u32) -> Option<Value> {
         let index = *self.helper_index.get(&id)?;
         let table = b.ins().load(types::I64, Self::flags(), rc, RC_HELPER_DATA);
-        let offset = HELPER_DATA_STRIDE * index as i64 + HELPER_DATA_ADDRESS as i64;
+        let offset = HELPER_DATA_STRIDE as i64 * index as i64 + HELPER_DATA_ADDRESS as i64;
         Some(b.ins().load(types::I64, Self::flags(), table, offset as i32))
     }
 
@@ -171,74 +147,9 @@ impl RuntimeEnvironment {
     fn global_address(&self, b: &mut FunctionBuilder, rc: Value, map: usize, offset: u32) -> Option<Value> {
         let section = *self.global_section_of_map.get(&map)?;
         let table = b.ins().load(types::I64, Self::flags(), rc, RC_GLOBAL_VARIABLE_SECTION_DATA);
-        let entry = GLOBAL_SECTION_DATA_STRIDE * section as i64 + GLOBAL_SECTION_DATA_ADDRESS as i64;
+        let entry = GLOBAL_SECTION_DATA_STRIDE as i64 * section as i64 + GLOBAL_SECTION_DATA_ADDRESS as i64;
         let base = b.ins().load(types::I64, Self::flags(), table, entry as i32);
         Some(b.ins().iadd_imm_s(base, offset as i64))
-    }
-}
-
-/// Helper ids a program calls, in first-appearance order (`call imm` and constant `callx`).
-pub fn program_helper_ids(program: &Program) -> Result<Vec<u32>, LowerError> {
-    let mut ids = Vec::new();
-    for (pc, insn) in program.instructions.iter().enumerate() {
-        let id = match *insn {
-            Instruction::CallHelper { id } => id as u32,
-            Instruction::CallReg { reg } => callx_helper_id(program, pc, reg)?,
-            _ => continue,
-        };
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    Ok(ids)
-}
-
-/// The helper id a `callx` at `pc` calls: the register must have been loaded with a constant by an earlier
-/// instruction of the same straight-line sequence (the verifier only accepts constant helper ids).
-fn callx_helper_id(program: &Program, pc: usize, reg: Reg) -> Result<u32, LowerError> {
-    let unsupported = |message: String| LowerError::Unsupported { program: program.name.clone(), slot: pc, message };
-    let jump_targets: BTreeSet<usize> = program
-        .instructions
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| matches!(i, Instruction::Jump { .. } | Instruction::JumpIf { .. }))
-        .filter_map(|(p, i)| i.jump_target(p))
-        .filter_map(|t| usize::try_from(t).ok())
-        .collect();
-    let mut at = pc;
-    while at > 0 && !jump_targets.contains(&at) {
-        at -= 1;
-        match program.instructions[at] {
-            Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst, src: Operand::Imm(id) } if dst == reg => {
-                return u32::try_from(id).map_err(|_| unsupported(format!("callx target {reg} holds {id}")));
-            }
-            Instruction::LoadImm64 { dst, kind: Imm64Kind::Imm, imm, next_imm } if dst == reg => {
-                return u32::try_from(Instruction::imm64(imm, next_imm))
-                    .map_err(|_| unsupported(format!("callx target {reg} is not a helper id")));
-            }
-            Instruction::Jump { .. } | Instruction::JumpIf { .. } | Instruction::Exit => break,
-            Instruction::CallHelper { .. } | Instruction::CallLocal { .. } | Instruction::CallReg { .. }
-                if reg.index() <= 5 =>
-            {
-                break
-            }
-            ref other if written_register(other) == Some(reg) => break,
-            _ => {}
-        }
-    }
-    Err(unsupported(format!("callx through {reg}: the helper id is not a compile-time constant")))
-}
-
-/// The register an instruction writes, apart from a call's r0–r5.
-fn written_register(insn: &Instruction) -> Option<Reg> {
-    match *insn {
-        Instruction::Alu { dst, .. }
-        | Instruction::Endian { dst, .. }
-        | Instruction::LoadImm64 { dst, .. }
-        | Instruction::Load { dst, .. } => Some(dst),
-        Instruction::Atomic { op: AtomicOp::CmpXchg, .. } => Some(Reg::R0),
-        Instruction::Atomic { fetch: true, src, .. } => Some(src),
-        _ => None,
     }
 }
 
@@ -267,31 +178,6 @@ pub fn function_shape(instructions: &[Instruction]) -> FunctionShape {
     shape
 }
 
-/// Splits a flat instruction sequence into functions at the targets of local calls: for programs given as raw
-/// bytecode (conformance tests, the plugin), where there is no ELF symbol table to say where functions start.
-pub fn functions_from_calls(instructions: &[Instruction]) -> Vec<ProgramFunction> {
-    let mut starts = BTreeSet::from([0usize]);
-    for (pc, insn) in instructions.iter().enumerate() {
-        if let Instruction::CallLocal { .. } = insn {
-            if let Some(t) = insn.jump_target(pc).and_then(|t| usize::try_from(t).ok()) {
-                if t < instructions.len() {
-                    starts.insert(t);
-                }
-            }
-        }
-    }
-    let starts: Vec<usize> = starts.into_iter().collect();
-    starts
-        .iter()
-        .enumerate()
-        .map(|(i, &start)| ProgramFunction {
-            name: if start == 0 { String::new() } else { format!("sub_{start}") },
-            start,
-            end: starts.get(i + 1).copied().unwrap_or(instructions.len()),
-        })
-        .collect()
-}
-
 /// The result of translating one program: IR functions (entry first) and the symbols they reference.
 pub struct TranslatedProgram {
     /// (unique symbol name, IR) per eBPF function, the entry function first.
@@ -312,23 +198,20 @@ pub fn function_symbol(program: &Program, index: usize) -> String {
     }
 }
 
-/// Translates program `program_index` of `module` into Cranelift IR.
+/// Translates `verified` into Cranelift IR; `programs` are the verified programs of its module (see
+/// [`super::lower_program`]).
 pub fn translate_program(
-    module: &Module,
-    program_index: usize,
+    verified: &Verified,
+    programs: &[Verified],
     map_data: MapDataLayout,
     frontend: TargetFrontendConfig,
 ) -> Result<TranslatedProgram, LowerError> {
-    let program = &module.programs[program_index];
-    let env = RuntimeEnvironment::new(module, program_index, map_data)?;
-    if program.functions.is_empty() || program.functions[0].start != 0 {
-        return Err(LowerError::Unsupported {
-            program: program.name.clone(),
-            slot: 0,
-            message: "the program has no entry function at slot 0".into(),
-        });
-    }
-    let frames = call_depth(program)?;
+    let module = verified.module();
+    let program = verified.program();
+    let env = RuntimeEnvironment::new(verified, programs, map_data);
+    // The verifier checked the function structure (`ControlFlow`): an entry function at slot 0, jumps inside their
+    // function, calls to function starts.
+    let frames = verified.call_depth();
     let mut symbols = SymbolTable::new();
     let mut referenced_maps = BTreeSet::new();
     let mut fctx = FunctionBuilderContext::new();
@@ -336,6 +219,7 @@ pub fn translate_program(
     for index in 0..program.functions.len() {
         let mut translator = FunctionTranslator {
             env: &env,
+            verified,
             module,
             program,
             index,
@@ -355,52 +239,9 @@ pub fn translate_program(
     })
 }
 
-/// Frames the deepest chain of local calls needs (1 without calls); recursion is rejected.
-fn call_depth(program: &Program) -> Result<u32, LowerError> {
-    fn depth(
-        program: &Program,
-        f: usize,
-        visiting: &mut Vec<bool>,
-        memo: &mut Vec<Option<u32>>,
-    ) -> Result<u32, LowerError> {
-        if let Some(d) = memo[f] {
-            return Ok(d);
-        }
-        if visiting[f] {
-            return Err(LowerError::Unsupported {
-                program: program.name.clone(),
-                slot: program.functions[f].start,
-                message: "recursive local calls".into(),
-            });
-        }
-        visiting[f] = true;
-        let func = &program.functions[f];
-        let mut deepest = 0;
-        for pc in func.start..func.end {
-            if let Instruction::CallLocal { .. } = program.instructions[pc] {
-                let callee = callee_index(program, pc)?;
-                deepest = deepest.max(depth(program, callee, visiting, memo)?);
-            }
-        }
-        visiting[f] = false;
-        memo[f] = Some(deepest + 1);
-        Ok(deepest + 1)
-    }
-    let n = program.functions.len();
-    depth(program, 0, &mut vec![false; n], &mut vec![None; n])
-}
-
-fn callee_index(program: &Program, pc: usize) -> Result<usize, LowerError> {
-    let target = program.instructions[pc].jump_target(pc).unwrap_or(-1);
-    program.functions.iter().position(|f| f.start as i64 == target).ok_or_else(|| LowerError::Unsupported {
-        program: program.name.clone(),
-        slot: pc,
-        message: format!("local call target slot {target} is not the start of a function"),
-    })
-}
-
 struct FunctionTranslator<'a> {
     env: &'a RuntimeEnvironment,
+    verified: &'a Verified<'a>,
     module: &'a Module,
     program: &'a Program,
     index: usize,
@@ -453,37 +294,11 @@ impl FunctionTranslator<'_> {
         let mut func = Function::with_name_signature(UserFuncName::user(1, self.index as u32), sig);
         let mut b = FunctionBuilder::new(&mut func, fctx);
 
-        // Blocks: function start, jump targets, and the instruction after every jump or exit.
-        let len = pf.end - pf.start;
-        let mut block_at: Vec<Option<Block>> = vec![None; len];
-        let mut leader = |slot: i64, from: usize, b: &mut FunctionBuilder| -> Result<(), LowerError> {
-            if slot < pf.start as i64 || slot >= pf.end as i64 {
-                if slot == pf.end as i64 {
-                    return Ok(()); // Fall-through past the end after a terminator: nothing to start.
-                }
-                return Err(self.unsupported(from, format!("jump target slot {slot} leaves the function")));
-            }
-            let slot = slot as usize;
-            if matches!(self.program.instructions[slot], Instruction::LoadImm64Continuation) {
-                return Err(self.unsupported(from, "jump into the middle of an lddw"));
-            }
-            if block_at[slot - pf.start].is_none() {
-                block_at[slot - pf.start] = Some(b.create_block());
-            }
-            Ok(())
-        };
-        leader(pf.start as i64, pf.start, &mut b)?;
-        for pc in pf.start..pf.end {
-            let insn = &self.program.instructions[pc];
-            match insn {
-                Instruction::Jump { .. } | Instruction::JumpIf { .. } => {
-                    leader(insn.jump_target(pc).expect("jump"), pc, &mut b)?;
-                    leader(pc as i64 + 1, pc, &mut b)?;
-                }
-                Instruction::Exit => leader(pc as i64 + 1, pc, &mut b)?,
-                _ => {}
-            }
-        }
+        // Blocks: the verifier's block leaders (function start, jump targets, the instruction after every jump or
+        // exit).
+        let control_flow = self.verified.control_flow();
+        let block_at: Vec<Option<Block>> =
+            (pf.start..pf.end).map(|pc| control_flow.is_block_leader(pc).then(|| b.create_block())).collect();
 
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -618,7 +433,8 @@ impl FunctionTranslator<'_> {
             let variable = match self.program.instructions[start + slot] {
                 Instruction::Store { offset, .. } => self.promoted[&offset],
                 ref insn => {
-                    let dst = written_register(insn).expect("every speculated instruction but a slot store writes one");
+                    let dst =
+                        insn.written_register().expect("every speculated instruction but a slot store writes one");
                     frame.regs[dst.index()]
                 }
             };
@@ -937,12 +753,22 @@ impl FunctionTranslator<'_> {
 
             // ---- Calls (contract §5.1–5.3) ----
             Instruction::CallHelper { id } => self.call_helper(b, frame, pc, id as u32)?,
-            Instruction::CallReg { reg: r } => {
-                let id = callx_helper_id(self.program, pc, r)?;
-                self.call_helper(b, frame, pc, id)?;
-            }
+            Instruction::CallReg { reg: r } => match self.verified.callx_target(pc) {
+                CallxTarget::Helper(id) => self.call_helper(b, frame, pc, id)?,
+                CallxTarget::Unreachable => {
+                    // Never executed (the verifier found no path here): nothing to call.
+                    b.ins().trap(ir::TrapCode::unwrap_user(1));
+                    return Ok(true);
+                }
+                CallxTarget::PerCallingContext => {
+                    return Err(self.unsupported(
+                        pc,
+                        format!("callx {r} calls a different helper from each call site of its function"),
+                    ))
+                }
+            },
             Instruction::CallLocal { .. } => {
-                let callee = callee_index(self.program, pc)?;
+                let callee = self.verified.control_flow().callee(pc).expect("the verifier resolved every local call");
                 let name = function_symbol(self.program, callee);
                 let fref = self.symbols.import_function(
                     b.func,

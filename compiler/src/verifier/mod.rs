@@ -1,9 +1,10 @@
 //! The static verifier: proves a program memory-safe, leak-free and terminating before it is compiled.
 //!
 //! In: a [`Module`] program (typed instructions, maps, global sections, line info), the [`Platform`] and
-//! [`ProgramType`] it runs as. Out: a [`VerificationReport`] (loop bounds, a bound on instructions executed per
-//! invocation, optionally the invariant at every instruction) or a [`Rejection`] naming the instruction, the
-//! source line, the property that failed and the abstract values involved.
+//! [`ProgramType`] it runs as. Out: a [`Verified`] program — the only input lowering accepts — carrying the
+//! [`VerificationReport`] (loop bounds, a bound on instructions executed per invocation, optionally the invariant
+//! at every instruction) and the facts lowering relies on ([`verified`]), or a [`Rejection`] naming the
+//! instruction, the source line, the property that failed and the abstract values involved.
 //!
 //! Design (docs/verifier.md): abstract interpretation in the style of PREVAIL. The abstract domain
 //! ([`num`], [`state`]) is separate from the eBPF semantics ([`transfer`]). Local calls are analysed by
@@ -17,6 +18,7 @@ pub mod diagnostic;
 pub mod num;
 pub mod state;
 pub mod transfer;
+pub mod verified;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -27,6 +29,8 @@ use crate::program::{GlobalSection, LineInfo, MapDefinition, Module};
 use num::{Num, Thresholds};
 use state::{ty, State, Value};
 use transfer::Edge;
+
+pub use verified::{AnalysisFacts, CallxTarget, ControlFlow, Invariant, Verified};
 
 /// Maximum number of active frames (PREVAIL `max_call_stack_frames`, contract §5.7).
 pub const MAX_CALL_DEPTH: usize = 8;
@@ -175,7 +179,10 @@ pub struct VerificationReport {
     /// Upper bound on instructions executed per invocation (saturating; `None` without termination check).
     pub max_instructions_executed: Option<u64>,
     /// Per (call path, slot): the invariant before the instruction (only with `record_invariants`).
-    pub invariants: Vec<(Vec<usize>, usize, String)>,
+    pub invariants: Vec<Invariant>,
+    /// Per-slot facts for lowering (not part of the printed report).
+    #[serde(skip)]
+    pub facts: AnalysisFacts,
 }
 
 /// What the analysis needs besides the state.
@@ -201,13 +208,13 @@ pub fn entry_state() -> State {
 
 /// Verifies program `index` of `module` as `program_type`.
 #[allow(clippy::result_large_err)] // a rejection is the main output, built once per program
-pub fn verify_program(
-    module: &Module,
+pub fn verify_program<'m>(
+    module: &'m Module,
     index: usize,
     platform: &Platform,
     program_type: &ProgramType,
     options: &VerifierOptions,
-) -> Result<VerificationReport, Rejection> {
+) -> Result<Verified<'m>, Rejection> {
     let program = &module.programs[index];
     let env = Env {
         program: &program.instructions,
@@ -218,8 +225,10 @@ pub fn verify_program(
         options,
         assumptions: &[],
     };
-    analyze(&env, entry_state(), &program.name)
-        .map_err(|f| reject(&program.name, &program.instructions, &program.line_info, f))
+    let mut report = analyze(&env, entry_state(), &program.name)
+        .map_err(|f| reject(&program.name, &program.instructions, &program.line_info, f))?;
+    let facts = std::mem::take(&mut report.facts);
+    Verified::from_analysis(module, index, report, facts)
 }
 
 /// Attaches a failure to its program and source location.
@@ -487,7 +496,8 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
     let mut states: HashMap<(usize, usize), (State, u32)> = HashMap::new();
     let mut worklist: BTreeSet<(usize, usize)> = BTreeSet::new();
     let mut counters: HashMap<(usize, usize, usize), EdgeCounters> = HashMap::new();
-    let mut invariants: HashMap<(usize, usize), String> = HashMap::new();
+    let mut invariants: HashMap<(usize, usize), State> = HashMap::new();
+    let mut facts = AnalysisFacts { loop_heads: cfg.loop_heads.iter().copied().collect(), ..Default::default() };
     let mut visited: HashSet<(usize, usize)> = HashSet::new();
     states.insert((0, 0), (entry, 0));
     worklist.insert((0, 0));
@@ -556,9 +566,14 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
         loop {
             visited.insert((ctx, pc));
             if env.options.record_invariants {
-                invariants.insert((ctx, pc), st.to_string());
+                invariants.insert((ctx, pc), st.clone());
             }
             let out = transfer::step(env, pc, &st)?;
+            if let Instruction::CallReg { reg } = program[pc] {
+                // `step` accepted the call only with a constant, known helper id in `reg`.
+                let id = st.regs[reg.index()].num.singleton().and_then(|id| u32::try_from(id).ok());
+                facts.callx_helpers.entry(pc).or_default().extend(id);
+            }
             let mut inline: Option<(usize, State)> = None;
             let single = out.len() == 1;
             for (edge, s) in out {
@@ -737,9 +752,9 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
         }
         total
     });
-    let mut inv: Vec<(Vec<usize>, usize, String)> =
-        invariants.into_iter().map(|((c, pc), s)| (ctxs.path(c), pc, s)).collect();
-    inv.sort();
+    let mut inv: Vec<Invariant> =
+        invariants.into_iter().map(|((c, pc), state)| Invariant { call_path: ctxs.path(c), pc, state }).collect();
+    inv.sort_by(|a, b| (&a.call_path, a.pc).cmp(&(&b.call_path, b.pc)));
     Ok(VerificationReport {
         program: name.to_string(),
         nodes: visited.len(),
@@ -748,6 +763,7 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
         loop_bounds,
         max_instructions_executed,
         invariants: inv,
+        facts,
     })
 }
 

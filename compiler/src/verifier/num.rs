@@ -464,34 +464,6 @@ impl Thresholds {
     }
 }
 
-/// Concrete ALU semantics (RFC 9669 §4.1; contract §5.5): the reference interpreter's, so constant folding and
-/// the oracle the soundness fuzzer runs cannot disagree.
-pub fn eval_alu(op: AluOp, width: Width, dst: u64, src: u64) -> u64 {
-    crate::interp::eval_alu(op, width, dst, src)
-}
-
-/// Concrete byte-order semantics (RFC 9669 §4.2) on a little-endian host: the reference interpreter's.
-pub fn eval_endian(order: ByteOrder, bits: u32, x: u64) -> u64 {
-    crate::interp::eval_byte_order(order, bits, x)
-}
-
-/// Concrete jump predicate (RFC 9669 §4.3).
-pub fn eval_cond(cond: JumpCond, width: Width, a: u64, b: u64) -> bool {
-    let (ua, ub, sa, sb) = match width {
-        Width::W64 => (a, b, a as i64, b as i64),
-        Width::W32 => (a as u32 as u64, b as u32 as u64, a as i32 as i64, b as i32 as i64),
-    };
-    match cond {
-        JumpCond::Eq => ua == ub,
-        JumpCond::Ne => ua != ub,
-        JumpCond::Gt => ua > ub,
-        JumpCond::Ge => ua >= ub,
-        JumpCond::Lt => ua < ub,
-        JumpCond::Le => ua <= ub,
-        JumpCond::Set => ua & ub != 0,
-        JumpCond::Sgt => sa > sb,
-        JumpCond::Sge => sa >= sb,
-        JumpCond::Slt => sa < sb,
-        JumpCond::Sle => sa <= sb,
-    }
-}
+// Concrete semantics (RFC 9669 §4.1–4.3) for constant folding: the one definition in `isa`, which the reference
+// interpreter runs too.
+pub use crate::isa::semantics::{eval_alu, eval_byte_order as eval_endian, eval_jump_condition as eval_cond};

@@ -40,8 +40,8 @@ pub mod ty {
     ];
 }
 
-/// Bytes of stack per frame (contract §5.1).
-pub const STACK_FRAME_SIZE: i64 = 512;
+/// Bytes of stack per frame ([`crate::isa::STACK_FRAME_SIZE`], contract §5.1).
+pub const STACK_FRAME_SIZE: i64 = crate::isa::STACK_FRAME_SIZE as i64;
 /// Distance between the `r10`s of consecutive frames in the abstract stack: frame `k` has `r10 = -1024·k` and
 /// owns `[-1024k - 512, -1024k)`. The 512-byte gap between frames is never accessible, so an access must stay
 /// inside the frame its pointer came from — sound whether the code generator lays frames out contiguously or

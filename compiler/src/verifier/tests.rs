@@ -42,14 +42,13 @@ fn map_fd(dst: Reg, index: i32) -> [I; 2] {
 }
 
 fn module(instructions: Vec<I>) -> Module {
-    let n = instructions.len();
     Module {
         name: "t".into(),
         programs: vec![Program {
             name: "prog".into(),
             section_name: "xdp".into(),
+            functions: crate::program::functions_from_calls(&instructions),
             instructions,
-            functions: vec![crate::program::Function { name: "prog".into(), start: 0, end: n }],
             line_info: vec![],
         }],
         maps: vec![MapDefinition {
@@ -70,7 +69,7 @@ fn module(instructions: Vec<I>) -> Module {
 fn verify_with(instructions: Vec<I>, options: &VerifierOptions) -> Result<VerificationReport, Rejection> {
     let m = module(instructions);
     let xdp = WINDOWS.program_type_by_name("xdp").unwrap();
-    verify_program(&m, 0, &WINDOWS, xdp, options)
+    verify_program(&m, 0, &WINDOWS, xdp, options).map(Verified::into_report)
 }
 
 fn verify(instructions: Vec<I>) -> Result<VerificationReport, Rejection> {

@@ -3,24 +3,21 @@
 //! in µs, and µs per 1,000 eBPF instruction slots. Peak memory is the process's peak RSS, so the caller runs one
 //! program per process.
 //!
-//! Every stage is the product's own entry point: [`elf::load`], [`verify_program`] per program, [`lower`] per
-//! program, [`link_driver`], [`sign_pe`] with the cached test certificate (SHA-256, no timestamp, no page hashes),
-//! and end to end [`build_driver`] + [`sign_pe`]. A stage that rejects the program is reported as
-//! [`StageOutcome::Failed`] with the reason, never as a time.
+//! Every stage is the product's own entry point, a stage of one [`Session`]: `load`, `verify` (every program),
+//! `lower`, `link`, `sign` with the cached test certificate (SHA-256, no timestamp, no page hashes), and end to end
+//! `build` + `sign`. A stage that rejects the program is reported as [`StageOutcome::Failed`] with the reason,
+//! never as a time. The benchmark programs read their buffer through r1, which no program type allows, so their
+//! lowering is timed on unverified code ([`Verified::unchecked_for_testing`]); they are never linked.
 
 use std::path::Path;
 use std::time::Instant;
 
-use bpf2sys::compiled::{CompiledProgram, Target};
-use bpf2sys::elf;
-use bpf2sys::link::pipeline::{build_driver, BuildOptions};
-use bpf2sys::link::{link_driver, LinkOptions};
-use bpf2sys::lower::{self, LowerOptions};
-use bpf2sys::platform::windows::WINDOWS;
+use bpf2sys::compiled::CompiledProgram;
+use bpf2sys::driver::{DriverError, Session, SessionOptions};
+use bpf2sys::lower;
 use bpf2sys::program::Module;
-use bpf2sys::verifier::{verify_program, VerifierOptions};
-use bpf2sys_signing::{sign_pe, SignOptions};
-use sha2::{Digest, Sha256};
+use bpf2sys::verifier::Verified;
+use bpf2sys_signing::SignOptions;
 
 /// The stages in pipeline order; "end to end" is `.o` bytes in memory to signed `.sys` bytes in memory
 /// ([`build_driver`] then [`sign_pe`]).
@@ -71,38 +68,25 @@ pub enum CompileBenchError {
     #[error("cannot read {path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
-    Elf { path: std::path::PathBuf, source: bpf2sys::elf::ElfError },
+    Load { path: std::path::PathBuf, source: Box<DriverError> },
+    #[error(transparent)]
+    Session(#[from] DriverError),
     #[error("the test signing certificate: {0}")]
     Signer(#[from] bpf2sys_signing::SigningError),
 }
 
-/// Verifies every program of `module` as its section's program type (what [`build_driver`] does first).
-fn verify_all(module: &Module) -> Result<(), String> {
-    for (i, p) in module.programs.iter().enumerate() {
-        let (program_type, _) = WINDOWS
-            .program_type_for_section(&p.section_name)
-            .ok_or_else(|| format!("program `{}`: section `{}` names no program type", p.name, p.section_name))?;
-        verify_program(module, i, &WINDOWS, program_type, &VerifierOptions::default())
-            .map_err(|r| format!("program `{}` rejected at slot {}: {}", r.program, r.pc, r.message))?;
+/// Lowers every program of `module`: the verified programs when the module verifies, otherwise (benchmark
+/// programs without a program type) the programs with facts derived from their text.
+fn lower_all(session: &Session, file: &str, module: &Module) -> Result<Vec<CompiledProgram>, String> {
+    if let Ok(verified) = session.verify(file, module) {
+        return session.lower(file, &verified).map_err(|e| e.to_string());
     }
-    Ok(())
-}
-
-/// Lowers every program of `module` for x64 with the layout [`build_driver`] uses by default.
-fn lower_all(module: &Module) -> Result<Vec<CompiledProgram>, lower::LowerError> {
-    let options = LowerOptions { target: Target::X64, map_data: lower_layout(BuildOptions::default().runtime_version) };
-    let isa = lower::build_isa(Target::X64)?;
-    (0..module.programs.len())
-        .map(|i| lower::lower_program_with(&*isa, module, i, &options, false).map(|l| l.program))
-        .collect()
-}
-
-fn lower_layout(version: bpf2sys_runtime_shim::RuntimeVersion) -> lower::MapDataLayout {
-    if version.has_array_data() {
-        lower::MapDataLayout::V1_4
-    } else {
-        lower::MapDataLayout::V1_3
-    }
+    let unchecked = (0..module.programs.len())
+        .map(|i| Verified::unchecked_for_testing(module, i).map_err(|r| r.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    lower::lower_module(session.isa(), &unchecked, &session.lower_options(), false)
+        .map(|l| l.into_iter().map(|l| l.program).collect())
+        .map_err(|e| e.to_string())
 }
 
 /// Measures every stage for the object at `object_path` (all its programs), `runs` times each. `key_dir` holds the
@@ -113,32 +97,29 @@ pub fn measure(object_path: &Path, key_dir: &Path, runs: usize) -> Result<Compil
     let file_name = object_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let signer = bpf2sys_signing::test_cert::load_or_create(key_dir)?.signer;
     let sign_options = SignOptions::default();
+    let session = Session::new(SessionOptions::default())?;
 
-    let parse = time_runs(runs, || elf::load(&bytes, &file_name));
-    let module = elf::load(&bytes, &file_name)
-        .map_err(|source| CompileBenchError::Elf { path: object_path.to_path_buf(), source })?;
+    let parse = time_runs(runs, || session.load(&bytes, &file_name));
+    let module = session
+        .load(&bytes, &file_name)
+        .map_err(|source| CompileBenchError::Load { path: object_path.to_path_buf(), source: Box::new(source) })?;
     let slots = module.programs.iter().map(|p| p.instructions.len()).sum();
 
-    let verify = time_runs(runs, || verify_all(&module));
+    let verify = time_runs(runs, || session.verify(&file_name, &module).map_err(|e| one_line(&e)));
     // Lowering needs no verdict, so it is timed even for programs no program type accepts (the six benchmark
     // programs read their buffer through r1); linking and signing need a verified module.
-    let lower_stage = time_runs(runs, || lower_all(&module));
+    let lower_stage = time_runs(runs, || lower_all(&session, &file_name, &module));
     let verified = matches!(verify, StageOutcome::Timed { .. });
-    let (link, sign, end_to_end) = match (verified, lower_all(&module)) {
+    let (link, sign, end_to_end) = match (verified, lower_all(&session, &file_name, &module)) {
         (true, Ok(programs)) => {
-            let link_options = LinkOptions {
-                target: Target::X64,
-                runtime_version: BuildOptions::default().runtime_version,
-                elf_hash: Some(Sha256::digest(&bytes).into()),
-            };
-            let link = time_runs(runs, || link_driver(&module, &programs, &link_options));
-            let sign = match link_driver(&module, &programs, &link_options) {
-                Ok(image) => time_runs(runs, || sign_pe(&image, &signer, &sign_options)),
+            let link = time_runs(runs, || session.link(&file_name, &module, &programs, Some(&bytes)));
+            let sign = match session.link(&file_name, &module, &programs, Some(&bytes)) {
+                Ok(image) => time_runs(runs, || session.sign(&file_name, &image, &signer, &sign_options)),
                 Err(e) => StageOutcome::Failed(format!("link: {e}")),
             };
             let end_to_end = time_runs(runs, || {
-                let image = build_driver(&bytes, &file_name, &BuildOptions::default()).map_err(|e| e.to_string())?;
-                sign_pe(&image, &signer, &sign_options).map_err(|e| e.to_string())
+                let image = session.build(&bytes, &file_name)?;
+                session.sign(&file_name, &image, &signer, &sign_options)
             });
             (link, sign, end_to_end)
         }
@@ -152,6 +133,11 @@ pub fn measure(object_path: &Path, key_dir: &Path, runs: usize) -> Result<Compil
         }
     };
     Ok(CompileLatency { slots, stages: vec![parse, verify, lower_stage, link, sign, end_to_end] })
+}
+
+/// The first line of a driver error (a verification failure goes on with the rendered diagnostics).
+fn one_line(e: &DriverError) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 #[cfg(test)]

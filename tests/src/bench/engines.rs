@@ -39,7 +39,7 @@ pub fn bench_helper(id: u32) -> Option<HelperFunction> {
 pub fn lower_bytecode(name: &str, bytecode: &[u8]) -> Result<CompiledProgram, EngineError> {
     let instructions: Vec<Instruction> = isa::decode(bytecode)?;
     let module = crate::native::module_from_instructions(name, instructions);
-    Ok(lower::lower_program(&module, 0, &LowerOptions::new(Target::X64))?)
+    Ok(lower::lower_unverified_for_testing(&module, 0, &LowerOptions::new(Target::X64))?)
 }
 
 /// A benchmark program as bpf2sys-generated x64 code, ready to call.

@@ -27,6 +27,9 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bpf2sys::platform::{windows::WINDOWS, Guid};
+// The runtime-owned tables the loader fills (contract §2.2) have one definition, the shim's `abi`; which stride
+// a module version selects is decided here, independently (`load_programs`).
+use bpf2sys_runtime_shim::abi::{GlobalVariableSectionData, HelperFunctionData, MapData, ProgramRuntimeContext};
 
 // The emulator parses `map_entry_t` itself; it reports each entry in the shim's own description type, so a test
 // can compare what the kernel read with what the shim was asked to write.
@@ -122,33 +125,6 @@ fn check_header(h: Header, sizes: &[u64], what: &str) -> Result<(), EmulatorErro
     Ok(())
 }
 
-/// Runtime-owned `helper_function_data_t` (stride 40).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct HelperData {
-    header: [u64; 3],
-    pub address: u64,
-    pub tail_call: u64,
-}
-
-/// Runtime-owned `global_variable_section_data_t` (stride 32).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct GlobalData {
-    header: [u64; 3],
-    pub address_of_map_value: u64,
-}
-
-/// `program_runtime_context_t` (contract §2.2).
-#[repr(C)]
-pub struct RuntimeContext {
-    header: [u64; 3],
-    pub helper_data: *const HelperData,
-    pub map_data: *const u8,
-    pub global_variable_section_data: *const GlobalData,
-    pub btf_resolved_function_data: *const u8,
-}
-
 /// A program entry as the kernel normalised it.
 #[derive(Clone, Debug)]
 pub struct ProgramInfo {
@@ -168,10 +144,10 @@ pub struct ProgramInfo {
 /// A loaded program with its runtime context.
 pub struct LoadedProgram {
     pub info: ProgramInfo,
-    runtime_context: Box<RuntimeContext>,
-    _helper_data: Vec<HelperData>,
+    runtime_context: Box<ProgramRuntimeContext>,
+    _helper_data: Vec<HelperFunctionData>,
     _map_data: Vec<u64>,
-    _global_data: Vec<GlobalData>,
+    _global_data: Vec<GlobalVariableSectionData>,
 }
 
 /// What the metadata table describes (after validation).
@@ -244,7 +220,7 @@ type DriverUnloadFn = unsafe extern "win64" fn(*mut u64);
 type AttachFn = unsafe extern "win64" fn(u64, usize, *const u8) -> i32;
 type ArrayCallbackFn = unsafe extern "win64" fn(*mut usize, *mut u64);
 type VersionFn = unsafe extern "win64" fn(*mut u32);
-type ProgramFn = unsafe extern "win64" fn(*mut u8, *const RuntimeContext) -> u64;
+type ProgramFn = unsafe extern "win64" fn(*mut u8, *const ProgramRuntimeContext) -> u64;
 
 impl Emulator {
     pub fn new() -> Emulator {
@@ -771,11 +747,13 @@ pub fn runtime_program_info_hash(program_type: &Guid, helper_ids: &[u32]) -> Res
 /// `_ebpf_native_load_programs` (contract §3.3 step 2).
 fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
     let version = module.metadata.version;
-    let stride = if version >= MAP_DATA_V2 { 40 } else { 32 };
+    // `_ebpf_native_get_map_data_element_size`: SIZE_INCLUDING(array_data) from 1.4.0, else SIZE_INCLUDING(address).
+    let stride =
+        if version >= MAP_DATA_V2 { std::mem::size_of::<MapData>() } else { std::mem::offset_of!(MapData, array_data) };
     for info in module.metadata.programs.clone() {
         let err = |m: String| EmulatorError::Program { program: info.program_name.clone(), message: m };
         // Helpers: resolve every non-zero id; sentinels keep their slot.
-        let mut helper_data = vec![HelperData::default(); info.helper_ids.len()];
+        let mut helper_data = vec![HelperFunctionData::default(); info.helper_ids.len()];
         for (slot, &id) in info.helper_ids.iter().enumerate() {
             if id == 0 {
                 continue;
@@ -790,7 +768,8 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
             }
             let address = helpers::host_helper(pt.name, id)
                 .ok_or_else(|| err(format!("the emulator does not implement helper {id} for `{}`", pt.name)))?;
-            helper_data[slot] = HelperData { header: [0; 3], address: address as u64, tail_call: (id == 5) as u64 };
+            helper_data[slot] =
+                HelperFunctionData { address: address as u64, tail_call: id == 5, ..Default::default() };
         }
         // The program-info hash (§3.2): a supplied hash must match what the runtime computes.
         let computed = runtime_program_info_hash(&info.program_type, &info.helper_ids).map_err(err)?;
@@ -809,10 +788,11 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
         let mut map_data = vec![0u64; (stride * module.maps.len()).div_ceil(8).max(1)];
         for &m in &info.referenced_maps {
             let map = &module.maps[m as usize];
-            let base = m as usize * stride / 8;
-            map_data[base + 3] = Rc::as_ptr(map) as u64;
-            if stride == 40 && map.definition.map_type == maps::MAP_ARRAY {
-                map_data[base + 4] = map.array_data() as u64;
+            let base = m as usize * stride;
+            let word = |offset: usize| (base + offset) / 8;
+            map_data[word(std::mem::offset_of!(MapData, address))] = Rc::as_ptr(map) as u64;
+            if stride == std::mem::size_of::<MapData>() && map.definition.map_type == maps::MAP_ARRAY {
+                map_data[word(std::mem::offset_of!(MapData, array_data))] = map.array_data() as u64;
             }
         }
         // Global sections: map by name, value address, initial data copied in.
@@ -829,10 +809,10 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
             let value = map.array_data();
             // SAFETY: the array map's single value has `value_size` bytes.
             unsafe { std::ptr::copy_nonoverlapping(initial.as_ptr(), value, initial.len()) };
-            global_data.push(GlobalData { header: [0; 3], address_of_map_value: value as u64 });
+            global_data.push(GlobalVariableSectionData { address_of_map_value: value as u64, ..Default::default() });
         }
-        let runtime_context = Box::new(RuntimeContext {
-            header: [0; 3],
+        let runtime_context = Box::new(ProgramRuntimeContext {
+            header: Default::default(),
             helper_data: if helper_data.is_empty() { std::ptr::null() } else { helper_data.as_ptr() },
             map_data: if module.maps.is_empty() { std::ptr::null() } else { map_data.as_ptr() as *const u8 },
             global_variable_section_data: if global_data.is_empty() { std::ptr::null() } else { global_data.as_ptr() },

@@ -1,0 +1,233 @@
+//! The compiler driver: one [`Session`] runs every stage, for every entry point (the CLI, `cargo xtask
+//! build-driver`, the benchmarks and the tests).
+//!
+//! ```text
+//! object bytes ─load─► Module ─verify─► [Verified] ─lower─► [CompiledProgram] ─link─► .sys ─sign─► .sys ─lint─► report
+//! ```
+//!
+//! In: the bytes of a `clang -target bpf` object and its file name (the C name, contract §1.1). Out: the driver
+//! image, unsigned ([`Session::build`]) or signed ([`Session::sign`]), and its lint report ([`Session::lint`]).
+//! Each stage is a method taking the previous stage's output type, so a caller can stop after any stage
+//! (`compile --emit` stops after `lower`, `verify` after `verify`). The session owns what every stage shares: the
+//! platform tables, the target, the runtime version the module reports, the verifier options and one Cranelift
+//! ISA (built once, used by lowering and by the linker for the runtime shim).
+//!
+//! Every program must pass the verifier before it is lowered — the kernel never re-checks native code — and
+//! [`crate::lower`] takes only [`Verified`] programs, so a rejected program stops the build with the verifier's
+//! diagnostics and no output.
+
+use cranelift_codegen::isa::OwnedTargetIsa;
+use sha2::{Digest, Sha256};
+
+use bpf2sys_runtime_shim::RuntimeVersion;
+use bpf2sys_signing::{SignOptions, Signer, SigningError};
+
+use crate::compiled::{CompiledProgram, Target};
+use crate::elf::{self, ElfError};
+use crate::link::lint::{lint_image_with, ExtraRule, LintReport};
+use crate::link::{link_driver, LinkError, LinkOptions};
+use crate::lower::{self, LowerError, LowerOptions, LoweredProgram, MapDataLayout};
+use crate::platform::windows::WINDOWS;
+use crate::platform::Platform;
+use crate::program::Module;
+use crate::verifier::{diagnostic, verify_program, Rejection, Verified, VerifierOptions};
+
+/// What a session builds for.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub target: Target,
+    /// The version the module reports to the runtime (contract §2.4); it also selects the `map_data` stride.
+    pub runtime_version: RuntimeVersion,
+    pub verifier: VerifierOptions,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            target: Target::X64,
+            runtime_version: RuntimeVersion::PORTABLE,
+            verifier: VerifierOptions::default(),
+        }
+    }
+}
+
+/// Why a stage failed. Every variant names the input file.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("{file}: {source}")]
+    Elf { file: String, source: ElfError },
+    #[error(
+        "{file}: program `{program}` is in section `{section}`, which names no program type of the {platform} platform"
+    )]
+    UnknownProgramType { file: String, program: String, section: String, platform: &'static str },
+    #[error("{file}: {} program(s) failed verification; no driver was written\n{}", .rejections.len(), render(.rejections))]
+    Unverified { file: String, rejections: Vec<Rejection> },
+    #[error("{file}: {source}")]
+    Lower { file: String, source: LowerError },
+    #[error("{file}: {source}")]
+    Link { file: String, source: LinkError },
+    #[error("{file}: cannot sign the driver: {source}")]
+    Sign { file: String, source: SigningError },
+    #[error("cannot configure code generation: {0}")]
+    Isa(LowerError),
+}
+
+fn render(rejections: &[Rejection]) -> String {
+    rejections.iter().map(|r| diagnostic::render(r, false)).collect::<Vec<_>>().join("\n")
+}
+
+/// The driver's shared state; see the module documentation.
+pub struct Session {
+    platform: &'static Platform,
+    options: SessionOptions,
+    isa: OwnedTargetIsa,
+}
+
+impl Session {
+    /// A session building eBPF for Windows drivers (the only platform a `.sys` is for).
+    pub fn new(options: SessionOptions) -> Result<Session, DriverError> {
+        let isa = lower::build_isa(options.target).map_err(DriverError::Isa)?;
+        Ok(Session { platform: &WINDOWS, options, isa })
+    }
+
+    pub fn platform(&self) -> &'static Platform {
+        self.platform
+    }
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.options
+    }
+
+    pub fn target(&self) -> Target {
+        self.options.target
+    }
+
+    /// The session's Cranelift ISA.
+    pub fn isa(&self) -> &dyn cranelift_codegen::isa::TargetIsa {
+        &*self.isa
+    }
+
+    /// A shared handle to the session's ISA, for writers that keep one (the COFF object writer).
+    pub fn shared_isa(&self) -> OwnedTargetIsa {
+        self.isa.clone()
+    }
+
+    /// Stage 1: the front end.
+    pub fn load(&self, object: &[u8], file_name: &str) -> Result<Module, DriverError> {
+        elf::load(object, file_name).map_err(|source| DriverError::Elf { file: file_name.to_string(), source })
+    }
+
+    /// Stage 2: verifies every program of `module` as the program type its section names. All rejections are
+    /// collected, so one run reports every unsafe program.
+    pub fn verify<'m>(&self, file: &str, module: &'m Module) -> Result<Vec<Verified<'m>>, DriverError> {
+        self.verify_selected(file, module, &(0..module.programs.len()).collect::<Vec<_>>())
+    }
+
+    /// [`Session::verify`] for the programs at `selected` — and, when the module has subprograms, every other
+    /// program too, since lowering then needs the whole module (its helper table is module-wide, contract §5.2).
+    pub fn verify_selected<'m>(
+        &self,
+        file: &str,
+        module: &'m Module,
+        selected: &[usize],
+    ) -> Result<Vec<Verified<'m>>, DriverError> {
+        let module_has_subprograms = module.programs.iter().any(|p| p.functions.len() > 1);
+        let mut verified = Vec::with_capacity(module.programs.len());
+        let mut rejections = Vec::new();
+        for (i, p) in module.programs.iter().enumerate() {
+            if !module_has_subprograms && !selected.contains(&i) {
+                continue;
+            }
+            let (program_type, _) = self.platform.program_type_for_section(&p.section_name).ok_or_else(|| {
+                DriverError::UnknownProgramType {
+                    file: file.to_string(),
+                    program: p.name.clone(),
+                    section: p.section_name.clone(),
+                    platform: self.platform.name,
+                }
+            })?;
+            match verify_program(module, i, self.platform, program_type, &self.options.verifier) {
+                Ok(v) => verified.push(v),
+                Err(r) => rejections.push(r),
+            }
+        }
+        if !rejections.is_empty() {
+            return Err(DriverError::Unverified { file: file.to_string(), rejections });
+        }
+        Ok(verified)
+    }
+
+    /// How this session lowers: its target and the `map_data` layout of its runtime version.
+    pub fn lower_options(&self) -> LowerOptions {
+        LowerOptions { target: self.options.target, map_data: MapDataLayout::for_version(self.options.runtime_version) }
+    }
+
+    /// Stage 3: machine code for every verified program of one module.
+    pub fn lower(&self, file: &str, programs: &[Verified]) -> Result<Vec<CompiledProgram>, DriverError> {
+        Ok(self.lower_with_text(file, programs, false)?.into_iter().map(|l| l.program).collect())
+    }
+
+    /// [`Session::lower`], keeping Cranelift IR and the disassembly of the shipped bytes when `keep_text`.
+    pub fn lower_with_text(
+        &self,
+        file: &str,
+        programs: &[Verified],
+        keep_text: bool,
+    ) -> Result<Vec<LoweredProgram>, DriverError> {
+        lower::lower_module(self.isa(), programs, &self.lower_options(), keep_text)
+            .map_err(|source| DriverError::Lower { file: file.to_string(), source })
+    }
+
+    /// Stage 4: links the compiled programs and the runtime shim into a driver image. `object` (the ELF bytes) is
+    /// hashed into the module's metadata (`hash` callback, contract §2.2).
+    pub fn link(
+        &self,
+        file: &str,
+        module: &Module,
+        programs: &[CompiledProgram],
+        object: Option<&[u8]>,
+    ) -> Result<Vec<u8>, DriverError> {
+        let options = LinkOptions {
+            target: self.options.target,
+            runtime_version: self.options.runtime_version,
+            elf_hash: object.map(|o| Sha256::digest(o).into()),
+        };
+        link_driver(self.isa(), module, programs, &options)
+            .map_err(|source| DriverError::Link { file: file.to_string(), source })
+    }
+
+    /// load → verify → lower → link: the unsigned driver image for `object`.
+    pub fn build(&self, object: &[u8], file_name: &str) -> Result<Vec<u8>, DriverError> {
+        let module = self.load(object, file_name)?;
+        let verified = self.verify(file_name, &module)?;
+        let programs = self.lower(file_name, &verified)?;
+        self.link(file_name, &module, &programs, Some(object))
+    }
+
+    /// Stage 5: embeds an Authenticode signature (driver-image-and-signing.md §3).
+    pub fn sign(
+        &self,
+        file_name: &str,
+        image: &[u8],
+        signer: &Signer,
+        options: &SignOptions,
+    ) -> Result<Vec<u8>, DriverError> {
+        bpf2sys_signing::sign_pe(image, signer, options)
+            .map_err(|source| DriverError::Sign { file: file_name.to_string(), source })
+    }
+
+    /// Stage 6: the static lint of a finished image: HVCI and PE rules H1–H7, P1–P11 and the signature rules
+    /// S1–S7 (driver-image-and-signing.md §5.2).
+    pub fn lint(&self, image: &[u8]) -> LintReport {
+        let signature_rules: Vec<ExtraRule> = bpf2sys_signing::lint::SIGNATURE_RULES
+            .iter()
+            .map(|(id, title, check)| ExtraRule { id, title, check })
+            .collect();
+        lint_image_with(image, &signature_rules)
+    }
+}
+
+/// Builds one object with a fresh [`Session`]: load → verify → lower → link, the unsigned driver image.
+pub fn build_driver(object: &[u8], file_name: &str, options: &SessionOptions) -> Result<Vec<u8>, DriverError> {
+    Session::new(options.clone())?.build(object, file_name)
+}
