@@ -528,7 +528,7 @@ fn compile_times(runs: usize, mut compile: impl FnMut() -> anyhow::Result<()>) -
 
 fn peer_compile_table(peers: &[(Engine, Vec<CellOutcome>)], mode: Mode) -> String {
     let mut out = format!(
-        "µs per compile of the bytecode to machine code (bpf2sys: decode + `lower::lower_program`, i.e. Cranelift IR \
+        "µs per compile of the bytecode to machine code (bpf2sys: decode + `lower::lower_unverified_for_testing`, i.e. Cranelift IR \
          translation and x64 codegen with unwind data; rbpf: `jit_compile` / `cranelift_compile`): median \
          of {} compiles in one process, cold first compile in parentheses.\n\n| implementation |",
         if mode == Mode::Quick { 3 } else { 11 }
@@ -637,10 +637,9 @@ fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<(String, O
     let runs = if mode == Mode::Quick { 2 } else { 11 };
     let mut out = format!(
         "µs per stage for the whole object (all its programs), median of {runs} runs in one process (cold first \
-         run in parentheses). Stages: `elf::load`; `verify_program` per program; Cranelift lowering and x64 codegen \
-         per program; `link_driver` (runtime shim, PE32+ image); `sign_pe` (Authenticode SHA-256, test \
-         certificate, no timestamp); end to end = `build_driver` + `sign_pe`, `.o` bytes to signed `.sys` bytes in \
-         memory. µs per 1k eBPF instruction slots from the end-to-end median (from lower+codegen where the \
+         run in parentheses). Stages of one `driver::Session`: `load`; `verify` (every program); `lower` (Cranelift \
+         IR and x64 codegen per program); `link` (runtime shim, PE32+ image); `sign` (Authenticode SHA-256, test \
+         certificate, no timestamp); end to end = `build` + `sign`, `.o` bytes to signed `.sys` bytes in memory. µs per 1k eBPF instruction slots from the end-to-end median (from lower+codegen where the \
          object cannot be linked). Peak RSS of a process that compiles only that object, all stages and runs \
          included. A stage that rejects the object is marked fail, with the reason below.\n\n\
          | program | slots |"
