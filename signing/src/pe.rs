@@ -61,19 +61,65 @@ fn read_u32(data: &[u8], offset: usize, what: &str) -> Result<u32, SigningError>
         .ok_or_else(|| SigningError::MalformedPe(format!("file ends before {what} at offset {offset:#x}")))
 }
 
-impl PeLayout {
-    /// Parses the headers of a PE32+ image.
-    pub fn parse(data: &[u8]) -> Result<Self, SigningError> {
+/// One section header (PE format "Section Table").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionHeader {
+    pub name: String,
+    pub virtual_size: u32,
+    pub virtual_address: u32,
+    pub size_of_raw_data: u32,
+    pub pointer_to_raw_data: u32,
+    pub characteristics: u32,
+}
+
+/// The headers of a PE32+ image, read with bounds checks and no further judgement: the workspace's one PE
+/// reader. Authenticode ([`PeLayout`]) adds the checks signing needs; the linker's lint judges the values against
+/// the driver rules, so a broken image fails the rule it breaks rather than failing to parse.
+#[derive(Debug, Clone)]
+pub struct PeHeaders {
+    pub machine: u16,
+    pub number_of_sections: u16,
+    /// COFF `Characteristics`.
+    pub characteristics: u16,
+    pub size_of_optional_header: u16,
+    /// File offset of the optional header.
+    pub optional_header_offset: usize,
+    pub magic: u16,
+    pub major_linker_version: u8,
+    pub address_of_entry_point: u32,
+    pub section_alignment: u32,
+    pub file_alignment: u32,
+    pub size_of_image: u32,
+    pub size_of_headers: u32,
+    pub check_sum: u32,
+    /// File offset of `OptionalHeader.CheckSum`.
+    pub checksum_offset: usize,
+    pub subsystem: u16,
+    pub dll_characteristics: u16,
+    pub number_of_rva_and_sizes: u32,
+    /// The first `min(NumberOfRvaAndSizes, 16)` data directories as (RVA or file offset, size), the rest (0, 0).
+    pub data_directories: [(u32, u32); 16],
+    pub sections: Vec<SectionHeader>,
+    /// File offset of the section table and just past it.
+    pub section_table: usize,
+    pub section_table_end: usize,
+}
+
+impl PeHeaders {
+    /// Reads the DOS, COFF and optional headers and the section table of a PE32+ image.
+    pub fn parse(data: &[u8]) -> Result<PeHeaders, SigningError> {
         if data.get(0..2) != Some(b"MZ") {
             return Err(SigningError::MalformedPe("missing MZ signature at offset 0".into()));
         }
         let e_lfanew = read_u32(data, 0x3c, "e_lfanew")? as usize;
-        if data.get(e_lfanew..e_lfanew + 4) != Some(b"PE\0\0") {
+        if data.get(e_lfanew..e_lfanew.saturating_add(4)) != Some(b"PE\0\0") {
             return Err(SigningError::MalformedPe(format!("missing PE signature at e_lfanew {e_lfanew:#x}")));
         }
         let coff = e_lfanew + 4;
-        let number_of_sections = read_u16(data, coff + 2, "COFF NumberOfSections")? as usize;
-        let size_of_optional_header = read_u16(data, coff + 16, "COFF SizeOfOptionalHeader")? as usize;
+        let machine = read_u16(data, coff, "COFF Machine")?;
+        let number_of_sections = read_u16(data, coff + 2, "COFF NumberOfSections")?;
+        let size_of_optional_header = read_u16(data, coff + 16, "COFF SizeOfOptionalHeader")?;
+        let characteristics = read_u16(data, coff + 18, "COFF Characteristics")?;
         let opt = coff + 20;
         let magic = read_u16(data, opt, "optional header magic")?;
         if magic != PE32PLUS_MAGIC {
@@ -81,11 +127,71 @@ impl PeLayout {
                 "optional header magic {magic:#x}: only PE32+ (0x20b) images, as Windows x64/ARM64 drivers are"
             )));
         }
-        let section_alignment = read_u32(data, opt + 32, "SectionAlignment")?;
-        let file_alignment = read_u32(data, opt + 36, "FileAlignment")?;
-        let size_of_headers = read_u32(data, opt + 60, "SizeOfHeaders")?;
-        let checksum_offset = opt + 64;
-        let number_of_rva_and_sizes = read_u32(data, opt + 108, "NumberOfRvaAndSizes")?;
+        let u32_at = |offset: usize, what: &str| read_u32(data, opt + offset, what);
+        let number_of_rva_and_sizes = u32_at(108, "NumberOfRvaAndSizes")?;
+        let mut data_directories = [(0, 0); 16];
+        for (i, entry) in data_directories.iter_mut().enumerate().take(number_of_rva_and_sizes.min(16) as usize) {
+            *entry = (u32_at(112 + 8 * i, "data directory")?, u32_at(116 + 8 * i, "data directory")?);
+        }
+        let section_table = opt + size_of_optional_header as usize;
+        let section_table_end = section_table + 40 * number_of_sections as usize;
+        let mut sections = Vec::with_capacity(number_of_sections as usize);
+        for i in 0..number_of_sections as usize {
+            let s = section_table + 40 * i;
+            let raw = data.get(s..s + 40).ok_or_else(|| {
+                SigningError::MalformedPe(format!(
+                    "section table ({number_of_sections} entries at {section_table:#x}) runs past the end of the file"
+                ))
+            })?;
+            let name_len = raw[..8].iter().position(|&b| b == 0).unwrap_or(8);
+            let field = |o: usize| u32::from_le_bytes([raw[o], raw[o + 1], raw[o + 2], raw[o + 3]]);
+            sections.push(SectionHeader {
+                name: String::from_utf8_lossy(&raw[..name_len]).into_owned(),
+                virtual_size: field(8),
+                virtual_address: field(12),
+                size_of_raw_data: field(16),
+                pointer_to_raw_data: field(20),
+                characteristics: field(36),
+            });
+        }
+        Ok(PeHeaders {
+            machine,
+            number_of_sections,
+            characteristics,
+            size_of_optional_header,
+            optional_header_offset: opt,
+            magic,
+            major_linker_version: *data.get(opt + 2).ok_or_else(|| {
+                SigningError::MalformedPe(format!("file ends before MajorLinkerVersion at offset {:#x}", opt + 2))
+            })?,
+            address_of_entry_point: u32_at(16, "AddressOfEntryPoint")?,
+            section_alignment: u32_at(32, "SectionAlignment")?,
+            file_alignment: u32_at(36, "FileAlignment")?,
+            size_of_image: u32_at(56, "SizeOfImage")?,
+            size_of_headers: u32_at(60, "SizeOfHeaders")?,
+            check_sum: u32_at(64, "CheckSum")?,
+            checksum_offset: opt + 64,
+            subsystem: read_u16(data, opt + 68, "Subsystem")?,
+            dll_characteristics: read_u16(data, opt + 70, "DllCharacteristics")?,
+            number_of_rva_and_sizes,
+            data_directories,
+            sections,
+            section_table,
+            section_table_end,
+        })
+    }
+}
+
+impl PeLayout {
+    /// Parses the headers of a PE32+ image and checks what Authenticode relies on.
+    pub fn parse(data: &[u8]) -> Result<Self, SigningError> {
+        let headers = PeHeaders::parse(data)?;
+        let opt = headers.optional_header_offset;
+        let size_of_optional_header = headers.size_of_optional_header as usize;
+        let (section_alignment, file_alignment, size_of_headers) =
+            (headers.section_alignment, headers.file_alignment, headers.size_of_headers);
+        let checksum_offset = headers.checksum_offset;
+        let number_of_rva_and_sizes = headers.number_of_rva_and_sizes;
         if number_of_rva_and_sizes <= SECURITY_DIRECTORY {
             return Err(SigningError::MalformedPe(format!(
                 "NumberOfRvaAndSizes is {number_of_rva_and_sizes}: no Certificate Table directory entry"
@@ -101,13 +207,7 @@ impl PeLayout {
         let cert_offset = read_u32(data, security_dir_offset, "Certificate Table offset")?;
         let cert_size = read_u32(data, security_dir_offset + 4, "Certificate Table size")?;
 
-        let section_table = opt + size_of_optional_header;
-        let section_table_end = section_table + 40 * number_of_sections;
-        if section_table_end > data.len() {
-            return Err(SigningError::MalformedPe(format!(
-                "section table ({number_of_sections} entries at {section_table:#x}) runs past the end of the file"
-            )));
-        }
+        let (number_of_sections, section_table_end) = (headers.sections.len(), headers.section_table_end);
         if (size_of_headers as usize) < section_table_end || size_of_headers as usize > data.len() {
             return Err(SigningError::MalformedPe(format!(
                 "SizeOfHeaders {size_of_headers:#x} does not cover the section table (ends at {section_table_end:#x}) \
@@ -116,14 +216,8 @@ impl PeLayout {
             )));
         }
         let mut sections = Vec::with_capacity(number_of_sections);
-        for i in 0..number_of_sections {
-            let s = section_table + 40 * i;
-            let raw_name = &data[s..s + 8];
-            let name_len = raw_name.iter().position(|&b| b == 0).unwrap_or(8);
-            let name = String::from_utf8_lossy(&raw_name[..name_len]).into_owned();
-            let virtual_address = read_u32(data, s + 12, "section VirtualAddress")?;
-            let size_of_raw_data = read_u32(data, s + 16, "section SizeOfRawData")?;
-            let pointer_to_raw_data = read_u32(data, s + 20, "section PointerToRawData")?;
+        for section in headers.sections {
+            let SectionHeader { name, virtual_address, size_of_raw_data, pointer_to_raw_data, .. } = section;
             if size_of_raw_data != 0 && pointer_to_raw_data as u64 + size_of_raw_data as u64 > data.len() as u64 {
                 return Err(SigningError::MalformedPe(format!(
                     "section {name:?} raw data {pointer_to_raw_data:#x}+{size_of_raw_data:#x} runs past the end \

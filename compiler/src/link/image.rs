@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bpf2sys_signing::pe::{pe_checksum, PeHeaders};
 use object::pe;
 use object::write::pe::{NtHeaders, Writer};
 
@@ -409,40 +410,10 @@ pub fn write_image(input: &ImageInput) -> Result<Vec<u8>, LinkError> {
     w.write_section(pdata_range.file_offset, &pdata);
     w.write_reloc_section();
     drop(w);
-    let check_sum_offset = checksum_offset(&out)?;
-    let sum = pe_checksum(&out, check_sum_offset);
+    // The checksum covers the whole file (driver-image-and-signing.md §2.2), so it is written last.
+    let headers = PeHeaders::parse(&out)
+        .map_err(|e| LinkError::Internal(format!("the image just written does not parse: {e}")))?;
+    let (check_sum_offset, sum) = (headers.checksum_offset, pe_checksum(&out, headers.checksum_offset));
     out[check_sum_offset..check_sum_offset + 4].copy_from_slice(&sum.to_le_bytes());
     Ok(out)
-}
-
-/// File offset of `OptionalHeader.CheckSum` (`e_lfanew + 4 + 20 + 64`).
-pub fn checksum_offset(image: &[u8]) -> Result<usize, LinkError> {
-    let e_lfanew = image
-        .get(0x3c..0x40)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or_else(|| LinkError::Internal("image shorter than a DOS header".into()))?;
-    let off = e_lfanew + 4 + 20 + 64;
-    if off + 4 > image.len() {
-        return Err(LinkError::Internal("image shorter than its optional header".into()));
-    }
-    Ok(off)
-}
-
-/// The PE checksum (CheckSumMappedFile; driver-image-and-signing.md §2.2): 16-bit one's-complement-style sum
-/// of the file with the CheckSum field taken as zero, folded, plus the file length.
-pub fn pe_checksum(image: &[u8], check_sum_offset: usize) -> u32 {
-    let mut sum: u64 = 0;
-    let mut i = 0;
-    while i < image.len() {
-        if i == check_sum_offset {
-            i += 4;
-            continue;
-        }
-        let w = if i + 1 < image.len() { u16::from_le_bytes([image[i], image[i + 1]]) } else { image[i] as u16 };
-        sum += w as u64;
-        sum = (sum & 0xffff) + (sum >> 16);
-        i += 2;
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    (sum as u32).wrapping_add(image.len() as u32)
 }

@@ -8,7 +8,7 @@
 //! The rule list is data ([`RULES`]); further rules (the signature rules S1–S7) join through
 //! [`lint_image_with`], which takes [`ExtraRule`]s that see the raw bytes.
 
-use super::image::{checksum_offset, pe_checksum};
+use bpf2sys_signing::pe::{pe_checksum, PeHeaders, SectionHeader};
 
 const IMAGE_SCN_CNT_CODE: u32 = 0x20;
 const IMAGE_SCN_CNT_INITIALIZED_DATA: u32 = 0x40;
@@ -176,17 +176,6 @@ pub fn lint_image_with(bytes: &[u8], extra: &[ExtraRule]) -> LintReport {
     LintReport { results }
 }
 
-/// A section header.
-#[derive(Clone, Debug)]
-struct Section {
-    name: String,
-    virtual_size: u32,
-    virtual_address: u32,
-    size_of_raw_data: u32,
-    pointer_to_raw_data: u32,
-    characteristics: u32,
-}
-
 /// The parsed headers.
 struct Image<'a> {
     bytes: &'a [u8],
@@ -201,10 +190,11 @@ struct Image<'a> {
     size_of_image: u32,
     size_of_headers: u32,
     check_sum: u32,
+    checksum_offset: usize,
     subsystem: u16,
     dll_characteristics: u16,
     directories: Vec<(u32, u32)>,
-    sections: Vec<Section>,
+    sections: Vec<SectionHeader>,
     /// File offset just past the section table.
     headers_end: usize,
 }
@@ -221,73 +211,34 @@ fn rd64(b: &[u8], off: usize) -> Option<u64> {
 
 impl<'a> Image<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Image<'a>, String> {
-        if bytes.get(0..2) != Some(b"MZ") {
-            return Err("no MZ signature".into());
-        }
-        let pe = rd32(bytes, 0x3c).ok_or("truncated DOS header")? as usize;
-        if bytes.get(pe..pe + 4) != Some(b"PE\0\0") {
-            return Err(format!("no PE signature at {pe:#x}"));
-        }
-        let coff = pe + 4;
-        let machine = rd16(bytes, coff).ok_or("truncated COFF header")?;
-        let number_of_sections = rd16(bytes, coff + 2).ok_or("truncated COFF header")?;
-        let size_of_optional = rd16(bytes, coff + 16).ok_or("truncated COFF header")? as usize;
-        let characteristics = rd16(bytes, coff + 18).ok_or("truncated COFF header")?;
-        let opt = coff + 20;
-        let magic = rd16(bytes, opt).ok_or("truncated optional header")?;
-        if magic != 0x20b {
-            return Err(format!("optional header magic {magic:#x} is not PE32+ (0x20b)"));
-        }
-        let g32 = |o: usize| rd32(bytes, opt + o).ok_or("truncated optional header");
-        let number_of_rva = g32(108)? as usize;
-        if number_of_rva > 16 || 112 + 8 * number_of_rva > size_of_optional {
+        let h = PeHeaders::parse(bytes).map_err(|e| e.to_string())?;
+        let number_of_rva = h.number_of_rva_and_sizes as usize;
+        if number_of_rva > 16 || 112 + 8 * number_of_rva > h.size_of_optional_header as usize {
             return Err(format!("{number_of_rva} data directories do not fit the optional header"));
-        }
-        let mut directories = Vec::new();
-        for i in 0..16 {
-            if i < number_of_rva {
-                directories.push((g32(112 + 8 * i)?, g32(116 + 8 * i)?));
-            } else {
-                directories.push((0, 0));
-            }
-        }
-        let table = opt + size_of_optional;
-        let mut sections = Vec::new();
-        for i in 0..number_of_sections as usize {
-            let s = table + 40 * i;
-            let raw = bytes.get(s..s + 40).ok_or("truncated section table")?;
-            let name_len = raw[..8].iter().position(|&c| c == 0).unwrap_or(8);
-            sections.push(Section {
-                name: String::from_utf8_lossy(&raw[..name_len]).into_owned(),
-                virtual_size: rd32(raw, 8).expect("in bounds"),
-                virtual_address: rd32(raw, 12).expect("in bounds"),
-                size_of_raw_data: rd32(raw, 16).expect("in bounds"),
-                pointer_to_raw_data: rd32(raw, 20).expect("in bounds"),
-                characteristics: rd32(raw, 36).expect("in bounds"),
-            });
         }
         Ok(Image {
             bytes,
-            machine,
-            number_of_sections,
-            characteristics,
-            magic,
-            major_linker_version: *bytes.get(opt + 2).ok_or("truncated optional header")?,
-            address_of_entry_point: g32(16)?,
-            section_alignment: g32(32)?,
-            file_alignment: g32(36)?,
-            size_of_image: g32(56)?,
-            size_of_headers: g32(60)?,
-            check_sum: g32(64)?,
-            subsystem: rd16(bytes, opt + 68).ok_or("truncated optional header")?,
-            dll_characteristics: rd16(bytes, opt + 70).ok_or("truncated optional header")?,
-            directories,
-            sections,
-            headers_end: table + 40 * number_of_sections as usize,
+            machine: h.machine,
+            number_of_sections: h.number_of_sections,
+            characteristics: h.characteristics,
+            magic: h.magic,
+            major_linker_version: h.major_linker_version,
+            address_of_entry_point: h.address_of_entry_point,
+            section_alignment: h.section_alignment,
+            file_alignment: h.file_alignment,
+            size_of_image: h.size_of_image,
+            size_of_headers: h.size_of_headers,
+            check_sum: h.check_sum,
+            checksum_offset: h.checksum_offset,
+            subsystem: h.subsystem,
+            dll_characteristics: h.dll_characteristics,
+            directories: h.data_directories.to_vec(),
+            sections: h.sections,
+            headers_end: h.section_table_end,
         })
     }
 
-    fn section_of(&self, rva: u32) -> Option<&Section> {
+    fn section_of(&self, rva: u32) -> Option<&SectionHeader> {
         self.sections
             .iter()
             .find(|s| rva >= s.virtual_address && rva < s.virtual_address + s.virtual_size.max(s.size_of_raw_data))
@@ -316,7 +267,7 @@ impl<'a> Image<'a> {
         Some(String::from_utf8_lossy(&self.bytes[start..start + len]).into_owned())
     }
 
-    fn is_exec(s: &Section) -> bool {
+    fn is_exec(s: &SectionHeader) -> bool {
         s.characteristics & IMAGE_SCN_MEM_EXECUTE != 0
     }
 
@@ -748,15 +699,10 @@ fn p10(img: &Image) -> Vec<String> {
 }
 
 fn p11(img: &Image) -> Vec<String> {
-    match checksum_offset(img.bytes) {
-        Ok(off) => {
-            let computed = pe_checksum(img.bytes, off);
-            if computed != img.check_sum {
-                vec![format!("CheckSum {:#010x}, computed {computed:#010x}", img.check_sum)]
-            } else {
-                Vec::new()
-            }
-        }
-        Err(e) => vec![e.to_string()],
+    let computed = pe_checksum(img.bytes, img.checksum_offset);
+    if computed != img.check_sum {
+        vec![format!("CheckSum {:#010x}, computed {computed:#010x}", img.check_sum)]
+    } else {
+        Vec::new()
     }
 }
