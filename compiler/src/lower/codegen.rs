@@ -263,7 +263,7 @@ pub fn compile_ir_function_with(
             let prologue_end =
                 compiled.buffer.unwind_info.iter().map(|(offset, _)| *offset as usize).max().unwrap_or(0);
             let original_relocations = relocations.clone();
-            match super::x64_layout::shorten_branches(&code, &mut relocations, prologue_end) {
+            match super::x64_layout::shorten_and_align_loops(&code, &mut relocations, prologue_end) {
                 // The pass is checked on every function: a re-layout that does not decode to the same program
                 // (a bug) must never ship, so the function then keeps Cranelift's own bytes.
                 Some(relaid) => match super::x64_layout::check_same_program(&code, &relaid.code) {
@@ -310,7 +310,11 @@ pub fn compile_ir_function_with(
     // Loop heads are aligned relative to the function start (`x64_layout`), so the function must be aligned as much.
     let loop_alignment = if aligned_loops { super::x64_layout::LOOP_ALIGNMENT as u32 } else { 1 };
     let alignment = compiled.buffer.alignment.max(isa.function_alignment().preferred).max(loop_alignment);
-    let disassembly = compiled.vcode.clone();
+    // `--emit asm` shows what ships: on x64 the bytes after the re-layout; ARM64 code is Cranelift's as emitted.
+    let disassembly = match target {
+        Target::X64 if options.disassembly => Some(super::x64_layout::disassemble(&code)),
+        _ => compiled.vcode.clone(),
+    };
     Ok(CompiledWithText {
         function: CompiledFunction { name: name.to_string(), code, alignment, relocations, unwind },
         disassembly,

@@ -25,11 +25,20 @@
 //! The prologue is never changed: the Windows unwind data records prologue offsets, so only branches after
 //! `prologue_end` are shortened and every earlier byte keeps its offset. Anything the pass does not fully
 //! understand — an undecodable byte inside the code, a relative operand other than a plain jump or a RIP-relative
-//! memory operand, a target that is not an instruction start — leaves the function as Cranelift emitted it.
+//! memory operand, an indirect jump (its table of code offsets is invisible to the pass), a target that is not an
+//! instruction start — leaves the function as Cranelift emitted it. The pass was validated against one Cranelift
+//! release ([`VALIDATED_CRANELIFT`]); a test fails when the lock file moves to another, forcing re-validation.
+//! [`disassemble`] prints the bytes that ship, for `compile --emit asm`.
 
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic};
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Formatter, GasFormatter, Instruction, Mnemonic};
 
 use crate::compiled::CodeRelocation;
+
+/// The Cranelift release this pass was validated against (decoding of every function it emits for the samples,
+/// the bench programs and the conformance suite, `check_same_program` on each). A Cranelift upgrade may emit
+/// forms the pass has not seen; the test `the_pass_was_validated_against_the_cranelift_in_the_lock_file` fails
+/// until the pass is re-validated and this is updated.
+pub const VALIDATED_CRANELIFT: &str = "0.135.8";
 
 /// Alignment the constant pool keeps relative to the function start (the largest Cranelift uses on x64).
 const POOL_ALIGNMENT: usize = 16;
@@ -133,8 +142,12 @@ fn decode(code: &[u8]) -> Option<(Vec<Decoded>, usize)> {
                 }
                 // Relocated calls carry their displacement in a relocation; any other relative form is unknown.
                 FlowControl::Call if insn.is_call_near() && bytes.len() == 5 && bytes[0] == 0xe8 => Kind::Plain,
+                // An indirect jump goes through a table of code offsets (a `br_table`) that moving code would
+                // invalidate, and the pass cannot see the table: fail closed. (Indirect *calls* leave the function
+                // and come back to the next instruction, so they are position-free; every helper call is one.)
                 FlowControl::UnconditionalBranch
                 | FlowControl::ConditionalBranch
+                | FlowControl::IndirectBranch
                 | FlowControl::Call
                 | FlowControl::XbeginXabortXend => return None,
                 _ if insn.mnemonic() == Mnemonic::Nop => Kind::Nop,
@@ -146,7 +159,7 @@ fn decode(code: &[u8]) -> Option<(Vec<Decoded>, usize)> {
     Some((instructions, limit))
 }
 
-/// A function's code after [`shorten_branches`].
+/// A function's code after [`shorten_and_align_loops`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelaidCode {
     pub code: Vec<u8>,
@@ -157,7 +170,11 @@ pub struct RelaidCode {
 /// Re-lays out one function's code with short branches and aligned loop heads (see the module documentation) and
 /// returns the new bytes; `relocations` are updated in place. Returns `None`, leaving everything untouched, when the
 /// code is not understood or nothing changes.
-pub fn shorten_branches(code: &[u8], relocations: &mut [CodeRelocation], prologue_end: usize) -> Option<RelaidCode> {
+pub fn shorten_and_align_loops(
+    code: &[u8],
+    relocations: &mut [CodeRelocation],
+    prologue_end: usize,
+) -> Option<RelaidCode> {
     let (instructions, pool_start) = decode(code)?;
     let index_of: std::collections::HashMap<usize, usize> =
         instructions.iter().enumerate().map(|(i, d)| (d.offset, i)).collect();
@@ -303,6 +320,30 @@ pub fn shorten_branches(code: &[u8], relocations: &mut [CodeRelocation], prologu
     Some(RelaidCode { code: out, aligned_loops: loop_head.contains(&true) })
 }
 
+/// The machine instructions of `code` in GNU assembler syntax, one per line with its offset and bytes: the
+/// bytes that ship (after this pass), for `compile --emit asm`. Decoding stops at the zero padding before the
+/// constant pool; the pool is shown as data.
+pub fn disassemble(code: &[u8]) -> String {
+    use std::fmt::Write;
+    let limit = decode(code).map_or(code.len(), |(_, limit)| limit);
+    let mut decoder = Decoder::with_ip(64, &code[..limit], 0, DecoderOptions::NONE);
+    let mut formatter = GasFormatter::new();
+    let (mut insn, mut text, mut out) = (Instruction::default(), String::new(), String::new());
+    while decoder.can_decode() {
+        decoder.decode_out(&mut insn);
+        let (offset, len) = (insn.ip() as usize, insn.len());
+        text.clear();
+        formatter.format(&insn, &mut text);
+        let bytes: String = code[offset..offset + len].iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(out, "  {offset:4x}:  {bytes:<24} {text}").expect("writing to a String");
+    }
+    if limit < code.len() {
+        let pool: String = code[limit..].iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(out, "  {limit:4x}:  .byte 0x{pool} (padding and constant pool)").expect("writing to a String");
+    }
+    out
+}
+
 /// Checks that `new` is `old` re-laid out: instruction for instruction the same bytes, except branches, whose
 /// condition and target instruction (by index) match, and RIP-relative operands, which refer to the same constant
 /// of a pool with the same contents and alignment. Debug builds run it on every function the pass changes.
@@ -396,7 +437,7 @@ mod tests {
             target: RelocTarget::Function("callee".into()),
             addend: -4,
         }];
-        let relaid = shorten_branches(&code, &mut relocs, 1).expect("shrinks");
+        let relaid = shorten_and_align_loops(&code, &mut relocs, 1).expect("shrinks");
         assert!(relaid.aligned_loops);
         let out = relaid.code;
         check_same_program(&code, &out).unwrap();
@@ -420,20 +461,54 @@ mod tests {
         let mut code = vec![0x0f, 0x85];
         code.extend_from_slice(&(-6i32).to_le_bytes());
         code.push(0xc3);
-        assert!(shorten_branches(&code, &mut [], 6).is_none());
+        assert!(shorten_and_align_loops(&code, &mut [], 6).is_none());
     }
 
     #[test]
     fn a_rip_relative_operand_into_the_code_is_left_alone() {
         // push rbp; L: jne L; lea rax, [rip - 2] (refers into its own bytes, not to a constant pool).
         let code = [0x55, 0x0f, 0x85, 0xfa, 0xff, 0xff, 0xff, 0x48, 0x8d, 0x05, 0xfe, 0xff, 0xff, 0xff];
-        assert!(shorten_branches(&code, &mut [], 1).is_none());
+        assert!(shorten_and_align_loops(&code, &mut [], 1).is_none());
+    }
+
+    #[test]
+    fn an_indirect_jump_leaves_the_function_as_cranelift_emitted_it() {
+        // push rbp; L: jmp [rax] ... a jump-table dispatch the pass cannot see into; then a loop back edge to L.
+        let code = [0x55, 0xff, 0x20, 0x0f, 0x85, 0xf8, 0xff, 0xff, 0xff, 0xc3];
+        assert_eq!(shorten_and_align_loops(&code, &mut [], 1), None);
+    }
+
+    #[test]
+    fn disassembly_shows_the_bytes_that_ship() {
+        let text = disassemble(&[0x55, 0x48, 0x89, 0xe5, 0xc3]);
+        assert!(text.contains("push") && text.contains("%rbp") && text.contains("ret"), "{text}");
+        assert!(text.contains("4889e5"), "{text}");
+    }
+
+    #[test]
+    fn the_pass_was_validated_against_the_cranelift_in_the_lock_file() {
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap();
+        // The newest cranelift-codegen in the lock file is ours (the rbpf benchmark peer brings an older copy).
+        let parse = |v: &str| v.split('.').map(|n| n.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>();
+        let version = lock
+            .split("[[package]]")
+            .filter(|p| p.contains("name = \"cranelift-codegen\"\n"))
+            .filter_map(|p| {
+                p.lines().find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"').map(str::to_string))
+            })
+            .max_by_key(|v| parse(v))
+            .expect("cranelift-codegen is in Cargo.lock");
+        assert_eq!(
+            version, VALIDATED_CRANELIFT,
+            "Cranelift changed: re-validate x64_layout against its output (see the module docs), then update \
+             VALIDATED_CRANELIFT"
+        );
     }
 
     #[test]
     fn undecodable_code_is_left_alone() {
         let code = [0xe9, 0, 0, 0, 0, 0x0f, 0x0b, 0x06, 0xc3];
         // 0x06 (push es) is invalid in 64-bit mode.
-        assert!(shorten_branches(&code, &mut [], 0).is_none());
+        assert!(shorten_and_align_loops(&code, &mut [], 0).is_none());
     }
 }
