@@ -16,6 +16,7 @@ pub mod codegen;
 pub mod if_conversion;
 pub mod load_combine;
 pub mod object;
+pub mod runtime_env;
 pub mod stack_slots;
 pub mod stack_stores;
 pub mod translate;
@@ -33,7 +34,8 @@ pub enum LowerError {
 }
 
 pub use codegen::{build_isa, compile_ir_function, CompileOptions, SymbolTable};
-pub use translate::{translate_program, MapDataLayout, RuntimeEnvironment};
+pub use runtime_env::{MapDataLayout, RuntimeEnvironment};
+pub use translate::translate_program;
 
 use crate::compiled::{CompiledProgram, Target};
 use crate::program::Module;

@@ -16,7 +16,7 @@ use object::{RelocationFlags, SectionKind};
 
 use crate::compiled::{CompiledProgram, RelocKind, RelocTarget, Target, UnwindData};
 
-use super::translate::RuntimeEnvironment;
+use super::runtime_env::RuntimeEnvironment;
 use super::LowerError;
 
 // IMAGE_REL_AMD64_ADDR32NB / IMAGE_REL_ARM64_ADDR32NB: 32-bit image-relative address, what `.pdata` holds.

@@ -1,0 +1,514 @@
+//! Per-instruction translation, one function per operator group (in the manner of wasmtime's
+//! `code_translator`): ALU and byte order (RFC 9669 §4.1–4.2), 64-bit immediates and runtime objects (§5.4,
+//! contract §5.4), memory (§5.1–5.3), control flow (§4.3), calls (contract §5.1–5.3). Each group's `match` covers
+//! its instructions; [`FunctionTranslator::translate_instruction`] dispatches on the group.
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{self, types, AtomicRmwOp, Block, InstBuilder, Type, Value};
+use cranelift_frontend::FunctionBuilder;
+
+use crate::compiled::RelocTarget;
+use crate::isa::{
+    AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, Reg, Width, STACK_FRAME_SIZE,
+};
+use crate::platform::windows::HELPER_TAIL_CALL;
+use crate::verifier::CallxTarget;
+
+use super::super::if_conversion::fall_through_path;
+use super::super::runtime_env::RuntimeEnvironment;
+use super::super::LowerError;
+use super::{function_symbol, load_flags, mem, Frame, FunctionTranslator};
+
+impl FunctionTranslator<'_> {
+    /// Translates one instruction; returns whether it ended the block.
+    pub(super) fn translate_instruction(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        block_at: &[Option<Block>],
+        start: usize,
+        pc: usize,
+        insn: Instruction,
+    ) -> Result<bool, LowerError> {
+        match insn {
+            Instruction::Alu { width, op, dst, src } => self.translate_alu(b, frame, pc, width, op, dst, src)?,
+            Instruction::Endian { order, bits, dst } => self.translate_byte_order(b, frame, pc, order, bits, dst)?,
+            Instruction::LoadImm64 { dst, kind, imm, next_imm } => {
+                self.translate_load_imm64(b, frame, pc, dst, kind, imm, next_imm)?
+            }
+            Instruction::LoadImm64Continuation => {}
+            Instruction::Load { .. }
+            | Instruction::Store { .. }
+            | Instruction::Atomic { .. }
+            | Instruction::LegacyPacketLoad { .. } => self.translate_memory(b, frame, pc, insn)?,
+            Instruction::Jump { .. } | Instruction::JumpIf { .. } | Instruction::Exit => {
+                return self.translate_control_flow(b, frame, block_at, start, pc, insn)
+            }
+            Instruction::CallHelper { .. }
+            | Instruction::CallReg { .. }
+            | Instruction::CallLocal { .. }
+            | Instruction::CallBtf { .. } => return self.translate_call(b, frame, pc, insn),
+        }
+        Ok(false)
+    }
+
+    /// ALU (RFC 9669 §4.1): 64-bit on `i64`; 32-bit on the `i32` halves, zero-extended.
+    #[allow(clippy::too_many_arguments)] // the fields of one instruction
+    fn translate_alu(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        pc: usize,
+        width: Width,
+        op: AluOp,
+        dst: Reg,
+        src: Operand,
+    ) -> Result<(), LowerError> {
+        let reg = |r: Reg| frame.regs[r.index()];
+        let ty = Self::ty(width);
+        let s = Self::operand(b, frame, width, src);
+        // `mov` does not read its destination. Reading it anyway would make the old value look live, and
+        // cranelift-frontend would keep it alive around loops as a block parameter.
+        let d = if matches!(op, AluOp::Mov | AluOp::MovSx(_)) {
+            s
+        } else {
+            let d64 = b.use_var(reg(dst));
+            if width == Width::W32 {
+                b.ins().ireduce(types::I32, d64)
+            } else {
+                d64
+            }
+        };
+        let result = match op {
+            AluOp::Add => b.ins().iadd(d, s),
+            AluOp::Sub => b.ins().isub(d, s),
+            AluOp::Mul => b.ins().imul(d, s),
+            AluOp::Or => b.ins().bor(d, s),
+            AluOp::And => b.ins().band(d, s),
+            AluOp::Xor => b.ins().bxor(d, s),
+            // Cranelift masks shift counts by the type width, as RFC 9669 requires.
+            AluOp::Lsh => b.ins().ishl(d, s),
+            AluOp::Rsh => b.ins().ushr(d, s),
+            AluOp::Arsh => b.ins().sshr(d, s),
+            AluOp::Neg => b.ins().ineg(d),
+            AluOp::Mov => s,
+            AluOp::MovSx(bits) => {
+                let narrow = match bits {
+                    8 => types::I8,
+                    16 => types::I16,
+                    32 => types::I32,
+                    other => return Err(self.unsupported(pc, format!("movsx from {other} bits"))),
+                };
+                if narrow == ty {
+                    s
+                } else {
+                    let low = b.ins().ireduce(narrow, s);
+                    b.ins().sextend(ty, low)
+                }
+            }
+            AluOp::Div | AluOp::Mod | AluOp::SDiv | AluOp::SMod => Self::division(b, ty, op, d, s),
+        };
+        let result = if width == Width::W32 { b.ins().uextend(types::I64, result) } else { result };
+        b.def_var(reg(dst), result);
+        Ok(())
+    }
+
+    /// Byte order (RFC 9669 §4.2) on a little-endian target: `le` truncates, `be`/`bswap` swap.
+    fn translate_byte_order(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        pc: usize,
+        order: ByteOrder,
+        bits: u32,
+        dst: Reg,
+    ) -> Result<(), LowerError> {
+        let v = b.use_var(frame.regs[dst.index()]);
+        let narrow = match bits {
+            16 => types::I16,
+            32 => types::I32,
+            64 => types::I64,
+            other => return Err(self.unsupported(pc, format!("byte swap of {other} bits"))),
+        };
+        let low = if narrow == types::I64 { v } else { b.ins().ireduce(narrow, v) };
+        let value = match order {
+            ByteOrder::ToLe => low,
+            ByteOrder::ToBe | ByteOrder::Swap => b.ins().bswap(low),
+        };
+        let value = if narrow == types::I64 { value } else { b.ins().uextend(types::I64, value) };
+        b.def_var(frame.regs[dst.index()], value);
+        Ok(())
+    }
+
+    /// 64-bit immediates and runtime objects (RFC 9669 §5.4, contract §5.4): constants, map addresses from
+    /// `map_data`, global-variable addresses from `global_variable_section_data`.
+    #[allow(clippy::too_many_arguments)] // the fields of one instruction
+    fn translate_load_imm64(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        pc: usize,
+        dst: Reg,
+        kind: Imm64Kind,
+        imm: i32,
+        next_imm: i32,
+    ) -> Result<(), LowerError> {
+        let value = match kind {
+            Imm64Kind::Imm => b.ins().iconst(types::I64, Instruction::imm64(imm, next_imm) as i64),
+            Imm64Kind::MapIndex => {
+                let map = self.map_index(pc, imm)?;
+                self.env.map_address(b, frame.runtime_context, map)
+            }
+            Imm64Kind::MapIndexValue => {
+                let map = self.map_index(pc, imm)?;
+                self.env
+                    .global_address(b, frame.runtime_context, map, next_imm as u32)
+                    .ok_or_else(|| self.unsupported(pc, format!("map {map} is not a global-variable section")))?
+            }
+            other => return Err(self.unsupported(pc, format!("lddw {} is not supported", other.name()))),
+        };
+        b.def_var(frame.regs[dst.index()], value);
+        Ok(())
+    }
+
+    /// Memory (RFC 9669 §5.1–5.3): plain loads and stores at `reg + offset` (the verifier proved them in bounds),
+    /// sequentially consistent atomics.
+    fn translate_memory(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        pc: usize,
+        insn: Instruction,
+    ) -> Result<(), LowerError> {
+        let reg = |r: Reg| frame.regs[r.index()];
+        match insn {
+            Instruction::Load { size, sign_extend, dst, src, offset } if self.movable_loads => {
+                let addr = b.use_var(reg(src));
+                let flags = mem().with_readonly().with_notrap().with_can_move();
+                let ty = Self::memory_type(size);
+                let loaded = b.ins().load(ty, flags, addr, offset as i32);
+                let value = match (ty == types::I64, sign_extend) {
+                    (true, _) => loaded,
+                    (false, false) => b.ins().uextend(types::I64, loaded),
+                    (false, true) => b.ins().sextend(types::I64, loaded),
+                };
+                b.def_var(reg(dst), value);
+            }
+            Instruction::Load { size, sign_extend, dst, src, offset } => {
+                let addr = b.use_var(reg(src));
+                let off = offset as i32;
+                let flags = load_flags();
+                let value = match (size, sign_extend) {
+                    (MemSize::B, false) => b.ins().uload8(types::I64, flags, addr, off),
+                    (MemSize::B, true) => b.ins().sload8(types::I64, flags, addr, off),
+                    (MemSize::H, false) => b.ins().uload16(types::I64, flags, addr, off),
+                    (MemSize::H, true) => b.ins().sload16(types::I64, flags, addr, off),
+                    (MemSize::W, false) => b.ins().uload32(flags, addr, off),
+                    (MemSize::W, true) => b.ins().sload32(flags, addr, off),
+                    (MemSize::DW, _) => b.ins().load(types::I64, flags, addr, off),
+                };
+                b.def_var(reg(dst), value);
+            }
+            Instruction::Store { size, dst, offset, src } => {
+                let addr = b.use_var(reg(dst));
+                let value = Self::operand(b, frame, Width::W64, src);
+                let off = offset as i32;
+                match size {
+                    MemSize::B => b.ins().istore8(mem(), value, addr, off),
+                    MemSize::H => b.ins().istore16(mem(), value, addr, off),
+                    MemSize::W => b.ins().istore32(mem(), value, addr, off),
+                    MemSize::DW => b.ins().store(mem(), value, addr, off),
+                };
+            }
+            Instruction::Atomic { size, op, fetch, dst, src, offset } => {
+                self.translate_atomic(b, frame, pc, size, op, fetch, dst, src, offset)?
+            }
+            Instruction::LegacyPacketLoad { .. } => {
+                return Err(self.unsupported(pc, "legacy packet loads (LD_ABS/LD_IND) are not supported"))
+            }
+            other => unreachable!("not a memory instruction: {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// Atomics (RFC 9669 §5.3): `atomic_rmw` / `atomic_cas`, `lock`-prefixed on x64 like bpf2c's `Interlocked*`.
+    #[allow(clippy::too_many_arguments)] // the fields of one instruction
+    fn translate_atomic(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        pc: usize,
+        size: MemSize,
+        op: AtomicOp,
+        fetch: bool,
+        dst: Reg,
+        src: Reg,
+        offset: i16,
+    ) -> Result<(), LowerError> {
+        let reg = |r: Reg| frame.regs[r.index()];
+        let ty = match size {
+            MemSize::W => types::I32,
+            MemSize::DW => types::I64,
+            other => return Err(self.unsupported(pc, format!("atomic access of {} bytes", other.bytes()))),
+        };
+        let base = b.use_var(reg(dst));
+        let addr = b.ins().iadd_imm_s(base, offset as i64);
+        let narrow = |b: &mut FunctionBuilder, v: Value| if ty == types::I64 { v } else { b.ins().ireduce(ty, v) };
+        let widen =
+            |b: &mut FunctionBuilder, v: Value| if ty == types::I64 { v } else { b.ins().uextend(types::I64, v) };
+        let s64 = b.use_var(reg(src));
+        let s = narrow(b, s64);
+        let rmw = match op {
+            AtomicOp::CmpXchg => {
+                let r0 = b.use_var(reg(Reg::R0));
+                let expected = narrow(b, r0);
+                let old = b.ins().atomic_cas(mem(), addr, expected, s);
+                let old = widen(b, old);
+                b.def_var(reg(Reg::R0), old);
+                return Ok(());
+            }
+            AtomicOp::Add => AtomicRmwOp::Add,
+            AtomicOp::Or => AtomicRmwOp::Or,
+            AtomicOp::And => AtomicRmwOp::And,
+            AtomicOp::Xor => AtomicRmwOp::Xor,
+            AtomicOp::Xchg => AtomicRmwOp::Xchg,
+        };
+        let old = b.ins().atomic_rmw(ty, mem(), rmw, addr, s);
+        if fetch || op == AtomicOp::Xchg {
+            let old = widen(b, old);
+            b.def_var(reg(src), old);
+        }
+        Ok(())
+    }
+
+    /// Control flow (RFC 9669 §4.3): `ja` → `jump`, conditional jumps → `brif` (or selects over a short
+    /// effect-free fall-through path, `if_conversion`), `exit` → `return r0`. Always ends the block.
+    fn translate_control_flow(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        block_at: &[Option<Block>],
+        start: usize,
+        pc: usize,
+        insn: Instruction,
+    ) -> Result<bool, LowerError> {
+        let block = |slot: i64| block_at[slot as usize - start].expect("jump targets are leaders");
+        match insn {
+            Instruction::Jump { .. } => {
+                let target = block(insn.jump_target(pc).expect("jump"));
+                b.ins().jump(target, &[]);
+            }
+            Instruction::JumpIf { width, cond, dst, src, .. } => {
+                let s = Self::operand(b, frame, width, src);
+                let d64 = b.use_var(frame.regs[dst.index()]);
+                let d = if width == Width::W32 { b.ins().ireduce(types::I32, d64) } else { d64 };
+                let taken = match jump_condition(cond) {
+                    Some(cc) => b.ins().icmp(cc, d, s),
+                    None => {
+                        let bits = b.ins().band(d, s);
+                        b.ins().icmp_imm_s(IntCC::NotEqual, bits, 0)
+                    }
+                };
+                let target = block(insn.jump_target(pc).expect("jump"));
+                let end = self.program.functions[self.index].end;
+                let is_promoted = |offset| self.promoted.contains_key(&offset);
+                if let Some(path) = fall_through_path(&self.program.instructions[start..end], pc - start, is_promoted) {
+                    self.translate_speculated_path(b, frame, block_at, start, taken, &path)?;
+                    b.ins().jump(target, &[]);
+                } else {
+                    let next = block(pc as i64 + 1);
+                    b.ins().brif(taken, target, &[], next, &[]);
+                }
+            }
+            Instruction::Exit => {
+                let r0 = b.use_var(frame.regs[0]);
+                b.ins().return_(&[r0]);
+            }
+            other => unreachable!("not a control-flow instruction: {other:?}"),
+        }
+        Ok(true)
+    }
+
+    /// Calls (contract §5.1–5.3): helpers through `helper_data`, `callx` to the helper the verifier proved, local
+    /// functions with `r10 − 512` as the callee's frame. Returns whether the block ended.
+    fn translate_call(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        pc: usize,
+        insn: Instruction,
+    ) -> Result<bool, LowerError> {
+        match insn {
+            Instruction::CallHelper { id } => self.call_helper(b, frame, pc, id as u32)?,
+            Instruction::CallReg { reg } => match self.verified.callx_target(pc) {
+                CallxTarget::Helper(id) => self.call_helper(b, frame, pc, id)?,
+                CallxTarget::Unreachable => {
+                    // Never executed (the verifier found no path here): nothing to call.
+                    b.ins().trap(ir::TrapCode::unwrap_user(1));
+                    return Ok(true);
+                }
+                CallxTarget::PerCallingContext => {
+                    return Err(self.unsupported(
+                        pc,
+                        format!("callx {reg} calls a different helper from each call site of its function"),
+                    ))
+                }
+            },
+            Instruction::CallLocal { .. } => {
+                let callee = self.verified.control_flow().callee(pc).expect("the verifier resolved every local call");
+                let name = function_symbol(self.program, callee);
+                let fref = self.symbols.import_function(
+                    b.func,
+                    RelocTarget::Function(name),
+                    RuntimeEnvironment::local_function_signature(),
+                );
+                let mut args = Vec::with_capacity(8);
+                for r in 1..=5 {
+                    args.push(b.use_var(frame.regs[r]));
+                }
+                let r10 = b.use_var(frame.regs[10]);
+                args.push(b.ins().iadd_imm_s(r10, -(STACK_FRAME_SIZE as i64)));
+                args.push(frame.context);
+                args.push(frame.runtime_context);
+                let call = b.ins().call(fref, &args);
+                let r0 = b.inst_results(call)[0];
+                b.def_var(frame.regs[0], r0);
+                Self::clobber_scratch(b, frame);
+            }
+            Instruction::CallBtf { .. } => {
+                return Err(self.unsupported(pc, "calls of BTF-resolved functions (kfuncs) are not supported"))
+            }
+            other => unreachable!("not a call: {other:?}"),
+        }
+        Ok(false)
+    }
+
+    pub(super) fn operand(b: &mut FunctionBuilder, frame: &Frame, width: Width, src: Operand) -> Value {
+        match (width, src) {
+            (Width::W64, Operand::Reg(r)) => b.use_var(frame.regs[r.index()]),
+            (Width::W64, Operand::Imm(i)) => b.ins().iconst(types::I64, i as i64),
+            (Width::W32, Operand::Reg(r)) => {
+                let v = b.use_var(frame.regs[r.index()]);
+                b.ins().ireduce(types::I32, v)
+            }
+            (Width::W32, Operand::Imm(i)) => b.ins().iconst(types::I32, i as u32 as i64),
+        }
+    }
+
+    /// The integer type of a `size`-byte memory access.
+    pub(super) fn memory_type(size: MemSize) -> Type {
+        match size {
+            MemSize::B => types::I8,
+            MemSize::H => types::I16,
+            MemSize::W => types::I32,
+            MemSize::DW => types::I64,
+        }
+    }
+
+    fn ty(width: Width) -> Type {
+        match width {
+            Width::W32 => types::I32,
+            Width::W64 => types::I64,
+        }
+    }
+
+    fn map_index(&mut self, pc: usize, imm: i32) -> Result<usize, LowerError> {
+        let map = usize::try_from(imm).ok().filter(|&m| m < self.module.maps.len()).ok_or_else(|| {
+            self.unsupported(pc, format!("lddw refers to map index {imm}, the module has {}", self.module.maps.len()))
+        })?;
+        self.referenced_maps.insert(map as u16);
+        Ok(map)
+    }
+
+    /// `r0 = helper_data[i].address(r1..r5, context)`; after `bpf_tail_call`, `if (r0 == 0) return 0`.
+    fn call_helper(&mut self, b: &mut FunctionBuilder, frame: &Frame, pc: usize, id: u32) -> Result<(), LowerError> {
+        let address = self
+            .env
+            .helper_address(b, frame.runtime_context, id)
+            .ok_or_else(|| self.unsupported(pc, format!("helper {id} is missing from the helper table")))?;
+        let sig = b.import_signature(RuntimeEnvironment::helper_signature());
+        let mut args = Vec::with_capacity(6);
+        for r in 1..=5 {
+            args.push(b.use_var(frame.regs[r]));
+        }
+        args.push(frame.context);
+        let call = b.ins().call_indirect(sig, address, &args);
+        let r0 = b.inst_results(call)[0];
+        b.def_var(frame.regs[0], r0);
+        Self::clobber_scratch(b, frame);
+        if id == HELPER_TAIL_CALL {
+            let done = b.create_block();
+            let cont = b.create_block();
+            b.ins().brif(r0, cont, &[], done, &[]);
+            b.switch_to_block(done);
+            let zero = b.ins().iconst(types::I64, 0);
+            b.ins().return_(&[zero]);
+            b.switch_to_block(cont);
+        }
+        Ok(())
+    }
+
+    /// After a call, r1–r5 hold nothing a program may read (RFC 9669 §2.4: they are scratch registers; the verifier
+    /// rejects reads of them before they are written again). Giving them the one shared zero instead of keeping
+    /// their old values ends those values' lives at the call: otherwise an argument computed in a loop stays
+    /// live around the loop as a block parameter, and every constant argument becomes a loop-carried value.
+    fn clobber_scratch(b: &mut FunctionBuilder, frame: &Frame) {
+        for r in 1..=5 {
+            b.def_var(frame.regs[r], frame.zero);
+        }
+    }
+
+    /// DIV/MOD/SDIV/SMOD without traps (RFC 9669 §4.1): x / 0 = 0, x % 0 = x, INT_MIN / −1 = INT_MIN,
+    /// INT_MIN % −1 = 0.
+    fn division(b: &mut FunctionBuilder, ty: Type, op: AluOp, d: Value, s: Value) -> Value {
+        let zero = b.ins().iconst(ty, 0);
+        let one = b.ins().iconst(ty, 1);
+        let is_zero = b.ins().icmp_imm_s(IntCC::Equal, s, 0);
+        match op {
+            AluOp::Div | AluOp::Mod => {
+                let divisor = b.ins().select(is_zero, one, s);
+                if op == AluOp::Div {
+                    let q = b.ins().udiv(d, divisor);
+                    b.ins().select(is_zero, zero, q)
+                } else {
+                    let r = b.ins().urem(d, divisor);
+                    b.ins().select(is_zero, d, r)
+                }
+            }
+            _ => {
+                let minus_one = if ty == types::I32 { u32::MAX as i64 } else { -1 };
+                let minus_one = b.ins().iconst(ty, minus_one);
+                let is_minus_one = b.ins().icmp(IntCC::Equal, s, minus_one);
+                let special = b.ins().bor(is_zero, is_minus_one);
+                let divisor = b.ins().select(special, one, s);
+                if op == AluOp::SDiv {
+                    let q = b.ins().sdiv(d, divisor);
+                    let negated = b.ins().ineg(d);
+                    let q = b.ins().select(is_minus_one, negated, q);
+                    b.ins().select(is_zero, zero, q)
+                } else {
+                    let r = b.ins().srem(d, divisor);
+                    let r = b.ins().select(is_minus_one, zero, r);
+                    b.ins().select(is_zero, d, r)
+                }
+            }
+        }
+    }
+}
+
+/// The Cranelift comparison of a conditional jump (RFC 9669 §4.3); `None` for `jset`, which tests `dst & src`.
+fn jump_condition(cond: JumpCond) -> Option<IntCC> {
+    Some(match cond {
+        JumpCond::Eq => IntCC::Equal,
+        JumpCond::Ne => IntCC::NotEqual,
+        JumpCond::Gt => IntCC::UnsignedGreaterThan,
+        JumpCond::Ge => IntCC::UnsignedGreaterThanOrEqual,
+        JumpCond::Lt => IntCC::UnsignedLessThan,
+        JumpCond::Le => IntCC::UnsignedLessThanOrEqual,
+        JumpCond::Sgt => IntCC::SignedGreaterThan,
+        JumpCond::Sge => IntCC::SignedGreaterThanOrEqual,
+        JumpCond::Slt => IntCC::SignedLessThan,
+        JumpCond::Sle => IntCC::SignedLessThanOrEqual,
+        JumpCond::Set => return None,
+    })
+}

@@ -1,0 +1,80 @@
+//! The translation of single instructions and function shapes, checked on the Cranelift IR it produces.
+
+use super::*;
+use crate::isa::{AluOp, Instruction as I, JumpCond, Operand, Reg, Width};
+use crate::lower::build_isa;
+use crate::program::{functions_from_calls, Program};
+
+fn mov(dst: Reg, imm: i32) -> I {
+    I::Alu { width: Width::W64, op: AluOp::Mov, dst, src: Operand::Imm(imm) }
+}
+
+/// The IR text of every function of `instructions` as one program (facts derived from the text).
+fn ir(instructions: Vec<I>) -> Vec<String> {
+    let module = Module {
+        name: "t".into(),
+        programs: vec![Program {
+            name: "t".into(),
+            section_name: "xdp".into(),
+            functions: functions_from_calls(&instructions),
+            instructions,
+            line_info: vec![],
+        }],
+        ..Module::default()
+    };
+    let verified = Verified::unchecked_for_testing(&module, 0).expect("well-formed");
+    let isa = build_isa(crate::compiled::Target::X64).unwrap();
+    let translated =
+        translate_program(&verified, std::slice::from_ref(&verified), MapDataLayout::V1_3, isa.frontend_config())
+            .expect("translates");
+    translated.functions.iter().map(|(_, f)| f.display().to_string()).collect()
+}
+
+fn assert_contains(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "`{part}` missing from\n{text}");
+    }
+}
+
+#[test]
+fn a_32_bit_add_works_on_the_low_halves_and_zero_extends() {
+    let add32 = I::Alu { width: Width::W32, op: AluOp::Add, dst: Reg::R0, src: Operand::Reg(Reg::R1) };
+    let text = &ir(vec![mov(Reg::R0, 1), add32, I::Exit])[0];
+    assert_contains(text, &["ireduce.i32", "iadd", "uextend.i64", "return"]);
+}
+
+#[test]
+fn division_by_a_register_selects_the_rfc_results_instead_of_trapping() {
+    let div = I::Alu { width: Width::W64, op: AluOp::Div, dst: Reg::R0, src: Operand::Reg(Reg::R1) };
+    let text = &ir(vec![mov(Reg::R0, 7), div, I::Exit])[0];
+    assert_contains(text, &["udiv", "select"]);
+    let sdiv = I::Alu { width: Width::W64, op: AluOp::SDiv, dst: Reg::R0, src: Operand::Reg(Reg::R1) };
+    let text = &ir(vec![mov(Reg::R0, 7), sdiv, I::Exit])[0];
+    assert_contains(text, &["sdiv", "ineg", "icmp.i64 eq"]);
+}
+
+#[test]
+fn a_conditional_jump_becomes_a_compare_and_brif() {
+    let jgt = I::JumpIf { width: Width::W64, cond: JumpCond::Gt, dst: Reg::R1, src: Operand::Imm(5), offset: 2 };
+    // if r1 > 5 goto +2; r0 = 1; r0 += r1 (a use keeps the path from being if-converted); exit; r0 = 2; exit
+    let add = I::Alu { width: Width::W64, op: AluOp::Add, dst: Reg::R0, src: Operand::Reg(Reg::R1) };
+    let program = vec![jgt, mov(Reg::R0, 1), I::Exit, mov(Reg::R0, 2), add, I::Exit];
+    let text = &ir(program)[0];
+    assert_contains(text, &["icmp.i64 ugt", "brif"]);
+}
+
+#[test]
+fn a_helper_call_loads_its_address_from_the_runtime_context() {
+    let text = &ir(vec![I::CallHelper { id: 7 }, I::Exit])[0];
+    // runtime_context->helper_data (offset 24), then helper_data[0].address (offset 24), then an indirect call.
+    assert_contains(text, &["load.i64 notrap aligned readonly can_move", "+24", "call_indirect"]);
+}
+
+#[test]
+fn the_entry_frame_has_one_512_byte_frame_per_call_level_and_callees_get_r10_minus_512() {
+    // main: call sub; exit.  sub: r0 = 0; exit.
+    let functions = ir(vec![I::CallLocal { offset: 1 }, I::Exit, mov(Reg::R0, 0), I::Exit]);
+    assert_eq!(functions.len(), 2);
+    assert_contains(&functions[0], &["explicit_slot 1024", "iconst.i64 -512", "call fn0"]);
+    assert!(!functions[1].contains("explicit_slot"), "a subprogram owns no stack:\n{}", functions[1]);
+}
