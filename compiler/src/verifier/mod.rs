@@ -15,6 +15,7 @@
 //! every block uses its final state.
 
 pub mod diagnostic;
+mod functions;
 pub mod num;
 pub mod state;
 pub mod transfer;
@@ -225,6 +226,8 @@ pub fn verify_program<'m>(
         options,
         assumptions: &[],
     };
+    functions::check_function_boundaries(&program.instructions, &program.functions)
+        .map_err(|f| reject(&program.name, &program.instructions, &program.line_info, f))?;
     let mut report = analyze(&env, entry_state(), &program.name)
         .map_err(|f| reject(&program.name, &program.instructions, &program.line_info, f))?;
     let facts = std::mem::take(&mut report.facts);

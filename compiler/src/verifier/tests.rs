@@ -243,6 +243,16 @@ fn atomics_only_on_stack_and_map_values() {
 }
 
 #[test]
+fn a_jump_into_another_function_is_rejected_as_lowering_would_refuse_it() {
+    // Issue 17 #3: `goto` from the entry function into the body of the function it calls verified, then `build`
+    // refused it ("jump target … leaves the function").
+    let p = vec![I::CallLocal { offset: 2 }, I::Jump { offset: 2, long: false }, I::Exit, mov(R0, 0), I::Exit];
+    let r = rejected(p);
+    assert_eq!((r.pc, r.property), (1, Property::ControlFlow));
+    assert!(r.message.contains("leaves function"), "{}", r.message);
+}
+
+#[test]
 fn rejection_names_the_source_line() {
     let mut m = module(vec![add(R3, 1), I::Exit]);
     m.programs[0].line_info = vec![crate::program::LineInfo {
