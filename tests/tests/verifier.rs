@@ -46,9 +46,10 @@ fn every_sample_verifies_under_the_windows_platform() {
 fn unsafe_samples_are_rejected_at_the_marked_source_line() {
     let dir = repo().join("samples/unsafe");
     let objs = objects(&dir);
-    assert_eq!(objs.len(), 5);
+    assert_eq!(objs.len(), 6);
     for path in objs {
-        let source = std::fs::read_to_string(path.with_extension("c")).expect("C source");
+        // Lossy: latin1_source.c is deliberately not UTF-8.
+        let source = String::from_utf8_lossy(&std::fs::read(path.with_extension("c")).expect("C source")).into_owned();
         let (line, marker) = source
             .lines()
             .enumerate()
@@ -69,6 +70,8 @@ fn unsafe_samples_are_rejected_at_the_marked_source_line() {
         };
         assert_eq!(r.property, expected, "{}: {}", path.display(), r);
         assert!(r.source_line.as_deref().is_some_and(|l| l.contains("UNSAFE")), "source line attached");
+        let text = bpf2sys::verifier::diagnostic::render(&r, false);
+        assert!(text.contains(&format!(":{line}:")), "{}: the diagnostic names the line:\n{text}", path.display());
     }
 }
 
