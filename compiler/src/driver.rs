@@ -24,7 +24,7 @@ use bpf2sys_signing::{SignOptions, Signer, SigningError};
 
 use crate::compiled::{CompiledProgram, Target};
 use crate::elf::{self, ElfError};
-use crate::link::lint::{lint_image_with, ExtraRule, LintReport};
+use crate::link::lint::{lint_driver, LintReport, NotAnImage};
 use crate::link::{link_driver, LinkError, LinkOptions};
 use crate::lower::{self, LowerError, LowerOptions, LoweredProgram, MapDataLayout};
 use crate::platform::windows::WINDOWS;
@@ -217,13 +217,9 @@ impl Session {
     }
 
     /// Stage 6: the static lint of a finished image: HVCI and PE rules H1–H7, P1–P11 and the signature rules
-    /// S1–S7 (driver-image-and-signing.md §5.2).
-    pub fn lint(&self, image: &[u8]) -> LintReport {
-        let signature_rules: Vec<ExtraRule> = bpf2sys_signing::lint::SIGNATURE_RULES
-            .iter()
-            .map(|(id, title, check)| ExtraRule { id, title, check })
-            .collect();
-        lint_image_with(image, &signature_rules)
+    /// S1–S7 (driver-image-and-signing.md §5.2), the signature verified once for all seven.
+    pub fn lint(&self, image: &[u8]) -> Result<LintReport, NotAnImage> {
+        lint_driver(image)
     }
 }
 

@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 mod cli {
     pub mod build;
     pub mod check;
+    pub mod common;
     pub mod compile;
     pub mod inspect;
+    pub mod keys;
     pub mod sign;
     pub mod verify;
 }
@@ -27,7 +29,7 @@ enum Command {
     /// Verify the programs of an eBPF object (exit 0 verified, 1 rejected, 2 unusable input).
     Verify(cli::verify::VerifyArgs),
     /// Verify, compile and link an eBPF object into a Windows driver (.sys).
-    Build(cli::build::BuildArgs),
+    Build(Box<cli::build::BuildArgs>),
     /// Verify and compile programs without linking: a COFF object, Cranelift IR or machine instructions.
     Compile(cli::compile::CompileArgs),
     /// Lint a driver image against the HVCI and PE rules (exit 0 clean, 1 a rule fails, 2 unreadable).
@@ -46,7 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
-        Command::Verify(args) => Ok(cli::verify::run(&args)),
+        Command::Verify(args) => cli::verify::run(&args),
         Command::Build(args) => cli::build::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Compile(args) => cli::compile::run(&args),
@@ -57,8 +59,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            // 2: the input was rejected (same code clap uses for bad arguments).
+            // One line, printed once: error types that embed their source's text are not repeated.
+            eprintln!("error: {}", cli::common::one_line(&e));
+            // 2: the input is unusable (same code clap uses for bad arguments); 1 is for a rejected program or
+            // image, which the subcommands report themselves.
             ExitCode::from(2)
         }
     }

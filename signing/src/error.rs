@@ -52,6 +52,8 @@ pub enum SigningError {
     Encoding(String),
     #[error("RSA signing failed: {0}")]
     Rsa(String),
+    #[error(transparent)]
+    File(#[from] bpf2sys_files::FileError),
 }
 
 impl From<der::Error> for SigningError {

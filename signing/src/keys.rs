@@ -121,8 +121,8 @@ impl Signer {
         let data = std::fs::read(path).map_err(|e| SigningError::io(path, e))?;
         let password = password.read()?;
         let key_file = |message: String| SigningError::KeyFile { path: path.to_owned(), message };
-        let store = p12_keystore::KeyStore::from_pkcs12(&data, &password)
-            .map_err(|e| key_file(format!("cannot open PKCS#12 (wrong password or corrupt file?): {e:?}")))?;
+        let store =
+            p12_keystore::KeyStore::from_pkcs12(&data, &password).map_err(|e| key_file(pkcs12_error_message(&e)))?;
         let (_alias, entry) =
             store.private_key_chain().ok_or_else(|| key_file("no private key entry in the PKCS#12 file".into()))?;
         let mut chain = Vec::new();
@@ -315,5 +315,25 @@ impl Signer {
                 Signer::new(chain, Box::new(ExternalSignature { signature: bytes, origin }))
             }
         }
+    }
+}
+
+/// What a PKCS#12 parse failure means to the user, in words (the library's errors are type names).
+fn pkcs12_error_message(error: &p12_keystore::error::Error) -> String {
+    use p12_keystore::error::Error;
+    match error {
+        // RFC 7292 §5: the MAC over the contents is keyed by the password, so a mismatch is a wrong password (or
+        // a file altered after it was written).
+        Error::MacError(_) => "wrong password (the PKCS#12 integrity check fails)".into(),
+        Error::DerError(e) => format!("not a PFX/PKCS#12 file (ASN.1: {e})"),
+        Error::InvalidVersion => "not a PFX/PKCS#12 file (unsupported PFX version)".into(),
+        Error::IoError(e) => format!("cannot read: {e}"),
+        Error::UnsupportedEncryptionScheme | Error::UnsupportedMacAlgorithm | Error::UnsupportedContentType => {
+            format!("unsupported PKCS#12 protection: {}", error.to_string().to_lowercase())
+        }
+        Error::Pkcs5Error(_) | Error::UnpadError => {
+            "cannot decrypt the PKCS#12 contents (wrong password or corrupt file)".into()
+        }
+        other => format!("malformed PFX/PKCS#12 file: {}", other.to_string().to_lowercase()),
     }
 }

@@ -20,20 +20,20 @@ pub enum RuleStatus {
 /// One rule's identifier, summary and verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleOutcome {
-    /// "S1".."S7".
-    pub id: &'static str,
+    /// One of [`Rule::S1`]..[`Rule::S7`].
+    pub rule: Rule,
     pub summary: &'static str,
     pub status: RuleStatus,
 }
 
-const RULES: [(Rule, &str, &str); 7] = [
-    (Rule::S1, "S1", "certificate table: 8-aligned at EOF, one WIN_CERTIFICATE rev 2.0 PKCS#7, size consistent"),
-    (Rule::S2, "S2", "content is SpcIndirectDataContent/SpcPeImageData and its digest equals the image hash"),
-    (Rule::S3, "S3", "contentType present and messageDigest equals the hash of SpcIndirectDataContent"),
-    (Rule::S4, "S4", "RSA signer key (2048-4096 bits), SHA-256 digests, signature verifies"),
-    (Rule::S5, "S5", "page hashes, if present, recompute (V2/SHA-256)"),
-    (Rule::S6, "S6", "signer chain included in the signature; leaf has the Code Signing EKU"),
-    (Rule::S7, "S7", "file checksum recomputed after signing"),
+const RULES: [(Rule, &str); 7] = [
+    (Rule::S1, "certificate table: 8-aligned at EOF, one WIN_CERTIFICATE rev 2.0 PKCS#7, size consistent"),
+    (Rule::S2, "content is SpcIndirectDataContent/SpcPeImageData and its digest equals the image hash"),
+    (Rule::S3, "contentType present and messageDigest equals the hash of SpcIndirectDataContent"),
+    (Rule::S4, "RSA signer key (2048-4096 bits), SHA-256 digests, signature verifies"),
+    (Rule::S5, "page hashes, if present, recompute (V2/SHA-256)"),
+    (Rule::S6, "signer chain included in the signature; leaf has the Code Signing EKU"),
+    (Rule::S7, "file checksum recomputed after signing"),
 ];
 
 /// True when the image carries a certificate table (S1–S6 apply only then).
@@ -49,7 +49,7 @@ pub fn check(pe_bytes: &[u8]) -> Vec<RuleOutcome> {
         report.problems.iter().filter(|p| p.rule == Rule::Structure).map(|p| p.message.clone()).collect();
     RULES
         .iter()
-        .map(|&(rule, id, summary)| {
+        .map(|&(rule, summary)| {
             let failures: Vec<String> = report
                 .problems
                 .iter()
@@ -73,33 +73,7 @@ pub fn check(pe_bytes: &[u8]) -> Vec<RuleOutcome> {
             } else {
                 RuleStatus::Pass
             };
-            RuleOutcome { id, summary, status }
+            RuleOutcome { rule, summary, status }
         })
         .collect()
 }
-
-/// The failures of one S-rule (empty when it passes, warns, or does not apply).
-pub fn findings(rule_id: &str, pe_bytes: &[u8]) -> Vec<String> {
-    check(pe_bytes)
-        .into_iter()
-        .filter(|outcome| outcome.id == rule_id)
-        .flat_map(|outcome| match outcome.status {
-            RuleStatus::Fail(messages) => messages,
-            _ => Vec::new(),
-        })
-        .collect()
-}
-
-/// A rule's check as a plain function: the failures of that rule on an image.
-pub type FindingsFn = fn(&[u8]) -> Vec<String>;
-
-/// S1–S7 as (id, summary, check), for linters that take one function per rule (`bpf2sys check`).
-pub static SIGNATURE_RULES: [(&str, &str, FindingsFn); 7] = [
-    ("S1", RULES[0].2, |bytes| findings("S1", bytes)),
-    ("S2", RULES[1].2, |bytes| findings("S2", bytes)),
-    ("S3", RULES[2].2, |bytes| findings("S3", bytes)),
-    ("S4", RULES[3].2, |bytes| findings("S4", bytes)),
-    ("S5", RULES[4].2, |bytes| findings("S5", bytes)),
-    ("S6", RULES[5].2, |bytes| findings("S6", bytes)),
-    ("S7", RULES[6].2, |bytes| findings("S7", bytes)),
-];

@@ -225,6 +225,14 @@ impl PeLayout {
                     data.len()
                 )));
             }
+            // The headers occupy the file up to SizeOfHeaders (PE format, "Section Table"): raw data starting
+            // inside them would be hashed twice, as headers and as section, and no two tools agree on it.
+            if size_of_raw_data != 0 && pointer_to_raw_data < size_of_headers {
+                return Err(SigningError::MalformedPe(format!(
+                    "section {name:?} raw data at {pointer_to_raw_data:#x} overlaps the headers (SizeOfHeaders \
+                     {size_of_headers:#x})"
+                )));
+            }
             sections.push(SectionRange { name, virtual_address, pointer_to_raw_data, size_of_raw_data });
         }
         let layout = PeLayout {
@@ -348,6 +356,15 @@ pub fn page_hashes_sha256(data: &[u8], layout: &PeLayout) -> Result<Vec<u8>, Sig
     for section in layout.sections.iter().filter(|s| s.size_of_raw_data != 0) {
         let start = section.pointer_to_raw_data as usize;
         let size = section.size_of_raw_data as usize;
+        // Page-hash tables list file pages in ascending order, once each (osslsigncode and Windows check them
+        // that way); overlapping or unordered raw data has no such table.
+        if start < last_end {
+            return Err(SigningError::UnsupportedPe(format!(
+                "section {:?} raw data at {start:#x} overlaps or precedes the previous section's (ending at \
+                 {last_end:#x}); page hashes need ascending, disjoint section data",
+                section.name
+            )));
+        }
         let mut offset = 0;
         while offset < size {
             let chunk = &data[start + offset..start + size.min(offset + page)];

@@ -154,37 +154,3 @@ pub fn sign_pe(input: &[u8], signer: &Signer, options: &SignOptions) -> Result<V
     pe::append_certificate_table(&mut image, &prepared.layout, &pkcs7)?;
     Ok(image)
 }
-
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename). A replaced file keeps
-/// its permissions; a new one gets 0644 on Unix.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), SigningError> {
-    write_atomically_with_mode(path, bytes, None)
-}
-
-/// [`write_atomically`] with explicit Unix permissions (0600 for private keys: never readable by others, not even
-/// between the write and a later chmod).
-pub fn write_atomically_with_mode(
-    path: &std::path::Path,
-    bytes: &[u8],
-    unix_mode: Option<u32>,
-) -> Result<(), SigningError> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| SigningError::io(dir, e))?;
-    file.write_all(bytes).map_err(|e| SigningError::io(path, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = unix_mode
-            .or_else(|| std::fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o7777))
-            .unwrap_or(0o644);
-        file.as_file().set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| SigningError::io(path, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = unix_mode;
-    file.persist(path).map_err(|e| SigningError::io(path, e.error))?;
-    Ok(())
-}

@@ -9,7 +9,7 @@
 
 use crate::error::SigningError;
 use crate::keys::{load_pem_chain, parse_private_key_pem, RsaKeySigner, Signer, MAX_RSA_BITS, MIN_RSA_BITS};
-use crate::sign::{write_atomically, write_atomically_with_mode};
+use bpf2sys_files::{write_atomically, write_atomically_with, WriteOptions};
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use rsa::rand_core::{OsRng, RngCore};
 use rsa::RsaPrivateKey;
@@ -19,6 +19,11 @@ use std::time::{Duration, SystemTime};
 /// File names of the cached test signer inside its directory.
 pub const TEST_KEY_FILE: &str = "bpf2sys-test-signing.key.pem";
 pub const TEST_CERT_FILE: &str = "bpf2sys-test-signing.cert.pem";
+
+/// The longest validity the CA/Browser Forum Code Signing Baseline Requirements allow a publicly-trusted
+/// subscriber code-signing certificate (§6.3.2, 460 days since ballot CSC-31). A test certificate is not bound
+/// by it, but one that outlives it is not what a CA would issue, so `bpf2sys cert new` warns above it.
+pub const CABF_MAX_CODE_SIGNING_DAYS: u32 = 460;
 
 /// Parameters of a new test certificate.
 #[derive(Debug, Clone)]
@@ -33,7 +38,7 @@ impl Default for TestCertificateParams {
         TestCertificateParams {
             common_name: "bpf2sys test signing (NOT FOR PRODUCTION)".into(),
             rsa_bits: 3072,
-            valid_days: 3 * 365,
+            valid_days: CABF_MAX_CODE_SIGNING_DAYS,
         }
     }
 }
@@ -50,6 +55,13 @@ pub struct GeneratedCertificate {
 pub fn generate(params: &TestCertificateParams) -> Result<GeneratedCertificate, SigningError> {
     if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&params.rsa_bits) {
         return Err(SigningError::RsaKeySize { bits: params.rsa_bits });
+    }
+    if params.valid_days < 1 {
+        // A certificate valid for less than a day expires before it can be copied to a test machine.
+        return Err(SigningError::CertificateGeneration(format!(
+            "a validity of {} days is too short: give at least 1 day",
+            params.valid_days
+        )));
     }
     let gen_err = |e: &dyn std::fmt::Display| SigningError::CertificateGeneration(e.to_string());
     let key = RsaPrivateKey::new(&mut OsRng, params.rsa_bits).map_err(|e| gen_err(&e))?;
@@ -81,8 +93,13 @@ pub fn write_generated(
     key_path: &Path,
     cert_path: &Path,
 ) -> Result<(), SigningError> {
-    write_atomically_with_mode(key_path, generated.key_pem.as_bytes(), Some(0o600))?;
-    write_atomically(cert_path, generated.cert_pem.as_bytes())
+    // 0600 from creation: a private key is never readable by others, not even between the write and a chmod.
+    write_atomically_with(
+        key_path,
+        generated.key_pem.as_bytes(),
+        &WriteOptions { mode: Some(0o600), ..Default::default() },
+    )?;
+    Ok(write_atomically(cert_path, generated.cert_pem.as_bytes())?)
 }
 
 /// The steps to trust a test certificate on a Windows test machine (printed by `bpf2sys cert new` and by

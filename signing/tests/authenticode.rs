@@ -299,7 +299,8 @@ fn lint_rules_pass_on_a_signed_image_and_do_not_apply_to_an_unsigned_one() {
     let layout = PeLayout::parse(&image).unwrap();
     pe::update_checksum(&mut image, &layout);
     let unsigned = check(&image);
-    assert_eq!(unsigned.iter().map(|o| o.id).collect::<Vec<_>>(), ["S1", "S2", "S3", "S4", "S5", "S6", "S7"]);
+    let rules: Vec<Rule> = unsigned.iter().map(|o| o.rule).collect();
+    assert_eq!(rules, [Rule::S1, Rule::S2, Rule::S3, Rule::S4, Rule::S5, Rule::S6, Rule::S7]);
     assert!(unsigned[..6].iter().all(|o| matches!(o.status, RuleStatus::NotApplicable(_))), "{unsigned:?}");
     assert_eq!(unsigned[6].status, RuleStatus::Pass, "the writer's checksum is valid");
     assert!(!bpf2sys_signing::lint::is_signed(&image));
@@ -331,4 +332,23 @@ proptest::proptest! {
         let _ = verify_pe(&data, &VerifyOptions::default());
         let _ = bpf2sys_signing::lint::check(&data);
     }
+}
+
+#[test]
+fn a_section_overlapping_the_headers_is_refused_before_signing() {
+    // Issue 17 #4: page hashes over such an image were written and then rejected by verify_pe and osslsigncode.
+    let mut image = build_image(&ImageSpec::default());
+    let layout = PeLayout::parse(&image).unwrap();
+    let section_table = {
+        let e_lfanew = u32::from_le_bytes(image[0x3c..0x40].try_into().unwrap()) as usize;
+        let size_of_optional = u16::from_le_bytes(image[e_lfanew + 20..e_lfanew + 22].try_into().unwrap()) as usize;
+        e_lfanew + 24 + size_of_optional
+    };
+    let first_with_data = layout.sections.iter().position(|s| s.size_of_raw_data != 0).unwrap();
+    let pointer = section_table + 40 * first_with_data + 20;
+    image[pointer..pointer + 4].copy_from_slice(&0x100u32.to_le_bytes());
+    let e = PeLayout::parse(&image).unwrap_err();
+    assert!(e.to_string().contains("overlaps the headers"), "{e}");
+    let e = sign_pe(&image, &signer(), &SignOptions { page_hashes: true, ..Default::default() }).unwrap_err();
+    assert!(e.to_string().contains("overlaps the headers"), "{e}");
 }

@@ -140,7 +140,7 @@ fn written_output_is_atomic_and_complete() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.sys");
     let image = build(Target::X64, RuntimeVersion::PORTABLE);
-    bpf2sys::link::write_atomically(&path, &image).unwrap();
+    bpf2sys_files::write_atomically(&path, &image).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), image);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
 }

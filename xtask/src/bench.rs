@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use bpf2sys_files::write_atomically;
 use bpf2sys_tests::bench::native_c::{self, CCompiler};
 use bpf2sys_tests::bench::programs::{self, BenchProgram, PROGRAMS};
 use bpf2sys_tests::bench::report::{self, Cell, SpeedRow};
@@ -595,14 +596,6 @@ fn machine_description(compilers: &[CCompiler]) -> String {
         s.push_str(&format!("- Native baseline `{}`: {}\n", cc.command, cc.version));
     }
     s
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("bench")));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }
 
 /// The objects of the compile-latency table: every sample, the benchmark objects (with the XDP `unrolled`), and

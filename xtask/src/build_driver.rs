@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use bpf2sys::compiled::Target;
 use bpf2sys::driver::{Session, SessionOptions};
-use bpf2sys::link::write_atomically;
+use bpf2sys_files::write_atomically;
 use bpf2sys_runtime_shim::RuntimeVersion;
 
 #[derive(clap::Args, Debug)]
@@ -156,7 +156,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             None => image,
         };
         let elapsed = started.elapsed();
-        let report = session.lint(&image);
+        let report = session.lint(&image).with_context(|| format!("{name}: the linked image"))?;
         let path = out.join(Path::new(&name).with_extension("sys"));
         if !report.passed() {
             eprintln!("error: {} fails the driver lint, not written:\n{report}", path.display());

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod build_driver;
 mod conformance;
+mod mutate;
 mod prevail;
 mod samples;
 mod verifier_fuzz;
@@ -27,6 +28,9 @@ enum Task {
     Conformance(conformance::Args),
     /// Benchmarks: generated code against native C and other eBPF engines, compile latency (BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Mutate every committed object and sample driver and run the CLI on each mutant in capped child
+    /// processes; fails on a panic, signal, timeout or verify/build disagreement.
+    Mutate(mutate::Args),
     /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
     Samples(samples::Args),
     /// Long-run verifier soundness fuzzing (random programs, accepted ones run in the interpreter).
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Task::BuildDriver(args) => build_driver::run(args),
         Task::Conformance(args) => conformance::run(args),
         Task::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Task::Mutate(args) => mutate::run(args),
         Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
         Task::VerifierFuzz(args) => verifier_fuzz::run(args),
         Task::Prevail { dir, verbose } => prevail::run(dir, verbose).map(|()| ExitCode::SUCCESS),

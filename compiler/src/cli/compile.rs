@@ -15,13 +15,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
-use bpf2sys::compiled::Target;
+use anyhow::{bail, Context, Result};
 use bpf2sys::driver::{DriverError, Session, SessionOptions};
-use bpf2sys::link::write_atomically;
 use bpf2sys::lower;
 use bpf2sys::verifier::diagnostic;
 use bpf2sys_runtime_shim::RuntimeVersion;
+
+use super::common::{file_name, InputLimit, OutputReplace, TargetArg};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Emit {
@@ -47,23 +47,31 @@ pub struct CompileArgs {
     #[arg(long)]
     pub program: Option<String>,
     /// Target architecture.
-    #[arg(long, default_value = "x64", value_parser = ["x64", "arm64"])]
-    pub target: String,
+    #[arg(long, value_enum, default_value_t = TargetArg::X64)]
+    pub target: TargetArg,
     /// eBPF for Windows runtime version the code is compiled for: 1.4.0 or later indexes `map_data` with the
     /// 40-byte stride, older versions with 32 bytes (contract §2.2).
     #[arg(long, default_value = "1.3.0", value_parser = RuntimeVersion::parse)]
     pub runtime_version: RuntimeVersion,
+    #[command(flatten)]
+    pub input: InputLimit,
+    #[command(flatten)]
+    pub replace_output: OutputReplace,
 }
 
-pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(&args.object).with_context(|| format!("cannot read {}", args.object.display()))?;
-    let file_name = args.object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+pub fn run(args: &CompileArgs) -> Result<ExitCode> {
+    let bytes = args.input.read(&args.object)?;
     let session = Session::new(SessionOptions {
-        target: if args.target == "arm64" { Target::Arm64 } else { Target::X64 },
+        target: args.target.target(),
         runtime_version: args.runtime_version,
         ..SessionOptions::default()
     })?;
-    let module = session.load(&bytes, &file_name)?;
+    let in_object = || args.object.display().to_string();
+    let module = match session.load(&bytes, &file_name(&args.object)) {
+        Ok(module) => module,
+        Err(DriverError::Elf { source, .. }) => return Err(anyhow::Error::new(source).context(in_object())),
+        Err(e) => return Err(e.into()),
+    };
     let selected: Vec<usize> = match &args.program {
         Some(name) => match module.programs.iter().position(|p| &p.name == name) {
             Some(i) => vec![i],
@@ -89,19 +97,23 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: {}: verification failed; nothing was written", args.object.display());
             return Ok(ExitCode::from(1));
         }
+        // Named by the path given to verify_selected.
         Err(e) => return Err(e.into()),
     };
 
     let keep_text = args.emit != Emit::Obj;
     let mut lowered = Vec::with_capacity(selected.len());
     for &i in &selected {
-        lowered.push(lower::lower_program(session.isa(), &verified, i, &session.lower_options(), keep_text)?);
+        lowered.push(
+            lower::lower_program(session.isa(), &verified, i, &session.lower_options(), keep_text)
+                .with_context(in_object)?,
+        );
     }
 
     let output = match args.emit {
         Emit::Obj => {
             let programs: Vec<_> = lowered.into_iter().map(|l| l.program).collect();
-            lower::object::write_coff_object(session.shared_isa(), &module.name, &programs)?
+            lower::object::write_coff_object(session.shared_isa(), &module.name, &programs).with_context(in_object)?
         }
         Emit::Clif => lowered.iter().flat_map(|l| l.clif.iter()).cloned().collect::<Vec<_>>().join("\n").into_bytes(),
         Emit::Asm => {
@@ -115,10 +127,10 @@ pub fn run(args: &CompileArgs) -> anyhow::Result<ExitCode> {
     };
     match path {
         Some(path) => {
-            write_atomically(&path, &output).with_context(|| format!("cannot write {}", path.display()))?;
+            args.replace_output.write(&path, &output, &[&args.object])?;
             eprintln!("{}: wrote {} ({} bytes)", args.object.display(), path.display(), output.len());
         }
-        None => std::io::stdout().write_all(&output).context("writing to standard output")?,
+        None => std::io::stdout().write_all(&output).context("cannot write to standard output")?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,29 +16,26 @@ use bpf2sys::platform::windows::WINDOWS;
 use bpf2sys::program::{MapDefinition, Module, Pinning, Program};
 use serde_json::{json, Value};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
-}
+use super::common::{file_name, InputLimit, OutputFormat};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The eBPF ELF object (clang -target bpf).
     object: PathBuf,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    format: OutputFormat,
+    #[command(flatten)]
+    input: InputLimit,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let bytes = std::fs::read(&args.object).with_context(|| format!("reading {}", args.object.display()))?;
-    let file_name = args.object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let module = elf::load(&bytes, &file_name).with_context(|| format!("{}", args.object.display()))?;
+    let bytes = args.input.read(&args.object)?;
+    let module = elf::load(&bytes, &file_name(&args.object)).with_context(|| args.object.display().to_string())?;
     let report = describe(&module);
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => print!("{}", render_text(&report)),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => print!("{}", render_text(&report)),
     }
     Ok(ExitCode::SUCCESS)
 }

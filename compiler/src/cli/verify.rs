@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bpf2sys::platform::{linux::LINUX, windows::WINDOWS, Platform};
+use anyhow::{bail, Context, Result};
 use bpf2sys::verifier::{diagnostic, verify_program, VerifierOptions};
+
+use super::common::{file_name, InputLimit, OutputFormat, PlatformArg};
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
@@ -17,53 +19,44 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub program: Option<String>,
     /// Platform whose program types and helpers apply.
-    #[arg(long, default_value = "windows", value_parser = ["windows", "linux"])]
-    pub platform: String,
+    #[arg(long, value_enum, default_value_t = PlatformArg::Windows)]
+    pub platform: PlatformArg,
     /// Program type name (e.g. `xdp`); default: from each program's ELF section name.
     #[arg(long = "type")]
     pub program_type: Option<String>,
     /// Output format.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
     /// Print the proven invariant before every instruction of accepted programs.
     #[arg(long)]
     pub show_state: bool,
     /// Reject divisions whose divisor may be zero (RFC 9669 defines them; allowed by default).
     #[arg(long)]
     pub forbid_division_by_zero: bool,
+    #[command(flatten)]
+    pub input: InputLimit,
 }
 
-fn unusable(msg: String) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::from(2)
-}
-
-pub fn run(args: &VerifyArgs) -> ExitCode {
-    let platform: &Platform = if args.platform == "linux" { &LINUX } else { &WINDOWS };
-    let bytes = match std::fs::read(&args.object) {
-        Ok(b) => b,
-        Err(e) => return unusable(format!("cannot read {}: {e}", args.object.display())),
-    };
-    let file_name = args.object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let module = match bpf2sys::elf::load(&bytes, &file_name) {
-        Ok(m) => m,
-        Err(e) => return unusable(format!("{}: {e}", args.object.display())),
-    };
+pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
+    let platform = args.platform.platform();
+    let bytes = args.input.read(&args.object)?;
+    let module =
+        bpf2sys::elf::load(&bytes, &file_name(&args.object)).with_context(|| args.object.display().to_string())?;
     let selected: Vec<usize> = (0..module.programs.len())
         .filter(|&i| args.program.as_ref().is_none_or(|n| module.programs[i].name == *n))
         .collect();
     if selected.is_empty() {
-        return unusable(match &args.program {
-            Some(n) => format!("{}: no program named `{n}`", args.object.display()),
-            None => format!("{}: the object contains no programs", args.object.display()),
-        });
+        match &args.program {
+            Some(n) => bail!("{}: no program named `{n}`", args.object.display()),
+            None => bail!("{}: the object contains no programs", args.object.display()),
+        }
     }
     let options = VerifierOptions {
         allow_division_by_zero: !args.forbid_division_by_zero,
         record_invariants: args.show_state,
         ..VerifierOptions::default()
     };
-    let json = args.format == "json";
+    let json = args.format == OutputFormat::Json;
     let mut rejected = false;
     let mut results = Vec::new();
     for i in selected {
@@ -73,15 +66,16 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
             None => platform.program_type_for_section(&program.section_name).map(|(pt, _)| pt),
         };
         let Some(pt) = pt else {
-            return unusable(format!(
-                "program `{}` (section `{}`): no {} program type {}",
+            bail!(
+                "{}: program `{}` (section `{}`): no {} program type {}",
+                args.object.display(),
                 program.name,
                 program.section_name,
                 platform.name,
                 args.program_type
                     .as_ref()
                     .map_or("matches the section name; pass --type".to_string(), |t| format!("named `{t}`"))
-            ));
+            );
         };
         match verify_program(&module, i, platform, pt, &options).map(|v| v.into_report()) {
             Ok(report) => {
@@ -126,9 +120,5 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
     if json {
         println!("{}", serde_json::to_string_pretty(&results).expect("serialisable"));
     }
-    if rejected {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    Ok(if rejected { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

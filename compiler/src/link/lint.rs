@@ -5,8 +5,9 @@
 //! break it). The image is parsed here with a deliberately small, bounds-checked reader rather than a PE crate,
 //! so that a broken image fails the rule it breaks instead of failing to parse.
 //!
-//! The rule list is data ([`RULES`]); further rules (the signature rules S1–S7) join through
-//! [`lint_image_with`], which takes [`ExtraRule`]s that see the raw bytes.
+//! The rule list is data ([`RULES`]). [`lint_driver`] is the whole lint as `bpf2sys check` and `build` apply it:
+//! it refuses a file that is not a PE32+ image at all, then adds the signature rules S1–S7 of the signing crate,
+//! whose verification runs once for all seven. Every rule is named by one [`RuleId`].
 
 use bpf2sys_signing::pe::{pe_checksum, PeHeaders, SectionHeader};
 
@@ -60,47 +61,109 @@ pub const ALLOWED_IMPORTS: &[&str] = &[
     "NmrClientAttachProvider",
 ];
 
+/// The identifier of a lint rule of driver-image-and-signing.md §5.2: HVCI (H), PE structure (P), signature (S).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleId {
+    H1,
+    H2,
+    H3,
+    H4,
+    H5,
+    H6,
+    H7,
+    P1,
+    P2,
+    P3,
+    P4,
+    P5,
+    P6,
+    P7,
+    P8,
+    P9,
+    P10,
+    P11,
+    S1,
+    S2,
+    S3,
+    S4,
+    S5,
+    S6,
+    S7,
+}
+
+impl RuleId {
+    /// The rule id of a signature rule of the signing crate; None for its non-lint categories (chain trust,
+    /// timestamp, structure), which `check` does not report as rules.
+    pub fn from_signature_rule(rule: bpf2sys_signing::verify::Rule) -> Option<RuleId> {
+        use bpf2sys_signing::verify::Rule;
+        Some(match rule {
+            Rule::S1 => RuleId::S1,
+            Rule::S2 => RuleId::S2,
+            Rule::S3 => RuleId::S3,
+            Rule::S4 => RuleId::S4,
+            Rule::S5 => RuleId::S5,
+            Rule::S6 => RuleId::S6,
+            Rule::S7 => RuleId::S7,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for RuleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Padding applies to the name ("{:<4}" in the report).
+        f.pad(&format!("{self:?}"))
+    }
+}
+
+impl PartialEq<&str> for RuleId {
+    fn eq(&self, other: &&str) -> bool {
+        format!("{self:?}") == *other
+    }
+}
+
 /// One lint rule.
 #[derive(Clone, Copy, Debug)]
 pub struct Rule {
-    pub id: &'static str,
+    pub id: RuleId,
     pub title: &'static str,
     check: fn(&Image) -> Vec<String>,
 }
 
 /// The built-in rules, in report order.
 pub static RULES: &[Rule] = &[
-    Rule { id: "H1", title: "no section is both writable and executable", check: h1 },
-    Rule { id: "H2", title: "section alignment and section addresses are page multiples", check: h2 },
-    Rule { id: "H3", title: "the import address table is not in an executable section", check: h3 },
-    Rule { id: "H4", title: "no base relocation crosses a 4 KiB page", check: h4 },
-    Rule { id: "H5", title: "NX_COMPAT is set", check: h5 },
-    Rule { id: "H6", title: "discardable code sections (INIT) are not writable", check: h6 },
-    Rule { id: "H7", title: "imports are limited to an allow-list (no executable-memory DDIs)", check: h7 },
-    Rule { id: "P1", title: "machine, magic and file characteristics are those of a driver", check: p1 },
-    Rule { id: "P2", title: "subsystem NATIVE, DYNAMIC_BASE, and a valid .reloc with DIR64 entries only", check: p2 },
-    Rule { id: "P3", title: "section table, alignments and header sizes are consistent", check: p3 },
-    Rule { id: "P4", title: "every section is readable, typed, and non-paged unless PAGE*", check: p4 },
-    Rule { id: "P5", title: "with FORCE_INTEGRITY, uninitialized sections have no raw data", check: p5 },
-    Rule { id: "P6", title: "the entry point lies in an executable section", check: p6 },
-    Rule { id: "P7", title: ".pdata is sorted, inside code, with well-formed unwind data", check: p7 },
-    Rule { id: "P8", title: "GUARD_CF only with a load-config function table; cookie in writable data", check: p8 },
-    Rule { id: "P9", title: "imports only from kernel modules; no delay-load or TLS directory", check: p9 },
-    Rule { id: "P10", title: "linker version ≥ 14 and no TERMINAL_SERVER_AWARE", check: p10 },
-    Rule { id: "P11", title: "the CheckSum field equals the recomputed checksum", check: p11 },
+    Rule { id: RuleId::H1, title: "no section is both writable and executable", check: h1 },
+    Rule { id: RuleId::H2, title: "section alignment and section addresses are page multiples", check: h2 },
+    Rule { id: RuleId::H3, title: "the import address table is not in an executable section", check: h3 },
+    Rule { id: RuleId::H4, title: "no base relocation crosses a 4 KiB page", check: h4 },
+    Rule { id: RuleId::H5, title: "NX_COMPAT is set", check: h5 },
+    Rule { id: RuleId::H6, title: "discardable code sections (INIT) are not writable", check: h6 },
+    Rule { id: RuleId::H7, title: "imports are limited to an allow-list (no executable-memory DDIs)", check: h7 },
+    Rule { id: RuleId::P1, title: "machine, magic and file characteristics are those of a driver", check: p1 },
+    Rule {
+        id: RuleId::P2,
+        title: "subsystem NATIVE, DYNAMIC_BASE, and a valid .reloc with DIR64 entries only",
+        check: p2,
+    },
+    Rule { id: RuleId::P3, title: "section table, alignments and header sizes are consistent", check: p3 },
+    Rule { id: RuleId::P4, title: "every section is readable, typed, and non-paged unless PAGE*", check: p4 },
+    Rule { id: RuleId::P5, title: "with FORCE_INTEGRITY, uninitialized sections have no raw data", check: p5 },
+    Rule { id: RuleId::P6, title: "the entry point lies in an executable section", check: p6 },
+    Rule { id: RuleId::P7, title: ".pdata is sorted, inside code, with well-formed unwind data", check: p7 },
+    Rule {
+        id: RuleId::P8,
+        title: "GUARD_CF only with a load-config function table; cookie in writable data",
+        check: p8,
+    },
+    Rule { id: RuleId::P9, title: "imports only from kernel modules; no delay-load or TLS directory", check: p9 },
+    Rule { id: RuleId::P10, title: "linker version ≥ 14 and no TERMINAL_SERVER_AWARE", check: p10 },
+    Rule { id: RuleId::P11, title: "the CheckSum field equals the recomputed checksum", check: p11 },
 ];
-
-/// A rule defined outside this module (e.g. the signature rules S1–S7 of the signing crate).
-pub struct ExtraRule<'a> {
-    pub id: &'static str,
-    pub title: &'static str,
-    pub check: &'a dyn Fn(&[u8]) -> Vec<String>,
-}
 
 /// The outcome of one rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleResult {
-    pub id: &'static str,
+    pub id: RuleId,
     pub title: &'static str,
     /// Empty when the rule passes.
     pub findings: Vec<String>,
@@ -118,7 +181,7 @@ impl LintReport {
     }
 
     /// Ids of the failing rules.
-    pub fn failed_rules(&self) -> Vec<&'static str> {
+    pub fn failed_rules(&self) -> Vec<RuleId> {
         self.results.iter().filter(|r| !r.findings.is_empty()).map(|r| r.id).collect()
     }
 }
@@ -139,40 +202,55 @@ impl std::fmt::Display for LintReport {
         if failed.is_empty() {
             write!(f, "all {} rules pass", self.results.len())
         } else {
-            write!(f, "{} of {} rules fail: {}", failed.len(), self.results.len(), failed.join(", "))
+            let names: Vec<String> = failed.iter().map(RuleId::to_string).collect();
+            write!(f, "{} of {} rules fail: {}", failed.len(), self.results.len(), names.join(", "))
         }
     }
 }
 
-/// Runs the built-in rules.
-pub fn lint_image(bytes: &[u8]) -> LintReport {
-    lint_image_with(bytes, &[])
+/// The file is not a PE32+ image at all, so no rule can be evaluated.
+#[derive(Debug, thiserror::Error)]
+#[error("not a PE32+ image: {0}")]
+pub struct NotAnImage(String);
+
+/// The whole lint: the PE headers must parse, then H1–H7, P1–P11 and S1–S7 (the signature is verified once).
+pub fn lint_driver(bytes: &[u8]) -> Result<LintReport, NotAnImage> {
+    let image = Image::parse(bytes).map_err(NotAnImage)?;
+    let mut results: Vec<RuleResult> = RULES
+        .iter()
+        .map(|rule| RuleResult { id: rule.id, title: rule.title, findings: (rule.check)(&image) })
+        .collect();
+    for outcome in bpf2sys_signing::lint::check(bytes) {
+        let Some(id) = RuleId::from_signature_rule(outcome.rule) else { continue };
+        let findings = match outcome.status {
+            bpf2sys_signing::lint::RuleStatus::Fail(messages) => messages,
+            _ => Vec::new(),
+        };
+        results.push(RuleResult { id, title: outcome.summary, findings });
+    }
+    Ok(LintReport { results })
 }
 
-/// Runs the built-in rules, then `extra`.
-pub fn lint_image_with(bytes: &[u8], extra: &[ExtraRule]) -> LintReport {
-    let mut results = Vec::new();
-    match Image::parse(bytes) {
-        Ok(image) => {
-            for rule in RULES {
-                results.push(RuleResult { id: rule.id, title: rule.title, findings: (rule.check)(&image) });
-            }
-        }
-        Err(e) => {
-            // Nothing else can be checked without headers: report it under the structure rules.
-            for rule in RULES {
-                let findings = if rule.id == "P1" || rule.id == "P3" {
+/// Runs the built-in rules H1–H7 and P1–P11; an image whose headers do not parse fails P1 and P3.
+pub fn lint_image(bytes: &[u8]) -> LintReport {
+    let results = match Image::parse(bytes) {
+        Ok(image) => RULES
+            .iter()
+            .map(|rule| RuleResult { id: rule.id, title: rule.title, findings: (rule.check)(&image) })
+            .collect(),
+        // Nothing else can be checked without headers: report it under the structure rules.
+        Err(e) => RULES
+            .iter()
+            .map(|rule| {
+                let findings = if matches!(rule.id, RuleId::P1 | RuleId::P3) {
                     vec![format!("cannot parse headers: {e}")]
                 } else {
                     vec![]
                 };
-                results.push(RuleResult { id: rule.id, title: rule.title, findings });
-            }
-        }
-    }
-    for rule in extra {
-        results.push(RuleResult { id: rule.id, title: rule.title, findings: (rule.check)(bytes) });
-    }
+                RuleResult { id: rule.id, title: rule.title, findings }
+            })
+            .collect(),
+    };
     LintReport { results }
 }
 
@@ -238,10 +316,10 @@ impl<'a> Image<'a> {
         })
     }
 
+    /// The section holding `rva`, if any. Every RVA sum below wraps instead of overflowing: the fields come from
+    /// the file, and a wrapped RVA simply lies in no section.
     fn section_of(&self, rva: u32) -> Option<&SectionHeader> {
-        self.sections
-            .iter()
-            .find(|s| rva >= s.virtual_address && rva < s.virtual_address + s.virtual_size.max(s.size_of_raw_data))
+        self.sections.iter().find(|s| rva >= s.virtual_address && u64::from(rva) < section_end(s))
     }
 
     /// File offset of an RVA with `len` bytes of raw data behind it.
@@ -279,10 +357,10 @@ impl<'a> Image<'a> {
         }
         let mut out = Vec::new();
         for i in 0..(size / 20).max(1) + 64 {
-            let d = rva + 20 * i;
+            let d = rva.wrapping_add(i.wrapping_mul(20));
             let ilt = self.read32(d).ok_or(format!("import descriptor {i} at RVA {d:#x} is outside the image"))?;
-            let name = self.read32(d + 12).ok_or("truncated import descriptor")?;
-            let iat = self.read32(d + 16).ok_or("truncated import descriptor")?;
+            let name = self.read32(d.wrapping_add(12)).ok_or("truncated import descriptor")?;
+            let iat = self.read32(d.wrapping_add(16)).ok_or("truncated import descriptor")?;
             if ilt == 0 && name == 0 && iat == 0 {
                 return Ok(out);
             }
@@ -290,20 +368,29 @@ impl<'a> Image<'a> {
             let mut names = Vec::new();
             let lookup = if ilt != 0 { ilt } else { iat };
             for k in 0..4096u32 {
-                let thunk = self.read64(lookup + 8 * k).ok_or(format!("{dll}: thunk {k} is outside the image"))?;
+                let thunk =
+                    self.read64(lookup.wrapping_add(8 * k)).ok_or(format!("{dll}: thunk {k} is outside the image"))?;
                 if thunk == 0 {
                     break;
                 }
                 if thunk & (1 << 63) != 0 {
                     names.push(format!("#{}", thunk & 0xffff));
                 } else {
-                    names.push(self.c_string(thunk as u32 + 2).ok_or(format!("{dll}: hint/name {k} is invalid"))?);
+                    names.push(
+                        self.c_string((thunk as u32).wrapping_add(2))
+                            .ok_or(format!("{dll}: hint/name {k} is invalid"))?,
+                    );
                 }
             }
             out.push((dll, iat, names));
         }
         Err("import descriptor list has no terminator".into())
     }
+}
+
+/// One past the section's last RVA, without overflow.
+fn section_end(s: &SectionHeader) -> u64 {
+    u64::from(s.virtual_address) + u64::from(s.virtual_size.max(s.size_of_raw_data))
 }
 
 fn h1(img: &Image) -> Vec<String> {
@@ -342,12 +429,13 @@ fn h3(img: &Image) -> Vec<String> {
     }
     let mut f = Vec::new();
     for (start, len) in ranges {
-        match (img.section_of(start), img.section_of(start + len - 1)) {
-            (Some(a), Some(b)) if a.name == b.name && !Image::is_exec(a) => {}
-            (Some(a), Some(b)) if a.name == b.name => {
-                f.push(format!("IAT {start:#x}..{:#x} is in executable section `{}`", start + len, a.name))
+        let end = u64::from(start) + u64::from(len);
+        match (img.section_of(start), img.section_of(start.wrapping_add(len - 1))) {
+            (Some(a), Some(b)) if a.name == b.name && end <= section_end(a) && !Image::is_exec(a) => {}
+            (Some(a), Some(b)) if a.name == b.name && end <= section_end(a) => {
+                f.push(format!("IAT {start:#x}..{end:#x} is in executable section `{}`", a.name))
             }
-            _ => f.push(format!("IAT {start:#x}..{:#x} is not inside one section", start + len)),
+            _ => f.push(format!("IAT {start:#x}..{end:#x} is not inside one section")),
         }
     }
     f
@@ -365,12 +453,17 @@ fn base_relocations(img: &Image) -> Result<Vec<(u32, u16, u16)>, String> {
         if !at.is_multiple_of(4) {
             return Err(format!("relocation block at +{at:#x} is not 32-bit aligned"));
         }
-        let page = img.read32(rva + at).ok_or(format!("relocation block at +{at:#x} is outside the image"))?;
-        let block = img.read32(rva + at + 4).ok_or(format!("relocation block at +{at:#x} is truncated"))?;
-        if block < 8 || block % 2 != 0 || at + block > size {
+        let page =
+            img.read32(rva.wrapping_add(at)).ok_or(format!("relocation block at +{at:#x} is outside the image"))?;
+        let block = img
+            .read32(rva.wrapping_add(at).wrapping_add(4))
+            .ok_or(format!("relocation block at +{at:#x} is truncated"))?;
+        if block < 8 || block % 2 != 0 || u64::from(at) + u64::from(block) > u64::from(size) {
             return Err(format!("relocation block at +{at:#x} has an inconsistent BlockSize {block}"));
         }
-        let off = img.offset_of(rva + at, block).ok_or(format!("relocation block at +{at:#x} is outside the image"))?;
+        let off = img
+            .offset_of(rva.wrapping_add(at), block)
+            .ok_or(format!("relocation block at +{at:#x} is outside the image"))?;
         for k in 0..(block - 8) / 2 {
             let e = rd16(img.bytes, off + 8 + 2 * k as usize).expect("checked");
             out.push((page, e >> 12, e & 0xfff));
@@ -385,8 +478,12 @@ fn h4(img: &Image) -> Vec<String> {
     relocs
         .iter()
         .filter_map(|&(page, ty, off)| match ty {
-            10 if off > 0xff8 => Some(format!("DIR64 at RVA {:#x} crosses a page boundary", page + off as u32)),
-            3 if off > 0xffc => Some(format!("HIGHLOW at RVA {:#x} crosses a page boundary", page + off as u32)),
+            10 if off > 0xff8 => {
+                Some(format!("DIR64 at RVA {:#x} crosses a page boundary", page.wrapping_add(off as u32)))
+            }
+            3 if off > 0xffc => {
+                Some(format!("HIGHLOW at RVA {:#x} crosses a page boundary", page.wrapping_add(off as u32)))
+            }
             _ => None,
         })
         .collect()
@@ -467,7 +564,7 @@ fn p2(img: &Image) -> Vec<String> {
                 if ty != 0 && ty != 10 {
                     f.push(format!(
                         "base relocation type {ty} at RVA {:#x} (only ABSOLUTE and DIR64 allowed)",
-                        page + off as u32
+                        page.wrapping_add(off as u32)
                     ));
                 }
             }
@@ -588,8 +685,8 @@ fn p7(img: &Image) -> Vec<String> {
     }
     let mut previous_end = 0u32;
     for i in 0..size / entry {
-        let at = rva + i * entry;
-        let (Some(begin), Some(second)) = (img.read32(at), img.read32(at + 4)) else {
+        let at = rva.wrapping_add(i * entry);
+        let (Some(begin), Some(second)) = (img.read32(at), img.read32(at.wrapping_add(4))) else {
             f.push(format!("RUNTIME_FUNCTION {i} is outside the image"));
             break;
         };
@@ -601,14 +698,14 @@ fn p7(img: &Image) -> Vec<String> {
             f.push(format!("RUNTIME_FUNCTION {i}: begin {begin:#x} overlaps or precedes the previous entry"));
         }
         if arm {
-            previous_end = begin + 4;
+            previous_end = begin.saturating_add(4);
             // Flag bits 0 mean `second` is the RVA of a 4-byte-aligned .xdata record; otherwise packed data.
             if second & 3 == 0 && img.read32(second).is_none() {
                 f.push(format!("RUNTIME_FUNCTION {i}: .xdata at {second:#x} is outside the image"));
             }
         } else {
             let end = second;
-            let unwind = img.read32(at + 8).unwrap_or(0);
+            let unwind = img.read32(at.wrapping_add(8)).unwrap_or(0);
             if end <= begin {
                 f.push(format!("RUNTIME_FUNCTION {i}: end {end:#x} ≤ begin {begin:#x}"));
             }
@@ -645,7 +742,7 @@ fn p8(img: &Image) -> Vec<String> {
         return f;
     }
     // IMAGE_LOAD_CONFIG_DIRECTORY64: SecurityCookie @88, GuardCFFunctionTable @128, Count @136, GuardFlags @144.
-    if let Some(cookie) = img.read64(lc + 88).filter(|c| *c != 0) {
+    if let Some(cookie) = img.read64(lc.wrapping_add(88)).filter(|c| *c != 0) {
         let image_base = rd64(img.bytes, rd32(img.bytes, 0x3c).unwrap_or(0) as usize + 24 + 24).unwrap_or(0);
         let rva = cookie.wrapping_sub(image_base) as u32;
         match img.section_of(rva) {
@@ -654,8 +751,8 @@ fn p8(img: &Image) -> Vec<String> {
         }
     }
     if guard {
-        let table = img.read64(lc + 128).unwrap_or(0);
-        let flags = if lc_size >= 148 { img.read32(lc + 144).unwrap_or(0) } else { 0 };
+        let table = img.read64(lc.wrapping_add(128)).unwrap_or(0);
+        let flags = if lc_size >= 148 { img.read32(lc.wrapping_add(144)).unwrap_or(0) } else { 0 };
         if table == 0 || flags == 0 {
             f.push("GUARD_CF is set but the load config has no GuardFlags/function table".into());
         }

@@ -1,7 +1,7 @@
 //! The driver linker: compiled programs + the runtime shim → a PE32+ kernel driver image.
 //!
 //! In: the front end's [`Module`] and the backend's [`CompiledProgram`]s (one per entry program), plus
-//! [`LinkOptions`]. Out: the `.sys` bytes ([`link_driver`]), written atomically by [`write_atomically`].
+//! [`LinkOptions`]. Out: the `.sys` bytes ([`link_driver`]).
 //!
 //! Steps: describe the module in the shim's terms ([`describe_module`]: map entries, helper tables, GUIDs and
 //! the program-info hash from the platform tables, contract §2.2/§3.2), build the shim
@@ -12,10 +12,7 @@
 pub mod image;
 pub mod lint;
 
-use std::io::Write;
-
 use cranelift_codegen::isa::TargetIsa;
-use std::path::Path;
 
 use bpf2sys_runtime_shim as shim;
 use shim::{DataSection, ModuleDescription, RuntimeVersion, Symbol};
@@ -277,18 +274,4 @@ pub fn image_input(
         entry: shim::DRIVER_ENTRY.to_string(),
         section_alignment: image::SECTION_ALIGNMENT,
     })
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a failure never
-/// leaves a partial driver behind.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

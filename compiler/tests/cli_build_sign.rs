@@ -1,0 +1,224 @@
+//! `bpf2sys build` signs (issue 14 item 3): with every key option `sign` takes, with `--test-sign`, or not at
+//! all (and says so). osslsigncode is the independent verifier of the results; CI installs it and softhsm2
+//! (`.ci/run`), and with `CI` set a missing tool fails the test instead of skipping it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn object() -> PathBuf {
+    repo().join("samples/droppacket.o")
+}
+
+fn bpf2sys(args: &[&dyn AsRef<std::ffi::OsStr>], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bpf2sys"));
+    for arg in args {
+        command.arg(arg);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run bpf2sys")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// An external tool, or None with a printed reason; under CI a missing tool fails the test instead.
+fn tool(name: &str, probe: &str) -> bool {
+    if Command::new(name).arg(probe).output().is_ok() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{name} is not installed (.ci/run installs it)");
+    eprintln!("SKIP part: {name} not installed");
+    false
+}
+
+fn osslsigncode_accepts(driver: &Path, ca: &Path) {
+    if !tool("osslsigncode", "--version") {
+        return;
+    }
+    let out =
+        Command::new("osslsigncode").arg("verify").arg("-in").arg(driver).arg("-CAfile").arg(ca).output().unwrap();
+    assert!(out.status.success(), "osslsigncode rejects {}:\n{}", driver.display(), text(&out));
+}
+
+fn test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let out = bpf2sys(&[&"cert", &"new", &"--out-dir", &dir, &"--name", &"k", &"--bits", &"2048"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    (dir.join("k.key.pem"), dir.join("k.cert.pem"))
+}
+
+#[test]
+fn without_a_key_build_writes_an_unsigned_driver_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = dir.path().join("d.sys");
+    let out = bpf2sys(&[&"build", &object(), &"-o", &driver], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is unsigned; Windows loads only signed kernel drivers"), "{err}");
+    assert!(!bpf2sys_signing::lint::is_signed(&std::fs::read(&driver).unwrap()));
+}
+
+#[test]
+fn build_signs_with_a_pem_key_with_page_hashes_and_osslsigncode_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = test_certificate(dir.path());
+    let driver = dir.path().join("d.sys");
+    let out = bpf2sys(
+        &[
+            &"build",
+            &object(),
+            &"-o",
+            &driver,
+            &"--key",
+            &key,
+            &"--cert",
+            &cert,
+            &"--page-hashes",
+            &"--description",
+            &"d",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("signed by"), "{}", text(&out));
+    assert!(!text(&out).contains("unsigned"), "{}", text(&out));
+    let out = bpf2sys(&[&"verify-signature", &driver, &"--ca", &cert], &[]);
+    assert!(out.status.success() && text(&out).contains("page hashes"), "{}", text(&out));
+    osslsigncode_accepts(&driver, &cert);
+}
+
+#[test]
+fn build_signs_with_a_pfx_and_osslsigncode_accepts_it() {
+    if !tool("openssl", "version") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = test_certificate(dir.path());
+    let pfx = dir.path().join("k.pfx");
+    let status = Command::new("openssl")
+        .args(["pkcs12", "-export", "-passout", "pass:pfx-secret", "-inkey"])
+        .arg(&key)
+        .arg("-in")
+        .arg(&cert)
+        .arg("-out")
+        .arg(&pfx)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let password = dir.path().join("password");
+    std::fs::write(&password, "pfx-secret\n").unwrap();
+    let driver = dir.path().join("d.sys");
+    let out = bpf2sys(&[&"build", &object(), &"-o", &driver, &"--pfx", &pfx, &"--password-file", &password], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    osslsigncode_accepts(&driver, &cert);
+}
+
+#[test]
+fn build_signs_in_two_steps_with_an_external_signature() {
+    if !tool("openssl", "version") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = test_certificate(dir.path());
+    let digest = dir.path().join("digest.bin");
+    let driver = dir.path().join("d.sys");
+    let out = bpf2sys(&[&"build", &object(), &"-o", &driver, &"--digest-out", &digest], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!driver.exists(), "step 1 writes only the digest");
+    let signature = dir.path().join("sig.bin");
+    let status = Command::new("openssl")
+        .args(["pkeyutl", "-sign", "-pkeyopt", "digest:sha256", "-inkey"])
+        .arg(&key)
+        .arg("-in")
+        .arg(&digest)
+        .arg("-out")
+        .arg(&signature)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = bpf2sys(&[&"build", &object(), &"-o", &driver, &"--cert", &cert, &"--signature-in", &signature], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    osslsigncode_accepts(&driver, &cert);
+}
+
+fn softhsm_module() -> Option<PathBuf> {
+    [
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/local/lib/softhsm/libsofthsm2.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+#[test]
+fn build_signs_with_a_pkcs11_token_and_osslsigncode_accepts_it() {
+    let module = softhsm_module();
+    if module.is_none() || !tool("softhsm2-util", "--version") {
+        assert!(std::env::var_os("CI").is_none(), "softhsm2 is not installed (.ci/run installs it)");
+        eprintln!("SKIP: softhsm2 not installed");
+        return;
+    }
+    let module = module.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = test_certificate(dir.path());
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
+        .unwrap();
+    let conf_str = conf.to_str().unwrap();
+    let softhsm = |args: &[&str]| {
+        let out = Command::new("softhsm2-util").args(args).env("SOFTHSM2_CONF", conf_str).output().unwrap();
+        assert!(out.status.success(), "softhsm2-util {args:?}: {}", text(&out));
+    };
+    softhsm(&["--init-token", "--free", "--label", "t", "--so-pin", "12345678", "--pin", "5678"]);
+    softhsm(&["--import", key.to_str().unwrap(), "--token", "t", "--label", "k", "--id", "01", "--pin", "5678"]);
+    let driver = dir.path().join("d.sys");
+    let out = bpf2sys(
+        &[
+            &"build",
+            &object(),
+            &"-o",
+            &driver,
+            &"--pkcs11-module",
+            &module,
+            &"--pkcs11-token",
+            &"t",
+            &"--pkcs11-key",
+            &"k",
+            &"--cert",
+            &cert,
+        ],
+        &[("SOFTHSM2_CONF", conf_str), ("BPF2SYS_PKCS11_PIN", "5678")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("PKCS#11"), "{}", text(&out));
+    osslsigncode_accepts(&driver, &cert);
+}
+
+#[test]
+fn test_sign_uses_the_test_certificate_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("test-signing");
+    let driver = dir.path().join("d.sys");
+    let out = bpf2sys(&[&"build", &object(), &"-o", &driver, &"--test-sign", &"--test-cert-dir", &certs], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("TEST-SIGNED"), "{}", text(&out));
+    let cert = certs.join(bpf2sys_signing::test_cert::TEST_CERT_FILE);
+    let out = bpf2sys(&[&"verify-signature", &driver, &"--ca", &cert], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    osslsigncode_accepts(&driver, &cert);
+    // The same build again is byte-for-byte the same driver (the certificate is reused, signing is deterministic).
+    let again = dir.path().join("again.sys");
+    let out = bpf2sys(&[&"build", &object(), &"-o", &again, &"--test-sign", &"--test-cert-dir", &certs], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(&driver).unwrap(), std::fs::read(&again).unwrap());
+}
