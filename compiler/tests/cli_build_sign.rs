@@ -222,3 +222,26 @@ fn test_sign_uses_the_test_certificate_directory() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read(&driver).unwrap(), std::fs::read(&again).unwrap());
 }
+
+#[test]
+fn build_passes_the_timestamp_url_to_signing_and_writes_nothing_when_the_server_fails() {
+    // The countersignature itself is covered against a local TSA in signing/tests/timestamp.rs; here the option
+    // must reach the signer: a server that refuses the connection fails the build with one line, and no driver.
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = bpf2sys(&[&"cert", &"new", &"--out-dir", &certs, &"--bits", &"2048"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    drop(listener);
+    let driver = dir.path().join("d.sys");
+    let out = bpf2sys(
+        &[&"build", &object(), &"-o", &driver, &"--test-sign", &"--test-cert-dir", &certs, &"--timestamp-url", &url],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("droppacket.o") && err.contains("timestamp server"), "{err}");
+    assert!(!driver.exists());
+}
