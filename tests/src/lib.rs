@@ -1,5 +1,7 @@
-//! Integration-test support for bpf2sys: the bpf_conformance and PREVAIL suite runners, the native-code runner,
+//! Integration-test support for bpf2sys: the bpf_conformance and PREVAIL suite runners, the native-code runners
+//! (x64 in-process, ARM64 in an instruction emulator),
 //! the Linux-side emulation of the eBPF for Windows runtime, and the benchmarks.
+pub mod arm64;
 pub mod bench;
 pub mod conformance;
 pub mod emulator;

@@ -175,6 +175,8 @@ impl Drop for ExecutableCode {
 /// The host side of the runtime: what eBPF for Windows' EbpfCore provides to a loaded native program.
 pub struct HostRuntime {
     helpers: Vec<HelperFunctionData>,
+    /// The host functions behind `helpers`, slot by slot.
+    helper_functions: Vec<Option<HelperFunction>>,
     map_data: Vec<u64>,
     globals: Vec<GlobalVariableSectionData>,
     global_storage: Vec<Vec<u8>>,
@@ -192,12 +194,11 @@ impl HostRuntime {
         layout: MapDataLayout,
         globals: Vec<Vec<u8>>,
     ) -> HostRuntime {
-        let helpers: Vec<HelperFunctionData> = helper_ids
+        let helper_functions: Vec<Option<HelperFunction>> =
+            helper_ids.iter().map(|&id| if id == 0 { None } else { helper(id) }).collect();
+        let helpers: Vec<HelperFunctionData> = helper_functions
             .iter()
-            .map(|&id| HelperFunctionData {
-                address: if id == 0 { 0 } else { helper(id).map_or(0, |f| f as usize as u64) },
-                ..Default::default()
-            })
+            .map(|f| HelperFunctionData { address: f.map_or(0, |f| f as usize as u64), ..Default::default() })
             .collect();
         let stride = layout.stride() as usize;
         let mut map_data = vec![0u64; (maps.len() * stride).div_ceil(8)];
@@ -216,7 +217,18 @@ impl HostRuntime {
             global_variable_section_data: if globals.is_empty() { std::ptr::null() } else { globals.as_ptr() },
             btf_resolved_function_data: std::ptr::null(),
         });
-        HostRuntime { helpers, map_data, globals, global_storage, context }
+        HostRuntime { helpers, helper_functions, map_data, globals, global_storage, context }
+    }
+
+    /// Points each helper slot at the address `bind` gives for its host function (for code that cannot call host
+    /// functions directly: emulated ARM64 code calls trap addresses).
+    pub fn bind_helpers<E>(&mut self, mut bind: impl FnMut(HelperFunction) -> Result<u64, E>) -> Result<(), E> {
+        for (slot, f) in self.helpers.iter_mut().zip(&self.helper_functions) {
+            if let Some(f) = f {
+                slot.address = bind(*f)?;
+            }
+        }
+        Ok(())
     }
 
     /// The current contents of global-variable section `g`.
@@ -224,7 +236,7 @@ impl HostRuntime {
         &self.global_storage[g]
     }
 
-    fn context(&self) -> *const ProgramRuntimeContext {
+    pub fn context(&self) -> *const ProgramRuntimeContext {
         let _ = (&self.helpers, &self.map_data, &self.globals);
         &*self.context
     }

@@ -1,5 +1,5 @@
 //! Differential testing: random well-formed programs must give the same r0 and the same buffer contents when run
-//! by the reference interpreter and as bpf2sys's native x64 code.
+//! by the reference interpreter and as bpf2sys's native code, x64 (in-process) and ARM64 (emulated).
 //!
 //! Programs cover ALU32/ALU64 (every operation, register and immediate sources with edge values), byte swaps,
 //! `lddw`, loads and stores on the stack and on a 64-byte buffer (all sizes, sign-extending loads), atomics
@@ -11,8 +11,9 @@
 //! stack bytes are initialised before use, and loops are counted down in r8 which their bodies do not write.
 //! The interpreter enforces all of this, so a generator mistake fails loudly instead of hiding a divergence.
 //!
-//! Case count: `BPF2SYS_DIFF_CASES` (default 8000, about 30 s here). A diverging seed is printed by proptest and
-//! kept in `proptest-regressions/`; add it to `regressions` below as a named test.
+//! Case counts: `BPF2SYS_DIFF_CASES` for x64 (default 8000, about 30 s here) and `BPF2SYS_DIFF_ARM64_CASES` for
+//! ARM64 (default 2000; each program is emulated). A diverging seed is printed by proptest; add it to
+//! `regressions` below as a named test.
 
 use std::ffi::c_void;
 
@@ -20,6 +21,7 @@ use bpf2sys::compiled::Target;
 use bpf2sys::interp::{Access, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory};
 use bpf2sys::isa::{AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
 use bpf2sys::lower::{self, LowerOptions, MapDataLayout};
+use bpf2sys_tests::arm64::Arm64Program;
 use bpf2sys_tests::native::{conformance_helper, module_from_instructions, HostRuntime, NativeProgram};
 use proptest::prelude::*;
 
@@ -450,8 +452,9 @@ impl Host for DiffHost {
     }
 }
 
-/// Runs `program` on both engines; returns (interp r0, interp buffer, native r0, native buffer).
-fn run_both(program: &[I], buffer: &[u8]) -> (u64, Vec<u8>, u64, Vec<u8>) {
+/// Runs `program` in the interpreter and as native code for `target`; returns (interp r0, interp buffer,
+/// native r0, native buffer).
+fn run_both(program: &[I], buffer: &[u8], target: Target) -> (u64, Vec<u8>, u64, Vec<u8>) {
     let mut memory = Memory::new();
     let region = memory.add_region("buffer", buffer.to_vec(), Access::ReadWrite);
     let interp_r0 = Interpreter::new(program)
@@ -460,42 +463,64 @@ fn run_both(program: &[I], buffer: &[u8]) -> (u64, Vec<u8>, u64, Vec<u8>) {
     let interp_buffer = memory.region(region).unwrap().data.clone();
 
     let module = module_from_instructions("diff", program.to_vec());
-    let compiled = lower::lower_unverified_for_testing(&module, 0, &LowerOptions::new(Target::X64)).expect("lowering");
+    let compiled = lower::lower_unverified_for_testing(&module, 0, &LowerOptions::new(target)).expect("lowering");
     let runtime =
         HostRuntime::new(&compiled.helper_ids, &conformance_helper, &[], MapDataLayout::default(), Vec::new());
-    let native = NativeProgram::load(&compiled, runtime).expect("loading");
     let mut native_buffer = buffer.to_vec();
-    // SAFETY: generated programs access only the 64-byte buffer through r1/r9 and their stack windows.
-    let native_r0 = unsafe { native.run(native_buffer.as_mut_ptr() as *mut c_void) };
+    let context = native_buffer.as_mut_ptr() as *mut c_void;
+    let native_r0 = match target {
+        Target::X64 => {
+            let native = NativeProgram::load(&compiled, runtime).expect("loading");
+            // SAFETY: generated programs access only the 64-byte buffer through r1/r9 and their stack windows.
+            unsafe { native.run(context) }
+        }
+        Target::Arm64 => Arm64Program::load(&compiled, runtime)
+            .expect("loading")
+            .run(context)
+            .unwrap_or_else(|e| panic!("ARM64: {e}\n{}", listing(program))),
+    };
     (interp_r0, interp_buffer, native_r0, native_buffer)
 }
 
-fn check(seed: u64, size: usize) {
+fn check(seed: u64, size: usize, target: Target) {
     let program = generate(seed, size);
     let mut buffer = [0u8; BUFFER_SIZE];
     let mut rng = Rng(seed ^ 0x5555);
     for b in &mut buffer {
         *b = rng.next() as u8;
     }
-    let (ir0, ibuf, nr0, nbuf) = run_both(&program, &buffer);
-    assert_eq!(nr0, ir0, "r0 differs for seed {seed:#x} size {size}\n{}", listing(&program));
-    assert_eq!(nbuf, ibuf, "buffer differs for seed {seed:#x} size {size}\n{}", listing(&program));
+    let (ir0, ibuf, nr0, nbuf) = run_both(&program, &buffer, target);
+    assert_eq!(nr0, ir0, "{target:?}: r0 differs for seed {seed:#x} size {size}\n{}", listing(&program));
+    assert_eq!(nbuf, ibuf, "{target:?}: buffer differs for seed {seed:#x} size {size}\n{}", listing(&program));
 }
 
 fn listing(program: &[I]) -> String {
     program.iter().enumerate().map(|(pc, i)| format!("{pc:4}: {i:?}\n")).collect()
 }
 
-fn cases() -> u32 {
-    std::env::var("BPF2SYS_DIFF_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(8000)
+fn cases(variable: &str, default: u32) -> u32 {
+    std::env::var(variable).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases("BPF2SYS_DIFF_CASES", 8000), failure_persistence: None, ..ProptestConfig::default()
+    })]
 
     #[test]
     fn native_code_matches_the_interpreter(seed in any::<u64>(), size in 1usize..40) {
-        check(seed, size);
+        check(seed, size, Target::X64);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases("BPF2SYS_DIFF_ARM64_CASES", 2000), failure_persistence: None, ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn arm64_code_matches_the_interpreter(seed in any::<u64>(), size in 1usize..40) {
+        check(seed, size, Target::Arm64);
     }
 }
 

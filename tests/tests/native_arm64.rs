@@ -1,14 +1,19 @@
-//! ARM64 output, checked structurally: every conformance program and every sample program compiles for
-//! aarch64 Windows, and `llvm-objdump` (an independent decoder) disassembles all of its code into valid
-//! instructions, with `.pdata`/`.xdata` that `llvm-readobj --unwind` accepts.
+//! ARM64 output. Executed: the bpf_conformance suite and the six benchmark programs run as ARM64 code in the
+//! AArch64 emulator (bpf2sys_tests::arm64) and give their expected r0. Structural: every conformance program and
+//! every sample program compiles for aarch64 Windows, and `llvm-objdump` (an independent decoder) disassembles all
+//! of its code into valid instructions, with `.pdata`/`.xdata` that `llvm-readobj --unwind` accepts.
 
 use std::process::Command;
 
 use bpf2sys::compiled::{CompiledProgram, RelocTarget, Target, UnwindData};
 use bpf2sys::driver::{Session, SessionOptions};
+use bpf2sys::lower::MapDataLayout;
 use bpf2sys::lower::{self, object::write_coff_object, LowerOptions};
-use bpf2sys_tests::conformance::{corpus_dir, data_files, load};
+use bpf2sys_tests::arm64::{Arm64Engine, Arm64Program};
+use bpf2sys_tests::bench::{engines::bench_helper, input, programs};
+use bpf2sys_tests::conformance::{corpus_dir, data_files, load, run_dirs, Outcome};
 use bpf2sys_tests::native::compile_with_length_prologue_for;
+use bpf2sys_tests::native::HostRuntime;
 
 fn tool_available(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
@@ -110,4 +115,35 @@ fn every_sample_program_compiles_for_arm64_and_x64() {
     }
     assert!(count > 0, "no sample programs found in {}", dir.display());
     check_disassembly("samples", &combine(arm64));
+}
+
+#[test]
+fn arm64_code_passes_all_313_conformance_tests() {
+    let summary = run_dirs(&mut Arm64Engine, &[corpus_dir().join("tests")]).unwrap();
+    let failures: Vec<String> = summary
+        .results
+        .iter()
+        .filter(|(_, o)| *o != Outcome::Pass)
+        .map(|(p, o)| format!("{}: {o:?}", p.display()))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(summary.to_string(), "313 passed, 0 failed, 0 skipped");
+}
+
+#[test]
+fn arm64_code_returns_the_expected_result_for_every_benchmark_program() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let all = programs::load_all(root).unwrap();
+    assert_eq!(all.len(), 6);
+    for p in all {
+        let code = programs::function_bytecode(&p.object_path, "entry").unwrap();
+        let module = bpf2sys_tests::native::module_from_instructions(&p.name, bpf2sys::isa::decode(&code).unwrap());
+        let compiled = lower::lower_unverified_for_testing(&module, 0, &LowerOptions::new(Target::Arm64)).unwrap();
+        let runtime = HostRuntime::new(&compiled.helper_ids, &bench_helper, &[], MapDataLayout::default(), Vec::new());
+        let mut program = Arm64Program::load(&compiled, runtime).unwrap();
+        let mut buffer = input::make_input(&p.name).unwrap();
+        let r0 =
+            program.run(buffer.as_mut_ptr() as *mut std::ffi::c_void).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        assert_eq!(r0, p.expected_r0, "{}", p.name);
+    }
 }

@@ -1,6 +1,8 @@
-//! Native execution of hand-written programs covering each instruction group's edge semantics (RFC 9669).
+//! Native execution of hand-written programs covering each instruction group's edge semantics (RFC 9669). Every
+//! program runs as x64 code and as ARM64 code (emulated); the two must agree on r0 and on memory.
 
 use bpf2sys::isa::{AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
+use bpf2sys_tests::arm64::run_conformance_arm64;
 use bpf2sys_tests::native::run_conformance;
 
 fn mov64(dst: Reg, imm: i32) -> I {
@@ -16,7 +18,15 @@ fn alu(width: Width, op: AluOp, dst: Reg, src: Operand) -> I {
     I::Alu { width, op, dst, src }
 }
 fn run(p: &[I]) -> u64 {
-    run_conformance(p, &mut []).expect("compiles and runs")
+    run_native(p, &mut [])
+}
+/// Runs `p` on `memory` as x64 code, and as ARM64 code on a copy; returns the x64 r0 after checking ARM64 agrees.
+fn run_native(p: &[I], memory: &mut [u8]) -> u64 {
+    let mut arm64_memory = memory.to_vec();
+    let arm64 = run_conformance_arm64(p, &mut arm64_memory).expect("ARM64 code compiles and runs");
+    let x64 = run_conformance(p, memory).expect("x64 code compiles and runs");
+    assert_eq!((arm64, &arm64_memory[..]), (x64, &memory[..]), "ARM64 (left) and x64 (right) disagree");
+    x64
 }
 fn binop(width: Width, op: AluOp, a: u64, b: u64) -> u64 {
     let mut p = Vec::new();
@@ -97,7 +107,7 @@ fn memory_stack_and_atomics() {
         alu(Width::W64, AluOp::Add, Reg::R0, Operand::Reg(Reg::R3)),
         I::Exit,
     ];
-    let r0 = run_conformance(&p, &mut mem).unwrap();
+    let r0 = run_native(&p, &mut mem);
     // fetch-add returned the old value -2 into r3; the stored sum is 3; cmpxchg saw 3 and returned it.
     assert_eq!(r0, 3u64.wrapping_add((-2i64) as u64));
     assert_eq!(u64::from_le_bytes(mem[8..16].try_into().unwrap()), 9);
@@ -157,5 +167,27 @@ fn helper_calls_pass_r1_and_unwind_on_zero() {
 #[test]
 fn r2_holds_the_memory_length() {
     let p = vec![alu(Width::W64, AluOp::Mov, Reg::R0, Operand::Reg(Reg::R2)), I::Exit];
-    assert_eq!(run_conformance(&p, &mut [0u8; 8]).unwrap(), 8);
+    assert_eq!(run_native(&p, &mut [0u8; 8]), 8);
+}
+
+/// Regression (ARM64): a 32-bit `cmpxchg` compares only r0's low half (RFC 9669 §5.3). Cranelift's AArch64 CAS
+/// loop compared all 64 bits of the comparand register, so the exchange failed whenever r0's upper half was set.
+/// r0 comes from memory so that no constant folding hides the upper half.
+#[test]
+fn cmpxchg32_compares_only_the_low_half_of_r0() {
+    let p = vec![
+        I::Load { size: MemSize::DW, sign_extend: false, dst: Reg::R0, src: Reg::R1, offset: 8 },
+        mov64(Reg::R5, 9),
+        I::Atomic { size: MemSize::W, op: AtomicOp::CmpXchg, fetch: true, dst: Reg::R1, src: Reg::R5, offset: 0 },
+        I::Exit,
+    ];
+    let comparand = 0xffff_ffff_0000_0003u64.to_le_bytes();
+    let mut mem = [[3u8, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd], comparand].concat();
+    // The word matched: 9 is stored, the bytes after it are untouched, and r0 is the old word zero-extended.
+    assert_eq!(run_native(&p, &mut mem), 3);
+    assert_eq!(mem[..8], [9, 0, 0, 0, 0xaa, 0xbb, 0xcc, 0xdd]);
+    // A word that differs from r0's low half is left alone, whatever r0's upper half holds.
+    let mut mem = [[4u8, 0, 0, 0, 0, 0, 0, 0], comparand].concat();
+    assert_eq!(run_native(&p, &mut mem), 4);
+    assert_eq!(mem[0], 4);
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask conformance [--engine interp|native] [DIR ...]`: runs every `.data` file in the folders
+//! `cargo xtask conformance [--engine interp|native|native-arm64] [DIR ...]`: runs every `.data` file in the folders
 //! (default: ../shared/corpora/bpf_conformance/tests), prints one line per failure and per skip, then
 //! `N passed, M failed, K skipped`. Exits non-zero if any test failed.
 //!
@@ -32,12 +32,15 @@ enum EngineKind {
     Interp,
     /// Native x64 code from the compiler, run in-process.
     Native,
+    /// Native ARM64 code from the compiler, run in an AArch64 emulator (bpf2sys_tests::arm64).
+    NativeArm64,
 }
 
 fn engine(kind: EngineKind) -> anyhow::Result<Box<dyn Engine>> {
     match kind {
         EngineKind::Interp => Ok(Box::new(InterpreterEngine)),
         EngineKind::Native => Ok(Box::new(bpf2sys_tests::native::NativeEngine)),
+        EngineKind::NativeArm64 => Ok(Box::new(bpf2sys_tests::arm64::Arm64Engine)),
     }
 }
 

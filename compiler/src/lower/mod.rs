@@ -79,7 +79,8 @@ pub fn lower_program(
 ) -> Result<LoweredProgram, LowerError> {
     let verified = select(programs, program_index)?;
     let program = verified.program();
-    let translated = translate_program(verified, programs, options.map_data, isa.frontend_config())?;
+    let translated =
+        translate_program(verified, programs, options.map_data, isa.frontend_config(), codegen::isa_target(isa)?)?;
     let mut functions = Vec::with_capacity(translated.functions.len());
     let mut clif = Vec::new();
     let mut disassembly = Vec::new();

@@ -22,7 +22,8 @@
 //!   x % 0 = x) and a divisor of −1 is handled before `sdiv`/`srem` so that INT_MIN / −1 = INT_MIN and
 //!   INT_MIN % −1 = 0.
 //! - **Memory.** Loads and stores are plain Cranelift memory operations at `reg + offset`; atomics use
-//!   `atomic_rmw` / `atomic_cas` (sequentially consistent, `lock`-prefixed on x64 like bpf2c's `Interlocked*`).
+//!   `atomic_rmw` / `atomic_cas` (sequentially consistent, `lock`-prefixed on x64 like bpf2c's `Interlocked*`);
+//!   on ARM64 a 32-bit `cmpxchg` first gives its comparand zero upper bits (`FunctionTranslator::cas_comparand`).
 //!   There are no bounds checks: the verifier proved every access safe before lowering, so loads are `notrap`.
 //!   Byte loads that assemble one wider value become one load ([`super::load_combine`]); constant stores to the
 //!   stack are merged ([`super::stack_stores`]); spill slots no pointer reaches live in SSA variables
@@ -46,6 +47,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 
+use crate::compiled::Target;
 use crate::isa::{Instruction, MemSize, Reg, Width, STACK_FRAME_SIZE};
 use crate::program::{Module, Program};
 use crate::verifier::Verified;
@@ -108,6 +110,7 @@ pub fn translate_program(
     programs: &[Verified],
     map_data: MapDataLayout,
     frontend: TargetFrontendConfig,
+    target: Target,
 ) -> Result<TranslatedProgram, LowerError> {
     let module = verified.module();
     let program = verified.program();
@@ -130,6 +133,7 @@ pub fn translate_program(
             referenced_maps: &mut referenced_maps,
             movable_loads: false,
             promoted: BTreeMap::new(),
+            target,
         };
         let func = translator.translate(&mut fctx, frames, frontend)?;
         functions.push((function_symbol(program, index), func));
@@ -154,6 +158,7 @@ struct FunctionTranslator<'a> {
     movable_loads: bool,
     /// The current function's stack slots kept in SSA variables, by offset from `r10` (see `stack_slots`).
     promoted: BTreeMap<i16, Variable>,
+    target: Target,
 }
 
 /// Values every instruction of a function may need.

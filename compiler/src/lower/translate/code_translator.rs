@@ -7,7 +7,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{self, types, AtomicRmwOp, Block, InstBuilder, Type, Value};
 use cranelift_frontend::FunctionBuilder;
 
-use crate::compiled::RelocTarget;
+use crate::compiled::{RelocTarget, Target};
 use crate::isa::{
     AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, Reg, Width, STACK_FRAME_SIZE,
 };
@@ -262,6 +262,7 @@ impl FunctionTranslator<'_> {
             AtomicOp::CmpXchg => {
                 let r0 = b.use_var(reg(Reg::R0));
                 let expected = narrow(b, r0);
+                let expected = self.cas_comparand(b, ty, expected);
                 let old = b.ins().atomic_cas(mem(), addr, expected, s);
                 let old = widen(b, old);
                 b.def_var(reg(Reg::R0), old);
@@ -279,6 +280,24 @@ impl FunctionTranslator<'_> {
             b.def_var(reg(src), old);
         }
         Ok(())
+    }
+
+    /// The comparand of an `atomic_cas` of type `ty`. RFC 9669 §5.3: a 32-bit `cmpxchg` compares the low 32 bits
+    /// of r0. Cranelift's AArch64 CAS loop (ARMv8.0, no LSE) compares the zero-extended loaded word with all 64
+    /// bits of the comparand's register (`ldaxr w27, [x25]; cmp x27, x26`), while an `i32` value's upper register
+    /// bits are undefined (here: r0's upper half), so the exchange would fail whenever r0's upper half is not
+    /// zero. A 32-bit acquire load writes a W register, zero-extending it; going through a stack slot with
+    /// atomic accesses keeps any pass from forwarding the value around the load. x64's `lock cmpxchg` compares
+    /// 32 bits and needs nothing.
+    fn cas_comparand(&self, b: &mut FunctionBuilder, ty: Type, expected: Value) -> Value {
+        if ty != types::I32 || self.target != Target::Arm64 {
+            return expected;
+        }
+        let slot = b.create_sized_stack_slot(ir::StackSlotData::new(ir::StackSlotKind::ExplicitSlot, 4, 2));
+        let addr = b.ins().stack_addr(types::I64, slot, 0);
+        let flags = ir::MemFlagsData::trusted();
+        b.ins().atomic_store(flags, expected, addr);
+        b.ins().atomic_load(types::I32, flags, addr)
     }
 
     /// Control flow (RFC 9669 §4.3): `ja` → `jump`, conditional jumps → `brif` (or selects over a short
