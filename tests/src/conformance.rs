@@ -382,13 +382,76 @@ pub fn run_test(engine: &mut dyn Engine, test: &ConformanceTest) -> Outcome {
 }
 
 /// Loads and runs one file. A file with a directive this format does not define is skipped (as upstream does);
-/// any other file that cannot be loaded fails with the reason.
+/// a file that expects an error passes when the assembler or the decoder rejects its program (the stage that
+/// catches the error comes before any engine); any other file that cannot be loaded fails with the reason.
 pub fn run_file(engine: &mut dyn Engine, path: &Path) -> Outcome {
-    match load(path) {
+    let file = match std::fs::read_to_string(path).map_err(LoadError::from).and_then(|text| parse(&text)) {
+        Ok(file) => file,
+        Err(e @ LoadError::UnknownDirective { .. }) => return Outcome::Skip(e.to_string()),
+        Err(e) => return Outcome::Fail(e.to_string()),
+    };
+    let expects_error = file.error.is_some();
+    match file.into_test() {
         Ok(test) => run_test(engine, &test),
-        Err(e @ LoadError::UnknownDirective { .. }) => Outcome::Skip(e.to_string()),
+        Err(LoadError::Assemble(_) | LoadError::Decode(_)) if expects_error => Outcome::Pass,
         Err(e) => Outcome::Fail(e.to_string()),
     }
+}
+
+/// Runs one file in a child process, so that a program that crashes or hangs the engine (a missing helper,
+/// `ja -1` in native code) fails alone and says so instead of ending the whole run. `command` is run with the
+/// file's path appended and must print what `cargo xtask conformance` prints for one file: a `FAIL <path>: why`
+/// or `SKIP <path>: why` line, then the `N passed, M failed, K skipped` summary.
+pub fn run_file_in_child(command: &mut std::process::Command, path: &Path, timeout: std::time::Duration) -> Outcome {
+    use std::io::Read;
+    use std::process::Stdio;
+    let spawned = command.arg(path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => return Outcome::Fail(format!("cannot start the child process: {e}")),
+    };
+    // Drain the pipes on threads, so a chatty child cannot block on a full pipe while we wait for it.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let start = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() < timeout => std::thread::sleep(std::time::Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    let Some(status) = status else {
+        return Outcome::Fail(format!("did not finish within {} s (killed)", timeout.as_secs()));
+    };
+    for line in stdout.lines() {
+        let reason = |rest: &str| rest.split_once(": ").map_or(rest, |(_, why)| why).to_string();
+        if let Some(rest) = line.strip_prefix("FAIL ") {
+            return Outcome::Fail(reason(rest));
+        }
+        if let Some(rest) = line.strip_prefix("SKIP ") {
+            return Outcome::Skip(reason(rest));
+        }
+    }
+    if stdout.lines().any(|l| l == "1 passed, 0 failed, 0 skipped") && status.success() {
+        return Outcome::Pass;
+    }
+    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+    Outcome::Fail(format!("the engine's process ended without a result ({status}): {last}"))
 }
 
 /// Results of a run over folders.
@@ -431,6 +494,11 @@ pub fn data_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Runs every `.data` file in each folder, in order; a path that names a file runs that file.
 pub fn run_dirs(engine: &mut dyn Engine, dirs: &[PathBuf]) -> std::io::Result<Summary> {
+    run_each(dirs, |path| run_file(engine, path))
+}
+
+/// [`run_dirs`] with any way of running a file (e.g. [`run_file_in_child`]).
+pub fn run_each(dirs: &[PathBuf], mut run: impl FnMut(&Path) -> Outcome) -> std::io::Result<Summary> {
     let mut summary = Summary::default();
     for dir in dirs {
         let files = if dir.is_file() {
@@ -439,7 +507,7 @@ pub fn run_dirs(engine: &mut dyn Engine, dirs: &[PathBuf]) -> std::io::Result<Su
             data_files(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?
         };
         for path in files {
-            let outcome = run_file(engine, &path);
+            let outcome = run(&path);
             summary.results.push((path, outcome));
         }
     }
@@ -576,6 +644,53 @@ mod tests {
         assert_eq!(one.to_string(), "1 passed, 0 failed, 0 skipped");
         let missing = run_dirs(&mut InterpreterEngine, &[dir.path().join("nope")]).unwrap_err();
         assert!(missing.to_string().contains("nope"), "{missing}");
+    }
+
+    #[test]
+    fn an_expected_error_passes_when_the_assembler_or_decoder_rejects_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let bad_asm = write("a.data", "-- asm\nfrobnicate %r0\nexit\n-- error\nunknown instruction\n");
+        assert_eq!(run_file(&mut InterpreterEngine, &bad_asm), Outcome::Pass);
+        let bad_raw = write("b.data", "-- raw\nff 00 00 00 00 00 00 00\n-- error\ninvalid opcode\n");
+        assert_eq!(run_file(&mut InterpreterEngine, &bad_raw), Outcome::Pass);
+        // Without an expected error the rejection is a failure that names it.
+        let no_error = write("c.data", "-- asm\nfrobnicate %r0\nexit\n-- result\n0\n");
+        assert!(matches!(run_file(&mut InterpreterEngine, &no_error), Outcome::Fail(m) if m.contains("assembler")));
+        // An error the parser finds (not the program's) still fails.
+        let bad_mem = write("d.data", "-- asm\nexit\n-- mem\nzz\n-- error\nanything\n");
+        assert!(matches!(run_file(&mut InterpreterEngine, &bad_mem), Outcome::Fail(_)));
+    }
+
+    #[test]
+    fn a_child_that_crashes_hangs_or_reports_gives_its_own_outcome() {
+        use std::process::Command;
+        use std::time::Duration;
+        let path = Path::new("t.data");
+        let sh = |script: &str| {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(script).arg("sh");
+            c
+        };
+        let timeout = Duration::from_secs(5);
+        let pass = run_file_in_child(&mut sh("echo '1 passed, 0 failed, 0 skipped'"), path, timeout);
+        assert_eq!(pass, Outcome::Pass);
+        let fail = run_file_in_child(
+            &mut sh("echo \"FAIL $1: r0 = 0x1\"; echo '0 passed, 1 failed, 0 skipped'"),
+            path,
+            timeout,
+        );
+        assert_eq!(fail, Outcome::Fail("r0 = 0x1".into()));
+        let skip = run_file_in_child(&mut sh("echo \"SKIP $1: unknown directive\""), path, timeout);
+        assert_eq!(skip, Outcome::Skip("unknown directive".into()));
+        let crash = run_file_in_child(&mut sh("echo dying >&2; kill -SEGV $$"), path, timeout);
+        assert!(matches!(&crash, Outcome::Fail(m) if m.contains("SIGSEGV") || m.contains("signal: 11")), "{crash:?}");
+        let hang = run_file_in_child(&mut sh("sleep 30"), path, Duration::from_millis(200));
+        assert!(matches!(&hang, Outcome::Fail(m) if m.contains("killed")), "{hang:?}");
     }
 
     #[test]

@@ -7,5 +7,6 @@ pub mod conformance;
 pub mod emulator;
 pub mod generate;
 pub mod native;
+pub mod opaque;
 pub mod prevail;
 pub mod soundness;

@@ -38,6 +38,8 @@ pub enum NativeError {
     Memory(std::io::Error),
     #[error("the program has no functions")]
     Empty,
+    #[error("the program calls helper {0}, which the host does not provide")]
+    MissingHelper(u32),
 }
 
 /// Machine code mapped executable, with its functions' addresses.
@@ -323,6 +325,10 @@ pub fn conformance_helper(id: u32) -> Option<HelperFunction> {
 /// Runs bytecode natively on `memory` the way the conformance suite specifies, returning r0.
 pub fn run_conformance(instructions: &[Instruction], memory: &mut [u8]) -> Result<u64, NativeError> {
     let compiled = compile_with_length_prologue(instructions, memory.len())?;
+    // Native code would call through a null slot: refuse instead.
+    if let Some(&id) = compiled.helper_ids.iter().find(|&&id| id != 0 && conformance_helper(id).is_none()) {
+        return Err(NativeError::MissingHelper(id));
+    }
     let runtime =
         HostRuntime::new(&compiled.helper_ids, &conformance_helper, &[], MapDataLayout::default(), Vec::new());
     let program = NativeProgram::load(&compiled, runtime)?;

@@ -36,6 +36,20 @@ fn interpreter_passes_all_313_conformance_tests() {
 }
 
 #[test]
+fn interpreter_passes_all_313_conformance_tests_with_opaque_constants() {
+    let mut engine = bpf2sys_tests::opaque::OpaqueConstants::new(InterpreterEngine);
+    let summary = run_dirs(&mut engine, &[tests_dir()]).unwrap();
+    let failures: Vec<String> = summary
+        .results
+        .iter()
+        .filter(|(_, o)| *o != Outcome::Pass)
+        .map(|(p, o)| format!("{}: {o:?}", name(p)))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(summary.to_string(), "313 passed, 0 failed, 0 skipped");
+}
+
+#[test]
 fn every_corpus_program_round_trips_through_the_disassembler() {
     for path in data_files(&tests_dir()).unwrap() {
         let test = load(&path).unwrap_or_else(|e| panic!("{}: {e}", name(&path)));

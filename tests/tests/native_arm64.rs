@@ -14,6 +14,7 @@ use bpf2sys_tests::bench::{engines::bench_helper, input, programs};
 use bpf2sys_tests::conformance::{corpus_dir, data_files, load, run_dirs, Outcome};
 use bpf2sys_tests::native::compile_with_length_prologue_for;
 use bpf2sys_tests::native::HostRuntime;
+use bpf2sys_tests::opaque::OpaqueConstants;
 
 fn tool_available(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
@@ -117,9 +118,8 @@ fn every_sample_program_compiles_for_arm64_and_x64() {
     check_disassembly("samples", &combine(arm64));
 }
 
-#[test]
-fn arm64_code_passes_all_313_conformance_tests() {
-    let summary = run_dirs(&mut Arm64Engine, &[corpus_dir().join("tests")]).unwrap();
+fn assert_all_pass(engine: &mut dyn bpf2sys_tests::conformance::Engine) {
+    let summary = run_dirs(engine, &[corpus_dir().join("tests")]).unwrap();
     let failures: Vec<String> = summary
         .results
         .iter()
@@ -128,6 +128,16 @@ fn arm64_code_passes_all_313_conformance_tests() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(summary.to_string(), "313 passed, 0 failed, 0 skipped");
+}
+
+#[test]
+fn arm64_code_passes_all_313_conformance_tests() {
+    assert_all_pass(&mut Arm64Engine);
+}
+
+#[test]
+fn arm64_code_passes_all_313_conformance_tests_with_opaque_constants() {
+    assert_all_pass(&mut OpaqueConstants::new(Arm64Engine));
 }
 
 #[test]

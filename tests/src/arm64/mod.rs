@@ -46,7 +46,7 @@ const STACK_SIZE: usize = 1 << 20;
 /// Unmapped pages below the stack: a stack overflow faults instead of running into other memory.
 const STACK_GUARD: usize = 64 * 1024;
 /// A guest call that runs this long is reported as a hang (microseconds).
-const CALL_TIMEOUT_US: u64 = 120 * 1_000_000;
+const CALL_TIMEOUT_US: u64 = 30 * 1_000_000;
 
 /// Why ARM64 code could not be loaded or a call did not complete.
 #[derive(Debug, thiserror::Error)]

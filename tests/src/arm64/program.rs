@@ -55,6 +55,9 @@ pub fn run_conformance_arm64(instructions: &[Instruction], memory: &mut [u8]) ->
             crate::native::NativeError::Lower(e) => Arm64Error::Lower(e),
             other => Arm64Error::Emulator(other.to_string()),
         })?;
+    if let Some(&id) = compiled.helper_ids.iter().find(|&&id| id != 0 && conformance_helper(id).is_none()) {
+        return Err(Arm64Error::Emulator(format!("the program calls helper {id}, which the host does not provide")));
+    }
     let runtime =
         HostRuntime::new(&compiled.helper_ids, &conformance_helper, &[], MapDataLayout::default(), Vec::new());
     let mut program = Arm64Program::load(&compiled, runtime)?;
