@@ -41,7 +41,7 @@ pub struct OpaqueProgram {
 
 /// Rewrites `program` (run on `memory`) into its opaque-constants form; `Err` says why it cannot be.
 pub fn make_opaque(program: &[Instruction], memory: &[u8]) -> Result<OpaqueProgram, String> {
-    let entry_end = bpf2sys::lower::functions_from_calls(program).get(1).map_or(program.len(), |f| f.start);
+    let entry_end = bpf2sys::program::functions_from_calls(program).get(1).map_or(program.len(), |f| f.start);
     let callx_targets: Vec<Reg> =
         program.iter().filter_map(|i| if let Instruction::CallReg { reg } = *i { Some(reg) } else { None }).collect();
     let mut pool: BTreeMap<u64, usize> = BTreeMap::new();

@@ -103,7 +103,7 @@ fn emulated_runtime_loads_validates_and_runs_every_program() {
     assert_eq!(value, 7);
 
     // A second provider is refused; unloading deregisters and waits.
-    assert_eq!(module.attach_again(), kernel::STATUS_INVALID_PARAMETER);
+    assert_eq!(module.attach_again().unwrap(), kernel::STATUS_INVALID_PARAMETER);
     module.unload(&mut emulator).expect("unloads");
     assert_eq!(kernel::with_kernel(|k| k.detach_status), Some(kernel::STATUS_SUCCESS), "ClientDetachProvider ran");
     assert!(kernel::with_kernel(|k| k

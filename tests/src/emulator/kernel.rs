@@ -1,4 +1,6 @@
-//! Mock kernel and NMR exports the driver imports (`ntoskrnl.exe`, `NETIO.SYS`), with the Windows x64 ABI.
+//! Mock kernel and NMR exports the driver imports (`ntoskrnl.exe`, `NETIO.SYS`), with the Windows x64 ABI (an
+//! ARM64 driver reaches them through [`super::machine`]); calls back into the driver go through
+//! [`super::machine::call_back`].
 //!
 //! The functions behave as the WDK documents them for the calls the runtime shim makes; the state they act on
 //! (a registry, the NMR client registration, the captured client dispatch table) is per thread, so tests running
@@ -78,8 +80,6 @@ pub unsafe fn read_wide(p: *const u16) -> String {
     String::from_utf16_lossy(&units)
 }
 
-type QueryRoutine = unsafe extern "win64" fn(*const u16, u32, *const u8, u32, *mut c_void, *mut c_void) -> i32;
-
 /// `RtlQueryRegistryValues` for `RTL_REGISTRY_ABSOLUTE` tables with `SUBKEY` and query-routine entries.
 unsafe extern "win64" fn rtl_query_registry_values(
     relative_to: u32,
@@ -123,8 +123,16 @@ unsafe extern "win64" fn rtl_query_registry_values(
             }
             continue;
         };
-        let routine: QueryRoutine = std::mem::transmute(routine);
-        let status = routine(name_ptr, ty, data.as_ptr(), data.len() as u32, context, entry_context);
+        // QueryRoutine(ValueName, ValueType, ValueData, ValueLength, Context, EntryContext) -> NTSTATUS.
+        let args =
+            [name_ptr as u64, ty as u64, data.as_ptr() as u64, data.len() as u64, context as u64, entry_context as u64];
+        let status = match super::machine::call_back(routine, &args) {
+            Ok(value) => value as u32 as i32,
+            Err(e) => {
+                log(format!("QueryRoutine failed: {e}"));
+                return STATUS_INVALID_PARAMETER;
+            }
+        };
         if status < 0 {
             return status;
         }
@@ -175,8 +183,6 @@ unsafe extern "win64" fn nmr_client_attach_provider(
     STATUS_SUCCESS
 }
 
-type DetachFn = unsafe extern "win64" fn(usize) -> i32;
-
 /// Deregistration detaches the client from its provider first (NMR calls `ClientDetachProvider`).
 unsafe extern "win64" fn nmr_deregister_client(handle: u64) -> i32 {
     log("NmrDeregisterClient".into());
@@ -185,7 +191,13 @@ unsafe extern "win64" fn nmr_deregister_client(handle: u64) -> i32 {
     };
     if with_kernel(|k| k.client_dispatch.is_some()) {
         let detach = *((client.characteristics + 16) as *const usize);
-        let status = std::mem::transmute::<usize, DetachFn>(detach)(client.client_context);
+        let status = match super::machine::call_back(detach, &[client.client_context as u64]) {
+            Ok(value) => value as u32 as i32,
+            Err(e) => {
+                log(format!("ClientDetachProvider failed: {e}"));
+                STATUS_INVALID_PARAMETER
+            }
+        };
         with_kernel(|k| {
             k.detach_status = Some(status);
             k.client_dispatch = None;

@@ -49,14 +49,20 @@ impl LoadedImage {
     }
 }
 
+/// The PE machine type of `bytes` (`IMAGE_FILE_MACHINE_*`).
+pub fn image_machine(bytes: &[u8]) -> Result<u16, EmulatorError> {
+    let file = PeFile64::parse(bytes).map_err(|e| EmulatorError::Image(format!("not a PE32+ image: {e}")))?;
+    Ok(file.nt_headers().file_header().machine.get(LE))
+}
+
 /// Loads `bytes`, resolving each import `dll!name` through `resolve`.
 pub fn load_image(bytes: &[u8], resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Result<LoadedImage, EmulatorError> {
     let bad = |m: String| EmulatorError::Image(m);
     let file = PeFile64::parse(bytes).map_err(|e| bad(format!("not a PE32+ image: {e}")))?;
     let nt = file.nt_headers();
     let machine = nt.file_header().machine.get(LE);
-    if machine != pe::IMAGE_FILE_MACHINE_AMD64 {
-        return Err(bad(format!("machine {machine:#x}: only x64 images run on this host")));
+    if machine != pe::IMAGE_FILE_MACHINE_AMD64 && machine != pe::IMAGE_FILE_MACHINE_ARM64 {
+        return Err(bad(format!("machine {machine:#x}: only x64 and ARM64 images run here")));
     }
     let opt = nt.optional_header();
     let size = opt.size_of_image() as usize;

@@ -1,5 +1,7 @@
 //! An emulated eBPF for Windows runtime on Linux x86-64: loads a bpf2sys `.sys` into this process and runs it
 //! the way EbpfCore, ebpfapi and the Windows kernel do (native-module-contract.md §1.3, §2.3, §3, §4.2, §4.3).
+//! x64 images run directly on this host; ARM64 images run in the AArch64 emulator ([`machine`]), with the same
+//! mock kernel and helpers.
 //!
 //! [`Emulator::load`]:
 //! 1. parses the file as user mode does ([`usermode::parse_native_file`], contract §4.3);
@@ -20,6 +22,7 @@
 pub mod helpers;
 pub mod kernel;
 pub mod loader;
+pub mod machine;
 pub mod maps;
 pub mod usermode;
 
@@ -199,6 +202,8 @@ pub struct LoadedModule {
     /// Pinned maps this module reused instead of creating.
     pub reused_pins: Vec<String>,
     unloaded: bool,
+    /// The processor the image runs on; dropped before the image it maps.
+    machine: machine::Machine,
     // Dropped last: programs and maps point into it.
     pub image: loader::LoadedImage,
 }
@@ -215,12 +220,10 @@ pub struct ExecutionState {
 /// `DRIVER_OBJECT.DriverUnload`.
 const DRIVER_UNLOAD_SLOT: usize = 0x68 / 8;
 
-type DriverEntryFn = unsafe extern "win64" fn(*mut u64, *const u8) -> i32;
-type DriverUnloadFn = unsafe extern "win64" fn(*mut u64);
-type AttachFn = unsafe extern "win64" fn(u64, usize, *const u8) -> i32;
-type ArrayCallbackFn = unsafe extern "win64" fn(*mut usize, *mut u64);
-type VersionFn = unsafe extern "win64" fn(*mut u32);
-type ProgramFn = unsafe extern "win64" fn(*mut u8, *const ProgramRuntimeContext) -> u64;
+/// An NTSTATUS from a driver function's 64-bit result register (only the low 32 bits are defined).
+fn ntstatus(value: u64) -> i32 {
+    value as u32 as i32
+}
 
 impl Emulator {
     pub fn new() -> Emulator {
@@ -255,7 +258,15 @@ impl Emulator {
             }
             k.registry.insert(format!("{key}\\parameters"), parameters);
         });
-        let image = loader::load_image(bytes, &kernel::kernel_export)?;
+        let machine = machine::Machine::for_image(loader::image_machine(bytes)?)?;
+        let image = loader::load_image(bytes, &|dll, name| {
+            kernel::kernel_export(dll, name).and_then(|f| machine.bind(f).ok())
+        })?;
+        for (_, va, vs, flags) in &image.sections {
+            if flags & 0x2000_0000 != 0 {
+                machine.map_code(image.base() + *va as usize, *vs as usize)?;
+            }
+        }
 
         // DriverEntry(DRIVER_OBJECT*, UNICODE_STRING* registry_path).
         let mut driver_object = Box::new([0u64; 48]);
@@ -272,8 +283,9 @@ impl Emulator {
             .ok_or_else(|| EmulatorError::DriverEntry("entry point outside the image".into()))?;
         // SAFETY: the entry point is the driver's DriverEntry (lint P6 checks it is code); both arguments live
         // across the call.
-        let status =
-            unsafe { std::mem::transmute::<usize, DriverEntryFn>(entry)(driver_object.as_mut_ptr(), unicode.as_ptr()) };
+        let status = unsafe { machine.call(entry, &[driver_object.as_mut_ptr() as u64, unicode.as_ptr() as u64]) }
+            .map(ntstatus)
+            .map_err(EmulatorError::DriverEntry)?;
         if status != 0 {
             return Err(EmulatorError::DriverEntry(format!("returned status {:#010x}", status as u32)));
         }
@@ -325,19 +337,17 @@ impl Emulator {
             return Err(EmulatorError::Nmr("ClientAttachProvider is not code in the image".into()));
         }
         let status = unsafe {
-            std::mem::transmute::<usize, AttachFn>(attach)(
-                binding,
-                registration.client_context,
-                provider_registration.as_ptr(),
-            )
-        };
+            machine.call(attach, &[binding, registration.client_context as u64, provider_registration.as_ptr() as u64])
+        }
+        .map(ntstatus)
+        .map_err(EmulatorError::Nmr)?;
         if status != 0 {
             return Err(EmulatorError::Nmr(format!("ClientAttachProvider returned {:#010x}", status as u32)));
         }
         let table = kernel::with_kernel(|k| k.client_dispatch)
             .ok_or_else(|| EmulatorError::Nmr("no client dispatch was attached".into()))?;
 
-        let metadata = validate_metadata(&image, table)?;
+        let metadata = validate_metadata(&machine, &image, table)?;
         compare_views(&metadata, &user_mode)?;
 
         let mut module = LoadedModule {
@@ -349,6 +359,7 @@ impl Emulator {
             pinned: Vec::new(),
             reused_pins: Vec::new(),
             unloaded: false,
+            machine,
             image,
         };
         self.create_maps(&mut module)?;
@@ -433,13 +444,19 @@ fn inner_template(entries: &[MapDescription], e: &MapDescription) -> Option<usiz
 }
 
 /// Calls an array callback: `(pointer, count)`, enforcing count > 0 ⇔ pointer non-NULL.
-fn array_callback(image: &loader::LoadedImage, f: usize, what: &str) -> Result<(usize, u64), EmulatorError> {
+fn array_callback(
+    machine: &machine::Machine,
+    image: &loader::LoadedImage,
+    f: usize,
+    what: &str,
+) -> Result<(usize, u64), EmulatorError> {
     if image.section_of(f).is_none_or(|s| s.3 & 0x2000_0000 == 0) {
         return Err(EmulatorError::Metadata(format!("{what} callback {f:#x} is not code in the image")));
     }
     let (mut ptr, mut count) = (usize::MAX, u64::MAX);
     // SAFETY: a metadata callback `void f(T**, size_t*)` inside the image.
-    unsafe { std::mem::transmute::<usize, ArrayCallbackFn>(f)(&mut ptr, &mut count) };
+    unsafe { machine.call(f, &[&mut ptr as *mut usize as u64, &mut count as *mut u64 as u64]) }
+        .map_err(|e| EmulatorError::Metadata(format!("{what} callback: {e}")))?;
     if (count > 0) != (ptr != 0) {
         return Err(EmulatorError::Metadata(format!("{what}: count {count} with pointer {ptr:#x}")));
     }
@@ -447,7 +464,11 @@ fn array_callback(image: &loader::LoadedImage, f: usize, what: &str) -> Result<(
 }
 
 /// `_ebpf_native_validate_native_module` and the reads of `ebpf_native_load_programs` (contract §2.3).
-pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<ModuleMetadata, EmulatorError> {
+pub fn validate_metadata(
+    machine: &machine::Machine,
+    image: &loader::LoadedImage,
+    table: usize,
+) -> Result<ModuleMetadata, EmulatorError> {
     let meta = |m: String| EmulatorError::Metadata(m);
     if table == 0 {
         return Err(meta("client dispatch (metadata table) is NULL".into()));
@@ -470,12 +491,13 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
         return Err(meta("version callback is not code in the image".into()));
     }
     // SAFETY: `void version(bpf2c_version_t*)` inside the image.
-    unsafe { std::mem::transmute::<usize, VersionFn>(get_version)(version.as_mut_ptr()) };
+    unsafe { machine.call(get_version, &[version.as_mut_ptr() as u64]) }
+        .map_err(|e| meta(format!("version callback: {e}")))?;
     if version < MINIMUM_VERSION {
         return Err(meta(format!("module version {version:?} < minimum 0.21.0")));
     }
 
-    let (hash_ptr, hash_len) = array_callback(image, get_hash, "hash")?;
+    let (hash_ptr, hash_len) = array_callback(machine, image, get_hash, "hash")?;
     let elf_hash = if hash_ptr != 0 {
         Some(
             (0..hash_len as usize)
@@ -487,7 +509,7 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
     };
 
     // Programs.
-    let (pp, pcount) = array_callback(image, get_programs, "programs")?;
+    let (pp, pcount) = array_callback(machine, image, get_programs, "programs")?;
     let mut programs = Vec::new();
     let stride = if pcount > 0 { header(image, pp + 8, "program entry 0")?.total_size } else { 0 };
     for i in 0..pcount as usize {
@@ -607,7 +629,7 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
     }
 
     // Maps: header {1, 80}, stride maps[0].total_size, names non-NULL.
-    let (mp, mcount) = array_callback(image, get_maps, "maps")?;
+    let (mp, mcount) = array_callback(machine, image, get_maps, "maps")?;
     let mut maps = Vec::new();
     let mstride = if mcount > 0 { header(image, mp + 16, "map entry 0")?.total_size as usize } else { 0 };
     for i in 0..mcount as usize {
@@ -634,7 +656,7 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
     }
 
     // Map initial values: header {1, 48}, values non-NULL.
-    let (ip, icount) = array_callback(image, get_initial_values, "map_initial_values")?;
+    let (ip, icount) = array_callback(machine, image, get_initial_values, "map_initial_values")?;
     let mut initial_values = Vec::new();
     for i in 0..icount as usize {
         let e = ip + 48 * i;
@@ -655,7 +677,7 @@ pub fn validate_metadata(image: &loader::LoadedImage, table: usize) -> Result<Mo
     }
 
     // Global variable sections: header {1, 48}, initial_data non-NULL.
-    let (gp, gcount) = array_callback(image, get_globals, "global_variable_sections")?;
+    let (gp, gcount) = array_callback(machine, image, get_globals, "global_variable_sections")?;
     let mut global_sections = Vec::new();
     for i in 0..gcount as usize {
         let e = gp + 48 * i;
@@ -768,6 +790,7 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
             }
             let address = helpers::host_helper(pt.name, id)
                 .ok_or_else(|| err(format!("the emulator does not implement helper {id} for `{}`", pt.name)))?;
+            let address = module.machine.bind(address)?;
             helper_data[slot] =
                 HelperFunctionData { address: address as u64, tail_call: id == 5, ..Default::default() };
         }
@@ -874,19 +897,18 @@ impl LoadedModule {
     }
 
     /// Calls `ClientAttachProvider` again: the driver must refuse a second provider.
-    pub fn attach_again(&self) -> i32 {
+    pub fn attach_again(&self) -> Result<i32, EmulatorError> {
         let registration = kernel::with_kernel(|k| k.client).expect("registered during load");
         let attach: usize =
             read(&self.image, registration.characteristics + 8, "ClientAttachProvider").expect("validated during load");
         let provider_registration = [0u8; 40];
         // SAFETY: validated during load to be the driver's attach function.
         unsafe {
-            std::mem::transmute::<usize, AttachFn>(attach)(
-                0xB1_4D1E,
-                registration.client_context,
-                provider_registration.as_ptr(),
-            )
+            self.machine
+                .call(attach, &[0xB1_4D1E, registration.client_context as u64, provider_registration.as_ptr() as u64])
         }
+        .map(ntstatus)
+        .map_err(EmulatorError::Nmr)
     }
 
     /// Invokes program `name` on `context` (the bytes of its context structure; updated in place) and returns
@@ -905,8 +927,10 @@ impl LoadedModule {
         let result = loop {
             let program = &self.programs[index];
             // SAFETY: validated to be the program's code; the runtime context lives as long as the module.
-            let f: ProgramFn = unsafe { std::mem::transmute(program.info.function) };
-            let r = unsafe { f(ctx, &*program.runtime_context) } as u32;
+            let runtime_context = &*program.runtime_context as *const ProgramRuntimeContext as u64;
+            let r = unsafe { self.machine.call(program.info.function, &[ctx as u64, runtime_context]) }
+                .map_err(|message| EmulatorError::Program { program: program.info.program_name.clone(), message })?
+                as u32;
             let state = unsafe { &mut *(buffer[0] as *mut ExecutionState) };
             match state.next_program.take() {
                 Some(next) if state.tail_calls <= MAX_TAIL_CALL_CNT => index = next,
@@ -936,7 +960,8 @@ impl LoadedModule {
         self.unloaded = true;
         let unload = self.driver_object[DRIVER_UNLOAD_SLOT] as usize;
         // SAFETY: validated during load to be code in the image.
-        unsafe { std::mem::transmute::<usize, DriverUnloadFn>(unload)(self.driver_object.as_mut_ptr()) };
+        unsafe { self.machine.call(unload, &[self.driver_object.as_mut_ptr() as u64]) }
+            .map_err(EmulatorError::Unload)?;
         let (deregistered, waits, pending) =
             kernel::with_kernel(|k| (k.deregister_calls, k.wait_calls, k.deregister_pending));
         if deregistered != 1 {
@@ -957,7 +982,7 @@ impl Drop for LoadedModule {
             let unload = self.driver_object[DRIVER_UNLOAD_SLOT] as usize;
             if self.image.section_of(unload).is_some() {
                 // SAFETY: validated during load.
-                unsafe { std::mem::transmute::<usize, DriverUnloadFn>(unload)(self.driver_object.as_mut_ptr()) };
+                let _ = unsafe { self.machine.call(unload, &[self.driver_object.as_mut_ptr() as u64]) };
             }
         }
     }
