@@ -1,5 +1,6 @@
 //! Every sample builds (verify → compile → link) for x64 and ARM64, passes the driver lint, is byte-identical
-//! across builds, and runs in the emulated eBPF for Windows runtime with the behaviour its source defines.
+//! across builds, and runs in the emulated eBPF for Windows runtime with the behaviour its source defines — as an
+//! x64 image on this host and as an ARM64 image in the AArch64 emulator.
 
 use std::path::{Path, PathBuf};
 
@@ -34,10 +35,12 @@ fn build(name: &str, target: Target, version: RuntimeVersion) -> Vec<u8> {
     build_driver(&bytes, &format!("{name}.o"), &options).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-fn load(name: &str) -> (Emulator, LoadedModule) {
-    let image = build(name, Target::X64, RuntimeVersion::PORTABLE);
+const TARGETS: [Target; 2] = [Target::X64, Target::Arm64];
+
+fn load(name: &str, target: Target) -> (Emulator, LoadedModule) {
+    let image = build(name, target, RuntimeVersion::PORTABLE);
     let mut emulator = Emulator::new();
-    let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name} {target:?}: {e}"));
     (emulator, module)
 }
 
@@ -66,15 +69,15 @@ fn every_sample_builds_for_both_targets_passes_the_lint_and_is_deterministic() {
 }
 
 #[test]
-fn every_sample_loads_in_the_emulated_runtime_with_both_runtime_versions() {
+fn every_sample_loads_in_the_emulated_runtime_with_every_runtime_version_on_both_targets() {
     for object in sample_objects() {
         let name = object.file_stem().unwrap().to_string_lossy().into_owned();
-        for version in ["1.3.0", "1.4.0", "1.5.0"] {
-            let image = build(&name, Target::X64, RuntimeVersion::parse(version).unwrap());
+        for (version, target) in ["1.3.0", "1.4.0", "1.5.0"].into_iter().flat_map(|v| TARGETS.map(|t| (v, t))) {
+            let image = build(&name, target, RuntimeVersion::parse(version).unwrap());
             let mut emulator = Emulator::new();
-            let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name} @ {version}: {e}"));
+            let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name} {target:?} @ {version}: {e}"));
             assert!(!module.programs.is_empty());
-            module.unload(&mut emulator).unwrap();
+            module.unload(&mut emulator).unwrap_or_else(|e| panic!("{name} {target:?} @ {version}: {e}"));
         }
     }
 }
@@ -91,7 +94,13 @@ fn ipv4_udp(payload: usize, udp_length: u16, dst_port: u16) -> Vec<u8> {
 
 #[test]
 fn droppacket_drops_empty_udp_and_counts_it() {
-    let (_e, m) = load("droppacket");
+    for target in TARGETS {
+        droppacket_drops_empty_udp_and_counts_it_on(target);
+    }
+}
+
+fn droppacket_drops_empty_udp_and_counts_it_on(target: Target) {
+    let (_e, m) = load("droppacket", target);
     let (a, _) = m.invoke_xdp("drop_empty_udp", &ipv4_udp(0, 8, 53), 1).unwrap();
     assert_eq!(a, XDP_DROP);
     let (a, _) = m.invoke_xdp("drop_empty_udp", &ipv4_udp(4, 12, 53), 1).unwrap();
@@ -107,7 +116,13 @@ fn droppacket_drops_empty_udp_and_counts_it() {
 
 #[test]
 fn tail_call_reaches_the_stage_for_the_ethertype() {
-    let (_e, m) = load("tail_call");
+    for target in TARGETS {
+        tail_call_reaches_the_stage_for_the_ethertype_on(target);
+    }
+}
+
+fn tail_call_reaches_the_stage_for_the_ethertype_on(target: Target) {
+    let (_e, m) = load("tail_call", target);
     let mut v4 = vec![0u8; 64];
     v4[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     let mut v6 = vec![0u8; 64];
@@ -122,7 +137,13 @@ fn tail_call_reaches_the_stage_for_the_ethertype() {
 
 #[test]
 fn globals_hold_their_initial_values_and_drive_the_filter() {
-    let (_e, m) = load("globals");
+    for target in TARGETS {
+        globals_hold_their_initial_values_and_drive_the_filter_on(target);
+    }
+}
+
+fn globals_hold_their_initial_values_and_drive_the_filter_on(target: Target) {
+    let (_e, m) = load("globals", target);
     let data = m.map("globals.data").expect(".data map").get(&0u32.to_le_bytes()).unwrap();
     assert_eq!(u32::from_le_bytes(data[..4].try_into().unwrap()), 1500, "drop_threshold");
     let rodata = m.map("globals.rodata").expect(".rodata map").get(&0u32.to_le_bytes()).unwrap();
@@ -146,7 +167,13 @@ fn globals_hold_their_initial_values_and_drive_the_filter() {
 
 #[test]
 fn map_in_map_follows_the_initial_inner_map() {
-    let (_e, m) = load("map_in_map");
+    for target in TARGETS {
+        map_in_map_follows_the_initial_inner_map_on(target);
+    }
+}
+
+fn map_in_map_follows_the_initial_inner_map_on(target: Target) {
+    let (_e, m) = load("map_in_map", target);
     assert_eq!(m.invoke_xdp("lookup_nested", &[0u8; 20], 0).unwrap().0, XDP_PASS);
     m.map("default_ports").unwrap().update(&53u16.to_le_bytes(), &[1], 0);
     assert_eq!(m.invoke_xdp("lookup_nested", &[0u8; 20], 0).unwrap().0, XDP_DROP, "interface 0 uses default_ports");
@@ -155,7 +182,13 @@ fn map_in_map_follows_the_initial_inner_map() {
 
 #[test]
 fn bpf_calls_record_lengths_through_subprograms() {
-    let (_e, m) = load("bpf_calls");
+    for target in TARGETS {
+        bpf_calls_record_lengths_through_subprograms_on(target);
+    }
+}
+
+fn bpf_calls_record_lengths_through_subprograms_on(target: Target) {
+    let (_e, m) = load("bpf_calls", target);
     assert_eq!(m.invoke_xdp("measure", &[0u8; 100], 1).unwrap().0, XDP_PASS);
     assert_eq!(m.invoke_xdp("drop_large", &[0u8; 600], 1).unwrap().0, XDP_DROP);
     assert_eq!(m.invoke_xdp("drop_large", &[0u8; 60], 1).unwrap().0, XDP_PASS);
@@ -165,7 +198,13 @@ fn bpf_calls_record_lengths_through_subprograms() {
 
 #[test]
 fn atomics_update_the_shared_counters() {
-    let (_e, m) = load("atomics");
+    for target in TARGETS {
+        atomics_update_the_shared_counters_on(target);
+    }
+}
+
+fn atomics_update_the_shared_counters_on(target: Target) {
+    let (_e, m) = load("atomics", target);
     assert_eq!(m.invoke_xdp("update_counters", &[0u8; 40], 7).unwrap().0, XDP_PASS);
     assert_eq!(m.invoke_xdp("update_counters", &[0u8; 3], 9).unwrap().0, XDP_PASS);
     let v = m.map("shared_counters").unwrap().get(&0u32.to_le_bytes()).unwrap();
@@ -186,7 +225,13 @@ fn bind_context(pid: u64, operation: u32) -> [u8; 56] {
 
 #[test]
 fn bind_policy_counts_binds_and_denies_listed_processes() {
-    let (_e, m) = load("bind_policy");
+    for target in TARGETS {
+        bind_policy_counts_binds_and_denies_listed_processes_on(target);
+    }
+}
+
+fn bind_policy_counts_binds_and_denies_listed_processes_on(target: Target) {
+    let (_e, m) = load("bind_policy", target);
     assert_eq!(m.invoke("authorize_bind", &mut bind_context(42, 0)).unwrap().0, 0, "permit");
     assert_eq!(m.invoke("authorize_bind", &mut bind_context(42, 0)).unwrap().0, 0);
     assert_eq!(m.invoke("authorize_bind", &mut bind_context(42, 2)).unwrap().0, 0, "unbind is not counted");
@@ -198,7 +243,13 @@ fn bind_policy_counts_binds_and_denies_listed_processes() {
 
 #[test]
 fn bounded_loop_counts_prefix_sums() {
-    let (_e, m) = load("bounded_loop");
+    for target in TARGETS {
+        bounded_loop_counts_prefix_sums_on(target);
+    }
+}
+
+fn bounded_loop_counts_prefix_sums_on(target: Target) {
+    let (_e, m) = load("bounded_loop", target);
     let packet: Vec<u8> = (1..=10).collect(); // sum 55
     m.invoke_xdp("sum_prefix", &packet, 1).unwrap();
     m.invoke_xdp("sum_prefix", &packet, 1).unwrap();
@@ -219,7 +270,13 @@ fn sock_addr_context(ip: u32, port: u16) -> [u8; 64] {
 
 #[test]
 fn connect_filter_rejects_blocked_ports_and_records_connectors() {
-    let (_e, m) = load("connect_filter");
+    for target in TARGETS {
+        connect_filter_rejects_blocked_ports_and_records_connectors_on(target);
+    }
+}
+
+fn connect_filter_rejects_blocked_ports_and_records_connectors_on(target: Target) {
+    let (_e, m) = load("connect_filter", target);
     assert_eq!(m.invoke("filter_connect4", &mut sock_addr_context(0x0100007f, 80)).unwrap().0, 1, "proceed");
     m.map("blocked_ports").unwrap().update(&80u16.to_le_bytes(), &1u32.to_le_bytes(), 0);
     assert_eq!(m.invoke("filter_connect4", &mut sock_addr_context(0x0100007f, 80)).unwrap().0, 0, "reject");
@@ -230,7 +287,13 @@ fn connect_filter_rejects_blocked_ports_and_records_connectors() {
 
 #[test]
 fn legacy_maps_count_per_interface_and_port() {
-    let (_e, m) = load("legacy_maps");
+    for target in TARGETS {
+        legacy_maps_count_per_interface_and_port_on(target);
+    }
+}
+
+fn legacy_maps_count_per_interface_and_port_on(target: Target) {
+    let (_e, m) = load("legacy_maps", target);
     let mut p = vec![0u8; 40];
     p[36..38].copy_from_slice(&8080u16.to_be_bytes());
     m.invoke_xdp("count_legacy", &p, 33).unwrap();
@@ -242,7 +305,13 @@ fn legacy_maps_count_per_interface_and_port() {
 
 #[test]
 fn map_types_update_every_kind_of_map() {
-    let (_e, m) = load("map_types");
+    for target in TARGETS {
+        map_types_update_every_kind_of_map_on(target);
+    }
+}
+
+fn map_types_update_every_kind_of_map_on(target: Target) {
+    let (_e, m) = load("map_types", target);
     assert_eq!(m.invoke_xdp("count_by_map_type", &[0u8; 100], 4).unwrap().0, XDP_PASS);
     assert_eq!(m.invoke_xdp("count_by_map_type", &[0u8; 50], 4).unwrap().0, XDP_PASS);
     assert_eq!(u64_value(&m, "packet_counts", &0u32.to_le_bytes()), Some(2));
@@ -256,7 +325,13 @@ fn map_types_update_every_kind_of_map() {
 
 #[test]
 fn sockops_flows_track_established_and_deleted_connections() {
-    let (_e, m) = load("sockops_flows");
+    for target in TARGETS {
+        sockops_flows_track_established_and_deleted_connections_on(target);
+    }
+}
+
+fn sockops_flows_track_established_and_deleted_connections_on(target: Target) {
+    let (_e, m) = load("sockops_flows", target);
     let context = |op: u32| {
         let mut c = [0u8; 64];
         c[0..4].copy_from_slice(&op.to_le_bytes());
