@@ -24,9 +24,14 @@ fn ir(instructions: Vec<I>) -> Vec<String> {
     };
     let verified = Verified::unchecked_for_testing(&module, 0).expect("well-formed");
     let isa = build_isa(crate::compiled::Target::X64).unwrap();
-    let translated =
-        translate_program(&verified, std::slice::from_ref(&verified), MapDataLayout::V1_3, isa.frontend_config())
-            .expect("translates");
+    let translated = translate_program(
+        &verified,
+        std::slice::from_ref(&verified),
+        MapDataLayout::V1_3,
+        isa.frontend_config(),
+        crate::compiled::Target::X64,
+    )
+    .expect("translates");
     translated.functions.iter().map(|(_, f)| f.display().to_string()).collect()
 }
 
