@@ -12,7 +12,7 @@ use bpf2sys::isa::{AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond,
 use bpf2sys::platform::{linux, ContextDescriptor, HelperPrototype, Platform, ProgramType};
 use bpf2sys::program::{MapDefinition, MapType, Pinning};
 use bpf2sys::verifier::num::Num;
-use bpf2sys::verifier::state::{ty, State, Value, STACK_FRAME_SIZE};
+use bpf2sys::verifier::state::{ty, MapSet, State, Value, STACK_FRAME_SIZE};
 use bpf2sys::verifier::{analyze, Env, VerifierOptions};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -625,9 +625,9 @@ pub fn entry_state(case: &Case, t: &mut Translated) -> Result<State, String> {
         }
         v.shared_size = r.size.unwrap_or(0).max(0) as u64;
         if let Some((programs, fd)) = r.map {
-            v.map = Some(maps.get(programs, fd) as u32);
+            v.maps = MapSet::one(maps.get(programs, fd) as u32);
         } else if r.types & ty::MAP_FD_PROGRAMS != 0 {
-            v.map = Some(maps.get(true, 0) as u32);
+            v.maps = MapSet::one(maps.get(true, 0) as u32);
         }
         st.regs[n] = v;
     }
@@ -682,6 +682,7 @@ pub fn test_platform() -> (&'static Platform, &'static ProgramType) {
             name: "prevail_test",
             program_types: std::slice::from_ref(pt),
             global_helpers: helpers,
+            map_helper_rules: &[],
         }));
         (platform, pt)
     })

@@ -46,7 +46,7 @@ fn every_sample_verifies_under_the_windows_platform() {
 fn unsafe_samples_are_rejected_at_the_marked_source_line() {
     let dir = repo().join("samples/unsafe");
     let objs = objects(&dir);
-    assert_eq!(objs.len(), 6);
+    assert_eq!(objs.len(), 10);
     for path in objs {
         // Lossy: latin1_source.c is deliberately not UTF-8.
         let source = String::from_utf8_lossy(&std::fs::read(path.with_extension("c")).expect("C source")).into_owned();
@@ -79,15 +79,18 @@ fn unsafe_samples_are_rejected_at_the_marked_source_line() {
 fn prevail_suite_has_no_unsound_accepts_and_agrees_on_verdicts() {
     let dir = repo().join("../shared/corpora/prevail-test-data");
     let results = run_dir(&dir).expect("suite");
-    let (mut pass, mut fail, mut unsound) = (0, 0, Vec::new());
+    let (mut pass, mut fail, mut misaligned, mut unsound) = (0, 0, 0, Vec::new());
     for f in &results {
         for (name, o) in &f.cases {
             match o {
                 Outcome::Pass => pass += 1,
-                Outcome::Fail { unsound: u, .. } => {
+                Outcome::Fail { unsound: u, detail } => {
                     fail += 1;
                     if *u {
                         unsound.push(format!("{}: {name}", f.file));
+                    }
+                    if detail.contains("misaligned") {
+                        misaligned += 1;
                     }
                 }
                 Outcome::Skip(_) => {}
@@ -97,6 +100,9 @@ fn prevail_suite_has_no_unsound_accepts_and_agrees_on_verdicts() {
     assert!(unsound.is_empty(), "unsound accepts: {unsound:?}");
     assert!(pass + fail > 760, "too many skipped cases: {} run", pass + fail);
     let agreement = pass as f64 / (pass + fail) as f64;
-    // Measured 95.3%; every remaining disagreement is explained in docs/verifier.md §5.
-    assert!(agreement >= 0.95, "agreement {agreement:.3}");
+    // Measured 94.5%; every remaining disagreement is explained in docs/verifier.md §5. PREVAIL does not check
+    // the alignment of atomics; we reject misaligned ones by design (ARM64 faults on them): 10 cases.
+    assert!(misaligned <= 10, "{misaligned} disagreements on alignment");
+    let agreement_without_alignment = pass as f64 / (pass + fail - misaligned) as f64;
+    assert!(agreement >= 0.94 && agreement_without_alignment >= 0.955, "agreement {agreement:.3}");
 }

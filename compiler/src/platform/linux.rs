@@ -101,6 +101,7 @@ static TRACING_HELPERS: &[HelperPrototype] = &[
     proto(4, "bpf_probe_read", R::Integer, &[A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything]),
     proto(35, "bpf_get_current_task", R::Integer, &[]),
     proto(45, "bpf_probe_read_str", R::Integer, &[A::PtrToWritableMem, A::ConstSize, A::Anything]),
+    proto(67, "bpf_get_stack", R::Integer, &[A::PtrToCtx, A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything]),
     proto(112, "bpf_probe_read_user", R::Integer, &[A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything]),
     proto(113, "bpf_probe_read_kernel", R::Integer, &[A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything]),
     proto(114, "bpf_probe_read_user_str", R::Integer, &[A::PtrToWritableMem, A::ConstSize, A::Anything]),
@@ -303,7 +304,9 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
 ];
 
 /// The Linux platform.
-pub static LINUX: Platform = Platform { name: "linux", program_types: PROGRAM_TYPES, global_helpers: GLOBAL_HELPERS };
+/// Linux numbers map types differently from the module's (Windows) numbering, so no map/helper rules apply.
+pub static LINUX: Platform =
+    Platform { name: "linux", program_types: PROGRAM_TYPES, global_helpers: GLOBAL_HELPERS, map_helper_rules: &[] };
 
 #[cfg(test)]
 mod tests {

@@ -220,6 +220,23 @@ pub struct Platform {
     pub name: &'static str,
     pub program_types: &'static [ProgramType],
     pub global_helpers: &'static [HelperPrototype],
+    /// Which map types a map helper works on, where the runtime would not return a usable result otherwise.
+    pub map_helper_rules: &'static [MapHelperRule],
+}
+
+/// Map types a helper's map argument may (`allowed`) or may not have. A helper without a rule takes any map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapHelperRule {
+    pub helper: u32,
+    pub allowed: bool,
+    pub map_types: &'static [crate::program::MapType],
+}
+
+impl MapHelperRule {
+    /// Whether helper `helper` may be called on a map of type `map_type` under these rules.
+    pub fn permits(rules: &[MapHelperRule], helper: u32, map_type: crate::program::MapType) -> bool {
+        rules.iter().filter(|r| r.helper == helper).all(|r| r.map_types.contains(&map_type) == r.allowed)
+    }
 }
 
 impl Platform {

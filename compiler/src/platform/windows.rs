@@ -3,8 +3,8 @@
 
 use super::table::{field, prefix, proto};
 use super::{
-    AttachType, ContextDescriptor, ContextField, Guid, HelperArg as A, HelperPrototype, HelperReturn as R, Platform,
-    ProgramType,
+    AttachType, ContextDescriptor, ContextField, Guid, HelperArg as A, HelperPrototype, HelperReturn as R,
+    MapHelperRule, Platform, ProgramType,
 };
 
 /// The "eBPF native module" NPI id (contract §1.3); EbpfCore registers its provider under the same id.
@@ -285,8 +285,31 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
 ];
 
 /// The eBPF for Windows platform.
-pub static WINDOWS: Platform =
-    Platform { name: "windows", program_types: PROGRAM_TYPES, global_helpers: GLOBAL_HELPERS };
+pub static WINDOWS: Platform = Platform {
+    name: "windows",
+    program_types: PROGRAM_TYPES,
+    global_helpers: GLOBAL_HELPERS,
+    map_helper_rules: MAP_HELPER_RULES,
+};
+
+/// Element access on maps that hold no addressable values fails in EbpfCore (program arrays hold programs,
+/// ring buffers and perf event arrays hold no elements), and the output/queue helpers need their map type.
+static MAP_HELPER_RULES: &[MapHelperRule] = {
+    use crate::program::MapType as M;
+    const NO_VALUES: &[M] = &[M::PROG_ARRAY, M::RINGBUF, M::PERF_EVENT_ARRAY];
+    const QUEUES: &[M] = &[M::QUEUE, M::STACK];
+    &[
+        MapHelperRule { helper: 1, allowed: false, map_types: NO_VALUES },
+        MapHelperRule { helper: 2, allowed: false, map_types: NO_VALUES },
+        MapHelperRule { helper: 3, allowed: false, map_types: NO_VALUES },
+        MapHelperRule { helper: 4, allowed: false, map_types: NO_VALUES },
+        MapHelperRule { helper: 11, allowed: true, map_types: &[M::RINGBUF] },
+        MapHelperRule { helper: 16, allowed: true, map_types: QUEUES },
+        MapHelperRule { helper: 17, allowed: true, map_types: QUEUES },
+        MapHelperRule { helper: 18, allowed: true, map_types: QUEUES },
+        MapHelperRule { helper: 32, allowed: true, map_types: &[M::PERF_EVENT_ARRAY] },
+    ]
+};
 
 #[cfg(test)]
 mod tests {

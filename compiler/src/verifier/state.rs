@@ -59,10 +59,17 @@ pub struct Value {
     pub shared_size: u64,
     /// For `SHARED`: the region may be read-only (`.rodata`).
     pub shared_readonly: bool,
-    /// For `MAP_FD`, `MAP_FD_PROGRAMS`, `SHARED`: the module map index, when known.
-    pub map: Option<u32>,
+    /// For `MAP_FD`, `MAP_FD_PROGRAMS`, `SHARED`: the module map indices it may refer to (a map chosen on a
+    /// branch has several candidates), or unknown.
+    pub maps: MapSet,
     /// For `PACKET`: relational fact `(id, delta)` (module doc).
     pub pkt: Option<(u32, i64)>,
+    /// Copy identity: every holder (register, saved register, spill) with the same id holds the same concrete
+    /// value, so a null check on one refines all of them. Given to map-lookup results (docs/verifier.md §3).
+    pub copy_id: Option<u32>,
+    /// For `NUMBER`: `Some((id, d))` means the value is at most the distance from the packet pointer
+    /// `data + base_id + d` to `data_end` (`v ≤ packet_len - base_id - d`, signed), e.g. `len = data_end - p`.
+    pub len_bound: Option<(u32, i64)>,
 }
 
 impl Value {
@@ -73,8 +80,10 @@ impl Value {
             off: Num::TOP,
             shared_size: 0,
             shared_readonly: false,
-            map: None,
+            maps: MapSet::UNKNOWN,
             pkt: None,
+            copy_id: None,
+            len_bound: None,
         }
     }
 
@@ -120,16 +129,21 @@ impl Value {
             _ => 0,
         };
         let has_map = ty::MAP_FD | ty::MAP_FD_PROGRAMS | ty::SHARED;
-        let map = match (self.may_be(has_map), o.may_be(has_map)) {
-            (true, true) => (self.map == o.map).then_some(self.map).flatten(),
-            (true, false) => self.map,
-            (false, true) => o.map,
-            _ => None,
+        let maps = match (self.may_be(has_map), o.may_be(has_map)) {
+            (true, true) => self.maps.union(&o.maps),
+            (true, false) => self.maps,
+            (false, true) => o.maps,
+            _ => MapSet::UNKNOWN,
         };
         let pkt = match (self.may_be(ty::PACKET), o.may_be(ty::PACKET)) {
             (true, true) => (self.pkt == o.pkt).then_some(self.pkt).flatten(),
             (true, false) => self.pkt,
             (false, true) => o.pkt,
+            _ => None,
+        };
+        let same = |a: Option<u32>, b: Option<u32>| (a == b).then_some(a).flatten();
+        let len_bound = match (self.is_number(), o.is_number()) {
+            (true, true) => (self.len_bound == o.len_bound).then_some(self.len_bound).flatten(),
             _ => None,
         };
         Value {
@@ -138,8 +152,10 @@ impl Value {
             off: pick(ty::POINTERS, &self.off, &o.off),
             shared_size,
             shared_readonly: self.shared_readonly || o.shared_readonly,
-            map,
+            maps,
             pkt,
+            copy_id: same(self.copy_id, o.copy_id),
+            len_bound,
         }
     }
 }
@@ -161,8 +177,13 @@ impl fmt::Display for Value {
         if self.may_be(ty::SHARED) {
             write!(f, " region_size={}{}", self.shared_size, if self.shared_readonly { " read-only" } else { "" })?;
         }
-        if let (true, Some(m)) = (self.may_be(ty::MAP_FD | ty::MAP_FD_PROGRAMS | ty::SHARED), self.map) {
-            write!(f, " map={m}")?;
+        if self.may_be(ty::MAP_FD | ty::MAP_FD_PROGRAMS | ty::SHARED) && self.maps.is_known() {
+            let list: Vec<String> = self.maps.iter().map(|m| m.to_string()).collect();
+            if list.len() == 1 {
+                write!(f, " map={}", list[0])?;
+            } else {
+                write!(f, " map∈{{{}}}", list.join(", "))?;
+            }
         }
         if let (true, Some((id, d))) = (self.may_be(ty::PACKET), self.pkt) {
             if id != 0 {
@@ -170,6 +191,43 @@ impl fmt::Display for Value {
             }
         }
         Ok(())
+    }
+}
+
+/// A set of candidate map indices inside one aligned window of 64 indices; empty means unknown. Sets from
+/// different windows do not combine (the union is unknown), which only costs precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MapSet {
+    base: u32,
+    bits: u64,
+}
+
+impl MapSet {
+    pub const UNKNOWN: MapSet = MapSet { base: 0, bits: 0 };
+
+    pub fn one(map: u32) -> MapSet {
+        MapSet { base: map & !63, bits: 1 << (map & 63) }
+    }
+
+    pub fn is_known(&self) -> bool {
+        self.bits != 0
+    }
+
+    /// The map, when there is exactly one candidate.
+    pub fn single(&self) -> Option<u32> {
+        (self.bits.count_ones() == 1).then(|| self.base + self.bits.trailing_zeros())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..64).filter(|i| self.bits >> i & 1 == 1).map(|i| self.base + i)
+    }
+
+    pub fn union(&self, o: &MapSet) -> MapSet {
+        if self.is_known() && o.is_known() && self.base == o.base {
+            MapSet { base: self.base, bits: self.bits | o.bits }
+        } else {
+            MapSet::UNKNOWN
+        }
     }
 }
 
@@ -191,11 +249,14 @@ pub struct Stack {
     init: Vec<u64>,
     /// Aligned 8-byte slots (key = offset of the slot's lowest byte) holding a known value.
     pub spills: BTreeMap<i64, Value>,
+    /// Aligned 4-byte slots holding a known number below 2^32 (an `int` local kept on the stack, e.g. a loop
+    /// counter at `-O0` or a `volatile` one). Never overlaps a spill: every store clobbers what it overlaps.
+    pub narrow: BTreeMap<i64, Value>,
 }
 
 impl Stack {
     pub fn new(frames: usize) -> Stack {
-        Stack { init: vec![0; frames * FRAME_STRIDE as usize / 64], spills: BTreeMap::new() }
+        Stack { init: vec![0; frames * FRAME_STRIDE as usize / 64], spills: BTreeMap::new(), narrow: BTreeMap::new() }
     }
 
     /// Lowest offset of the deepest frame.
@@ -230,6 +291,18 @@ impl Stack {
         }
     }
 
+    /// The value of the 8-byte spill or 4-byte number slot starting at `k`.
+    pub fn slot(&self, k: i64) -> Option<&Value> {
+        self.spills.get(&k).or_else(|| self.narrow.get(&k))
+    }
+
+    pub fn slot_mut(&mut self, k: i64) -> Option<&mut Value> {
+        match self.spills.get_mut(&k) {
+            Some(v) => Some(v),
+            None => self.narrow.get_mut(&k),
+        }
+    }
+
     /// Whether every byte in `[lo, hi)` is initialised.
     pub fn all_init(&self, lo: i64, hi: i64) -> bool {
         (lo..hi).all(|o| self.is_init(o))
@@ -243,6 +316,10 @@ impl Stack {
     /// Forgets spills overlapping `[lo, hi)`; a partially overwritten pointer's other bytes become
     /// uninitialised so that no part of an address can be read back as a number.
     pub fn clobber(&mut self, lo: i64, hi: i64) {
+        let narrow: Vec<i64> = self.narrow.range(lo - 3..hi).filter(|(k, _)| **k + 4 > lo).map(|(k, _)| *k).collect();
+        for k in narrow {
+            self.narrow.remove(&k);
+        }
         let keys: Vec<i64> = self.overlapping(lo, hi).map(|(k, _)| *k).collect();
         for k in keys {
             let v = self.spills.remove(&k).expect("present");
@@ -265,6 +342,7 @@ impl Stack {
         self.init.truncate(n);
         let bottom = self.bottom();
         self.spills.retain(|k, _| *k >= bottom);
+        self.narrow.retain(|k, _| *k >= bottom);
     }
 
     fn combine(&self, o: &Stack, f: impl Fn(&Value, &Value) -> Value) -> Stack {
@@ -275,7 +353,13 @@ impl Stack {
             .filter_map(|(k, v)| o.spills.get(k).map(|w| (*k, f(v, w))))
             .filter(|(_, v)| !v.may_be(ty::UNINIT))
             .collect();
-        let mut s = Stack { init, spills };
+        let narrow = self
+            .narrow
+            .iter()
+            .filter_map(|(k, v)| o.narrow.get(k).map(|w| (*k, f(v, w))))
+            .filter(|(_, v)| v.is_number())
+            .collect();
+        let mut s = Stack { init, spills, narrow };
         // Bytes of a pointer spill dropped by the join must not stay readable as numbers.
         for (k, v) in self.spills.iter().chain(&o.spills) {
             if v.may_be(ty::POINTERS) && !s.spills.contains_key(k) {
@@ -288,11 +372,130 @@ impl Stack {
     }
 }
 
+/// Where a copied value lives: a register index or the stack offset of a spill slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyHolder {
+    Reg(usize),
+    Spill(i64),
+}
+
+/// First copy identity of register/spill copies (`mov`, spill reloads); identities below it belong to
+/// map-lookup results (helper call slot + 1).
+pub const COPY_ID_LINKS: u32 = 1 << 31;
+
 /// A caller's registers saved across a local call (r6..r9 and their loop deltas).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SavedFrame {
     pub regs: [Value; 4],
-    pub deltas: BTreeMap<u64, [Option<(i64, i64)>; 4]>,
+    pub deltas: BTreeMap<u64, [Option<Delta>; 4]>,
+}
+
+/// A location whose change since the last visit of a loop head is tracked: a register, or the stack slot
+/// (8-byte spill or 4-byte number slot) starting at an offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Loc {
+    Reg(u8),
+    Slot(i64),
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Loc::Reg(r) => write!(f, "r{r}"),
+            Loc::Slot(k) => write!(f, "stack[{k}]"),
+        }
+    }
+}
+
+/// `now = (value of origin at the last visit of the loop head) + δ` for some `δ ∈ [lo, hi]`, with no wrap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delta {
+    pub origin: Loc,
+    pub lo: i64,
+    pub hi: i64,
+}
+
+/// How a write changed a location, for the loop deltas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Anything else: the delta becomes unknown.
+    Unknown,
+    /// The location's own value plus a constant, and the addition cannot wrap.
+    Add(i64),
+    /// A copy of another location's current value (mov, spill, reload).
+    CopyOf(Loc),
+}
+
+/// The deltas of every location for one loop head. A slot's entry is meaningful only while the slot holds a
+/// value ([`Stack::slot`]): every store that creates a slot value sets or clears its entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopDeltas {
+    pub regs: [Option<Delta>; 11],
+    pub slots: BTreeMap<i64, Delta>,
+}
+
+impl LoopDeltas {
+    /// At the loop head every location equals itself.
+    pub fn at_head(st: &State) -> LoopDeltas {
+        let me = |origin| Some(Delta { origin, lo: 0, hi: 0 });
+        LoopDeltas {
+            regs: std::array::from_fn(|r| me(Loc::Reg(r as u8))),
+            slots: st
+                .stack
+                .spills
+                .keys()
+                .chain(st.stack.narrow.keys())
+                .map(|k| (*k, Delta { origin: Loc::Slot(*k), lo: 0, hi: 0 }))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, l: Loc) -> Option<Delta> {
+        match l {
+            Loc::Reg(r) => self.regs[r as usize],
+            Loc::Slot(k) => self.slots.get(&k).copied(),
+        }
+    }
+
+    fn apply(&mut self, target: Loc, change: Change) {
+        let new = match change {
+            Change::Unknown => None,
+            Change::Add(c) => self
+                .get(target)
+                .and_then(|d| Some(Delta { origin: d.origin, lo: d.lo.checked_add(c)?, hi: d.hi.checked_add(c)? })),
+            Change::CopyOf(l) => self.get(l),
+        };
+        match target {
+            Loc::Reg(r) => self.regs[r as usize] = new,
+            Loc::Slot(k) => {
+                match new {
+                    Some(d) => self.slots.insert(k, d),
+                    None => self.slots.remove(&k),
+                };
+            }
+        }
+    }
+
+    fn combine(&self, o: &LoopDeltas, g: &impl Fn(&Num, &Num) -> Num) -> LoopDeltas {
+        LoopDeltas {
+            regs: std::array::from_fn(|i| combine_delta(self.regs[i], o.regs[i], g)),
+            slots: self
+                .slots
+                .iter()
+                .filter_map(|(k, a)| Some((*k, combine_delta(Some(*a), o.slots.get(k).copied(), g)?)))
+                .collect(),
+        }
+    }
+}
+
+/// The join (or widening, `g`) of two deltas with the same origin.
+pub fn combine_delta(a: Option<Delta>, b: Option<Delta>, g: &impl Fn(&Num, &Num) -> Num) -> Option<Delta> {
+    let (a, b) = (a?, b?);
+    if a.origin != b.origin {
+        return None;
+    }
+    let n = g(&Num::signed(a.lo, a.hi)?, &Num::signed(b.lo, b.hi)?);
+    Some(Delta { origin: a.origin, lo: n.smin, hi: n.smax })
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -303,9 +506,9 @@ pub struct State {
     pub frames: Vec<SavedFrame>,
     /// Packet ranges proven by comparisons with `data_end` (module doc). Absent = 0.
     pub packet_ranges: BTreeMap<u32, i64>,
-    /// For each loop head (a node key): how much each register changed since the last visit of the head, when
-    /// it changed only by constant additions that cannot wrap. `None` = unknown.
-    pub deltas: BTreeMap<u64, [Option<(i64, i64)>; 11]>,
+    /// For each loop head (a node key): how much each register and stack slot changed since the last visit of
+    /// the head, when it changed only by copies and constant additions that cannot wrap.
+    pub deltas: BTreeMap<u64, LoopDeltas>,
 }
 
 impl State {
@@ -340,17 +543,41 @@ impl State {
             .zip(&o.frames)
             .map(|(a, b)| SavedFrame {
                 regs: std::array::from_fn(|i| f(&a.regs[i], &b.regs[i])),
-                deltas: join_deltas(&a.deltas, &b.deltas, &g),
+                deltas: join_saved_deltas(&a.deltas, &b.deltas, &g),
             })
             .collect();
         let packet_ranges =
             self.packet_ranges.iter().filter_map(|(k, v)| o.packet_ranges.get(k).map(|w| (*k, (*v).min(*w)))).collect();
-        State {
-            regs,
-            stack: self.stack.combine(&o.stack, &f),
-            frames,
-            packet_ranges,
-            deltas: join_deltas(&self.deltas, &o.deltas, &g),
+        let mut regs: [Value; 11] = regs;
+        for (i, r) in regs.iter_mut().enumerate() {
+            r.len_bound = self.joined_len_bound(&self.regs[i], o, &o.regs[i]);
+        }
+        let mut stack = self.stack.combine(&o.stack, &f);
+        for (k, v) in stack.spills.iter_mut() {
+            if let (Some(a), Some(b)) = (self.stack.spills.get(k), o.stack.spills.get(k)) {
+                v.len_bound = self.joined_len_bound(a, o, b);
+            }
+        }
+        let deltas = self.deltas.iter().filter_map(|(k, a)| o.deltas.get(k).map(|b| (*k, a.combine(b, &g)))).collect();
+        State { regs, stack, frames, packet_ranges, deltas }
+    }
+
+    /// The length bound of the join of `a` (in `self`) and `b` (in `o`): a bound one side carries survives if
+    /// the other side proves it from its packet ranges (`b ≤ ranges[id] - d` there), so `len = min(len, N)`
+    /// after `len > N` proved `N + 1` bytes keeps the relation (docs/verifier.md §3).
+    fn joined_len_bound(&self, a: &Value, o: &State, b: &Value) -> Option<(u32, i64)> {
+        if !a.is_number() || !b.is_number() {
+            return None;
+        }
+        let proves = |st: &State, v: &Value, (id, d): (u32, i64)| {
+            (id == 0 || st.packet_ranges.contains_key(&id))
+                && v.num.smax as i128 + d as i128 <= st.packet_range(id) as i128
+        };
+        match (a.len_bound, b.len_bound) {
+            (Some(x), Some(y)) if x == y => Some(x),
+            (Some(x), _) if proves(o, b, x) => Some(x),
+            (_, Some(y)) if proves(self, a, y) => Some(y),
+            _ => None,
         }
     }
 
@@ -360,6 +587,14 @@ impl State {
             if r.may_be(ty::PACKET | ty::PACKET_END) {
                 *r = Value::uninit();
             }
+        }
+        for v in self
+            .regs
+            .iter_mut()
+            .chain(self.frames.iter_mut().flat_map(|f| f.regs.iter_mut()))
+            .chain(self.stack.spills.values_mut())
+        {
+            v.len_bound = None;
         }
         let keys: Vec<i64> =
             self.stack.spills.iter().filter(|(_, v)| v.may_be(ty::PACKET | ty::PACKET_END)).map(|(k, _)| *k).collect();
@@ -377,7 +612,7 @@ impl State {
         let mut live: Vec<u32> = vec![0];
         let held =
             self.regs.iter().chain(self.frames.iter().flat_map(|f| f.regs.iter())).chain(self.stack.spills.values());
-        live.extend(held.filter_map(|v| v.pkt.map(|(id, _)| id)));
+        live.extend(held.flat_map(|v| [v.pkt.map(|(id, _)| id), v.len_bound.map(|(id, _)| id)]).flatten());
         self.packet_ranges.retain(|id, _| live.contains(id));
     }
 
@@ -387,6 +622,9 @@ impl State {
             if matches!(v.pkt, Some((i, _)) if i == id) {
                 v.pkt = None;
             }
+            if matches!(v.len_bound, Some((i, _)) if i == id) {
+                v.len_bound = None;
+            }
         };
         self.regs.iter_mut().for_each(strip);
         self.frames.iter_mut().flat_map(|f| f.regs.iter_mut()).for_each(strip);
@@ -395,24 +633,88 @@ impl State {
     }
 }
 
-fn join_deltas<const N: usize>(
-    a: &BTreeMap<u64, [Option<(i64, i64)>; N]>,
-    b: &BTreeMap<u64, [Option<(i64, i64)>; N]>,
+impl State {
+    /// Every value in the state: registers, saved caller registers, spills.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> {
+        self.regs
+            .iter_mut()
+            .chain(self.frames.iter_mut().flat_map(|f| f.regs.iter_mut()))
+            .chain(self.stack.spills.values_mut())
+            .chain(self.stack.narrow.values_mut())
+    }
+
+    /// Records how a write changed `target` in the deltas of every loop head.
+    pub fn record_change(&mut self, target: Loc, change: Change) {
+        for d in self.deltas.values_mut() {
+            d.apply(target, change);
+        }
+    }
+
+    /// Strips copy identity `id` from every holder (a new value is about to get it).
+    pub fn forget_copy_id(&mut self, id: u32) {
+        for v in self.values_mut() {
+            if v.copy_id == Some(id) {
+                v.copy_id = None;
+            }
+        }
+    }
+
+    /// Narrows every number holding copy identity `id` to `n` (a branch learnt `n` about one of the equal copies);
+    /// false if some copy cannot have a value in `n`, i.e. the branch is infeasible.
+    pub fn refine_copies_num(&mut self, id: u32, n: &Num) -> bool {
+        for v in self.values_mut() {
+            if v.copy_id == Some(id) && v.is_number() {
+                match v.num.meet(n) {
+                    Some(m) => v.num = m,
+                    None => return false,
+                }
+            }
+        }
+        true
+    }
+
+    /// Links `dst` to the value in `src` by a shared copy identity (reusing `src`'s, or `fresh` after taking it
+    /// from every other holder): both hold the same concrete value.
+    pub fn link_copy(&mut self, src: CopyHolder, fresh: u32) -> u32 {
+        let existing = match src {
+            CopyHolder::Reg(r) => self.regs[r].copy_id,
+            CopyHolder::Spill(k) => self.stack.slot(k).and_then(|v| v.copy_id),
+        };
+        if let Some(id) = existing {
+            return id;
+        }
+        self.forget_copy_id(fresh);
+        match src {
+            CopyHolder::Reg(r) => self.regs[r].copy_id = Some(fresh),
+            CopyHolder::Spill(k) => {
+                if let Some(v) = self.stack.slot_mut(k) {
+                    v.copy_id = Some(fresh);
+                }
+            }
+        }
+        fresh
+    }
+
+    /// Replaces every holder of copy identity `id` by `refined` (the holders are equal, so a fact learnt about
+    /// one — a null check — holds for all).
+    pub fn refine_copies(&mut self, id: u32, refined: &Value) {
+        for v in self.values_mut() {
+            if v.copy_id == Some(id) {
+                *v = refined.clone();
+            }
+        }
+    }
+}
+
+fn join_saved_deltas(
+    a: &BTreeMap<u64, [Option<Delta>; 4]>,
+    b: &BTreeMap<u64, [Option<Delta>; 4]>,
     g: &impl Fn(&Num, &Num) -> Num,
-) -> BTreeMap<u64, [Option<(i64, i64)>; N]> {
+) -> BTreeMap<u64, [Option<Delta>; 4]> {
     a.iter()
         .filter_map(|(k, x)| {
             let y = b.get(k)?;
-            Some((
-                *k,
-                std::array::from_fn(|i| match (x[i], y[i]) {
-                    (Some((a0, a1)), Some((b0, b1))) => {
-                        let n = g(&Num::signed(a0, a1)?, &Num::signed(b0, b1)?);
-                        Some((n.smin, n.smax))
-                    }
-                    _ => None,
-                }),
-            ))
+            Some((*k, std::array::from_fn(|i| combine_delta(x[i], y[i], g))))
         })
         .collect()
 }

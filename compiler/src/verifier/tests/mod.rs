@@ -4,7 +4,9 @@ use proptest::prelude::*;
 
 use super::num::{eval_alu, eval_cond, Num};
 use super::*;
-use crate::isa::{AluOp, Imm64Kind, Instruction as I, JumpCond, MemSize, Operand, PacketLoadMode, Reg, Width};
+use crate::isa::{
+    AluOp, AtomicOp, Imm64Kind, Instruction as I, JumpCond, MemSize, Operand, PacketLoadMode, Reg, Width,
+};
 use crate::platform::windows::WINDOWS;
 use crate::program::{MapDefinition, MapType, Pinning, Program};
 
@@ -341,3 +343,5 @@ proptest! {
         }
     }
 }
+
+mod relational;

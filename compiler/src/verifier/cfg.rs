@@ -1,0 +1,221 @@
+//! Static control flow of a program: block heads, DFS back edges, dominators and natural loops, per function
+//! (the entry and every local-call target). In: the instructions. Out: a [`Cfg`], or a control-flow failure
+//! (a jump outside the program or into a `lddw`'s second slot, or falling off the end).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::isa::Instruction;
+
+use super::{Failure, Property};
+
+/// Static control-flow facts per function: block heads, back edges, natural loops.
+pub(super) struct Cfg {
+    pub is_head: Vec<bool>,
+    /// (source, head) of every back edge.
+    pub back_edges: HashSet<(usize, usize)>,
+    pub loop_heads: HashSet<usize>,
+    /// Loop head -> slots of its natural loop body.
+    pub bodies: HashMap<usize, HashSet<usize>>,
+    /// Irreducible retreating edge, if any: (source, target).
+    pub irreducible: Option<(usize, usize)>,
+}
+
+pub(super) fn local_successors(program: &[Instruction], pc: usize) -> Vec<usize> {
+    let insn = &program[pc];
+    let mut v = Vec::new();
+    match insn {
+        Instruction::Jump { .. } => v.extend(insn.jump_target(pc).map(|t| t as usize)),
+        Instruction::JumpIf { .. } => {
+            v.push(pc + 1);
+            v.extend(insn.jump_target(pc).map(|t| t as usize));
+        }
+        Instruction::Exit => {}
+        Instruction::LoadImm64 { .. } => v.push(pc + 2),
+        _ => v.push(pc + 1),
+    }
+    v
+}
+
+pub(super) fn build_cfg(program: &[Instruction]) -> Result<Cfg, Failure> {
+    let entries = function_entries(program)?;
+    let (is_head, preds) = heads_and_predecessors(program, &entries);
+    let mut cfg = Cfg {
+        is_head,
+        back_edges: HashSet::new(),
+        loop_heads: HashSet::new(),
+        bodies: HashMap::new(),
+        irreducible: None,
+    };
+    let mut seen_entry = HashSet::new();
+    for &entry in &entries {
+        if seen_entry.insert(entry) {
+            add_loops(program, entry, &preds, &mut cfg);
+        }
+    }
+    cfg.loop_heads = cfg.back_edges.iter().map(|(_, h)| *h).collect();
+    Ok(cfg)
+}
+
+/// Checks every jump and call target and that control cannot fall off the end; returns the function entries
+/// (the program start and every local-call target).
+fn function_entries(program: &[Instruction]) -> Result<Vec<usize>, Failure> {
+    let n = program.len();
+    let cf = |pc: usize, m: String| Failure { pc, property: Property::ControlFlow, message: m, values: vec![] };
+    let mut entries = vec![0usize];
+    for (pc, insn) in program.iter().enumerate() {
+        match insn {
+            Instruction::Jump { .. } | Instruction::JumpIf { .. } | Instruction::CallLocal { .. } => {
+                let t = insn.jump_target(pc).expect("jump");
+                if t < 0 || t as usize >= n {
+                    return Err(cf(pc, format!("jump or call target {t} is outside the program (0..{n})")));
+                }
+                if matches!(program[t as usize], Instruction::LoadImm64Continuation) {
+                    return Err(cf(pc, format!("jump target {t} is the second slot of a lddw")));
+                }
+                if matches!(insn, Instruction::CallLocal { .. }) {
+                    entries.push(t as usize);
+                }
+            }
+            _ => {}
+        }
+        if insn.falls_through() && !matches!(insn, Instruction::LoadImm64Continuation) && pc + insn.slots().max(1) >= n
+        {
+            return Err(cf(pc, "control falls off the end of the program".into()));
+        }
+    }
+    Ok(entries)
+}
+
+/// Block heads (entries, jump targets, fall-throughs of jumps, call return sites, merge points) and the local
+/// predecessors of every slot.
+fn heads_and_predecessors(program: &[Instruction], entries: &[usize]) -> (Vec<bool>, Vec<Vec<usize>>) {
+    let n = program.len();
+    let mut is_head = vec![false; n + 2];
+    for &e in entries {
+        is_head[e] = true;
+    }
+    let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n + 2];
+    for (pc, insn) in program.iter().enumerate() {
+        if matches!(insn, Instruction::LoadImm64Continuation) {
+            continue;
+        }
+        let succ = local_successors(program, pc);
+        if matches!(insn, Instruction::JumpIf { .. } | Instruction::Jump { .. } | Instruction::CallLocal { .. }) {
+            for &s in &succ {
+                is_head[s] = true;
+            }
+        }
+        if let Instruction::CallLocal { .. } = insn {
+            is_head[pc + 1] = true;
+        }
+        for s in succ {
+            preds[s].push(pc);
+        }
+    }
+    for (pc, p) in preds.iter().enumerate() {
+        if p.len() > 1 {
+            is_head[pc] = true;
+        }
+    }
+    (is_head, preds)
+}
+
+/// Depth-first search of one function: its slots in reverse postorder and its retreating edges.
+fn dfs(program: &[Instruction], entry: usize) -> (Vec<usize>, Vec<(usize, usize)>) {
+    let mut order = Vec::new(); // postorder
+    let mut color: HashMap<usize, u8> = HashMap::new();
+    let mut stack = vec![(entry, 0usize)];
+    color.insert(entry, 1);
+    let mut retreating = Vec::new();
+    while let Some((v, i)) = stack.pop() {
+        let succ = local_successors(program, v);
+        if i < succ.len() {
+            stack.push((v, i + 1));
+            let w = succ[i];
+            match color.get(&w) {
+                None => {
+                    color.insert(w, 1);
+                    stack.push((w, 0));
+                }
+                Some(1) => retreating.push((v, w)),
+                _ => {}
+            }
+        } else {
+            color.insert(v, 2);
+            order.push(v);
+        }
+    }
+    order.reverse();
+    (order, retreating)
+}
+
+/// Immediate dominators (Cooper–Harvey–Kennedy) by reverse-postorder position; `pos` maps slots to positions.
+fn immediate_dominators(rpo: &[usize], pos: &HashMap<usize, usize>, preds: &[Vec<usize>]) -> Vec<Option<usize>> {
+    let mut idom: Vec<Option<usize>> = vec![None; rpo.len()];
+    idom[0] = Some(0);
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for i in 1..rpo.len() {
+            let mut new: Option<usize> = None;
+            for p in &preds[rpo[i]] {
+                let Some(&pi) = pos.get(p) else { continue };
+                if idom[pi].is_none() {
+                    continue;
+                }
+                new = Some(match new {
+                    None => pi,
+                    Some(mut a) => {
+                        let mut b = pi;
+                        while a != b {
+                            while a > b {
+                                a = idom[a].expect("processed");
+                            }
+                            while b > a {
+                                b = idom[b].expect("processed");
+                            }
+                        }
+                        a
+                    }
+                });
+            }
+            if new.is_some() && idom[i] != new {
+                idom[i] = new;
+                changed = true;
+            }
+        }
+    }
+    idom
+}
+
+/// Adds the back edges and natural loops of the function at `entry`; a retreating edge whose target does not
+/// dominate its source makes the CFG irreducible.
+fn add_loops(program: &[Instruction], entry: usize, preds: &[Vec<usize>], cfg: &mut Cfg) {
+    let (rpo, retreating) = dfs(program, entry);
+    let pos: HashMap<usize, usize> = rpo.iter().enumerate().map(|(i, v)| (*v, i)).collect();
+    let idom = immediate_dominators(&rpo, &pos, preds);
+    let dominates = |h: usize, mut v: usize| loop {
+        if v == h {
+            return true;
+        }
+        if v == 0 {
+            return false;
+        }
+        v = idom[v].expect("reachable");
+    };
+    for (s, h) in retreating {
+        cfg.back_edges.insert((s, h));
+        if !dominates(pos[&h], pos[&s]) {
+            cfg.irreducible.get_or_insert((s, h));
+            continue;
+        }
+        let body = cfg.bodies.entry(h).or_default();
+        body.insert(h);
+        let mut work = vec![s];
+        while let Some(v) = work.pop() {
+            if body.insert(v) {
+                work.extend(preds[v].iter().copied().filter(|p| pos.contains_key(p)));
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The worklist fixpoint over block heads. In: the [`Env`], the entry [`State`] and the [`Cfg`]. Out: the final
+//! state at every (call context, block head), the per-back-edge counters for the termination proof, the analysed
+//! nodes and (optionally) the invariant before every instruction — or the first failed check.
+//!
+//! States are kept only at block heads; straight-line code is processed inline. Local calls are inlined: a node
+//! is (call context, slot). At loop heads the first `widening_delay` merges are joins, later ones widen.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::isa::Instruction;
+
+use super::cfg::Cfg;
+use super::num::Thresholds;
+use super::state::{ty, LoopDeltas, State};
+use super::termination::{edge_counters, EdgeCounters};
+use super::transfer::{self, Edge};
+use super::{Env, Failure, Property, MAX_CALL_DEPTH};
+
+/// Call contexts: each is (parent, call-site slot, callee entry slot).
+pub(super) struct Contexts {
+    pub list: Vec<(Option<usize>, usize, usize)>,
+    index: HashMap<(usize, usize), usize>,
+}
+
+impl Contexts {
+    pub fn path(&self, mut c: usize) -> Vec<usize> {
+        let mut p = Vec::new();
+        while let (Some(parent), call, _) = self.list[c] {
+            p.push(call);
+            c = parent;
+        }
+        p.reverse();
+        p
+    }
+
+    pub fn depth(&self, c: usize) -> usize {
+        self.path(c).len() + 1
+    }
+
+    fn entries(&self, mut c: usize) -> Vec<usize> {
+        let mut v = vec![self.list[c].2];
+        while let (Some(parent), _, _) = self.list[c] {
+            c = parent;
+            v.push(self.list[c].2);
+        }
+        v
+    }
+}
+
+/// A node key for the loop-delta maps: (call context, slot of the loop head).
+pub(super) fn node_key(ctx: usize, pc: usize) -> u64 {
+    ((ctx as u64) << 32) | pc as u64
+}
+
+/// The fixpoint and what it found.
+pub(super) struct Fixpoint<'a> {
+    env: &'a Env<'a>,
+    cfg: &'a Cfg,
+    thresholds: Thresholds,
+    pub ctxs: Contexts,
+    /// Final state and number of merges per (context, block head).
+    pub states: HashMap<(usize, usize), (State, u32)>,
+    worklist: BTreeSet<(usize, usize)>,
+    /// (context, back-edge source, loop head) -> counters on that edge.
+    pub counters: HashMap<(usize, usize, usize), EdgeCounters>,
+    pub invariants: HashMap<(usize, usize), State>,
+    /// `callx` slot -> the helper ids its register held (one per calling context), for lowering.
+    pub callx_helpers: BTreeMap<usize, BTreeSet<u32>>,
+    pub visited: HashSet<(usize, usize)>,
+    pub max_depth: usize,
+}
+
+impl<'a> Fixpoint<'a> {
+    pub fn new(env: &'a Env<'a>, cfg: &'a Cfg) -> Fixpoint<'a> {
+        // Widening thresholds: the constants programs compare with (loop bounds, length checks). ALU immediates
+        // are left out: with them the number of thresholds, and so of widening steps per loop, would grow with
+        // the program.
+        let thresholds = Thresholds::new(env.program.iter().filter_map(|i| match *i {
+            Instruction::JumpIf { src: crate::isa::Operand::Imm(c), .. } => Some(c as i64),
+            _ => None,
+        }));
+        Fixpoint {
+            env,
+            cfg,
+            thresholds,
+            ctxs: Contexts { list: vec![(None, 0, 0)], index: HashMap::new() },
+            states: HashMap::new(),
+            worklist: BTreeSet::new(),
+            counters: HashMap::new(),
+            invariants: HashMap::new(),
+            callx_helpers: BTreeMap::new(),
+            visited: HashSet::new(),
+            max_depth: 1,
+        }
+    }
+
+    /// Runs the worklist from `entry` until no head state grows.
+    pub fn run(&mut self, entry: State) -> Result<(), Failure> {
+        self.states.insert((0, 0), (entry, 0));
+        self.worklist.insert((0, 0));
+        while let Some((ctx, head)) = self.worklist.pop_first() {
+            let st = self.states[&(ctx, head)].0.clone();
+            self.run_block(ctx, head, st)?;
+        }
+        Ok(())
+    }
+
+    /// Processes straight-line code from a head until control reaches another head.
+    fn run_block(&mut self, ctx: usize, head: usize, mut st: State) -> Result<(), Failure> {
+        let mut pc = head;
+        loop {
+            self.visited.insert((ctx, pc));
+            if self.env.options.record_invariants {
+                self.invariants.insert((ctx, pc), st.clone());
+            }
+            let out = transfer::step(self.env, pc, &st)?;
+            if let Instruction::CallReg { reg } = self.env.program[pc] {
+                // `step` accepted the call only with a constant, known helper id in `reg`.
+                let id = st.regs[reg.index()].num.singleton().and_then(|id| u32::try_from(id).ok());
+                self.callx_helpers.entry(pc).or_default().extend(id);
+            }
+            let mut inline: Option<(usize, State)> = None;
+            let single = out.len() == 1;
+            for (edge, s) in out {
+                match edge {
+                    Edge::Local(t) if single && !self.cfg.is_head[t] => inline = Some((t, s)),
+                    Edge::Local(t) => self.propagate(ctx, pc, t, s),
+                    Edge::Call { target } => self.call(ctx, pc, target, &s)?,
+                    Edge::Return => self.ret(ctx, pc, &s)?,
+                }
+            }
+            match inline {
+                Some((t, s)) => {
+                    pc = t;
+                    st = s;
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn call(&mut self, ctx: usize, pc: usize, target: usize, s: &State) -> Result<(), Failure> {
+        if self.ctxs.entries(ctx).contains(&target) {
+            return Err(Failure {
+                pc,
+                property: Property::Recursion,
+                message: format!("illegal recursion: the function at {target} is already active"),
+                values: vec![],
+            });
+        }
+        if self.ctxs.depth(ctx) + 1 > MAX_CALL_DEPTH {
+            return Err(Failure {
+                pc,
+                property: Property::CallDepth,
+                message: format!("too many call stack frames (more than {MAX_CALL_DEPTH})"),
+                values: vec![],
+            });
+        }
+        let ctxs = &mut self.ctxs;
+        let c = *ctxs.index.entry((ctx, pc)).or_insert_with(|| {
+            ctxs.list.push((Some(ctx), pc, target));
+            ctxs.list.len() - 1
+        });
+        self.max_depth = self.max_depth.max(self.ctxs.depth(c));
+        self.propagate(c, usize::MAX, target, transfer::enter_call(s));
+        Ok(())
+    }
+
+    fn ret(&mut self, ctx: usize, pc: usize, s: &State) -> Result<(), Failure> {
+        if let (Some(parent), call_pc, _) = self.ctxs.list[ctx] {
+            let back = transfer::leave_call(s, pc)?;
+            self.propagate(parent, call_pc, call_pc + 1, back);
+            return Ok(());
+        }
+        let r0 = &s.regs[0];
+        if r0.may_be(ty::UNINIT) {
+            return Err(Failure {
+                pc,
+                property: Property::Uninitialized,
+                message: "r0 may be uninitialised at program exit".into(),
+                values: vec![("r0".into(), r0.to_string())],
+            });
+        }
+        if r0.may_be(ty::POINTERS) {
+            return Err(Failure {
+                pc,
+                property: Property::PointerLeak,
+                message: "the program returns a pointer".into(),
+                values: vec![("r0".into(), r0.to_string())],
+            });
+        }
+        Ok(())
+    }
+
+    /// Merges `st` into the stored state of head node (ctx, to); re-queues it if it grew.
+    fn propagate(&mut self, ctx: usize, from: usize, to: usize, mut st: State) {
+        let cfg = self.cfg;
+        // Deltas matter only inside their loop, and packet ranges only while some pointer carries their id:
+        // dropping the rest keeps states small, so the analysis stays linear in the program size.
+        st.deltas.retain(|key, _| {
+            let h = (*key & 0xffff_ffff) as usize;
+            (*key >> 32) as usize != ctx || cfg.bodies.get(&h).is_some_and(|b| b.contains(&to))
+        });
+        if st.packet_ranges.len() > 4 {
+            st.gc_packet_ranges();
+        }
+        if cfg.loop_heads.contains(&to) {
+            let key = node_key(ctx, to);
+            if cfg.back_edges.contains(&(from, to)) {
+                self.counters.insert((ctx, from, to), edge_counters(&st, key));
+            }
+            let at_head = LoopDeltas::at_head(&st);
+            st.deltas.insert(key, at_head);
+        }
+        match self.states.get_mut(&(ctx, to)) {
+            None => {
+                self.states.insert((ctx, to), (st, 1));
+                self.worklist.insert((ctx, to));
+            }
+            Some((old, visits)) => {
+                let new = if cfg.loop_heads.contains(&to) && *visits >= self.env.options.widening_delay {
+                    old.widen(&st, &self.thresholds)
+                } else {
+                    old.join(&st)
+                };
+                *visits += 1;
+                if new != *old {
+                    *old = new;
+                    self.worklist.insert((ctx, to));
+                }
+            }
+        }
+    }
+}

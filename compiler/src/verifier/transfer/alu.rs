@@ -1,0 +1,227 @@
+//! Arithmetic (RFC 9669 §4.1, §4.2) on numbers and pointers: pointer ± number, same-region differences (with
+//! their packet length bounds), and the loop-delta effect of constant additions.
+
+use crate::isa::{AluOp, Operand, Reg, Width};
+
+use crate::verifier::num::Num;
+use crate::verifier::state::{ty, Change, CopyHolder, Loc, State, Value, COPY_ID_LINKS};
+use crate::verifier::{Env, Failure, Property};
+
+use super::{fail, operand, read, set_reg, show};
+
+/// Pointer ± number, number + pointer, pointer − pointer (RFC 9669 §4.1 on addresses; anything else on a
+/// pointer would expose or forge an address).
+#[allow(clippy::too_many_arguments)] // one call per memory check; the arguments are the check
+pub(super) fn pointer_arith(
+    st: &mut State,
+    pc: usize,
+    op: AluOp,
+    width: Width,
+    dst: Reg,
+    a: &Value,
+    b: &Value,
+    src_is_imm: bool,
+) -> Result<Value, Failure> {
+    let vals = || vec![show(format!("{dst} (dst)"), a), show("src", b)];
+    let arith_types = ty::CTX | ty::STACK | ty::PACKET | ty::SHARED;
+    let same_region_sub = op == AluOp::Sub
+        && a.types == b.types
+        && (a.types == ty::STACK || a.types == ty::PACKET || a.types == ty::CTX || a.types == ty::PACKET_END);
+    let packet_distance =
+        op == AluOp::Sub && (a.types | b.types) == (ty::PACKET | ty::PACKET_END) && a.types != b.types;
+    if width == Width::W32 && (same_region_sub || packet_distance) {
+        // The truncated distance between two pointers into one region reveals no address.
+        let d = pointer_arith(st, pc, op, Width::W64, dst, a, b, src_is_imm)?;
+        return Ok(Value::number(d.num.low32()));
+    }
+    if width == Width::W32 || !matches!(op, AluOp::Add | AluOp::Sub) {
+        return Err(fail(
+            pc,
+            Property::PointerArithmetic,
+            format!("{op:?} ({}-bit) on a pointer is not allowed (only 64-bit pointer ± number)", width.bits()),
+            vals(),
+        ));
+    }
+    let pure_ptr = |v: &Value| v.types & !arith_types == 0 && v.types != 0;
+    if a.may_be(ty::POINTERS) && b.is_number() || (op == AluOp::Add && a.is_number() && b.may_be(ty::POINTERS)) {
+        let (p, n) = if a.is_number() { (b, a) } else { (a, b) };
+        if !pure_ptr(p) {
+            return Err(fail(
+                pc,
+                Property::PointerArithmetic,
+                "arithmetic on a value that may be a null pointer, a map or data_end",
+                vals(),
+            ));
+        }
+        let off = Num::alu(op, Width::W64, &p.off, &n.num);
+        let mut r = Value { off, copy_id: None, ..p.clone() };
+        if p.may_be(ty::PACKET) {
+            r.pkt = match (p.pkt, n.num.singleton().filter(|_| src_is_imm)) {
+                (Some((id, d)), Some(c)) => {
+                    let c = c as i64;
+                    (if op == AluOp::Add { d.checked_add(c) } else { d.checked_sub(c) }).map(|d| (id, d))
+                }
+                _ if off.smin == off.smax && src_is_imm => Some((0, off.smin)),
+                _ => {
+                    // A register operand gets a base id tied to this instruction even when its value is known in
+                    // this iteration, so that the relation survives the join with later loop iterations.
+                    // A new variable base: every packet pointer derived from this one by constants shares it.
+                    let id = pc as u32 + 1;
+                    st.forget_packet_id(id);
+                    Some((id, 0))
+                }
+            };
+        }
+        return Ok(r);
+    }
+    if op == AluOp::Sub && a.may_be(ty::POINTERS) && b.may_be(ty::POINTERS) {
+        let same = a.types == b.types
+            && (a.types == ty::STACK
+                || a.types == ty::PACKET
+                || a.types == ty::CTX
+                || (a.types == ty::SHARED && a.maps.single().is_some() && a.maps == b.maps));
+        if same {
+            return Ok(Value::number(Num::alu(AluOp::Sub, Width::W64, &a.off, &b.off)));
+        }
+        let size_lo = st.packet_range(0);
+        if a.is(ty::PACKET_END) && b.is(ty::PACKET) {
+            let lo = (size_lo as i128 - b.off.smax as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+            let mut v = Value::number(Num::signed(lo.min(0).max(lo), i64::MAX).unwrap_or(Num::TOP));
+            v.len_bound = len_bound_of_distance(b);
+            return Ok(v);
+        }
+        if a.is(ty::PACKET) && b.is(ty::PACKET_END) {
+            let hi = (b_off_neg(size_lo, a.off.smax)).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+            return Ok(Value::number(Num::signed(i64::MIN, hi).unwrap_or(Num::TOP)));
+        }
+        if a.is(ty::PACKET_END) && b.is(ty::PACKET_END) {
+            return Ok(Value::number(Num::constant(0)));
+        }
+    }
+    Err(fail(
+        pc,
+        Property::PointerArithmetic,
+        "arithmetic between pointers to different regions (or on a map) is not allowed",
+        vals(),
+    ))
+}
+
+/// The length bound of `data_end - p` (docs/verifier.md §3): with `p = data + base_id + d` the difference is
+/// exactly `packet_len - base_id - d`; without a relational fact `p = data + o` with `o ≥ lo(off)`, so the
+/// difference is at most `packet_len - lo(off)`. Only for offsets within ±2^32, where the 64-bit difference
+/// cannot wrap (packets are shorter than 2^32 bytes), so the signed result is the true distance.
+pub(super) fn len_bound_of_distance(p: &Value) -> Option<(u32, i64)> {
+    const LIMIT: i64 = 1 << 32;
+    if p.off.smin < -LIMIT || p.off.smax > LIMIT {
+        return None;
+    }
+    Some(p.pkt.unwrap_or((0, p.off.smin)))
+}
+
+pub(super) fn b_off_neg(size_lo: i64, off_max: i64) -> i128 {
+    off_max as i128 - size_lo as i128
+}
+
+pub(super) fn alu(
+    env: &Env,
+    st: &mut State,
+    pc: usize,
+    width: Width,
+    op: AluOp,
+    dst: Reg,
+    src: Operand,
+) -> Result<(), Failure> {
+    if dst == Reg::FP {
+        return Err(fail(pc, Property::InvalidInstruction, "r10 (the frame pointer) is read-only", vec![]));
+    }
+    let b = operand(st, src, width, pc)?;
+    if matches!(op, AluOp::Mov) {
+        if width == Width::W32 && b.may_be(ty::POINTERS) {
+            return Err(fail(
+                pc,
+                Property::PointerLeak,
+                "32-bit move of a pointer exposes part of an address",
+                vec![show("src", &b)],
+            ));
+        }
+        let same_value = width == Width::W64 || (b.is_number() && b.num.umax <= u32::MAX as u64);
+        let mut v = if width == Width::W32 {
+            // A 32-bit copy of a value below 2^32 is the same number, so its length bound still holds.
+            let len_bound = b.len_bound.filter(|_| same_value);
+            Value { len_bound, ..Value::number(b.num.low32()) }
+        } else {
+            b
+        };
+        let mut change = Change::Unknown;
+        if let (Operand::Reg(r), true) = (src, same_value) {
+            // The copy and the source are equal: a branch on either refines both (e.g. a loop exit tested on a
+            // 32-bit copy of the counter).
+            v.copy_id = Some(st.link_copy(CopyHolder::Reg(r.index()), COPY_ID_LINKS | pc as u32));
+            change = Change::CopyOf(Loc::Reg(r.index() as u8));
+        }
+        set_reg(st, dst, v, change);
+        return Ok(());
+    }
+    if let AluOp::MovSx(_) = op {
+        if b.may_be(ty::POINTERS) {
+            return Err(fail(pc, Property::PointerLeak, "sign-extending move of a pointer", vec![show("src", &b)]));
+        }
+        set_reg(st, dst, Value::number(Num::alu(op, width, &Num::TOP, &b.num)), Change::Unknown);
+        return Ok(());
+    }
+    let a = if op == AluOp::Neg { st.regs[dst.index()].clone() } else { read(st, dst, pc)? };
+    if op == AluOp::Neg && a.may_be(ty::UNINIT) {
+        return Err(fail(
+            pc,
+            Property::Uninitialized,
+            format!("{dst} may be read before it is written"),
+            vec![show(dst.to_string(), &a)],
+        ));
+    }
+    if matches!(op, AluOp::Div | AluOp::Mod | AluOp::SDiv | AluOp::SMod) && !env.options.allow_division_by_zero {
+        let divisor = if width == Width::W32 { b.num.low32() } else { b.num };
+        if b.is_number() && divisor.contains(0) {
+            return Err(fail(pc, Property::DivisionByZero, "possible division by zero", vec![show("divisor", &b)]));
+        }
+    }
+    let arith_ptrs = ty::CTX | ty::STACK | ty::PACKET | ty::SHARED;
+    let mixed = a.may_be(ty::NUMBER) && a.may_be(arith_ptrs) && a.types & !(ty::NUMBER | arith_ptrs) == 0;
+    if mixed && b.is_number() && width == Width::W64 && matches!(op, AluOp::Add | AluOp::Sub) {
+        // Either a number or a pointer: each part moves by the same amount (a null pointer stays a number).
+        let v = Value {
+            num: Num::alu(op, width, &a.num, &b.num),
+            off: Num::alu(op, width, &a.off, &b.num),
+            pkt: None,
+            copy_id: None,
+            len_bound: None,
+            ..a.clone()
+        };
+        set_reg(st, dst, v, Change::Unknown);
+        return Ok(());
+    }
+    if a.may_be(ty::POINTERS) || b.may_be(ty::POINTERS) {
+        let v = pointer_arith(st, pc, op, width, dst, &a, &b, matches!(src, Operand::Imm(_)))?;
+        set_reg(st, dst, v, Change::Unknown);
+        return Ok(());
+    }
+    let result = Num::alu(op, width, &a.num, &b.num);
+    // Loop delta: dst += c (or -= c) that cannot wrap in the operation width.
+    let added = match (op, b.num.singleton()) {
+        (AluOp::Add | AluOp::Sub, Some(c)) => {
+            let c = if width == Width::W32 { c as u32 as i32 as i64 } else { c as i64 };
+            let c = if op == AluOp::Sub { c.checked_neg() } else { Some(c) };
+            c.filter(|&c| {
+                let max = if width == Width::W32 { u32::MAX as u64 } else { u64::MAX };
+                a.num.umax <= max
+                    && if c >= 0 {
+                        a.num.umax.checked_add(c as u64).is_some_and(|v| v <= max)
+                    } else {
+                        a.num.umin >= c.unsigned_abs()
+                    }
+            })
+        }
+        _ => None,
+    };
+    set_reg(st, dst, Value::number(result), added.map_or(Change::Unknown, Change::Add));
+    Ok(())
+}

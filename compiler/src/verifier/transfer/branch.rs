@@ -1,0 +1,248 @@
+//! Conditional jumps (RFC 9669 §4.3): numeric refinement of both operands and their copies, null checks on
+//! pointers-or-null (refining every copy), packet bounds from comparisons with `data_end` and from lengths.
+
+use crate::isa::{JumpCond, Operand, Reg, Width};
+
+use crate::verifier::num::Num;
+use crate::verifier::state::{ty, State, Value};
+use crate::verifier::{Failure, Property};
+
+use super::{fail, operand, read, show};
+
+/// Refines `st` for the branch where `dst cond src` holds (`taken`) or fails; `None` if infeasible.
+pub(super) fn branch(
+    st: &State,
+    pc: usize,
+    width: Width,
+    cond: JumpCond,
+    dst: Reg,
+    src: Operand,
+    taken: bool,
+) -> Result<Option<State>, Failure> {
+    let a = read(st, dst, pc)?;
+    let b = operand(st, src, width, pc)?;
+    if a.is_number() && b.is_number() {
+        return Ok(compare_numbers(st, width, cond, dst, src, &a, &b, taken));
+    }
+    let vals = || vec![show(dst.to_string(), &a), show("src", &b)];
+    if width == Width::W32 {
+        return Err(fail(
+            pc,
+            Property::PointerLeak,
+            "32-bit comparison of a pointer (it would compare part of an address)",
+            vals(),
+        ));
+    }
+    // Null checks: a pointer-or-null compared with 0.
+    let zero = b.is_number() && b.num.singleton() == Some(0);
+    if zero && a.may_be(ty::POINTERS) {
+        return null_check(st, pc, cond, dst, &a, &b, taken);
+    }
+    compare_pointers(st, pc, cond, src, &a, &b, taken)
+}
+
+/// Two numbers: both operands (and every copy of them) are refined, and a length bound that grew proves packet
+/// bytes; `None` if the branch is infeasible.
+#[allow(clippy::too_many_arguments)] // the comparison's operands and their values
+fn compare_numbers(
+    st: &State,
+    width: Width,
+    cond: JumpCond,
+    dst: Reg,
+    src: Operand,
+    a: &Value,
+    b: &Value,
+    taken: bool,
+) -> Option<State> {
+    let mut s = st.clone();
+    let r = if taken { Num::assume(cond, width, &a.num, &b.num) } else { Num::assume_not(cond, width, &a.num, &b.num) };
+    let (na, nb) = r?;
+    s.regs[dst.index()].num = na;
+    learn_packet_range(&mut s, a.len_bound, &na);
+    if a.copy_id.is_some_and(|id| !s.refine_copies_num(id, &na)) {
+        return None;
+    }
+    if let Operand::Reg(r) = src {
+        s.regs[r.index()].num = nb;
+        learn_packet_range(&mut s, b.len_bound, &nb);
+        if b.copy_id.is_some_and(|id| !s.refine_copies_num(id, &nb)) {
+            return None;
+        }
+    }
+    Some(s)
+}
+
+/// A pointer-or-null compared with 0: the branch decides null or not, for the register and all its copies.
+#[allow(clippy::too_many_arguments)] // the comparison's operands and their values
+fn null_check(
+    st: &State,
+    pc: usize,
+    cond: JumpCond,
+    dst: Reg,
+    a: &Value,
+    b: &Value,
+    taken: bool,
+) -> Result<Option<State>, Failure> {
+    let mut s = st.clone();
+    let vals = || vec![show(dst.to_string(), a), show("src", b)];
+    let holds_eq = match (cond, taken) {
+        (JumpCond::Eq, t) | (JumpCond::Ne, t) if (cond == JumpCond::Eq) == t => Some(true),
+        (JumpCond::Eq | JumpCond::Ne, _) => Some(false),
+        (JumpCond::Le, true) | (JumpCond::Gt, false) => Some(true),
+        (JumpCond::Gt, true) | (JumpCond::Le, false) => Some(false),
+        // Unsigned `< 0` never holds and `>= 0` always does: no information about the address.
+        (JumpCond::Lt, true) | (JumpCond::Ge, false) => return Ok(None),
+        (JumpCond::Lt, false) | (JumpCond::Ge, true) => return Ok(Some(s)),
+        _ => None,
+    };
+    let Some(is_null) = holds_eq else {
+        return Err(fail(
+            pc,
+            Property::PointerLeak,
+            "comparison of a pointer with a number reveals its address (only == 0 / != 0 null checks are allowed)",
+            vals(),
+        ));
+    };
+    let v = &mut s.regs[dst.index()];
+    if is_null {
+        if !v.may_be(ty::NUMBER) {
+            return Ok(None);
+        }
+        v.types = ty::NUMBER;
+        match v.num.meet(&Num::constant(0)) {
+            Some(n) => v.num = n,
+            None => return Ok(None),
+        }
+    } else {
+        v.types &= !ty::NUMBER;
+        if a.may_be(ty::NUMBER) {
+            if let Some(n) = Num::assume(JumpCond::Ne, Width::W64, &a.num, &Num::constant(0)).map(|p| p.0) {
+                v.types |= ty::NUMBER;
+                v.num = n;
+            }
+        }
+        if v.types == 0 {
+            return Ok(None);
+        }
+    }
+    if let Some(id) = a.copy_id {
+        let refined = s.regs[dst.index()].clone();
+        s.refine_copies(id, &refined);
+    }
+    Ok(Some(s))
+}
+
+/// Two pointers (same region, or packet against `data_end`; map identity): comparisons with `data_end` prove
+/// packet bytes.
+fn compare_pointers(
+    st: &State,
+    pc: usize,
+    cond: JumpCond,
+    src: Operand,
+    a: &Value,
+    b: &Value,
+    taken: bool,
+) -> Result<Option<State>, Failure> {
+    let mut s = st.clone();
+    let vals = || vec![show("dst", a), show("src", b)];
+    let Operand::Reg(sr) = src else {
+        return Err(fail(
+            pc,
+            Property::PointerLeak,
+            "comparison of a pointer with a non-zero constant reveals its address",
+            vals(),
+        ));
+    };
+    if a.may_be(ty::NUMBER) || b.may_be(ty::NUMBER) {
+        return Err(fail(
+            pc,
+            Property::PointerLeak,
+            "comparison between a pointer and a number (or a 32-bit pointer comparison) reveals an address",
+            vals(),
+        ));
+    }
+    let maps = ty::MAP_FD | ty::MAP_FD_PROGRAMS;
+    if matches!(cond, JumpCond::Eq | JumpCond::Ne) && (a.types | b.types) & !maps == 0 {
+        // Map identity: equality reveals which map, not an address.
+        return Ok(Some(s));
+    }
+    let packetish = ty::PACKET | ty::PACKET_END;
+    let same_region = a.types == b.types
+        && (a.types & (ty::STACK | ty::PACKET | ty::CTX) != 0 && a.types.count_ones() == 1
+            || a.types == ty::SHARED && a.maps.single().is_some() && a.maps == b.maps);
+    if !(same_region || (a.types | b.types) & !packetish == 0) {
+        return Err(fail(
+            pc,
+            Property::PointerLeak,
+            "comparison between pointers to different regions reveals addresses",
+            vals(),
+        ));
+    }
+    // Packet bounds: `p <= data_end` (or `p < data_end`) proves the bytes before p are in the packet.
+    let (p, cmp) = if a.is(ty::PACKET) && b.is(ty::PACKET_END) {
+        (
+            a,
+            Some(if taken {
+                cond
+            } else if cond == JumpCond::Set {
+                return Ok(Some(s));
+            } else {
+                cond.negate()
+            }),
+        )
+    } else if a.is(ty::PACKET_END) && b.is(ty::PACKET) {
+        let c = if taken {
+            cond
+        } else if cond == JumpCond::Set {
+            return Ok(Some(s));
+        } else {
+            cond.negate()
+        };
+        // end OP p  <=>  p OP' end
+        let swapped = match c {
+            JumpCond::Gt => JumpCond::Lt,
+            JumpCond::Ge => JumpCond::Le,
+            JumpCond::Lt => JumpCond::Gt,
+            JumpCond::Le => JumpCond::Ge,
+            JumpCond::Sgt => JumpCond::Slt,
+            JumpCond::Sge => JumpCond::Sle,
+            JumpCond::Slt => JumpCond::Sgt,
+            JumpCond::Sle => JumpCond::Sge,
+            other => other,
+        };
+        (b, Some(swapped))
+    } else {
+        (a, None)
+    };
+    let _ = sr;
+    if let Some(c) = cmp {
+        let extra = match c {
+            JumpCond::Le | JumpCond::Sle | JumpCond::Eq => Some(0),
+            JumpCond::Lt | JumpCond::Slt => Some(1),
+            _ => None,
+        };
+        if let Some(e) = extra {
+            let lo = p.off.smin.saturating_add(e);
+            let r0 = s.packet_range(0).max(lo);
+            s.packet_ranges.insert(0, r0);
+            if let Some((id, d)) = p.pkt {
+                let r = s.packet_range(id).max(d.saturating_add(e));
+                s.packet_ranges.insert(id, r);
+            }
+        }
+    }
+    Ok(Some(s))
+}
+
+/// A number `v ≤ packet_len - base_id - d` now known to be at least `lo(v)` proves
+/// `base_id + d + lo(v) ≤ packet_len`, i.e. `ranges[id] ≥ d + lo(v)`.
+pub(super) fn learn_packet_range(s: &mut State, len_bound: Option<(u32, i64)>, v: &Num) {
+    let Some((id, d)) = len_bound else { return };
+    if v.smin <= 0 {
+        return;
+    }
+    if let Some(r) = d.checked_add(v.smin) {
+        let old = s.packet_range(id);
+        s.packet_ranges.insert(id, old.max(r));
+    }
+}

@@ -1,0 +1,340 @@
+//! Helper calls: arguments checked against the platform prototype (maps — every candidate of a branch-selected
+//! map —, keys and values, memory with its size, context), and the helper's effects and result.
+
+use crate::isa::Reg;
+use crate::platform::{HelperArg, HelperPrototype, HelperReturn, MapHelperRule};
+use crate::program::{MapDefinition, MapType};
+
+use crate::verifier::num::Num;
+use crate::verifier::state::{ty, Change, MapSet, State, Value};
+use crate::verifier::{Env, Failure, Property};
+
+use super::memory::check_access;
+use super::{fail, set_reg, show, Access};
+
+/// Whether `size` bytes from the packet pointer `p` stay inside the packet because `size` is bounded by the
+/// distance from a pointer at or after `p` to `data_end` (its length bound; docs/verifier.md §3).
+pub(super) fn within_packet_by_length(p: &Value, size: &Value) -> bool {
+    let (Some((id, d)), true) = (size.len_bound, p.is(ty::PACKET) && p.off.smin >= 0) else {
+        return false;
+    };
+    match p.pkt {
+        // p = data + base_id + d', p + size ≤ data + base_id + d' + len - base_id - d ≤ data_end iff d' ≤ d.
+        Some((pid, dp)) if pid == id && dp <= d => true,
+        // p = data + o with o ≤ hi(off): p + size ≤ data + o + len - d ≤ data_end iff hi(off) ≤ d.
+        _ => id == 0 && p.off.smax <= d,
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call per memory check; the arguments are the check
+pub(super) fn arg_mem(
+    env: &Env,
+    st: &State,
+    pc: usize,
+    i: usize,
+    reg: Reg,
+    v: &Value,
+    size_value: &Value,
+    write: bool,
+    or_null: bool,
+) -> Result<(), Failure> {
+    let size = &size_value.num;
+    let mut p = v.clone();
+    if or_null && p.may_be(ty::NUMBER) {
+        if p.num.singleton() != Some(0) {
+            return Err(fail(
+                pc,
+                Property::HelperArgument,
+                format!("argument {i} ({reg}) must be a pointer or null"),
+                vec![show(reg.to_string(), v)],
+            ));
+        }
+        p.types &= !ty::NUMBER;
+        if p.types == 0 {
+            return Ok(());
+        }
+    }
+    let allowed = ty::STACK | ty::PACKET | ty::SHARED;
+    if p.types & !allowed != 0 {
+        return Err(fail(
+            pc,
+            Property::HelperArgument,
+            format!("argument {i} ({reg}) must point to stack, packet or map memory"),
+            vec![show(reg.to_string(), v)],
+        ));
+    }
+    if size.umax == 0 {
+        return Ok(());
+    }
+    if size.umax > i32::MAX as u64 {
+        return Err(fail(pc, Property::HelperArgument, format!("size of argument {i} is not bounded"), vec![]));
+    }
+    if !within_packet_by_length(&p, size_value) {
+        check_access(env, st, pc, reg, &p, 0, size.umax, if write { Access::Write } else { Access::Read })?;
+    }
+    if p.may_be(ty::STACK) && !write {
+        let lo = p.off.smin;
+        let hi = p.off.smax + size.umax as i64;
+        if !st.stack.all_init(lo, hi) {
+            return Err(fail(
+                pc,
+                Property::Uninitialized,
+                format!("helper argument {i} reads stack bytes [{lo}, {hi}) that may be uninitialised"),
+                vec![show(reg.to_string(), v)],
+            ));
+        }
+        if let Some((k, _)) = st.stack.overlapping(lo, hi).find(|(_, v)| v.may_be(ty::POINTERS)) {
+            return Err(fail(
+                pc,
+                Property::PointerLeak,
+                format!("helper argument {i} would read the pointer spilled at stack offset {k}"),
+                vec![],
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A map argument: a map handle (a program array for tail calls); with several candidate maps (chosen on a
+/// branch) every candidate must be a map the platform lets this helper use.
+fn check_map_arg(
+    env: &Env,
+    pc: usize,
+    proto: &HelperPrototype,
+    i: usize,
+    kind: HelperArg,
+    v: &Value,
+) -> Result<MapSet, Failure> {
+    let r = Reg::new(i as u8 + 1).expect("r1..r5");
+    let vals = || vec![show(r.to_string(), v)];
+    let bad = |what: &str| {
+        fail(pc, Property::HelperArgument, format!("argument {} ({r}) of {} must be {what}", i + 1, proto.name), vals())
+    };
+    // A map chosen on a branch has several candidates: each must satisfy the prototype.
+    let candidates: Vec<&MapDefinition> = v.maps.iter().filter_map(|m| env.maps.get(m as usize)).collect();
+    let all_prog_arrays = !candidates.is_empty() && candidates.iter().all(|d| d.map_type == MapType::PROG_ARRAY);
+    let ok = if kind == HelperArg::PtrToMapOfPrograms {
+        v.is(ty::MAP_FD_PROGRAMS) || (v.is(ty::MAP_FD) && all_prog_arrays)
+    } else {
+        v.is(ty::MAP_FD) || v.is(ty::MAP_FD_PROGRAMS)
+    };
+    if !ok {
+        return Err(bad(if kind == HelperArg::PtrToMap { "a map" } else { "a program array map" }));
+    }
+    for def in &candidates {
+        if !MapHelperRule::permits(env.platform.map_helper_rules, proto.id, def.map_type) {
+            return Err(fail(
+                pc,
+                Property::HelperArgument,
+                format!(
+                    "{} cannot be used on map `{}` of type {}: the runtime does not support it for this map type",
+                    proto.name,
+                    def.name,
+                    def.map_type.name()
+                ),
+                vals(),
+            ));
+        }
+    }
+    Ok(v.maps)
+}
+
+/// Checks every argument against the prototype; returns the map argument's candidates and the memory the
+/// helper writes (pointer, size).
+fn check_args(
+    env: &Env,
+    st: &State,
+    pc: usize,
+    proto: &HelperPrototype,
+) -> Result<(MapSet, Vec<(Value, Num)>), Failure> {
+    let args: Vec<Value> = (1..=5).map(|r| st.regs[r].clone()).collect();
+    let reg = |i: usize| Reg::new(i as u8 + 1).expect("r1..r5");
+    let mut map = MapSet::UNKNOWN;
+    let mut writes: Vec<(Value, Num)> = Vec::new();
+    for (i, kind) in proto.args.iter().enumerate() {
+        let v = &args[i];
+        let r = reg(i);
+        let vals = || vec![show(r.to_string(), v)];
+        if *kind == HelperArg::DontCare {
+            continue;
+        }
+        if v.may_be(ty::UNINIT) {
+            return Err(fail(
+                pc,
+                Property::Uninitialized,
+                format!("argument {} ({r}) of {} may be uninitialised", i + 1, proto.name),
+                vals(),
+            ));
+        }
+        let bad = |what: &str| {
+            fail(
+                pc,
+                Property::HelperArgument,
+                format!("argument {} ({r}) of {} must be {what}", i + 1, proto.name),
+                vals(),
+            )
+        };
+        match kind {
+            HelperArg::DontCare => {}
+            HelperArg::Anything => {
+                if v.may_be(ty::POINTERS) {
+                    return Err(fail(
+                        pc,
+                        Property::PointerLeak,
+                        format!(
+                            "argument {} ({r}) of {} expects a number; passing a pointer leaks an address",
+                            i + 1,
+                            proto.name
+                        ),
+                        vals(),
+                    ));
+                }
+            }
+            HelperArg::ConstSize | HelperArg::ConstSizeOrZero => {
+                if !v.is_number() {
+                    return Err(bad("a number (a size)"));
+                }
+                if *kind == HelperArg::ConstSize && v.num.umin == 0 {
+                    return Err(bad("a size of at least 1"));
+                }
+                let (pk, pv) = (proto.args.get(i.wrapping_sub(1)), args.get(i.wrapping_sub(1)));
+                if let (Some(pk), Some(pv)) = (pk, pv) {
+                    let (write, or_null) = match pk {
+                        HelperArg::PtrToReadableMem => (false, false),
+                        HelperArg::PtrToReadableMemOrNull => (false, true),
+                        HelperArg::PtrToWritableMem => (true, false),
+                        HelperArg::PtrToWritableMemOrNull => (true, true),
+                        _ => return Err(bad("preceded by a memory argument")),
+                    };
+                    arg_mem(env, st, pc, i, reg(i - 1), pv, v, write, or_null)?;
+                    if write {
+                        writes.push((pv.clone(), v.num));
+                    }
+                }
+            }
+            HelperArg::PtrToReadableMem
+            | HelperArg::PtrToReadableMemOrNull
+            | HelperArg::PtrToWritableMem
+            | HelperArg::PtrToWritableMemOrNull => {
+                if !matches!(proto.args.get(i + 1), Some(HelperArg::ConstSize | HelperArg::ConstSizeOrZero)) {
+                    return Err(bad("followed by a size"));
+                }
+            }
+            HelperArg::PtrToCtx | HelperArg::PtrToCtxOrNull => {
+                let null_ok = *kind == HelperArg::PtrToCtxOrNull && v.is_number() && v.num.singleton() == Some(0);
+                let ctx_ok = v.is(ty::CTX) && v.off.singleton() == Some(0);
+                if !(null_ok || ctx_ok) {
+                    return Err(bad("the context pointer (offset 0)"));
+                }
+            }
+            HelperArg::PtrToMap | HelperArg::PtrToMapOfPrograms => map = check_map_arg(env, pc, proto, i, *kind, v)?,
+            HelperArg::PtrToMapKey | HelperArg::PtrToMapValue => {
+                let defs: Vec<&MapDefinition> = map.iter().filter_map(|m| env.maps.get(m as usize)).collect();
+                if defs.is_empty() {
+                    return Err(bad("a key/value of a statically known map"));
+                }
+                // The largest key/value of the candidates covers what the helper reads for each of them.
+                let size = defs
+                    .iter()
+                    .map(|d| if *kind == HelperArg::PtrToMapKey { d.key_size } else { d.value_size })
+                    .max()
+                    .expect("non-empty");
+                arg_mem(env, st, pc, i, r, v, &Value::number(Num::constant(size as u64)), false, false)?;
+                if *kind == HelperArg::PtrToMapValue {
+                    // Queue/stack pop and peek write the value through this pointer: it must be writable too.
+                    check_access(env, st, pc, r, v, 0, size as u64, Access::Write)?;
+                }
+            }
+            HelperArg::PtrToStack | HelperArg::PtrToStackOrNull => {
+                let null_ok = *kind == HelperArg::PtrToStackOrNull && v.is_number() && v.num.singleton() == Some(0);
+                if !null_ok && !v.is(ty::STACK) {
+                    return Err(bad("a stack pointer"));
+                }
+            }
+        }
+    }
+    Ok((map, writes))
+}
+
+pub(super) fn helper_call(env: &Env, st: &mut State, pc: usize, id: i64) -> Result<(), Failure> {
+    let proto = u32::try_from(id).ok().and_then(|id| env.platform.helper(env.program_type, id)).ok_or_else(|| {
+        fail(
+            pc,
+            Property::UnknownHelper,
+            format!("invalid helper function id {id} for program type {}", env.program_type.name),
+            vec![],
+        )
+    })?;
+    let (map, writes) = check_args(env, st, pc, proto)?;
+    for (p, size) in writes {
+        if p.may_be(ty::STACK) {
+            let lo = p.off.smin;
+            st.stack.clobber(lo, p.off.smax + size.umax as i64);
+            if p.is(ty::STACK) && p.off.smin == p.off.smax {
+                for o in lo..lo + size.umin as i64 {
+                    st.stack.set_init(o, true);
+                }
+            }
+        }
+    }
+    for r in 1..=5 {
+        set_reg(st, Reg::new(r).expect("reg"), Value::uninit(), Change::Unknown);
+    }
+    if proto.reallocate_packet {
+        st.invalidate_packet();
+    }
+    let ret = match proto.ret {
+        HelperReturn::Integer | HelperReturn::IntegerOrNoReturnIfSucceed => Value::number(Num::TOP),
+        HelperReturn::PtrToMapValueOrNull => lookup_result(env, pc, proto.name, map)?,
+    };
+    let mut ret = ret;
+    if ret.may_be(ty::POINTERS) {
+        // Copies of this result share its identity, so a null check on any copy refines all (a new result of
+        // the same call in a later loop iteration takes the identity away from the old one's holders first).
+        let id = pc as u32 + 1;
+        st.forget_copy_id(id);
+        ret.copy_id = Some(id);
+    }
+    set_reg(st, Reg::R0, ret, Change::Unknown);
+    Ok(())
+}
+
+/// The value-or-null a map lookup returns for the candidate maps `maps`: a value of the smallest candidate
+/// value size, or — for maps of maps — the inner map handle, which must then be the same for every candidate.
+pub(super) fn lookup_result(env: &Env, pc: usize, helper: &str, maps: MapSet) -> Result<Value, Failure> {
+    let defs: Vec<&MapDefinition> = maps.iter().filter_map(|m| env.maps.get(m as usize)).collect();
+    if defs.is_empty() {
+        return Err(fail(pc, Property::HelperArgument, format!("{helper} needs a statically known map"), vec![]));
+    }
+    let nested = defs.iter().filter(|d| d.map_type.is_map_of_maps()).count();
+    if nested == 0 {
+        return Ok(Value {
+            types: ty::SHARED | ty::NUMBER,
+            num: Num::constant(0),
+            shared_size: defs.iter().map(|d| d.value_size as u64).min().expect("non-empty"),
+            maps,
+            ..Value::pointer(ty::SHARED, Num::constant(0))
+        });
+    }
+    let inner = defs[0].inner_map_index;
+    if nested != defs.len() || defs.iter().any(|d| d.inner_map_index != inner) {
+        return Err(fail(
+            pc,
+            Property::HelperArgument,
+            format!("{helper} on one of several maps whose values differ in kind (maps of maps with different inner maps, or mixed with plain maps)"),
+            vec![],
+        ));
+    }
+    let inner = inner.map(|i| i as u32);
+    let t = if inner.and_then(|i| env.maps.get(i as usize)).is_some_and(|d| d.map_type == MapType::PROG_ARRAY) {
+        ty::MAP_FD_PROGRAMS
+    } else {
+        ty::MAP_FD
+    };
+    Ok(Value {
+        types: t | ty::NUMBER,
+        num: Num::constant(0),
+        maps: inner.map_or(MapSet::UNKNOWN, MapSet::one),
+        ..Value::pointer(t, Num::constant(0))
+    })
+}
