@@ -1,4 +1,5 @@
-//! `bpf2sys build <obj> [-o <file.sys>] [--target x64|arm64] [--runtime-version X.Y.Z] [signing options]`
+//! `bpf2sys build <obj> [-o <file.sys>] [--target x64|arm64] [--runtime-version X.Y.Z] [--max-instructions N]
+//! [signing options]`
 //!
 //! Verifies every program, compiles it, links it with the runtime shim, signs the image when a key is given
 //! (the key options of `sign`, or `--test-sign` for the certificate `cargo xtask build-driver` uses), lints it
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use bpf2sys::driver::{DriverError, Session, SessionOptions};
-use bpf2sys::verifier::diagnostic;
+use bpf2sys::verifier::{diagnostic, VerifierOptions};
 use bpf2sys_runtime_shim::RuntimeVersion;
 
 use super::common::{file_name, InputLimit, OutputReplace, TargetArg};
@@ -44,6 +45,10 @@ pub struct BuildArgs {
     pub input: InputLimit,
     #[command(flatten)]
     pub replace_output: OutputReplace,
+    /// Budget for the proven number of instructions executed per invocation (nested loop bounds multiply); a
+    /// program that may exceed it is rejected.
+    #[arg(long, value_name = "N", default_value_t = bpf2sys::verifier::DEFAULT_MAX_INSTRUCTIONS)]
+    pub max_instructions: u64,
 }
 
 pub fn run(args: &BuildArgs) -> Result<ExitCode> {
@@ -51,7 +56,7 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode> {
     let session = Session::new(SessionOptions {
         target: args.target.target(),
         runtime_version: args.runtime_version,
-        ..SessionOptions::default()
+        verifier: VerifierOptions { max_instructions: args.max_instructions, ..VerifierOptions::default() },
     })?;
     let in_object = |e: anyhow::Error| e.context(args.object.display().to_string());
     let image = match session.build(&object, &file_name(&args.object)) {

@@ -1,4 +1,5 @@
-//! `bpf2sys verify <obj> [--program NAME] [--platform windows|linux] [--type TYPE] [--format json] [--show-state]`
+//! `bpf2sys verify <obj> [--program NAME] [--platform windows|linux] [--type TYPE] [--format json] [--show-state]
+//! [--max-instructions N]`
 //!
 //! Exit status: 0 if every selected program verifies, 1 if any is rejected (diagnostics printed), 2 if the
 //! input is unusable (unreadable or malformed object, unknown program, platform or program type).
@@ -35,6 +36,9 @@ pub struct VerifyArgs {
     pub forbid_division_by_zero: bool,
     #[command(flatten)]
     pub input: InputLimit,
+    /// Budget for the proven number of instructions executed per invocation (nested loop bounds multiply).
+    #[arg(long, value_name = "N", default_value_t = bpf2sys::verifier::DEFAULT_MAX_INSTRUCTIONS)]
+    pub max_instructions: u64,
 }
 
 pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
@@ -54,6 +58,7 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     let options = VerifierOptions {
         allow_division_by_zero: !args.forbid_division_by_zero,
         record_invariants: args.show_state,
+        max_instructions: args.max_instructions,
         ..VerifierOptions::default()
     };
     let json = args.format == OutputFormat::Json;
