@@ -24,7 +24,7 @@ fn sample_objects() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|x| x == "o"))
         .collect();
     v.sort();
-    assert!(v.len() >= 12, "samples/*.o present");
+    assert!(v.len() >= 16, "samples/*.o present");
     v
 }
 
@@ -257,6 +257,65 @@ fn bounded_loop_counts_prefix_sums_on(target: Target) {
     m.invoke_xdp("sum_prefix", &long, 1).unwrap();
     assert_eq!(u64_value(&m, "checksum_counts", &55u32.to_le_bytes()), Some(2));
     assert_eq!(u64_value(&m, "checksum_counts", &64u32.to_le_bytes()), Some(1));
+}
+
+/// Runs an XDP program on `packet` and returns its action and the `bpf_trace_printk` messages.
+fn xdp_with_trace(m: &LoadedModule, program: &str, packet: &[u8]) -> (u32, Vec<String>) {
+    let mut data = packet.to_vec();
+    let mut ctx = [0u8; 32];
+    let start = data.as_mut_ptr() as u64;
+    ctx[0..8].copy_from_slice(&start.to_le_bytes());
+    ctx[8..16].copy_from_slice(&(start + data.len() as u64).to_le_bytes());
+    let (action, state) = m.invoke(program, &mut ctx).unwrap();
+    (action, state.trace)
+}
+
+#[test]
+fn packet_length_logs_at_most_32_packet_bytes() {
+    let (_e, m) = load("packet_length");
+    let (a, trace) = xdp_with_trace(&m, "log_packet_prefix", b"hello\0world");
+    assert_eq!((a, trace.len()), (XDP_PASS, 1));
+    assert!(trace[0].starts_with("hello "), "{trace:?}");
+    let (a, trace) = xdp_with_trace(&m, "log_packet_prefix", &[b'a'; 40]);
+    assert_eq!(a, XDP_PASS);
+    assert!(trace[0].starts_with(&"a".repeat(32)) && !trace[0].starts_with(&"a".repeat(33)), "{trace:?}");
+    assert_eq!(xdp_with_trace(&m, "log_packet_prefix", &[]).0, XDP_DROP, "empty packet");
+    assert_eq!(u64_value(&m, "logged_bytes", &0u32.to_le_bytes()), Some(5 + 32), "characters printed");
+    assert_eq!(u64_value(&m, "logged_bytes", &1u32.to_le_bytes()), Some(11 + 32), "bytes passed to the helper");
+}
+
+#[test]
+fn spilled_lookup_counts_and_drops_from_the_third_packet() {
+    let (_e, m) = load("spilled_lookup");
+    let actions: Vec<u32> = (0..4).map(|_| m.invoke_xdp("count_by_first_byte", &[7, 1, 2], 1).unwrap().0).collect();
+    assert_eq!(actions, [XDP_PASS, XDP_PASS, XDP_DROP, XDP_DROP]);
+    assert_eq!(u64_value(&m, "port_hits", &7u32.to_le_bytes()), Some(4));
+    assert_eq!(m.invoke_xdp("count_by_first_byte", &[], 1).unwrap().0, XDP_PASS, "empty packet");
+    assert_eq!(u64_value(&m, "port_hits", &9u32.to_le_bytes()), None);
+}
+
+#[test]
+fn stack_counter_sums_the_first_16_bytes() {
+    let (_e, m) = load("stack_counter");
+    assert_eq!(m.invoke_xdp("sum_with_stack_counter", &[1u8; 20], 1).unwrap().0, XDP_PASS, "sum 16");
+    assert_eq!(m.invoke_xdp("sum_with_stack_counter", &[200u8; 16], 1).unwrap().0, XDP_DROP, "sum 3200");
+    assert_eq!(m.invoke_xdp("sum_with_stack_counter", &[9u8; 15], 1).unwrap().0, XDP_PASS, "too short");
+    assert_eq!(u64_value(&m, "byte_sums", &0u32.to_le_bytes()), Some(16 + 3200));
+}
+
+#[test]
+fn map_choice_counts_in_the_map_of_the_interface_parity() {
+    let (_e, m) = load("map_choice");
+    let packet = [0u8; 14];
+    for ifindex in [1, 2, 3] {
+        assert_eq!(m.invoke_xdp("count_per_interface_parity", &packet, ifindex).unwrap().0, XDP_PASS);
+    }
+    let actions: Vec<u32> = (0..3).map(|_| m.invoke_xdp("count_per_interface_parity", &packet, 4).unwrap().0).collect();
+    assert_eq!(actions, [XDP_PASS, XDP_PASS, XDP_DROP]);
+    assert_eq!(u64_value(&m, "odd_ifindex", &0u32.to_le_bytes()), Some(1), "ifindex 1");
+    assert_eq!(u64_value(&m, "odd_ifindex", &1u32.to_le_bytes()), Some(1), "ifindex 3");
+    assert_eq!(u64_value(&m, "even_ifindex", &1u32.to_le_bytes()), Some(1), "ifindex 2");
+    assert_eq!(u64_value(&m, "even_ifindex", &2u32.to_le_bytes()), Some(3), "ifindex 4");
 }
 
 fn sock_addr_context(ip: u32, port: u16) -> [u8; 64] {
