@@ -133,6 +133,30 @@ const EXPECTED: &[Expected] = &[
         maps: &[("port_counts", "hash", 2, 8, 1024), ("interface_totals", "percpu_array", 4, 8, 32)],
         helpers: &[1, 2],
     },
+    Expected {
+        sample: "packet_length",
+        programs: &[("log_packet_prefix", "xdp", "xdp")],
+        maps: &[("logged_bytes", "array", 4, 8, 2)],
+        helpers: &[1, 12],
+    },
+    Expected {
+        sample: "spilled_lookup",
+        programs: &[("count_by_first_byte", "xdp", "xdp")],
+        maps: &[("port_hits", "hash", 4, 8, 64)],
+        helpers: &[1, 2],
+    },
+    Expected {
+        sample: "stack_counter",
+        programs: &[("sum_with_stack_counter", "xdp", "xdp")],
+        maps: &[("byte_sums", "array", 4, 8, 1)],
+        helpers: &[1],
+    },
+    Expected {
+        sample: "map_choice",
+        programs: &[("count_per_interface_parity", "xdp", "xdp")],
+        maps: &[("even_ifindex", "array", 4, 8, 4), ("odd_ifindex", "array", 4, 8, 4)],
+        helpers: &[1],
+    },
 ];
 
 fn str_set<'a>(values: impl Iterator<Item = &'a Value>, key: &str) -> BTreeSet<String> {

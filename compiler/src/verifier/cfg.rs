@@ -10,7 +10,9 @@ use super::{Failure, Property};
 
 /// Static control-flow facts per function: block heads, back edges, natural loops.
 pub(super) struct Cfg {
-    pub is_head: Vec<bool>,
+    /// Slots whose state the fixpoint stores and joins: function entries, call return sites, slots with more
+    /// than one predecessor and loop heads. Every other slot has one predecessor and is analysed right after it.
+    pub needs_state: Vec<bool>,
     /// (source, head) of every back edge.
     pub back_edges: HashSet<(usize, usize)>,
     pub loop_heads: HashSet<usize>,
@@ -38,9 +40,9 @@ pub(super) fn local_successors(program: &[Instruction], pc: usize) -> Vec<usize>
 
 pub(super) fn build_cfg(program: &[Instruction]) -> Result<Cfg, Failure> {
     let entries = function_entries(program)?;
-    let (is_head, preds) = heads_and_predecessors(program, &entries);
+    let (needs_state, preds) = merge_points_and_predecessors(program, &entries);
     let mut cfg = Cfg {
-        is_head,
+        needs_state,
         back_edges: HashSet::new(),
         loop_heads: HashSet::new(),
         bodies: HashMap::new(),
@@ -53,6 +55,9 @@ pub(super) fn build_cfg(program: &[Instruction]) -> Result<Cfg, Failure> {
         }
     }
     cfg.loop_heads = cfg.back_edges.iter().map(|(_, h)| *h).collect();
+    for &h in &cfg.loop_heads {
+        cfg.needs_state[h] = true;
+    }
     Ok(cfg)
 }
 
@@ -86,13 +91,13 @@ fn function_entries(program: &[Instruction]) -> Result<Vec<usize>, Failure> {
     Ok(entries)
 }
 
-/// Block heads (entries, jump targets, fall-throughs of jumps, call return sites, merge points) and the local
-/// predecessors of every slot.
-fn heads_and_predecessors(program: &[Instruction], entries: &[usize]) -> (Vec<bool>, Vec<Vec<usize>>) {
+/// Slots that need a stored state (entries, call return sites, merge points; loop heads are added later) and the
+/// local predecessors of every slot.
+fn merge_points_and_predecessors(program: &[Instruction], entries: &[usize]) -> (Vec<bool>, Vec<Vec<usize>>) {
     let n = program.len();
-    let mut is_head = vec![false; n + 2];
+    let mut needs_state = vec![false; n + 2];
     for &e in entries {
-        is_head[e] = true;
+        needs_state[e] = true;
     }
     let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n + 2];
     for (pc, insn) in program.iter().enumerate() {
@@ -100,13 +105,8 @@ fn heads_and_predecessors(program: &[Instruction], entries: &[usize]) -> (Vec<bo
             continue;
         }
         let succ = local_successors(program, pc);
-        if matches!(insn, Instruction::JumpIf { .. } | Instruction::Jump { .. } | Instruction::CallLocal { .. }) {
-            for &s in &succ {
-                is_head[s] = true;
-            }
-        }
         if let Instruction::CallLocal { .. } = insn {
-            is_head[pc + 1] = true;
+            needs_state[pc + 1] = true;
         }
         for s in succ {
             preds[s].push(pc);
@@ -114,10 +114,10 @@ fn heads_and_predecessors(program: &[Instruction], entries: &[usize]) -> (Vec<bo
     }
     for (pc, p) in preds.iter().enumerate() {
         if p.len() > 1 {
-            is_head[pc] = true;
+            needs_state[pc] = true;
         }
     }
-    (is_head, preds)
+    (needs_state, preds)
 }
 
 /// Depth-first search of one function: its slots in reverse postorder and its retreating edges.

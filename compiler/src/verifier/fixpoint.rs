@@ -2,7 +2,8 @@
 //! state at every (call context, block head), the per-back-edge counters for the termination proof, the analysed
 //! nodes and (optionally) the invariant before every instruction — or the first failed check.
 //!
-//! States are kept only at block heads; straight-line code is processed inline. Local calls are inlined: a node
+//! States are kept only where paths merge (and at entries, call return sites and loop heads); every other slot
+//! has one predecessor and is processed right after it. Local calls are inlined: a node
 //! is (call context, slot). At loop heads the first `widening_delay` merges are joins, later ones widen.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -105,10 +106,11 @@ impl<'a> Fixpoint<'a> {
         Ok(())
     }
 
-    /// Processes straight-line code from a head until control reaches another head.
-    fn run_block(&mut self, ctx: usize, head: usize, mut st: State) -> Result<(), Failure> {
-        let mut pc = head;
-        loop {
+    /// Analyses from a stored head through every slot that has no stored state of its own (one predecessor),
+    /// depth first, handing states for merge points and loop heads to `propagate`.
+    fn run_block(&mut self, ctx: usize, head: usize, st: State) -> Result<(), Failure> {
+        let mut pending = vec![(head, st)];
+        while let Some((pc, st)) = pending.pop() {
             self.visited.insert((ctx, pc));
             if self.env.options.record_invariants {
                 self.invariants.insert((ctx, pc), st.clone());
@@ -119,24 +121,16 @@ impl<'a> Fixpoint<'a> {
                 let id = st.regs[reg.index()].num.singleton().and_then(|id| u32::try_from(id).ok());
                 self.callx_helpers.entry(pc).or_default().extend(id);
             }
-            let mut inline: Option<(usize, State)> = None;
-            let single = out.len() == 1;
             for (edge, s) in out {
                 match edge {
-                    Edge::Local(t) if single && !self.cfg.is_head[t] => inline = Some((t, s)),
+                    Edge::Local(t) if !self.cfg.needs_state[t] => pending.push((t, s)),
                     Edge::Local(t) => self.propagate(ctx, pc, t, s),
                     Edge::Call { target } => self.call(ctx, pc, target, &s)?,
                     Edge::Return => self.ret(ctx, pc, &s)?,
                 }
             }
-            match inline {
-                Some((t, s)) => {
-                    pc = t;
-                    st = s;
-                }
-                None => return Ok(()),
-            }
         }
+        Ok(())
     }
 
     fn call(&mut self, ctx: usize, pc: usize, target: usize, s: &State) -> Result<(), Failure> {

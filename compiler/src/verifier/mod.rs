@@ -9,8 +9,8 @@
 //! Design (docs/verifier.md): abstract interpretation in the style of PREVAIL. The abstract domain
 //! ([`num`], [`state`]) is separate from the eBPF semantics ([`transfer`]). Local calls are analysed by
 //! inlining: a node is (call string, slot), so each activation has its own frame and `r10`. The fixpoint is
-//! computed with a worklist over block heads, joins at merge points and widening with thresholds at loop
-//! heads. Every safety check is monotone in the state, so a check that fails on any intermediate state also
+//! computed with a worklist over merge points (a slot with one predecessor is analysed right after it), joins,
+//! and widening with thresholds at loop heads. Every safety check is monotone in the state, so a check that fails on any intermediate state also
 //! fails on the fixpoint; checks are therefore performed during the iteration, and the last processing of
 //! every block uses its final state.
 
@@ -299,7 +299,6 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
     let facts = AnalysisFacts {
         loop_heads: cfg.loop_heads.iter().copied().collect(),
         callx_helpers: std::mem::take(&mut fx.callx_helpers),
-        ..Default::default()
     };
     Ok(VerificationReport {
         program: name.to_string(),
