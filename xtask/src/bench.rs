@@ -296,6 +296,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let partial = !args.engines.is_empty() || args.no_compile;
     let output = args.output.clone().or_else(|| (!args.quick && !partial).then(|| root.join("BENCHMARKS.md")));
     if let Some(path) = output {
+        // The verifier section comes from `cargo bench -p bpf2sys --bench verify` (docs/verifier.md §7), not from
+        // this run: keep it.
+        let kept = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|old| old.find("\n## Verifier speed").map(|i| old[i..].to_string()))
+            .unwrap_or_default();
+        let md = format!("{md}{kept}");
         write_atomically(&path, md.as_bytes())?;
         eprintln!("bench: wrote {}", path.display());
     }

@@ -38,7 +38,7 @@ fn verify_maps(instructions: Vec<I>, maps: Vec<MapDefinition>) -> Result<Verific
     let mut m = module(instructions);
     m.maps = maps;
     let xdp = WINDOWS.program_type_by_name("xdp").unwrap();
-    verify_program(&m, 0, &WINDOWS, xdp, &VerifierOptions::default())
+    verify_program(&m, 0, &WINDOWS, xdp, &VerifierOptions::default()).map(Verified::into_report)
 }
 
 /// Lookup in map 0 with the result spilled to `fp-16` and reloaded into r1 for the null check, then `use_`.
