@@ -272,7 +272,13 @@ fn xdp_with_trace(m: &LoadedModule, program: &str, packet: &[u8]) -> (u32, Vec<S
 
 #[test]
 fn packet_length_logs_at_most_32_packet_bytes() {
-    let (_e, m) = load("packet_length");
+    for target in TARGETS {
+        packet_length_logs_at_most_32_packet_bytes_on(target);
+    }
+}
+
+fn packet_length_logs_at_most_32_packet_bytes_on(target: Target) {
+    let (_e, m) = load("packet_length", target);
     let (a, trace) = xdp_with_trace(&m, "log_packet_prefix", b"hello\0world");
     assert_eq!((a, trace.len()), (XDP_PASS, 1));
     assert!(trace[0].starts_with("hello "), "{trace:?}");
@@ -286,7 +292,13 @@ fn packet_length_logs_at_most_32_packet_bytes() {
 
 #[test]
 fn spilled_lookup_counts_and_drops_from_the_third_packet() {
-    let (_e, m) = load("spilled_lookup");
+    for target in TARGETS {
+        spilled_lookup_counts_and_drops_from_the_third_packet_on(target);
+    }
+}
+
+fn spilled_lookup_counts_and_drops_from_the_third_packet_on(target: Target) {
+    let (_e, m) = load("spilled_lookup", target);
     let actions: Vec<u32> = (0..4).map(|_| m.invoke_xdp("count_by_first_byte", &[7, 1, 2], 1).unwrap().0).collect();
     assert_eq!(actions, [XDP_PASS, XDP_PASS, XDP_DROP, XDP_DROP]);
     assert_eq!(u64_value(&m, "port_hits", &7u32.to_le_bytes()), Some(4));
@@ -296,7 +308,13 @@ fn spilled_lookup_counts_and_drops_from_the_third_packet() {
 
 #[test]
 fn stack_counter_sums_the_first_16_bytes() {
-    let (_e, m) = load("stack_counter");
+    for target in TARGETS {
+        stack_counter_sums_the_first_16_bytes_on(target);
+    }
+}
+
+fn stack_counter_sums_the_first_16_bytes_on(target: Target) {
+    let (_e, m) = load("stack_counter", target);
     assert_eq!(m.invoke_xdp("sum_with_stack_counter", &[1u8; 20], 1).unwrap().0, XDP_PASS, "sum 16");
     assert_eq!(m.invoke_xdp("sum_with_stack_counter", &[200u8; 16], 1).unwrap().0, XDP_DROP, "sum 3200");
     assert_eq!(m.invoke_xdp("sum_with_stack_counter", &[9u8; 15], 1).unwrap().0, XDP_PASS, "too short");
@@ -305,7 +323,13 @@ fn stack_counter_sums_the_first_16_bytes() {
 
 #[test]
 fn map_choice_counts_in_the_map_of_the_interface_parity() {
-    let (_e, m) = load("map_choice");
+    for target in TARGETS {
+        map_choice_counts_in_the_map_of_the_interface_parity_on(target);
+    }
+}
+
+fn map_choice_counts_in_the_map_of_the_interface_parity_on(target: Target) {
+    let (_e, m) = load("map_choice", target);
     let packet = [0u8; 14];
     for ifindex in [1, 2, 3] {
         assert_eq!(m.invoke_xdp("count_per_interface_parity", &packet, ifindex).unwrap().0, XDP_PASS);
