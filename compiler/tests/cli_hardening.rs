@@ -315,3 +315,24 @@ fn tool(name: &str) -> Option<&'static str> {
     eprintln!("SKIP part: {name} not installed");
     None
 }
+
+#[test]
+fn item3_an_unnamed_program_is_unusable_to_verify_and_build_alike() {
+    // Found by `cargo xtask mutate`: with its function symbol's name zeroed, verify accepted the program and
+    // build refused it (the runtime metadata needs a 1..63-character name).
+    let mut bytes = std::fs::read(sample("droppacket.o")).unwrap();
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    let name = bpf2sys::elf::load(&bytes, "droppacket.o").unwrap().programs[0].name.clone();
+    let index = elf.syms.iter().position(|s| elf.strtab.get_at(s.st_name) == Some(name.as_str())).unwrap();
+    let symtab = elf.section_headers.iter().find(|h| h.sh_type == goblin::elf::section_header::SHT_SYMTAB).unwrap();
+    let at = symtab.sh_offset as usize + index * symtab.sh_entsize as usize;
+    drop(elf);
+    bytes[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let object = dir.path().join("unnamed.o");
+    std::fs::write(&object, &bytes).unwrap();
+    for subcommand in ["verify", "build"] {
+        let out = bpf2sys(&[&subcommand, &object]);
+        assert_one_error_line(&out, 2, &object, "the entry function's symbol has an empty name");
+    }
+}

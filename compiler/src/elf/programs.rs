@@ -265,6 +265,12 @@ impl Builder<'_, '_> {
             section: section_name.to_string(),
             what,
         };
+        if entry_name.is_empty() {
+            // A program is named by its function symbol (contract §4.2: names are what the runtime and users
+            // select programs by); an unnamed entry is a malformed object, refused here so that `verify` and
+            // `build` (whose metadata needs a 1..63-character name) agree.
+            return Err(perr("the entry function's symbol has an empty name".into()));
+        }
         let mut order: Vec<(usize, usize)> = vec![entry];
         let mut queued: std::collections::HashSet<(usize, usize)> = std::collections::HashSet::from([entry]);
         let mut bases: HashMap<(usize, usize), usize> = HashMap::new();
