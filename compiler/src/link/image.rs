@@ -3,10 +3,12 @@
 //! In: an [`ImageInput`] — compiled functions (each assigned to a code section), data objects with symbolic
 //! absolute relocations, the entry-point symbol. Out: the image bytes.
 //!
-//! Two passes, as the `object` crate's writers do: the layout pass fixes every section's size and every object's
-//! offset inside its section (nothing depends on addresses), and reserves the sections with
-//! `object::write::pe::Writer`, which assigns RVAs and file offsets; the write pass fills section contents with
-//! relocations resolved against those RVAs, records DIR64 base relocations, and writes. Every offset is a
+//! Two passes, as the `object` crate's writers do: the layout pass ([`Layout`]) fixes every section's size and
+//! every object's offset inside its section — functions, data objects, unwind records and the [`ImportTable`] —
+//! with nothing depending on addresses, and the sections are reserved with `object::write::pe::Writer`, which
+//! assigns RVAs and file offsets; the write pass applies relocations against those RVAs
+//! ([`Layout::apply_relocations`], recording DIR64 base relocations), fills the import table and `.pdata`, and
+//! writes. Every offset is a
 //! function of the input only, so the same input gives the same bytes (no timestamps, sorted imports).
 //!
 //! Header and section values follow driver-image-and-signing.md §2: AMD64/ARM64, `EXECUTABLE_IMAGE |
@@ -99,137 +101,26 @@ fn section_name(name: &str) -> Result<[u8; 8], LinkError> {
     Ok(out)
 }
 
-/// Lays out and writes the image.
+/// Lays out and writes the image: the layout pass ([`Layout::new`]) fixes every offset, the write pass resolves
+/// relocations against the RVAs the writer assigned, fills the import table and `.pdata`, and writes.
 pub fn write_image(input: &ImageInput) -> Result<Vec<u8>, LinkError> {
-    let code_fill = match input.target {
-        Target::X64 => 0xcc, // int3
-        Target::Arm64 => 0x00,
-    };
-
-    // ---- layout pass: sections and offsets ----
-    let mut sections: Vec<SectionPlan> = Vec::new();
-    let section_index = |sections: &mut Vec<SectionPlan>, name: &str, flags: u32| -> usize {
-        if let Some(i) = sections.iter().position(|s| s.name == name) {
-            return i;
-        }
-        sections.push(SectionPlan { name: name.to_string(), flags, bytes: Vec::new(), rva: 0, file_offset: 0 });
-        sections.len() - 1
-    };
-    section_index(&mut sections, ".text", CODE_FLAGS);
-    let mut functions: BTreeMap<&str, Placed> = BTreeMap::new();
-    for (sec, f) in &input.functions {
-        let s = section_index(&mut sections, sec, CODE_FLAGS);
-        let bytes = &mut sections[s].bytes;
-        let offset = align(bytes.len() as u32, f.alignment.max(4));
-        bytes.resize(offset as usize, code_fill);
-        bytes.extend_from_slice(&f.code);
-        if functions.insert(&f.name, Placed { section: s, offset }).is_some() {
-            return Err(LinkError::DuplicateSymbol(f.name.clone()));
-        }
-    }
-    let rdata = section_index(&mut sections, ".rdata", RDATA_FLAGS);
-    let data_sec = section_index(&mut sections, ".data", DATA_FLAGS);
-    for kind in input.data.iter().map(|d| d.section) {
-        if let DataSectionKind::Named(n) = kind {
-            section_index(&mut sections, n, DATA_FLAGS);
-        }
-    }
-    let mut data: BTreeMap<&str, Placed> = BTreeMap::new();
-    for d in &input.data {
-        let s = match d.section {
-            DataSectionKind::Rdata => rdata,
-            DataSectionKind::Data => data_sec,
-            DataSectionKind::Named(n) => section_index(&mut sections, n, DATA_FLAGS),
-        };
-        let bytes = &mut sections[s].bytes;
-        let offset = align(bytes.len() as u32, d.alignment.max(1));
-        bytes.resize(offset as usize, 0);
-        bytes.extend_from_slice(&d.bytes);
-        if data.insert(&d.name, Placed { section: s, offset }).is_some() {
-            return Err(LinkError::DuplicateSymbol(d.name.clone()));
-        }
-    }
-    // Unwind records (.xdata) in .rdata.
-    let mut xdata_offsets = Vec::new();
-    for (_, f) in &input.functions {
-        let bytes = &mut sections[rdata].bytes;
-        let offset = align(bytes.len() as u32, 4);
-        bytes.resize(offset as usize, 0);
-        match &f.unwind {
-            UnwindData::X64 { unwind_info } if input.target == Target::X64 => bytes.extend_from_slice(unwind_info),
-            UnwindData::Arm64 { xdata } if input.target == Target::Arm64 => bytes.extend_from_slice(xdata),
-            _ => return Err(LinkError::UnwindMismatch(f.name.clone())),
-        }
-        xdata_offsets.push(offset);
-    }
-    // Imports: every IAT slot any code or data refers to, sorted (deterministic).
-    let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let all_targets = input
-        .functions
-        .iter()
-        .flat_map(|(_, f)| f.relocations.iter().map(|r| &r.target))
-        .chain(input.data.iter().flat_map(|d| d.relocations.iter().map(|r| &r.1)));
-    for t in all_targets {
-        if let RelocTarget::ImportSlot { dll, name } = t {
-            imports.entry(dll.clone()).or_default().insert(name.clone());
-        }
-    }
-    // Import table layout in .rdata: descriptors + null, then per DLL its ILT, then all IATs (one range for
-    // directory #12), then hint/name entries and DLL names.
-    let import_base = align(sections[rdata].bytes.len() as u32, 8);
-    let dll_count = imports.len() as u32;
-    let descriptors_size = 20 * (dll_count + 1);
-    let thunk_count: u32 = imports.values().map(|n| n.len() as u32 + 1).sum();
-    let ilt_start = align(import_base + descriptors_size, 8);
-    let iat_start = ilt_start + 8 * thunk_count;
-    let names_start = iat_start + 8 * thunk_count;
-    let mut hint_names = Vec::new();
-    let mut hint_name_offsets: BTreeMap<(&str, &str), u32> = BTreeMap::new();
-    for (dll, names) in &imports {
-        for n in names {
-            if hint_names.len() % 2 == 1 {
-                hint_names.push(0);
-            }
-            hint_name_offsets.insert((dll.as_str(), n.as_str()), names_start + hint_names.len() as u32);
-            hint_names.extend_from_slice(&0u16.to_le_bytes());
-            hint_names.extend_from_slice(n.as_bytes());
-            hint_names.push(0);
-        }
-    }
-    let mut dll_name_offsets = Vec::new();
-    for dll in imports.keys() {
-        dll_name_offsets.push(names_start + hint_names.len() as u32);
-        hint_names.extend_from_slice(dll.as_bytes());
-        hint_names.push(0);
-    }
-    let import_end = names_start + hint_names.len() as u32;
-    if !imports.is_empty() {
-        sections[rdata].bytes.resize(import_end as usize, 0);
-    }
-
-    // .pdata: one RUNTIME_FUNCTION per function, sorted by address (functions are placed in order, and
-    // sections by index, so sorting by (section, offset) is address order).
-    let mut pdata_order: Vec<usize> = (0..input.functions.len()).collect();
-    pdata_order.sort_by_key(|&i| {
-        let p = &functions[input.functions[i].1.name.as_str()];
-        (p.section, p.offset)
-    });
+    let mut layout = Layout::new(input)?;
     let pdata_entry_size = match input.target {
         Target::X64 => 12,
         Target::Arm64 => 8,
     };
     let pdata_size = pdata_entry_size * input.functions.len() as u32;
 
-    // Reserve.
+    // Reserve: headers, the laid-out sections, `.pdata`, `.reloc`; the writer assigns RVAs and file offsets.
     let mut out = Vec::new();
     let mut w = Writer::new(true, input.section_alignment, FILE_ALIGNMENT.min(input.section_alignment), &mut out);
     w.reserve_dos_header_and_stub();
     w.reserve_nt_headers(16);
-    if let Some(empty) = sections.iter().find(|s| s.bytes.is_empty()) {
+    if let Some(empty) = layout.sections.iter().find(|s| s.bytes.is_empty()) {
         return Err(LinkError::Internal(format!("section `{}` would be empty", empty.name)));
     }
-    w.reserve_section_headers(sections.len() as u16 + 2);
-    for s in sections.iter_mut() {
+    w.reserve_section_headers(layout.sections.len() as u16 + 2);
+    for s in layout.sections.iter_mut() {
         let size = s.bytes.len() as u32;
         let range = w.reserve_section(section_name(&s.name)?, s.flags, size, size);
         s.rva = range.virtual_address;
@@ -239,134 +130,16 @@ pub fn write_image(input: &ImageInput) -> Result<Vec<u8>, LinkError> {
     let pdata_range = w.reserve_section(*b".pdata\0\0", RDATA_FLAGS, pdata_size, pdata_size);
     w.set_data_directory(pe::IMAGE_DIRECTORY_ENTRY_EXCEPTION, pdata_range.virtual_address, pdata_size);
 
-    // ---- write pass: resolve symbols ----
-    let rvas: Vec<u32> = sections.iter().map(|s| s.rva).collect();
-    let function_rva = |name: &str| functions.get(name).map(|p| rvas[p.section] + p.offset);
-    let data_rva = |name: &str| data.get(name).map(|p| rvas[p.section] + p.offset);
-    let rdata_rva = rvas[rdata];
-    let mut iat_slots: BTreeMap<(&str, &str), u32> = BTreeMap::new();
-    {
-        let mut thunk = 0u32;
-        for (dll, names) in &imports {
-            for n in names {
-                iat_slots.insert((dll.as_str(), n.as_str()), rdata_rva + iat_start + 8 * thunk);
-                thunk += 1;
-            }
-            thunk += 1;
-        }
+    // Write pass.
+    let mut base_relocs = layout.apply_relocations(input)?;
+    let rdata_rva = layout.sections[layout.rdata].rva;
+    if !layout.imports.dlls.is_empty() {
+        let imports = &layout.imports;
+        imports.write(&mut layout.sections[layout.rdata].bytes, rdata_rva);
+        w.set_data_directory(pe::IMAGE_DIRECTORY_ENTRY_IMPORT, rdata_rva + imports.base, imports.descriptors_size());
+        w.set_data_directory(pe::IMAGE_DIRECTORY_ENTRY_IAT, rdata_rva + imports.iat_start, 8 * imports.thunk_count);
     }
-    let resolve = |t: &RelocTarget| -> Result<u32, LinkError> {
-        match t {
-            RelocTarget::Function(n) => function_rva(n).ok_or_else(|| LinkError::UndefinedSymbol(n.clone())),
-            RelocTarget::Data(n) => data_rva(n).ok_or_else(|| LinkError::UndefinedSymbol(n.clone())),
-            RelocTarget::ImportSlot { dll, name } => iat_slots
-                .get(&(dll.as_str(), name.as_str()))
-                .copied()
-                .ok_or_else(|| LinkError::UndefinedSymbol(format!("{dll}!{name}"))),
-        }
-    };
-    let mut base_relocs: Vec<u32> = Vec::new();
-
-    // Code relocations.
-    for (_, f) in &input.functions {
-        let p = &functions[f.name.as_str()];
-        let func_rva = rvas[p.section] + p.offset;
-        for r in &f.relocations {
-            let s = resolve(&r.target)? as i64;
-            let place = func_rva as i64 + r.offset as i64;
-            let at = (p.offset + r.offset) as usize;
-            let bytes = &mut sections[p.section].bytes;
-            if at + if r.kind == RelocKind::Abs64 { 8 } else { 4 } > bytes.len() {
-                return Err(LinkError::BadRelocation { function: f.name.clone(), offset: r.offset });
-            }
-            let word = |b: &[u8]| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-            match r.kind {
-                RelocKind::X64PcRel32 => {
-                    let v = s + r.addend - place;
-                    let v = i32::try_from(v)
-                        .map_err(|_| LinkError::BadRelocation { function: f.name.clone(), offset: r.offset })?;
-                    bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
-                }
-                RelocKind::Abs64 => {
-                    let v = IMAGE_BASE as i64 + s + r.addend;
-                    bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
-                    base_relocs.push(place as u32);
-                }
-                RelocKind::Arm64Call26 => {
-                    let delta = s + r.addend - place;
-                    if delta % 4 != 0 || !(-(1 << 27)..(1 << 27)).contains(&delta) {
-                        return Err(LinkError::BadRelocation { function: f.name.clone(), offset: r.offset });
-                    }
-                    let insn = (word(bytes) & !0x03ff_ffff) | (((delta >> 2) as u32) & 0x03ff_ffff);
-                    bytes[at..at + 4].copy_from_slice(&insn.to_le_bytes());
-                }
-                RelocKind::Arm64AdrPrelPgHi21 => {
-                    let delta = (((s + r.addend) & !0xfff) - (place & !0xfff)) >> 12;
-                    let immlo = (delta as u32) & 0x3;
-                    let immhi = ((delta >> 2) as u32) & 0x7ffff;
-                    let insn = (word(bytes) & !((0x3 << 29) | (0x7ffff << 5))) | (immlo << 29) | (immhi << 5);
-                    bytes[at..at + 4].copy_from_slice(&insn.to_le_bytes());
-                }
-                RelocKind::Arm64AddAbsLo12Nc => {
-                    let imm = ((s + r.addend) as u32) & 0xfff;
-                    let insn = (word(bytes) & !(0xfff << 10)) | (imm << 10);
-                    bytes[at..at + 4].copy_from_slice(&insn.to_le_bytes());
-                }
-            }
-        }
-    }
-    // Data relocations: absolute addresses with DIR64 base relocations.
-    for d in &input.data {
-        let p = &data[d.name.as_str()];
-        let obj_rva = rvas[p.section] + p.offset;
-        for (off, target, addend) in &d.relocations {
-            if *off as usize + 8 > d.bytes.len() {
-                return Err(LinkError::BadDataRelocation { object: d.name.clone(), offset: *off });
-            }
-            let v = IMAGE_BASE as i64 + resolve(target)? as i64 + addend;
-            let at = (p.offset + off) as usize;
-            sections[p.section].bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
-            base_relocs.push(obj_rva + off);
-        }
-    }
-    // Import table contents.
-    if !imports.is_empty() {
-        let b = &mut sections[rdata].bytes;
-        let mut thunk = 0u32;
-        for (i, (dll, names)) in imports.iter().enumerate() {
-            let d = (import_base + 20 * i as u32) as usize;
-            let ilt = rdata_rva + ilt_start + 8 * thunk;
-            let iat = rdata_rva + iat_start + 8 * thunk;
-            b[d..d + 4].copy_from_slice(&ilt.to_le_bytes()); // OriginalFirstThunk
-            b[d + 12..d + 16].copy_from_slice(&(rdata_rva + dll_name_offsets[i]).to_le_bytes());
-            b[d + 16..d + 20].copy_from_slice(&iat.to_le_bytes()); // FirstThunk
-            for n in names {
-                let hint_name = (rdata_rva + hint_name_offsets[&(dll.as_str(), n.as_str())]) as u64;
-                for table in [ilt_start, iat_start] {
-                    let at = (table + 8 * thunk) as usize;
-                    b[at..at + 8].copy_from_slice(&hint_name.to_le_bytes());
-                }
-                thunk += 1;
-            }
-            thunk += 1; // null terminators stay zero
-        }
-        b[names_start as usize..import_end as usize].copy_from_slice(&hint_names);
-        w.set_data_directory(pe::IMAGE_DIRECTORY_ENTRY_IMPORT, rdata_rva + import_base, descriptors_size);
-        w.set_data_directory(pe::IMAGE_DIRECTORY_ENTRY_IAT, rdata_rva + iat_start, 8 * thunk_count);
-    }
-    // .pdata contents.
-    let mut pdata = Vec::with_capacity(pdata_size as usize);
-    for &i in &pdata_order {
-        let f = &input.functions[i].1;
-        let begin = function_rva(&f.name).expect("placed above");
-        let unwind = rdata_rva + xdata_offsets[i];
-        pdata.extend_from_slice(&begin.to_le_bytes());
-        if input.target == Target::X64 {
-            pdata.extend_from_slice(&(begin + f.code.len() as u32).to_le_bytes());
-        }
-        pdata.extend_from_slice(&unwind.to_le_bytes());
-    }
-
+    let pdata = layout.pdata(input);
     // Base relocations (sorted; page-straddling is impossible for 8-aligned fields, and checked by lint H4).
     base_relocs.sort_unstable();
     base_relocs.dedup();
@@ -375,10 +148,28 @@ pub fn write_image(input: &ImageInput) -> Result<Vec<u8>, LinkError> {
     }
     w.reserve_reloc_section();
 
-    let entry = function_rva(&input.entry).ok_or_else(|| LinkError::UndefinedSymbol(input.entry.clone()))?;
+    let entry = layout.function_rva(&input.entry).ok_or_else(|| LinkError::UndefinedSymbol(input.entry.clone()))?;
     w.write_dos_header_and_stub().map_err(|e| LinkError::Internal(e.to_string()))?;
-    w.write_nt_headers(NtHeaders {
-        machine: match input.target {
+    w.write_nt_headers(nt_headers(input.target, entry));
+    w.write_section_headers();
+    for s in &layout.sections {
+        w.write_section(s.file_offset, &s.bytes);
+    }
+    w.write_section(pdata_range.file_offset, &pdata);
+    w.write_reloc_section();
+    drop(w);
+    // The checksum covers the whole file (driver-image-and-signing.md §2.2), so it is written last.
+    let headers = PeHeaders::parse(&out)
+        .map_err(|e| LinkError::Internal(format!("the image just written does not parse: {e}")))?;
+    let (check_sum_offset, sum) = (headers.checksum_offset, pe_checksum(&out, headers.checksum_offset));
+    out[check_sum_offset..check_sum_offset + 4].copy_from_slice(&sum.to_le_bytes());
+    Ok(out)
+}
+
+/// The headers of a driver image (driver-image-and-signing.md §2.1–2.3).
+fn nt_headers(target: Target, entry: u32) -> NtHeaders {
+    NtHeaders {
+        machine: match target {
             Target::X64 => pe::IMAGE_FILE_MACHINE_AMD64,
             Target::Arm64 => pe::IMAGE_FILE_MACHINE_ARM64,
         },
@@ -402,18 +193,321 @@ pub fn write_image(input: &ImageInput) -> Result<Vec<u8>, LinkError> {
         size_of_stack_commit: 0x1000,
         size_of_heap_reserve: 0x100000,
         size_of_heap_commit: 0x1000,
-    });
-    w.write_section_headers();
-    for s in &sections {
-        w.write_section(s.file_offset, &s.bytes);
     }
-    w.write_section(pdata_range.file_offset, &pdata);
-    w.write_reloc_section();
-    drop(w);
-    // The checksum covers the whole file (driver-image-and-signing.md §2.2), so it is written last.
-    let headers = PeHeaders::parse(&out)
-        .map_err(|e| LinkError::Internal(format!("the image just written does not parse: {e}")))?;
-    let (check_sum_offset, sum) = (headers.checksum_offset, pe_checksum(&out, headers.checksum_offset));
-    out[check_sum_offset..check_sum_offset + 4].copy_from_slice(&sum.to_le_bytes());
-    Ok(out)
+}
+
+/// The layout pass's result: section contents with every function, data object, unwind record and the import
+/// table at a fixed offset. RVAs are filled in when the writer reserves the sections.
+struct Layout<'a> {
+    sections: Vec<SectionPlan>,
+    functions: BTreeMap<&'a str, Placed>,
+    data: BTreeMap<&'a str, Placed>,
+    /// Index of `.rdata` (unwind records and the import table).
+    rdata: usize,
+    /// Per input function: offset of its unwind record in `.rdata`.
+    xdata_offsets: Vec<u32>,
+    imports: ImportTable,
+}
+
+impl<'a> Layout<'a> {
+    fn new(input: &'a ImageInput) -> Result<Layout<'a>, LinkError> {
+        let code_fill = match input.target {
+            Target::X64 => 0xcc, // int3
+            Target::Arm64 => 0x00,
+        };
+        let mut layout = Layout {
+            sections: Vec::new(),
+            functions: BTreeMap::new(),
+            data: BTreeMap::new(),
+            rdata: 0,
+            xdata_offsets: Vec::new(),
+            imports: ImportTable::default(),
+        };
+        layout.section(".text", CODE_FLAGS);
+        for (sec, f) in &input.functions {
+            let s = layout.section(sec, CODE_FLAGS);
+            let offset = layout.append(s, &f.code, f.alignment.max(4), code_fill);
+            if layout.functions.insert(&f.name, Placed { section: s, offset }).is_some() {
+                return Err(LinkError::DuplicateSymbol(f.name.clone()));
+            }
+        }
+        layout.rdata = layout.section(".rdata", RDATA_FLAGS);
+        let data_section = layout.section(".data", DATA_FLAGS);
+        for kind in input.data.iter().map(|d| d.section) {
+            if let DataSectionKind::Named(n) = kind {
+                layout.section(n, DATA_FLAGS);
+            }
+        }
+        for d in &input.data {
+            let s = match d.section {
+                DataSectionKind::Rdata => layout.rdata,
+                DataSectionKind::Data => data_section,
+                DataSectionKind::Named(n) => layout.section(n, DATA_FLAGS),
+            };
+            let offset = layout.append(s, &d.bytes, d.alignment.max(1), 0);
+            if layout.data.insert(&d.name, Placed { section: s, offset }).is_some() {
+                return Err(LinkError::DuplicateSymbol(d.name.clone()));
+            }
+        }
+        // Unwind records (.xdata) in .rdata.
+        for (_, f) in &input.functions {
+            let record = match &f.unwind {
+                UnwindData::X64 { unwind_info } if input.target == Target::X64 => unwind_info,
+                UnwindData::Arm64 { xdata } if input.target == Target::Arm64 => xdata,
+                _ => return Err(LinkError::UnwindMismatch(f.name.clone())),
+            };
+            let offset = layout.append(layout.rdata, record, 4, 0);
+            layout.xdata_offsets.push(offset);
+        }
+        layout.imports = ImportTable::new(input, layout.sections[layout.rdata].bytes.len() as u32);
+        if !layout.imports.dlls.is_empty() {
+            layout.sections[layout.rdata].bytes.resize(layout.imports.end() as usize, 0);
+        }
+        Ok(layout)
+    }
+
+    /// The index of section `name`, added (empty) if it is new.
+    fn section(&mut self, name: &str, flags: u32) -> usize {
+        if let Some(i) = self.sections.iter().position(|s| s.name == name) {
+            return i;
+        }
+        self.sections.push(SectionPlan { name: name.to_string(), flags, bytes: Vec::new(), rva: 0, file_offset: 0 });
+        self.sections.len() - 1
+    }
+
+    /// Appends `bytes` to section `s` at the next multiple of `alignment` (padding with `fill`); their offset.
+    fn append(&mut self, s: usize, bytes: &[u8], alignment: u32, fill: u8) -> u32 {
+        let section = &mut self.sections[s].bytes;
+        let offset = align(section.len() as u32, alignment);
+        section.resize(offset as usize, fill);
+        section.extend_from_slice(bytes);
+        offset
+    }
+
+    fn function_rva(&self, name: &str) -> Option<u32> {
+        self.functions.get(name).map(|p| self.sections[p.section].rva + p.offset)
+    }
+
+    fn resolve(&self, target: &RelocTarget) -> Result<u32, LinkError> {
+        let rva = |placed: Option<&Placed>| placed.map(|p| self.sections[p.section].rva + p.offset);
+        match target {
+            RelocTarget::Function(n) => rva(self.functions.get(n.as_str())),
+            RelocTarget::Data(n) => rva(self.data.get(n.as_str())),
+            RelocTarget::ImportSlot { dll, name } => {
+                self.imports.iat_slot(dll, name).map(|slot| self.sections[self.rdata].rva + slot)
+            }
+        }
+        .ok_or_else(|| match target {
+            RelocTarget::Function(n) | RelocTarget::Data(n) => LinkError::UndefinedSymbol(n.clone()),
+            RelocTarget::ImportSlot { dll, name } => LinkError::UndefinedSymbol(format!("{dll}!{name}")),
+        })
+    }
+
+    /// Resolves every code and data relocation in place; returns the RVAs that need DIR64 base relocations.
+    fn apply_relocations(&mut self, input: &ImageInput) -> Result<Vec<u32>, LinkError> {
+        let mut base_relocs = Vec::new();
+        for (_, f) in &input.functions {
+            let p = &self.functions[f.name.as_str()];
+            let (section, func_offset) = (p.section, p.offset);
+            let func_rva = self.sections[section].rva + func_offset;
+            for r in &f.relocations {
+                let s = self.resolve(&r.target)? as i64;
+                let place = func_rva as i64 + r.offset as i64;
+                let at = (func_offset + r.offset) as usize;
+                let bad = || LinkError::BadRelocation { function: f.name.clone(), offset: r.offset };
+                apply_code_relocation(&mut self.sections[section].bytes, at, r.kind, s + r.addend, place)
+                    .ok_or_else(bad)?;
+                if r.kind == RelocKind::Abs64 {
+                    base_relocs.push(place as u32);
+                }
+            }
+        }
+        // Data relocations: absolute addresses with DIR64 base relocations.
+        for d in &input.data {
+            let p = &self.data[d.name.as_str()];
+            let (section, obj_offset) = (p.section, p.offset);
+            let obj_rva = self.sections[section].rva + obj_offset;
+            for (off, target, addend) in &d.relocations {
+                if *off as usize + 8 > d.bytes.len() {
+                    return Err(LinkError::BadDataRelocation { object: d.name.clone(), offset: *off });
+                }
+                let v = IMAGE_BASE as i64 + self.resolve(target)? as i64 + addend;
+                let at = (obj_offset + off) as usize;
+                self.sections[section].bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                base_relocs.push(obj_rva + off);
+            }
+        }
+        Ok(base_relocs)
+    }
+
+    /// `.pdata`: one RUNTIME_FUNCTION per function, sorted by address (functions are placed in order and sections
+    /// by index, so (section, offset) order is address order).
+    fn pdata(&self, input: &ImageInput) -> Vec<u8> {
+        let mut order: Vec<usize> = (0..input.functions.len()).collect();
+        order.sort_by_key(|&i| {
+            let p = &self.functions[input.functions[i].1.name.as_str()];
+            (p.section, p.offset)
+        });
+        let rdata_rva = self.sections[self.rdata].rva;
+        let mut pdata = Vec::new();
+        for i in order {
+            let f = &input.functions[i].1;
+            let begin = self.function_rva(&f.name).expect("placed by the layout pass");
+            pdata.extend_from_slice(&begin.to_le_bytes());
+            if input.target == Target::X64 {
+                pdata.extend_from_slice(&(begin + f.code.len() as u32).to_le_bytes());
+            }
+            pdata.extend_from_slice(&(rdata_rva + self.xdata_offsets[i]).to_le_bytes());
+        }
+        pdata
+    }
+}
+
+/// Writes the relocated value of a code relocation of `kind` at `at`; `target` is the symbol's RVA plus addend and
+/// `place` the RVA of the field. `None` when the field is out of bounds or the value out of range.
+fn apply_code_relocation(bytes: &mut [u8], at: usize, kind: RelocKind, target: i64, place: i64) -> Option<()> {
+    let width = if kind == RelocKind::Abs64 { 8 } else { 4 };
+    let field = bytes.get_mut(at..at + width)?;
+    let word = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
+    match kind {
+        RelocKind::X64PcRel32 => field.copy_from_slice(&i32::try_from(target - place).ok()?.to_le_bytes()),
+        RelocKind::Abs64 => field.copy_from_slice(&(IMAGE_BASE as i64 + target).to_le_bytes()),
+        RelocKind::Arm64Call26 => {
+            let delta = target - place;
+            if delta % 4 != 0 || !(-(1 << 27)..(1 << 27)).contains(&delta) {
+                return None;
+            }
+            let insn = (word & !0x03ff_ffff) | (((delta >> 2) as u32) & 0x03ff_ffff);
+            field.copy_from_slice(&insn.to_le_bytes());
+        }
+        RelocKind::Arm64AdrPrelPgHi21 => {
+            let delta = ((target & !0xfff) - (place & !0xfff)) >> 12;
+            let immlo = (delta as u32) & 0x3;
+            let immhi = ((delta >> 2) as u32) & 0x7ffff;
+            let insn = (word & !((0x3 << 29) | (0x7ffff << 5))) | (immlo << 29) | (immhi << 5);
+            field.copy_from_slice(&insn.to_le_bytes());
+        }
+        RelocKind::Arm64AddAbsLo12Nc => {
+            let imm = (target as u32) & 0xfff;
+            let insn = (word & !(0xfff << 10)) | (imm << 10);
+            field.copy_from_slice(&insn.to_le_bytes());
+        }
+    }
+    Some(())
+}
+
+/// Our import table in `.rdata` (never in an executable section, HVCI rule H3): descriptors and a null one, then
+/// per DLL its import lookup table, then all IATs as one range (data directory #12), then hint/name entries and
+/// DLL names. DLLs and names are sorted, so the layout is deterministic.
+#[derive(Default)]
+struct ImportTable {
+    dlls: BTreeMap<String, BTreeSet<String>>,
+    /// Offsets in `.rdata`.
+    base: u32,
+    ilt_start: u32,
+    iat_start: u32,
+    names_start: u32,
+    thunk_count: u32,
+    /// Hint/name entries, then DLL names, as they go at `names_start`.
+    names: Vec<u8>,
+    hint_name_offsets: BTreeMap<(String, String), u32>,
+    dll_name_offsets: Vec<u32>,
+}
+
+impl ImportTable {
+    /// Lays out the table for every IAT slot any code or data refers to, at the end of `.rdata` (`rdata_len`).
+    fn new(input: &ImageInput, rdata_len: u32) -> ImportTable {
+        let mut dlls: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let all_targets = input
+            .functions
+            .iter()
+            .flat_map(|(_, f)| f.relocations.iter().map(|r| &r.target))
+            .chain(input.data.iter().flat_map(|d| d.relocations.iter().map(|r| &r.1)));
+        for t in all_targets {
+            if let RelocTarget::ImportSlot { dll, name } = t {
+                dlls.entry(dll.clone()).or_default().insert(name.clone());
+            }
+        }
+        let base = align(rdata_len, 8);
+        let thunk_count: u32 = dlls.values().map(|n| n.len() as u32 + 1).sum();
+        let ilt_start = align(base + 20 * (dlls.len() as u32 + 1), 8);
+        let iat_start = ilt_start + 8 * thunk_count;
+        let names_start = iat_start + 8 * thunk_count;
+        let mut names = Vec::new();
+        let mut hint_name_offsets = BTreeMap::new();
+        for (dll, imported) in &dlls {
+            for n in imported {
+                if names.len() % 2 == 1 {
+                    names.push(0);
+                }
+                hint_name_offsets.insert((dll.clone(), n.clone()), names_start + names.len() as u32);
+                names.extend_from_slice(&0u16.to_le_bytes());
+                names.extend_from_slice(n.as_bytes());
+                names.push(0);
+            }
+        }
+        let mut dll_name_offsets = Vec::new();
+        for dll in dlls.keys() {
+            dll_name_offsets.push(names_start + names.len() as u32);
+            names.extend_from_slice(dll.as_bytes());
+            names.push(0);
+        }
+        ImportTable {
+            dlls,
+            base,
+            ilt_start,
+            iat_start,
+            names_start,
+            thunk_count,
+            names,
+            hint_name_offsets,
+            dll_name_offsets,
+        }
+    }
+
+    fn descriptors_size(&self) -> u32 {
+        20 * (self.dlls.len() as u32 + 1)
+    }
+
+    fn end(&self) -> u32 {
+        self.names_start + self.names.len() as u32
+    }
+
+    /// The `.rdata` offset of the IAT slot of `dll!name`.
+    fn iat_slot(&self, dll: &str, name: &str) -> Option<u32> {
+        let mut thunk = 0u32;
+        for (d, imported) in &self.dlls {
+            for n in imported {
+                if d == dll && n == name {
+                    return Some(self.iat_start + 8 * thunk);
+                }
+                thunk += 1;
+            }
+            thunk += 1; // the null terminator
+        }
+        None
+    }
+
+    /// Fills the table into `.rdata` (`rdata`, at RVA `rdata_rva`).
+    fn write(&self, rdata: &mut [u8], rdata_rva: u32) {
+        let mut thunk = 0u32;
+        for (i, (dll, imported)) in self.dlls.iter().enumerate() {
+            let d = (self.base + 20 * i as u32) as usize;
+            let ilt = rdata_rva + self.ilt_start + 8 * thunk;
+            let iat = rdata_rva + self.iat_start + 8 * thunk;
+            rdata[d..d + 4].copy_from_slice(&ilt.to_le_bytes()); // OriginalFirstThunk
+            rdata[d + 12..d + 16].copy_from_slice(&(rdata_rva + self.dll_name_offsets[i]).to_le_bytes());
+            rdata[d + 16..d + 20].copy_from_slice(&iat.to_le_bytes()); // FirstThunk
+            for n in imported {
+                let hint_name = (rdata_rva + self.hint_name_offsets[&(dll.clone(), n.clone())]) as u64;
+                for table in [self.ilt_start, self.iat_start] {
+                    let at = (table + 8 * thunk) as usize;
+                    rdata[at..at + 8].copy_from_slice(&hint_name.to_le_bytes());
+                }
+                thunk += 1;
+            }
+            thunk += 1; // null terminators stay zero
+        }
+        rdata[self.names_start as usize..self.end() as usize].copy_from_slice(&self.names);
+    }
 }
