@@ -28,8 +28,8 @@ use crate::link::lint::{lint_driver, LintReport, NotAnImage};
 use crate::link::{link_driver, LinkError, LinkOptions};
 use crate::lower::{self, LowerError, LowerOptions, LoweredProgram, MapDataLayout};
 use crate::platform::windows::WINDOWS;
-use crate::platform::Platform;
-use crate::program::Module;
+use crate::platform::{Platform, PlatformError, ProgramType};
+use crate::program::{Module, RefusedProgram};
 use crate::verifier::{diagnostic, verify_program, Rejection, Verified, VerifierOptions};
 
 /// What a session builds for.
@@ -39,6 +39,9 @@ pub struct SessionOptions {
     /// The version the module reports to the runtime (contract §2.4); it also selects the `map_data` stride.
     pub runtime_version: RuntimeVersion,
     pub verifier: VerifierOptions,
+    /// Program type (descriptor name, e.g. `sample`) for every program, like bpf2c's `--type`; `None` selects
+    /// each program's type by its ELF section name.
+    pub program_type: Option<String>,
 }
 
 impl Default for SessionOptions {
@@ -47,8 +50,27 @@ impl Default for SessionOptions {
             target: Target::X64,
             runtime_version: RuntimeVersion::PORTABLE,
             verifier: VerifierOptions::default(),
+            program_type: None,
         }
     }
+}
+
+/// The runtime version a build of `object` should target when the user names none: the portable 1.3.0, or 1.5.0
+/// (the first with BTF-resolved functions in the program entry, contract §2.2) when a program calls a kfunc.
+/// An object that does not load gets the portable version; the build itself then reports why.
+pub fn default_runtime_version(object: &[u8], file_name: &str) -> RuntimeVersion {
+    match elf::load(object, file_name) {
+        Ok(m) if m.programs.iter().any(|p| !p.kfunc_ids().is_empty()) => RuntimeVersion::PROGRAM_ENTRY_V1,
+        _ => RuntimeVersion::PORTABLE,
+    }
+}
+
+/// A built driver, and the programs of the object it leaves out.
+#[derive(Debug)]
+pub struct BuiltDriver {
+    pub image: Vec<u8>,
+    /// Programs the front end refused (e.g. they call an undefined symbol); the others are in the image.
+    pub left_out: Vec<RefusedProgram>,
 }
 
 /// Why a stage failed. Every variant names the input file.
@@ -60,6 +82,12 @@ pub enum DriverError {
         "{file}: program `{program}` is in section `{section}`, which names no program type of the {platform} platform"
     )]
     UnknownProgramType { file: String, program: String, section: String, platform: &'static str },
+    #[error("{file}: `{name}` is not a program type of the {platform} platform (known: {known})")]
+    UnknownProgramTypeName { file: String, name: String, platform: &'static str, known: String },
+    #[error("{file}: {source}")]
+    Platform { file: String, source: PlatformError },
+    #[error("{file}: no program can be built\n{}", render_refused(.refused))]
+    NoBuildablePrograms { file: String, refused: Vec<RefusedProgram> },
     #[error("{file}: {} program(s) failed verification; no driver was written\n{}", .rejections.len(), render(.rejections))]
     Unverified { file: String, rejections: Vec<Rejection> },
     #[error("{file}: {source}")]
@@ -70,6 +98,14 @@ pub enum DriverError {
     Sign { file: String, source: SigningError },
     #[error("cannot configure code generation: {0}")]
     Isa(LowerError),
+}
+
+fn render_refused(refused: &[RefusedProgram]) -> String {
+    refused
+        .iter()
+        .map(|r| format!("program `{}` (section `{}`): {}", r.name, r.section_name, r.reason))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn render(rejections: &[Rejection]) -> String {
@@ -112,9 +148,29 @@ impl Session {
         self.isa.clone()
     }
 
-    /// Stage 1: the front end.
+    /// Stage 1: the front end, with the platform's conventions, and the platform's check that its runtime can
+    /// create every map (an unknown map type would compile into a driver the runtime refuses).
     pub fn load(&self, object: &[u8], file_name: &str) -> Result<Module, DriverError> {
-        elf::load(object, file_name).map_err(|source| DriverError::Elf { file: file_name.to_string(), source })
+        let file = file_name.to_string();
+        let module = elf::load_with(object, file_name, self.platform.conventions)
+            .map_err(|source| DriverError::Elf { file: file.clone(), source })?;
+        if module.programs.is_empty() && !module.refused_programs.is_empty() {
+            return Err(DriverError::NoBuildablePrograms { file, refused: module.refused_programs });
+        }
+        self.platform.check_maps(&module.maps).map_err(|source| DriverError::Platform { file, source })?;
+        Ok(module)
+    }
+
+    /// The program type `--type` forces on every program, if any.
+    fn forced_program_type(&self, file: &str) -> Result<Option<&'static ProgramType>, DriverError> {
+        let Some(name) = &self.options.program_type else { return Ok(None) };
+        let platform = self.platform;
+        platform.program_type_by_name(name).map(Some).ok_or_else(|| DriverError::UnknownProgramTypeName {
+            file: file.to_string(),
+            name: name.clone(),
+            platform: platform.name,
+            known: platform.program_types.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
+        })
     }
 
     /// Stage 2: verifies every program of `module` as the program type its section names. All rejections are
@@ -132,19 +188,19 @@ impl Session {
         selected: &[usize],
     ) -> Result<Vec<Verified<'m>>, DriverError> {
         let module_has_subprograms = module.programs.iter().any(|p| p.functions.len() > 1);
+        let forced = self.forced_program_type(file)?;
         let mut verified = Vec::with_capacity(module.programs.len());
         let mut rejections = Vec::new();
         for (i, p) in module.programs.iter().enumerate() {
             if !module_has_subprograms && !selected.contains(&i) {
                 continue;
             }
-            let (program_type, _) = self.platform.program_type_for_section(&p.section_name).ok_or_else(|| {
-                DriverError::UnknownProgramType {
-                    file: file.to_string(),
-                    program: p.name.clone(),
-                    section: p.section_name.clone(),
-                    platform: self.platform.name,
-                }
+            let by_section = || self.platform.program_type_for_section(&p.section_name).map(|(pt, _)| pt);
+            let program_type = forced.or_else(by_section).ok_or_else(|| DriverError::UnknownProgramType {
+                file: file.to_string(),
+                program: p.name.clone(),
+                section: p.section_name.clone(),
+                platform: self.platform.name,
             })?;
             match verify_program(module, i, self.platform, program_type, &self.options.verifier) {
                 Ok(v) => verified.push(v),
@@ -191,6 +247,7 @@ impl Session {
             target: self.options.target,
             runtime_version: self.options.runtime_version,
             elf_hash: object.map(|o| Sha256::digest(o).into()),
+            program_type: self.forced_program_type(file)?,
         };
         link_driver(self.isa(), module, programs, &options)
             .map_err(|source| DriverError::Link { file: file.to_string(), source })
@@ -198,10 +255,16 @@ impl Session {
 
     /// load → verify → lower → link: the unsigned driver image for `object`.
     pub fn build(&self, object: &[u8], file_name: &str) -> Result<Vec<u8>, DriverError> {
+        self.build_report(object, file_name).map(|b| b.image)
+    }
+
+    /// [`Session::build`], also reporting the programs the front end left out (they reach an undefined symbol).
+    pub fn build_report(&self, object: &[u8], file_name: &str) -> Result<BuiltDriver, DriverError> {
         let module = self.load(object, file_name)?;
         let verified = self.verify(file_name, &module)?;
         let programs = self.lower(file_name, &verified)?;
-        self.link(file_name, &module, &programs, Some(object))
+        let image = self.link(file_name, &module, &programs, Some(object))?;
+        Ok(BuiltDriver { image, left_out: module.refused_programs.clone() })
     }
 
     /// Stage 5: embeds an Authenticode signature (driver-image-and-signing.md §3).

@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 
 use crate::isa::Instruction;
+use crate::platform::Guid;
 
 /// An eBPF module: everything one ELF object defines.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -29,6 +30,97 @@ pub struct Module {
     pub global_sections: Vec<GlobalSection>,
     /// Initial contents of map-in-map and program-array maps (BTF `values` initialisers).
     pub map_initial_values: Vec<MapInitialValues>,
+    /// Extern functions resolved through BTF (kfuncs) that calls name: a
+    /// [`CallBtf`](crate::isa::Instruction::CallBtf) carries [`Kfunc::id`] in `btf_id`.
+    pub kfuncs: Vec<Kfunc>,
+    /// Where each legacy map record came from (`maps`, `maps/*`), in map order.
+    pub legacy_map_records: Vec<LegacyMapRecord>,
+    /// Entry programs the front end could not build (e.g. a call to an undefined symbol); the object's other
+    /// programs are unaffected.
+    pub refused_programs: Vec<RefusedProgram>,
+}
+
+impl Module {
+    /// The module's `btf_resolved_functions` order (contract §5.3, coverage §2): by module GUID bytes
+    /// (`memcmp`), then name. Generated code calls kfunc `k` of this list through
+    /// `runtime_context->btf_resolved_function_data[k]`, and every program's table uses the same slots.
+    pub fn kfunc_table(&self) -> Vec<&Kfunc> {
+        let mut table: Vec<&Kfunc> = self.kfuncs.iter().collect();
+        table.sort_by(|a, b| {
+            let key = |k: &Kfunc| (k.module_guid.unwrap_or(Guid::NULL).to_bytes(), k.name.clone());
+            key(a).cmp(&key(b))
+        });
+        table
+    }
+}
+
+impl Program {
+    /// Ids (in [`Module::kfuncs`]) of the kfuncs this program calls, including from its subprograms.
+    pub fn kfunc_ids(&self) -> std::collections::BTreeSet<u32> {
+        self.instructions
+            .iter()
+            .filter_map(|i| match *i {
+                Instruction::CallBtf { btf_id, module: 0 } => u32::try_from(btf_id).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// An extern function declared in the object and resolved through BTF by the runtime (contract §5.3, coverage
+/// §2): the table entry `{name, module_guid}` of `btf_resolved_functions`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kfunc {
+    /// Synthetic id: 1..n in ascending BTF type id, as the Windows verifier numbers them.
+    pub id: u32,
+    pub name: String,
+    /// The GUID of `btf_decl_tag("module_id:{...}")`; `None` when the declaration has no module tag (Linux
+    /// kfuncs of vmlinux). Platforms that need it refuse calls without it.
+    pub module_guid: Option<Guid>,
+    /// Declared `__weak`: an unresolved weak kfunc may be checked for by the program.
+    pub weak: bool,
+}
+
+/// One legacy map record (object-and-platform-coverage.md §3, §5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegacyMapRecord {
+    /// Index of the map in [`Module::maps`].
+    pub map_index: usize,
+    pub section: String,
+    pub offset: u64,
+    pub record_size: u64,
+    /// Which C struct the record was decoded as.
+    pub layout: LegacyLayout,
+}
+
+/// The C struct a legacy map record is decoded as; the platform and the record size choose it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LegacyLayout {
+    /// eBPF for Windows `ebpf_map_definition_in_file_t` (32 bytes; shorter records zero-extended).
+    Windows,
+    /// Linux: iproute2's minimal record (16 bytes), libbpf's `bpf_map_def` (20) or samples/bpf's
+    /// `bpf_load_map_def` (28), which share their leading fields.
+    LinuxBpfMapDef,
+    /// iproute2 `struct bpf_elf_map` (36 bytes: id, pinning, inner_id, inner_idx).
+    LinuxBpfElfMap,
+}
+
+impl LegacyLayout {
+    pub fn name(self) -> &'static str {
+        match self {
+            LegacyLayout::Windows => "ebpf_map_definition_in_file_t",
+            LegacyLayout::LinuxBpfMapDef => "bpf_map_def",
+            LegacyLayout::LinuxBpfElfMap => "bpf_elf_map",
+        }
+    }
+}
+
+/// An entry program the front end refused, and why (one line naming the symbol and where).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedProgram {
+    pub name: String,
+    pub section_name: String,
+    pub reason: String,
 }
 
 /// One entry program with the subprograms it calls appended.
@@ -176,18 +268,21 @@ pub enum GlobalSectionKind {
 }
 
 impl GlobalSectionKind {
-    pub fn section_name(self) -> &'static str {
-        match self {
-            GlobalSectionKind::Data => ".data",
-            GlobalSectionKind::Rodata => ".rodata",
-            GlobalSectionKind::Bss => ".bss",
-        }
+    /// The kind of a global-data section name: `.data`, `.rodata`, `.bss` and their `.name.*` variants
+    /// (libbpf `bpf_object__init_global_data_maps`, coverage §4.3).
+    pub fn of_section(name: &str) -> Option<GlobalSectionKind> {
+        [(".data", GlobalSectionKind::Data), (".rodata", GlobalSectionKind::Rodata), (".bss", GlobalSectionKind::Bss)]
+            .into_iter()
+            .find(|(prefix, _)| name.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('.')))
+            .map(|(_, kind)| kind)
     }
 }
 
 /// A global-variable section, backed by a one-entry array map (contract §6).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GlobalSection {
+    /// The ELF section name (`.data`, `.rodata.str1.1`, `.bss.counters`, ...).
+    pub section_name: String,
     pub kind: GlobalSectionKind,
     /// Index of the backing map in [`Module::maps`]; its name is the section info's `name`.
     pub map_index: usize,

@@ -1,6 +1,7 @@
 //! Hostile input: the ELF front end never panics, hangs or allocates without bound on mutated objects.
 //!
-//! Every committed object under `samples/` (including `variants/`, `bench/`, `unsafe/`) is mutated by proptest: bit flips,
+//! Every committed object under `samples/` (including `variants/`, `bench/`, `unsafe/`, `linux/`) is mutated by
+//! proptest and loaded with eBPF for Windows or Linux conventions (legacy record layouts, map numbering): bit flips,
 //! truncation, and corruption of the size/offset/count fields that parsers trust — the ELF header, section
 //! headers, symbols, relocation entries, and the `.BTF` / `.BTF.ext` headers and type records. Each mutated
 //! object must load or give an error; a panic fails the case (proptest catches it and shrinks).
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use bpf2sys::elf::ObjectConventions;
 use object::read::elf::{FileHeader, SectionHeader};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -382,10 +384,30 @@ fn check_invariants(module: &bpf2sys::program::Module) -> Result<(), String> {
                         return Err(format!("{}: slot {pc} global offset {next_imm} outside {size} bytes", p.name));
                     }
                 }
+                Instruction::CallBtf { btf_id, module: 0 }
+                    if !module.kfuncs.iter().any(|k| i64::from(k.id) == i64::from(btf_id)) =>
+                {
+                    return Err(format!(
+                        "{}: slot {pc} calls kfunc {btf_id}, which the module does not declare",
+                        p.name
+                    ));
+                }
                 _ => {}
             }
         }
     }
+    if module.kfunc_table().len() != module.kfuncs.len() {
+        return Err("kfunc table lost entries".into());
+    }
+    if let Some(r) = module.legacy_map_records.iter().find(|r| r.map_index >= module.maps.len()) {
+        return Err(format!("legacy record at {}+{} names map {}", r.section, r.offset, r.map_index));
+    }
+    if let Some(r) = module.refused_programs.iter().find(|r| r.reason.is_empty()) {
+        return Err(format!("refused program without a reason: {r:?}"));
+    }
+    // The platform checks run on whatever the loader accepts; they must answer, not panic.
+    let _ = bpf2sys::platform::windows::WINDOWS.check_maps(&module.maps);
+    let _ = bpf2sys::platform::linux::LINUX.check_maps(&module.maps);
     for (i, m) in module.maps.iter().enumerate() {
         if m.inner_map_index.is_some_and(|j| j >= module.maps.len() || j == i) {
             return Err(format!("map {}: inner map index out of range", m.name));
@@ -404,12 +426,17 @@ fn check_invariants(module: &bpf2sys::program::Module) -> Result<(), String> {
     Ok(())
 }
 
-/// Loads `bytes`, returning (the error's variant name if rejected, peak heap growth, elapsed).
-fn load_measured(bytes: &[u8], name: &str) -> (Result<Option<String>, String>, usize, Duration) {
+/// Loads `bytes` with the given conventions, returning (the error's variant name if rejected, peak heap growth,
+/// elapsed).
+fn load_measured(
+    bytes: &[u8],
+    name: &str,
+    conventions: ObjectConventions,
+) -> (Result<Option<String>, String>, usize, Duration) {
     let base = LIVE.with(Cell::get);
     PEAK.with(|p| p.set(base));
     let start = Instant::now();
-    let result = bpf2sys::elf::load(bytes, name);
+    let result = bpf2sys::elf::load_with(bytes, name, conventions);
     let elapsed = start.elapsed();
     let peak = PEAK.with(Cell::get).saturating_sub(base);
     let outcome = match result {
@@ -431,11 +458,14 @@ fn mutated_samples_never_panic_hang_or_overallocate() {
     let loaded = AtomicUsize::new(0);
     let rejected = AtomicUsize::new(0);
     let by_error = std::sync::Mutex::new(std::collections::BTreeMap::<String, usize>::new());
-    let strategy = (0..samples.len(), prop::collection::vec(mutation(), 1..4));
-    let result = runner.run(&strategy, |(index, mutations)| {
+    // Every object is read with both platforms' conventions (Linux legacy layouts and map-in-map numbering take
+    // other paths than Windows ones).
+    let strategy = (0..samples.len(), prop::collection::vec(mutation(), 1..4), any::<bool>());
+    let result = runner.run(&strategy, |(index, mutations, linux)| {
         let sample = &samples[index];
         let bytes = apply(sample, &mutations);
-        let (outcome, peak, elapsed) = load_measured(&bytes, &sample.name);
+        let conventions = if linux { ObjectConventions::Linux } else { ObjectConventions::Windows };
+        let (outcome, peak, elapsed) = load_measured(&bytes, &sample.name, conventions);
         let error = match outcome {
             Ok(error) => error,
             Err(broken) => return Err(TestCaseError::fail(format!("{}: accepted but {broken}", sample.name))),

@@ -157,6 +157,40 @@ const EXPECTED: &[Expected] = &[
         maps: &[("even_ifindex", "array", 4, 8, 4), ("odd_ifindex", "array", 4, 8, 4)],
         helpers: &[1],
     },
+    Expected {
+        sample: "kfunc",
+        programs: &[("lookup_through_kfunc", "sample_ext", "sample")],
+        maps: &[("lookup_results", "array", 4, 8, 2)],
+        helpers: &[1],
+    },
+    Expected {
+        sample: "named_globals",
+        programs: &[("count_short_packets", "xdp", "xdp")],
+        maps: &[
+            (".rodata.config", "array", 4, 4, 1),
+            (".data.custom", "array", 4, 8, 1),
+            (".bss.counters", "array", 4, 8, 1),
+            (".rodata.str1.1", "array", 4, 23, 1),
+        ],
+        helpers: &[13],
+    },
+    Expected {
+        sample: "legacy_inner_maps",
+        programs: &[("filter_by_port_table", "xdp", "xdp")],
+        maps: &[
+            ("port_tables", "array_of_maps", 4, 4, 4),
+            ("port_template", "hash", 2, 4, 64),
+            ("misses", "array", 4, 8, 1),
+        ],
+        helpers: &[1],
+    },
+    Expected {
+        sample: "unresolved_call",
+        // `pass_checked` (section xdp/checked) calls an undefined function: refused, reported apart.
+        programs: &[("pass_plain", "xdp/plain", "xdp")],
+        maps: &[],
+        helpers: &[],
+    },
 ];
 
 fn str_set<'a>(values: impl Iterator<Item = &'a Value>, key: &str) -> BTreeSet<String> {
@@ -264,9 +298,11 @@ fn inspect_agrees_with_a_scan_of_each_source() {
                 let rest = &source[i + m.len()..];
                 rest[..rest.find('"').unwrap()].to_string()
             })
-            .filter(|s| s != ".maps" && s != "maps")
+            .filter(|s| s != ".maps" && s != "maps" && !s.starts_with("maps/") && !s.starts_with(".rodata"))
+            .filter(|s| !s.starts_with(".data") && !s.starts_with(".bss"))
             .collect();
-        let reported = str_set(report["programs"].as_array().unwrap().iter(), "section");
+        let mut reported = str_set(report["programs"].as_array().unwrap().iter(), "section");
+        reported.extend(str_set(report["refused_programs"].as_array().unwrap().iter(), "section"));
         assert_eq!(sections, reported, "{}: program sections", e.sample);
 
         // Map symbols: `} name SEC(".maps")` and legacy `struct bpf_map_def name`.
@@ -286,6 +322,50 @@ fn inspect_agrees_with_a_scan_of_each_source() {
             helpers.iter().filter(|(name, _)| source.contains(&format!("{name}("))).map(|(_, id)| *id).collect();
         assert_eq!(called, helper_ids(&report), "{}: helpers called in the source", e.sample);
     }
+}
+
+#[test]
+fn inspect_json_shows_kfuncs_global_sections_legacy_records_and_refusals() {
+    let kfunc = inspect(&samples_dir().join("kfunc.o"));
+    assert_eq!(
+        kfunc["kfuncs"],
+        serde_json::json!([{
+            "slot": 0, "id": 1, "name": "sample_ebpf_extension_btf_lookup",
+            "module_guid": "8f6c1f83-ce4c-4b58-8b91-654a29e23b7c", "weak": false
+        }])
+    );
+    let relocs = kfunc["programs"][0]["relocations"].as_array().unwrap();
+    assert!(relocs.iter().any(|r| r["kind"] == "kfunc" && r["function"] == "sample_ebpf_extension_btf_lookup"));
+
+    let globals = inspect(&samples_dir().join("named_globals.o"));
+    let sections: Vec<(String, String)> = globals["global_sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["section"].as_str().unwrap().to_string(), g["kind"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        sections,
+        [
+            (".rodata.config", "rodata"),
+            (".data.custom", "data"),
+            (".bss.counters", "bss"),
+            (".rodata.str1.1", "rodata")
+        ]
+        .map(|(s, k)| (s.to_string(), k.to_string()))
+    );
+
+    let legacy = inspect(&samples_dir().join("legacy_inner_maps.o"));
+    let records = legacy["legacy_map_records"].as_array().unwrap();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[2]["section"], "maps/inner");
+    assert_eq!(records[2]["offset"], 32);
+    assert_eq!(records[2]["layout"], "ebpf_map_definition_in_file_t");
+    assert_eq!(legacy["maps"][0]["inner_map"], "port_template");
+
+    let refused = inspect(&samples_dir().join("unresolved_call.o"));
+    assert_eq!(refused["refused_programs"][0]["name"], "pass_checked");
+    assert!(refused["refused_programs"][0]["reason"].as_str().unwrap().contains("'checksum_from_elsewhere'"));
 }
 
 #[test]

@@ -46,3 +46,59 @@ fn show_state_prints_invariants() {
     assert_eq!(code, 0);
     assert!(out.contains("r1: ctx offset=0") && out.contains("packet_size >="), "{out}");
 }
+
+#[test]
+fn linux_objects_verify_with_the_linux_platform() {
+    for object in ["samples/linux/perf_output.o", "samples/linux/bpf_load_map_def.o", "samples/linux/iproute2_maps.o"] {
+        let (code, out, err) = bpf2sys(&["verify", "--platform", "linux", object]);
+        assert_eq!(code, 0, "{object}: {out}{err}");
+    }
+    let (code, out, _) = bpf2sys(&["verify", "--platform", "linux", "samples/linux/perf_output.o"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("(kprobe) verified"), "{out}");
+    // Read as an eBPF for Windows object, map type 13 is RINGBUF, which cannot hold `values`.
+    let (code, _, err) = bpf2sys(&["verify", "samples/linux/perf_output.o"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("map 'counts_by_cgroup'"), "{err}");
+}
+
+#[test]
+fn a_program_calling_an_undefined_symbol_is_refused_by_name_and_the_others_verify() {
+    let (code, out, err) = bpf2sys(&["verify", "samples/unresolved_call.o"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("program `pass_plain` (xdp) verified"), "{out}");
+    assert!(
+        err.contains("program `pass_checked` (section `xdp/checked`) cannot be built: call to undefined symbol 'checksum_from_elsewhere'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn build_refuses_a_map_type_the_runtime_cannot_create() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut bytes = std::fs::read(root.join("samples/legacy_maps.o")).unwrap();
+    // The first legacy record (`port_counts`, BPF_MAP_TYPE_HASH) becomes type 100.
+    let at = bytes.windows(16).position(|w| w == [1, 0, 0, 0, 2, 0, 0, 0, 8, 0, 0, 0, 0, 4, 0, 0]).unwrap();
+    bytes[at] = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let object = dir.path().join("type100.o");
+    std::fs::write(&object, &bytes).unwrap();
+    let output = dir.path().join("type100.sys");
+    let (code, _, err) = bpf2sys(&["build", object.to_str().unwrap(), "-o", output.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("map 'port_counts': type 100 is not a map type windows supports"), "{err}");
+    assert!(!output.exists(), "nothing is written");
+}
+
+#[test]
+fn build_type_selects_the_program_type_for_every_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("k.sys");
+    let out = output.to_str().unwrap();
+    let (code, _, err) = bpf2sys(&["build", "samples/droppacket.o", "-o", out, "--type", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`nope` is not a program type of the windows platform"), "{err}");
+    let (code, stdout, err) = bpf2sys(&["build", "samples/droppacket.o", "-o", out, "--type", "xdp_test"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("wrote"), "{stdout}");
+}

@@ -13,6 +13,16 @@ pub struct HashedHelper {
     pub reallocate_packet: bool,
 }
 
+/// One BTF-resolved function as hashed: its provider's prototype (`ebpf_btf_resolved_function_prototype_t`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashedBtfFunction {
+    pub module_guid: [u8; 16],
+    pub name: String,
+    pub return_type: u32,
+    pub arguments: [u32; 5],
+    pub flags: u32,
+}
+
 /// The program type information and the helpers a program uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramInfoHashInput {
@@ -25,10 +35,11 @@ pub struct ProgramInfoHashInput {
     pub is_privileged: bool,
     /// The distinct helpers used (any order; hashed in ascending id order).
     pub helpers: Vec<HashedHelper>,
+    /// The BTF-resolved functions used (any order; hashed by module GUID bytes, then name).
+    pub btf_functions: Vec<HashedBtfFunction>,
 }
 
-/// The bytes hashed (§3.2 steps 1–7; BTF-resolved functions are never used by bpf2sys modules, so step 8's
-/// block is absent, as in bpf2c when a program uses none).
+/// The bytes hashed (§3.2 steps 1–8; step 8's block only when the program uses BTF-resolved functions).
 pub fn program_info_hash_stream(input: &ProgramInfoHashInput) -> Vec<u8> {
     let mut s = Vec::new();
     s.extend_from_slice(input.type_name.as_bytes());
@@ -51,6 +62,20 @@ pub fn program_info_hash_stream(input: &ProgramInfoHashInput) -> Vec<u8> {
         }
         if h.reallocate_packet {
             s.push(1);
+        }
+    }
+    if !input.btf_functions.is_empty() {
+        let mut functions: Vec<&HashedBtfFunction> = input.btf_functions.iter().collect();
+        functions.sort_by(|a, b| (a.module_guid, a.name.as_bytes()).cmp(&(b.module_guid, b.name.as_bytes())));
+        s.extend_from_slice(&(functions.len() as u64).to_le_bytes());
+        for f in functions {
+            s.extend_from_slice(&f.module_guid);
+            s.extend_from_slice(f.name.as_bytes());
+            s.extend_from_slice(&f.return_type.to_le_bytes());
+            for a in f.arguments {
+                s.extend_from_slice(&a.to_le_bytes());
+            }
+            s.extend_from_slice(&f.flags.to_le_bytes());
         }
     }
     s
@@ -89,6 +114,7 @@ mod tests {
                     reallocate_packet: false,
                 },
             ],
+            btf_functions: vec![],
         };
         let s = program_info_hash_stream(&input);
         let mut expect = b"xdp".to_vec();
@@ -113,5 +139,26 @@ mod tests {
         expect.push(1);
         assert_eq!(s, expect);
         assert_eq!(program_info_hash(&input), <[u8; 32]>::from(Sha256::digest(&expect)));
+
+        // Step 8: count, then per function (ordered by GUID bytes, then name) GUID, name, return, args, flags.
+        let f = |guid: u8, name: &str| HashedBtfFunction {
+            module_guid: [guid; 16],
+            name: name.into(),
+            return_type: 0,
+            arguments: [1, 11, 2, 0, 0],
+            flags: 0,
+        };
+        let with_btf = ProgramInfoHashInput { btf_functions: vec![f(2, "a"), f(1, "z"), f(1, "b")], ..input };
+        let s8 = program_info_hash_stream(&with_btf);
+        let mut tail = 3u64.to_le_bytes().to_vec();
+        for (guid, name) in [(1u8, "b"), (1, "z"), (2, "a")] {
+            tail.extend_from_slice(&[guid; 16]);
+            tail.extend_from_slice(name.as_bytes());
+            for v in [0u32, 1, 11, 2, 0, 0, 0] {
+                tail.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        assert_eq!(s8[..expect.len()], expect[..]);
+        assert_eq!(s8[expect.len()..], tail[..]);
     }
 }

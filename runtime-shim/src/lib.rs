@@ -22,7 +22,7 @@ mod metadata;
 mod names;
 
 pub use code::build_functions;
-pub use hash::{program_info_hash, HashedHelper, ProgramInfoHashInput};
+pub use hash::{program_info_hash, HashedBtfFunction, HashedHelper, ProgramInfoHashInput};
 pub use metadata::{build_data, layout};
 pub use names::pe_section_names;
 
@@ -59,6 +59,13 @@ pub enum ShimError {
     NulInName { what: &'static str, name: String },
     #[error("too many {what}: {count} (the field is 16 bits)")]
     TooMany { what: &'static str, count: usize },
+    #[error(
+        "program `{program}` calls BTF-resolved functions (kfuncs), which need the 160-byte program entry of \
+         runtime 1.5.0 or later (pass --runtime-version 1.5.0)"
+    )]
+    BtfFunctionsNeedRuntime15 { program: String },
+    #[error("program `{program}`: BTF-resolved function slot {slot} has {what}")]
+    BadBtfFunction { program: String, slot: usize, what: &'static str },
     #[error("Cranelift rejected shim function `{function}`: {message}")]
     Ir { function: String, message: String },
 }
@@ -160,6 +167,20 @@ pub struct HelperSlot {
     pub name: String,
 }
 
+/// One slot of a program's `btf_resolved_functions` table (contract §2.2, coverage §2): the kfunc's name and its
+/// provider module's GUID; an unused slot is `{"", GUID_NULL}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BtfFunctionSlot {
+    pub name: String,
+    pub module_guid: [u8; 16],
+}
+
+impl BtfFunctionSlot {
+    pub fn is_unused(&self) -> bool {
+        self.name.is_empty() && self.module_guid == [0; 16]
+    }
+}
+
 /// A program as its `program_entry_t` describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramDescription {
@@ -170,6 +191,8 @@ pub struct ProgramDescription {
     /// Symbol of the compiled entry function (`function`).
     pub function_symbol: String,
     pub helpers: Vec<HelperSlot>,
+    /// `btf_resolved_functions`: the generated code calls slot k through `btf_resolved_function_data[k]`.
+    pub btf_functions: Vec<BtfFunctionSlot>,
     pub referenced_maps: Vec<u16>,
     pub instruction_count: u64,
     pub program_type: [u8; 16],

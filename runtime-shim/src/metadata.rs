@@ -6,12 +6,17 @@
 
 use std::collections::BTreeMap;
 
-use crate::{names, DataObject, DataRelocation, DataSection, ModuleDescription, ShimError, Symbol, METADATA_TABLE};
+use crate::{
+    names, DataObject, DataRelocation, DataSection, ModuleDescription, RuntimeVersion, ShimError, Symbol,
+    METADATA_TABLE,
+};
 
 /// `ebpf_extension_header_t` version of every metadata struct (contract §2.1).
 const HEADER_VERSION: u16 = 1;
 const MAP_ENTRY_SIZE: u64 = 80;
 const HELPER_ENTRY_SIZE: u64 = 40;
+/// `btf_resolved_function_entry_t`: header, name @24, module GUID @32 (contract §2.2; validated exactly).
+const BTF_FUNCTION_ENTRY_SIZE: u64 = 48;
 const MAP_INITIAL_VALUES_SIZE: u64 = 48;
 const GLOBAL_SECTION_INFO_SIZE: u64 = 48;
 /// `sizeof(metadata_table_t)` (contract §2.2).
@@ -101,7 +106,21 @@ pub fn layout(module: &ModuleDescription) -> Result<Layout, ShimError> {
         if p.program_type == [0; 16] {
             return Err(ShimError::NullProgramType { program: p.program_name.clone() });
         }
-        for (what, n) in [("helper table", p.helpers.len()), ("referenced map list", p.referenced_maps.len())] {
+        if !p.btf_functions.is_empty() && module.runtime_version < RuntimeVersion::PROGRAM_ENTRY_V1 {
+            return Err(ShimError::BtfFunctionsNeedRuntime15 { program: p.program_name.clone() });
+        }
+        // The runtime accepts a slot only if it is unused or has both a name and a GUID (coverage §2).
+        for (slot, f) in p.btf_functions.iter().enumerate() {
+            if !f.is_unused() && (f.name.is_empty() || f.module_guid == [0; 16]) {
+                let what = if f.name.is_empty() { "a GUID but no name" } else { "a name but GUID_NULL" };
+                return Err(ShimError::BadBtfFunction { program: p.program_name.clone(), slot, what });
+            }
+        }
+        for (what, n) in [
+            ("helper table", p.helpers.len()),
+            ("referenced map list", p.referenced_maps.len()),
+            ("BTF-resolved function table", p.btf_functions.len()),
+        ] {
             if n > u16::MAX as usize {
                 return Err(ShimError::TooMany { what, count: n });
             }
@@ -275,7 +294,21 @@ pub fn build_data(module: &ModuleDescription, layout: &Layout) -> Result<Vec<Dat
         }
         // Always name the algorithm (contract §10 item 6).
         e.ptr(136, o.string("SHA256", "hash type")?);
-        // btf_resolved_functions @144 / count @152 stay NULL/0 in the 160-byte entry.
+        // btf_resolved_functions @144 / count @152 (160-byte entry only; `layout` refused them otherwise).
+        if !p.btf_functions.is_empty() {
+            let mut table = Record::new(0);
+            for f in &p.btf_functions {
+                let mut fe = Record::new(BTF_FUNCTION_ENTRY_SIZE as usize);
+                fe.header(0, BTF_FUNCTION_ENTRY_SIZE, BTF_FUNCTION_ENTRY_SIZE);
+                fe.ptr(24, o.string(&f.name, "BTF-resolved function name")?);
+                fe.bytes[32..48].copy_from_slice(&f.module_guid);
+                table.append(fe);
+            }
+            let name = format!("__bpf2sys_prog{k}_btf_resolved_functions");
+            o.add(&name, DataSection::Data, 8, table.bytes, table.relocations);
+            e.ptr(144, Symbol::Data(name));
+            e.u16(152, p.btf_functions.len() as u16);
+        }
         programs.append(e);
     }
     o.add(PROGRAMS, DataSection::Programs, 16, programs.bytes, programs.relocations);
@@ -391,6 +424,7 @@ mod tests {
             program_name: name.into(),
             section_name: section.into(),
             function_symbol: format!("fn_{name}"),
+            btf_functions: Vec::new(),
             helpers: vec![
                 HelperSlot { id: 1, name: "bpf_map_lookup_elem".into() },
                 HelperSlot { id: 0, name: String::new() },

@@ -156,6 +156,18 @@ typedef struct bpf_sock_ops {
     uint64_t interface_luid; // @56
 } bpf_sock_ops_t;
 
+// Sample extension (`undocked/tests/sample/ext`): section "sample_ext", program type "sample".
+typedef struct sample_program_context {
+    uint8_t* data_start;    // @0
+    uint8_t* data_end;      // @8
+    uint32_t uint32_data;   // @16
+    uint16_t uint16_data;   // @20
+    uint32_t helper_data_1; // @24
+    uint32_t helper_data_2; // @28
+} sample_program_context_t;
+
+#define BPF_MAP_TYPE_SAMPLE_HASH_MAP 15
+
 #define AF_INET 2
 #define AF_INET6 23
 #define IPPROTO_TCP 6
@@ -213,6 +225,15 @@ BPF2SYS_HELPER(uint64_t, bpf_sock_addr_get_current_pid_tgid, 65536, bpf_sock_add
 BPF2SYS_HELPER(int, bpf_sock_addr_set_redirect_context, 65537, bpf_sock_addr_t* ctx, void* data, uint32_t data_size);
 BPF2SYS_HELPER(int, bpf_sock_addr_get_network_context, 65538, bpf_sock_addr_t* ctx, void* data, uint32_t data_size);
 BPF2SYS_HELPER(uint64_t, bpf_sock_ops_get_flow_id, 65536, bpf_sock_ops_t* ctx);
+BPF2SYS_HELPER(int64_t, sample_ebpf_extension_helper_function1, 65536, sample_program_context_t* ctx);
+BPF2SYS_HELPER(int64_t, sample_ebpf_extension_find, 65537, const void* buffer, uint32_t size, const void* find,
+               uint32_t arg_size);
+
+// ---------------------------------------------------------------------------------------------------------------
+// BTF-resolved functions (kfuncs): an extern function in section ".ksyms" tagged with its provider module's id
+// (eBPF for Windows `sample_ext_helpers.h`); the runtime binds it through the provider's NMR registration.
+#define __ksym_module(guid) __attribute__((section(".ksyms"), btf_decl_tag("module_id:" guid)))
+#define SAMPLE_BTF_FUNCTION_MODULE "{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Byte order (the BPF target is little-endian).

@@ -683,6 +683,9 @@ pub fn test_platform() -> (&'static Platform, &'static ProgramType) {
             program_types: std::slice::from_ref(pt),
             global_helpers: helpers,
             map_helper_rules: &[],
+            map_types: &[],
+            kfuncs: &[],
+            conventions: bpf2sys::platform::ObjectConventions::Windows,
         }));
         (platform, pt)
     })
@@ -715,6 +718,7 @@ pub fn run_case(case: &Case) -> Outcome {
             platform,
             program_type: pt,
             maps: &t.maps,
+            kfuncs: &[],
             globals: &[],
             options: &options,
             assumptions: &t.assumptions,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bpf2sys::compiled::Target;
-use bpf2sys::driver::{build_driver, SessionOptions};
+use bpf2sys::driver::{build_driver, default_runtime_version, SessionOptions};
 use object::read::pe::PeFile64;
 use object::LittleEndian as LE;
 
@@ -24,7 +24,8 @@ fn samples() -> Vec<PathBuf> {
 fn build(object: &Path, target: Target) -> Vec<u8> {
     let bytes = std::fs::read(object).unwrap();
     let name = object.file_name().unwrap().to_string_lossy().into_owned();
-    build_driver(&bytes, &name, &SessionOptions { target, ..SessionOptions::default() }).unwrap()
+    let runtime_version = default_runtime_version(&bytes, &name);
+    build_driver(&bytes, &name, &SessionOptions { target, runtime_version, ..SessionOptions::default() }).unwrap()
 }
 
 /// `dll!name` imports, DIR64 relocation RVAs and `.pdata` start addresses as goblin sees them.

@@ -25,7 +25,7 @@ fn section_data(image: &[u8], name: &str) -> usize {
 fn a_corrupted_program_info_hash_is_refused() {
     let mut image = image();
     let xdp = WINDOWS.program_type_by_name("xdp").unwrap();
-    let hash = runtime_program_info_hash(&xdp.guid, &[1]).unwrap();
+    let hash = runtime_program_info_hash(&xdp.guid, &[1], &[]).unwrap();
     let at = image.windows(32).position(|w| w == hash.as_slice()).expect("the module carries the runtime's hash");
     image[at] ^= 0xff;
     match Emulator::new().load(&image) {

@@ -12,7 +12,7 @@ use driver_common::*;
 
 fn build(target: Target, version: RuntimeVersion) -> Vec<u8> {
     let (module, compiled) = test_module(target, version.map_data_stride() as i64);
-    let options = LinkOptions { target, runtime_version: version, elf_hash: None };
+    let options = LinkOptions { target, runtime_version: version, elf_hash: None, program_type: None };
     link_driver(&*build_isa(target).unwrap(), &module, &compiled, &options).expect("links")
 }
 

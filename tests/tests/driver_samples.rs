@@ -28,6 +28,20 @@ fn sample_objects() -> Vec<PathBuf> {
     v
 }
 
+/// Samples that call BTF-resolved functions need the 160-byte program entry of runtime 1.5.0 (contract §2.2).
+fn needs_runtime_1_5(name: &str) -> bool {
+    name == "kfunc"
+}
+
+/// The runtime version a sample is built for by default.
+fn default_version(name: &str) -> RuntimeVersion {
+    if needs_runtime_1_5(name) {
+        RuntimeVersion::parse("1.5.0").unwrap()
+    } else {
+        RuntimeVersion::PORTABLE
+    }
+}
+
 fn build(name: &str, target: Target, version: RuntimeVersion) -> Vec<u8> {
     let path = samples_dir().join(format!("{name}.o"));
     let bytes = std::fs::read(&path).unwrap();
@@ -38,7 +52,7 @@ fn build(name: &str, target: Target, version: RuntimeVersion) -> Vec<u8> {
 const TARGETS: [Target; 2] = [Target::X64, Target::Arm64];
 
 fn load(name: &str, target: Target) -> (Emulator, LoadedModule) {
-    let image = build(name, target, RuntimeVersion::PORTABLE);
+    let image = build(name, target, default_version(name));
     let mut emulator = Emulator::new();
     let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name} {target:?}: {e}"));
     (emulator, module)
@@ -56,11 +70,12 @@ fn u64_value(module: &LoadedModule, map: &str, key: &[u8]) -> Option<u64> {
 fn every_sample_builds_for_both_targets_passes_the_lint_and_is_deterministic() {
     for object in sample_objects() {
         let name = object.file_stem().unwrap().to_string_lossy().into_owned();
+        let version = default_version(&name);
         for target in [Target::X64, Target::Arm64] {
-            let image = build(&name, target, RuntimeVersion::PORTABLE);
+            let image = build(&name, target, version);
             let report = lint_image(&image);
             assert!(report.passed(), "{name} {target:?}:\n{report}");
-            assert_eq!(image, build(&name, target, RuntimeVersion::PORTABLE), "{name} {target:?} is not deterministic");
+            assert_eq!(image, build(&name, target, version), "{name} {target:?} is not deterministic");
             let pe = goblin::pe::PE::parse(&image).unwrap_or_else(|e| panic!("{name}: goblin: {e}"));
             assert!(pe.exception_data.is_some() || target == Target::Arm64);
             object::read::pe::PeFile64::parse(&*image).unwrap_or_else(|e| panic!("{name}: object: {e}"));
@@ -73,6 +88,9 @@ fn every_sample_loads_in_the_emulated_runtime_with_every_runtime_version_on_both
     for object in sample_objects() {
         let name = object.file_stem().unwrap().to_string_lossy().into_owned();
         for (version, target) in ["1.3.0", "1.4.0", "1.5.0"].into_iter().flat_map(|v| TARGETS.map(|t| (v, t))) {
+            if needs_runtime_1_5(&name) && version != "1.5.0" {
+                continue;
+            }
             let image = build(&name, target, RuntimeVersion::parse(version).unwrap());
             let mut emulator = Emulator::new();
             let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name} {target:?} @ {version}: {e}"));
@@ -447,4 +465,88 @@ fn an_unverifiable_program_is_refused_with_the_verifiers_diagnostics() {
             other => panic!("{name}: expected a verification failure, got {:?}", other.map(|b| b.len())),
         }
     }
+}
+
+/// A `sample_program_context_t` (contract §7.2) with no packet and `uint32_data` set.
+fn sample_context(uint32_data: u32) -> Vec<u8> {
+    let mut ctx = vec![0u8; 32];
+    ctx[16..20].copy_from_slice(&uint32_data.to_le_bytes());
+    ctx
+}
+
+#[test]
+fn kfunc_calls_reach_the_provider_through_the_btf_resolved_function_table() {
+    let (_e, m) = load("kfunc", Target::X64);
+    let info = &m.programs[0].info;
+    assert_eq!(
+        info.btf_functions,
+        [("sample_ebpf_extension_btf_lookup".to_string(), bpf2sys::platform::windows::SAMPLE_BTF_FUNCTION_MODULE)]
+    );
+    let (ret, _) = m.invoke("lookup_through_kfunc", &mut sample_context(1234)).unwrap();
+    assert_eq!(ret, 1234 + 8, "key + value_size");
+    assert_eq!(u64_value(&m, "lookup_results", &0u32.to_le_bytes()), Some(1234), "the kfunc stored the key");
+    assert_eq!(u64_value(&m, "lookup_results", &1u32.to_le_bytes()), Some(1242));
+}
+
+#[test]
+fn kfunc_samples_need_runtime_1_5_and_say_so() {
+    let bytes = std::fs::read(samples_dir().join("kfunc.o")).unwrap();
+    let err = build_driver(&bytes, "kfunc.o", &SessionOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("kfuncs") && err.contains("--runtime-version 1.5.0"), "{err}");
+}
+
+#[test]
+fn named_global_sections_are_separate_maps_with_their_initial_values() {
+    let (_e, m) = load("named_globals", Target::X64);
+    let value = |map: &str| m.map(map).unwrap_or_else(|| panic!("map {map}")).get(&0u32.to_le_bytes()).unwrap();
+    assert_eq!(value(".rodata.config"), 40u32.to_le_bytes());
+    assert_eq!(value(".data.custom"), 1000u64.to_le_bytes());
+    assert_eq!(value(".bss.counters"), 0u64.to_le_bytes());
+    assert!(String::from_utf8_lossy(&value(".rodata.str1.1")).contains("short packet: %u bytes"));
+    assert_eq!(m.invoke_xdp("count_short_packets", &[0u8; 60], 1).unwrap().0, XDP_PASS);
+    let (action, _) = m.invoke_xdp("count_short_packets", &[0u8; 20], 1).unwrap();
+    assert_eq!(action, XDP_DROP);
+    let packet = [0u8; 10];
+    let mut ctx = [0u8; 32];
+    let start = packet.as_ptr() as u64;
+    ctx[0..8].copy_from_slice(&start.to_le_bytes());
+    ctx[8..16].copy_from_slice(&(start + packet.len() as u64).to_le_bytes());
+    let (action, state) = m.invoke("count_short_packets", &mut ctx).unwrap();
+    assert_eq!(action, XDP_DROP);
+    assert!(state.trace.iter().any(|t| t.starts_with("short packet: %u bytes")), "{:?}", state.trace);
+    assert_eq!(value(".data.custom"), 1003u64.to_le_bytes());
+    assert_eq!(value(".bss.counters"), 2u64.to_le_bytes());
+}
+
+#[test]
+fn legacy_inner_map_index_names_a_map_in_another_section() {
+    let (_e, m) = load("legacy_inner_maps", Target::X64);
+    let outer = m.map("port_tables").unwrap();
+    let entry = m.metadata.maps.iter().find(|d| d.name == "port_tables").unwrap();
+    assert_eq!(entry.inner_map_idx, 1, "the module-wide index of port_template");
+    assert_eq!(m.metadata.maps[1].name, "port_template");
+    let mut packet = vec![0u8; 40];
+    packet[36..38].copy_from_slice(&8080u16.to_be_bytes());
+    assert_eq!(m.invoke_xdp("filter_by_port_table", &packet, 1).unwrap().0, XDP_PASS);
+    assert_eq!(u64_value(&m, "misses", &0u32.to_le_bytes()), Some(1), "no table for interface 1 yet");
+    let template = m.map("port_template").unwrap();
+    outer.set_inner_map(1, std::rc::Rc::as_ptr(&template) as usize).unwrap();
+    template.update(&8080u16.to_le_bytes(), &XDP_DROP.to_le_bytes(), 0);
+    assert_eq!(m.invoke_xdp("filter_by_port_table", &packet, 1).unwrap().0, XDP_DROP);
+    assert_eq!(u64_value(&m, "misses", &0u32.to_le_bytes()), Some(1));
+}
+
+#[test]
+fn a_call_to_an_undefined_symbol_leaves_out_only_that_program() {
+    use bpf2sys::driver::Session;
+    let bytes = std::fs::read(samples_dir().join("unresolved_call.o")).unwrap();
+    let built = Session::new(SessionOptions::default()).unwrap().build_report(&bytes, "unresolved_call.o").unwrap();
+    assert_eq!(built.left_out.len(), 1);
+    assert_eq!(built.left_out[0].name, "pass_checked");
+    assert!(built.left_out[0].reason.contains("undefined symbol 'checksum_from_elsewhere'"), "{:?}", built.left_out);
+    let mut emulator = Emulator::new();
+    let m = emulator.load(&built.image).unwrap();
+    assert!(m.program_index("pass_checked").is_none());
+    assert_eq!(m.invoke_xdp("pass_plain", &[0u8; 20], 1).unwrap().0, XDP_PASS);
+    assert_eq!(m.invoke_xdp("pass_plain", &[0u8; 10], 1).unwrap().0, XDP_DROP);
 }

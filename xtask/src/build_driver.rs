@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use bpf2sys::compiled::Target;
-use bpf2sys::driver::{Session, SessionOptions};
+use bpf2sys::driver::{default_runtime_version, Session, SessionOptions};
 use bpf2sys_files::write_atomically;
 use bpf2sys_runtime_shim::RuntimeVersion;
 
@@ -30,9 +30,10 @@ pub struct Args {
     /// Target architecture.
     #[arg(long, default_value = "x64", value_parser = ["x64", "arm64"])]
     pub target: String,
-    /// Runtime version the modules report (contract §2.4; default: the most portable, 1.3.0).
-    #[arg(long, default_value = "1.3.0", value_parser = RuntimeVersion::parse)]
-    pub runtime_version: RuntimeVersion,
+    /// Runtime version the modules report (contract §2.4; default: the most portable, 1.3.0, or 1.5.0 for an
+    /// object whose programs call BTF-resolved functions).
+    #[arg(long, value_parser = RuntimeVersion::parse)]
+    pub runtime_version: Option<RuntimeVersion>,
     /// Leave the drivers unsigned (Windows will not load them; with HVCI even test mode needs a signature).
     #[arg(long, conflicts_with_all = ["key", "pfx"])]
     pub unsigned: bool,
@@ -126,7 +127,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let session = Session::new(SessionOptions {
         target: if args.target == "arm64" { Target::Arm64 } else { Target::X64 },
-        runtime_version: args.runtime_version,
+        runtime_version: args.runtime_version.unwrap_or(RuntimeVersion::PORTABLE),
         ..SessionOptions::default()
     })?;
     let signing = signing(&args, &root)?;
@@ -136,7 +137,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let name = object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let bytes = std::fs::read(object).with_context(|| format!("cannot read {}", object.display()))?;
         let started = Instant::now();
-        let image = match session.build(&bytes, &name) {
+        // An object calling kfuncs needs runtime 1.5.0 when no version is given: build it with its own session.
+        let runtime_version = args.runtime_version.unwrap_or_else(|| default_runtime_version(&bytes, &name));
+        let built = if runtime_version == session.options().runtime_version {
+            session.build(&bytes, &name)
+        } else {
+            Session::new(SessionOptions { runtime_version, ..session.options().clone() })
+                .and_then(|s| s.build(&bytes, &name))
+        };
+        let image = match built {
             Ok(image) => image,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -57,8 +57,17 @@ pub fn run(args: Args) -> Result<()> {
         .filter(|p| args.names.is_empty() || p.file_stem().is_some_and(|s| args.names.iter().any(|n| s == n.as_str())))
         .collect();
     bench_sources.sort();
-    if sources.is_empty() && bench_sources.is_empty() {
-        bail!("no matching samples/*.c or samples/bench/*.c found");
+    // samples/linux/*.c follow Linux conventions (map-type numbering, legacy records); built like the others.
+    let linux_dir = samples.join("linux");
+    let mut linux_sources: Vec<PathBuf> = std::fs::read_dir(&linux_dir)
+        .with_context(|| format!("reading {}", linux_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .filter(|p| args.names.is_empty() || p.file_stem().is_some_and(|s| args.names.iter().any(|n| s == n.as_str())))
+        .collect();
+    linux_sources.sort();
+    if sources.is_empty() && bench_sources.is_empty() && linux_sources.is_empty() {
+        bail!("no matching samples/*.c, samples/bench/*.c or samples/linux/*.c found");
     }
     let mut built = 0;
     for source in &sources {
@@ -74,6 +83,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     for source in &bench_sources {
         compile(&args.clang, &root, source, &source.with_extension("o"), "v1", false)?;
+        built += 1;
+    }
+    for source in &linux_sources {
+        compile(&args.clang, &root, source, &source.with_extension("o"), "v3", true)?;
         built += 1;
     }
     println!("{built} object(s) rebuilt");

@@ -1,10 +1,11 @@
 //! `bpf2sys build <obj> [-o <file.sys>] [--target x64|arm64] [--runtime-version X.Y.Z] [--max-instructions N]
-//! [signing options]`
+//! [--type TYPE] [signing options]`
 //!
 //! Verifies every program, compiles it, links it with the runtime shim, signs the image when a key is given
 //! (the key options of `sign`, or `--test-sign` for the certificate `cargo xtask build-driver` uses), lints it
 //! (driver-image-and-signing.md §5.2) and writes the driver atomically. Without a key the driver is written
-//! unsigned and stderr says so: Windows loads only signed kernel drivers.
+//! unsigned and stderr says so: Windows loads only signed kernel drivers. Programs the front end refuses (a call
+//! to an undefined symbol) are left out with a warning naming the symbol; the others are built.
 //!
 //! Exit status: 0 written, 1 a program failed verification or the image failed the lint (diagnostics printed,
 //! nothing written), 2 unusable input or another error.
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use bpf2sys::driver::{DriverError, Session, SessionOptions};
+use bpf2sys::driver::{default_runtime_version, BuiltDriver, DriverError, Session, SessionOptions};
 use bpf2sys::verifier::{diagnostic, VerifierOptions};
 use bpf2sys_runtime_shim::RuntimeVersion;
 
@@ -31,10 +32,14 @@ pub struct BuildArgs {
     /// Target architecture.
     #[arg(long, value_enum, default_value_t = TargetArg::X64)]
     pub target: TargetArg,
-    /// eBPF for Windows runtime version the module reports (contract §2.4). The default 1.3.0 loads on every
-    /// runtime release; 1.4.0 or later selects the 40-byte map_data stride and needs runtime ≥ v1.4.
-    #[arg(long, default_value = "1.3.0", value_parser = RuntimeVersion::parse)]
-    pub runtime_version: RuntimeVersion,
+    /// eBPF for Windows runtime version the module reports (contract §2.4). Default: 1.3.0, which loads on every
+    /// runtime release, or 1.5.0 when a program calls a BTF-resolved function (kfunc), which needs it; 1.4.0 or
+    /// later selects the 40-byte map_data stride and needs runtime ≥ v1.4.
+    #[arg(long, value_parser = RuntimeVersion::parse)]
+    pub runtime_version: Option<RuntimeVersion>,
+    /// Program type for every program (e.g. `sample`), for objects whose section names select none.
+    #[arg(long = "type")]
+    pub program_type: Option<String>,
     #[command(flatten)]
     pub signing: SigningArgs,
     /// Step 1 of external signing: write the SHA-256 digest of the driver this build makes, for the remote key
@@ -55,12 +60,26 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode> {
     let object = args.input.read(&args.object)?;
     let session = Session::new(SessionOptions {
         target: args.target.target(),
-        runtime_version: args.runtime_version,
+        runtime_version: args
+            .runtime_version
+            .unwrap_or_else(|| default_runtime_version(&object, &file_name(&args.object))),
         verifier: VerifierOptions { max_instructions: args.max_instructions, ..VerifierOptions::default() },
+        program_type: args.program_type.clone(),
     })?;
     let in_object = |e: anyhow::Error| e.context(args.object.display().to_string());
-    let image = match session.build(&object, &file_name(&args.object)) {
-        Ok(image) => image,
+    let image = match session.build_report(&object, &file_name(&args.object)) {
+        Ok(BuiltDriver { image, left_out }) => {
+            for r in &left_out {
+                eprintln!(
+                    "warning: {}: program `{}` (section `{}`) left out of the driver: {}",
+                    args.object.display(),
+                    r.name,
+                    r.section_name,
+                    r.reason
+                );
+            }
+            image
+        }
         Err(DriverError::Unverified { rejections, .. }) => {
             for rejection in &rejections {
                 eprintln!("{}", diagnostic::render(rejection, false));

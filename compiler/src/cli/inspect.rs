@@ -12,11 +12,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use bpf2sys::elf;
 use bpf2sys::isa::{disasm, Imm64Kind, Instruction};
-use bpf2sys::platform::windows::WINDOWS;
+use bpf2sys::platform::Platform;
 use bpf2sys::program::{MapDefinition, Module, Pinning, Program};
 use serde_json::{json, Value};
 
-use super::common::{file_name, InputLimit, OutputFormat};
+use super::common::{file_name, InputLimit, OutputFormat, PlatformArg};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,14 +25,19 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     format: OutputFormat,
+    /// Platform whose conventions (map-type numbering, legacy map records) and program types apply.
+    #[arg(long, value_enum, default_value_t = PlatformArg::Windows)]
+    platform: PlatformArg,
     #[command(flatten)]
     input: InputLimit,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let bytes = args.input.read(&args.object)?;
-    let module = elf::load(&bytes, &file_name(&args.object)).with_context(|| args.object.display().to_string())?;
-    let report = describe(&module);
+    let platform = args.platform.platform();
+    let module = elf::load_with(&bytes, &file_name(&args.object), platform.conventions)
+        .with_context(|| args.object.display().to_string())?;
+    let report = describe_for(&module, platform);
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => print!("{}", render_text(&report)),
@@ -52,6 +57,10 @@ fn relocations(module: &Module, program: &Program) -> Vec<Value> {
             Instruction::LoadImm64 { kind: Imm64Kind::MapIndexValue, imm, next_imm, .. } => out.push(json!({
                 "slot": slot, "kind": "global", "map": imm, "map_name": map_name(imm), "offset": next_imm
             })),
+            Instruction::CallBtf { btf_id, .. } => {
+                let name = module.kfuncs.iter().find(|k| i64::from(k.id) == i64::from(btf_id)).map(|k| k.name.as_str());
+                out.push(json!({"slot": slot, "kind": "kfunc", "kfunc": btf_id, "function": name}))
+            }
             Instruction::CallLocal { offset } => {
                 let target = slot as i64 + 1 + i64::from(offset);
                 let function = program
@@ -81,14 +90,14 @@ fn helper_ids(program: &Program) -> Vec<u32> {
     ids
 }
 
-fn describe_program(module: &Module, program: &Program) -> Value {
-    let types = WINDOWS.program_type_for_section(&program.section_name);
+fn describe_program(module: &Module, program: &Program, platform: &'static Platform) -> Value {
+    let types = platform.program_type_for_section(&program.section_name);
     let helpers: Vec<Value> = helper_ids(program)
         .into_iter()
         .map(|id| {
             let proto = match types {
-                Some((pt, _)) => WINDOWS.helper(pt, id),
-                None => WINDOWS.global_helpers.iter().find(|h| h.id == id),
+                Some((pt, _)) => platform.helper(pt, id),
+                None => platform.global_helpers.iter().find(|h| h.id == id),
             };
             json!({"id": id, "name": proto.map(|p| p.name)})
         })
@@ -125,6 +134,7 @@ fn describe_program(module: &Module, program: &Program) -> Value {
         "entry_instruction_count": entry_len,
         "functions": program.functions.iter().map(|f| json!({"name": f.name, "start": f.start, "end": f.end})).collect::<Vec<_>>(),
         "helpers": helpers,
+        "kfuncs": program.kfunc_ids().into_iter().collect::<Vec<_>>(),
         "maps_referenced": maps_referenced,
         "relocations": relocations,
         "line_info_count": program.line_info.len(),
@@ -132,11 +142,11 @@ fn describe_program(module: &Module, program: &Program) -> Value {
     })
 }
 
-fn describe_map(module: &Module, index: usize, map: &MapDefinition) -> Value {
+fn describe_map(module: &Module, index: usize, map: &MapDefinition, platform: &Platform) -> Value {
     json!({
         "index": index,
         "name": map.name,
-        "type": map.map_type.name(),
+        "type": platform.map_type_name(map.map_type.0),
         "type_id": map.map_type.0,
         "key_size": map.key_size,
         "value_size": map.value_size,
@@ -149,7 +159,7 @@ fn describe_map(module: &Module, index: usize, map: &MapDefinition) -> Value {
 }
 
 /// The whole report as JSON (the text form is rendered from it, so both always agree).
-pub fn describe(module: &Module) -> Value {
+pub fn describe_for(module: &Module, platform: &'static Platform) -> Value {
     let mut sections: Vec<Value> = Vec::new();
     for p in &module.programs {
         match sections.iter_mut().find(|s| s["name"] == p.section_name.as_str()) {
@@ -161,10 +171,23 @@ pub fn describe(module: &Module) -> Value {
     json!({
         "module": module.name,
         "sections": sections,
-        "programs": module.programs.iter().map(|p| describe_program(module, p)).collect::<Vec<_>>(),
-        "maps": module.maps.iter().enumerate().map(|(i, m)| describe_map(module, i, m)).collect::<Vec<_>>(),
+        "programs": module.programs.iter().map(|p| describe_program(module, p, platform)).collect::<Vec<_>>(),
+        "refused_programs": module.refused_programs.iter().map(|r| json!({
+            "name": r.name, "section": r.section_name, "reason": r.reason
+        })).collect::<Vec<_>>(),
+        "maps": module.maps.iter().enumerate().map(|(i, m)| describe_map(module, i, m, platform)).collect::<Vec<_>>(),
+        "legacy_map_records": module.legacy_map_records.iter().map(|r| json!({
+            "map": map_name(r.map_index), "section": r.section, "offset": r.offset, "record_size": r.record_size,
+            "layout": r.layout.name()
+        })).collect::<Vec<_>>(),
+        // The btf_resolved_functions table in slot order (contract §5.3).
+        "kfuncs": module.kfunc_table().iter().enumerate().map(|(slot, k)| json!({
+            "slot": slot, "id": k.id, "name": k.name, "module_guid": k.module_guid.map(|g| g.to_string()),
+            "weak": k.weak
+        })).collect::<Vec<_>>(),
         "global_sections": module.global_sections.iter().map(|g| json!({
-            "section": g.kind.section_name(), "map": map_name(g.map_index), "size": g.initial_data.len()
+            "section": g.section_name, "kind": format!("{:?}", g.kind).to_lowercase(), "map": map_name(g.map_index),
+            "size": g.initial_data.len()
         })).collect::<Vec<_>>(),
         "map_initial_values": module.map_initial_values.iter().map(|v| json!({
             "map": map_name(v.map_index), "values": v.values
@@ -180,7 +203,7 @@ fn s(v: &Value) -> String {
     }
 }
 
-/// Human-readable rendering of [`describe`]'s report.
+/// Human-readable rendering of [`describe_for`]'s report.
 pub fn render_text(r: &Value) -> String {
     let mut o = String::new();
     let empty = Vec::new();
@@ -205,6 +228,30 @@ pub fn render_text(r: &Value) -> String {
     }
     for g in arr(&r["global_sections"]) {
         let _ = writeln!(o, "  global section {} -> map {} ({} bytes)", s(&g["section"]), s(&g["map"]), g["size"]);
+    }
+    for l in arr(&r["legacy_map_records"]) {
+        let _ = writeln!(
+            o,
+            "  legacy record {} at {}+{} ({} bytes, {})",
+            s(&l["map"]),
+            s(&l["section"]),
+            l["offset"],
+            l["record_size"],
+            s(&l["layout"])
+        );
+    }
+    for k in arr(&r["kfuncs"]) {
+        let _ = writeln!(
+            o,
+            "  kfunc slot {}: {} (module {}, id {})",
+            k["slot"],
+            s(&k["name"]),
+            s(&k["module_guid"]),
+            k["id"]
+        );
+    }
+    for p in arr(&r["refused_programs"]) {
+        let _ = writeln!(o, "  refused program {} (section {}): {}", s(&p["name"]), s(&p["section"]), s(&p["reason"]));
     }
     for v in arr(&r["map_initial_values"]) {
         let values: Vec<String> = arr(&v["values"]).iter().map(s).collect();
@@ -251,6 +298,9 @@ pub fn render_text(r: &Value) -> String {
                     rel["offset"],
                     rel["map"]
                 ),
+                Some("kfunc") => {
+                    writeln!(o, "    slot {}: kfunc {} (id {})", rel["slot"], s(&rel["function"]), rel["kfunc"])
+                }
                 _ => writeln!(o, "    slot {}: call {} at slot {}", rel["slot"], s(&rel["function"]), rel["target"]),
             };
         }

@@ -44,12 +44,15 @@ pub struct VerifyArgs {
 pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     let platform = args.platform.platform();
     let bytes = args.input.read(&args.object)?;
-    let module =
-        bpf2sys::elf::load(&bytes, &file_name(&args.object)).with_context(|| args.object.display().to_string())?;
+    let module = bpf2sys::elf::load_with(&bytes, &file_name(&args.object), platform.conventions)
+        .with_context(|| args.object.display().to_string())?;
+    platform.check_maps(&module.maps).with_context(|| args.object.display().to_string())?;
     let selected: Vec<usize> = (0..module.programs.len())
         .filter(|&i| args.program.as_ref().is_none_or(|n| module.programs[i].name == *n))
         .collect();
-    if selected.is_empty() {
+    let refused: Vec<_> =
+        module.refused_programs.iter().filter(|r| args.program.as_ref().is_none_or(|n| r.name == *n)).collect();
+    if selected.is_empty() && refused.is_empty() {
         match &args.program {
             Some(n) => bail!("{}: no program named `{n}`", args.object.display()),
             None => bail!("{}: the object contains no programs", args.object.display()),
@@ -62,8 +65,16 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
         ..VerifierOptions::default()
     };
     let json = args.format == OutputFormat::Json;
-    let mut rejected = false;
+    let mut rejected = !refused.is_empty();
     let mut results = Vec::new();
+    // Programs the front end could not build (they reach an undefined symbol) are not verified.
+    for r in refused {
+        if json {
+            results.push(serde_json::json!({"program": r.name, "section": r.section_name, "verified": false, "refused": r.reason}));
+        } else {
+            eprintln!("error: program `{}` (section `{}`) cannot be built: {}", r.name, r.section_name, r.reason);
+        }
+    }
     for i in selected {
         let program = &module.programs[i];
         let pt = match &args.program_type {

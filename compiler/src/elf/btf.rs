@@ -112,7 +112,15 @@ pub struct BtfType {
     pub members: Vec<BtfMember>,
     /// DATASEC entries.
     pub sec_infos: Vec<BtfVarSecInfo>,
+    /// The `vlen` field of `info`: FUNC linkage (0 static, 1 global, 2 extern) for FUNC, else the entry count.
+    pub vlen: u16,
+    /// The u32 that follows INT, VAR and DECL_TAG: INT encoding, VAR linkage, DECL_TAG `component_idx` (-1 =
+    /// the tag applies to the type itself).
+    pub extra: u32,
 }
+
+/// `BTF_FUNC_EXTERN`: FUNC linkage of a function defined outside the object (btf.rst §2.2.12).
+pub const FUNC_LINKAGE_EXTERN: u16 = 2;
 
 /// The parsed `.BTF` section.
 #[derive(Clone, Debug, Default)]
@@ -231,6 +239,8 @@ impl Btf {
                 array: None,
                 members: Vec::new(),
                 sec_infos: Vec::new(),
+                vlen: vlen as u16,
+                extra: 0,
             };
             // Each vlen record has a known size; check the whole run fits before reserving anything.
             let record = |size: usize| -> Result<(), BtfError> {
@@ -246,7 +256,7 @@ impl Btf {
             };
             match kind {
                 BtfKind::Int | BtfKind::Var | BtfKind::DeclTag => {
-                    tr.u32_at(at)?;
+                    ty.extra = tr.u32_at(at)?;
                     at += 4;
                 }
                 BtfKind::Array => {
@@ -358,6 +368,11 @@ impl Btf {
             }
             _ => None,
         })
+    }
+
+    /// Every type with its id, in id order.
+    pub fn types(&self) -> impl Iterator<Item = (u32, &BtfType)> {
+        self.types.iter().enumerate().filter_map(|(id, t)| t.as_ref().map(|t| (id as u32, t)))
     }
 
     /// Follows typedef / const / volatile / restrict / type-tag links to the underlying type id.

@@ -10,8 +10,12 @@ use std::collections::{HashMap, HashSet};
 use object::elf;
 
 use super::btf::{Btf, BtfKind, BtfType};
-use super::{ElfError, Object, Symbol, R_BPF_64_ABS64};
-use crate::program::{GlobalSection, GlobalSectionKind, MapDefinition, MapInitialValues, MapType, Pinning, Program};
+use super::ObjectConventions;
+use super::{ElfError, Object, Symbol, R_BPF_64_64, R_BPF_64_ABS64};
+use crate::program::{
+    GlobalSection, GlobalSectionKind, LegacyLayout, LegacyMapRecord, MapDefinition, MapInitialValues, MapType, Pinning,
+    Program,
+};
 
 /// Size of `ebpf_map_definition_in_file_t`, the Windows legacy map record (contract §2.2).
 const LEGACY_RECORD_SIZE: u64 = 32;
@@ -46,6 +50,7 @@ struct BtfMapSymbol {
 pub(crate) struct MapLayout {
     pub maps: Vec<MapDefinition>,
     pub global_sections: Vec<GlobalSection>,
+    pub legacy_records: Vec<LegacyMapRecord>,
     legacy: Vec<LegacySection>,
     maps_section: Option<usize>,
     /// Sorted by offset (the order of the `.maps` symbols).
@@ -149,10 +154,83 @@ fn data_symbols<'o, 'a>(object: &'o Object<'a>, section: usize) -> Vec<&'o Symbo
     syms
 }
 
-/// Legacy Windows map records in `maps` or `maps/<name>` (contract §6): record size = section size / number of
-/// named symbols; each record is read as a zero-padded `ebpf_map_definition_in_file_t`.
-fn legacy_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<Vec<LegacySection>, ElfError> {
+/// One legacy record decoded into the fields every layout has in common.
+struct LegacyFields {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    /// Module-wide index of the inner-map template, if the layout has the field.
+    inner_map_idx: Option<u32>,
+    pinning: u32,
+    id: u32,
+    inner_id: u32,
+}
+
+/// Decodes one record (coverage §3, §5). Windows: `ebpf_map_definition_in_file_t`, shorter records
+/// zero-extended, longer ones truncated (bpf2c). Linux: the record size picks the layout, since offsets 16–24
+/// mean different things in each — 16/20/28 bytes are `bpf_map_def` / `bpf_load_map_def` (map_flags @16,
+/// inner_map_idx @20), 36 bytes iproute2's `bpf_elf_map` (flags @16, id @20, pinning @24, inner_id @28,
+/// inner_idx @32).
+fn decode_legacy(
+    record: &[u8],
+    conventions: ObjectConventions,
+    section: &str,
+) -> Result<(LegacyLayout, LegacyFields), ElfError> {
+    let f = |at: usize| u32_field(record, at);
+    let common = |inner_map_idx, pinning, id, inner_id| LegacyFields {
+        map_type: f(0),
+        key_size: f(4),
+        value_size: f(8),
+        max_entries: f(12),
+        inner_map_idx,
+        pinning,
+        id,
+        inner_id,
+    };
+    Ok(match conventions {
+        ObjectConventions::Windows => (LegacyLayout::Windows, common(Some(f(16)), f(20), f(24), f(28))),
+        ObjectConventions::Linux => match record.len() {
+            16 | 20 | 24 => (LegacyLayout::LinuxBpfMapDef, common(None, 0, 0, 0)),
+            28 | 32 => (LegacyLayout::LinuxBpfMapDef, common(Some(f(20)), 0, 0, 0)),
+            36 => {
+                // iproute2 pinning: 0 none, 1 object namespace, 2 global namespace — all by name.
+                let pin = match f(24) {
+                    0 => 0,
+                    1 | 2 => 1,
+                    other => {
+                        return Err(ElfError::Section {
+                            section: section.to_string(),
+                            what: format!(
+                                "bpf_elf_map pinning {other} is not PIN_NONE, PIN_OBJECT_NS or PIN_GLOBAL_NS"
+                            ),
+                        })
+                    }
+                };
+                (LegacyLayout::LinuxBpfElfMap, common(None, pin, f(20), f(28)))
+            }
+            other => {
+                return Err(ElfError::Section {
+                    section: section.to_string(),
+                    what: format!("{other}-byte map records match no Linux layout (16, 20, 28 or 36 bytes)"),
+                })
+            }
+        },
+    })
+}
+
+/// Legacy map records in `maps` or `maps/<name>` (contract §6, coverage §3/§5): record size = section size /
+/// number of named symbols. `inner_map_idx` names a map across every legacy section of the module (its index
+/// in the module's map list, where legacy maps come first), not within the record's own section.
+fn legacy_maps(
+    object: &Object,
+    conventions: ObjectConventions,
+    maps: &mut Vec<MapDefinition>,
+    records: &mut Vec<LegacyMapRecord>,
+) -> Result<Vec<LegacySection>, ElfError> {
     let mut sections = Vec::new();
+    // (map index, inner_map_idx) of map-in-maps that name their template by index.
+    let mut by_index: Vec<(usize, u32)> = Vec::new();
     for section in &object.sections {
         if section.name != "maps" && !section.name.starts_with("maps/") {
             continue;
@@ -189,51 +267,70 @@ fn legacy_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<Vec<Leg
                 });
             }
             let start = sym.value as usize;
-            let take = record_size.min(LEGACY_RECORD_SIZE) as usize;
-            let mut record = [0u8; LEGACY_RECORD_SIZE as usize];
-            record[..take].copy_from_slice(&section.data[start..start + take]);
-            let map_type = MapType(u32_field(&record, 0));
-            let inner_map_idx = u32_field(&record, 16);
-            let inner_id = u32_field(&record, 28);
-            // For a map-in-map the record names its inner template by index (0 is a valid index here; the
-            // kernel's "0 = unset" convention only applies to the emitted table).
-            let inner_map_index = if map_type.is_map_of_maps() && inner_id == 0 {
-                let idx = inner_map_idx as usize;
-                if idx >= syms.len() || idx == i {
-                    return Err(map_error(
-                        sym.name,
-                        format!("inner_map_idx {idx} does not name another map in '{}'", section.name),
-                    ));
+            let raw = &section.data[start..start + record_size as usize];
+            let take = raw.len().min(LEGACY_RECORD_SIZE as usize);
+            let (layout, fields) = match conventions {
+                ObjectConventions::Windows => {
+                    let mut record = [0u8; LEGACY_RECORD_SIZE as usize];
+                    record[..take].copy_from_slice(&raw[..take]);
+                    decode_legacy(&record, conventions, section.name)?
                 }
-                Some(first_map + idx)
-            } else {
-                None
+                ObjectConventions::Linux => decode_legacy(raw, conventions, section.name)?,
             };
+            let map_type = MapType(fields.map_type);
+            let map_index = maps.len();
+            // The user-mode verifier resolves `inner_id` first, then `inner_map_idx` (0 is map 0 there).
+            if conventions.is_map_of_maps(map_type) && fields.inner_id == 0 {
+                if let Some(idx) = fields.inner_map_idx {
+                    by_index.push((map_index, idx));
+                }
+            }
             maps.push(MapDefinition {
                 name: sym.name.to_string(),
                 map_type,
-                key_size: u32_field(&record, 4),
-                value_size: u32_field(&record, 8),
-                max_entries: u32_field(&record, 12),
-                inner_map_index,
-                pinning: pinning(sym.name, u32_field(&record, 20))?,
-                id: u32_field(&record, 24),
-                inner_id,
+                key_size: fields.key_size,
+                value_size: fields.value_size,
+                max_entries: fields.max_entries,
+                inner_map_index: None,
+                pinning: pinning(sym.name, fields.pinning)?,
+                id: fields.id,
+                inner_id: fields.inner_id,
+            });
+            records.push(LegacyMapRecord {
+                map_index,
+                section: section.name.to_string(),
+                offset: sym.value,
+                record_size,
+                layout,
             });
         }
         sections.push(LegacySection { section: section.index, record_size, first_map, count: syms.len() });
     }
-    // Resolve inner maps given by template id (first map with that id).
-    let mut by_id: HashMap<u32, usize> = HashMap::new();
+    let legacy_count = maps.len();
+    for (map_index, idx) in by_index {
+        let idx = idx as usize;
+        if idx >= legacy_count || idx == map_index {
+            let section = &records[map_index].section;
+            return Err(map_error(
+                &maps[map_index].name,
+                format!(
+                    "inner_map_idx {idx} (in '{section}') does not name another of the module's {legacy_count} legacy maps"
+                ),
+            ));
+        }
+        maps[map_index].inner_map_index = Some(idx);
+    }
+    // Resolve inner maps given by template id (first other map with that id).
+    let mut by_id: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, m) in maps.iter().enumerate() {
-        by_id.entry(m.id).or_insert(i);
+        by_id.entry(m.id).or_default().push(i);
     }
     for (i, map) in maps.iter_mut().enumerate() {
         if map.inner_id != 0 && map.inner_map_index.is_none() {
             let inner_id = map.inner_id;
-            match by_id.get(&inner_id).copied() {
-                Some(j) if j != i => map.inner_map_index = Some(j),
-                _ => return Err(map_error(&map.name, format!("inner_id {inner_id} matches no other map's id"))),
+            match by_id.get(&inner_id).and_then(|c| c.iter().copied().find(|&j| j != i)) {
+                Some(j) => map.inner_map_index = Some(j),
+                None => return Err(map_error(&map.name, format!("inner_id {inner_id} matches no other map's id"))),
             }
         }
     }
@@ -271,7 +368,13 @@ fn btf_type_size(btf: &Btf, map: &str, member: &str, type_id: u32) -> Result<u32
     u32::try_from(size).map_err(|_| map_error(map, format!("{member} size {size} does not fit 32 bits")))
 }
 
-fn parse_btf_map_def(btf: &Btf, name: &str, struct_id: u32, inner: bool) -> Result<BtfMapDef, ElfError> {
+fn parse_btf_map_def(
+    btf: &Btf,
+    conventions: ObjectConventions,
+    name: &str,
+    struct_id: u32,
+    inner: bool,
+) -> Result<BtfMapDef, ElfError> {
     let st: &BtfType = btf.get(struct_id)?;
     if st.kind != BtfKind::Struct {
         return Err(map_error(name, format!("BTF type {struct_id} is a {:?}, not a map definition struct", st.kind)));
@@ -322,7 +425,7 @@ fn parse_btf_map_def(btf: &Btf, name: &str, struct_id: u32, inner: bool) -> Resu
         }
     }
     let map_type = MapType(map_type.ok_or_else(|| map_error(name, "no 'type' member"))?);
-    if values.is_some() && (map_type.is_map_of_maps() || map_type == MapType::PROG_ARRAY) {
+    if values.is_some() && (conventions.is_map_of_maps(map_type) || map_type == MapType::PROG_ARRAY) {
         // Map-in-map and program-array values are 32-bit ids (libbpf defaults value_size to 4).
         let v = value_size.unwrap_or(4);
         set(&mut value_size, v, "value size")?;
@@ -332,7 +435,9 @@ fn parse_btf_map_def(btf: &Btf, name: &str, struct_id: u32, inner: bool) -> Resu
         map_type,
         key_size: key_size.unwrap_or(0),
         value_size: value_size.unwrap_or(0),
-        max_entries: max_entries.ok_or_else(|| map_error(name, "no 'max_entries' member"))?,
+        // Without `max_entries` the map is declared with 0 (libbpf leaves it 0 and fills it in for some types,
+        // coverage §4.4); whether 0 is acceptable is the platform's decision, not the object format's.
+        max_entries: max_entries.unwrap_or(0),
         inner_map_index: None,
         pinning: pinning(name, pin)?,
         id: struct_id,
@@ -342,7 +447,11 @@ fn parse_btf_map_def(btf: &Btf, name: &str, struct_id: u32, inner: bool) -> Resu
 }
 
 /// BTF maps: every symbol in `.maps`, in offset order, typed by the VAR of the same name in DATASEC `.maps`.
-fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<usize>, Vec<BtfMapSymbol>), ElfError> {
+fn btf_maps(
+    object: &Object,
+    conventions: ObjectConventions,
+    maps: &mut Vec<MapDefinition>,
+) -> Result<(Option<usize>, Vec<BtfMapSymbol>), ElfError> {
     let Some(section) = object.sections.iter().find(|s| s.name == ".maps") else { return Ok((None, Vec::new())) };
     let syms = data_symbols(object, section.index);
     if syms.is_empty() {
@@ -377,7 +486,7 @@ fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<us
         let var = vars.get(sym.name.as_bytes()).copied();
         let var = var.ok_or_else(|| map_error(sym.name, "no BTF variable of this name in DATASEC '.maps'"))?;
         let struct_id = btf.skip_modifiers(var.size_or_type)?;
-        let def = parse_btf_map_def(btf, sym.name, struct_id, false)?;
+        let def = parse_btf_map_def(btf, conventions, sym.name, struct_id, false)?;
         parsed.push((sym, def));
     }
     let first = maps.len();
@@ -386,7 +495,7 @@ fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<us
         maps.push(def.def.clone());
         let values = match def.values {
             None => None,
-            Some((off, _)) if def.def.map_type.is_map_of_maps() => Some((off, ValuesOf::Maps)),
+            Some((off, _)) if conventions.is_map_of_maps(def.def.map_type) => Some((off, ValuesOf::Maps)),
             Some((off, _)) if def.def.map_type == MapType::PROG_ARRAY => Some((off, ValuesOf::Programs)),
             Some(_) => {
                 return Err(map_error(sym.name, "'values' is only allowed in map-in-map and program-array maps"))
@@ -400,7 +509,7 @@ fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<us
         declared_by_id.entry(map.id).or_insert(j);
     }
     for (i, (sym, def)) in parsed.iter().enumerate() {
-        if !def.def.map_type.is_map_of_maps() {
+        if !conventions.is_map_of_maps(def.def.map_type) {
             continue;
         }
         let Some((_, inner_struct)) = def.values else {
@@ -410,7 +519,7 @@ fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<us
             Some(j) => j,
             None => {
                 let inner_name = format!("{}.inner", sym.name);
-                let inner = parse_btf_map_def(btf, &inner_name, inner_struct, true)?;
+                let inner = parse_btf_map_def(btf, conventions, &inner_name, inner_struct, true)?;
                 maps.push(inner.def);
                 maps.len() - 1
             }
@@ -421,69 +530,115 @@ fn btf_maps(object: &Object, maps: &mut Vec<MapDefinition>) -> Result<(Option<us
     Ok((Some(section.index), out))
 }
 
-/// One ARRAY map per `.data` / `.rodata` / `.bss` section (contract §6).
 /// Global sections and their (ELF section index, map index) pairs.
 type GlobalMaps = (Vec<GlobalSection>, Vec<(usize, usize)>);
 
+/// Longest map name libbpf derives from a section name (`BPF_OBJ_NAME_LEN` − 1).
+const MAX_DERIVED_NAME: usize = 15;
+
+/// The backing map's name (coverage §4.3): `.data`, `.rodata`, `.bss` get the first 7 characters of the C name
+/// in front, as bpf2c does (contract §6, `global_.rodata`); a named section (`.rodata.str1.1`, `.data.custom`)
+/// is its own name cut to 15 characters, as libbpf does; characters outside `[A-Za-z0-9_.]` become `_`.
+fn global_map_name(module_name: &str, section: &str) -> String {
+    let raw: String = if section.matches('.').count() >= 2 {
+        section.chars().take(MAX_DERIVED_NAME).collect()
+    } else {
+        module_name.chars().take(7).chain(section.chars()).collect()
+    };
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' }).collect()
+}
+
+/// ELF sections that instructions reference through relocations.
+fn sections_referenced_by_code(object: &Object) -> HashSet<usize> {
+    let mut out = HashSet::new();
+    for code in object.sections.iter().filter(|s| s.is_executable()) {
+        for r in &object.relocations[code.index] {
+            if let Some(section) = object.symbols.get(r.symbol).and_then(|s| s.section) {
+                out.insert(section);
+            }
+        }
+    }
+    out
+}
+
+/// Checks a global-data section's DATASEC against the ELF (clang leaves the DATASEC size and non-static
+/// variable offsets 0 in objects; libbpf fills them in from the ELF): a non-zero size must match, and every
+/// variable must be a symbol of this section whose BTF size fits inside it. Returns the DATASEC's type id.
+fn check_datasec(object: &Object, section: &super::Section) -> Result<Option<(u32, usize)>, ElfError> {
+    let Some(btf) = &object.btf else { return Ok(None) };
+    let Some((datasec_id, datasec)) = btf.datasec(section.name) else { return Ok(None) };
+    let err = |what: String| ElfError::Section { section: section.name.to_string(), what };
+    let symbols_by_name: HashMap<&[u8], &Symbol> =
+        object.section_symbols(section.index).map(|s| (s.name.as_bytes(), s)).collect();
+    let btf_size = u64::from(datasec.size_or_type);
+    if btf_size != 0 && btf_size != section.size {
+        return Err(err(format!("BTF DATASEC size {btf_size} differs from the section size {}", section.size)));
+    }
+    for info in &datasec.sec_infos {
+        let var = btf.get(info.type_id)?;
+        if var.kind != BtfKind::Var {
+            return Err(err(format!("DATASEC entry type {} is a {:?}, not a variable", info.type_id, var.kind)));
+        }
+        let var_name = btf.str_bytes(var.name_offset)?;
+        let symbol = symbols_by_name
+            .get(var_name)
+            .copied()
+            .ok_or_else(|| err(format!("BTF variable '{}' has no symbol in the section", btf.name(var.name_offset))))?;
+        if symbol.value.saturating_add(u64::from(info.size)) > section.size {
+            return Err(err(format!(
+                "BTF variable '{}' ({} bytes at offset {}) overruns the section ({} bytes)",
+                symbol.name, info.size, symbol.value, section.size
+            )));
+        }
+    }
+    Ok(Some((datasec_id, datasec.sec_infos.len())))
+}
+
+/// One ARRAY map per global-data section — `.data`, `.rodata`, `.bss` and their named variants `.data.*`,
+/// `.rodata.*`, `.bss.*` (contract §6; libbpf `bpf_object__init_global_data_maps`, coverage §4.3): key 4,
+/// value = the section, one entry. Empty sections make no map, nor does a read-only section that no
+/// instruction references and that declares no variable (string-literal pools of dead code, for example).
 fn global_maps(object: &Object, module_name: &str, maps: &mut Vec<MapDefinition>) -> Result<GlobalMaps, ElfError> {
     let mut sections = Vec::new();
     let mut index = Vec::new();
+    let referenced = sections_referenced_by_code(object);
+    let mut names: HashMap<String, &str> = HashMap::new();
     for section in &object.sections {
-        let kind = match section.name {
-            ".data" => GlobalSectionKind::Data,
-            ".rodata" => GlobalSectionKind::Rodata,
-            ".bss" => GlobalSectionKind::Bss,
-            _ => continue,
-        };
+        let Some(kind) = GlobalSectionKind::of_section(section.name) else { continue };
+        if !matches!(section.sh_type, elf::SHT_PROGBITS | elf::SHT_NOBITS)
+            || section.flags & u64::from(elf::SHF_ALLOC) == 0
+            || section.size == 0
+        {
+            continue;
+        }
         let err = |what: String| ElfError::Section { section: section.name.to_string(), what };
         if section.size > MAX_GLOBAL_SECTION_SIZE {
             return Err(err(format!("size {} exceeds the 1 MiB limit for global variables", section.size)));
         }
-        let initial_data = if kind == GlobalSectionKind::Bss {
+        if let Some(r) = object.relocations[section.index].iter().find(|r| r.kind != super::R_BPF_NONE) {
+            return Err(ElfError::Relocation {
+                section: section.name.to_string(),
+                offset: r.offset,
+                what: "global data holds a relocated pointer, which the runtime cannot fill in".into(),
+            });
+        }
+        let datasec = check_datasec(object, section)?;
+        let has_variables = datasec.is_some_and(|(_, vars)| vars > 0)
+            || object.section_symbols(section.index).any(|s| s.kind == elf::STT_OBJECT);
+        if kind == GlobalSectionKind::Rodata && !has_variables && !referenced.contains(&section.index) {
+            continue;
+        }
+        let initial_data = if kind == GlobalSectionKind::Bss || section.sh_type == elf::SHT_NOBITS {
             vec![0u8; section.size as usize]
         } else if section.data.len() as u64 == section.size {
             section.data.to_vec()
         } else {
             return Err(err("has no file contents".into()));
         };
-        let mut id = 0;
-        if let Some(btf) = &object.btf {
-            if let Some((datasec_id, datasec)) = btf.datasec(section.name) {
-                // clang leaves the DATASEC size and variable offsets 0 in objects (libbpf fills them in from the
-                // ELF); check what is there: a non-zero size must match, and every variable must be a symbol of
-                // this section whose BTF size fits inside it.
-                let symbols_by_name: HashMap<&[u8], &Symbol> =
-                    object.section_symbols(section.index).map(|s| (s.name.as_bytes(), s)).collect();
-                let btf_size = u64::from(datasec.size_or_type);
-                if btf_size != 0 && btf_size != section.size {
-                    return Err(err(format!(
-                        "BTF DATASEC size {btf_size} differs from the section size {}",
-                        section.size
-                    )));
-                }
-                for info in &datasec.sec_infos {
-                    let var = btf.get(info.type_id)?;
-                    if var.kind != BtfKind::Var {
-                        return Err(err(format!(
-                            "DATASEC entry type {} is a {:?}, not a variable",
-                            info.type_id, var.kind
-                        )));
-                    }
-                    let var_name = btf.str_bytes(var.name_offset)?;
-                    let symbol = symbols_by_name.get(var_name).copied().ok_or_else(|| {
-                        err(format!("BTF variable '{}' has no symbol in the section", btf.name(var.name_offset)))
-                    })?;
-                    if symbol.value.saturating_add(u64::from(info.size)) > section.size {
-                        return Err(err(format!(
-                            "BTF variable '{}' ({} bytes at offset {}) overruns the section ({} bytes)",
-                            symbol.name, info.size, symbol.value, section.size
-                        )));
-                    }
-                }
-                id = datasec_id;
-            }
+        let name = global_map_name(module_name, section.name);
+        if let Some(other) = names.insert(name.clone(), section.name) {
+            return Err(err(format!("its map name '{name}' is also the map name of section '{other}'")));
         }
-        let name: String = module_name.chars().take(7).chain(section.name.chars()).collect();
         maps.push(MapDefinition {
             name,
             map_type: MapType::ARRAY,
@@ -492,20 +647,26 @@ fn global_maps(object: &Object, module_name: &str, maps: &mut Vec<MapDefinition>
             max_entries: 1,
             inner_map_index: None,
             pinning: Pinning::None,
-            id,
+            id: datasec.map_or(0, |(id, _)| id),
             inner_id: 0,
         });
         index.push((section.index, maps.len() - 1));
-        sections.push(GlobalSection { kind, map_index: maps.len() - 1, initial_data });
+        sections.push(GlobalSection {
+            section_name: section.name.to_string(),
+            kind,
+            map_index: maps.len() - 1,
+            initial_data,
+        });
     }
     Ok((sections, index))
 }
 
 /// Builds the module's map list.
-pub(crate) fn build(object: &Object, module_name: &str) -> Result<MapLayout, ElfError> {
+pub(crate) fn build(object: &Object, module_name: &str, conventions: ObjectConventions) -> Result<MapLayout, ElfError> {
     let mut maps = Vec::new();
-    let legacy = legacy_maps(object, &mut maps)?;
-    let (maps_section, btf_maps) = btf_maps(object, &mut maps)?;
+    let mut legacy_records = Vec::new();
+    let legacy = legacy_maps(object, conventions, &mut maps, &mut legacy_records)?;
+    let (maps_section, btf_maps) = btf_maps(object, conventions, &mut maps)?;
     let (global_sections, globals) = global_maps(object, module_name, &mut maps)?;
     let mut roles = HashMap::new();
     for (i, l) in legacy.iter().enumerate() {
@@ -521,7 +682,7 @@ pub(crate) fn build(object: &Object, module_name: &str) -> Result<MapLayout, Elf
     for (i, m) in btf_maps.iter().enumerate() {
         btf_map_at.entry(m.offset).or_insert(i);
     }
-    Ok(MapLayout { maps, global_sections, legacy, maps_section, btf_maps, btf_map_at, roles })
+    Ok(MapLayout { maps, global_sections, legacy_records, legacy, maps_section, btf_maps, btf_map_at, roles })
 }
 
 /// `values` initialisers from `.rel.maps` (contract §6): slot `i` of the map's `values` array names a map (map-in-map)
@@ -539,13 +700,18 @@ pub(crate) fn initial_values(
     for m in &layout.btf_maps {
         if let Some((values_offset, _)) = m.values {
             let def = &layout.maps[m.map_index];
+            // Without an initialiser the symbol ends at `values`, which only declares the inner type: any key
+            // size then (libbpf needs 4-byte keys only for maps with slots, coverage §4.5).
+            let count = m.size.saturating_sub(values_offset) / 8;
+            if count == 0 {
+                continue;
+            }
             if def.key_size != 4 {
                 return Err(map_error(
                     &def.name,
-                    format!("a map with 'values' needs 4-byte keys, not {}", def.key_size),
+                    format!("a map with 'values' initialisers needs 4-byte keys, not {}", def.key_size),
                 ));
             }
-            let count = m.size.saturating_sub(values_offset) / 8;
             if count > u64::from(def.max_entries) {
                 return Err(map_error(
                     &def.name,
@@ -569,8 +735,13 @@ pub(crate) fn initial_values(
         if rel < values_offset || (rel - values_offset) % 8 != 0 {
             return Err(err(format!("relocation inside map '{}' is not on a 'values' slot", def.name)));
         }
-        if reloc.kind != R_BPF_64_ABS64 {
-            return Err(err(format!("'values' relocation has type {}, expected R_BPF_64_ABS64", reloc.kind)));
+        // Clang before LLVM 13 writes 64-bit data relocations as R_BPF_64_64, later ones as R_BPF_64_ABS64
+        // (coverage §4.2); libbpf accepts either in `.maps`.
+        if !matches!(reloc.kind, R_BPF_64_ABS64 | R_BPF_64_64) {
+            return Err(err(format!(
+                "'values' relocation has type {}, expected R_BPF_64_ABS64 (2) or R_BPF_64_64 (1)",
+                reloc.kind
+            )));
         }
         let slot = ((rel - values_offset) / 8) as usize;
         let symbol = object.symbol(reloc.symbol, ".maps", reloc.offset)?;
@@ -585,7 +756,7 @@ pub(crate) fn initial_values(
                 layout.maps[target.map_index].name.clone()
             }
             ValuesOf::Programs => {
-                let is_program = symbol.kind == elf::STT_FUNC
+                let is_program = symbol.starts_function()
                     && program_names.contains(symbol.name)
                     && symbol.section.and_then(|s| object.sections.get(s)).is_some_and(|s| s.is_executable());
                 if !is_program {

@@ -19,6 +19,7 @@
 //! [`ElfError`] naming the section, symbol or offset — never a panic, a hang or an unbounded allocation.
 
 pub mod btf;
+mod kfuncs;
 mod maps;
 mod programs;
 
@@ -28,7 +29,7 @@ use object::LittleEndian as LE;
 use thiserror::Error;
 
 use crate::isa::DecodeError;
-use crate::program::Module;
+use crate::program::{MapType, Module};
 
 pub use btf::BtfError;
 
@@ -101,8 +102,23 @@ pub(crate) struct Symbol<'a> {
     pub value: u64,
     pub size: u64,
     pub kind: u8,
+    /// `STB_LOCAL`, `STB_GLOBAL` or `STB_WEAK`.
+    pub binding: u8,
     /// Section index; `None` for undefined, absolute and common symbols.
     pub section: Option<usize>,
+}
+
+impl Symbol<'_> {
+    /// Whether the symbol starts a function in an executable section: any `STT_FUNC`, or a global/weak
+    /// `STT_NOTYPE` symbol — older clang/LLVM emit program entries as `NOTYPE GLOBAL` with size 0
+    /// (object-and-platform-coverage.md §4.1; libbpf ≤ v0.1 names programs by their first global symbol).
+    /// Local `NOTYPE` symbols in code are branch labels (`LBB0_3`) and start nothing.
+    pub fn starts_function(&self) -> bool {
+        self.kind == elf::STT_FUNC
+            || (self.kind == elf::STT_NOTYPE
+                && matches!(self.binding, elf::STB_GLOBAL | elf::STB_WEAK)
+                && !self.name.is_empty())
+    }
 }
 
 /// A relocation entry, with its symbol index resolved later.
@@ -213,7 +229,14 @@ impl<'a> Object<'a> {
             } else {
                 utf8_name(name)
             };
-            symbols.push(Symbol { name, value: sym.st_value(endian), size: sym.st_size(endian), kind, section });
+            symbols.push(Symbol {
+                name,
+                value: sym.st_value(endian),
+                size: sym.st_size(endian),
+                kind,
+                binding: sym.st_bind(),
+                section,
+            });
         }
 
         let mut relocations: Vec<Vec<Relocation>> = vec![Vec::new(); sections.len()];
@@ -291,21 +314,55 @@ pub fn c_name(file_name: &str) -> String {
     base.split('.').next().unwrap_or(base).to_string()
 }
 
-/// Loads an eBPF ELF object. `file_name` supplies the module's C name (global-data maps are named after it).
+/// Whose conventions an object follows where the ELF alone does not say: the numbering of map types (which
+/// ones are map-in-map) and the layout of legacy map records (coverage §3, §5, §6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ObjectConventions {
+    /// eBPF for Windows: `ebpf_map_type_t` numbering, 32-byte `ebpf_map_definition_in_file_t` records.
+    #[default]
+    Windows,
+    /// Linux: `enum bpf_map_type` numbering, `bpf_map_def` / `bpf_load_map_def` / iproute2 `bpf_elf_map` records.
+    Linux,
+}
+
+impl ObjectConventions {
+    /// Whether maps of this type hold maps (HASH_OF_MAPS / ARRAY_OF_MAPS: 6/7 on Windows, 13/12 on Linux).
+    pub fn is_map_of_maps(self, map_type: MapType) -> bool {
+        match self {
+            ObjectConventions::Windows => map_type.is_map_of_maps(),
+            ObjectConventions::Linux => matches!(map_type.0, 12 | 13),
+        }
+    }
+}
+
+/// Loads an eBPF ELF object with eBPF for Windows conventions. `file_name` supplies the module's C name
+/// (global-data maps are named after it).
 pub fn load(bytes: &[u8], file_name: &str) -> Result<Module, ElfError> {
+    load_with(bytes, file_name, ObjectConventions::Windows)
+}
+
+/// Loads an eBPF ELF object following the given platform conventions.
+pub fn load_with(bytes: &[u8], file_name: &str, conventions: ObjectConventions) -> Result<Module, ElfError> {
     let object = Object::parse(bytes)?;
     let name = c_name(file_name);
-    let map_layout = maps::build(&object, &name)?;
-    let programs = programs::build(&object, &map_layout)?;
-    let map_initial_values = maps::initial_values(&object, &map_layout, &programs)?;
+    let map_layout = maps::build(&object, &name, conventions)?;
+    let kfuncs = kfuncs::discover(&object)?;
+    let built = programs::build(&object, &map_layout, &kfuncs)?;
+    let map_initial_values = maps::initial_values(&object, &map_layout, &built.programs)?;
     Ok(Module {
         name,
-        programs,
+        programs: built.programs,
         maps: map_layout.maps,
         global_sections: map_layout.global_sections,
         map_initial_values,
+        kfuncs: kfuncs.into_iter().map(|k| k.kfunc).collect(),
+        legacy_map_records: map_layout.legacy_records,
+        refused_programs: built.refused,
     })
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod shape_tests;

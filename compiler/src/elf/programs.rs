@@ -18,14 +18,15 @@
 //! [`Imm64Kind::MapIndex`]: crate::isa::Imm64Kind::MapIndex
 //! [`Imm64Kind::MapIndexValue`]: crate::isa::Imm64Kind::MapIndexValue
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use object::elf;
 
+use super::kfuncs::DeclaredKfunc;
 use super::maps::{MapLayout, MapReference};
 use super::{ElfError, Object, R_BPF_64_32, R_BPF_64_64, R_BPF_64_ABS32, R_BPF_64_ABS64, R_BPF_NONE};
 use crate::isa::{self, RawSlot, SLOT_SIZE};
-use crate::program::{Function, LineInfo, Program};
+use crate::program::{Function, LineInfo, Program, RefusedProgram};
 
 /// Largest program (entry function plus subprograms), in slots: Linux's `BPF_COMPLEXITY_LIMIT_INSNS`.
 pub const MAX_PROGRAM_SLOTS: usize = 1_000_000;
@@ -35,6 +36,8 @@ pub const MAX_MODULE_SLOTS: usize = 4_000_000;
 const OPCODE_LDDW: u8 = 0x18;
 const OPCODE_CALL: u8 = 0x85;
 const CALL_SRC_LOCAL: u8 = 1;
+/// `BPF_PSEUDO_KFUNC_CALL`: `imm` is the kfunc's id in [`Module::kfuncs`](crate::program::Module::kfuncs).
+const CALL_SRC_KFUNC: u8 = 2;
 const MAP_INDEX_SRC: u8 = 5;
 const MAP_INDEX_VALUE_SRC: u8 = 6;
 
@@ -54,6 +57,8 @@ struct CodeSection<'a> {
     functions: Vec<FunctionRange<'a>>,
     /// Call slot → (callee section index, callee slot), from `R_BPF_64_32` relocations.
     call_targets: HashMap<usize, (usize, i64)>,
+    /// Slot → why it cannot be built (a reference to an undefined symbol); only programs reaching the slot fail.
+    unresolved: BTreeMap<usize, String>,
 }
 
 fn section_error(section: &str, what: String) -> ElfError {
@@ -79,9 +84,30 @@ fn code_section<'a>(object: &Object<'a>, index: usize) -> Result<CodeSection<'a>
         .map(|c| RawSlot::from_bytes(&[c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
         .collect();
 
+    // clang never writes `call src=2`: a kfunc call is `call src=1, imm=-1` relocated against the extern, which
+    // [`relocate`] rewrites. A raw one would name a BTF id of no known BTF.
+    let mut pc = 0;
+    while pc < slots.len() {
+        if slots[pc].opcode == OPCODE_CALL && slots[pc].src == CALL_SRC_KFUNC {
+            return Err(section_error(
+                name,
+                format!(
+                    "call src=2 (kfunc by BTF id {}) at byte {:#x}: kfunc calls must name their extern function \
+                     through a relocation",
+                    slots[pc].imm,
+                    pc * SLOT_SIZE
+                ),
+            ));
+        }
+        pc += if slots[pc].opcode == OPCODE_LDDW { 2 } else { 1 };
+    }
+
     // Function symbols, by offset; a size of 0 extends to the next function or the section end.
-    let mut syms: Vec<_> = object.section_symbols(index).filter(|s| s.kind == elf::STT_FUNC).collect();
-    syms.sort_by_key(|s| s.value);
+    let mut syms: Vec<_> = object.section_symbols(index).filter(|s| s.starts_function()).collect();
+    // A FUNC sorts before a NOTYPE symbol at the same offset, and the NOTYPE one is dropped: some objects label
+    // one entry with both.
+    syms.sort_by_key(|s| (s.value, s.kind != elf::STT_FUNC));
+    syms.dedup_by(|later, kept| later.value == kept.value && later.kind == elf::STT_NOTYPE);
     let mut functions = Vec::with_capacity(syms.len());
     for (i, sym) in syms.iter().enumerate() {
         let err = |what: String| ElfError::Symbol { symbol: sym.name.to_string(), what };
@@ -114,11 +140,16 @@ fn code_section<'a>(object: &Object<'a>, index: usize) -> Result<CodeSection<'a>
     if functions.is_empty() && !slots.is_empty() {
         return Err(section_error(name, "executable section has code but no function symbol".into()));
     }
-    Ok(CodeSection { index, name, slots, functions, call_targets: HashMap::new() })
+    Ok(CodeSection { index, name, slots, functions, call_targets: HashMap::new(), unresolved: BTreeMap::new() })
 }
 
 /// Applies the relocations of one executable section to its raw slots.
-fn relocate(object: &Object, layout: &MapLayout, code: &mut CodeSection) -> Result<(), ElfError> {
+fn relocate(
+    object: &Object,
+    layout: &MapLayout,
+    kfuncs: &[DeclaredKfunc],
+    code: &mut CodeSection,
+) -> Result<(), ElfError> {
     let name = code.name;
     for reloc in &object.relocations[code.index] {
         let offset = reloc.offset;
@@ -131,11 +162,23 @@ fn relocate(object: &Object, layout: &MapLayout, code: &mut CodeSection) -> Resu
         }
         let pc = (offset / SLOT_SIZE as u64) as usize;
         let symbol = object.symbol(reloc.symbol, name, offset)?;
-        match reloc.kind {
-            R_BPF_64_64 => {
-                if code.slots[pc].opcode != OPCODE_LDDW || pc + 1 >= code.slots.len() {
+        if !matches!(reloc.kind, R_BPF_64_64 | R_BPF_64_32) {
+            let what = match reloc.kind {
+                R_BPF_64_ABS64 | R_BPF_64_ABS32 => format!("data relocation against '{}' inside code", symbol.name),
+                other => format!("unsupported relocation type {other} against '{}'", symbol.name),
+            };
+            return Err(err(what));
+        }
+        // libbpf decides what a code relocation means by the instruction it patches, not by its type: clang
+        // emits R_BPF_64_64 for lddw and R_BPF_64_32 for calls, but the kinds are not checked (§4.2).
+        let slot = code.slots[pc];
+        let is_lddw = slot.opcode == OPCODE_LDDW;
+        let is_local_call = slot.opcode == OPCODE_CALL && slot.src == CALL_SRC_LOCAL;
+        match (is_lddw, is_local_call) {
+            (true, _) => {
+                if pc + 1 >= code.slots.len() {
                     return Err(err(format!(
-                        "R_BPF_64_64 against '{}' does not apply to a complete lddw instruction",
+                        "relocation against '{}' applies to an lddw cut off by the section end",
                         symbol.name
                     )));
                 }
@@ -158,9 +201,19 @@ fn relocate(object: &Object, layout: &MapLayout, code: &mut CodeSection) -> Resu
                         code.slots[pc].imm = map_index as i32;
                         code.slots[pc + 1].imm = value as i32;
                     }
+                    None if symbol.section.is_none() => {
+                        code.unresolved.insert(
+                            pc,
+                            format!("reference to undefined symbol '{}' at byte {offset:#x} of '{name}'", symbol.name),
+                        );
+                    }
                     None => {
                         let what = match symbol.section.and_then(|s| object.sections.get(s)) {
-                            None => format!("unresolved external symbol '{}'", symbol.name),
+                            None => format!(
+                                "'{}' names section index {}, which does not exist",
+                                symbol.name,
+                                symbol.section.unwrap_or_default()
+                            ),
                             Some(s) if s.is_executable() => {
                                 format!("loading the address of function '{}' is not supported", symbol.name)
                             }
@@ -170,25 +223,40 @@ fn relocate(object: &Object, layout: &MapLayout, code: &mut CodeSection) -> Resu
                                 } else {
                                     format!("'{}' is in section '{}'", symbol.name, s.name)
                                 };
-                                // Contract §6: only these three sections become global-variable maps.
-                                let hint = if s.name.starts_with(".rodata.str") {
-                                    " (string literals are not supported: declare the string as a local \
-                                     `char name[] = \"...\"` array)"
-                                } else {
-                                    ""
-                                };
-                                format!("{what}, which is not a map section or .data/.rodata/.bss{hint}")
+                                format!("{what}, which is neither a map section nor global data")
                             }
                         };
                         return Err(err(what));
                     }
                 }
             }
-            R_BPF_64_32 => {
-                let slot = code.slots[pc];
-                if slot.opcode != OPCODE_CALL || slot.src != CALL_SRC_LOCAL {
-                    return Err(err(format!("R_BPF_64_32 against '{}' does not apply to a local call", symbol.name)));
+            (_, true) if symbol.section.is_none() => {
+                // An extern: a kfunc if BTF declares it so, else (e.g. `memset` left by clang) only the programs
+                // that reach this call fail.
+                match kfuncs.iter().find(|k| k.kfunc.name == symbol.name) {
+                    Some(k) => {
+                        if slot.dst != 0 || slot.offset != 0 {
+                            return Err(err(format!(
+                                "kfunc call to '{}' has dst {} and offset {} (both must be 0)",
+                                symbol.name, slot.dst, slot.offset
+                            )));
+                        }
+                        code.slots[pc].src = CALL_SRC_KFUNC;
+                        code.slots[pc].imm = k.kfunc.id as i32;
+                    }
+                    None => {
+                        code.unresolved.insert(
+                            pc,
+                            format!(
+                                "call to undefined symbol '{}' at byte {offset:#x} of '{name}' (not a kfunc: it is \
+                                 neither in section .ksyms nor tagged btf_decl_tag(\"module_id:{{GUID}}\"))",
+                                symbol.name
+                            ),
+                        );
+                    }
                 }
+            }
+            (_, true) => {
                 let target_section = symbol
                     .section
                     .filter(|&s| object.sections.get(s).is_some_and(|s| s.is_executable()))
@@ -200,10 +268,12 @@ fn relocate(object: &Object, layout: &MapLayout, code: &mut CodeSection) -> Resu
                 let target = (symbol.value / SLOT_SIZE as u64) as i64 + i64::from(slot.imm) + 1;
                 code.call_targets.insert(pc, (target_section, target));
             }
-            R_BPF_64_ABS64 | R_BPF_64_ABS32 => {
-                return Err(err(format!("data relocation against '{}' inside code", symbol.name)));
+            _ => {
+                return Err(err(format!(
+                    "relocation against '{}' applies to opcode {:#04x}, which is neither lddw nor a local call",
+                    symbol.name, slot.opcode
+                )))
             }
-            other => return Err(err(format!("unsupported relocation type {other} against '{}'", symbol.name))),
         }
     }
     Ok(())
@@ -256,7 +326,8 @@ impl Builder<'_, '_> {
         self.code_index_of.get(&index).copied()
     }
 
-    fn program(&mut self, entry: (usize, usize)) -> Result<Program, ElfError> {
+    /// Lays out one entry program; `Ok(Err(_))` when it reaches an undefined symbol.
+    fn program(&mut self, entry: (usize, usize)) -> Result<Result<Program, RefusedProgram>, ElfError> {
         let (esec, efunc) = entry;
         let entry_name = self.sections[esec].functions[efunc].name;
         let section_name = self.sections[esec].name;
@@ -295,6 +366,13 @@ impl Builder<'_, '_> {
             self.budget -= len;
             bases.insert((s, f), base);
             raw.extend_from_slice(&self.sections[s].slots[range.start..range.end]);
+            if let Some((_, why)) = self.sections[s].unresolved.range(range.start..range.end).next() {
+                return Ok(Err(RefusedProgram {
+                    name: entry_name.to_string(),
+                    section_name: section_name.to_string(),
+                    reason: why.clone(),
+                }));
+            }
             let mut pc = range.start;
             while pc < range.end {
                 let slot = self.sections[s].slots[pc];
@@ -365,23 +443,29 @@ impl Builder<'_, '_> {
             }
         }
         line_info.sort_by_key(|l| l.slot);
-        Ok(Program {
+        Ok(Ok(Program {
             name: entry_name.to_string(),
             section_name: section_name.to_string(),
             instructions,
             functions,
             line_info,
-        })
+        }))
     }
 }
 
+/// The entry programs of an object: those that build, and those that reach an undefined symbol.
+pub(crate) struct BuiltPrograms {
+    pub programs: Vec<Program>,
+    pub refused: Vec<RefusedProgram>,
+}
+
 /// Builds every entry program of the object.
-pub(crate) fn build(object: &Object, layout: &MapLayout) -> Result<Vec<Program>, ElfError> {
+pub(crate) fn build(object: &Object, layout: &MapLayout, kfuncs: &[DeclaredKfunc]) -> Result<BuiltPrograms, ElfError> {
     let mut sections = Vec::new();
     for s in &object.sections {
         if s.is_executable() {
             let mut code = code_section(object, s.index)?;
-            relocate(object, layout, &mut code)?;
+            relocate(object, layout, kfuncs, &mut code)?;
             sections.push(code);
         }
     }
@@ -415,5 +499,12 @@ pub(crate) fn build(object: &Object, layout: &MapLayout) -> Result<Vec<Program>,
         budget: MAX_MODULE_SLOTS.max(code_slots.saturating_mul(64)),
         string_budget: object.file_len.saturating_mul(16).saturating_add(1 << 20),
     };
-    entries.into_iter().map(|e| builder.program(e)).collect()
+    let mut built = BuiltPrograms { programs: Vec::new(), refused: Vec::new() };
+    for entry in entries {
+        match builder.program(entry)? {
+            Ok(p) => built.programs.push(p),
+            Err(r) => built.refused.push(r),
+        }
+    }
+    Ok(built)
 }

@@ -127,7 +127,8 @@ fn relocation_on_a_non_lddw_instruction_is_rejected() {
     bytes[rel..rel + 8].copy_from_slice(&0u64.to_le_bytes());
     let err = load(&bytes, "droppacket.o").unwrap_err();
     assert!(
-        err.to_string().starts_with("section 'xdp', offset 0x0: R_BPF_64_64 against 'dropped_packet_map'"),
+        err.to_string()
+            .starts_with("section 'xdp', offset 0x0: relocation against 'dropped_packet_map' applies to opcode"),
         "{err}"
     );
 }

@@ -20,7 +20,7 @@ use shim::{DataSection, ModuleDescription, RuntimeVersion, Symbol};
 use crate::compiled::{CompiledProgram, RelocTarget, Target};
 use crate::lower::codegen::{compile_ir_function, SymbolTable};
 use crate::lower::LowerError;
-use crate::platform::{windows::WINDOWS, Platform};
+use crate::platform::{windows::WINDOWS, Platform, ProgramType};
 use crate::program::{Module, Pinning};
 
 use image::{DataItem, DataSectionKind, ImageInput};
@@ -32,6 +32,8 @@ pub enum LinkError {
     UnknownProgramType { program: String, section: String },
     #[error("program `{program}` uses helper {id}, which program type `{program_type}` does not provide")]
     UnknownHelper { program: String, id: u32, program_type: String },
+    #[error("program `{program}` calls kfunc `{name}`, {what}")]
+    Kfunc { program: String, name: String, what: String },
     #[error("program `{0}` has no compiled code")]
     MissingCompiledProgram(String),
     #[error("compiled program `{0}` has no entry function")]
@@ -65,12 +67,53 @@ pub struct LinkOptions {
     pub runtime_version: RuntimeVersion,
     /// SHA-256 of the source ELF, reported by the metadata `hash` callback.
     pub elf_hash: Option<[u8; 32]>,
+    /// Program type of every program (`build --type`); `None` selects it by each program's section name.
+    pub program_type: Option<&'static ProgramType>,
 }
 
 impl Default for LinkOptions {
     fn default() -> Self {
-        LinkOptions { target: Target::X64, runtime_version: RuntimeVersion::PORTABLE, elf_hash: None }
+        LinkOptions {
+            target: Target::X64,
+            runtime_version: RuntimeVersion::PORTABLE,
+            elf_hash: None,
+            program_type: None,
+        }
     }
+}
+
+/// A program's `btf_resolved_functions` table in the module-wide slot order ([`Module::kfunc_table`]), with
+/// unused slots blank, and the prototypes of the kfuncs it calls for the program-info hash (§3.2 step 8).
+fn btf_function_table(
+    module: &Module,
+    program: &crate::program::Program,
+    platform: &Platform,
+) -> Result<(Vec<shim::BtfFunctionSlot>, Vec<shim::HashedBtfFunction>), LinkError> {
+    let used = program.kfunc_ids();
+    if used.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut slots = Vec::new();
+    let mut hashed = Vec::new();
+    for k in module.kfunc_table() {
+        if !used.contains(&k.id) {
+            slots.push(shim::BtfFunctionSlot { name: String::new(), module_guid: [0; 16] });
+            continue;
+        }
+        let err =
+            |what: &str| LinkError::Kfunc { program: program.name.clone(), name: k.name.clone(), what: what.into() };
+        let guid = k.module_guid.ok_or_else(|| err("which names no provider module"))?;
+        let proto = platform.kfunc(guid, &k.name).ok_or_else(|| err("which the platform's kfunc table lacks"))?;
+        slots.push(shim::BtfFunctionSlot { name: k.name.clone(), module_guid: guid.to_bytes() });
+        hashed.push(shim::HashedBtfFunction {
+            module_guid: guid.to_bytes(),
+            name: k.name.clone(),
+            return_type: proto.proto.ret as u32,
+            arguments: proto.proto.args.map(|a| a as u32),
+            flags: 0,
+        });
+    }
+    Ok((slots, hashed))
 }
 
 /// The module in the shim's terms (contract §2.2), with the program-info hash of every program (§3.2).
@@ -112,9 +155,15 @@ pub fn describe_module(
             .find(|c| c.program_name == p.name)
             .ok_or_else(|| LinkError::MissingCompiledProgram(p.name.clone()))?;
         let entry = compiled.functions.first().ok_or_else(|| LinkError::EmptyCompiledProgram(p.name.clone()))?;
-        let (program_type, attach_type) = platform.program_type_for_section(&p.section_name).ok_or_else(|| {
-            LinkError::UnknownProgramType { program: p.name.clone(), section: p.section_name.clone() }
-        })?;
+        let forced = options.program_type.map(|pt| (pt, pt.section_prefixes.first().map(|sp| sp.attach_type)));
+        let (program_type, attach_type) =
+            match forced {
+                Some((pt, attach)) => (pt, attach),
+                None => platform.program_type_for_section(&p.section_name).map(|(pt, at)| (pt, Some(at))).ok_or_else(
+                    || LinkError::UnknownProgramType { program: p.name.clone(), section: p.section_name.clone() },
+                )?,
+            };
+        let (btf_functions, hashed_btf_functions) = btf_function_table(module, p, platform)?;
         let mut helpers = Vec::new();
         let mut hashed = Vec::new();
         for &id in &compiled.helper_ids {
@@ -148,6 +197,7 @@ pub fn describe_module(
             bpf_prog_type: program_type.bpf_prog_type,
             is_privileged: program_type.is_privileged,
             helpers: hashed,
+            btf_functions: hashed_btf_functions,
         });
         let instruction_count = p.functions.first().map(|f| f.end - f.start).unwrap_or(p.instructions.len()) as u64;
         described.push(shim::ProgramDescription {
@@ -155,10 +205,11 @@ pub fn describe_module(
             section_name: p.section_name.clone(),
             function_symbol: entry.name.clone(),
             helpers,
+            btf_functions,
             referenced_maps: compiled.referenced_maps.clone(),
             instruction_count,
             program_type: program_type.guid.to_bytes(),
-            expected_attach_type: attach_type.guid.to_bytes(),
+            expected_attach_type: attach_type.map_or([0; 16], |at| at.guid.to_bytes()),
             program_info_hash: Some(hash),
         });
     }
@@ -177,7 +228,7 @@ pub fn describe_module(
         .iter()
         .map(|g| {
             Ok(shim::GlobalSectionDescription {
-                map_name: map_name(g.kind.section_name(), g.map_index)?,
+                map_name: map_name(&g.section_name, g.map_index)?,
                 initial_data: g.initial_data.clone(),
             })
         })

@@ -18,6 +18,14 @@ use bpf2sys_runtime_shim::abi::offsets::{
 };
 pub use bpf2sys_runtime_shim::abi::MapDataLayout;
 
+/// `program_runtime_context_t.btf_resolved_function_data` and its `btf_resolved_function_data_t` elements
+/// (contract §2.2: stride 32, `address` @24).
+const RC_BTF_RESOLVED_FUNCTION_DATA: i32 =
+    std::mem::offset_of!(bpf2sys_runtime_shim::abi::ProgramRuntimeContext, btf_resolved_function_data) as i32;
+const BTF_FUNCTION_DATA_STRIDE: i64 = std::mem::size_of::<bpf2sys_runtime_shim::abi::BtfResolvedFunctionData>() as i64;
+const BTF_FUNCTION_DATA_ADDRESS: i32 =
+    std::mem::offset_of!(bpf2sys_runtime_shim::abi::BtfResolvedFunctionData, address) as i32;
+
 /// Everything the generated code knows about the eBPF for Windows runtime: the helper table of this program,
 /// the `map_data` stride, which global section a map index is, and the function shapes of contract §5.1.
 #[derive(Clone, Debug)]
@@ -29,6 +37,8 @@ pub struct RuntimeEnvironment {
     /// Module map index → global-variable section index, for `lddw` map-value references.
     global_section_of_map: BTreeMap<usize, usize>,
     map_data: MapDataLayout,
+    /// kfunc id → slot in `runtime_context->btf_resolved_function_data` (`Module::kfunc_table` order).
+    kfunc_slot: BTreeMap<u32, u32>,
 }
 
 impl RuntimeEnvironment {
@@ -48,7 +58,8 @@ impl RuntimeEnvironment {
         let helper_index =
             helper_ids.iter().enumerate().filter(|(_, &id)| id != 0).map(|(i, &id)| (id, i as u32)).collect();
         let global_section_of_map = module.global_sections.iter().enumerate().map(|(g, s)| (s.map_index, g)).collect();
-        RuntimeEnvironment { helper_index, helper_ids, global_section_of_map, map_data }
+        let kfunc_slot = module.kfunc_table().iter().enumerate().map(|(slot, k)| (k.id, slot as u32)).collect();
+        RuntimeEnvironment { helper_index, helper_ids, global_section_of_map, map_data, kfunc_slot }
     }
 
     /// `fn(context, runtime_context) -> u64` (contract §5.1).
@@ -84,6 +95,14 @@ impl RuntimeEnvironment {
     }
 
     /// `runtime_context->helper_data[i].address`.
+    /// `runtime_context->btf_resolved_function_data[k].address` (contract §5.3).
+    pub(super) fn kfunc_address(&self, b: &mut FunctionBuilder, rc: Value, id: u32) -> Option<Value> {
+        let slot = *self.kfunc_slot.get(&id)?;
+        let table = b.ins().load(types::I64, Self::flags(), rc, RC_BTF_RESOLVED_FUNCTION_DATA);
+        let offset = BTF_FUNCTION_DATA_STRIDE * slot as i64 + BTF_FUNCTION_DATA_ADDRESS as i64;
+        Some(b.ins().load(types::I64, Self::flags(), table, offset as i32))
+    }
+
     pub(super) fn helper_address(&self, b: &mut FunctionBuilder, rc: Value, id: u32) -> Option<Value> {
         let index = *self.helper_index.get(&id)?;
         let table = b.ins().load(types::I64, Self::flags(), rc, RC_HELPER_DATA);

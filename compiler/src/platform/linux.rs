@@ -6,116 +6,53 @@
 //! Linux exposes `data`, `data_end` and `data_meta` of `__sk_buff` and `xdp_md` as 4-byte fields that the
 //! kernel rewrites into pointer loads; the field sizes below say so, and the verifier reads them from here.
 
-use super::table::{field, prefix, proto};
+pub use super::linux_helpers::GLOBAL_HELPERS;
+use super::linux_helpers::{
+    CGROUP_SOCK_HELPERS, KPROBE_HELPERS, PERF_EVENT_HELPERS, SKB_HELPERS, SOCK_ADDR_HELPERS, SOCK_OPS_HELPERS,
+    TRACING_HELPERS, XDP_HELPERS,
+};
+use super::table::{field, map_type, prefix};
 use super::{
-    AttachType, ContextDescriptor, ContextField, Guid, HelperArg as A, HelperPrototype, HelperReturn as R, Platform,
-    ProgramType, SectionPrefix,
+    AttachType, ContextDescriptor, ContextField, Guid, HelperPrototype, MapTypeInfo, ObjectConventions, Platform,
+    ProgramType, SectionPrefix, ZeroMaxEntries as Z,
 };
 
-const fn moves_packet(h: HelperPrototype) -> HelperPrototype {
-    HelperPrototype { reallocate_packet: true, ..h }
-}
-
-/// Helpers every program type may call.
-pub static GLOBAL_HELPERS: &[HelperPrototype] = &[
-    proto(1, "bpf_map_lookup_elem", R::PtrToMapValueOrNull, &[A::PtrToMap, A::PtrToMapKey]),
-    proto(2, "bpf_map_update_elem", R::Integer, &[A::PtrToMap, A::PtrToMapKey, A::PtrToMapValue, A::Anything]),
-    proto(3, "bpf_map_delete_elem", R::Integer, &[A::PtrToMap, A::PtrToMapKey]),
-    proto(5, "bpf_ktime_get_ns", R::Integer, &[]),
-    proto(
-        6,
-        "bpf_trace_printk",
-        R::Integer,
-        &[A::PtrToReadableMem, A::ConstSize, A::Anything, A::Anything, A::Anything],
-    ),
-    proto(7, "bpf_get_prandom_u32", R::Integer, &[]),
-    proto(8, "bpf_get_smp_processor_id", R::Integer, &[]),
-    proto(12, "bpf_tail_call", R::IntegerOrNoReturnIfSucceed, &[A::PtrToCtx, A::PtrToMapOfPrograms, A::Anything]),
-    proto(14, "bpf_get_current_pid_tgid", R::Integer, &[]),
-    proto(15, "bpf_get_current_uid_gid", R::Integer, &[]),
-    proto(16, "bpf_get_current_comm", R::Integer, &[A::PtrToWritableMem, A::ConstSize]),
-    proto(
-        25,
-        "bpf_perf_event_output",
-        R::Integer,
-        &[A::PtrToCtx, A::PtrToMap, A::Anything, A::PtrToReadableMem, A::ConstSizeOrZero],
-    ),
-    proto(80, "bpf_get_current_cgroup_id", R::Integer, &[]),
-    proto(87, "bpf_map_push_elem", R::Integer, &[A::PtrToMap, A::PtrToMapValue, A::Anything]),
-    proto(88, "bpf_map_pop_elem", R::Integer, &[A::PtrToMap, A::PtrToMapValue]),
-    proto(89, "bpf_map_peek_elem", R::Integer, &[A::PtrToMap, A::PtrToMapValue]),
-    proto(125, "bpf_ktime_get_boot_ns", R::Integer, &[]),
-    proto(130, "bpf_ringbuf_output", R::Integer, &[A::PtrToMap, A::PtrToReadableMem, A::ConstSizeOrZero, A::Anything]),
-];
-
-/// Helpers of programs that see an `__sk_buff` (socket filter, tc, cgroup skb).
-static SKB_HELPERS: &[HelperPrototype] = &[
-    moves_packet(proto(
-        9,
-        "bpf_skb_store_bytes",
-        R::Integer,
-        &[A::PtrToCtx, A::Anything, A::PtrToReadableMem, A::ConstSize, A::Anything],
-    )),
-    moves_packet(proto(
-        10,
-        "bpf_l3_csum_replace",
-        R::Integer,
-        &[A::PtrToCtx, A::Anything, A::Anything, A::Anything, A::Anything],
-    )),
-    moves_packet(proto(
-        11,
-        "bpf_l4_csum_replace",
-        R::Integer,
-        &[A::PtrToCtx, A::Anything, A::Anything, A::Anything, A::Anything],
-    )),
-    proto(13, "bpf_clone_redirect", R::Integer, &[A::PtrToCtx, A::Anything, A::Anything]),
-    proto(23, "bpf_redirect", R::Integer, &[A::Anything, A::Anything]),
-    proto(26, "bpf_skb_load_bytes", R::Integer, &[A::PtrToCtx, A::Anything, A::PtrToWritableMem, A::ConstSize]),
-    proto(
-        28,
-        "bpf_csum_diff",
-        R::Integer,
-        &[A::PtrToReadableMemOrNull, A::ConstSizeOrZero, A::PtrToReadableMemOrNull, A::ConstSizeOrZero, A::Anything],
-    ),
-    proto(34, "bpf_get_hash_recalc", R::Integer, &[A::PtrToCtx]),
-    moves_packet(proto(39, "bpf_skb_pull_data", R::Integer, &[A::PtrToCtx, A::Anything])),
-    proto(46, "bpf_get_socket_cookie", R::Integer, &[A::PtrToCtx]),
-    moves_packet(proto(50, "bpf_skb_adjust_room", R::Integer, &[A::PtrToCtx, A::Anything, A::Anything, A::Anything])),
-];
-
-static XDP_HELPERS: &[HelperPrototype] = &[
-    proto(23, "bpf_redirect", R::Integer, &[A::Anything, A::Anything]),
-    proto(
-        28,
-        "bpf_csum_diff",
-        R::Integer,
-        &[A::PtrToReadableMemOrNull, A::ConstSizeOrZero, A::PtrToReadableMemOrNull, A::ConstSizeOrZero, A::Anything],
-    ),
-    moves_packet(proto(44, "bpf_xdp_adjust_head", R::Integer, &[A::PtrToCtx, A::Anything])),
-    proto(51, "bpf_redirect_map", R::Integer, &[A::PtrToMap, A::Anything, A::Anything]),
-    moves_packet(proto(54, "bpf_xdp_adjust_meta", R::Integer, &[A::PtrToCtx, A::Anything])),
-    moves_packet(proto(65, "bpf_xdp_adjust_tail", R::Integer, &[A::PtrToCtx, A::Anything])),
-];
-
-static TRACING_HELPERS: &[HelperPrototype] = &[
-    proto(4, "bpf_probe_read", R::Integer, &[A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything]),
-    proto(35, "bpf_get_current_task", R::Integer, &[]),
-    proto(45, "bpf_probe_read_str", R::Integer, &[A::PtrToWritableMem, A::ConstSize, A::Anything]),
-    proto(67, "bpf_get_stack", R::Integer, &[A::PtrToCtx, A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything]),
-    proto(112, "bpf_probe_read_user", R::Integer, &[A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything]),
-    proto(113, "bpf_probe_read_kernel", R::Integer, &[A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything]),
-    proto(114, "bpf_probe_read_user_str", R::Integer, &[A::PtrToWritableMem, A::ConstSize, A::Anything]),
-    proto(115, "bpf_probe_read_kernel_str", R::Integer, &[A::PtrToWritableMem, A::ConstSize, A::Anything]),
-];
-
-static SOCK_ADDR_HELPERS: &[HelperPrototype] = &[
-    proto(46, "bpf_get_socket_cookie", R::Integer, &[A::PtrToCtx]),
-    proto(64, "bpf_bind", R::Integer, &[A::PtrToCtx, A::PtrToReadableMem, A::ConstSize]),
-];
-
-static SOCK_OPS_HELPERS: &[HelperPrototype] = &[
-    proto(46, "bpf_get_socket_cookie", R::Integer, &[A::PtrToCtx]),
-    proto(59, "bpf_sock_ops_cb_flags_set", R::Integer, &[A::PtrToCtx, A::Anything]),
+/// `enum bpf_map_type` (coverage §6). `max_entries` 0: libbpf fills in PERF_EVENT_ARRAY (possible CPUs) and
+/// STRUCT_OPS (1); the kernel requires 0 for the cgroup and local-storage maps (coverage §4.4).
+pub static MAP_TYPES: &[MapTypeInfo] = &[
+    map_type(1, "hash", Z::Refused),
+    map_type(2, "array", Z::Refused),
+    map_type(3, "prog_array", Z::Refused),
+    map_type(4, "perf_event_array", Z::FilledIn),
+    map_type(5, "percpu_hash", Z::Refused),
+    map_type(6, "percpu_array", Z::Refused),
+    map_type(7, "stack_trace", Z::Refused),
+    map_type(8, "cgroup_array", Z::Refused),
+    map_type(9, "lru_hash", Z::Refused),
+    map_type(10, "lru_percpu_hash", Z::Refused),
+    map_type(11, "lpm_trie", Z::Refused),
+    map_type(12, "array_of_maps", Z::Refused),
+    map_type(13, "hash_of_maps", Z::Refused),
+    map_type(14, "devmap", Z::Refused),
+    map_type(15, "sockmap", Z::Refused),
+    map_type(16, "cpumap", Z::Refused),
+    map_type(17, "xskmap", Z::Refused),
+    map_type(18, "sockhash", Z::Refused),
+    map_type(19, "cgroup_storage", Z::Required),
+    map_type(20, "reuseport_sockarray", Z::Refused),
+    map_type(21, "percpu_cgroup_storage", Z::Required),
+    map_type(22, "queue", Z::Refused),
+    map_type(23, "stack", Z::Refused),
+    map_type(24, "sk_storage", Z::Required),
+    map_type(25, "devmap_hash", Z::Refused),
+    map_type(26, "struct_ops", Z::FilledIn),
+    map_type(27, "ringbuf", Z::Refused),
+    map_type(28, "inode_storage", Z::Required),
+    map_type(29, "task_storage", Z::Required),
+    map_type(30, "bloom_filter", Z::Refused),
+    map_type(31, "user_ringbuf", Z::Refused),
+    map_type(32, "cgrp_storage", Z::Required),
+    map_type(33, "arena", Z::Refused),
 ];
 
 /// `struct __sk_buff`. Writable fields are those tc programs may write (`tc_cls_act_is_valid_access`).
@@ -200,8 +137,51 @@ static SOCK_OPS_FIELDS: &[ContextField] = &[
 /// `struct pt_regs` on x86-64: 21 read-only 8-byte registers.
 static PT_REGS_FIELDS: &[ContextField] = &[field("regs", 0, 168, false)];
 
-/// A tracepoint record's common header; fields past it depend on the tracepoint and are not modelled.
-static TRACEPOINT_FIELDS: &[ContextField] = &[field("common", 0, 8, false)];
+/// A tracepoint record: the common header, then the tracepoint's own fields. The kernel bounds reads by
+/// `PERF_MAX_TRACE_SIZE` (2048, `tp_prog_is_valid_access`), as PREVAIL does.
+static TRACEPOINT_FIELDS: &[ContextField] = &[field("common", 0, 8, false), field("fields", 8, 2040, false)];
+
+/// `struct bpf_raw_tracepoint_args`: up to `MAX_BPF_FUNC_ARGS` (12) u64 arguments (`raw_tp_prog_is_valid_access`).
+static RAW_TRACEPOINT_FIELDS: &[ContextField] = &[field("args", 0, 96, false)];
+
+/// `struct bpf_perf_event_data` on x86-64: pt_regs, then sample_period and addr.
+static PERF_EVENT_FIELDS: &[ContextField] =
+    &[field("regs", 0, 168, false), field("sample_period", 168, 8, false), field("addr", 176, 8, false)];
+
+/// `struct bpf_sock` as cgroup/sock programs see it (the first 80 bytes; `bound_dev_if`, `mark` and
+/// `priority` are writable at socket creation).
+static CGROUP_SOCK_FIELDS: &[ContextField] = &[
+    field("bound_dev_if", 0, 4, true),
+    field("family", 4, 4, false),
+    field("type", 8, 4, false),
+    field("protocol", 12, 4, false),
+    field("mark", 16, 4, true),
+    field("priority", 20, 4, true),
+    field("src_ip4", 24, 4, false),
+    field("src_ip6", 28, 16, false),
+    field("src_port", 44, 4, false),
+    field("dst_port", 48, 4, false),
+    field("dst_ip4", 52, 4, false),
+    field("dst_ip6", 56, 16, false),
+    field("state", 72, 4, false),
+    field("rx_queue_mapping", 76, 4, false),
+];
+
+/// Tracing helpers plus the type's own (helpers are looked up by id, first match wins).
+static KPROBE_ALL_HELPERS: &[HelperPrototype] =
+    &concat_helpers::<{ KPROBE_HELPERS.len() + TRACING_HELPERS.len() }>(KPROBE_HELPERS, TRACING_HELPERS);
+static PERF_EVENT_ALL_HELPERS: &[HelperPrototype] =
+    &concat_helpers::<{ PERF_EVENT_HELPERS.len() + TRACING_HELPERS.len() }>(PERF_EVENT_HELPERS, TRACING_HELPERS);
+
+const fn concat_helpers<const N: usize>(a: &[HelperPrototype], b: &[HelperPrototype]) -> [HelperPrototype; N] {
+    let mut out = [a[0]; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
+}
 
 const fn attach(name: &'static str, bpf_attach_type: u32) -> AttachType {
     AttachType { name, guid: Guid::NULL, bpf_attach_type }
@@ -240,8 +220,9 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
             prefix("kprobe/", attach("kprobe", 0)),
             prefix("kretprobe/", attach("kretprobe", 0)),
             prefix("uprobe/", attach("uprobe", 0)),
+            prefix("uretprobe/", attach("uretprobe", 0)),
         ],
-        TRACING_HELPERS,
+        KPROBE_ALL_HELPERS,
     ),
     program_type(
         "sched_cls",
@@ -254,9 +235,39 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
     program_type(
         "tracepoint",
         5,
-        ContextDescriptor { size: 8, data: -1, end: -1, meta: -1 },
+        ContextDescriptor { size: 2048, data: -1, end: -1, meta: -1 },
         TRACEPOINT_FIELDS,
         &[prefix("tracepoint/", attach("tracepoint", 0)), prefix("tp/", attach("tracepoint", 0))],
+        TRACING_HELPERS,
+    ),
+    program_type(
+        "perf_event",
+        7,
+        ContextDescriptor { size: 184, data: -1, end: -1, meta: -1 },
+        PERF_EVENT_FIELDS,
+        &[prefix("perf_event", attach("perf_event", 0))],
+        PERF_EVENT_ALL_HELPERS,
+    ),
+    program_type(
+        "cgroup_sock",
+        9,
+        ContextDescriptor { size: 80, data: -1, end: -1, meta: -1 },
+        CGROUP_SOCK_FIELDS,
+        &[
+            prefix("cgroup/sock_create", attach("cgroup_inet_sock_create", 2)),
+            prefix("cgroup/sock_release", attach("cgroup_inet_sock_release", 34)),
+            prefix("cgroup/post_bind4", attach("cgroup_inet4_post_bind", 12)),
+            prefix("cgroup/post_bind6", attach("cgroup_inet6_post_bind", 13)),
+            prefix("cgroup/sock", attach("cgroup_inet_sock_create", 2)),
+        ],
+        CGROUP_SOCK_HELPERS,
+    ),
+    program_type(
+        "raw_tracepoint",
+        17,
+        ContextDescriptor { size: 96, data: -1, end: -1, meta: -1 },
+        RAW_TRACEPOINT_FIELDS,
+        &[prefix("raw_tracepoint/", attach("raw_tracepoint", 0)), prefix("raw_tp/", attach("raw_tracepoint", 0))],
         TRACING_HELPERS,
     ),
     program_type(
@@ -304,9 +315,15 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
 ];
 
 /// The Linux platform.
-/// Linux numbers map types differently from the module's (Windows) numbering, so no map/helper rules apply.
-pub static LINUX: Platform =
-    Platform { name: "linux", program_types: PROGRAM_TYPES, global_helpers: GLOBAL_HELPERS, map_helper_rules: &[] };
+pub static LINUX: Platform = Platform {
+    name: "linux",
+    program_types: PROGRAM_TYPES,
+    global_helpers: GLOBAL_HELPERS,
+    map_helper_rules: &[],
+    map_types: MAP_TYPES,
+    kfuncs: &[],
+    conventions: ObjectConventions::Linux,
+};
 
 #[cfg(test)]
 mod tests {
@@ -319,6 +336,11 @@ mod tests {
         assert_eq!(LINUX.program_type_for_section("tc").unwrap().0.name, "sched_cls");
         assert_eq!(LINUX.program_type_for_section("cgroup/connect4").unwrap().0.name, "cgroup_sock_addr");
         assert_eq!(LINUX.program_type_for_section("socket").unwrap().0.bpf_prog_type, 1);
+        assert_eq!(LINUX.program_type_for_section("raw_tp/sched_switch").unwrap().0.name, "raw_tracepoint");
+        assert_eq!(LINUX.program_type_for_section("perf_event").unwrap().0.context.size, 184);
+        assert_eq!(LINUX.program_type_for_section("cgroup/sock_create").unwrap().0.name, "cgroup_sock");
+        assert_eq!(LINUX.map_type_name(27), "ringbuf");
+        assert_eq!(LINUX.map_type(4).unwrap().zero_max_entries, Z::FilledIn);
     }
 
     #[test]
@@ -329,6 +351,18 @@ mod tests {
         assert!(LINUX.helper(kprobe, 44).is_none());
         assert_eq!(LINUX.helper(kprobe, 1).unwrap().name, "bpf_map_lookup_elem");
         assert_eq!(LINUX.helper(xdp, 12).unwrap().name, "bpf_tail_call");
+        // trace_printk: format and its size; the variadic rest is optional.
+        assert_eq!(LINUX.helper(kprobe, 6).unwrap().arity(), 2);
+        assert_eq!(LINUX.helper(kprobe, 58).unwrap().name, "bpf_override_return");
+        let tp = LINUX.program_type_by_name("tracepoint").unwrap();
+        assert!(LINUX.helper(tp, 58).is_none() && LINUX.helper(tp, 113).is_some());
+        let mut ids: Vec<u32> = GLOBAL_HELPERS.iter().map(|h| h.id).collect();
+        for pt in PROGRAM_TYPES {
+            ids.extend(pt.specific_helpers.iter().map(|h| h.id));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert!(ids.len() >= 100, "{} distinct Linux helpers", ids.len());
         for pt in PROGRAM_TYPES {
             for f in pt.context_fields {
                 assert!(f.offset + f.size <= pt.context.size as u32, "{} field {} outside context", pt.name, f.name);

@@ -8,12 +8,18 @@
 
 use std::fmt;
 
+pub use crate::elf::ObjectConventions;
+use crate::program::MapDefinition;
+
 pub mod linux;
+mod linux_helpers;
 pub mod windows;
 
 /// `const` constructors the platform tables are written with (one set, shared by every platform).
 mod table {
-    use super::{AttachType, ContextField, HelperArg, HelperPrototype, HelperReturn, SectionPrefix};
+    use super::{
+        AttachType, ContextField, HelperArg, HelperPrototype, HelperReturn, MapTypeInfo, SectionPrefix, ZeroMaxEntries,
+    };
 
     /// A helper prototype whose unlisted trailing arguments are `DontCare`.
     pub(super) const fn proto(id: u32, name: &'static str, ret: HelperReturn, a: &[HelperArg]) -> HelperPrototype {
@@ -24,6 +30,11 @@ mod table {
             i += 1;
         }
         HelperPrototype { id, name, ret, args, reallocate_packet: false }
+    }
+
+    /// A map type entry.
+    pub(super) const fn map_type(number: u32, name: &'static str, zero_max_entries: ZeroMaxEntries) -> MapTypeInfo {
+        MapTypeInfo { number, name, zero_max_entries, extension: false }
     }
 
     pub(super) const fn field(name: &'static str, offset: u32, size: u32, writable: bool) -> ContextField {
@@ -76,6 +87,24 @@ impl Guid {
 
     pub fn is_null(&self) -> bool {
         *self == Guid::NULL
+    }
+
+    /// Parses the canonical text form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex digits, either case).
+    pub fn parse(text: &str) -> Option<Guid> {
+        let parts: Vec<&str> = text.split('-').collect();
+        let lens = [8, 4, 4, 4, 12];
+        if parts.len() != 5
+            || parts.iter().zip(lens).any(|(p, n)| p.len() != n || !p.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return None;
+        }
+        Some(Guid::from_fields(
+            u32::from_str_radix(parts[0], 16).ok()?,
+            u16::from_str_radix(parts[1], 16).ok()?,
+            u16::from_str_radix(parts[2], 16).ok()?,
+            u16::from_str_radix(parts[3], 16).ok()?,
+            u64::from_str_radix(parts[4], 16).ok()?,
+        ))
     }
 }
 
@@ -214,7 +243,36 @@ pub struct ProgramType {
     pub specific_helpers: &'static [HelperPrototype],
 }
 
-/// A platform: its program types and its global helpers.
+/// What a map type requires of `max_entries` when a BTF map leaves it out (declared as 0; coverage §4.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZeroMaxEntries {
+    /// The runtime refuses 0: the object must declare it.
+    Refused,
+    /// The loader fills it in (Linux PERF_EVENT_ARRAY: the possible-CPU count).
+    FilledIn,
+    /// 0 is the only valid value (Linux local-storage maps).
+    Required,
+}
+
+/// A map type the platform's runtime can create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapTypeInfo {
+    pub number: u32,
+    pub name: &'static str,
+    pub zero_max_entries: ZeroMaxEntries,
+    /// Whether an extension provides it (rather than the core runtime); it loads only where the extension runs.
+    pub extension: bool,
+}
+
+/// A BTF-resolved function (kfunc) a provider module exports: `ebpf_btf_resolved_function_prototype_t`
+/// (coverage §2), keyed by (module GUID, name). `proto.id` is unused (0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KfuncPrototype {
+    pub module: Guid,
+    pub proto: HelperPrototype,
+}
+
+/// A platform: its program types, helpers, map types and kfuncs.
 #[derive(Clone, Copy, Debug)]
 pub struct Platform {
     pub name: &'static str,
@@ -222,6 +280,10 @@ pub struct Platform {
     pub global_helpers: &'static [HelperPrototype],
     /// Which map types a map helper works on, where the runtime would not return a usable result otherwise.
     pub map_helper_rules: &'static [MapHelperRule],
+    pub map_types: &'static [MapTypeInfo],
+    pub kfuncs: &'static [KfuncPrototype],
+    /// Map-type numbering and legacy map records of objects written for this platform.
+    pub conventions: ObjectConventions,
 }
 
 /// Map types a helper's map argument may (`allowed`) or may not have. A helper without a rule takes any map.
@@ -239,6 +301,17 @@ impl MapHelperRule {
     }
 }
 
+/// A map or kfunc the platform cannot provide; the message names the map or function.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    #[error("map '{map}': type {map_type} is not a map type {platform} supports")]
+    UnknownMapType { map: String, map_type: u32, platform: &'static str },
+    #[error("map '{map}' ({type_name}): max_entries is 0 (not declared?); {platform} requires a positive max_entries")]
+    ZeroMaxEntries { map: String, type_name: &'static str, platform: &'static str },
+    #[error("map '{map}' ({type_name}): max_entries must be 0 for this map type, not {max_entries}")]
+    NonZeroMaxEntries { map: String, type_name: &'static str, max_entries: u32 },
+}
+
 impl Platform {
     /// The program type (and attach type) an ELF section name selects: the longest matching prefix wins.
     pub fn program_type_for_section(&self, section: &str) -> Option<(&'static ProgramType, AttachType)> {
@@ -251,6 +324,53 @@ impl Platform {
             }
         }
         best.map(|(pt, at, _)| (pt, at))
+    }
+
+    /// What the platform knows about map type `number`.
+    pub fn map_type(&self, number: u32) -> Option<&'static MapTypeInfo> {
+        self.map_types.iter().find(|t| t.number == number)
+    }
+
+    /// The platform's name for a map type number (`"unknown"` if it has none).
+    pub fn map_type_name(&self, number: u32) -> &'static str {
+        self.map_type(number).map_or("unknown", |t| t.name)
+    }
+
+    /// Checks that the runtime can create every map of the module: a type the platform lists, and a
+    /// `max_entries` the type accepts (a map of another type is compiled into a driver the runtime refuses).
+    pub fn check_maps(&self, maps: &[MapDefinition]) -> Result<(), PlatformError> {
+        for m in maps {
+            let Some(t) = self.map_type(m.map_type.0) else {
+                return Err(PlatformError::UnknownMapType {
+                    map: m.name.clone(),
+                    map_type: m.map_type.0,
+                    platform: self.name,
+                });
+            };
+            match (t.zero_max_entries, m.max_entries) {
+                (ZeroMaxEntries::Refused, 0) => {
+                    return Err(PlatformError::ZeroMaxEntries {
+                        map: m.name.clone(),
+                        type_name: t.name,
+                        platform: self.name,
+                    })
+                }
+                (ZeroMaxEntries::Required, n) if n != 0 => {
+                    return Err(PlatformError::NonZeroMaxEntries {
+                        map: m.name.clone(),
+                        type_name: t.name,
+                        max_entries: n,
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The prototype of kfunc `name` of provider `module`.
+    pub fn kfunc(&self, module: Guid, name: &str) -> Option<&'static KfuncPrototype> {
+        self.kfuncs.iter().find(|k| k.module == module && k.proto.name == name)
     }
 
     /// The program type with this descriptor name.

@@ -1,10 +1,10 @@
 //! The eBPF for Windows platform (native-module-contract.md §7): program types with their GUIDs, section
 //! prefixes and contexts, and the general helpers of EbpfCore with their prototypes.
 
-use super::table::{field, prefix, proto};
+use super::table::{field, map_type, prefix, proto};
 use super::{
     AttachType, ContextDescriptor, ContextField, Guid, HelperArg as A, HelperPrototype, HelperReturn as R,
-    MapHelperRule, Platform, ProgramType,
+    KfuncPrototype, MapHelperRule, MapTypeInfo, ObjectConventions, Platform, ProgramType, ZeroMaxEntries as Z,
 };
 
 /// The "eBPF native module" NPI id (contract §1.3); EbpfCore registers its provider under the same id.
@@ -208,6 +208,66 @@ static SOCK_ADDR_HELPERS: &[HelperPrototype] = &[
 
 static SOCK_OPS_HELPERS: &[HelperPrototype] = &[proto(65536, "bpf_sock_ops_get_flow_id", R::Integer, &[A::PtrToCtx])];
 
+/// The sample extension's helpers (`undocked/tests/sample/ext/inc/sample_ext_program_info.h`, coverage §1).
+/// Helpers 65539–65542 take the program context implicitly (the native code passes it as the 6th argument to
+/// every helper anyway); 65540's C side takes a u32 that its prototype does not declare, so r1 is unchecked.
+static SAMPLE_HELPERS: &[HelperPrototype] = &[
+    proto(65536, "sample_ebpf_extension_helper_function1", R::Integer, &[A::PtrToCtx]),
+    proto(
+        65537,
+        "sample_ebpf_extension_find",
+        R::Integer,
+        &[A::PtrToReadableMem, A::ConstSize, A::PtrToReadableMem, A::ConstSize],
+    ),
+    proto(
+        65538,
+        "sample_ebpf_extension_replace",
+        R::Integer,
+        &[A::PtrToReadableMem, A::ConstSize, A::Anything, A::PtrToReadableMem, A::ConstSize],
+    ),
+    proto(65539, "sample_ebpf_extension_helper_implicit_1", R::Integer, &[]),
+    proto(65540, "sample_ebpf_extension_helper_implicit_2", R::Integer, &[]),
+    proto(65541, "sample_ext_helper_map_lookup_element", R::PtrToMapValueOrNull, &[A::PtrToMap, A::PtrToMapKey]),
+    proto(
+        65542,
+        "sample_ext_helper_map_get_value",
+        R::Integer,
+        &[A::PtrToMap, A::PtrToMapKey, A::PtrToWritableMem, A::ConstSize],
+    ),
+];
+
+/// The sample extension's BTF-function provider module id (coverage §1).
+pub const SAMPLE_BTF_FUNCTION_MODULE: Guid = Guid::from_fields(0x8f6c1f83, 0xce4c, 0x4b58, 0x8b91, 0x654a29e23b7c);
+
+/// kfuncs of the providers the platform knows (coverage §2): `sample_ebpf_extension_btf_lookup(u64 key,
+/// void *value, u32 value_size)` stores `key` in `*value` when `value_size >= 8` and returns `key + value_size`.
+pub static KFUNCS: &[KfuncPrototype] = &[KfuncPrototype {
+    module: SAMPLE_BTF_FUNCTION_MODULE,
+    proto: proto(0, "sample_ebpf_extension_btf_lookup", R::Integer, &[A::Anything, A::PtrToWritableMem, A::ConstSize]),
+}];
+
+/// `ebpf_map_type_t` (contract §7.3). The kernel refuses `max_entries` 0 for every built-in type (coverage §1);
+/// UNSPEC (0) has no create function. 15 is the sample extension's hash map, 16 XDP for Windows' XSKMAP; both
+/// need their extension's map provider at load time.
+pub static MAP_TYPES: &[MapTypeInfo] = &[
+    map_type(1, "hash", Z::Refused),
+    map_type(2, "array", Z::Refused),
+    map_type(3, "prog_array", Z::Refused),
+    map_type(4, "percpu_hash", Z::Refused),
+    map_type(5, "percpu_array", Z::Refused),
+    map_type(6, "hash_of_maps", Z::Refused),
+    map_type(7, "array_of_maps", Z::Refused),
+    map_type(8, "lru_hash", Z::Refused),
+    map_type(9, "lpm_trie", Z::Refused),
+    map_type(10, "queue", Z::Refused),
+    map_type(11, "lru_percpu_hash", Z::Refused),
+    map_type(12, "stack", Z::Refused),
+    map_type(13, "ringbuf", Z::Refused),
+    map_type(14, "perf_event_array", Z::Refused),
+    MapTypeInfo { extension: true, ..map_type(15, "sample_hash_map", Z::Refused) },
+    MapTypeInfo { extension: true, ..map_type(16, "xskmap", Z::Refused) },
+];
+
 pub static PROGRAM_TYPES: &[ProgramType] = &[
     ProgramType {
         name: "xdp",
@@ -268,9 +328,7 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
         context: ContextDescriptor { size: 32, data: 0, end: 8, meta: -1 },
         context_fields: SAMPLE_FIELDS,
         section_prefixes: &[prefix("sample_ext", ATTACH_SAMPLE)],
-        // The sample extension's own helpers (ids 65536..65542) have no prototypes in the contract document;
-        // programs of this type may use the general helpers only.
-        specific_helpers: &[],
+        specific_helpers: SAMPLE_HELPERS,
     },
     ProgramType {
         name: "xdp_test",
@@ -290,6 +348,9 @@ pub static WINDOWS: Platform = Platform {
     program_types: PROGRAM_TYPES,
     global_helpers: GLOBAL_HELPERS,
     map_helper_rules: MAP_HELPER_RULES,
+    map_types: MAP_TYPES,
+    kfuncs: KFUNCS,
+    conventions: ObjectConventions::Windows,
 };
 
 /// Element access on maps that hold no addressable values fails in EbpfCore (program arrays hold programs,
@@ -348,5 +409,24 @@ mod tests {
         assert!(WINDOWS.helper(xdp, 65536).unwrap().reallocate_packet);
         assert_eq!(WINDOWS.helper(xdp, 1).unwrap().name, "bpf_map_lookup_elem");
         assert!(WINDOWS.helper(xdp, 65537).is_none());
+        let sample = WINDOWS.program_type_by_name("sample").unwrap();
+        let ids: Vec<u32> = (65536..=65542).filter(|&id| WINDOWS.helper(sample, id).is_some()).collect();
+        assert_eq!(ids, (65536..=65542).collect::<Vec<_>>());
+        assert_eq!(WINDOWS.helper(sample, 65541).unwrap().ret, R::PtrToMapValueOrNull);
+    }
+
+    #[test]
+    fn map_types_and_kfuncs_are_listed() {
+        assert_eq!(WINDOWS.map_type_name(15), "sample_hash_map");
+        assert!(WINDOWS.map_type(0).is_none() && WINDOWS.map_type(17).is_none() && WINDOWS.map_type(100).is_none());
+        let k = WINDOWS.kfunc(SAMPLE_BTF_FUNCTION_MODULE, "sample_ebpf_extension_btf_lookup").unwrap();
+        assert_eq!(k.proto.arity(), 3);
+        assert!(WINDOWS.kfunc(Guid::NULL, "sample_ebpf_extension_btf_lookup").is_none());
+        assert_eq!(
+            Guid::parse("8F6C1F83-ce4c-4b58-8b91-654a29e23b7c"),
+            Some(SAMPLE_BTF_FUNCTION_MODULE),
+            "GUID text parses case-insensitively"
+        );
+        assert_eq!(Guid::parse("8f6c1f83-ce4c-4b58-8b91-654a29e23b7"), None);
     }
 }

@@ -26,7 +26,7 @@ pub mod verified;
 
 use crate::isa::Instruction;
 use crate::platform::{Platform, ProgramType};
-use crate::program::{GlobalSection, LineInfo, MapDefinition, Module};
+use crate::program::{GlobalSection, Kfunc, LineInfo, MapDefinition, Module};
 
 use num::Num;
 use state::{ty, State, Value};
@@ -202,6 +202,8 @@ pub struct Env<'a> {
     pub program_type: &'a ProgramType,
     pub maps: &'a [MapDefinition],
     pub globals: &'a [GlobalSection],
+    /// The module's kfunc table: a `CallBtf` names an entry by its id.
+    pub kfuncs: &'a [Kfunc],
     pub options: &'a VerifierOptions,
     /// Sorted slots of conditional jumps that are assumptions rather than branches (PREVAIL's `assume`, used
     /// only by test suites): the taken edge is discarded. Empty for real programs.
@@ -232,6 +234,7 @@ pub fn verify_program<'m>(
         program_type,
         maps: &module.maps,
         globals: &module.global_sections,
+        kfuncs: &module.kfuncs,
         options,
         assumptions: &[],
     };

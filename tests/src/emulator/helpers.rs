@@ -5,6 +5,9 @@
 use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bpf2sys::platform::windows::SAMPLE_BTF_FUNCTION_MODULE;
+use bpf2sys::platform::Guid;
+
 use super::{EmulatedMap, ExecutionState, MAX_TAIL_CALL_CNT};
 
 type Helper = unsafe extern "win64" fn(u64, u64, u64, u64, u64, *mut u8) -> u64;
@@ -106,6 +109,25 @@ unsafe extern "win64" fn sock_ops_get_flow_id(ctx: u64, _: u64, _: u64, _: u64, 
     let c = ctx as *const u8;
     let field = |o: usize| (c.add(o) as *const u32).read_unaligned() as u64;
     (field(8) ^ field(28)) << 32 | (field(24) << 16 ^ field(44))
+}
+
+/// `sample_ebpf_extension_btf_lookup(u64 key, void *value, u32 value_size)` (coverage §2): stores `key` in
+/// `*value` when `value_size >= 8` and returns `key + value_size`.
+unsafe extern "win64" fn sample_btf_lookup(key: u64, value: u64, value_size: u64, _: u64, _: u64, _: *mut u8) -> u64 {
+    let size = value_size as u32;
+    if size >= 8 {
+        (value as *mut u64).write_unaligned(key);
+    }
+    key.wrapping_add(u64::from(size))
+}
+
+/// The host function a BTF-function provider module exports under `name`, if the emulator implements it.
+pub fn host_kfunc(module: Guid, name: &str) -> Option<usize> {
+    let f: Helper = match name {
+        "sample_ebpf_extension_btf_lookup" if module == SAMPLE_BTF_FUNCTION_MODULE => sample_btf_lookup,
+        _ => return None,
+    };
+    Some(f as usize)
 }
 
 /// The host function for helper `id` as program type `program_type` sees it, if the emulator implements it.

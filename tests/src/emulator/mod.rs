@@ -32,7 +32,9 @@ use std::rc::Rc;
 use bpf2sys::platform::{windows::WINDOWS, Guid};
 // The runtime-owned tables the loader fills (contract §2.2) have one definition, the shim's `abi`; which stride
 // a module version selects is decided here, independently (`load_programs`).
-use bpf2sys_runtime_shim::abi::{GlobalVariableSectionData, HelperFunctionData, MapData, ProgramRuntimeContext};
+use bpf2sys_runtime_shim::abi::{
+    BtfResolvedFunctionData, GlobalVariableSectionData, HelperFunctionData, MapData, ProgramRuntimeContext,
+};
 
 // The emulator parses `map_entry_t` itself; it reports each entry in the shim's own description type, so a test
 // can compare what the kernel read with what the shim was asked to write.
@@ -138,6 +140,8 @@ pub struct ProgramInfo {
     pub program_type: Guid,
     pub expected_attach_type: Guid,
     pub helper_ids: Vec<u32>,
+    /// `btf_resolved_functions` as `(name, module GUID)`; `("", GUID_NULL)` marks an unused slot.
+    pub btf_functions: Vec<(String, Guid)>,
     pub referenced_maps: Vec<u16>,
     pub instruction_count: u64,
     pub program_info_hash: Option<Vec<u8>>,
@@ -149,6 +153,7 @@ pub struct LoadedProgram {
     pub info: ProgramInfo,
     runtime_context: Box<ProgramRuntimeContext>,
     _helper_data: Vec<HelperFunctionData>,
+    _btf_data: Vec<BtfResolvedFunctionData>,
     _map_data: Vec<u64>,
     _global_data: Vec<GlobalVariableSectionData>,
 }
@@ -568,7 +573,9 @@ pub fn validate_metadata(
                 )));
             }
         }
-        // BTF-resolved functions (size ≥ 154 only): header exactly {1, 48, 48}.
+        // BTF-resolved functions (size ≥ 154 only): header exactly {1, 48, 48}; each entry unused ("" and
+        // GUID_NULL) or with both a name and a GUID (coverage §2).
+        let mut btf_functions = Vec::new();
         if stride >= 154 {
             let btf_count = u16_at(152) as usize;
             let btf_ptr = u64_at(144) as usize;
@@ -576,9 +583,19 @@ pub fn validate_metadata(
                 return Err(meta(format!("{what}: BTF count {btf_count} with pointer {btf_ptr:#x}")));
             }
             for k in 0..btf_count {
-                let h = header(image, btf_ptr + 48 * k, &what)?;
+                let entry = btf_ptr + 48 * k;
+                let h = header(image, entry, &what)?;
                 if h != (Header { version: 1, size: 48, total_size: 48 }) {
                     return Err(meta(format!("{what}: BTF entry {k} header {h:?}")));
+                }
+                let bw = format!("{what} BTF entry {k}");
+                let name_ptr = read::<usize>(image, entry + 24, &bw)?;
+                let name = if name_ptr == 0 { None } else { Some(read_c_string(image, name_ptr, &bw)?) };
+                let guid = Guid::from_bytes(&read::<[u8; 16]>(image, entry + 32, &bw)?);
+                match name {
+                    Some(n) if n.is_empty() && guid.is_null() => btf_functions.push((n, guid)),
+                    Some(n) if !n.is_empty() && !guid.is_null() => btf_functions.push((n, guid)),
+                    _ => return Err(meta(format!("{bw}: neither unused nor a name with a module GUID"))),
                 }
             }
         }
@@ -621,6 +638,7 @@ pub fn validate_metadata(
             program_type,
             expected_attach_type,
             helper_ids,
+            btf_functions,
             referenced_maps,
             instruction_count: u64_at(96),
             program_info_hash,
@@ -731,7 +749,11 @@ fn compare_views(metadata: &ModuleMetadata, user: &UserModeView) -> Result<(), E
 }
 
 /// The program-info hash stream the runtime builds (`_ebpf_program_compute_program_information_hash`, §3.2).
-pub fn runtime_program_info_hash(program_type: &Guid, helper_ids: &[u32]) -> Result<Vec<u8>, String> {
+pub fn runtime_program_info_hash(
+    program_type: &Guid,
+    helper_ids: &[u32],
+    btf_functions: &[(String, Guid)],
+) -> Result<Vec<u8>, String> {
     use sha2::{Digest, Sha256};
     let pt = WINDOWS
         .program_types
@@ -761,6 +783,22 @@ pub fn runtime_program_info_hash(program_type: &Guid, helper_ids: &[u32]) -> Res
         }
         if h.reallocate_packet {
             s.push(1);
+        }
+    }
+    // Step 8: the used BTF-resolved functions, in table order, with the provider's prototype.
+    let used: Vec<&(String, Guid)> = btf_functions.iter().filter(|(n, _)| !n.is_empty()).collect();
+    if !used.is_empty() {
+        s.extend_from_slice(&(used.len() as u64).to_le_bytes());
+        for (name, guid) in used {
+            let k =
+                WINDOWS.kfunc(*guid, name).ok_or_else(|| format!("no provider exports kfunc `{name}` of {guid}"))?;
+            s.extend_from_slice(&guid.to_bytes());
+            s.extend_from_slice(name.as_bytes());
+            s.extend_from_slice(&(k.proto.ret as u32).to_le_bytes());
+            for a in k.proto.args {
+                s.extend_from_slice(&(a as u32).to_le_bytes());
+            }
+            s.extend_from_slice(&0u32.to_le_bytes());
         }
     }
     Ok(Sha256::digest(&s).to_vec())
@@ -795,7 +833,19 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
                 HelperFunctionData { address: address as u64, tail_call: id == 5, ..Default::default() };
         }
         // The program-info hash (§3.2): a supplied hash must match what the runtime computes.
-        let computed = runtime_program_info_hash(&info.program_type, &info.helper_ids).map_err(err)?;
+        // BTF-resolved functions: the runtime binds each used slot to the provider registered for its module
+        // GUID and matches the name (`strcmp`); an unknown one fails the load.
+        let mut btf_data = vec![BtfResolvedFunctionData::default(); info.btf_functions.len()];
+        for (slot, (name, guid)) in info.btf_functions.iter().enumerate() {
+            if name.is_empty() {
+                continue;
+            }
+            let address = helpers::host_kfunc(*guid, name)
+                .ok_or_else(|| err(format!("no provider module {guid} exports BTF-resolved function `{name}`")))?;
+            btf_data[slot] = BtfResolvedFunctionData { address: address as u64, ..Default::default() };
+        }
+        let computed =
+            runtime_program_info_hash(&info.program_type, &info.helper_ids, &info.btf_functions).map_err(err)?;
         if let Some(h) = &info.program_info_hash {
             if info.hash_type.as_deref().unwrap_or("SHA256") != "SHA256" {
                 return Err(err(format!("hash type {:?} is not SHA256", info.hash_type)));
@@ -839,12 +889,13 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
             helper_data: if helper_data.is_empty() { std::ptr::null() } else { helper_data.as_ptr() },
             map_data: if module.maps.is_empty() { std::ptr::null() } else { map_data.as_ptr() as *const u8 },
             global_variable_section_data: if global_data.is_empty() { std::ptr::null() } else { global_data.as_ptr() },
-            btf_resolved_function_data: std::ptr::null(),
+            btf_resolved_function_data: if btf_data.is_empty() { std::ptr::null() } else { btf_data.as_ptr() },
         });
         module.programs.push(LoadedProgram {
             info,
             runtime_context,
             _helper_data: helper_data,
+            _btf_data: btf_data,
             _map_data: map_data,
             _global_data: global_data,
         });

@@ -172,11 +172,13 @@ pub fn test_module(target: Target, map_stride: i64) -> (Module, Vec<CompiledProg
         ],
         maps,
         global_sections: vec![GlobalSection {
+            section_name: ".data".into(),
             kind: GlobalSectionKind::Data,
             map_index: 3,
             initial_data: vec![42, 0, 0, 0, 7, 0, 0, 0],
         }],
         map_initial_values: vec![MapInitialValues { map_index: 1, values: vec![Some("xdp_target".into()), None] }],
+        ..Module::default()
     };
     let compiled = vec![
         CompiledProgram {

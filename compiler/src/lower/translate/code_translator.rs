@@ -394,8 +394,17 @@ impl FunctionTranslator<'_> {
                 b.def_var(frame.regs[0], r0);
                 Self::clobber_scratch(b, frame);
             }
+            Instruction::CallBtf { btf_id, module: 0 } => {
+                let address = u32::try_from(btf_id)
+                    .ok()
+                    .and_then(|id| self.env.kfunc_address(b, frame.runtime_context, id))
+                    .ok_or_else(|| {
+                        self.unsupported(pc, format!("kfunc id {btf_id} is not in the module's kfunc table"))
+                    })?;
+                self.call_indirect_helper(b, frame, address);
+            }
             Instruction::CallBtf { .. } => {
-                return Err(self.unsupported(pc, "calls of BTF-resolved functions (kfuncs) are not supported"))
+                return Err(self.unsupported(pc, "kfunc calls naming a module BTF fd index are not supported"))
             }
             other => unreachable!("not a call: {other:?}"),
         }
@@ -439,12 +448,8 @@ impl FunctionTranslator<'_> {
         Ok(map)
     }
 
-    /// `r0 = helper_data[i].address(r1..r5, context)`; after `bpf_tail_call`, `if (r0 == 0) return 0`.
-    fn call_helper(&mut self, b: &mut FunctionBuilder, frame: &Frame, pc: usize, id: u32) -> Result<(), LowerError> {
-        let address = self
-            .env
-            .helper_address(b, frame.runtime_context, id)
-            .ok_or_else(|| self.unsupported(pc, format!("helper {id} is missing from the helper table")))?;
+    /// `r0 = address(r1..r5, context)` with the `helper_function_t` ABI (helpers and kfuncs alike).
+    fn call_indirect_helper(&mut self, b: &mut FunctionBuilder, frame: &Frame, address: Value) -> Value {
         let sig = b.import_signature(RuntimeEnvironment::helper_signature());
         let mut args = Vec::with_capacity(6);
         for r in 1..=5 {
@@ -455,6 +460,16 @@ impl FunctionTranslator<'_> {
         let r0 = b.inst_results(call)[0];
         b.def_var(frame.regs[0], r0);
         Self::clobber_scratch(b, frame);
+        r0
+    }
+
+    /// `r0 = helper_data[i].address(r1..r5, context)`; after `bpf_tail_call`, `if (r0 == 0) return 0`.
+    fn call_helper(&mut self, b: &mut FunctionBuilder, frame: &Frame, pc: usize, id: u32) -> Result<(), LowerError> {
+        let address = self
+            .env
+            .helper_address(b, frame.runtime_context, id)
+            .ok_or_else(|| self.unsupported(pc, format!("helper {id} is missing from the helper table")))?;
+        let r0 = self.call_indirect_helper(b, frame, address);
         if id == HELPER_TAIL_CALL {
             let done = b.create_block();
             let cont = b.create_block();

@@ -265,6 +265,40 @@ pub(super) fn helper_call(env: &Env, st: &mut State, pc: usize, id: i64) -> Resu
             vec![],
         )
     })?;
+    call_with_prototype(env, st, pc, proto)
+}
+
+/// A call of a BTF-resolved function: the object's kfunc table names it, the platform's kfunc table gives its
+/// prototype by (provider module GUID, name), checked like a helper's (coverage §2).
+pub(super) fn kfunc_call(env: &Env, st: &mut State, pc: usize, btf_id: i32) -> Result<(), Failure> {
+    let unknown = |what: String| fail(pc, Property::UnknownHelper, what, vec![]);
+    let kfunc = env
+        .kfuncs
+        .iter()
+        .find(|k| i64::from(k.id) == i64::from(btf_id))
+        .ok_or_else(|| unknown(format!("kfunc id {btf_id} is not an extern function the object declares")))?;
+    let module = kfunc.module_guid.ok_or_else(|| {
+        unknown(format!(
+            "kfunc '{}' names no provider module (declare it with btf_decl_tag(\"module_id:{{GUID}}\"))",
+            kfunc.name
+        ))
+    })?;
+    let proto = env.platform.kfunc(module, &kfunc.name).ok_or_else(|| {
+        unknown(format!(
+            "unknown kfunc '{}' of module {module}: the {} platform has no prototype for it",
+            kfunc.name, env.platform.name
+        ))
+    })?;
+    call_with_prototype(env, st, pc, &proto.proto)
+}
+
+/// Checks r1..r5 against a prototype and applies the call's effects: clobbered r1..r5, r0 per the return type.
+fn call_with_prototype(
+    env: &Env,
+    st: &mut State,
+    pc: usize,
+    proto: &crate::platform::HelperPrototype,
+) -> Result<(), Failure> {
     let (map, writes) = check_args(env, st, pc, proto)?;
     for (p, size) in writes {
         if p.may_be(ty::STACK) {
@@ -306,7 +340,7 @@ pub(super) fn lookup_result(env: &Env, pc: usize, helper: &str, maps: MapSet) ->
     if defs.is_empty() {
         return Err(fail(pc, Property::HelperArgument, format!("{helper} needs a statically known map"), vec![]));
     }
-    let nested = defs.iter().filter(|d| d.map_type.is_map_of_maps()).count();
+    let nested = defs.iter().filter(|d| env.platform.conventions.is_map_of_maps(d.map_type)).count();
     if nested == 0 {
         return Ok(Value {
             types: ty::SHARED | ty::NUMBER,

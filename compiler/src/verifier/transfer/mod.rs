@@ -236,10 +236,14 @@ pub fn step(env: &Env, pc: usize, st: &State) -> Out {
                 _ => Err(fail(pc, Property::UnknownHelper, format!("callx {reg}: the helper id is not a known constant"), vec![show(reg.to_string(), &v)])),
             }
         }
-        Instruction::CallBtf { btf_id, .. } => Err(fail(
+        Instruction::CallBtf { btf_id, module: 0 } => {
+            helpers::kfunc_call(env, &mut s, pc, btf_id)?;
+            next(s)
+        }
+        Instruction::CallBtf { btf_id, module } => Err(fail(
             pc,
             Property::InvalidInstruction,
-            format!("call of BTF-resolved function (kfunc) id {btf_id} is not supported by this verifier"),
+            format!("kfunc call {btf_id} names module BTF {module}; objects name kfuncs by extern symbol (module 0)"),
             vec![],
         )),
         Instruction::CallLocal { offset } => {
