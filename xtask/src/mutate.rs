@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bpf2sys::driver::{build_driver, SessionOptions};
+use bpf2sys::driver::{build_driver, default_runtime_version, SessionOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -181,8 +181,10 @@ fn seeds(root: &Path) -> Result<Vec<Seed>> {
         let top_level = path.parent() == Some(&root.join("samples"));
         if top_level {
             let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let image = build_driver(&bytes, &file_name, &SessionOptions::default())
-                .with_context(|| format!("{name} does not build"))?;
+            // The version `bpf2sys build` picks when none is given (1.5.0 for objects that call kfuncs).
+            let runtime_version = default_runtime_version(&bytes, &file_name);
+            let options = SessionOptions { runtime_version, ..SessionOptions::default() };
+            let image = build_driver(&bytes, &file_name, &options).with_context(|| format!("{name} does not build"))?;
             let signed = bpf2sys_signing::sign_pe(&image, &test.signer, &Default::default())?;
             seeds.push(Seed { name: format!("{name} (driver)"), kind: Kind::Driver, bytes: image });
             seeds.push(Seed { name: format!("{name} (signed driver)"), kind: Kind::Driver, bytes: signed });
