@@ -91,6 +91,21 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode> {
             );
             return Ok(ExitCode::from(1));
         }
+        // Every program was refused at load time (e.g. it calls an undefined symbol): a rejected program, as in
+        // `verify`, not unusable input.
+        Err(DriverError::NoBuildablePrograms { refused, .. }) => {
+            for r in &refused {
+                eprintln!(
+                    "error: {}: program `{}` (section `{}`) cannot be built: {}",
+                    args.object.display(),
+                    r.name,
+                    r.section_name,
+                    r.reason
+                );
+            }
+            eprintln!("error: {}: no program can be built; no driver was written", args.object.display());
+            return Ok(ExitCode::from(1));
+        }
         // The driver's errors name the file by its base name; the CLI names it as the user gave it.
         Err(DriverError::Elf { source, .. }) => return Err(in_object(source.into())),
         Err(DriverError::Lower { source, .. }) => return Err(in_object(source.into())),
