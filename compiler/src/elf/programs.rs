@@ -421,6 +421,11 @@ impl Builder<'_, '_> {
         for &(s, f) in &order {
             let range = &self.sections[s].functions[f];
             let base = bases[&(s, f)];
+            // Every function becomes a symbol of the driver (contract §5.1), so two of one program's functions may
+            // not share a name (a mangled or non-UTF-8 symbol table can make them).
+            if functions.iter().any(|g: &Function| g.name == range.name) {
+                return Err(perr(format!("two of its functions are named `{}`", range.name)));
+            }
             functions.push(Function { name: range.name.to_string(), start: base, end: base + range.end - range.start });
             let lines = &self.lines[s];
             let first = lines.partition_point(|(slot, _)| *slot < range.start);
