@@ -102,3 +102,29 @@ fn build_type_selects_the_program_type_for_every_program() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("wrote"), "{stdout}");
 }
+
+#[test]
+fn verify_and_build_both_reject_an_object_whose_every_program_is_refused_at_load() {
+    // droppacket's only program references `dropped_packet_map`; make that symbol undefined (st_shndx = 0).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut bytes = std::fs::read(root.join("samples/droppacket.o")).unwrap();
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    let symtab = elf.section_headers.iter().find(|s| s.sh_type == goblin::elf::section_header::SHT_SYMTAB).unwrap();
+    let index = elf.syms.iter().position(|s| elf.strtab.get_at(s.st_name) == Some("dropped_packet_map")).unwrap();
+    let st_shndx = symtab.sh_offset as usize + index * 24 + 6;
+    drop(elf);
+    bytes[st_shndx..st_shndx + 2].copy_from_slice(&0u16.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let object = dir.path().join("undefined_map.o");
+    std::fs::write(&object, &bytes).unwrap();
+    let object = object.to_str().unwrap();
+
+    let (code, _, err) = bpf2sys(&["verify", object]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("reference to undefined symbol 'dropped_packet_map'"), "{err}");
+    let output = dir.path().join("undefined_map.sys");
+    let (code, _, err) = bpf2sys(&["build", object, "-o", output.to_str().unwrap()]);
+    assert_eq!(code, 1, "a program refused at load is a rejected program, as in verify: {err}");
+    assert!(err.contains("no program can be built; no driver was written"), "{err}");
+    assert!(!output.exists());
+}

@@ -270,3 +270,13 @@ fn an_unknown_kfunc_is_refused_by_the_verifier_as_a_kfunc() {
     let m = load(&sample("kfunc.o"), "kfunc.o").unwrap();
     verify_program(&m, 0, &WINDOWS, sample_type, &VerifierOptions::default()).unwrap();
 }
+
+#[test]
+fn a_program_two_of_whose_functions_share_a_name_is_refused() {
+    // Every function becomes a driver symbol (contract §5.1); a symbol table naming two of one program's
+    // functions alike (here `length_bucket` renamed to its sibling `packet_length`) must not reach the linker.
+    let mut bytes = sample("bpf_calls.o");
+    rename(&mut bytes, b"length_bucket", b"packet_length");
+    let err = load(&bytes, "bpf_calls.o").unwrap_err().to_string();
+    assert!(err.contains("two of its functions are named `packet_length`"), "{err}");
+}
