@@ -50,7 +50,9 @@ struct Prepared {
     layout: PeLayout,
     indirect_data: Vec<u8>,
     signed_attrs: SignedAttributes,
-    /// SHA-256 of DER(SET OF signed attributes): what the RSA key signs.
+    /// DER(SET OF signed attributes): what the RSA key signs.
+    attrs_der: Vec<u8>,
+    /// SHA-256 of `attrs_der`.
     attrs_digest: [u8; 32],
 }
 
@@ -93,8 +95,9 @@ fn prepare(input: &[u8], options: &SignOptions) -> Result<Prepared, SigningError
     ];
     let signed_attrs: SignedAttributes = SetOfVec::try_from(attrs)?;
     // The signature covers the attributes re-encoded as a DER SET OF (RFC 5652 §5.4), not the [0] IMPLICIT form.
-    let attrs_digest: [u8; 32] = Sha256::digest(signed_attrs.to_der()?).into();
-    Ok(Prepared { image, layout, indirect_data, signed_attrs, attrs_digest })
+    let attrs_der = signed_attrs.to_der()?;
+    let attrs_digest: [u8; 32] = Sha256::digest(&attrs_der).into();
+    Ok(Prepared { image, layout, indirect_data, signed_attrs, attrs_der, attrs_digest })
 }
 
 /// Step one of external signing: the SHA-256 digest that an RSASSA-PKCS1-v1_5 (SHA-256) key must sign for this
@@ -107,7 +110,7 @@ pub fn digest_to_sign(input: &[u8], options: &SignOptions) -> Result<[u8; 32], S
 /// key that does not match the certificate, or an external signature made over other bytes, is an error.
 pub fn sign_pe(input: &[u8], signer: &Signer, options: &SignOptions) -> Result<Vec<u8>, SigningError> {
     let prepared = prepare(input, options)?;
-    let signature = signer.raw().sign_sha256_digest(&prepared.attrs_digest)?;
+    let signature = signer.raw().sign_sha256_message(&prepared.attrs_der, &prepared.attrs_digest)?;
     if signer.public_key().verify(Pkcs1v15Sign::new::<Sha256>(), &prepared.attrs_digest, &signature).is_err() {
         return Err(signer.raw().mismatch_error(signer.leaf().tbs_certificate.subject.to_string()));
     }

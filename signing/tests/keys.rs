@@ -197,3 +197,24 @@ fn external_digest_signed_by_openssl_pkeyutl_embeds() {
     let signed = sign_pe(&image, &signer, &SignOptions::default()).unwrap();
     assert!(verify_pe(&signed, &trusted()).is_valid());
 }
+
+/// The software signer signs through ring; PKCS#1 v1.5 is deterministic (RFC 8017 §8.2.1), so ring's signature
+/// must be byte-for-byte the `rsa` crate's over the same digest, for the key sizes Windows accepts.
+#[test]
+fn ring_fast_path_signs_exactly_what_the_rsa_crate_signs() {
+    use bpf2sys_signing::RawSigner;
+    use sha2::{Digest, Sha256};
+    let keys = [pki().leaf_key.clone(), RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 3072).unwrap()];
+    for key in keys {
+        let bits = rsa::traits::PublicKeyParts::size(&key) * 8;
+        let signer = RsaKeySigner::new(key, "rsa").unwrap();
+        assert!(signer.is_fast(), "{bits}-bit key: ring refused it");
+        for message in [&b""[..], b"signed attributes", &[0xa5; 1000]] {
+            let digest: [u8; 32] = Sha256::digest(message).into();
+            let fast = signer.sign_sha256_message(message, &digest).unwrap();
+            let reference = signer.sign_sha256_digest_reference(&digest).unwrap();
+            assert_eq!(fast, reference, "{bits}-bit key, {}-byte message", message.len());
+            assert_eq!(signer.sign_sha256_digest(&digest).unwrap(), reference);
+        }
+    }
+}
