@@ -11,13 +11,15 @@
 //! ```
 //!
 //! [`driver`] runs the stages (a [`driver::Session`]: load → verify → lower → link → sign → lint) for every entry
-//! point. Stage boundaries are types: the front end produces a [`program::Module`], the verifier a
-//! [`verifier::Verified`] per program (the only input lowering accepts), lowering a [`compiled::CompiledProgram`].
+//! point; [`batch`] runs one build per object on every core, results in input order. Stage boundaries are types:
+//! the front end produces a [`program::Module`], the verifier a [`verifier::Verified`] per program (the only input
+//! lowering accepts), lowering a [`compiled::CompiledProgram`].
 //!
 //! Shared vocabulary: [`isa`] (RFC 9669 instructions and semantics), [`platform`] (program types, contexts,
 //! helpers as data), [`program`] (the front end's output), [`compiled`] (the backend's output). See
 //! ARCHITECTURE.md for who may import whom.
 
+pub mod batch;
 pub mod compiled;
 pub mod driver;
 pub mod elf;

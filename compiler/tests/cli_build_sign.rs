@@ -245,3 +245,62 @@ fn build_passes_the_timestamp_url_to_signing_and_writes_nothing_when_the_server_
     assert!(err.contains("droppacket.o") && err.contains("timestamp server"), "{err}");
     assert!(!driver.exists());
 }
+
+/// Several objects in one `build`: each driver is byte-identical to building that object alone, whatever `-j`,
+/// and the messages come in the order the objects were given.
+#[test]
+fn build_of_several_objects_in_parallel_writes_what_one_at_a_time_builds_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = test_certificate(dir.path());
+    let names = ["droppacket", "bind_policy", "tail_call", "map_types", "globals"];
+    let copy_objects = |sub: &str| -> Vec<PathBuf> {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        names
+            .iter()
+            .map(|n| {
+                let p = d.join(format!("{n}.o"));
+                std::fs::copy(repo().join(format!("samples/{n}.o")), &p).unwrap();
+                p
+            })
+            .collect()
+    };
+    let alone = copy_objects("alone");
+    for object in &alone {
+        let out = bpf2sys(&[&"build", object, &"--key", &key, &"--cert", &cert], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    for jobs in ["1", "3"] {
+        let objects = copy_objects(&format!("j{jobs}"));
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"build", &"-j", &jobs, &"--key", &key, &"--cert", &cert];
+        for o in &objects {
+            args.push(o);
+        }
+        let out = bpf2sys(&args, &[]);
+        assert!(out.status.success(), "-j {jobs}: {}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let order: Vec<usize> = names.iter().map(|n| stdout.find(&format!("{n}.o: wrote")).unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "-j {jobs}: messages out of order:\n{stdout}");
+        for (one, batch) in alone.iter().zip(&objects) {
+            assert_eq!(
+                std::fs::read(one.with_extension("sys")).unwrap(),
+                std::fs::read(batch.with_extension("sys")).unwrap(),
+                "-j {jobs}: {}",
+                batch.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn build_refuses_one_output_path_or_external_signing_for_several_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let two: [&dyn AsRef<std::ffi::OsStr>; 3] = [&"build", &object(), &repo().join("samples/globals.o")];
+    let out = bpf2sys(&[two[0], two[1], two[2], &"-o", &dir.path().join("x.sys")], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("with 2 objects each driver is written to <object>.sys"), "{}", text(&out));
+    let out = bpf2sys(&[two[0], two[1], two[2], &"--digest-out", &dir.path().join("d.bin")], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("signs one image"), "{}", text(&out));
+    assert!(!dir.path().join("x.sys").exists() && !dir.path().join("d.bin").exists());
+}

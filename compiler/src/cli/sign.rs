@@ -94,17 +94,22 @@ pub fn sign_checked(path: &Path, image: &[u8], signer: &Signer, options: &SignOp
 
 /// Whether a freshly signed image passes `verify-signature`'s checks; if not, says why (one line naming `path`).
 pub fn signed_image_verifies(path: &Path, signed: &[u8]) -> bool {
+    match signed_image_problems(signed) {
+        None => true,
+        Some(problems) => {
+            eprintln!("error: {}: the signed image does not verify, nothing was written: {problems}", path.display());
+            false
+        }
+    }
+}
+
+/// Why a freshly signed image does not verify (problems joined by "; "), or `None` when it does.
+pub fn signed_image_problems(signed: &[u8]) -> Option<String> {
     let report = verify_pe(signed, &VerifyOptions::default());
     if report.is_valid() {
-        return true;
+        return None;
     }
-    let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
-    eprintln!(
-        "error: {}: the signed image does not verify, nothing was written: {}",
-        path.display(),
-        problems.join("; ")
-    );
-    false
+    Some(report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))
 }
 
 #[derive(clap::Args, Debug)]
