@@ -17,8 +17,11 @@ use bpf2sys_tests::bench::native_c::{self, CCompiler};
 use bpf2sys_tests::bench::programs::{self, BenchProgram, PROGRAMS};
 use bpf2sys_tests::bench::report::{self, Cell, SpeedRow};
 use bpf2sys_tests::bench::timing::{self, Measurement, Mode};
-use bpf2sys_tests::bench::{compile, engines, generated, input};
+use bpf2sys_tests::bench::{engines, input};
 
+mod batch;
+mod goals;
+mod latency;
 mod rbpf_peer;
 use rbpf_peer::RbpfEngine;
 
@@ -37,12 +40,18 @@ pub struct BenchArgs {
     /// Skip the compile-latency table.
     #[arg(long)]
     no_compile: bool,
+    /// Skip the batch-build table.
+    #[arg(long)]
+    no_batch: bool,
     /// Internal: run one cell in this process and print its outcome as one JSON line.
     #[arg(long, hide = true, num_args = 2, value_names = ["ENGINE", "PROGRAM"])]
     cell: Option<Vec<String>>,
     /// Internal: measure the compile latency of one program in this process and print it as one JSON line.
     #[arg(long, hide = true, value_name = "OBJECT")]
     compile_cell: Option<PathBuf>,
+    /// Internal: build the batch on this many CPUs in this process and print the throughput as one JSON line.
+    #[arg(long, hide = true, value_name = "CPUS")]
+    batch_cell: Option<usize>,
 }
 
 /// The engines of the speed table, besides the native C baselines.
@@ -154,7 +163,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return run_cell(&cell[0], &cell[1], mode);
     }
     if let Some(object) = &args.compile_cell {
-        return run_compile_cell(object, mode);
+        return latency::run_compile_cell(object, mode);
+    }
+    if let Some(cpus) = args.batch_cell {
+        return batch::run_batch_cell(cpus, mode);
     }
     if mode == Mode::Full && cfg!(debug_assertions) && std::env::var_os("BPF2SYS_BENCH_IN_DEBUG").is_none() {
         return reexec_release(&args);
@@ -168,11 +180,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut failures = 0usize;
 
-    // Native C baselines: clang -O2 is the limit when installed, gcc -O2 the second reference.
-    let compilers: Vec<CCompiler> = ["clang", "gcc"].iter().filter_map(|c| native_c::find_compiler(c)).collect();
-    if compilers.is_empty() {
-        bail!("no host C compiler (clang or gcc) found on PATH: the native baseline cannot be built");
-    }
+    // Native C baselines: clang -O2 is the limit (the eBPF comes from the same LLVM), gcc -O2 the second
+    // reference. Without clang there is no limit, and gcc in its place would move every ratio: fail instead.
+    let clang = native_c::find_compiler("clang").context(
+        "clang is not installed: the bench's limit is native clang -O2 and no other compiler stands in for it \
+         (install it: apt-get install clang)",
+    )?;
+    let compilers: Vec<CCompiler> = std::iter::once(clang).chain(native_c::find_compiler("gcc")).collect();
     let native_dir = root.join("target/bench/native");
     let mut native_exes: Vec<Vec<Result<PathBuf, String>>> = Vec::new();
     for cc in &compilers {
@@ -182,6 +196,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .map(|p| native_c::build(&root, cc, &p.name, &native_dir).map_err(|e| e.to_string()))
                 .collect(),
         );
+    }
+    if let Some((p, Err(e))) = programs.iter().zip(&native_exes[0]).find(|(_, exe)| exe.is_err()) {
+        bail!("cannot build the clang -O2 baseline (the limit) of `{}`: {e}", p.name);
     }
     let engines: Vec<Engine> = Engine::ALL
         .into_iter()
@@ -235,7 +252,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             cells: cells[i].iter().map(|c| c.clone().expect("measured")).collect(),
         });
     }
-    // Row 0 is the limit: clang when present, otherwise gcc.
+    // Row 0 is the limit: clang -O2.
     let limit = 0;
     let mut peer_compile: Vec<(Engine, Vec<CellOutcome>)> = Vec::new();
     for (k, engine) in engines.iter().enumerate() {
@@ -277,15 +294,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     md.push_str(&report::speed_table(&PROGRAMS, &rows, limit));
     md.push_str("\n## Peer compile time\n\n");
     md.push_str(&peer_compile_table(&peer_compile, mode));
-    let mut unrolled_end_to_end = None;
+    let mut latency_figures = None;
     if !args.no_compile {
         md.push_str("\n## Compile latency\n\n");
-        let (section, e2e) = compile_latency_section(&root, mode)?;
+        let (section, figures) = latency::compile_latency_section(&root, mode)?;
         md.push_str(&section);
-        unrolled_end_to_end = e2e;
+        latency_figures = Some(figures);
     }
-    md.push_str("\n## Goals (issue 7)\n\n");
-    md.push_str(&goals_section(&rows, limit, unrolled_end_to_end));
+    let mut batch_figures = None;
+    if !args.no_batch {
+        md.push_str("\n## Batch builds\n\n");
+        let (section, figures) = batch::batch_section(mode)?;
+        md.push_str(&section);
+        batch_figures = Some(figures);
+    }
+    md.push_str("\n## Goals (issue 16)\n\n");
+    md.push_str(&goals::goals_section(&rows, limit, latency_figures.as_ref(), batch_figures.as_ref()));
     md.push_str(&format!(
         "\nTotal bench time: {:.1} s ({} mode).\n",
         started.elapsed().as_secs_f64(),
@@ -293,7 +317,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
 
     println!("{md}");
-    let partial = !args.engines.is_empty() || args.no_compile;
+    let partial = !args.engines.is_empty() || args.no_compile || args.no_batch;
     let output = args.output.clone().or_else(|| (!args.quick && !partial).then(|| root.join("BENCHMARKS.md")));
     if let Some(path) = output {
         // The verifier section comes from `cargo bench -p bpf2sys --bench verify` (docs/verifier.md §7), not from
@@ -315,6 +339,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .count();
     if own_failures > 0 {
         bail!("{own_failures} bpf2sys or native-baseline cells failed ({failures} failures in all)");
+    }
+    if batch_figures.as_ref().is_some_and(|b| !b.identical()) {
+        bail!("the batch build on every core wrote different bytes from the one-thread build");
     }
     Ok(())
 }
@@ -363,6 +390,9 @@ fn reexec_release(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.no_compile {
         cmd.arg("--no-compile");
+    }
+    if args.no_batch {
+        cmd.arg("--no-batch");
     }
     if let Some(o) = &args.output {
         cmd.arg("--output").arg(o);
@@ -603,198 +633,4 @@ fn machine_description(compilers: &[CCompiler]) -> String {
         s.push_str(&format!("- Native baseline `{}`: {}\n", cc.command, cc.version));
     }
     s
-}
-
-/// The objects of the compile-latency table: every sample, the benchmark objects (with the XDP `unrolled`), and
-/// generated programs of 10k and 100k instruction slots (written under `target/bench/`).
-fn compile_targets(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
-    let mut targets = Vec::new();
-    let mut samples: Vec<PathBuf> = std::fs::read_dir(root.join("samples"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "o"))
-        .collect();
-    samples.sort();
-    for path in samples {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        targets.push((format!("sample {name}"), path));
-    }
-    for p in PROGRAMS.iter().chain([&programs::UNROLLED_XDP]) {
-        targets.push((format!("bench {p}.o"), programs::bench_dir(root).join(format!("{p}.o"))));
-    }
-    let dir = root.join("target/bench");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for slots in [10_000, 100_000] {
-        let path = dir.join(format!("generated-{}k.o", slots / 1000));
-        write_atomically(&path, &generated::xdp_object(slots))?;
-        targets.push((format!("generated {}k", slots / 1000), path));
-    }
-    Ok(targets)
-}
-
-/// The compile-latency table, and the end-to-end median (µs) of `unrolled_xdp`, the issue's 20 ms goal.
-fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<(String, Option<f64>)> {
-    let mut unrolled_end_to_end = None;
-    let runs = if mode == Mode::Quick { 2 } else { 11 };
-    let mut out = format!(
-        "µs per stage for the whole object (all its programs), median of {runs} runs in one process (cold first \
-         run in parentheses). Stages of one `driver::Session`: `load`; `verify` (every program); `lower` (Cranelift \
-         IR and x64 codegen per program); `link` (runtime shim, PE32+ image); `sign` (Authenticode SHA-256, test \
-         certificate, no timestamp); end to end = `build` + `sign`, `.o` bytes to signed `.sys` bytes in memory. µs per 1k eBPF instruction slots from the end-to-end median (from lower+codegen where the \
-         object cannot be linked). Peak RSS of a process that compiles only that object, all stages and runs \
-         included. A stage that rejects the object is marked fail, with the reason below.\n\n\
-         | program | slots |"
-    );
-    for s in compile::STAGES {
-        out.push_str(&format!(" {s} |"));
-    }
-    out.push_str(" µs / 1k slots | peak RSS |\n|---|---:|");
-    for _ in compile::STAGES {
-        out.push_str("---:|");
-    }
-    out.push_str("---:|---:|\n");
-    let mut notes: Vec<String> = Vec::new();
-    for (label, path) in compile_targets(root)? {
-        eprintln!("bench: compile latency of {label}");
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["bench", "--compile-cell"]).arg(&path);
-        if mode == Mode::Quick {
-            cmd.arg("--quick");
-        }
-        let line = run_with_timeout(cmd, Duration::from_secs(600)).map_err(anyhow::Error::msg).and_then(|o| {
-            if !o.status.success() {
-                bail!("crashed: {} {}", exit_description(&o.status), String::from_utf8_lossy(&o.stderr).trim());
-            }
-            let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-            let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("").to_string();
-            Ok(serde_json::from_str::<serde_json::Value>(&line)?)
-        });
-        let v = match line {
-            Ok(v) => v,
-            Err(e) => {
-                out.push_str(&format!("| {label} | | **fail**: {e} |\n"));
-                continue;
-            }
-        };
-        if let Some(e) = v["error"].as_str() {
-            out.push_str(&format!("| {label} | | **fail**: {e} |\n"));
-            continue;
-        }
-        let slots = v["slots"].as_u64().unwrap_or(0);
-        out.push_str(&format!("| {label} | {} |", report::group_thousands(slots)));
-        let mut per_1k = None;
-        for (i, stage) in compile::STAGES.iter().enumerate() {
-            let s = &v["stages"][i];
-            if let (Some(median), Some(cold)) = (s["median_us"].as_f64(), s["cold_us"].as_f64()) {
-                out.push_str(&format!(" {} ({}) |", report::format_us(median), report::format_us(cold)));
-                if *stage == "end to end" && label == format!("bench {}.o", programs::UNROLLED_XDP) {
-                    unrolled_end_to_end = Some(median);
-                }
-                if *stage == "end to end" || (*stage == "lower+codegen" && per_1k.is_none()) {
-                    per_1k = Some((median / (slots.max(1) as f64 / 1000.0), *stage));
-                }
-            } else if let Some(e) = s["failed"].as_str() {
-                out.push_str(" fail |");
-                // The verifier's reason is listed; the stages after it only say they need it.
-                if !e.starts_with("needs a verified module") {
-                    notes.push(format!("- {label} / {stage}: {e}"));
-                }
-            } else {
-                out.push_str(" n/a |");
-                if let Some(reason) = s["not_available"].as_str() {
-                    let note = format!("- {stage}: {reason}");
-                    if !notes.contains(&note) {
-                        notes.push(note);
-                    }
-                }
-            }
-        }
-        match per_1k {
-            Some((v, "end to end")) => out.push_str(&format!(" {} |", report::format_us(v))),
-            Some((v, _)) => out.push_str(&format!(" {} (lower) |", report::format_us(v))),
-            None => out.push_str(" – |"),
-        }
-        out.push_str(&format!(" {:.1} MiB |\n", v["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0));
-    }
-    if !notes.is_empty() {
-        out.push('\n');
-        for n in notes {
-            out.push_str(&n);
-            out.push('\n');
-        }
-    }
-    Ok((out, unrolled_end_to_end))
-}
-
-/// The issue's done-when figures, computed from the tables: bpf2sys's geometric mean against the limit (goal
-/// ≤ 1.15x), bpf2sys against rbpf's JIT per program (goal: faster wherever rbpf runs), `unrolled_xdp` end to end
-/// (goal ≤ 20 ms).
-fn goals_section(rows: &[SpeedRow], limit: usize, unrolled_end_to_end: Option<f64>) -> String {
-    let find = |engine: Engine| rows.iter().find(|r| r.engine == engine.label());
-    let mut out = String::new();
-    if let (Some(ours), Some(limit_row)) = (find(Engine::Bpf2sysNative), rows.get(limit)) {
-        let ratios: Vec<f64> =
-            ours.cells.iter().zip(&limit_row.cells).filter_map(|(a, b)| Some(a.time()? / b.time()?)).collect();
-        if let Some(g) = timing::geometric_mean(&ratios) {
-            let verdict = if g <= 1.15 && ratios.len() == PROGRAMS.len() { "met" } else { "not met" };
-            out.push_str(&format!(
-                "- bpf2sys native code, geometric mean vs {}: **{g:.2}x** over {} programs (goal ≤ 1.15x: {verdict})\n",
-                limit_row.engine,
-                ratios.len()
-            ));
-        }
-        if let Some(jit) = find(Engine::RbpfJit) {
-            let mut faster = Vec::new();
-            let mut slower = Vec::new();
-            let mut not_run = Vec::new();
-            for (i, p) in PROGRAMS.iter().enumerate() {
-                match (ours.cells[i].time(), jit.cells.get(i).and_then(Cell::time)) {
-                    (Some(a), Some(b)) if a < b => faster.push(format!("{p} ({:.2}x of rbpf)", a / b)),
-                    (Some(a), Some(b)) => slower.push(format!("{p} ({:.2}x of rbpf)", a / b)),
-                    _ => not_run.push(p.to_string()),
-                }
-            }
-            out.push_str(&format!(
-                "- vs rbpf JIT: faster on {}; slower on {}; not compared (rbpf cannot run it) on {} (goal: faster on \
-                 every program rbpf runs: {})\n",
-                if faster.is_empty() { "none".into() } else { faster.join(", ") },
-                if slower.is_empty() { "none".into() } else { slower.join(", ") },
-                if not_run.is_empty() { "none".into() } else { not_run.join(", ") },
-                if slower.is_empty() { "met" } else { "not met" }
-            ));
-        }
-    }
-    match unrolled_end_to_end {
-        Some(us) => out.push_str(&format!(
-            "- `unrolled_xdp.o` (2,316 slots) to a signed `.sys`, end to end: **{:.1} ms** median (goal ≤ 20 ms: {})\n",
-            us / 1000.0,
-            if us <= 20_000.0 { "met" } else { "not met" }
-        )),
-        None => out.push_str("- `unrolled_xdp.o` end to end: not measured in this run\n"),
-    }
-    out
-}
-
-/// The child side of the compile-latency table.
-fn run_compile_cell(object: &Path, mode: Mode) -> anyhow::Result<()> {
-    let runs = if mode == Mode::Quick { 2 } else { 11 };
-    let key_dir = repo_root().join("target/bench/signing");
-    let value = match compile::measure(object, &key_dir, runs) {
-        Ok(latency) => {
-            let stages: Vec<serde_json::Value> = latency
-                .stages
-                .iter()
-                .map(|s| match s {
-                    compile::StageOutcome::Timed { cold_us, median_us } => {
-                        serde_json::json!({ "cold_us": cold_us, "median_us": median_us })
-                    }
-                    compile::StageOutcome::Failed(e) => serde_json::json!({ "failed": e }),
-                    compile::StageOutcome::NotAvailable(e) => serde_json::json!({ "not_available": e }),
-                })
-                .collect();
-            serde_json::json!({ "slots": latency.slots, "stages": stages, "peak_rss_kib": timing::peak_rss_kib() })
-        }
-        Err(e) => serde_json::json!({ "error": e.to_string() }),
-    };
-    println!("{value}");
-    Ok(())
 }

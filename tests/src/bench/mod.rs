@@ -5,6 +5,7 @@
 //! Out: measurements that `xtask bench` turns into BENCHMARKS.md. Peers that are not part of bpf2sys (rbpf)
 //! are driven from the xtask so that only it depends on them.
 
+pub mod batch;
 pub mod compile;
 pub mod engines;
 pub mod generated;

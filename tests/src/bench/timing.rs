@@ -117,6 +117,30 @@ pub fn pin_to_one_core() -> std::io::Result<usize> {
     }
 }
 
+/// Pins this process (and the threads and children it starts later) to the first `count` online CPUs, at least
+/// one; returns how many it may run on.
+pub fn pin_to_cpus(count: usize) -> std::io::Result<usize> {
+    // SAFETY: as in `pin_to_one_core`.
+    unsafe {
+        let online = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize;
+        let n = count.clamp(1, online.min(libc::CPU_SETSIZE as usize));
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..n {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n)
+    }
+}
+
+/// Online CPUs of the machine (not of this process's affinity mask).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN).max(1) as usize }
+}
+
 /// Peak resident set size of this process so far, in KiB (`getrusage` `ru_maxrss`).
 pub fn peak_rss_kib() -> u64 {
     // SAFETY: getrusage writes a complete rusage into the zeroed struct.
