@@ -61,13 +61,30 @@ pub enum RelocTarget {
     ImportSlot { dll: String, name: String },
 }
 
-/// Windows unwind data for one function.
+/// Windows unwind data for one function: one record per fragment, each with its own `.pdata` entry (a function
+/// is split where one record cannot describe every instruction offset exactly, see [`crate::lower::unwind`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UnwindData {
-    /// A complete x64 `UNWIND_INFO` (with correct `SAVE_NONVOL` offsets, see toolchain-notes §1.5).
-    X64 { unwind_info: Vec<u8> },
-    /// A complete ARM64 `.xdata` record: header word(s) followed by the unwind codes and `end`.
-    Arm64 { xdata: Vec<u8> },
+    /// x64 `UNWIND_INFO` records.
+    X64 { fragments: Vec<UnwindFragment> },
+    /// ARM64 `.xdata` records: header word(s), epilogue scopes, unwind codes.
+    Arm64 { fragments: Vec<UnwindFragment> },
+}
+
+impl UnwindData {
+    pub fn fragments(&self) -> &[UnwindFragment] {
+        match self {
+            UnwindData::X64 { fragments } | UnwindData::Arm64 { fragments } => fragments,
+        }
+    }
+}
+
+/// The unwind record of the code bytes `start..end` of a function, in ascending, contiguous order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnwindFragment {
+    pub start: u32,
+    pub end: u32,
+    pub record: Vec<u8>,
 }
 
 /// An entry program after lowering.

@@ -161,7 +161,7 @@ fn llvm_readobj_decodes_arm64_unwind_data_for_every_function() {
         let pe = goblin::pe::PE::parse(&image).unwrap();
         let pdata = pe.header.optional_header.unwrap().data_directories.get_exception_table().unwrap().size / 8;
         assert_eq!(text.matches("RuntimeFunction {").count() as u32, pdata, "{object:?}");
-        assert_eq!(text.matches("0xe4                ; end").count() as u32, pdata, "{object:?}: every .xdata ends");
+        assert!(text.matches("0xe4                ; end").count() as u32 >= pdata, "{object:?}: every .xdata ends");
         assert!(!text.contains("error"), "{object:?}: {text}");
     }
 }

@@ -43,10 +43,11 @@ fn image_parses_with_object_and_goblin_and_has_the_driver_headers() {
             "ntoskrnl.exe!RtlQueryRegistryValues"
         ]
     );
-    // Every function has a .pdata entry with decodable unwind info.
+    // Every function has .pdata entries with decodable unwind info: eleven shim functions and four programs, each
+    // split where one record cannot describe every offset (each epilogue's `mov rsp, rbp; pop rbp; ret`).
     let exceptions = pe.exception_data.as_ref().expect(".pdata");
     let functions: Vec<_> = exceptions.functions().map(|f| f.unwrap()).collect();
-    assert_eq!(functions.len(), 11 + 4, "eleven shim functions and four programs");
+    assert!(functions.len() >= 11 + 4, "{} entries", functions.len());
     for f in &functions {
         let info = exceptions.get_unwind_info(*f, &pe.sections).expect("unwind info decodes");
         assert_eq!(info.version, 1);

@@ -24,9 +24,15 @@ fn tool_available(tool: &str) -> bool {
 fn check_disassembly(name: &str, program: &CompiledProgram) {
     for f in &program.functions {
         assert_eq!(f.code.len() % 4, 0, "{name}: {} is not a whole number of A64 instructions", f.name);
-        let UnwindData::Arm64 { xdata } = &f.unwind else { panic!("{name}: x64 unwind data in ARM64 output") };
-        let header = u32::from_le_bytes(xdata[..4].try_into().unwrap());
-        assert_eq!((header & 0x3ffff) as usize * 4, f.code.len(), "{name}: .xdata FunctionLength");
+        let UnwindData::Arm64 { fragments } = &f.unwind else { panic!("{name}: x64 unwind data in ARM64 output") };
+        let mut covered = 0;
+        for u in fragments {
+            let header = u32::from_le_bytes(u.record[..4].try_into().unwrap());
+            assert_eq!(u.start, covered, "{name}: fragments are contiguous");
+            assert_eq!((header & 0x3ffff) * 4, u.end - u.start, "{name}: .xdata FunctionLength");
+            covered = u.end;
+        }
+        assert_eq!(covered as usize, f.code.len(), "{name}: fragments cover the function");
     }
     if !tool_available("llvm-objdump") {
         return;
@@ -52,7 +58,8 @@ fn check_disassembly(name: &str, program: &CompiledProgram) {
     let unwind = Command::new("llvm-readobj").arg("--unwind").arg(&path).output().unwrap();
     assert!(unwind.status.success(), "{name}: llvm-readobj --unwind failed");
     let unwind = String::from_utf8_lossy(&unwind.stdout);
-    assert_eq!(unwind.matches("RuntimeFunction {").count(), program.functions.len(), "{name}\n{unwind}");
+    let fragments: usize = program.functions.iter().map(|f| f.unwind.fragments().len()).sum();
+    assert_eq!(unwind.matches("RuntimeFunction {").count(), fragments, "{name}\n{unwind}");
 }
 
 /// All programs' functions in one object (renamed `<program>/<function>`), so one tool run checks them all.

@@ -109,7 +109,8 @@ pub fn write_image(input: &ImageInput) -> Result<Vec<u8>, LinkError> {
         Target::X64 => 12,
         Target::Arm64 => 8,
     };
-    let pdata_size = pdata_entry_size * input.functions.len() as u32;
+    let fragments: usize = input.functions.iter().map(|(_, f)| f.unwind.fragments().len()).sum();
+    let pdata_size = pdata_entry_size * fragments as u32;
 
     // Reserve: headers, the laid-out sections, `.pdata`, `.reloc`; the writer assigns RVAs and file offsets.
     let mut out = Vec::new();
@@ -204,8 +205,8 @@ struct Layout<'a> {
     data: BTreeMap<&'a str, Placed>,
     /// Index of `.rdata` (unwind records and the import table).
     rdata: usize,
-    /// Per input function: offset of its unwind record in `.rdata`.
-    xdata_offsets: Vec<u32>,
+    /// Per input function: offsets of its unwind records (one per fragment) in `.rdata`.
+    xdata_offsets: Vec<Vec<u32>>,
     imports: ImportTable,
 }
 
@@ -249,15 +250,15 @@ impl<'a> Layout<'a> {
                 return Err(LinkError::DuplicateSymbol(d.name.clone()));
             }
         }
-        // Unwind records (.xdata) in .rdata.
+        // Unwind records (.xdata) in .rdata, one per fragment.
         for (_, f) in &input.functions {
-            let record = match &f.unwind {
-                UnwindData::X64 { unwind_info } if input.target == Target::X64 => unwind_info,
-                UnwindData::Arm64 { xdata } if input.target == Target::Arm64 => xdata,
+            match &f.unwind {
+                UnwindData::X64 { .. } if input.target == Target::X64 => {}
+                UnwindData::Arm64 { .. } if input.target == Target::Arm64 => {}
                 _ => return Err(LinkError::UnwindMismatch(f.name.clone())),
-            };
-            let offset = layout.append(layout.rdata, record, 4, 0);
-            layout.xdata_offsets.push(offset);
+            }
+            let offsets = f.unwind.fragments().iter().map(|u| layout.append(layout.rdata, &u.record, 4, 0)).collect();
+            layout.xdata_offsets.push(offsets);
         }
         layout.imports = ImportTable::new(input, layout.sections[layout.rdata].bytes.len() as u32);
         if !layout.imports.dlls.is_empty() {
@@ -340,8 +341,8 @@ impl<'a> Layout<'a> {
         Ok(base_relocs)
     }
 
-    /// `.pdata`: one RUNTIME_FUNCTION per function, sorted by address (functions are placed in order and sections
-    /// by index, so (section, offset) order is address order).
+    /// `.pdata`: one RUNTIME_FUNCTION per unwind fragment, sorted by address (functions are placed in order and
+    /// sections by index, so (section, offset) order is address order; a function's fragments are in order).
     fn pdata(&self, input: &ImageInput) -> Vec<u8> {
         let mut order: Vec<usize> = (0..input.functions.len()).collect();
         order.sort_by_key(|&i| {
@@ -352,12 +353,14 @@ impl<'a> Layout<'a> {
         let mut pdata = Vec::new();
         for i in order {
             let f = &input.functions[i].1;
-            let begin = self.function_rva(&f.name).expect("placed by the layout pass");
-            pdata.extend_from_slice(&begin.to_le_bytes());
-            if input.target == Target::X64 {
-                pdata.extend_from_slice(&(begin + f.code.len() as u32).to_le_bytes());
+            let function = self.function_rva(&f.name).expect("placed by the layout pass");
+            for (u, &xdata) in f.unwind.fragments().iter().zip(&self.xdata_offsets[i]) {
+                pdata.extend_from_slice(&(function + u.start).to_le_bytes());
+                if input.target == Target::X64 {
+                    pdata.extend_from_slice(&(function + u.end).to_le_bytes());
+                }
+                pdata.extend_from_slice(&(rdata_rva + xdata).to_le_bytes());
             }
-            pdata.extend_from_slice(&(rdata_rva + self.xdata_offsets[i]).to_le_bytes());
         }
         pdata
     }

@@ -14,26 +14,14 @@
 //! `call_indirect`, the sequence MSVC emits.
 //!
 //! # Unwind data
-//! x64: Cranelift 0.135's own `UNWIND_INFO` stores `SAVE_NONVOL` offsets scaled by 16 and relative to the
-//! clobber area, and truncates the frame-register offset (toolchain-notes §1.5), so an unwinder restores
-//! callee-saved registers from wrong slots. We write `UNWIND_INFO` ourselves from the prologue Cranelift
-//! records: `push rbp` (`UWOP_PUSH_NONVOL`), `mov rbp, rsp` (not described: RBP is treated as a saved register,
-//! not a frame register), `sub rsp, N` (`UWOP_ALLOC_*`, decoded from the code bytes), then one
-//! `mov [rsp + k], reg` per callee-saved register (`UWOP_SAVE_NONVOL` with offset `k / 8` relative to the
-//! post-allocation RSP, which is what `RtlVirtualUnwind` uses when no frame register is set). Cranelift keeps RSP
-//! constant in the body (outgoing arguments live in the fixed frame), so the description holds at every body
-//! instruction; the epilogue `mov rsp, rbp; pop rbp; ret` is recognised by the unwinder's epilogue emulation.
-//!
-//! ARM64: Cranelift's unwind codes are correct but it emits only the code bytes; we add the `.xdata` header
-//! (FunctionLength/4, no exception handler, no packed epilogue, zero epilogue scopes so that every non-prologue
-//! instruction unwinds with the full prologue description) and the terminating `end` code (0xE4).
+//! Written from the code by [`super::unwind`] (x64 from Cranelift's prologue record checked against the bytes,
+//! ARM64 by decoding the prologue and every epilogue), exact at every instruction offset.
 
 use std::str::FromStr;
 
 use cranelift_codegen::binemit::Reloc;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{self, ExternalName, Function, UserExternalName};
-use cranelift_codegen::isa::unwind::{UnwindInfo, UnwindInst};
 use cranelift_codegen::isa::{self, OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, FinalizedRelocTarget};
@@ -283,28 +271,16 @@ pub fn compile_ir_function_with(
         Target::Arm64 => code,
     };
 
+    let unwind_error = |message: String| LowerError::Codegen { function: name.to_string(), message };
     let unwind = match target {
-        Target::X64 => UnwindData::X64 { unwind_info: x64_unwind_info(name, &code, &compiled.buffer.unwind_info)? },
+        Target::X64 => UnwindData::X64 {
+            fragments: super::unwind::x64::fragments(&code, &compiled.buffer.unwind_info).map_err(unwind_error)?,
+        },
         Target::Arm64 => {
-            let info = compiled.create_unwind_info(isa).map_err(|e| LowerError::Codegen {
-                function: name.to_string(),
-                message: format!("unwind info: {e:?}"),
-            })?;
-            let codes = match info {
-                Some(UnwindInfo::WindowsArm64(u)) => {
-                    let mut bytes = vec![0u8; 4 * u.code_words() as usize];
-                    u.emit(&mut bytes);
-                    bytes
-                }
-                None => Vec::new(),
-                Some(_) => {
-                    return Err(LowerError::Codegen {
-                        function: name.to_string(),
-                        message: "Cranelift produced non-Windows unwind info for ARM64".into(),
-                    })
-                }
-            };
-            UnwindData::Arm64 { xdata: arm64_xdata(name, code.len(), &codes)? }
+            // Cranelift records the prologue's frame operations; the last one ends the prologue.
+            let prologue_end =
+                compiled.buffer.unwind_info.iter().map(|(offset, _)| *offset as usize).max().unwrap_or(0);
+            UnwindData::Arm64 { fragments: super::unwind::arm64::fragments(&code, prologue_end).map_err(unwind_error)? }
         }
     };
     // Loop heads are aligned relative to the function start (`x64_layout`), so the function must be aligned as much.
@@ -319,152 +295,6 @@ pub fn compile_ir_function_with(
         function: CompiledFunction { name: name.to_string(), code, alignment, relocations, unwind },
         disassembly,
     })
-}
-
-// x64 UNWIND_CODE operations (Microsoft "x64 exception handling", struct UNWIND_CODE).
-const UWOP_PUSH_NONVOL: u8 = 0;
-const UWOP_ALLOC_LARGE: u8 = 1;
-const UWOP_ALLOC_SMALL: u8 = 2;
-const UWOP_SAVE_NONVOL: u8 = 4;
-const UWOP_SAVE_NONVOL_FAR: u8 = 5;
-const X64_RBP: u8 = 5;
-
-/// Decodes `sub rsp, imm8` (48 83 EC ib) or `sub rsp, imm32` (48 81 EC id) at the start of `code`.
-fn decode_sub_rsp(code: &[u8]) -> Option<(u32, usize)> {
-    match code {
-        [0x48, 0x83, 0xec, imm, ..] => Some((*imm as i8 as i32 as u32, 4)),
-        [0x48, 0x81, 0xec, a, b, c, d, ..] => Some((u32::from_le_bytes([*a, *b, *c, *d]), 7)),
-        _ => None,
-    }
-}
-
-/// Builds a complete x64 `UNWIND_INFO` (see the module doc) from Cranelift's prologue record.
-fn x64_unwind_info(name: &str, code: &[u8], insts: &[(u32, UnwindInst)]) -> Result<Vec<u8>, LowerError> {
-    let err = |message: String| LowerError::Codegen { function: name.to_string(), message };
-    // (code offset after the instruction, node slots) in prologue order.
-    let mut codes: Vec<(u8, Vec<u16>)> = Vec::new();
-    let offset8 = |off: u32| -> Result<u8, LowerError> {
-        u8::try_from(off).map_err(|_| err(format!("prologue longer than 255 bytes (offset {off})")))
-    };
-    let mut clobber_size = None;
-    let mut alloc = 0u32;
-    let mut prologue_end = 0u32;
-    for (offset, inst) in insts {
-        match inst {
-            UnwindInst::PushFrameRegs { .. } => {
-                codes.push((offset8(*offset)?, vec![u16::from(X64_RBP << 4 | UWOP_PUSH_NONVOL) << 8]));
-                prologue_end = *offset;
-            }
-            UnwindInst::DefineNewFrame { offset_downward_to_clobbers, .. } => {
-                clobber_size = Some(*offset_downward_to_clobbers);
-                // The fixed-frame allocation follows immediately (x64 `gen_clobber_save`).
-                if let Some((size, len)) = code.get(*offset as usize..).and_then(decode_sub_rsp) {
-                    alloc = size;
-                    let end = offset + len as u32;
-                    let op = offset8(end)?;
-                    if size == 0 || size % 8 != 0 {
-                        return Err(err(format!("stack allocation of {size} bytes is not a positive multiple of 8")));
-                    }
-                    let nodes = if size <= 128 {
-                        vec![u16::from((((size - 8) / 8) as u8) << 4 | UWOP_ALLOC_SMALL) << 8]
-                    } else if size <= 524_280 {
-                        vec![u16::from(UWOP_ALLOC_LARGE) << 8, (size / 8) as u16]
-                    } else {
-                        vec![u16::from(1 << 4 | UWOP_ALLOC_LARGE) << 8, size as u16, (size >> 16) as u16]
-                    };
-                    codes.push((op, nodes));
-                    prologue_end = end;
-                }
-            }
-            UnwindInst::SaveReg { clobber_offset, reg } => {
-                let clobbers = clobber_size.ok_or_else(|| err("register save before the frame is defined".into()))?;
-                if reg.class() != cranelift_codegen::RegClass::Int {
-                    return Err(err("saving vector registers is not supported in unwind info".into()));
-                }
-                // Saves are at RSP + fixed frame + outgoing args + clobber_offset = RSP + (alloc - clobbers) + off.
-                let stack_offset = alloc
-                    .checked_sub(clobbers)
-                    .map(|base| base + clobber_offset)
-                    .ok_or_else(|| err(format!("clobber area {clobbers} larger than allocation {alloc}")))?;
-                let op = offset8(*offset)?;
-                let reg_code = reg.hw_enc() << 4;
-                let nodes = if stack_offset / 8 <= u16::MAX as u32 {
-                    vec![u16::from(reg_code | UWOP_SAVE_NONVOL) << 8, (stack_offset / 8) as u16]
-                } else {
-                    vec![
-                        u16::from(reg_code | UWOP_SAVE_NONVOL_FAR) << 8,
-                        stack_offset as u16,
-                        (stack_offset >> 16) as u16,
-                    ]
-                };
-                codes.push((op, nodes));
-                prologue_end = *offset;
-            }
-            other => return Err(err(format!("unexpected x64 unwind instruction {other:?}"))),
-        }
-    }
-    let node_count: usize = codes.iter().map(|(_, n)| n.len()).sum();
-    let mut out = Vec::with_capacity(4 + 2 * node_count + 2);
-    out.push(1); // Version 1, no flags (no handler, not chained).
-    out.push(offset8(prologue_end)?);
-    out.push(u8::try_from(node_count).map_err(|_| err("more than 255 unwind code slots".into()))?);
-    out.push(0); // No frame register.
-                 // Codes are stored in descending code-offset order: the last prologue instruction first.
-    for (op, nodes) in codes.iter().rev() {
-        let first = nodes[0];
-        out.push(*op);
-        out.push((first >> 8) as u8);
-        for extra in &nodes[1..] {
-            out.extend_from_slice(&extra.to_le_bytes());
-        }
-    }
-    if node_count % 2 == 1 {
-        out.extend_from_slice(&[0, 0]);
-    }
-    Ok(out)
-}
-
-/// Length in bytes of the ARM64 unwind code starting with `first` (Microsoft "ARM64 exception handling",
-/// unwind codes table).
-fn arm64_unwind_code_len(first: u8) -> usize {
-    match first {
-        0x00..=0xbf => 1, // alloc_s, save_r19r20_x, save_fplr, save_fplr_x
-        0xc0..=0xdf => 2, // alloc_m, save_regp[_x], save_reg[_x], save_lrpair, save_freg*, alloc_z
-        0xe0 => 4,        // alloc_l
-        0xe2 => 2,        // add_fp
-        0xe7 => 3,        // save_any_reg
-        _ => 1,           // set_fp, nop, end, end_c, save_next, pac_sign_lr, ...
-    }
-}
-
-/// Builds an ARM64 `.xdata` record from Cranelift's unwind code bytes (zero-padded to whole words).
-fn arm64_xdata(name: &str, code_len: usize, codes: &[u8]) -> Result<Vec<u8>, LowerError> {
-    let err = |message: String| LowerError::Codegen { function: name.to_string(), message };
-    if !code_len.is_multiple_of(4) || code_len / 4 >= 1 << 18 {
-        return Err(err(format!("function length {code_len} cannot be described in .xdata (max 1 MiB)")));
-    }
-    // Cranelift zero-pads its code bytes to whole words. Walk the codes by their encoded lengths and stop at a
-    // code boundary followed only by zeros: a trailing 0x00 inside a two-byte code (e.g. `save_regp x19, #8` =
-    // CC 00) is kept, and Cranelift never emits the one-byte `alloc_s 0` that a padding zero would look like.
-    let mut used = 0;
-    while used < codes.len() && codes[used..].iter().any(|&b| b != 0) {
-        used += arm64_unwind_code_len(codes[used]);
-    }
-    let mut bytes = codes[..used.min(codes.len())].to_vec();
-    bytes.push(0xe4); // end
-    while !bytes.len().is_multiple_of(4) {
-        bytes.push(0xe4);
-    }
-    let code_words = bytes.len() / 4;
-    if code_words > 31 {
-        return Err(err(format!("{code_words} unwind code words exceed the 31 of a short .xdata header")));
-    }
-    // Header: FunctionLength [17:0], Vers [19:18] = 0, X [20] = 0, E [21] = 0, EpilogCount [26:22] = 0,
-    // CodeWords [31:27].
-    let header = (code_len as u32 / 4) | ((code_words as u32) << 27);
-    let mut out = header.to_le_bytes().to_vec();
-    out.extend_from_slice(&bytes);
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -530,7 +360,12 @@ mod tests {
         let mut symbols = SymbolTable::new();
         let func = function_with_saves(&mut symbols);
         let compiled = compile_ir_function(&*isa, "f", func, &symbols).unwrap();
-        let UnwindData::X64 { unwind_info } = &compiled.unwind else { panic!("x64 unwind expected") };
+        use crate::lower::unwind::x64::{UWOP_ALLOC_LARGE, UWOP_ALLOC_SMALL, UWOP_PUSH_NONVOL, UWOP_SAVE_NONVOL};
+        let UnwindData::X64 { fragments } = &compiled.unwind else { panic!("x64 unwind expected") };
+        // The first record covers the prologue and the body up to the first epilogue tail.
+        assert_eq!(fragments[0].start, 0);
+        assert_eq!(fragments.last().unwrap().end as usize, compiled.code.len());
+        let unwind_info = &fragments[0].record;
         assert_eq!(unwind_info[0], 1);
         assert_eq!(unwind_info[3], 0, "no frame register");
         let count = unwind_info[2] as usize;
@@ -584,26 +419,21 @@ mod tests {
     }
 
     #[test]
-    fn arm64_xdata_keeps_zero_bytes_inside_codes_and_drops_padding() {
-        // save_regp x19,#8 (CC 00), set_fp (E1), then padding.
-        let xdata = arm64_xdata("f", 64, &[0xcc, 0x00, 0xe1, 0x00, 0x00, 0x00, 0x00, 0x00]).unwrap();
-        assert_eq!(&xdata[4..], &[0xcc, 0x00, 0xe1, 0xe4]);
-        let header = u32::from_le_bytes(xdata[..4].try_into().unwrap());
-        assert_eq!(header, 16 | (1 << 27));
-    }
-
-    #[test]
     fn arm64_compiles_with_xdata_header() {
         let isa = build_isa(Target::Arm64).unwrap();
         let mut symbols = SymbolTable::new();
         let func = function_with_saves(&mut symbols);
         let compiled = compile_ir_function(&*isa, "f", func, &symbols).unwrap();
-        let UnwindData::Arm64 { xdata } = &compiled.unwind else { panic!("arm64 unwind expected") };
-        let header = u32::from_le_bytes(xdata[..4].try_into().unwrap());
-        assert_eq!((header & 0x3ffff) as usize * 4, compiled.code.len());
-        let words = (header >> 27) as usize;
-        assert_eq!(xdata.len(), 4 + 4 * words);
-        assert!(xdata[4..].contains(&0xe4), "unwind codes end with `end`");
+        let UnwindData::Arm64 { fragments } = &compiled.unwind else { panic!("arm64 unwind expected") };
+        let mut covered = 0;
+        for f in fragments {
+            assert_eq!(f.start, covered, "fragments are contiguous");
+            let header = u32::from_le_bytes(f.record[..4].try_into().unwrap());
+            assert_eq!((header & 0x3ffff) * 4, f.end - f.start);
+            assert!(f.record[4..].contains(&0xe4), "unwind codes end with `end`");
+            covered = f.end;
+        }
+        assert_eq!(covered as usize, compiled.code.len());
         assert!(compiled.relocations.iter().any(|r| r.kind == RelocKind::Arm64Call26));
         assert!(compiled.relocations.iter().any(|r| r.kind == RelocKind::Arm64AdrPrelPgHi21));
     }

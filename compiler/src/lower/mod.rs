@@ -9,8 +9,8 @@
 //!   eBPF-level improvements it applies on the way: [`load_combine`], [`if_conversion`], [`stack_stores`],
 //!   [`stack_slots`];
 //! - [`codegen`] compiles any Cranelift IR function (eBPF functions and the runtime shim's functions alike) into a
-//!   [`crate::compiled::CompiledFunction`] and writes correct Windows unwind data; on x64 it re-lays the code out
-//!   with short loop branches and aligned loop heads ([`x64_layout`]).
+//!   [`crate::compiled::CompiledFunction`], with Windows unwind data that is exact at every instruction
+//!   ([`unwind`]); on x64 it re-lays the code out with short loop branches and aligned loop heads ([`x64_layout`]).
 
 pub mod codegen;
 pub mod if_conversion;
@@ -20,6 +20,7 @@ pub mod runtime_env;
 pub mod stack_slots;
 pub mod stack_stores;
 pub mod translate;
+pub mod unwind;
 pub mod x64_layout;
 
 /// Why lowering failed.

@@ -3,7 +3,7 @@
 //!
 //! In: a [`CompiledProgram`] and the ISA it was compiled for. Out: COFF object bytes written by cranelift-object,
 //! plus the `.pdata`/`.xdata` sections cranelift-object does not write for Windows (toolchain-notes §1.5), built
-//! from our [`UnwindData`]. Each entry function is exported under its program's name with the contract §5.1
+//! from our [`crate::compiled::UnwindData`]. Each entry function is exported under its program's name with the contract §5.1
 //! signature `uint64_t prog(void* context, const program_runtime_context_t* runtime_context)`; subprograms are
 //! local symbols. Functions reach each other by symbol relocations; data and import targets become undefined
 //! symbols (`__imp_<name>` for import slots).
@@ -14,7 +14,7 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 use object::write::{Relocation, SectionId, SymbolId};
 use object::{RelocationFlags, SectionKind};
 
-use crate::compiled::{CompiledProgram, RelocKind, RelocTarget, Target, UnwindData};
+use crate::compiled::{CompiledProgram, RelocKind, RelocTarget, Target};
 
 use super::runtime_env::RuntimeEnvironment;
 use super::LowerError;
@@ -115,24 +115,22 @@ pub fn write_coff_object(
         .map_err(object_error)
     };
     for (&(_, f), &symbol) in functions.iter().zip(&symbols) {
-        let unwind = match &f.unwind {
-            UnwindData::X64 { unwind_info } => unwind_info,
-            UnwindData::Arm64 { xdata } => xdata,
-        };
-        let xdata_offset = obj.append_section_data(xdata, unwind, 4);
-        match target {
-            // RUNTIME_FUNCTION: BeginAddress, EndAddress, UnwindInfoAddress.
-            Target::X64 => {
-                let at = obj.append_section_data(pdata, &[0; 12], 4);
-                relocate(obj, pdata, at, symbol, 0)?;
-                relocate(obj, pdata, at + 4, symbol, f.code.len() as i64)?;
-                relocate(obj, pdata, at + 8, xdata_symbol, xdata_offset as i64)?;
-            }
-            // ARM64 RUNTIME_FUNCTION: BeginAddress, UnwindData (an .xdata RVA: low two bits 0 = not packed).
-            Target::Arm64 => {
-                let at = obj.append_section_data(pdata, &[0; 8], 4);
-                relocate(obj, pdata, at, symbol, 0)?;
-                relocate(obj, pdata, at + 4, xdata_symbol, xdata_offset as i64)?;
+        for u in f.unwind.fragments() {
+            let xdata_offset = obj.append_section_data(xdata, &u.record, 4);
+            match target {
+                // RUNTIME_FUNCTION: BeginAddress, EndAddress, UnwindInfoAddress.
+                Target::X64 => {
+                    let at = obj.append_section_data(pdata, &[0; 12], 4);
+                    relocate(obj, pdata, at, symbol, i64::from(u.start))?;
+                    relocate(obj, pdata, at + 4, symbol, i64::from(u.end))?;
+                    relocate(obj, pdata, at + 8, xdata_symbol, xdata_offset as i64)?;
+                }
+                // ARM64 RUNTIME_FUNCTION: BeginAddress, UnwindData (an .xdata RVA: low two bits 0 = not packed).
+                Target::Arm64 => {
+                    let at = obj.append_section_data(pdata, &[0; 8], 4);
+                    relocate(obj, pdata, at, symbol, i64::from(u.start))?;
+                    relocate(obj, pdata, at + 4, xdata_symbol, xdata_offset as i64)?;
+                }
             }
         }
     }
@@ -189,6 +187,7 @@ mod tests {
     fn x64_object_exports_entry_and_carries_unwind_info() {
         let module = module_with_call();
         let compiled = lower_unverified_for_testing(&module, 0, &LowerOptions::new(Target::X64)).unwrap();
+        let fragments: usize = compiled.functions.iter().map(|f| f.unwind.fragments().len()).sum();
         let bytes = write_coff_object(build_isa(Target::X64).unwrap(), "t", &[compiled]).unwrap();
         if std::env::var_os("BPF2SYS_DUMP_OBJ").is_some() {
             std::fs::write("/tmp/bpf2sys-unwind-test.obj", &bytes).unwrap();
@@ -197,7 +196,8 @@ mod tests {
         let names: Vec<String> = file.sections.iter().map(|s| s.name().unwrap_or("").to_string()).collect();
         assert!(names.iter().any(|n| n == ".pdata") && names.iter().any(|n| n == ".xdata"), "{names:?}");
         if let Some(text) = readobj_unwind(&bytes) {
-            assert_eq!(text.matches("RuntimeFunction {").count(), 2, "{text}");
+            // One RUNTIME_FUNCTION per unwind fragment (each epilogue tail has its own).
+            assert_eq!(text.matches("RuntimeFunction {").count(), fragments, "{text}");
             assert!(text.contains("PUSH_NONVOL reg=RBP"), "{text}");
             assert!(text.contains("StartAddress: prog"), "{text}");
         }
@@ -207,9 +207,10 @@ mod tests {
     fn arm64_object_carries_xdata() {
         let module = module_with_call();
         let compiled = lower_unverified_for_testing(&module, 0, &LowerOptions::new(Target::Arm64)).unwrap();
+        let fragments: usize = compiled.functions.iter().map(|f| f.unwind.fragments().len()).sum();
         let bytes = write_coff_object(build_isa(Target::Arm64).unwrap(), "t", &[compiled]).unwrap();
         if let Some(text) = readobj_unwind(&bytes) {
-            assert_eq!(text.matches("RuntimeFunction {").count(), 2, "{text}");
+            assert_eq!(text.matches("RuntimeFunction {").count(), fragments, "{text}");
             assert!(text.contains("end"), "{text}");
         }
     }

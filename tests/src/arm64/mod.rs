@@ -527,7 +527,7 @@ mod tests {
             code: words(code),
             alignment: 4,
             relocations: Vec::new(),
-            unwind: bpf2sys::compiled::UnwindData::Arm64 { xdata: Vec::new() },
+            unwind: bpf2sys::compiled::UnwindData::Arm64 { fragments: Vec::new() },
         }
     }
 
