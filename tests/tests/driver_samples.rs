@@ -476,7 +476,11 @@ fn sample_context(uint32_data: u32) -> Vec<u8> {
 
 #[test]
 fn kfunc_calls_reach_the_provider_through_the_btf_resolved_function_table() {
-    let (_e, m) = load("kfunc", Target::X64);
+    TARGETS.into_iter().for_each(kfunc_calls_reach_the_provider_on);
+}
+
+fn kfunc_calls_reach_the_provider_on(target: Target) {
+    let (_e, m) = load("kfunc", target);
     let info = &m.programs[0].info;
     assert_eq!(
         info.btf_functions,
@@ -497,7 +501,11 @@ fn kfunc_samples_need_runtime_1_5_and_say_so() {
 
 #[test]
 fn named_global_sections_are_separate_maps_with_their_initial_values() {
-    let (_e, m) = load("named_globals", Target::X64);
+    TARGETS.into_iter().for_each(named_global_sections_are_separate_maps_on);
+}
+
+fn named_global_sections_are_separate_maps_on(target: Target) {
+    let (_e, m) = load("named_globals", target);
     let value = |map: &str| m.map(map).unwrap_or_else(|| panic!("map {map}")).get(&0u32.to_le_bytes()).unwrap();
     assert_eq!(value(".rodata.config"), 40u32.to_le_bytes());
     assert_eq!(value(".data.custom"), 1000u64.to_le_bytes());
@@ -520,7 +528,11 @@ fn named_global_sections_are_separate_maps_with_their_initial_values() {
 
 #[test]
 fn legacy_inner_map_index_names_a_map_in_another_section() {
-    let (_e, m) = load("legacy_inner_maps", Target::X64);
+    TARGETS.into_iter().for_each(legacy_inner_map_index_names_a_map_on);
+}
+
+fn legacy_inner_map_index_names_a_map_on(target: Target) {
+    let (_e, m) = load("legacy_inner_maps", target);
     let outer = m.map("port_tables").unwrap();
     let entry = m.metadata.maps.iter().find(|d| d.name == "port_tables").unwrap();
     assert_eq!(entry.inner_map_idx, 1, "the module-wide index of port_template");
@@ -538,9 +550,14 @@ fn legacy_inner_map_index_names_a_map_in_another_section() {
 
 #[test]
 fn a_call_to_an_undefined_symbol_leaves_out_only_that_program() {
+    TARGETS.into_iter().for_each(a_call_to_an_undefined_symbol_leaves_out_only_that_program_on);
+}
+
+fn a_call_to_an_undefined_symbol_leaves_out_only_that_program_on(target: Target) {
     use bpf2sys::driver::Session;
     let bytes = std::fs::read(samples_dir().join("unresolved_call.o")).unwrap();
-    let built = Session::new(SessionOptions::default()).unwrap().build_report(&bytes, "unresolved_call.o").unwrap();
+    let options = SessionOptions { target, ..SessionOptions::default() };
+    let built = Session::new(options).unwrap().build_report(&bytes, "unresolved_call.o").unwrap();
     assert_eq!(built.left_out.len(), 1);
     assert_eq!(built.left_out[0].name, "pass_checked");
     assert!(built.left_out[0].reason.contains("undefined symbol 'checksum_from_elsewhere'"), "{:?}", built.left_out);

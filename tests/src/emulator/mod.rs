@@ -842,6 +842,8 @@ fn load_programs(module: &mut LoadedModule) -> Result<(), EmulatorError> {
             }
             let address = helpers::host_kfunc(*guid, name)
                 .ok_or_else(|| err(format!("no provider module {guid} exports BTF-resolved function `{name}`")))?;
+            // Reached through the machine as helpers are (an ARM64 image calls a trap address bound to it).
+            let address = module.machine.bind(address)?;
             btf_data[slot] = BtfResolvedFunctionData { address: address as u64, ..Default::default() };
         }
         let computed =
