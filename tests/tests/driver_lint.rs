@@ -13,8 +13,13 @@ use bpf2sys_signing::pe::pe_checksum;
 use driver_common::test_module;
 
 fn good_image() -> Vec<u8> {
-    let (module, compiled) = test_module(Target::X64, 32);
-    bpf2sys::link::link_driver(&*build_isa(Target::X64).unwrap(), &module, &compiled, &LinkOptions::default()).unwrap()
+    good_image_for(Target::X64)
+}
+
+fn good_image_for(target: Target) -> Vec<u8> {
+    let (module, compiled) = test_module(target, 32);
+    let options = LinkOptions { target, ..LinkOptions::default() };
+    bpf2sys::link::link_driver(&*build_isa(target).unwrap(), &module, &compiled, &options).unwrap()
 }
 
 /// Offsets into the headers.
@@ -249,6 +254,29 @@ fn p7_unsorted_pdata() {
         img[pdata..pdata + 12].copy_from_slice(&b);
         img[pdata + 12..pdata + 24].copy_from_slice(&a);
     });
+}
+
+#[test]
+fn p7_arm64_xdata_that_overlaps_the_next_entry_or_lacks_end() {
+    let image = good_image_for(Target::Arm64);
+    assert!(lint_image(&image).passed(), "{}", lint_image(&image));
+    let h = headers(&image);
+    let pdata = file_offset(&image, rd32(&image, h.opt + 112 + 8 * 3));
+    let xdata = file_offset(&image, rd32(&image, pdata + 4));
+    // FunctionLength stretched over the next entry.
+    let mut stretched = image.clone();
+    wr32(&mut stretched, xdata, rd32(&image, xdata) | 0x3ffff);
+    fix_checksum(&mut stretched);
+    assert_eq!(lint_image(&stretched).failed_rules(), ["P7"], "\n{}", lint_image(&stretched));
+    // Unwind codes without `end`.
+    let mut endless = image.clone();
+    let header = rd32(&image, xdata);
+    let (scopes, words) = ((header >> 22) & 0x1f, header >> 27);
+    assert!(words > 0);
+    let codes = xdata + 4 + 4 * scopes as usize;
+    endless[codes..codes + 4 * words as usize].fill(0xe3);
+    fix_checksum(&mut endless);
+    assert_eq!(lint_image(&endless).failed_rules(), ["P7"], "\n{}", lint_image(&endless));
 }
 
 #[test]

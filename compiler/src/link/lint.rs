@@ -698,10 +698,13 @@ fn p7(img: &Image) -> Vec<String> {
             f.push(format!("RUNTIME_FUNCTION {i}: begin {begin:#x} overlaps or precedes the previous entry"));
         }
         if arm {
-            previous_end = begin.saturating_add(4);
             // Flag bits 0 mean `second` is the RVA of a 4-byte-aligned .xdata record; otherwise packed data.
-            if second & 3 == 0 && img.read32(second).is_none() {
-                f.push(format!("RUNTIME_FUNCTION {i}: .xdata at {second:#x} is outside the image"));
+            previous_end = begin.saturating_add(if second & 3 == 0 { 4 } else { 4 * ((second >> 2) & 0x7ff) });
+            if second & 3 == 0 {
+                match arm64_xdata_extent(img, second) {
+                    Ok(length) => previous_end = begin.saturating_add(length),
+                    Err(why) => f.push(format!("RUNTIME_FUNCTION {i}: .xdata at {second:#x}: {why}")),
+                }
             }
         } else {
             let end = second;
@@ -729,6 +732,45 @@ fn p7(img: &Image) -> Vec<String> {
         }
     }
     f
+}
+
+/// Checks an ARM64 `.xdata` record (Microsoft, "ARM64 exception handling", .xdata records) and returns the
+/// length in bytes of the code it describes: the header (extended when both counts are zero), every epilogue
+/// scope inside the function and pointing into the codes, and codes that end with `end` (a function split into
+/// fragments has one record per fragment, each describing only its own range).
+fn arm64_xdata_extent(img: &Image, rva: u32) -> Result<u32, String> {
+    let word = |k: u32| img.read32(rva.wrapping_add(4 * k)).ok_or_else(|| "outside the image".to_string());
+    let header = word(0)?;
+    let length = (header & 0x3ffff) * 4;
+    if length == 0 {
+        return Err("FunctionLength is 0".into());
+    }
+    let (mut epilogues, mut code_words, mut next) = ((header >> 22) & 0x1f, header >> 27, 1);
+    if epilogues == 0 && code_words == 0 {
+        let ext = word(1)?;
+        (epilogues, code_words, next) = (ext & 0xffff, (ext >> 16) & 0xff, 2);
+    }
+    let packed_epilogue = header & (1 << 21) != 0;
+    let scopes = if packed_epilogue { 0 } else { epilogues };
+    let code_at = next + scopes;
+    let codes: Vec<u8> =
+        (0..code_words).map(|k| word(code_at + k).map(u32::to_le_bytes)).collect::<Result<Vec<_>, _>>()?.concat();
+    for k in 0..scopes {
+        let scope = word(next + k)?;
+        if (scope & 0x3ffff) * 4 >= length {
+            return Err(format!(
+                "epilogue scope {k} starts past the function ({} of {length} bytes)",
+                (scope & 0x3ffff) * 4
+            ));
+        }
+        if (scope >> 22) as usize >= codes.len() {
+            return Err(format!("epilogue scope {k} starts past the unwind codes"));
+        }
+    }
+    if !codes.contains(&0xe4) {
+        return Err("the unwind codes do not end with `end`".into());
+    }
+    Ok(length)
 }
 
 fn p8(img: &Image) -> Vec<String> {
