@@ -7,7 +7,7 @@ use bpf2sys::compiled::Target;
 use bpf2sys::link::{link_driver, LinkOptions};
 use bpf2sys::lower::build_isa;
 use bpf2sys::platform::windows::WINDOWS;
-use bpf2sys_tests::emulator::{runtime_program_info_hash, Emulator, EmulatorError};
+use bpf2sys_tests::emulator::{self, windows_program_info_hash, EmulatorError};
 use driver_common::test_module;
 
 fn image() -> Vec<u8> {
@@ -25,10 +25,10 @@ fn section_data(image: &[u8], name: &str) -> usize {
 fn a_corrupted_program_info_hash_is_refused() {
     let mut image = image();
     let xdp = WINDOWS.program_type_by_name("xdp").unwrap();
-    let hash = runtime_program_info_hash(&xdp.guid, &[1], &[]).unwrap();
+    let hash = windows_program_info_hash(&emulator::Guid(xdp.guid.to_bytes()), &[1], &[]).unwrap();
     let at = image.windows(32).position(|w| w == hash.as_slice()).expect("the module carries the runtime's hash");
     image[at] ^= 0xff;
-    match Emulator::new().load(&image) {
+    match emulator::emulator().load(&image) {
         Err(EmulatorError::Program { program, message }) => {
             assert_eq!(program, "xdp_count");
             assert!(message.contains("hash mismatch"), "{message}");
@@ -42,7 +42,7 @@ fn an_invalid_program_entry_header_is_refused() {
     let mut image = image();
     let programs = section_data(&image, "programs");
     image[programs + 16] = 150; // header.size of entry 0: not 144 or 154
-    match Emulator::new().load(&image) {
+    match emulator::emulator().load(&image) {
         Err(EmulatorError::UserMode(m)) | Err(EmulatorError::Metadata(m)) => assert!(m.contains("150"), "{m}"),
         other => panic!("expected a header error, got {:?}", other.err()),
     }
@@ -58,7 +58,7 @@ fn programs_out_of_name_order_are_refused() {
     let first = image[a..a + 144].to_vec();
     image.copy_within(b..b + 144, a);
     image[b..b + 144].copy_from_slice(&first);
-    match Emulator::new().load(&image) {
+    match emulator::emulator().load(&image) {
         Err(EmulatorError::Mismatch(m)) => assert!(m.contains("sorted by name"), "{m}"),
         other => panic!("expected a user-mode/kernel mismatch, got {:?}", other.err()),
     }
@@ -69,7 +69,7 @@ fn an_import_the_kernel_does_not_export_is_refused() {
     let mut image = image();
     let at = image.windows(17).position(|w| w == b"NmrRegisterClient").unwrap();
     image[at..at + 17].copy_from_slice(b"NmrRegisterClienX");
-    match Emulator::new().load(&image) {
+    match emulator::emulator().load(&image) {
         Err(EmulatorError::UnresolvedImport(name)) => assert_eq!(name, "NETIO.SYS!NmrRegisterClienX"),
         other => panic!("expected an unresolved import, got {:?}", other.err()),
     }
@@ -84,7 +84,7 @@ fn driver_entry_requires_a_16_byte_binary_npi_module_id() {
         (NpiModuleIdValue::Custom(3, vec![7; 15]), kernel::STATUS_INVALID_PARAMETER),
     ];
     for (value, status) in cases {
-        let mut emulator = Emulator::new();
+        let mut emulator = emulator::emulator();
         emulator.npi_module_id = value.clone();
         match emulator.load(&image()) {
             Err(EmulatorError::DriverEntry(m)) => {

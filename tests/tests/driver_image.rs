@@ -7,7 +7,7 @@ use bpf2sys::compiled::Target;
 use bpf2sys::link::{link_driver, lint::lint_image, LinkOptions};
 use bpf2sys::lower::build_isa;
 use bpf2sys_runtime_shim::RuntimeVersion;
-use bpf2sys_tests::emulator::{kernel, Emulator};
+use bpf2sys_tests::emulator::{self, kernel};
 use driver_common::*;
 
 fn build(target: Target, version: RuntimeVersion) -> Vec<u8> {
@@ -77,7 +77,7 @@ fn two_builds_are_byte_identical() {
 #[test]
 fn emulated_runtime_loads_validates_and_runs_every_program() {
     let image = build(Target::X64, RuntimeVersion::PORTABLE);
-    let mut emulator = Emulator::new();
+    let mut emulator = emulator::emulator();
     let module = emulator.load(&image).expect("the runtime accepts the module");
     assert_eq!(module.metadata.version, [1, 3, 0]);
     // Programs come sorted by name (contract §4.2), and user mode sees the same list.
@@ -115,7 +115,7 @@ fn emulated_runtime_loads_validates_and_runs_every_program() {
 #[test]
 fn runtime_version_1_4_uses_the_40_byte_map_data_stride() {
     let image = build(Target::X64, RuntimeVersion::parse("1.4.0").unwrap());
-    let mut emulator = Emulator::new();
+    let mut emulator = emulator::emulator();
     let module = emulator.load(&image).expect("loads");
     assert_eq!(module.metadata.version, [1, 4, 0]);
     let (action, _) = module.invoke_xdp("xdp_count", &packet(100), 1).unwrap();
@@ -127,7 +127,7 @@ fn runtime_version_1_4_uses_the_40_byte_map_data_stride() {
 #[test]
 fn pinned_maps_are_shared_between_loads() {
     let image = build(Target::X64, RuntimeVersion::PORTABLE);
-    let mut emulator = Emulator::new();
+    let mut emulator = emulator::emulator();
     let first = emulator.load(&image).unwrap();
     first.map("pinned_hash").unwrap().update(&1u32.to_le_bytes(), &9u64.to_le_bytes(), 0);
     first.unload(&mut emulator).unwrap();
@@ -149,7 +149,7 @@ fn written_output_is_atomic_and_complete() {
 #[test]
 fn a_tail_call_chain_stops_after_33_tail_calls() {
     let image = build(Target::X64, RuntimeVersion::PORTABLE);
-    let mut emulator = Emulator::new();
+    let mut emulator = emulator::emulator();
     let module = emulator.load(&image).unwrap();
     // Point jump_table[0] at xdp_entry itself: every run tail-calls again until the runtime's limit.
     let entry = module.program_index("xdp_entry").unwrap();

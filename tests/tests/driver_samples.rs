@@ -8,7 +8,7 @@ use bpf2sys::compiled::Target;
 use bpf2sys::driver::{build_driver, DriverError, SessionOptions};
 use bpf2sys::link::lint::lint_image;
 use bpf2sys_runtime_shim::RuntimeVersion;
-use bpf2sys_tests::emulator::{Emulator, LoadedModule};
+use bpf2sys_tests::emulator::{self, Emulator, LoadedModule};
 
 const XDP_PASS: u32 = 1;
 const XDP_DROP: u32 = 2;
@@ -53,7 +53,7 @@ const TARGETS: [Target; 2] = [Target::X64, Target::Arm64];
 
 fn load(name: &str, target: Target) -> (Emulator, LoadedModule) {
     let image = build(name, target, default_version(name));
-    let mut emulator = Emulator::new();
+    let mut emulator = emulator::emulator();
     let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name} {target:?}: {e}"));
     (emulator, module)
 }
@@ -92,7 +92,7 @@ fn every_sample_loads_in_the_emulated_runtime_with_every_runtime_version_on_both
                 continue;
             }
             let image = build(&name, target, RuntimeVersion::parse(version).unwrap());
-            let mut emulator = Emulator::new();
+            let mut emulator = emulator::emulator();
             let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name} {target:?} @ {version}: {e}"));
             assert!(!module.programs.is_empty());
             module.unload(&mut emulator).unwrap_or_else(|e| panic!("{name} {target:?} @ {version}: {e}"));
@@ -484,7 +484,10 @@ fn kfunc_calls_reach_the_provider_on(target: Target) {
     let info = &m.programs[0].info;
     assert_eq!(
         info.btf_functions,
-        [("sample_ebpf_extension_btf_lookup".to_string(), bpf2sys::platform::windows::SAMPLE_BTF_FUNCTION_MODULE)]
+        [(
+            "sample_ebpf_extension_btf_lookup".to_string(),
+            emulator::Guid(bpf2sys::platform::windows::SAMPLE_BTF_FUNCTION_MODULE.to_bytes())
+        )]
     );
     let (ret, _) = m.invoke("lookup_through_kfunc", &mut sample_context(1234)).unwrap();
     assert_eq!(ret, 1234 + 8, "key + value_size");
@@ -561,7 +564,7 @@ fn a_call_to_an_undefined_symbol_leaves_out_only_that_program_on(target: Target)
     assert_eq!(built.left_out.len(), 1);
     assert_eq!(built.left_out[0].name, "pass_checked");
     assert!(built.left_out[0].reason.contains("undefined symbol 'checksum_from_elsewhere'"), "{:?}", built.left_out);
-    let mut emulator = Emulator::new();
+    let mut emulator = emulator::emulator();
     let m = emulator.load(&built.image).unwrap();
     assert!(m.program_index("pass_checked").is_none());
     assert_eq!(m.invoke_xdp("pass_plain", &[0u8; 20], 1).unwrap().0, XDP_PASS);

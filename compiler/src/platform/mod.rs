@@ -11,6 +11,7 @@ use std::fmt;
 pub use crate::elf::ObjectConventions;
 use crate::program::MapDefinition;
 
+pub mod emulated;
 pub mod linux;
 mod linux_helpers;
 pub mod windows;

@@ -1,6 +1,6 @@
 //! Mock kernel and NMR exports the driver imports (`ntoskrnl.exe`, `NETIO.SYS`), with the Windows x64 ABI (an
-//! ARM64 driver reaches them through [`super::machine`]); calls back into the driver go through
-//! [`super::machine::call_back`].
+//! ARM64 driver reaches them through [`crate::machine`]); calls back into the driver go through
+//! [`crate::machine::call_back`].
 //!
 //! The functions behave as the WDK documents them for the calls the runtime shim makes; the state they act on
 //! (a registry, the NMR client registration, the captured client dispatch table) is per thread, so tests running
@@ -126,7 +126,7 @@ unsafe extern "win64" fn rtl_query_registry_values(
         // QueryRoutine(ValueName, ValueType, ValueData, ValueLength, Context, EntryContext) -> NTSTATUS.
         let args =
             [name_ptr as u64, ty as u64, data.as_ptr() as u64, data.len() as u64, context as u64, entry_context as u64];
-        let status = match super::machine::call_back(routine, &args) {
+        let status = match crate::machine::call_back(routine, &args) {
             Ok(value) => value as u32 as i32,
             Err(e) => {
                 log(format!("QueryRoutine failed: {e}"));
@@ -191,7 +191,7 @@ unsafe extern "win64" fn nmr_deregister_client(handle: u64) -> i32 {
     };
     if with_kernel(|k| k.client_dispatch.is_some()) {
         let detach = *((client.characteristics + 16) as *const usize);
-        let status = match super::machine::call_back(detach, &[client.client_context as u64]) {
+        let status = match crate::machine::call_back(detach, &[client.client_context as u64]) {
             Ok(value) => value as u32 as i32,
             Err(e) => {
                 log(format!("ClientDetachProvider failed: {e}"));

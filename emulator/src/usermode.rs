@@ -5,7 +5,7 @@ use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
 use object::LittleEndian as LE;
 
-use super::EmulatorError;
+use crate::EmulatorError;
 
 /// A map as user mode records it from the `maps` section.
 #[derive(Clone, Debug, PartialEq, Eq)]

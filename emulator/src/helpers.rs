@@ -1,14 +1,13 @@
 //! Host implementations of the general helpers (contract §7.4), called by program code with the Windows x64
 //! ABI `uint64_t (*)(r1, r2, r3, r4, r5, void* context)`. The context's 64-byte header (slot 0) leads to the
-//! [`ExecutionState`](super::ExecutionState), as in `ebpf_program_invoke`.
+//! [`ExecutionState`](crate::ExecutionState), as in `ebpf_program_invoke`.
 
 use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bpf2sys::platform::windows::SAMPLE_BTF_FUNCTION_MODULE;
-use bpf2sys::platform::Guid;
-
-use super::{EmulatedMap, ExecutionState, MAX_TAIL_CALL_CNT};
+use crate::platform::{Guid, SAMPLE_BTF_FUNCTION_MODULE};
+use crate::runtime::MAX_TAIL_CALL_CNT;
+use crate::{EmulatedMap, ExecutionState};
 
 type Helper = unsafe extern "win64" fn(u64, u64, u64, u64, u64, *mut u8) -> u64;
 

@@ -6,7 +6,7 @@ use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
 use object::LittleEndian as LE;
 
-use super::EmulatorError;
+use crate::EmulatorError;
 
 /// An image mapped into memory.
 pub struct LoadedImage {
