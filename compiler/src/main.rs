@@ -10,7 +10,11 @@ mod cli {
     pub mod common;
     pub mod compile;
     pub mod inspect;
+    pub mod inspect_sys;
     pub mod keys;
+    pub mod run;
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    pub mod run_exec;
     pub mod sign;
     pub mod verify;
 }
@@ -24,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show what an eBPF object contains: programs, types, maps, relocations, helpers, disassembly with source.
+    /// Show what an eBPF object contains (programs, types, maps, relocations, helpers, disassembly with source),
+    /// or what a driver image contains (metadata, PE facts, signature).
     Inspect(cli::inspect::Args),
     /// Verify the programs of an eBPF object (exit 0 verified, 1 rejected, 2 unusable input).
     Verify(cli::verify::VerifyArgs),
@@ -39,6 +44,9 @@ enum Command {
     /// Verify a driver's embedded signature: digests, signature, chain, page hashes, timestamp, checksum
     /// (exit 0 valid, 1 invalid, 2 unreadable).
     VerifySignature(cli::sign::VerifySignatureArgs),
+    /// Run one program of an x64 driver in the emulated eBPF for Windows runtime on packets or a context (exit 0
+    /// clean run, 1 the program faulted, 2 unusable input).
+    Run(Box<cli::run::RunArgs>),
     /// Test certificates for test-signing drivers.
     #[command(subcommand)]
     Cert(cli::sign::CertCommand),
@@ -55,6 +63,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => cli::sign::sign(&args),
         Command::VerifySignature(args) => cli::sign::verify_signature(&args),
         Command::Cert(command) => cli::sign::cert(&command),
+        Command::Run(args) => cli::run::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -497,3 +497,77 @@ mod tests {
         assert!(matches!(PeLayout::parse(&data), Err(SigningError::MalformedPe(_))));
     }
 }
+
+/// The functions an image imports from one module (PE format "Import Directory Table").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedModule {
+    pub dll: String,
+    /// Function names; an import by ordinal is `#<ordinal>`.
+    pub functions: Vec<String>,
+}
+
+impl PeHeaders {
+    /// File offset of `len` bytes of raw data at `rva`, if a section holds them.
+    pub fn offset_of_rva(&self, rva: u32, len: usize, file_len: usize) -> Option<usize> {
+        let s = self.sections.iter().find(|s| {
+            rva >= s.virtual_address && u64::from(rva) < u64::from(s.virtual_address) + u64::from(s.size_of_raw_data)
+        })?;
+        let delta = (rva - s.virtual_address) as usize;
+        if delta.checked_add(len)? > s.size_of_raw_data as usize {
+            return None;
+        }
+        let offset = (s.pointer_to_raw_data as usize).checked_add(delta)?;
+        (offset.checked_add(len)? <= file_len).then_some(offset)
+    }
+
+    /// The import directory: every descriptor up to the all-zero one, with its lookup table's names. Hostile input
+    /// gives an error naming the bad field; at most 256 descriptors and 4096 functions each are read.
+    pub fn imports(&self, data: &[u8]) -> Result<Vec<ImportedModule>, SigningError> {
+        let bad = |m: String| SigningError::MalformedPe(m);
+        let (dir_rva, _) = self.data_directories[1];
+        let mut modules = Vec::new();
+        if dir_rva == 0 {
+            return Ok(modules);
+        }
+        let string = |rva: u32, what: &str| -> Result<String, SigningError> {
+            let start = self.offset_of_rva(rva, 1, data.len()).ok_or_else(|| bad(format!("{what} RVA {rva:#x}")))?;
+            let len = data[start..]
+                .iter()
+                .take(4096)
+                .position(|&c| c == 0)
+                .ok_or_else(|| bad(format!("{what} is not terminated")))?;
+            Ok(String::from_utf8_lossy(&data[start..start + len]).into_owned())
+        };
+        for i in 0..256u32 {
+            let d = dir_rva.wrapping_add(20 * i);
+            let at = self
+                .offset_of_rva(d, 20, data.len())
+                .ok_or_else(|| bad(format!("import descriptor {i} at RVA {d:#x} is outside the sections")))?;
+            let field = |o: usize| read_u32(data, at + o, "import descriptor");
+            let (lookup, name, first_thunk) = (field(0)?, field(12)?, field(16)?);
+            if lookup == 0 && name == 0 && first_thunk == 0 {
+                return Ok(modules);
+            }
+            let dll = string(name, &format!("import descriptor {i} name"))?;
+            let mut functions = Vec::new();
+            let table = if lookup != 0 { lookup } else { first_thunk };
+            for k in 0..4096u32 {
+                let t = table.wrapping_add(8 * k);
+                let o = self
+                    .offset_of_rva(t, 8, data.len())
+                    .ok_or_else(|| bad(format!("{dll}: import lookup entry {k} at RVA {t:#x}")))?;
+                let thunk = u64::from_le_bytes(data[o..o + 8].try_into().expect("8 bytes"));
+                if thunk == 0 {
+                    break;
+                }
+                functions.push(if thunk >> 63 == 1 {
+                    format!("#{}", thunk & 0xffff)
+                } else {
+                    string((thunk as u32).wrapping_add(2), &format!("{dll}: import name {k}"))?
+                });
+            }
+            modules.push(ImportedModule { dll, functions });
+        }
+        Err(bad("more than 256 import descriptors".into()))
+    }
+}

@@ -94,6 +94,12 @@ pub struct VerificationReport {
     /// Warnings (e.g. the leaf lacks the Code Signing EKU) that do not make the signature invalid.
     pub warnings: Vec<(Rule, String)>,
     pub signer_subject: Option<String>,
+    /// The issuer named in the signer's certificate.
+    pub signer_issuer: Option<String>,
+    /// Subjects of the certificates the signature carries, signer first, then each issuer found among them.
+    pub chain: Vec<String>,
+    /// The image digest algorithm of SpcIndirectDataContent (`SHA-256` is the only one accepted).
+    pub digest_algorithm: Option<String>,
     pub image_digest: Option<[u8; 32]>,
     pub page_hash_entries: Option<usize>,
     pub timestamp: Option<TimestampInfo>,
@@ -165,12 +171,30 @@ pub fn verify_pe(data: &[u8], options: &VerifyOptions) -> VerificationReport {
         return report;
     };
     report.signer_subject = Some(leaf.tbs_certificate.subject.to_string());
+    report.signer_issuer = Some(leaf.tbs_certificate.issuer.to_string());
+    report.chain = carried_chain(leaf, &certificates);
     check_signature(leaf, signer_info, &mut report);
     check_code_signing_eku(leaf, &mut report);
     let timestamp_time = check_timestamp(signer_info, &options.trusted_tsa_cas, &mut report);
     let at = timestamp_time.unwrap_or_else(SystemTime::now);
     check_chain(leaf, &certificates, &options.trusted_cas, at, &mut report);
     report
+}
+
+/// The subjects from the signer up through the issuers the signature carries (stops at a self-issued
+/// certificate or one whose issuer is not included; at most 16 links).
+fn carried_chain(leaf: &Certificate, certificates: &[Certificate]) -> Vec<String> {
+    let mut chain = vec![leaf.tbs_certificate.subject.to_string()];
+    let mut current = leaf;
+    while chain.len() < 16 && current.tbs_certificate.issuer != current.tbs_certificate.subject {
+        let Some(issuer) = certificates.iter().find(|c| c.tbs_certificate.subject == current.tbs_certificate.issuer)
+        else {
+            break;
+        };
+        chain.push(issuer.tbs_certificate.subject.to_string());
+        current = issuer;
+    }
+    chain
 }
 
 /// S1: one WIN_CERTIFICATE, revision 2.0, PKCS#7 type, 8-aligned, at EOF, directory size = rounded lengths.
@@ -271,6 +295,11 @@ fn check_content(data: &[u8], layout: &PeLayout, signed_data: &SignedData, repor
     if indirect.data_type != spc::SPC_PE_IMAGE_DATAOBJ {
         report.fail(Rule::S2, format!("SpcIndirectDataContent data type {} is not SpcPeImageData", indirect.data_type));
     }
+    report.digest_algorithm = Some(if indirect.digest_algorithm == ID_SHA256 {
+        "SHA-256".to_string()
+    } else {
+        indirect.digest_algorithm.to_string()
+    });
     if indirect.digest_algorithm != ID_SHA256 {
         report.fail(Rule::S4, format!("image digest algorithm {} is not SHA-256", indirect.digest_algorithm));
         return;

@@ -1,4 +1,5 @@
-//! `bpf2sys inspect <obj> [--format text|json]`: what an eBPF object contains, as the front end reads it.
+//! `bpf2sys inspect <obj> [--format text|json]`: what an eBPF object contains, as the front end reads it (a
+//! driver image goes to [`super::inspect_sys`]).
 //!
 //! Programs with their ELF section, program and attach type (from the platform's section table, contract
 //! §7.1), instruction counts, functions, helpers used, the relocations the loader applied (map and global
@@ -20,7 +21,7 @@ use super::common::{file_name, InputLimit, OutputFormat, PlatformArg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The eBPF ELF object (clang -target bpf).
+    /// The eBPF ELF object (clang -target bpf), or a driver image (.sys) bpf2sys built.
     object: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -34,6 +35,16 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let bytes = args.input.read(&args.object)?;
+    // A driver image (PE, `MZ`) is read back through the native-module contract instead.
+    if bytes.starts_with(b"MZ") {
+        let report = super::inspect_sys::describe_driver(&file_name(&args.object), &bytes)
+            .with_context(|| args.object.display().to_string())?;
+        match args.format {
+            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            OutputFormat::Text => print!("{}", super::inspect_sys::render_text(&report)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let platform = args.platform.platform();
     let module = elf::load_with(&bytes, &file_name(&args.object), platform.conventions)
         .with_context(|| args.object.display().to_string())?;

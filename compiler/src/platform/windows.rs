@@ -268,6 +268,24 @@ pub static MAP_TYPES: &[MapTypeInfo] = &[
     MapTypeInfo { extension: true, ..map_type(16, "xskmap", Z::Refused) },
 ];
 
+/// The names of the values a program of each type returns, as the hook interprets them (`xdp_action_t`,
+/// `bind_action_t`, the sock_addr verdicts of eBPF for Windows' `ebpf_nethooks.h`): `(program type, r0, name)`.
+pub static VERDICTS: &[(&str, u32, &str)] = &[
+    ("xdp", 1, "XDP_PASS"),
+    ("xdp", 2, "XDP_DROP"),
+    ("xdp", 3, "XDP_TX"),
+    ("bind", 0, "BIND_PERMIT"),
+    ("bind", 1, "BIND_DENY"),
+    ("bind", 2, "BIND_REDIRECT"),
+    ("sock_addr", 0, "BPF_SOCK_ADDR_VERDICT_REJECT"),
+    ("sock_addr", 1, "BPF_SOCK_ADDR_VERDICT_PROCEED"),
+];
+
+/// The name of verdict `r0` for programs of type `program_type`, if the hook names it.
+pub fn verdict_name(program_type: &str, r0: u32) -> Option<&'static str> {
+    VERDICTS.iter().find(|(t, v, _)| *t == program_type && *v == r0).map(|(_, _, name)| *name)
+}
+
 pub static PROGRAM_TYPES: &[ProgramType] = &[
     ProgramType {
         name: "xdp",
