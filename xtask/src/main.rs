@@ -10,6 +10,7 @@ mod build_driver;
 mod conformance;
 mod mutate;
 mod prevail;
+mod run_fixtures;
 mod samples;
 mod verifier_fuzz;
 
@@ -31,6 +32,9 @@ enum Task {
     /// Mutate every committed object and sample driver and run the CLI on each mutant in capped child
     /// processes; fails on a panic, signal, timeout or verify/build disagreement.
     Mutate(mutate::Args),
+    /// Run every sample driver's programs on the committed fixtures (samples/fixtures) with `bpf2sys run` and
+    /// check the verdicts and map contents.
+    RunFixtures(run_fixtures::Args),
     /// Rebuild samples/*.o from samples/*.c with clang (-O2 -g -target bpf -mcpu=v3).
     Samples(samples::Args),
     /// Long-run verifier soundness fuzzing (random programs, accepted ones run in the interpreter).
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Task::Conformance(args) => conformance::run(args),
         Task::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Task::Mutate(args) => mutate::run(args),
+        Task::RunFixtures(args) => run_fixtures::run(args),
         Task::Samples(args) => samples::run(args).map(|()| ExitCode::SUCCESS),
         Task::VerifierFuzz(args) => verifier_fuzz::run(args),
         Task::Prevail { dir, verbose } => prevail::run(dir, verbose).map(|()| ExitCode::SUCCESS),

@@ -1,11 +1,11 @@
-//! `cargo xtask mutate [--cases N] [--seed S] [--jobs J] [--timeout-ms T] [--memory-mib M] [--case K]`
+//! `cargo xtask mutate [--cases N] [--seed S] [--jobs J] [--timeout-ms T] [--memory-mib M] [--case K] [--drivers-only]`
 //!
 //! The hostile-input campaign of issue 17 as a repeatable run: every committed eBPF object (`samples/**/*.o`)
-//! and a driver built from every sample (test-signed and unsigned) is mutated (bit flips, interesting values in
+//! and a driver built from every sample (x64 and ARM64, test-signed and unsigned) is mutated (bit flips, interesting values in
 //! header-sized fields, truncation, chunk deletion, duplication and insertion), and the `bpf2sys` binary runs on
 //! each mutant in a child process with a CPU-time, address-space and wall-clock cap:
 //! - objects: `verify`, `build` (to a scratch file) and `inspect`, and every eighth case `compile --emit obj`;
-//! - drivers: `check` and `verify-signature`.
+//! - drivers: `check`, `verify-signature` and `inspect` (the `.sys` reader: metadata, PE facts, signature).
 //!
 //! A case is one mutant with all its subcommands. The run fails on any panic (exit 101), death by a signal,
 //! timeout, exit code outside 0/1/2, or a verdict disagreement between `verify` and `build` on the same object
@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bpf2sys::compiled::Target;
 use bpf2sys::driver::{build_driver, default_runtime_version, SessionOptions};
 
 #[derive(clap::Args, Debug)]
@@ -42,6 +43,9 @@ pub struct Args {
     /// Run only this case number (to reproduce a failure).
     #[arg(long)]
     pub case: Option<u64>,
+    /// Mutate only the drivers (x64 and ARM64, signed and unsigned): the `.sys` readers' campaign.
+    #[arg(long)]
+    pub drivers_only: bool,
 }
 
 /// An input of the campaign before mutation.
@@ -183,11 +187,15 @@ fn seeds(root: &Path) -> Result<Vec<Seed>> {
             let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             // The version `bpf2sys build` picks when none is given (1.5.0 for objects that call kfuncs).
             let runtime_version = default_runtime_version(&bytes, &file_name);
-            let options = SessionOptions { runtime_version, ..SessionOptions::default() };
-            let image = build_driver(&bytes, &file_name, &options).with_context(|| format!("{name} does not build"))?;
-            let signed = bpf2sys_signing::sign_pe(&image, &test.signer, &Default::default())?;
-            seeds.push(Seed { name: format!("{name} (driver)"), kind: Kind::Driver, bytes: image });
-            seeds.push(Seed { name: format!("{name} (signed driver)"), kind: Kind::Driver, bytes: signed });
+            // x64 and ARM64: the `.sys` reader evaluates each machine's metadata callbacks from their code.
+            for (target, label) in [(Target::X64, ""), (Target::Arm64, " arm64")] {
+                let options = SessionOptions { runtime_version, target, ..SessionOptions::default() };
+                let image =
+                    build_driver(&bytes, &file_name, &options).with_context(|| format!("{name} does not build"))?;
+                let signed = bpf2sys_signing::sign_pe(&image, &test.signer, &Default::default())?;
+                seeds.push(Seed { name: format!("{name} ({label}driver)"), kind: Kind::Driver, bytes: image });
+                seeds.push(Seed { name: format!("{name} (signed{label} driver)"), kind: Kind::Driver, bytes: signed });
+            }
         }
         seeds.push(Seed { name, kind: Kind::Object, bytes });
     }
@@ -195,7 +203,7 @@ fn seeds(root: &Path) -> Result<Vec<Seed>> {
 }
 
 /// The bpf2sys binary of the same profile as this xtask, built if needed.
-fn bpf2sys_binary(root: &Path) -> Result<PathBuf> {
+pub(crate) fn bpf2sys_binary(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build.current_dir(root).args(["build", "-q", "-p", "bpf2sys", "--bin", "bpf2sys"]);
@@ -290,6 +298,8 @@ fn run_case(
         Kind::Driver => vec![
             ("check", vec![os("check"), input.as_os_str()]),
             ("verify-signature", vec![os("verify-signature"), input.as_os_str()]),
+            // The `.sys` reader (issue 18): metadata through the contract, PE facts and signature.
+            ("inspect-sys", vec![os("inspect"), os("--format"), os("json"), input.as_os_str()]),
         ],
     };
     if seed.kind == Kind::Object && case.is_multiple_of(8) {
@@ -355,7 +365,10 @@ fn run_case(
 pub fn run(args: Args) -> Result<ExitCode> {
     let root = repo_root();
     let binary = bpf2sys_binary(&root)?;
-    let seeds = seeds(&root)?;
+    let mut seeds = seeds(&root)?;
+    if args.drivers_only {
+        seeds.retain(|s| s.kind == Kind::Driver);
+    }
     let objects = seeds.iter().filter(|s| s.kind == Kind::Object).count();
     println!(
         "mutate: {} objects and {} drivers, seed {:#x}, {} case(s), {} job(s), limits {} ms / {} MiB per run",
