@@ -43,8 +43,8 @@ fn image_parses_with_object_and_goblin_and_has_the_driver_headers() {
             "ntoskrnl.exe!RtlQueryRegistryValues"
         ]
     );
-    // Every function has .pdata entries with decodable unwind info: eleven shim functions and four programs, each
-    // split where one record cannot describe every offset (each epilogue's `mov rsp, rbp; pop rbp; ret`).
+    // Every function has .pdata entries with decodable unwind info: eleven shim functions and four programs (a
+    // function with a stack probe has three).
     let exceptions = pe.exception_data.as_ref().expect(".pdata");
     let functions: Vec<_> = exceptions.functions().map(|f| f.unwrap()).collect();
     assert!(functions.len() >= 11 + 4, "{} entries", functions.len());

@@ -71,8 +71,8 @@ fn every_sample_driver_function_unwinds_exactly_at_every_offset_on_x64() {
     assert_exact(Target::X64, &report);
 }
 
-/// Every bpf_conformance program that compiles, lowered for `target` (the generated functions only: these programs
-/// are not drivers).
+/// Every bpf_conformance program that compiles, plain and with opaque constants, lowered for `target` (the
+/// generated functions only: these programs are not drivers).
 fn check_conformance(target: Target) -> UnwindReport {
     use bpf2sys_tests::conformance::{corpus_dir, data_files, load};
     use bpf2sys_tests::native::compile_with_length_prologue_for;
@@ -80,14 +80,20 @@ fn check_conformance(target: Target) -> UnwindReport {
     let mut report = UnwindReport::default();
     for path in data_files(&corpus_dir().join("tests")).unwrap() {
         let Ok(test) = load(&path) else { continue };
-        let Ok(program) = compile_with_length_prologue_for(target, &test.program, test.memory.len()) else {
-            continue;
-        };
-        let r = check_functions(target, &program.functions).unwrap_or_else(|e| panic!("{path:?} {target:?}: {e}"));
-        for m in &r.mismatches {
-            eprintln!("{path:?} {target:?}: {m}");
+        // The program as written, and its opaque-constants form (constants loaded from memory, so Cranelift cannot
+        // fold the program away and more of the generated code is checked).
+        let mut variants = vec![(test.program.clone(), test.memory.len())];
+        if let Ok(opaque) = bpf2sys_tests::opaque::make_opaque(&test.program, &test.memory) {
+            variants.push((opaque.program, opaque.memory.len()));
         }
-        report.merge(r);
+        for (instructions, memory) in variants {
+            let Ok(program) = compile_with_length_prologue_for(target, &instructions, memory) else { continue };
+            let r = check_functions(target, &program.functions).unwrap_or_else(|e| panic!("{path:?} {target:?}: {e}"));
+            for m in &r.mismatches {
+                eprintln!("{path:?} {target:?}: {m}");
+            }
+            report.merge(r);
+        }
     }
     report
 }

@@ -271,6 +271,12 @@ pub fn compile_ir_function_with(
         Target::Arm64 => code,
     };
 
+    // x64 epilogues: the `add rsp, N` before `mov rsp, rbp` becomes a NOP so that the epilogue unwinds exactly
+    // (see `unwind::x64`).
+    let mut code = code;
+    if target == Target::X64 {
+        super::unwind::x64::drop_redundant_epilogue_adds(&mut code);
+    }
     let unwind_error = |message: String| LowerError::Codegen { function: name.to_string(), message };
     let unwind = match target {
         Target::X64 => UnwindData::X64 {

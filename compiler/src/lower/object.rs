@@ -196,7 +196,7 @@ mod tests {
         let names: Vec<String> = file.sections.iter().map(|s| s.name().unwrap_or("").to_string()).collect();
         assert!(names.iter().any(|n| n == ".pdata") && names.iter().any(|n| n == ".xdata"), "{names:?}");
         if let Some(text) = readobj_unwind(&bytes) {
-            // One RUNTIME_FUNCTION per unwind fragment (each epilogue tail has its own).
+            // One RUNTIME_FUNCTION per unwind fragment.
             assert_eq!(text.matches("RuntimeFunction {").count(), fragments, "{text}");
             assert!(text.contains("PUSH_NONVOL reg=RBP"), "{text}");
             assert!(text.contains("StartAddress: prog"), "{text}");

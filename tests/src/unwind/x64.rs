@@ -157,7 +157,10 @@ fn op_slots(op: u8) -> Result<usize, String> {
 }
 
 /// The epilogue test of `RtlVirtualUnwind`: an optional `add rsp, imm` / `lea rsp, [frame reg + disp]`, then pops,
-/// then `ret` (or a jump that leaves the function).
+/// then `ret` or a tail-call jump (`jmp` out of this `.pdata` entry or to its start, `jmp [rip + disp]`, a REX.W
+/// indirect `jmp`). The unwinder matches a jump target against the entry it found, and against other entries of
+/// the same function only through chained unwind info, which bpf2sys does not write: a body jump into another
+/// fragment would count as a tail call, which the check then reports.
 fn inside_epilogue(image: &MappedImage, pc: u32, rf: &RuntimeFunction, frame_reg: u8) -> bool {
     let b = |k: u32| image.read_u8(pc + k).unwrap_or(0);
     let mut k = 0;
@@ -180,21 +183,22 @@ fn inside_epilogue(image: &MappedImage, pc: u32, rf: &RuntimeFunction, frame_reg
             _ => {}
         }
     }
+    let outside = |target: u32| target <= rf.begin || target >= rf.end;
     loop {
-        let mut c = b(k);
-        if c & 0xf0 == 0x40 {
-            k += 1;
-            c = b(k);
-        }
-        match c {
+        match b(k) {
             0x58..=0x5f => k += 1,
+            0x41 if (0x58..=0x5f).contains(&b(k + 1)) => k += 2,
             0xc2 | 0xc3 => return true,
             0xf3 if b(k + 1) == 0xc3 => return true,
+            // A jump is a tail call (so an epilogue) if it leaves the function or goes to its start.
             0xe9 => {
                 let rel = i32::from_le_bytes([b(k + 1), b(k + 2), b(k + 3), b(k + 4)]);
-                let target = (pc + k + 5).wrapping_add(rel as u32);
-                return target < rf.begin || target >= rf.end;
+                return outside((pc + k + 5).wrapping_add(rel as u32));
             }
+            0xeb => return outside((pc + k + 2).wrapping_add(b(k + 1) as i8 as i32 as u32)),
+            // jmp [rip + disp32], and any REX.W jmp indirect.
+            0xff if b(k + 1) == 0x25 => return true,
+            0x48..=0x4f if b(k + 1) == 0xff && (b(k + 2) & 0x38) == 0x20 => return true,
             _ => return false,
         }
     }
@@ -236,7 +240,7 @@ fn interpret_epilogue(image: &MappedImage, pc: u32, ctx: &mut X64Context, memory
                 ctx.r[RSP] = ctx.r[base].wrapping_add(disp as u64);
                 k += len;
             }
-            0xc3 | 0xc2 | 0xe9 | 0xf3 => {
+            0xc3 | 0xc2 | 0xe9 | 0xeb | 0xf3 | 0xff => {
                 ctx.rip = read(ctx.r[RSP])?;
                 ctx.r[RSP] = ctx.r[RSP].wrapping_add(8);
                 return Ok(());
@@ -342,7 +346,7 @@ fn step(i: &Instruction, ctx: &mut X64Context, stack: &mut Stack) -> Option<Resu
                 if i.mnemonic() == Mnemonic::Sub { ctx.r[d].wrapping_sub(imm) } else { ctx.r[d].wrapping_add(imm) };
             Ok(())
         }
-        (Mnemonic::Cmp, 2) => Ok(()),
+        (Mnemonic::Cmp, 2) | (Mnemonic::Nop, _) => Ok(()),
         (Mnemonic::Jne, 1) => {
             // Only the probe loop's backward branch: taken while rsp has not reached the bound in r11.
             return None;
@@ -466,6 +470,8 @@ fn is_frame_instruction(i: &Instruction, prologue: bool) -> bool {
         Mnemonic::Add => matches!(reg0, Some(RSP)) && i.op1_kind() != OpKind::Register,
         Mnemonic::Cmp => prologue && matches!(reg0, Some(RSP) | Some(11)),
         Mnemonic::Jne => prologue,
+        // The NOP that stands in an epilogue for the `add rsp` that `mov rsp, rbp` makes redundant.
+        Mnemonic::Nop => !prologue,
         _ => false,
     }
 }

@@ -7,16 +7,18 @@
 //! (`UWOP_SAVE_NONVOL`, offset `k / 8` from the post-allocation RSP, which `RtlVirtualUnwind` uses when no frame
 //! register is set). RSP is constant in the body.
 //!
-//! Two places need a record of their own (a separate `.pdata` entry), because no single record describes them:
-//! - the stack probe, which moves RSP down a page at a time and back: RBP still equals RSP after `push rbp`
-//!   there, so a record with RBP as the frame register (`UWOP_SET_FPREG`, then `UWOP_PUSH_NONVOL rbp`)
-//!   unwinds exactly;
-//! - each epilogue's `mov rsp, rbp; pop rbp; ret`: after `add rsp, N` the unwinder's epilogue test does not
-//!   recognise `mov rsp, rbp`, so the same RBP-based record covers these three instructions (at `pop rbp` and
-//!   `ret` the epilogue test applies and emulates them).
+//! The stack probe, which moves RSP down a page at a time and back, gets a record (a `.pdata` entry) of its own:
+//! RBP still equals RSP after `push rbp` there, so a record with RBP as the frame register (`UWOP_SET_FPREG`, then
+//! `UWOP_PUSH_NONVOL rbp`) unwinds exactly. The record after the probe describes the instructions before it with
+//! code offset 0 (always executed), so a function's first record is the only one whose `push rbp` has a non-zero
+//! code offset. No jump crosses these records (the probe has only its loop's `jne`), so the unwinder's test for a
+//! tail-call `jmp` out of the function never mistakes a body jump for one.
 //!
-//! Records after the first describe the instructions before them with code offset 0 (always executed). The
-//! function's first record is the only one whose `push rbp` has a non-zero code offset.
+//! Epilogues: Cranelift ends each with `add rsp, N; mov rsp, rbp; pop rbp; ret`. After `add rsp, N` the unwinder's
+//! epilogue test does not recognise `mov rsp, rbp`, so it would apply the whole prologue description to a frame
+//! already freed. The `add` is redundant (`mov rsp, rbp` sets RSP, and the flags it writes are dead at a return),
+//! so [`drop_redundant_epilogue_adds`] replaces it with a NOP of the same length: RSP then keeps the body's value
+//! until `mov rsp, rbp`, and from `pop rbp` on the epilogue test applies.
 
 use cranelift_codegen::isa::unwind::UnwindInst;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
@@ -152,31 +154,41 @@ fn record(prolog_size: u32, operations: &[(u32, &[u16])], rbp_frame: bool) -> Re
     Ok(out)
 }
 
-/// The RBP-based record of a probe or an epilogue's `mov rsp, rbp; pop rbp; ret`: RSP = RBP, then pop RBP.
+/// The RBP-based record of the stack probe: RSP = RBP, then pop RBP.
 fn rbp_record() -> Result<Vec<u8>, Error> {
     let push = [u16::from(RBP << 4 | UWOP_PUSH_NONVOL) << 8];
     let set_fp = [u16::from(UWOP_SET_FPREG) << 8];
     record(0, &[(0, &push[..]), (0, &set_fp[..])], true)
 }
 
-/// Offsets of every `mov rsp, rbp` immediately followed by `pop rbp` and `ret` (Cranelift's epilogue tail).
-fn epilogue_tails(code: &[u8], from: usize) -> Vec<u32> {
-    let mut decoder = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
-    let insts: Vec<_> = decoder.iter().collect();
-    let mut out = Vec::new();
-    for w in insts.windows(3) {
-        let is_mov_rsp_rbp = w[0].mnemonic() == Mnemonic::Mov
-            && w[0].op_count() == 2
+/// Replaces every `add rsp, imm` that directly precedes `mov rsp, rbp; pop rbp; ret` with a NOP of the same
+/// length (see the module doc); returns how many it replaced. Offsets, branches and relocations are unchanged.
+pub fn drop_redundant_epilogue_adds(code: &mut [u8]) -> usize {
+    let insts: Vec<_> = Decoder::with_ip(64, code, 0, DecoderOptions::NONE).iter().collect();
+    let mut replaced = 0;
+    for w in insts.windows(4) {
+        let is_add_rsp = w[0].mnemonic() == Mnemonic::Add
             && w[0].op0_kind() == OpKind::Register
-            && w[0].op1_kind() == OpKind::Register
             && w[0].op0_register() == Register::RSP
-            && w[0].op1_register() == Register::RBP;
-        let is_pop_rbp = w[1].mnemonic() == Mnemonic::Pop && w[1].op0_register() == Register::RBP;
-        if is_mov_rsp_rbp && is_pop_rbp && w[2].mnemonic() == Mnemonic::Ret && w[0].ip() as usize >= from {
-            out.push(w[0].ip() as u32);
+            && matches!(w[0].op1_kind(), OpKind::Immediate8to64 | OpKind::Immediate32to64);
+        let is_mov_rsp_rbp = w[1].mnemonic() == Mnemonic::Mov
+            && w[1].op0_kind() == OpKind::Register
+            && w[1].op1_kind() == OpKind::Register
+            && w[1].op0_register() == Register::RSP
+            && w[1].op1_register() == Register::RBP;
+        let is_pop_rbp = w[2].mnemonic() == Mnemonic::Pop && w[2].op0_register() == Register::RBP;
+        if is_add_rsp && is_mov_rsp_rbp && is_pop_rbp && w[3].mnemonic() == Mnemonic::Ret {
+            let at = w[0].ip() as usize;
+            let nop: &[u8] = match w[0].len() {
+                4 => &[0x0f, 0x1f, 0x40, 0x00],                   // nop dword [rax + 0]
+                7 => &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00], // nop dword [rax + 0] (disp32)
+                _ => continue,
+            };
+            code[at..at + nop.len()].copy_from_slice(nop);
+            replaced += 1;
         }
     }
-    out
+    replaced
 }
 
 /// Builds the unwind fragments of a function (see the module doc).
@@ -184,8 +196,6 @@ pub fn fragments(code: &[u8], insts: &[(u32, UnwindInst)]) -> Result<Vec<UnwindF
     let p = prologue(code, insts)?;
     let len = code.len() as u32;
     let all: Vec<(u32, &[u16])> = p.operations.iter().map(|o| (o.end, &o.nodes[..])).collect();
-    // Body records: every operation done, all at offset 0.
-    let body_ops: Vec<(u32, &[u16])> = all.iter().map(|(_, n)| (0, *n)).collect();
     let mut out = Vec::new();
     // Anything between `mov rbp, rsp` and the allocation is Cranelift's inline stack probe.
     let probe = p.alloc_start.filter(|s| *s > p.frame_set).map(|s| (p.frame_set, s));
@@ -196,21 +206,32 @@ pub fn fragments(code: &[u8], insts: &[(u32, UnwindInst)]) -> Result<Vec<UnwindF
         out.push(UnwindFragment { start: probe_start, end: probe_end, record: rbp_record()? });
         start = probe_end;
     }
-    // The (rest of the) prologue and the body, cut around every epilogue tail.
+    // The (rest of the) prologue and the body.
     let relative: Vec<(u32, &[u16])> = all.iter().map(|(e, n)| (if *e <= start { 0 } else { e - start }, *n)).collect();
-    let mut first = Some(record(p.end.saturating_sub(start), &relative, false)?);
-    for tail in epilogue_tails(code, p.end as usize) {
-        let record = first.take().map(Ok).unwrap_or_else(|| record(0, &body_ops, false))?;
-        if tail > start {
-            out.push(UnwindFragment { start, end: tail, record });
-        }
-        // mov rsp, rbp (3) ; pop rbp (1) ; ret (1)
-        out.push(UnwindFragment { start: tail, end: tail + 5, record: rbp_record()? });
-        start = tail + 5;
-    }
-    if start < len {
-        let record = first.take().map(Ok).unwrap_or_else(|| record(0, &body_ops, false))?;
-        out.push(UnwindFragment { start, end: len, record });
-    }
+    out.push(UnwindFragment { start, end: len, record: record(p.end.saturating_sub(start), &relative, false)? });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_add_before_mov_rsp_rbp_becomes_a_nop_of_the_same_length() {
+        // add rsp, 0x20 ; mov rsp, rbp ; pop rbp ; ret ; add rsp, 0x1000 ; mov rsp, rbp ; pop rbp ; ret
+        let mut code = vec![0x48, 0x83, 0xc4, 0x20, 0x48, 0x89, 0xec, 0x5d, 0xc3];
+        code.extend_from_slice(&[0x48, 0x81, 0xc4, 0x00, 0x10, 0x00, 0x00, 0x48, 0x89, 0xec, 0x5d, 0xc3]);
+        assert_eq!(drop_redundant_epilogue_adds(&mut code), 2);
+        assert_eq!(&code[..4], &[0x0f, 0x1f, 0x40, 0x00]);
+        assert_eq!(&code[9..16], &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00]);
+        assert_eq!(&code[4..9], &[0x48, 0x89, 0xec, 0x5d, 0xc3]);
+    }
+
+    #[test]
+    fn an_add_rsp_not_followed_by_the_frame_teardown_stays() {
+        // add rsp, 0x20 ; ret
+        let mut code = vec![0x48, 0x83, 0xc4, 0x20, 0xc3];
+        assert_eq!(drop_redundant_epilogue_adds(&mut code), 0);
+        assert_eq!(code, [0x48, 0x83, 0xc4, 0x20, 0xc3]);
+    }
 }
