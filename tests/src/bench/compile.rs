@@ -75,16 +75,20 @@ pub enum CompileBenchError {
     Signer(#[from] bpf2sys_signing::SigningError),
 }
 
-/// Lowers every program of `module`: the verified programs when the module verifies, otherwise (benchmark
-/// programs without a program type) the programs with facts derived from their text.
-fn lower_all(session: &Session, file: &str, module: &Module) -> Result<Vec<CompiledProgram>, String> {
+/// The programs of `module` as lowering takes them: verified when the module verifies, otherwise (benchmark
+/// programs without a program type) with facts derived from their text.
+fn programs_to_lower<'m>(session: &Session, file: &str, module: &'m Module) -> Result<Vec<Verified<'m>>, String> {
     if let Ok(verified) = session.verify(file, module) {
-        return session.lower(file, &verified).map_err(|e| e.to_string());
+        return Ok(verified);
     }
-    let unchecked = (0..module.programs.len())
+    (0..module.programs.len())
         .map(|i| Verified::unchecked_for_testing(module, i).map_err(|r| r.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
-    lower::lower_module(session.isa(), &unchecked, &session.lower_options(), false)
+        .collect::<Result<Vec<_>, _>>()
+}
+
+/// Lowers every program (the lower+codegen stage; verification is not part of it).
+fn lower_all(session: &Session, programs: &[Verified]) -> Result<Vec<CompiledProgram>, String> {
+    lower::lower_module(session.isa(), programs, &session.lower_options(), false)
         .map(|l| l.into_iter().map(|l| l.program).collect())
         .map_err(|e| e.to_string())
 }
@@ -127,9 +131,14 @@ pub fn measure(object_path: &Path, key_dir: &Path, runs: usize) -> Result<Compil
     let verify = time_runs(runs, || session.verify(&file_name, &module).map_err(|e| one_line(&e)));
     // Lowering needs no verdict, so it is timed even for programs no program type accepts (the six benchmark
     // programs read their buffer through r1); linking and signing need a verified module.
-    let lower_stage = time_runs(runs, || lower_all(&session, &file_name, &module));
+    let to_lower = programs_to_lower(&session, &file_name, &module);
+    let lower_stage = match &to_lower {
+        Ok(programs) => time_runs(runs, || lower_all(&session, programs)),
+        Err(e) => StageOutcome::Failed(e.clone()),
+    };
     let verified = matches!(verify, StageOutcome::Timed { .. });
-    let (link, sign, end_to_end) = match (verified, lower_all(&session, &file_name, &module)) {
+    let lowered = to_lower.and_then(|programs| lower_all(&session, &programs));
+    let (link, sign, end_to_end) = match (verified, lowered) {
         (true, Ok(programs)) => {
             let link = time_runs(runs, || session.link(&file_name, &module, &programs, Some(&bytes)));
             let sign = match session.link(&file_name, &module, &programs, Some(&bytes)) {
