@@ -1,4 +1,4 @@
-//! ARM64 output. Executed: the bpf_conformance suite and the six benchmark programs run as ARM64 code in the
+//! ARM64 output. Executed: the bpf_conformance suite and the benchmark programs run as ARM64 code in the
 //! AArch64 emulator (bpf2sys_tests::arm64) and give their expected r0. Structural: every conformance program and
 //! every sample program compiles for aarch64 Windows, and `llvm-objdump` (an independent decoder) disassembles all
 //! of its code into valid instructions, with `.pdata`/`.xdata` that `llvm-readobj --unwind` accepts.
@@ -151,7 +151,7 @@ fn arm64_code_passes_all_313_conformance_tests_with_opaque_constants() {
 fn arm64_code_returns_the_expected_result_for_every_benchmark_program() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let all = programs::load_all(root).unwrap();
-    assert_eq!(all.len(), 6);
+    assert_eq!(all.len(), programs::PROGRAMS.len());
     for p in all {
         let code = programs::function_bytecode(&p.object_path, "entry").unwrap();
         let module = bpf2sys_tests::native::module_from_instructions(&p.name, bpf2sys::isa::decode(&code).unwrap());

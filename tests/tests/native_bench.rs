@@ -1,4 +1,4 @@
-//! The six ../shared/bench programs return their expected r0 when run as bpf2sys's native x64 code
+//! The six ../shared/bench programs and this repository's `pktwalk` return their expected r0 when run as bpf2sys's native x64 code
 //! (inputs generated exactly as `make_input()` in bench/host_common.h does).
 
 use std::ffi::c_void;
@@ -40,6 +40,11 @@ fn run_bench(prog: &str) -> u64 {
 #[test]
 fn csum_returns_expected_r0() {
     assert_eq!(run_bench("csum"), 0x70a5b4d7dc7e12cb);
+}
+
+#[test]
+fn pktwalk_returns_expected_r0() {
+    assert_eq!(run_bench("pktwalk"), 0x22698cde1ca38764);
 }
 
 #[test]

@@ -32,7 +32,7 @@ const BRANCHY_ALPHABET: &[u8] =
 
 /// Error for a program name `make_input` does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("no benchmark input is defined for program `{0}` (known: csum, parse, branchy, maplookup, sieve, unrolled)")]
+#[error("no benchmark input is defined for program `{0}` (known: csum, parse, branchy, maplookup, sieve, unrolled, pktwalk)")]
 pub struct UnknownProgram(pub String);
 
 /// Builds the input buffer of benchmark `program`: `u32 len; u32 pad; u8 data[len]`, exactly as `make_input()`.
@@ -96,6 +96,66 @@ pub fn make_input(program: &str) -> Result<Vec<u8>, UnknownProgram> {
                 d[len] = (plen >> 8) as u8;
                 d[len + 1] = plen as u8;
                 len += 2 + plen as usize;
+            }
+        }
+        "pktwalk" => {
+            const EXTENSION_HEADERS: [u8; 4] = [0, 60, 43, 44];
+            const TCP_OPTIONS: [u8; 20] = [2, 4, 5, 0xb4, 1, 3, 3, 7, 1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0];
+            while len < 60000 {
+                let kind = rng.next() % 16;
+                let mut plen = (96 + rng.next() % 97) as usize;
+                let p = &mut d[len + 2..];
+                for byte in &mut p[..plen] {
+                    *byte = rng.next() as u8;
+                }
+                let (mut o, tags, l4) = (12, kind % 3, if kind & 4 != 0 { 6u8 } else { 17 });
+                let mut l4o = 0;
+                for t in 0..tags {
+                    // 802.1ad outer tag, 802.1Q inner.
+                    (p[o], p[o + 1]) = if t + 1 < tags { (0x88, 0xa8) } else { (0x81, 0x00) };
+                    o += 4;
+                }
+                if kind < 8 {
+                    let ihl = 5 + rng.next() % 4;
+                    (p[o], p[o + 1]) = (0x08, 0x00);
+                    o += 2;
+                    p[o] = 0x40 | ihl as u8;
+                    p[o + 6] = if kind == 3 { 0x01 } else { 0x40 };
+                    p[o + 7] = 0;
+                    p[o + 9] = l4;
+                    l4o = o + ihl as usize * 4;
+                } else if kind < 15 {
+                    let n = rng.next() % 5;
+                    (p[o], p[o + 1]) = (0x86, 0xdd);
+                    o += 2;
+                    p[o] = 0x60;
+                    let mut nh = o + 6;
+                    o += 40;
+                    for &t in &EXTENSION_HEADERS[..n as usize] {
+                        p[nh] = t;
+                        nh = o;
+                        p[o + 1] = u8::from(t == 60);
+                        if t == 44 {
+                            p[o + 2] = 0;
+                            p[o + 3] &= 1;
+                        }
+                        o += if t == 60 { 16 } else { 8 };
+                    }
+                    p[nh] = l4;
+                    l4o = o;
+                } else {
+                    // Truncated packets.
+                    plen = (10 + rng.next() % 20) as usize;
+                }
+                if kind < 15 && l4 == 6 && l4o + 40 <= plen {
+                    let doff = 5 + rng.next() % 6;
+                    p[l4o + 12] = (doff << 4) as u8;
+                    let words = (doff as usize - 5) * 4;
+                    p[l4o + 20..l4o + 20 + words].copy_from_slice(&TCP_OPTIONS[..words]);
+                }
+                d[len] = (plen >> 8) as u8;
+                d[len + 1] = plen as u8;
+                len += 2 + plen;
             }
         }
         other => return Err(UnknownProgram(other.to_string())),

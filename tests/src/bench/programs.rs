@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
-/// The six programs of the timing tables, in the order of ../shared/docs/benchmarks.md.
-pub const PROGRAMS: [&str; 6] = ["csum", "parse", "branchy", "maplookup", "sieve", "unrolled"];
+/// The programs of the timing tables: the six of ../shared/docs/benchmarks.md in its order, then the programs
+/// representative of Windows workloads this repository adds (issue 16): `pktwalk`.
+pub const PROGRAMS: [&str; 7] = ["csum", "parse", "branchy", "maplookup", "sieve", "unrolled", "pktwalk"];
 
 /// The verifiable XDP twin of `unrolled`, measured through the whole pipeline.
 pub const UNROLLED_XDP: &str = "unrolled_xdp";
@@ -61,7 +62,7 @@ pub fn expected_values(repo_root: &Path) -> Result<Vec<(String, u64)>, ProgramEr
     Ok(values)
 }
 
-/// The six timing programs with their expected results.
+/// The timing programs with their expected results.
 pub fn load_all(repo_root: &Path) -> Result<Vec<BenchProgram>, ProgramError> {
     let expected = expected_values(repo_root)?;
     let path = bench_dir(repo_root).join("expected-r0.txt");
@@ -115,7 +116,7 @@ mod tests {
     #[test]
     fn every_program_has_an_object_and_an_expected_value() {
         let programs = load_all(&repo_root()).unwrap();
-        assert_eq!(programs.len(), 6);
+        assert_eq!(programs.len(), PROGRAMS.len());
         for p in &programs {
             assert!(p.object_path.is_file(), "{}", p.object_path.display());
         }
@@ -124,11 +125,17 @@ mod tests {
 
     #[test]
     fn bytecode_has_the_documented_slot_counts() {
-        // ../shared/docs/benchmarks.md, "eBPF insn slots (clang-14 -O2)".
+        // ../shared/docs/benchmarks.md, "eBPF insn slots (clang-14 -O2)"; pktwalk from samples/bench/README.md.
         let dir = bench_dir(&repo_root());
-        for (name, slots) in
-            [("csum", 45), ("parse", 190), ("maplookup", 31), ("branchy", 98), ("sieve", 554), ("unrolled", 2314)]
-        {
+        for (name, slots) in [
+            ("csum", 45),
+            ("parse", 190),
+            ("maplookup", 31),
+            ("branchy", 98),
+            ("sieve", 554),
+            ("unrolled", 2314),
+            ("pktwalk", 494),
+        ] {
             let code = function_bytecode(&dir.join(format!("{name}.o")), "entry").unwrap();
             assert_eq!(code.len() / 8, slots, "{name}");
         }
