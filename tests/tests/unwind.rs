@@ -227,3 +227,31 @@ fn an_arm64_function_over_1_mib_builds_and_unwinds_exactly() {
     assert_exact(Target::Arm64, &report);
     assert_eq!(report.offsets, f.code.len() / 4);
 }
+
+/// Generated programs (the differential tests' generator: ALU, memory, branches, loops, helper and local calls),
+/// compiled for both targets and checked at every offset. `BPF2SYS_UNWIND_CASES` sets the count (CI: 200).
+#[test]
+fn generated_programs_unwind_exactly_at_every_offset_on_both_targets() {
+    use bpf2sys_tests::native::compile_with_length_prologue_for;
+    use bpf2sys_tests::unwind::check_functions;
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let cases: usize = std::env::var("BPF2SYS_UNWIND_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let strategy = bpf2sys_tests::generate::program(60);
+    for target in [Target::X64, Target::Arm64] {
+        // The same programs on both targets.
+        let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
+        let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+        let mut report = UnwindReport::default();
+        for _ in 0..cases {
+            let p = strategy.new_tree(&mut runner).unwrap().current();
+            let program = compile_with_length_prologue_for(target, &p.program, p.memory.len()).unwrap();
+            let r = check_functions(target, &program.functions).unwrap();
+            for m in &r.mismatches {
+                eprintln!("{target:?}: {m}\n{}", bpf2sys::isa::disasm::disassemble(&p.program));
+            }
+            report.merge(r);
+        }
+        assert_exact(target, &report);
+    }
+}

@@ -479,11 +479,9 @@ fn is_frame_instruction(i: &Instruction, prologue: bool) -> bool {
 fn check_function(image: &MappedImage, f: &Function, report: &mut UnwindReport) -> Result<(), UnwindError> {
     let code = &image.bytes[f.begin as usize..f.end as usize];
     let base = IMAGE_BASE + u64::from(f.begin);
-    let mut decoder = Decoder::with_ip(64, code, base, DecoderOptions::NONE);
-    let mut insts = Vec::new();
-    while decoder.can_decode() {
-        let i = decoder.decode();
-        insts.push(i);
+    let insts = reachable_instructions(code, base);
+    if insts.is_empty() {
+        return Err(UnwindError::Emulator(format!("function at rva {:#x} decodes to nothing", f.begin)));
     }
     let mut stack = Stack { bytes: vec![0; STACK_SIZE as usize] };
     let entry = entry_context(base);
@@ -561,6 +559,70 @@ fn check_function(image: &MappedImage, f: &Function, report: &mut UnwindReport) 
         }
     }
     Ok(())
+}
+
+/// The function's instructions, found by following control flow from the entry (jump tables, which Cranelift
+/// places inline after their `jmp`, are read as data: entries are 32-bit offsets from the table, which a
+/// RIP-relative `lea` addresses), in address order. Offsets inside data are not instruction offsets.
+fn reachable_instructions(code: &[u8], base: u64) -> Vec<Instruction> {
+    use iced_x86::FlowControl;
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut decoded: BTreeMap<usize, Instruction> = BTreeMap::new();
+    let mut tables: BTreeSet<usize> = BTreeSet::new();
+    let mut work = vec![0usize];
+    let mut seen: BTreeSet<usize> = BTreeSet::new();
+    let inside = |a: u64| a.checked_sub(base).map(|o| o as usize).filter(|o| *o < code.len());
+    loop {
+        while let Some(off) = work.pop() {
+            if off >= code.len() || !seen.insert(off) {
+                continue;
+            }
+            let i = Decoder::with_ip(64, &code[off..], base + off as u64, DecoderOptions::NONE).decode();
+            if i.is_invalid() {
+                continue;
+            }
+            let next = off + i.len();
+            if i.mnemonic() == Mnemonic::Lea && i.is_ip_rel_memory_operand() {
+                tables.extend(inside(i.ip_rel_memory_address()));
+            }
+            match i.flow_control() {
+                FlowControl::Next | FlowControl::Call | FlowControl::IndirectCall => work.push(next),
+                FlowControl::ConditionalBranch => {
+                    work.push(next);
+                    work.extend(inside(i.near_branch_target()));
+                }
+                FlowControl::UnconditionalBranch => work.extend(inside(i.near_branch_target())),
+                _ => {}
+            }
+            decoded.insert(off, i);
+        }
+        // Jump tables: entries until the first case target or the end of the function.
+        for &t in &tables {
+            if decoded.contains_key(&t) {
+                continue;
+            }
+            let mut end = code.len();
+            let mut k = t;
+            while k + 4 <= end {
+                let entry = i32::from_le_bytes(code[k..k + 4].try_into().unwrap());
+                let Some(target) = (t as i64).checked_add(entry as i64).filter(|x| (0..code.len() as i64).contains(x))
+                else {
+                    break;
+                };
+                if target as usize > t {
+                    end = end.min(target as usize);
+                }
+                if !seen.contains(&(target as usize)) {
+                    work.push(target as usize);
+                }
+                k += 4;
+            }
+        }
+        if work.is_empty() {
+            break;
+        }
+    }
+    decoded.into_values().collect()
 }
 
 const REG_NAMES: [&str; 16] =
