@@ -135,14 +135,23 @@ fn images_from_the_environment() {
     );
 }
 
-/// A function with `values` loads kept live across a call (callee-saved registers), a `frame`-byte stack slot
-/// (stack probes from 4 KiB), `body` load/add/store steps, and two returns (two epilogues).
+/// A function with loads kept live across a call (callee-saved registers), `floats` f64 values live at once (for
+/// d8–d15), a `frame`-byte stack slot (stack probes from 4 KiB), `body` load/add/store steps, and two returns (two epilogues).
 fn generated_function(target: Target, frame: u32, body: usize) -> bpf2sys::compiled::CompiledFunction {
+    generated_function_with_floats(target, frame, body, 0)
+}
+
+fn generated_function_with_floats(
+    target: Target,
+    frame: u32,
+    body: usize,
+    floats: usize,
+) -> bpf2sys::compiled::CompiledFunction {
     use bpf2sys::compiled::RelocTarget;
     use bpf2sys::lower::codegen::{build_isa, compile_ir_function, SymbolTable};
     use cranelift_codegen::ir::{
-        condcodes::IntCC, types::I64, AbiParam, Function, InstBuilder, MemFlagsData, Signature, StackSlotData,
-        StackSlotKind, UserFuncName,
+        condcodes::IntCC, types::F64, types::I64, AbiParam, Function, InstBuilder, MemFlagsData, Signature,
+        StackSlotData, StackSlotKind, UserFuncName,
     };
     use cranelift_codegen::isa::CallConv;
     use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -172,6 +181,14 @@ fn generated_function(target: Target, frame: u32, body: usize) -> bpf2sys::compi
     let live: Vec<_> = (0..12).map(|i| b.ins().load(I64, flags, p, i * 8)).collect();
     let call = b.ins().call(callee, &[p]);
     let mut acc = b.inst_results(call)[0];
+    // Cranelift treats every vector register as clobbered by a call, so d8–d15 are used (and saved) only when
+    // more f64 values are live at once than the 24 caller-saved vector registers hold.
+    let float_values: Vec<_> = (0..floats).map(|i| b.ins().load(F64, flags, p, 256 + 8 * i as i32)).collect();
+    if let Some((&first, rest)) = float_values.split_first() {
+        let sum = rest.iter().fold(first, |a, &v| b.ins().fadd(a, v));
+        let bits = b.ins().bitcast(I64, cranelift_codegen::ir::MemFlagsData::new(), sum);
+        acc = b.ins().iadd(acc, bits);
+    }
     for i in 0..body {
         let v = b.ins().load(I64, flags, p, ((i % 32) * 8) as i32);
         let v = b.ins().iadd_imm_s(v, i as i64);
@@ -212,6 +229,27 @@ fn stack_probes_and_multiple_epilogues_unwind_exactly_on_both_targets() {
         assert_exact(target, &report);
         assert_eq!(report.functions, 3);
     }
+}
+
+#[test]
+fn arm64_floating_point_saves_d8_to_d15_unwind_exactly() {
+    use bpf2sys_tests::unwind::check_functions;
+    // 27 values live at once (three of d8..d15: a pair and a single), 40 (all eight), with and without a probe.
+    let functions: Vec<_> = [(27, 0), (40, 0), (40, 65536)]
+        .iter()
+        .map(|&(floats, frame)| generated_function_with_floats(Target::Arm64, frame, 10, floats))
+        .collect();
+    for f in &functions {
+        // The prologue saves d registers: `stp d, d, [sp, #-16]!` or `str d, [sp, #-16]!`.
+        let words = f.code.chunks_exact(4).map(|w| u32::from_le_bytes(w.try_into().unwrap()));
+        let saves_d = words.take(40).any(|w| w & 0xffc0_0000 == 0x6d80_0000 || w & 0xffe0_0c00 == 0xfc00_0c00);
+        assert!(saves_d, "the function must save d registers");
+    }
+    let report = check_functions(Target::Arm64, &functions).unwrap();
+    for m in &report.mismatches {
+        eprintln!("{m}");
+    }
+    assert_exact(Target::Arm64, &report);
 }
 
 #[test]
