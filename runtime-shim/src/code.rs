@@ -166,9 +166,20 @@ fn array_callback(
 pub fn build_functions(layout: &Layout, config: TargetFrontendConfig) -> Result<Vec<ShimFunction>, ShimError> {
     let mut out = Vec::new();
     let ctx = &mut FunctionBuilderContext::new();
+    driver_entry_functions(&mut out, config, ctx)?;
+    nmr_client_functions(&mut out, config, ctx)?;
+    metadata_callbacks(&mut out, config, ctx, layout)?;
+    Ok(out)
+}
 
+/// `DriverEntry` and the registry query routine it uses to read the NPI module id (contract §1.3).
+fn driver_entry_functions(
+    out: &mut Vec<ShimFunction>,
+    config: TargetFrontendConfig,
+    ctx: &mut FunctionBuilderContext,
+) -> Result<(), ShimError> {
     // DriverEntry(DRIVER_OBJECT*, UNICODE_STRING* registry_path) -> NTSTATUS (contract §1.3).
-    function(&mut out, config, ctx, DRIVER_ENTRY, &[I64, I64], Some(I32), |sb, a| {
+    function(out, config, ctx, DRIVER_ENTRY, &[I64, I64], Some(I32), |sb, a| {
         let path = sb.load(I64, a[1], UNICODE_STRING_BUFFER);
         let relative_to = sb.iconst(I32, 0); // RTL_REGISTRY_ABSOLUTE
         let table = sb.data(REGISTRY_QUERY_TABLE);
@@ -198,7 +209,7 @@ pub fn build_functions(layout: &Layout, config: TargetFrontendConfig) -> Result<
 
     // QueryRoutine(ValueName, ValueType, ValueData, ValueLength, Context, EntryContext): accepts only a
     // 16-byte REG_BINARY and stores it as the NPI module id's GUID.
-    function(&mut out, config, ctx, FN_QUERY_NPI_MODULE_ID, &[I64, I32, I64, I32, I64, I64], Some(I32), |sb, a| {
+    function(out, config, ctx, FN_QUERY_NPI_MODULE_ID, &[I64, I32, I64, I32, I64, I64], Some(I32), |sb, a| {
         let invalid = sb.iconst(I32, STATUS_INVALID_PARAMETER as i64);
         let not_binary = sb.b.ins().icmp_imm_u(IntCC::NotEqual, a[1], REG_BINARY);
         return_if(sb, not_binary, Some(invalid));
@@ -212,10 +223,18 @@ pub fn build_functions(layout: &Layout, config: TargetFrontendConfig) -> Result<
         let ok = sb.iconst(I32, STATUS_SUCCESS);
         sb.ret(&[ok]);
     })?;
+    Ok(())
+}
 
+/// The NMR client callbacks and `DriverUnload` (contract §1.3).
+fn nmr_client_functions(
+    out: &mut Vec<ShimFunction>,
+    config: TargetFrontendConfig,
+    ctx: &mut FunctionBuilderContext,
+) -> Result<(), ShimError> {
     // ClientAttachProvider(NmrBindingHandle, ClientContext, ProviderRegistrationInstance): one provider only;
     // the metadata table is the client dispatch (contract §1.3).
-    function(&mut out, config, ctx, FN_CLIENT_ATTACH, &[I64, I64, I64], Some(I32), |sb, a| {
+    function(out, config, ctx, FN_CLIENT_ATTACH, &[I64, I64, I64], Some(I32), |sb, a| {
         let binding = sb.data(BINDING_HANDLE);
         let current = sb.load(I64, binding, 0);
         let attached = sb.b.ins().icmp_imm_u(IntCC::NotEqual, current, 0);
@@ -241,7 +260,7 @@ pub fn build_functions(layout: &Layout, config: TargetFrontendConfig) -> Result<
     })?;
 
     // ClientDetachProvider(ClientBindingContext): forget the binding.
-    function(&mut out, config, ctx, FN_CLIENT_DETACH, &[I64], Some(I32), |sb, _| {
+    function(out, config, ctx, FN_CLIENT_DETACH, &[I64], Some(I32), |sb, _| {
         let binding = sb.data(BINDING_HANDLE);
         let zero = sb.iconst(I64, 0);
         sb.store(zero, binding, 0);
@@ -250,7 +269,7 @@ pub fn build_functions(layout: &Layout, config: TargetFrontendConfig) -> Result<
     })?;
 
     // DriverUnload(DRIVER_OBJECT*): deregister, and wait if deregistration is pending.
-    function(&mut out, config, ctx, FN_DRIVER_UNLOAD, &[I64], None, |sb, _| {
+    function(out, config, ctx, FN_DRIVER_UNLOAD, &[I64], None, |sb, _| {
         let handle_slot = sb.data(CLIENT_HANDLE);
         let handle = sb.load(I64, handle_slot, 0);
         let status =
@@ -260,32 +279,41 @@ pub fn build_functions(layout: &Layout, config: TargetFrontendConfig) -> Result<
         sb.call_import(NETIO, "NmrWaitForClientDeregisterComplete", &[I64], Some(I32), &[handle]);
         sb.ret(&[]);
     })?;
+    Ok(())
+}
 
-    // The metadata-table callbacks (contract §2.2): empty lists are (NULL, 0).
-    array_callback(&mut out, config, ctx, FN_GET_PROGRAMS, Some((PROGRAMS, layout.sorted_programs.len())))?;
-    array_callback(&mut out, config, ctx, FN_GET_MAPS, (layout.map_count > 0).then_some((MAPS, layout.map_count)))?;
-    array_callback(&mut out, config, ctx, FN_GET_HASH, layout.has_elf_hash.then_some((ELF_HASH, 32)))?;
+/// The metadata-table callbacks (contract §2.2).
+fn metadata_callbacks(
+    out: &mut Vec<ShimFunction>,
+    config: TargetFrontendConfig,
+    ctx: &mut FunctionBuilderContext,
+    layout: &Layout,
+) -> Result<(), ShimError> {
+    // Empty lists are (NULL, 0).
+    array_callback(out, config, ctx, FN_GET_PROGRAMS, Some((PROGRAMS, layout.sorted_programs.len())))?;
+    array_callback(out, config, ctx, FN_GET_MAPS, (layout.map_count > 0).then_some((MAPS, layout.map_count)))?;
+    array_callback(out, config, ctx, FN_GET_HASH, layout.has_elf_hash.then_some((ELF_HASH, 32)))?;
     array_callback(
-        &mut out,
+        out,
         config,
         ctx,
         FN_GET_MAP_INITIAL_VALUES,
         (layout.initial_values_count > 0).then_some((MAP_INITIAL_VALUES, layout.initial_values_count)),
     )?;
     array_callback(
-        &mut out,
+        out,
         config,
         ctx,
         FN_GET_GLOBAL_SECTIONS,
         (layout.global_section_count > 0).then_some((GLOBAL_SECTIONS, layout.global_section_count)),
     )?;
     let version = layout.version;
-    function(&mut out, config, ctx, FN_GET_VERSION, &[I64], None, |sb, a| {
+    function(out, config, ctx, FN_GET_VERSION, &[I64], None, |sb, a| {
         for (i, v) in version.iter().enumerate() {
             let c = sb.iconst(I32, *v as i64);
             sb.store(c, a[0], 4 * i as i32);
         }
         sb.ret(&[]);
     })?;
-    Ok(out)
+    Ok(())
 }

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    names, DataObject, DataRelocation, DataSection, ModuleDescription, RuntimeVersion, ShimError, Symbol,
-    METADATA_TABLE,
+    names, DataObject, DataRelocation, DataSection, ModuleDescription, ProgramDescription, RuntimeVersion, ShimError,
+    Symbol, METADATA_TABLE,
 };
 
 /// `ebpf_extension_header_t` version of every metadata struct (contract §2.1).
@@ -220,47 +220,80 @@ impl Record {
     }
 }
 
-/// All data objects of the shim.
+/// All data objects of the shim, in the order the image lays them out.
 pub fn build_data(module: &ModuleDescription, layout: &Layout) -> Result<Vec<DataObject>, ShimError> {
     let mut o = Objects { objects: Vec::new(), strings: BTreeMap::new() };
+    o.map_entries(module)?;
+    o.program_entries(module, layout)?;
+    o.map_initial_values(module)?;
+    o.global_sections(module)?;
+    if let Some(hash) = &module.elf_hash {
+        o.add(ELF_HASH, DataSection::Rdata, 8, hash.to_vec(), Vec::new());
+    }
+    o.nmr_client_state();
+    o.registry_query_table();
+    o.metadata_table();
+    Ok(o.objects)
+}
 
-    // map_entry_t[] in section `maps` (contract §2.2, §4.3 pass 1).
-    if !module.maps.is_empty() {
-        let mut maps = Record::new(0);
-        for m in &module.maps {
-            let mut e = Record::new(MAP_ENTRY_SIZE as usize);
-            // zero_marker[2] @0 stays zero.
-            e.header(16, MAP_ENTRY_SIZE, MAP_ENTRY_SIZE);
-            e.u32(40, m.map_type);
-            e.u32(44, m.key_size);
-            e.u32(48, m.value_size);
-            e.u32(52, m.max_entries);
-            e.u32(56, m.inner_map_idx);
-            e.u32(60, m.pinning);
-            e.u32(64, m.id);
-            e.u32(68, m.inner_id);
-            e.ptr(72, o.string(&m.name, "map name")?);
-            maps.append(e);
+/// The objects of [`build_data`], one method per contract structure; each appends in layout order.
+impl Objects {
+    /// `map_entry_t[]` in section `maps` (contract §2.2, §4.3 pass 1).
+    fn map_entries(&mut self, module: &ModuleDescription) -> Result<(), ShimError> {
+        if !module.maps.is_empty() {
+            let mut maps = Record::new(0);
+            for m in &module.maps {
+                let mut e = Record::new(MAP_ENTRY_SIZE as usize);
+                // zero_marker[2] @0 stays zero.
+                e.header(16, MAP_ENTRY_SIZE, MAP_ENTRY_SIZE);
+                e.u32(40, m.map_type);
+                e.u32(44, m.key_size);
+                e.u32(48, m.value_size);
+                e.u32(52, m.max_entries);
+                e.u32(56, m.inner_map_idx);
+                e.u32(60, m.pinning);
+                e.u32(64, m.id);
+                e.u32(68, m.inner_id);
+                e.ptr(72, self.string(&m.name, "map name")?);
+                maps.append(e);
+            }
+            self.add(MAPS, DataSection::Maps, 16, maps.bytes, maps.relocations);
         }
-        o.add(MAPS, DataSection::Maps, 16, maps.bytes, maps.relocations);
+        Ok(())
     }
 
-    // Per-program arrays, then program_entry_t[] in section `programs`.
-    let (entry_size, entry_total) = module.runtime_version.program_entry_sizes();
-    let mut programs = Record::new(0);
-    for (k, &pi) in layout.sorted_programs.iter().enumerate() {
-        let p = &module.programs[pi];
+    /// The per-program arrays, then `program_entry_t[]` in section `programs`.
+    fn program_entries(&mut self, module: &ModuleDescription, layout: &Layout) -> Result<(), ShimError> {
+        let (entry_size, entry_total) = module.runtime_version.program_entry_sizes();
+        let mut programs = Record::new(0);
+        for (k, &pi) in layout.sorted_programs.iter().enumerate() {
+            let e = self.program_entry(k, &module.programs[pi], &layout.pe_sections[pi], entry_size, entry_total)?;
+            programs.append(e);
+        }
+        self.add(PROGRAMS, DataSection::Programs, 16, programs.bytes, programs.relocations);
+        Ok(())
+    }
+
+    /// One `program_entry_t` (the `k`-th in layout order) and the arrays it points to.
+    fn program_entry(
+        &mut self,
+        k: usize,
+        p: &ProgramDescription,
+        pe_section: &str,
+        entry_size: u64,
+        entry_total: u64,
+    ) -> Result<Record, ShimError> {
         let mut e = Record::new(entry_total as usize);
         // zero @0 stays zero (user-mode marker).
         e.header(8, entry_size, entry_total);
         e.ptr(32, Symbol::Function(p.function_symbol.clone()));
-        e.ptr(40, o.string(&layout.pe_sections[pi], "PE section name")?);
-        e.ptr(48, o.string(&p.section_name, "section name")?);
-        e.ptr(56, o.string(&p.program_name, "program name")?);
+        e.ptr(40, self.string(pe_section, "PE section name")?);
+        e.ptr(48, self.string(&p.section_name, "section name")?);
+        e.ptr(56, self.string(&p.program_name, "program name")?);
         if !p.referenced_maps.is_empty() {
             let name = format!("__bpf2sys_prog{k}_maps");
             let bytes = p.referenced_maps.iter().flat_map(|m| m.to_le_bytes()).collect();
-            o.add(&name, DataSection::Data, 8, bytes, Vec::new());
+            self.add(&name, DataSection::Data, 8, bytes, Vec::new());
             e.ptr(64, Symbol::Data(name));
         }
         e.u16(72, p.referenced_maps.len() as u16);
@@ -270,148 +303,154 @@ pub fn build_data(module: &ModuleDescription, layout: &Layout) -> Result<Vec<Dat
                 let mut he = Record::new(HELPER_ENTRY_SIZE as usize);
                 he.header(0, HELPER_ENTRY_SIZE, HELPER_ENTRY_SIZE);
                 he.u32(24, h.id);
-                he.ptr(32, o.string(&h.name, "helper name")?);
+                he.ptr(32, self.string(&h.name, "helper name")?);
                 helpers.append(he);
             }
             let name = format!("__bpf2sys_prog{k}_helpers");
-            o.add(&name, DataSection::Data, 8, helpers.bytes, helpers.relocations);
+            self.add(&name, DataSection::Data, 8, helpers.bytes, helpers.relocations);
             e.ptr(80, Symbol::Data(name));
         }
         e.u16(88, p.helpers.len() as u16);
         e.u64(96, p.instruction_count);
         // GUID objects live in `.data`: user mode asserts both pointers fall inside it (contract §4.3 pass 2).
         let type_name = format!("__bpf2sys_prog{k}_program_type");
-        o.add(&type_name, DataSection::Data, 8, p.program_type.to_vec(), Vec::new());
+        self.add(&type_name, DataSection::Data, 8, p.program_type.to_vec(), Vec::new());
         e.ptr(104, Symbol::Data(type_name));
         let attach_name = format!("__bpf2sys_prog{k}_attach_type");
-        o.add(&attach_name, DataSection::Data, 8, p.expected_attach_type.to_vec(), Vec::new());
+        self.add(&attach_name, DataSection::Data, 8, p.expected_attach_type.to_vec(), Vec::new());
         e.ptr(112, Symbol::Data(attach_name));
         if let Some(hash) = &p.program_info_hash {
             let name = format!("__bpf2sys_prog{k}_program_info_hash");
-            o.add(&name, DataSection::Rdata, 8, hash.to_vec(), Vec::new());
+            self.add(&name, DataSection::Rdata, 8, hash.to_vec(), Vec::new());
             e.ptr(120, Symbol::Data(name));
             e.u64(128, hash.len() as u64);
         }
         // Always name the algorithm (contract §10 item 6).
-        e.ptr(136, o.string("SHA256", "hash type")?);
+        e.ptr(136, self.string("SHA256", "hash type")?);
         // btf_resolved_functions @144 / count @152 (160-byte entry only; `layout` refused them otherwise).
         if !p.btf_functions.is_empty() {
             let mut table = Record::new(0);
             for f in &p.btf_functions {
                 let mut fe = Record::new(BTF_FUNCTION_ENTRY_SIZE as usize);
                 fe.header(0, BTF_FUNCTION_ENTRY_SIZE, BTF_FUNCTION_ENTRY_SIZE);
-                fe.ptr(24, o.string(&f.name, "BTF-resolved function name")?);
+                fe.ptr(24, self.string(&f.name, "BTF-resolved function name")?);
                 fe.bytes[32..48].copy_from_slice(&f.module_guid);
                 table.append(fe);
             }
             let name = format!("__bpf2sys_prog{k}_btf_resolved_functions");
-            o.add(&name, DataSection::Data, 8, table.bytes, table.relocations);
+            self.add(&name, DataSection::Data, 8, table.bytes, table.relocations);
             e.ptr(144, Symbol::Data(name));
             e.u16(152, p.btf_functions.len() as u16);
         }
-        programs.append(e);
+        Ok(e)
     }
-    o.add(PROGRAMS, DataSection::Programs, 16, programs.bytes, programs.relocations);
 
-    // map_initial_values_t[].
-    if !module.map_initial_values.is_empty() {
-        let mut arr = Record::new(0);
-        for (k, iv) in module.map_initial_values.iter().enumerate() {
-            let mut values = Record::new(8 * iv.values.len());
-            for (j, v) in iv.values.iter().enumerate() {
-                if let Some(v) = v {
-                    values.ptr(8 * j, o.string(v, "initial value")?);
+    /// `map_initial_values_t[]`.
+    fn map_initial_values(&mut self, module: &ModuleDescription) -> Result<(), ShimError> {
+        if !module.map_initial_values.is_empty() {
+            let mut arr = Record::new(0);
+            for (k, iv) in module.map_initial_values.iter().enumerate() {
+                let mut values = Record::new(8 * iv.values.len());
+                for (j, v) in iv.values.iter().enumerate() {
+                    if let Some(v) = v {
+                        values.ptr(8 * j, self.string(v, "initial value")?);
+                    }
                 }
+                let values_name = format!("__bpf2sys_initial_values{k}");
+                // `values` must be non-NULL even for an empty list (contract §2.3 item 6): keep one NULL slot.
+                if values.bytes.is_empty() {
+                    values.bytes = vec![0; 8];
+                }
+                self.add(&values_name, DataSection::Data, 8, values.bytes, values.relocations);
+                let mut e = Record::new(MAP_INITIAL_VALUES_SIZE as usize);
+                e.header(0, MAP_INITIAL_VALUES_SIZE, MAP_INITIAL_VALUES_SIZE);
+                e.ptr(24, self.string(&iv.map_name, "map name")?);
+                e.u64(32, iv.values.len() as u64);
+                e.ptr(40, Symbol::Data(values_name));
+                arr.append(e);
             }
-            let values_name = format!("__bpf2sys_initial_values{k}");
-            // `values` must be non-NULL even for an empty list (contract §2.3 item 6): keep one NULL slot.
-            if values.bytes.is_empty() {
-                values.bytes = vec![0; 8];
+            self.add(MAP_INITIAL_VALUES, DataSection::Data, 8, arr.bytes, arr.relocations);
+        }
+        Ok(())
+    }
+
+    /// `global_variable_section_info_t[]`.
+    fn global_sections(&mut self, module: &ModuleDescription) -> Result<(), ShimError> {
+        if !module.global_sections.is_empty() {
+            let mut arr = Record::new(0);
+            for (k, g) in module.global_sections.iter().enumerate() {
+                let data_name = format!("__bpf2sys_global_initial_data{k}");
+                // `initial_data` must be non-NULL (contract §2.3 item 6), even for an empty section.
+                let bytes = if g.initial_data.is_empty() { vec![0] } else { g.initial_data.clone() };
+                self.add(&data_name, DataSection::Rdata, 16, bytes, Vec::new());
+                let mut e = Record::new(GLOBAL_SECTION_INFO_SIZE as usize);
+                e.header(0, GLOBAL_SECTION_INFO_SIZE, GLOBAL_SECTION_INFO_SIZE);
+                e.ptr(24, self.string(&g.map_name, "map name")?);
+                e.u64(32, g.initial_data.len() as u64);
+                e.ptr(40, Symbol::Data(data_name));
+                arr.append(e);
             }
-            o.add(&values_name, DataSection::Data, 8, values.bytes, values.relocations);
-            let mut e = Record::new(MAP_INITIAL_VALUES_SIZE as usize);
-            e.header(0, MAP_INITIAL_VALUES_SIZE, MAP_INITIAL_VALUES_SIZE);
-            e.ptr(24, o.string(&iv.map_name, "map name")?);
-            e.u64(32, iv.values.len() as u64);
-            e.ptr(40, Symbol::Data(values_name));
-            arr.append(e);
+            self.add(GLOBAL_SECTIONS, DataSection::Data, 8, arr.bytes, arr.relocations);
         }
-        o.add(MAP_INITIAL_VALUES, DataSection::Data, 8, arr.bytes, arr.relocations);
+        Ok(())
     }
 
-    // global_variable_section_info_t[].
-    if !module.global_sections.is_empty() {
-        let mut arr = Record::new(0);
-        for (k, g) in module.global_sections.iter().enumerate() {
-            let data_name = format!("__bpf2sys_global_initial_data{k}");
-            // `initial_data` must be non-NULL (contract §2.3 item 6), even for an empty section.
-            let bytes = if g.initial_data.is_empty() { vec![0] } else { g.initial_data.clone() };
-            o.add(&data_name, DataSection::Rdata, 16, bytes, Vec::new());
-            let mut e = Record::new(GLOBAL_SECTION_INFO_SIZE as usize);
-            e.header(0, GLOBAL_SECTION_INFO_SIZE, GLOBAL_SECTION_INFO_SIZE);
-            e.ptr(24, o.string(&g.map_name, "map name")?);
-            e.u64(32, g.initial_data.len() as u64);
-            e.ptr(40, Symbol::Data(data_name));
-            arr.append(e);
+    /// NMR client state (contract §1.3; WDK layouts).
+    fn nmr_client_state(&mut self) {
+        self.add(NPI_ID, DataSection::Data, 8, NATIVE_MODULE_NPI_ID.to_vec(), Vec::new());
+        let mut module_id = Record::new(24);
+        module_id.u16(0, 24); // Length = sizeof(NPI_MODULEID)
+        module_id.u32(4, 1); // Type = MIT_GUID; the GUID is filled in by DriverEntry.
+        self.add(MODULE_ID, DataSection::Data, 8, module_id.bytes, Vec::new());
+        let mut chars = Record::new(72);
+        chars.u16(0, 0); // Version
+        chars.u16(2, 72); // Length
+        chars.ptr(8, Symbol::Function(FN_CLIENT_ATTACH.into()));
+        chars.ptr(16, Symbol::Function(FN_CLIENT_DETACH.into()));
+        // ClientCleanupBindingContext @24 = NULL; ClientRegistrationInstance @32:
+        chars.u16(32, 0); // Version
+        chars.u16(34, 40); // Size
+        chars.ptr(40, Symbol::Data(NPI_ID.into()));
+        chars.ptr(48, Symbol::Data(MODULE_ID.into()));
+        // Number @56 = 0, NpiSpecificCharacteristics @64 = NULL.
+        self.add(CLIENT_CHARACTERISTICS, DataSection::Data, 8, chars.bytes, chars.relocations);
+        for name in [CLIENT_HANDLE, BINDING_HANDLE, PROVIDER_BINDING_CONTEXT, PROVIDER_DISPATCH] {
+            self.add(name, DataSection::Data, 8, vec![0; 8], Vec::new());
         }
-        o.add(GLOBAL_SECTIONS, DataSection::Data, 8, arr.bytes, arr.relocations);
     }
 
-    if let Some(hash) = &module.elf_hash {
-        o.add(ELF_HASH, DataSection::Rdata, 8, hash.to_vec(), Vec::new());
+    /// `RTL_QUERY_REGISTRY_TABLE[3]` for the NpiModuleId registry value.
+    fn registry_query_table(&mut self) {
+        // RTL_QUERY_REGISTRY_TABLE[3]: {SUBKEY "Parameters"}, {routine, REQUIRED, "NpiModuleId", REG_NONE}, {0}.
+        let wide = |s: &str| -> Vec<u8> { s.encode_utf16().chain([0]).flat_map(|c| c.to_le_bytes()).collect() };
+        let parameters = self.raw_string(wide("Parameters"), 2);
+        let npi_module_id = self.raw_string(wide("NpiModuleId"), 2);
+        let mut table = Record::new(56 * 3);
+        table.u32(8, 0x1); // RTL_QUERY_REGISTRY_SUBKEY
+        table.ptr(16, Symbol::Data(parameters));
+        table.ptr(56, Symbol::Function(FN_QUERY_NPI_MODULE_ID.into()));
+        table.u32(56 + 8, 0x4); // RTL_QUERY_REGISTRY_REQUIRED
+        table.ptr(56 + 16, Symbol::Data(npi_module_id));
+        // DefaultType REG_NONE (0) @56+32.
+        self.add(REGISTRY_QUERY_TABLE, DataSection::Data, 8, table.bytes, table.relocations);
     }
 
-    // NMR client state (contract §1.3; WDK layouts).
-    o.add(NPI_ID, DataSection::Data, 8, NATIVE_MODULE_NPI_ID.to_vec(), Vec::new());
-    let mut module_id = Record::new(24);
-    module_id.u16(0, 24); // Length = sizeof(NPI_MODULEID)
-    module_id.u32(4, 1); // Type = MIT_GUID; the GUID is filled in by DriverEntry.
-    o.add(MODULE_ID, DataSection::Data, 8, module_id.bytes, Vec::new());
-    let mut chars = Record::new(72);
-    chars.u16(0, 0); // Version
-    chars.u16(2, 72); // Length
-    chars.ptr(8, Symbol::Function(FN_CLIENT_ATTACH.into()));
-    chars.ptr(16, Symbol::Function(FN_CLIENT_DETACH.into()));
-    // ClientCleanupBindingContext @24 = NULL; ClientRegistrationInstance @32:
-    chars.u16(32, 0); // Version
-    chars.u16(34, 40); // Size
-    chars.ptr(40, Symbol::Data(NPI_ID.into()));
-    chars.ptr(48, Symbol::Data(MODULE_ID.into()));
-    // Number @56 = 0, NpiSpecificCharacteristics @64 = NULL.
-    o.add(CLIENT_CHARACTERISTICS, DataSection::Data, 8, chars.bytes, chars.relocations);
-    for name in [CLIENT_HANDLE, BINDING_HANDLE, PROVIDER_BINDING_CONTEXT, PROVIDER_DISPATCH] {
-        o.add(name, DataSection::Data, 8, vec![0; 8], Vec::new());
+    /// `metadata_table_t` (contract §2.2): size, then the six callbacks.
+    fn metadata_table(&mut self) {
+        let mut t = Record::new(METADATA_TABLE_SIZE as usize);
+        t.u64(0, METADATA_TABLE_SIZE);
+        for (off, f) in [
+            (8, FN_GET_PROGRAMS),
+            (16, FN_GET_MAPS),
+            (24, FN_GET_HASH),
+            (32, FN_GET_VERSION),
+            (40, FN_GET_MAP_INITIAL_VALUES),
+            (48, FN_GET_GLOBAL_SECTIONS),
+        ] {
+            t.ptr(off, Symbol::Function(f.into()));
+        }
+        self.add(METADATA_TABLE, DataSection::Data, 8, t.bytes, t.relocations);
     }
-
-    // RTL_QUERY_REGISTRY_TABLE[3]: {SUBKEY "Parameters"}, {routine, REQUIRED, "NpiModuleId", REG_NONE}, {0}.
-    let wide = |s: &str| -> Vec<u8> { s.encode_utf16().chain([0]).flat_map(|c| c.to_le_bytes()).collect() };
-    let parameters = o.raw_string(wide("Parameters"), 2);
-    let npi_module_id = o.raw_string(wide("NpiModuleId"), 2);
-    let mut table = Record::new(56 * 3);
-    table.u32(8, 0x1); // RTL_QUERY_REGISTRY_SUBKEY
-    table.ptr(16, Symbol::Data(parameters));
-    table.ptr(56, Symbol::Function(FN_QUERY_NPI_MODULE_ID.into()));
-    table.u32(56 + 8, 0x4); // RTL_QUERY_REGISTRY_REQUIRED
-    table.ptr(56 + 16, Symbol::Data(npi_module_id));
-    // DefaultType REG_NONE (0) @56+32.
-    o.add(REGISTRY_QUERY_TABLE, DataSection::Data, 8, table.bytes, table.relocations);
-
-    // metadata_table_t (contract §2.2): size, then the six callbacks.
-    let mut t = Record::new(METADATA_TABLE_SIZE as usize);
-    t.u64(0, METADATA_TABLE_SIZE);
-    for (off, f) in [
-        (8, FN_GET_PROGRAMS),
-        (16, FN_GET_MAPS),
-        (24, FN_GET_HASH),
-        (32, FN_GET_VERSION),
-        (40, FN_GET_MAP_INITIAL_VALUES),
-        (48, FN_GET_GLOBAL_SECTIONS),
-    ] {
-        t.ptr(off, Symbol::Function(f.into()));
-    }
-    o.add(METADATA_TABLE, DataSection::Data, 8, t.bytes, t.relocations);
-
-    Ok(o.objects)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::compiled::{CompiledProgram, RelocTarget, Target};
 use crate::lower::codegen::{compile_ir_function, SymbolTable};
 use crate::lower::LowerError;
 use crate::platform::{windows::WINDOWS, Platform, ProgramType};
-use crate::program::{Module, Pinning};
+use crate::program::{Module, Pinning, Program};
 
 use image::{DataItem, DataSectionKind, ImageInput};
 
@@ -148,71 +148,11 @@ pub fn describe_module(
             inner_id: m.inner_id,
         })
         .collect();
-    let mut described = Vec::new();
-    for p in &module.programs {
-        let compiled = programs
-            .iter()
-            .find(|c| c.program_name == p.name)
-            .ok_or_else(|| LinkError::MissingCompiledProgram(p.name.clone()))?;
-        let entry = compiled.functions.first().ok_or_else(|| LinkError::EmptyCompiledProgram(p.name.clone()))?;
-        let forced = options.program_type.map(|pt| (pt, pt.section_prefixes.first().map(|sp| sp.attach_type)));
-        let (program_type, attach_type) =
-            match forced {
-                Some((pt, attach)) => (pt, attach),
-                None => platform.program_type_for_section(&p.section_name).map(|(pt, at)| (pt, Some(at))).ok_or_else(
-                    || LinkError::UnknownProgramType { program: p.name.clone(), section: p.section_name.clone() },
-                )?,
-            };
-        let (btf_functions, hashed_btf_functions) = btf_function_table(module, p, platform)?;
-        let mut helpers = Vec::new();
-        let mut hashed = Vec::new();
-        for &id in &compiled.helper_ids {
-            if id == 0 {
-                helpers.push(shim::HelperSlot { id: 0, name: String::new() });
-                continue;
-            }
-            let proto = platform.helper(program_type, id).ok_or_else(|| LinkError::UnknownHelper {
-                program: p.name.clone(),
-                id,
-                program_type: program_type.name.to_string(),
-            })?;
-            helpers.push(shim::HelperSlot { id, name: proto.name.to_string() });
-            hashed.push(shim::HashedHelper {
-                id,
-                name: proto.name.to_string(),
-                return_type: proto.ret as u32,
-                arguments: proto.args.map(|a| a as u32),
-                reallocate_packet: proto.reallocate_packet,
-            });
-        }
-        let hash = shim::program_info_hash(&shim::ProgramInfoHashInput {
-            type_name: program_type.name.to_string(),
-            context_descriptor: [
-                program_type.context.size,
-                program_type.context.data,
-                program_type.context.end,
-                program_type.context.meta,
-            ],
-            program_type: program_type.guid.to_bytes(),
-            bpf_prog_type: program_type.bpf_prog_type,
-            is_privileged: program_type.is_privileged,
-            helpers: hashed,
-            btf_functions: hashed_btf_functions,
-        });
-        let instruction_count = p.functions.first().map(|f| f.end - f.start).unwrap_or(p.instructions.len()) as u64;
-        described.push(shim::ProgramDescription {
-            program_name: p.name.clone(),
-            section_name: p.section_name.clone(),
-            function_symbol: entry.name.clone(),
-            helpers,
-            btf_functions,
-            referenced_maps: compiled.referenced_maps.clone(),
-            instruction_count,
-            program_type: program_type.guid.to_bytes(),
-            expected_attach_type: attach_type.map_or([0; 16], |at| at.guid.to_bytes()),
-            program_info_hash: Some(hash),
-        });
-    }
+    let described = module
+        .programs
+        .iter()
+        .map(|p| describe_program(module, p, programs, platform, options))
+        .collect::<Result<Vec<_>, _>>()?;
     let map_initial_values = module
         .map_initial_values
         .iter()
@@ -240,6 +180,78 @@ pub fn describe_module(
         global_sections,
         runtime_version: options.runtime_version,
         elf_hash: options.elf_hash,
+    })
+}
+
+/// One program in the shim's terms: its entry symbol, helper and BTF-function tables, maps, type GUIDs and the
+/// program-info hash (contract §2.2, §3.2).
+fn describe_program(
+    module: &Module,
+    p: &Program,
+    programs: &[CompiledProgram],
+    platform: &Platform,
+    options: &LinkOptions,
+) -> Result<shim::ProgramDescription, LinkError> {
+    let compiled = programs
+        .iter()
+        .find(|c| c.program_name == p.name)
+        .ok_or_else(|| LinkError::MissingCompiledProgram(p.name.clone()))?;
+    let entry = compiled.functions.first().ok_or_else(|| LinkError::EmptyCompiledProgram(p.name.clone()))?;
+    let forced = options.program_type.map(|pt| (pt, pt.section_prefixes.first().map(|sp| sp.attach_type)));
+    let (program_type, attach_type) = match forced {
+        Some((pt, attach)) => (pt, attach),
+        None => platform.program_type_for_section(&p.section_name).map(|(pt, at)| (pt, Some(at))).ok_or_else(|| {
+            LinkError::UnknownProgramType { program: p.name.clone(), section: p.section_name.clone() }
+        })?,
+    };
+    let (btf_functions, hashed_btf_functions) = btf_function_table(module, p, platform)?;
+    let mut helpers = Vec::new();
+    let mut hashed = Vec::new();
+    for &id in &compiled.helper_ids {
+        if id == 0 {
+            helpers.push(shim::HelperSlot { id: 0, name: String::new() });
+            continue;
+        }
+        let proto = platform.helper(program_type, id).ok_or_else(|| LinkError::UnknownHelper {
+            program: p.name.clone(),
+            id,
+            program_type: program_type.name.to_string(),
+        })?;
+        helpers.push(shim::HelperSlot { id, name: proto.name.to_string() });
+        hashed.push(shim::HashedHelper {
+            id,
+            name: proto.name.to_string(),
+            return_type: proto.ret as u32,
+            arguments: proto.args.map(|a| a as u32),
+            reallocate_packet: proto.reallocate_packet,
+        });
+    }
+    let hash = shim::program_info_hash(&shim::ProgramInfoHashInput {
+        type_name: program_type.name.to_string(),
+        context_descriptor: [
+            program_type.context.size,
+            program_type.context.data,
+            program_type.context.end,
+            program_type.context.meta,
+        ],
+        program_type: program_type.guid.to_bytes(),
+        bpf_prog_type: program_type.bpf_prog_type,
+        is_privileged: program_type.is_privileged,
+        helpers: hashed,
+        btf_functions: hashed_btf_functions,
+    });
+    let instruction_count = p.functions.first().map(|f| f.end - f.start).unwrap_or(p.instructions.len()) as u64;
+    Ok(shim::ProgramDescription {
+        program_name: p.name.clone(),
+        section_name: p.section_name.clone(),
+        function_symbol: entry.name.clone(),
+        helpers,
+        btf_functions,
+        referenced_maps: compiled.referenced_maps.clone(),
+        instruction_count,
+        program_type: program_type.guid.to_bytes(),
+        expected_attach_type: attach_type.map_or([0; 16], |at| at.guid.to_bytes()),
+        program_info_hash: Some(hash),
     })
 }
 

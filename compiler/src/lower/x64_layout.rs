@@ -170,154 +170,237 @@ pub struct RelaidCode {
 /// Re-lays out one function's code with short branches and aligned loop heads (see the module documentation) and
 /// returns the new bytes; `relocations` are updated in place. Returns `None`, leaving everything untouched, when the
 /// code is not understood or nothing changes.
+///
+/// The steps: decode, plan the branch forms and loop heads ([`Layout::plan`]), relax the branch lengths to a fixed
+/// point ([`Layout::relax`]), then write the code and constant pool at their new offsets ([`Layout::emit`]) and move
+/// the relocations with them ([`Layout::move_relocations`]).
 pub fn shorten_and_align_loops(
     code: &[u8],
     relocations: &mut [CodeRelocation],
     prologue_end: usize,
 ) -> Option<RelaidCode> {
     let (instructions, pool_start) = decode(code)?;
-    let index_of: std::collections::HashMap<usize, usize> =
-        instructions.iter().enumerate().map(|(i, d)| (d.offset, i)).collect();
-    let code_end = instructions.last().map_or(0, |d| d.offset + d.len);
-    for d in &instructions {
-        if let Kind::Jump { target } | Kind::CondJump { target, .. } = d.kind {
-            if !index_of.contains_key(&target) && target != code_end {
-                return None;
-            }
-        }
-    }
-    // Branch lengths: short (2 bytes) unless inside the prologue or proven too far.
-    let mut long: Vec<bool> = instructions
-        .iter()
-        .map(|d| match d.kind {
-            Kind::Jump { target } | Kind::CondJump { target, .. } => {
-                // Forward branches keep their 6 bytes: see the module documentation.
-                d.offset < prologue_end || target > d.offset
-            }
-            _ => false,
-        })
-        .collect();
-    // Loop heads: targets of backward branches after the prologue.
-    let mut loop_head = vec![false; instructions.len()];
-    for d in &instructions {
-        if let Kind::Jump { target } | Kind::CondJump { target, .. } = d.kind {
-            if target <= d.offset && target >= prologue_end {
-                loop_head[index_of[&target]] = true;
-            }
-        }
-    }
-    let mut padding = vec![0usize; instructions.len()];
-    let length = |d: &Decoded, long: bool| match d.kind {
-        Kind::Jump { .. } if long => 5,
-        Kind::CondJump { .. } if long => 6,
-        Kind::Jump { .. } | Kind::CondJump { .. } => 2,
-        _ => d.len,
-    };
-    let mut starts = vec![0usize; instructions.len() + 1];
-    loop {
-        let mut at = 0usize;
-        for (i, d) in instructions.iter().enumerate() {
-            if loop_head[i] {
-                padding[i] = at.next_multiple_of(LOOP_ALIGNMENT) - at;
-                at += padding[i];
-            }
-            starts[i] = at;
-            at += length(d, long[i]);
-        }
-        starts[instructions.len()] = at;
-        let new_offset = |old: usize| if old == code_end { at } else { starts[index_of[&old]] };
-        let mut changed = false;
-        for (i, d) in instructions.iter().enumerate() {
-            if let Kind::Jump { target } | Kind::CondJump { target, .. } = d.kind {
-                if !long[i] {
-                    let displacement = new_offset(target) as i64 - (starts[i] + 2) as i64;
-                    if i8::try_from(displacement).is_err() {
-                        long[i] = true;
-                        changed = true;
-                    }
-                }
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    let new_code_end = starts[instructions.len()];
-    if instructions.iter().zip(&starts).all(|(d, &s)| d.offset == s) && new_code_end == code_end {
+    let mut layout = Layout::plan(instructions, prologue_end)?;
+    layout.relax();
+    if layout.unchanged() {
         return None;
     }
     // Prologue bytes must not move (unwind data); with no short branch before `prologue_end` they cannot.
-    debug_assert!(instructions.iter().zip(&starts).all(|(d, &s)| d.offset >= prologue_end || d.offset == s));
-    let old_pool_start = pool_start.max(code_end);
-    let new_pool_start =
-        if old_pool_start < code.len() { new_code_end.next_multiple_of(POOL_ALIGNMENT) } else { new_code_end };
-    if old_pool_start % POOL_ALIGNMENT != 0 && old_pool_start < code.len() {
-        return None;
-    }
-    let new_offset = |old: usize| -> usize {
-        if old >= old_pool_start {
-            old - old_pool_start + new_pool_start
-        } else if old == code_end {
-            new_code_end
-        } else {
-            starts[index_of[&old]]
-        }
-    };
-    let mut out = Vec::with_capacity(new_pool_start + code.len() - old_pool_start);
-    for (i, d) in instructions.iter().enumerate() {
-        let bytes = &code[d.offset..d.offset + d.len];
-        let here = starts[i];
-        push_nops(&mut out, padding[i]);
-        debug_assert_eq!(out.len(), here);
-        match d.kind {
-            Kind::Plain | Kind::Nop => out.extend_from_slice(bytes),
-            Kind::Jump { target } | Kind::CondJump { target, .. } => {
-                let next = here + length(d, long[i]);
-                let displacement = new_offset(target) as i64 - next as i64;
-                match (d.kind, long[i]) {
-                    (Kind::Jump { .. }, false) => out.extend_from_slice(&[0xeb, displacement as i8 as u8]),
-                    (Kind::Jump { .. }, true) => {
-                        out.push(0xe9);
-                        out.extend_from_slice(&i32::try_from(displacement).ok()?.to_le_bytes());
-                    }
-                    (Kind::CondJump { cc, .. }, false) => out.extend_from_slice(&[0x70 + cc, displacement as i8 as u8]),
-                    (Kind::CondJump { cc, .. }, true) => {
-                        out.extend_from_slice(&[0x0f, 0x80 + cc]);
-                        out.extend_from_slice(&i32::try_from(displacement).ok()?.to_le_bytes());
-                    }
-                    _ => unreachable!("branch kinds only"),
+    debug_assert!(layout
+        .instructions
+        .iter()
+        .zip(&layout.starts)
+        .all(|(d, &s)| d.offset >= prologue_end || d.offset == s));
+    let pool = layout.place_pool(pool_start, code.len())?;
+    let out = layout.emit(code, &pool)?;
+    layout.move_relocations(relocations, &pool)?;
+    Some(RelaidCode { code: out, aligned_loops: layout.loop_head.contains(&true) })
+}
+
+/// Where the instructions of one function go: each branch's form, the loop heads and their padding, and (after
+/// [`Layout::relax`]) every instruction's new offset.
+struct Layout {
+    instructions: Vec<Decoded>,
+    /// Old offset of an instruction → its index.
+    index_of: std::collections::HashMap<usize, usize>,
+    /// Old offset just past the last instruction.
+    code_end: usize,
+    /// Per instruction: a branch kept in (or lengthened to) its rel32 form.
+    long: Vec<bool>,
+    /// Per instruction: the target of a backward branch after the prologue, aligned to [`LOOP_ALIGNMENT`].
+    loop_head: Vec<bool>,
+    /// Per instruction: NOP bytes before it.
+    padding: Vec<usize>,
+    /// Per instruction, then the end: new offsets.
+    starts: Vec<usize>,
+}
+
+/// Where the constant pool moves.
+struct PoolMove {
+    old_start: usize,
+    new_start: usize,
+}
+
+impl Layout {
+    /// Checks every branch target is an instruction start (or the end of the code) and marks the candidate short
+    /// branches and the loop heads. `None` if a branch target is not understood.
+    fn plan(instructions: Vec<Decoded>, prologue_end: usize) -> Option<Layout> {
+        let index_of: std::collections::HashMap<usize, usize> =
+            instructions.iter().enumerate().map(|(i, d)| (d.offset, i)).collect();
+        let code_end = instructions.last().map_or(0, |d| d.offset + d.len);
+        for d in &instructions {
+            if let Kind::Jump { target } | Kind::CondJump { target, .. } = d.kind {
+                if !index_of.contains_key(&target) && target != code_end {
+                    return None;
                 }
             }
-            Kind::RipRelative { disp_at, target } => {
-                let mut bytes = bytes.to_vec();
-                let displacement = new_offset(target) as i64 - (here + d.len) as i64;
-                bytes[disp_at..disp_at + 4].copy_from_slice(&i32::try_from(displacement).ok()?.to_le_bytes());
-                out.extend_from_slice(&bytes);
+        }
+        // Branch lengths: short (2 bytes) unless inside the prologue or proven too far.
+        let long: Vec<bool> = instructions
+            .iter()
+            .map(|d| match d.kind {
+                Kind::Jump { target } | Kind::CondJump { target, .. } => {
+                    // Forward branches keep their 6 bytes: see the module documentation.
+                    d.offset < prologue_end || target > d.offset
+                }
+                _ => false,
+            })
+            .collect();
+        // Loop heads: targets of backward branches after the prologue.
+        let mut loop_head = vec![false; instructions.len()];
+        for d in &instructions {
+            if let Kind::Jump { target } | Kind::CondJump { target, .. } = d.kind {
+                if target <= d.offset && target >= prologue_end {
+                    loop_head[index_of[&target]] = true;
+                }
+            }
+        }
+        let n = instructions.len();
+        Some(Layout { instructions, index_of, code_end, long, loop_head, padding: vec![0; n], starts: vec![0; n + 1] })
+    }
+
+    /// The encoded length of instruction `i` in its planned form.
+    fn length(&self, i: usize) -> usize {
+        let d = &self.instructions[i];
+        match d.kind {
+            Kind::Jump { .. } if self.long[i] => 5,
+            Kind::CondJump { .. } if self.long[i] => 6,
+            Kind::Jump { .. } | Kind::CondJump { .. } => 2,
+            _ => d.len,
+        }
+    }
+
+    /// Lays the instructions out, lengthening every short branch whose displacement does not fit a signed byte,
+    /// until nothing changes (branches only ever lengthen, so this terminates).
+    fn relax(&mut self) {
+        let n = self.instructions.len();
+        loop {
+            let mut at = 0usize;
+            for i in 0..n {
+                if self.loop_head[i] {
+                    self.padding[i] = at.next_multiple_of(LOOP_ALIGNMENT) - at;
+                    at += self.padding[i];
+                }
+                self.starts[i] = at;
+                at += self.length(i);
+            }
+            self.starts[n] = at;
+            let new_offset = |old: usize| if old == self.code_end { at } else { self.starts[self.index_of[&old]] };
+            let mut too_far = Vec::new();
+            for (i, d) in self.instructions.iter().enumerate() {
+                if let Kind::Jump { target } | Kind::CondJump { target, .. } = d.kind {
+                    if !self.long[i] {
+                        let displacement = new_offset(target) as i64 - (self.starts[i] + 2) as i64;
+                        if i8::try_from(displacement).is_err() {
+                            too_far.push(i);
+                        }
+                    }
+                }
+            }
+            if too_far.is_empty() {
+                break;
+            }
+            for i in too_far {
+                self.long[i] = true;
             }
         }
     }
-    out.resize(new_pool_start, 0);
-    out.extend_from_slice(&code[old_pool_start.min(code.len())..]);
-    // Relocations sit inside plain instructions (relocated calls, absolute constants): move them with it.
-    let mut moved = Vec::with_capacity(relocations.len());
-    for reloc in relocations.iter() {
-        let at = reloc.offset as usize;
-        let new_at = if at >= old_pool_start {
-            new_offset(at)
+
+    /// Nothing moved: every instruction keeps its offset and the code its end.
+    fn unchanged(&self) -> bool {
+        let n = self.instructions.len();
+        self.instructions.iter().zip(&self.starts).all(|(d, &s)| d.offset == s) && self.starts[n] == self.code_end
+    }
+
+    /// Where the constant pool (old start `pool_start`, in a function of `code_len` bytes) goes: after the new
+    /// code, keeping its alignment. `None` if the pool was not aligned to begin with.
+    fn place_pool(&self, pool_start: usize, code_len: usize) -> Option<PoolMove> {
+        let new_code_end = self.starts[self.instructions.len()];
+        let old_start = pool_start.max(self.code_end);
+        let new_start = if old_start < code_len { new_code_end.next_multiple_of(POOL_ALIGNMENT) } else { new_code_end };
+        if !old_start.is_multiple_of(POOL_ALIGNMENT) && old_start < code_len {
+            return None;
+        }
+        Some(PoolMove { old_start, new_start })
+    }
+
+    /// The new offset of old offset `old` (an instruction start, the end of the code, or inside the pool).
+    fn new_offset(&self, old: usize, pool: &PoolMove) -> usize {
+        if old >= pool.old_start {
+            old - pool.old_start + pool.new_start
+        } else if old == self.code_end {
+            self.starts[self.instructions.len()]
         } else {
-            let i = instructions.partition_point(|d| d.offset <= at).checked_sub(1)?;
-            let d = &instructions[i];
-            if !matches!(d.kind, Kind::Plain | Kind::Nop) || at >= d.offset + d.len {
-                return None;
+            self.starts[self.index_of[&old]]
+        }
+    }
+
+    /// Writes the re-laid code: padding, instructions with re-aimed branches and RIP-relative displacements, then
+    /// the constant pool. `None` if a displacement does not fit its field.
+    fn emit(&self, code: &[u8], pool: &PoolMove) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(pool.new_start + code.len() - pool.old_start);
+        for (i, d) in self.instructions.iter().enumerate() {
+            let bytes = &code[d.offset..d.offset + d.len];
+            let here = self.starts[i];
+            push_nops(&mut out, self.padding[i]);
+            debug_assert_eq!(out.len(), here);
+            match d.kind {
+                Kind::Plain | Kind::Nop => out.extend_from_slice(bytes),
+                Kind::Jump { target } | Kind::CondJump { target, .. } => {
+                    let next = here + self.length(i);
+                    let displacement = self.new_offset(target, pool) as i64 - next as i64;
+                    match (d.kind, self.long[i]) {
+                        (Kind::Jump { .. }, false) => out.extend_from_slice(&[0xeb, displacement as i8 as u8]),
+                        (Kind::Jump { .. }, true) => {
+                            out.push(0xe9);
+                            out.extend_from_slice(&i32::try_from(displacement).ok()?.to_le_bytes());
+                        }
+                        (Kind::CondJump { cc, .. }, false) => {
+                            out.extend_from_slice(&[0x70 + cc, displacement as i8 as u8])
+                        }
+                        (Kind::CondJump { cc, .. }, true) => {
+                            out.extend_from_slice(&[0x0f, 0x80 + cc]);
+                            out.extend_from_slice(&i32::try_from(displacement).ok()?.to_le_bytes());
+                        }
+                        _ => unreachable!("branch kinds only"),
+                    }
+                }
+                Kind::RipRelative { disp_at, target } => {
+                    let mut bytes = bytes.to_vec();
+                    let displacement = self.new_offset(target, pool) as i64 - (here + d.len) as i64;
+                    bytes[disp_at..disp_at + 4].copy_from_slice(&i32::try_from(displacement).ok()?.to_le_bytes());
+                    out.extend_from_slice(&bytes);
+                }
             }
-            starts[i] + (at - d.offset)
-        };
-        moved.push(u32::try_from(new_at).ok()?);
+        }
+        out.resize(pool.new_start, 0);
+        out.extend_from_slice(&code[pool.old_start.min(code.len())..]);
+        Some(out)
     }
-    for (reloc, at) in relocations.iter_mut().zip(moved) {
-        reloc.offset = at;
+
+    /// Moves each relocation with the instruction (or pool entry) it sits in. Relocations sit inside plain
+    /// instructions (relocated calls, absolute constants); `None`, changing nothing, if one sits anywhere else.
+    fn move_relocations(&self, relocations: &mut [CodeRelocation], pool: &PoolMove) -> Option<()> {
+        let mut moved = Vec::with_capacity(relocations.len());
+        for reloc in relocations.iter() {
+            let at = reloc.offset as usize;
+            let new_at = if at >= pool.old_start {
+                self.new_offset(at, pool)
+            } else {
+                let i = self.instructions.partition_point(|d| d.offset <= at).checked_sub(1)?;
+                let d = &self.instructions[i];
+                if !matches!(d.kind, Kind::Plain | Kind::Nop) || at >= d.offset + d.len {
+                    return None;
+                }
+                self.starts[i] + (at - d.offset)
+            };
+            moved.push(u32::try_from(new_at).ok()?);
+        }
+        for (reloc, at) in relocations.iter_mut().zip(moved) {
+            reloc.offset = at;
+        }
+        Some(())
     }
-    Some(RelaidCode { code: out, aligned_loops: loop_head.contains(&true) })
 }
 
 /// The machine instructions of `code` in GNU assembler syntax, one per line with its offset and bytes: the
