@@ -18,8 +18,15 @@
 //! Shared vocabulary: [`isa`] (RFC 9669 instructions and semantics), [`platform`] (program types, contexts,
 //! helpers as data), [`program`] (the front end's output), [`compiled`] (the backend's output). See
 //! ARCHITECTURE.md for who may import whom.
+//!
+//! [`cli::keys`] is the one parser of the signing options, shared by the `bpf2sys` binary (`sign`, `build`) and
+//! `cargo xtask build-driver`; it is command-line edge code (clap arguments, `anyhow` errors) and no stage uses it.
 
 pub mod batch;
+/// Command-line argument types shared by the `bpf2sys` binary and the project's `cargo xtask`.
+pub mod cli {
+    pub mod keys;
+}
 pub mod compiled;
 pub mod driver;
 pub mod elf;

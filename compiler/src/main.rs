@@ -11,7 +11,7 @@ mod cli {
     pub mod compile;
     pub mod inspect;
     pub mod inspect_sys;
-    pub mod keys;
+    pub use bpf2sys::cli::keys;
     pub mod run;
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     pub mod run_exec;

@@ -6,10 +6,11 @@
 //! The objects are built in parallel on every core (`-j` to limit, [`bpf2sys::batch`]); messages come out in
 //! the objects' order and the drivers are byte-identical to one-at-a-time builds.
 //!
-//! Signing: with `--key/--cert` or `--pfx` the drivers are signed with that key (password from
-//! `--password-env`/`--password-file`, default variable BPF2SYS_KEY_PASSWORD). Without a key they are
-//! **test-signed** with a certificate created once and cached in `target/test-signing/` (Windows needs
-//! `bcdedit /set testsigning on` and the certificate trusted; the steps are printed when it is created).
+//! Signing takes every option `bpf2sys sign` and `build` take (`--key/--cert`, `--pfx`, `--pkcs11-*`,
+//! `--signature-in`, `--timestamp-url`, `--page-hashes`, ...), parsed by the same code (`bpf2sys::cli::keys`).
+//! Without a key the drivers are **test-signed** with a certificate created once and cached in
+//! `target/test-signing/` (Windows needs `bcdedit /set testsigning on` and the certificate trusted; the steps are
+//! printed when it is created), exactly as `bpf2sys build --test-sign` run from the repository root does.
 //! `--unsigned` leaves them unsigned.
 
 use std::num::NonZeroUsize;
@@ -18,10 +19,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use bpf2sys::cli::keys::{LoadedSigner, SigningArgs};
 use bpf2sys::compiled::Target;
 use bpf2sys::driver::{default_runtime_version, Session, SessionOptions};
 use bpf2sys_files::write_atomically;
 use bpf2sys_runtime_shim::RuntimeVersion;
+use bpf2sys_signing::SignOptions;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -38,75 +41,36 @@ pub struct Args {
     #[arg(long, value_parser = RuntimeVersion::parse)]
     pub runtime_version: Option<RuntimeVersion>,
     /// Leave the drivers unsigned (Windows will not load them; with HVCI even test mode needs a signature).
-    #[arg(long, conflicts_with_all = ["key", "pfx"])]
+    #[arg(long, conflicts_with_all = ["key", "pfx", "pkcs11_module", "signature_in", "test_sign"])]
     pub unsigned: bool,
-    /// PEM private key to sign with (needs --cert); default: the cached test certificate.
-    #[arg(long, requires = "cert")]
-    pub key: Option<PathBuf>,
-    /// PEM certificate chain for --key, leaf first.
-    #[arg(long)]
-    pub cert: Option<PathBuf>,
-    /// PFX/PKCS#12 file to sign with.
-    #[arg(long, conflicts_with = "key")]
-    pub pfx: Option<PathBuf>,
-    /// Environment variable holding the key/PFX password [default: BPF2SYS_KEY_PASSWORD].
-    #[arg(long)]
-    pub password_env: Option<String>,
-    /// File whose first line is the key/PFX password.
-    #[arg(long, conflicts_with = "password_env")]
-    pub password_file: Option<PathBuf>,
-    /// RFC 3161 time-stamp authority (http://) to countersign with.
-    #[arg(long)]
-    pub timestamp_url: Option<String>,
+    /// The key and signature options of `bpf2sys sign` and `build`, parsed by the same code; without a key the
+    /// drivers are test-signed.
+    #[command(flatten)]
+    pub signing: SigningArgs,
     /// Objects built at once (default: every core this process may use).
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<NonZeroUsize>,
 }
 
-/// How the outputs are signed: the signer and how to describe the result.
-struct Signing {
-    signer: bpf2sys_signing::Signer,
-    label: String,
-}
-
-fn signing(args: &Args, root: &Path) -> Result<Option<Signing>> {
-    use bpf2sys_signing::{KeySource, PasswordSource, Signer};
+/// The signer for the outputs (None with `--unsigned`) and the options `bpf2sys build` would sign with. Without a
+/// key this is `--test-sign`, with the test certificate directory taken relative to the repository root so the
+/// drivers match `bpf2sys build --test-sign` run from there.
+fn signing(args: &Args, root: &Path) -> Result<(Option<LoadedSigner>, SignOptions)> {
+    let mut signing = args.signing.clone();
     if args.unsigned {
-        return Ok(None);
+        return Ok((None, signing.sign_options(false)));
     }
-    let password = match (&args.password_file, &args.password_env) {
-        (Some(file), _) => PasswordSource::File(file.clone()),
-        (None, Some(var)) => PasswordSource::Env(var.clone()),
-        (None, None) => PasswordSource::Env("BPF2SYS_KEY_PASSWORD".into()),
-    };
-    let source = match (&args.key, &args.pfx) {
-        (Some(key), _) => Some(KeySource::Pem {
-            key: key.clone(),
-            chain: args.cert.clone().context("--key needs --cert")?,
-            password: (args.password_file.is_some()
-                || args.password_env.is_some()
-                || std::env::var_os("BPF2SYS_KEY_PASSWORD").is_some())
-            .then_some(password),
-        }),
-        (None, Some(pfx)) => Some(KeySource::Pfx { path: pfx.clone(), password }),
-        (None, None) => None,
-    };
-    if let Some(source) = source {
-        let signer = Signer::load(&source)?;
-        let label = format!("signed by {}", signer.leaf().tbs_certificate.subject);
-        return Ok(Some(Signing { signer, label }));
+    if signing.signature_in.is_none() && signing.key.key_source()?.is_none() {
+        signing.test_sign = true;
+        signing.test_cert_dir = root.join(&signing.test_cert_dir);
+        println!(
+            "TEST-SIGNING with the certificate in {} (not for production; give --key/--cert, --pfx or \
+             --pkcs11-module to sign for release, --unsigned to skip)",
+            signing.test_cert_dir.strip_prefix(root).unwrap_or(&signing.test_cert_dir).display()
+        );
     }
-    let dir = root.join("target").join("test-signing");
-    let test = bpf2sys_signing::test_cert::load_or_create(&dir)?;
-    if test.created {
-        println!("created test-signing certificate {}", test.cert_path.display());
-        println!("{}", bpf2sys_signing::test_cert::trust_instructions(&test.cert_path));
-    }
-    println!(
-        "TEST-SIGNING with {} (not for production; give --key/--cert or --pfx to sign for release, --unsigned to skip)",
-        test.cert_path.strip_prefix(root).unwrap_or(&test.cert_path).display()
-    );
-    Ok(Some(Signing { signer: test.signer, label: "TEST-SIGNED".into() }))
+    let loaded = signing.load()?.expect("a key, an external signature or the test certificate was selected");
+    Ok((Some(loaded), signing.sign_options(false)))
 }
 
 fn repo_root() -> PathBuf {
@@ -136,8 +100,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         runtime_version: args.runtime_version.unwrap_or(RuntimeVersion::PORTABLE),
         ..SessionOptions::default()
     })?;
-    let signing = signing(&args, &root)?;
-    let sign_options = bpf2sys_signing::SignOptions { timestamp_url: args.timestamp_url.clone(), ..Default::default() };
+    let (signing, sign_options) = signing(&args, &root)?;
     let threads = args.jobs.unwrap_or_else(bpf2sys::batch::default_threads);
     let outcomes = bpf2sys::batch::map_in_order(&objects, threads, |object| {
         build_one(object, &args, &root, &out, &session, signing.as_ref(), &sign_options)
@@ -166,8 +129,8 @@ fn build_one(
     root: &Path,
     out: &Path,
     session: &Session,
-    signing: Option<&Signing>,
-    sign_options: &bpf2sys_signing::SignOptions,
+    signing: Option<&LoadedSigner>,
+    sign_options: &SignOptions,
 ) -> Result<String, String> {
     let name = object.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let bytes = std::fs::read(object).map_err(|e| format!("error: cannot read {}: {e}", object.display()))?;
