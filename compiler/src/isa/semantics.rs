@@ -9,8 +9,8 @@ use super::{AluOp, ByteOrder, JumpCond, Width};
 /// already be sign-extended to 64 bits.
 pub fn eval_alu(op: AluOp, width: Width, dst: u64, src: u64) -> u64 {
     match width {
-        Width::W64 => alu64(op, dst, src),
-        Width::W32 => alu32(op, dst as u32, src as u32) as u64,
+        Width::W64 => alu::<u64>(op, dst, src),
+        Width::W32 => alu::<u32>(op, dst as u32, src as u32) as u64,
     }
 }
 
@@ -54,52 +54,98 @@ pub fn sign_extend_from(v: u64, bits: u32) -> u64 {
     (((v << shift) as i64) >> shift) as u64
 }
 
-fn alu64(op: AluOp, d: u64, s: u64) -> u64 {
-    match op {
-        AluOp::Add => d.wrapping_add(s),
-        AluOp::Sub => d.wrapping_sub(s),
-        AluOp::Mul => d.wrapping_mul(s),
-        AluOp::Div => d.checked_div(s).unwrap_or(0),
-        // wrapping_div gives INT_MIN for INT_MIN / -1.
-        AluOp::SDiv if s == 0 => 0,
-        AluOp::SDiv => (d as i64).wrapping_div(s as i64) as u64,
-        AluOp::Or => d | s,
-        AluOp::And => d & s,
-        AluOp::Lsh => d << (s & 63),
-        AluOp::Rsh => d >> (s & 63),
-        AluOp::Neg => (d as i64).wrapping_neg() as u64,
-        AluOp::Mod => d.checked_rem(s).unwrap_or(d),
-        // wrapping_rem gives 0 for INT_MIN % -1; the result has the dividend's sign (truncating division).
-        AluOp::SMod if s == 0 => d,
-        AluOp::SMod => (d as i64).wrapping_rem(s as i64) as u64,
-        AluOp::Xor => d ^ s,
-        AluOp::Mov => s,
-        AluOp::MovSx(bits) => sign_extend_from(s, bits as u32),
-        AluOp::Arsh => ((d as i64) >> (s & 63)) as u64,
-    }
+/// An operand word of the ALU: `u32` for the ALU class, `u64` for ALU64. [`alu`] is written once over it, so the
+/// two widths cannot drift apart.
+trait Word:
+    Copy + Eq + std::ops::BitOr<Output = Self> + std::ops::BitAnd<Output = Self> + std::ops::BitXor<Output = Self>
+{
+    const ZERO: Self;
+    fn wrapping_add(self, other: Self) -> Self;
+    fn wrapping_sub(self, other: Self) -> Self;
+    fn wrapping_mul(self, other: Self) -> Self;
+    fn checked_div(self, other: Self) -> Option<Self>;
+    fn checked_rem(self, other: Self) -> Option<Self>;
+    /// Signed division and remainder (truncating); `wrapping_*` gives `INT_MIN / -1 = INT_MIN`, `INT_MIN % -1 = 0`.
+    fn signed_wrapping_div(self, other: Self) -> Self;
+    fn signed_wrapping_rem(self, other: Self) -> Self;
+    fn signed_wrapping_neg(self) -> Self;
+    /// Shifts by `other` modulo the width (RFC 9669 §4.1 masks the shift amount).
+    fn shl_masked(self, other: Self) -> Self;
+    fn shr_masked(self, other: Self) -> Self;
+    fn ashr_masked(self, other: Self) -> Self;
+    /// `movsx`: the low `bits` bits, sign-extended to the width.
+    fn sign_extended_from(self, bits: u32) -> Self;
 }
 
-/// On the low halves; the caller zero-extends the result.
-fn alu32(op: AluOp, d: u32, s: u32) -> u32 {
+macro_rules! word {
+    ($unsigned:ty, $signed:ty) => {
+        impl Word for $unsigned {
+            const ZERO: Self = 0;
+            fn wrapping_add(self, other: Self) -> Self {
+                <$unsigned>::wrapping_add(self, other)
+            }
+            fn wrapping_sub(self, other: Self) -> Self {
+                <$unsigned>::wrapping_sub(self, other)
+            }
+            fn wrapping_mul(self, other: Self) -> Self {
+                <$unsigned>::wrapping_mul(self, other)
+            }
+            fn checked_div(self, other: Self) -> Option<Self> {
+                <$unsigned>::checked_div(self, other)
+            }
+            fn checked_rem(self, other: Self) -> Option<Self> {
+                <$unsigned>::checked_rem(self, other)
+            }
+            fn signed_wrapping_div(self, other: Self) -> Self {
+                (self as $signed).wrapping_div(other as $signed) as $unsigned
+            }
+            fn signed_wrapping_rem(self, other: Self) -> Self {
+                (self as $signed).wrapping_rem(other as $signed) as $unsigned
+            }
+            fn signed_wrapping_neg(self) -> Self {
+                (self as $signed).wrapping_neg() as $unsigned
+            }
+            fn shl_masked(self, other: Self) -> Self {
+                self << (other & (<$unsigned>::BITS - 1) as $unsigned)
+            }
+            fn shr_masked(self, other: Self) -> Self {
+                self >> (other & (<$unsigned>::BITS - 1) as $unsigned)
+            }
+            fn ashr_masked(self, other: Self) -> Self {
+                ((self as $signed) >> (other & (<$unsigned>::BITS - 1) as $unsigned)) as $unsigned
+            }
+            fn sign_extended_from(self, bits: u32) -> Self {
+                sign_extend_from(self as u64, bits) as $unsigned
+            }
+        }
+    };
+}
+
+word!(u32, i32);
+word!(u64, i64);
+
+/// One ALU operation at the width of `W` (RFC 9669 §4.1).
+fn alu<W: Word>(op: AluOp, d: W, s: W) -> W {
     match op {
         AluOp::Add => d.wrapping_add(s),
         AluOp::Sub => d.wrapping_sub(s),
         AluOp::Mul => d.wrapping_mul(s),
-        AluOp::Div => d.checked_div(s).unwrap_or(0),
-        AluOp::SDiv if s == 0 => 0,
-        AluOp::SDiv => (d as i32).wrapping_div(s as i32) as u32,
+        AluOp::Div => d.checked_div(s).unwrap_or(W::ZERO),
+        AluOp::SDiv if s == W::ZERO => W::ZERO,
+        AluOp::SDiv => d.signed_wrapping_div(s),
         AluOp::Or => d | s,
         AluOp::And => d & s,
-        AluOp::Lsh => d << (s & 31),
-        AluOp::Rsh => d >> (s & 31),
-        AluOp::Neg => (d as i32).wrapping_neg() as u32,
+        AluOp::Lsh => d.shl_masked(s),
+        AluOp::Rsh => d.shr_masked(s),
+        AluOp::Neg => d.signed_wrapping_neg(),
         AluOp::Mod => d.checked_rem(s).unwrap_or(d),
-        AluOp::SMod if s == 0 => d,
-        AluOp::SMod => (d as i32).wrapping_rem(s as i32) as u32,
+        // The remainder has the dividend's sign (truncating division).
+        AluOp::SMod if s == W::ZERO => d,
+        AluOp::SMod => d.signed_wrapping_rem(s),
         AluOp::Xor => d ^ s,
         AluOp::Mov => s,
-        AluOp::MovSx(bits) => sign_extend_from(s as u64, bits as u32) as u32,
-        AluOp::Arsh => ((d as i32) >> (s & 31)) as u32,
+        AluOp::MovSx(bits) => s.sign_extended_from(bits as u32),
+        AluOp::Arsh => d.ashr_masked(s),
     }
 }
 
@@ -115,6 +161,30 @@ mod tests {
         assert_eq!(eval_alu(AluOp::SMod, Width::W64, i64::MIN as u64, u64::MAX), 0);
         assert_eq!(eval_alu(AluOp::SDiv, Width::W32, i32::MIN as u32 as u64, u64::MAX), i32::MIN as u32 as u64);
         assert_eq!(eval_alu(AluOp::Add, Width::W32, u32::MAX as u64, 1), 0, "32-bit results are zero-extended");
+    }
+
+    #[test]
+    fn shifts_mask_the_amount_to_the_width_and_arsh_keeps_the_sign() {
+        assert_eq!(eval_alu(AluOp::Lsh, Width::W64, 1, 65), 2);
+        assert_eq!(eval_alu(AluOp::Lsh, Width::W32, 1, 33), 2);
+        assert_eq!(eval_alu(AluOp::Rsh, Width::W32, 0xffff_ffff_8000_0000, 31), 1, "32-bit shifts the low half");
+        assert_eq!(eval_alu(AluOp::Arsh, Width::W32, 0x8000_0000, 4), 0xf800_0000);
+        assert_eq!(eval_alu(AluOp::Arsh, Width::W64, 1 << 63, 63), u64::MAX);
+        assert_eq!(eval_alu(AluOp::MovSx(8), Width::W32, 0, 0x80), 0xffff_ff80);
+        assert_eq!(eval_alu(AluOp::MovSx(16), Width::W64, 0, 0x8000), 0xffff_ffff_ffff_8000);
+        assert_eq!(eval_alu(AluOp::Neg, Width::W32, 1, 0), 0xffff_ffff);
+    }
+
+    proptest::proptest! {
+        /// The 32-bit ALU is the 64-bit one on the low halves wherever the low half of the result depends only on
+        /// the low halves of the operands, and its result is always zero-extended.
+        #[test]
+        fn alu32_agrees_with_alu64_on_the_low_halves(d: u64, s: u64, k in 0usize..7) {
+            let op = [AluOp::Add, AluOp::Sub, AluOp::Mul, AluOp::Or, AluOp::And, AluOp::Xor, AluOp::Mov][k];
+            let narrow = eval_alu(op, Width::W32, d, s);
+            proptest::prop_assert_eq!(narrow >> 32, 0);
+            proptest::prop_assert_eq!(narrow, eval_alu(op, Width::W64, d, s) as u32 as u64);
+        }
     }
 
     #[test]
