@@ -221,17 +221,18 @@ pub(crate) fn bpf2sys_binary(root: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Whether the `build` run (already known to terminate) warned that it left a program out of the driver.
-fn build_left_out_a_program(binary: &Path, runs: &[(&str, Vec<&std::ffi::OsStr>)]) -> Result<bool> {
-    let Some((_, argv)) = runs.iter().find(|(name, _)| *name == "build") else { return Ok(false) };
-    let output = Command::new(binary).args(argv).stdin(Stdio::null()).output().context("re-running build")?;
-    Ok(output.status.success() && String::from_utf8_lossy(&output.stderr).contains("left out of the driver"))
+/// Whether `build`'s stderr says it left a program out of the driver (and wrote the others).
+fn left_out_a_program(build_stderr: &str) -> bool {
+    build_stderr.contains("left out of the driver")
 }
 
-/// Runs one subcommand under the limits.
-fn run_capped(binary: &Path, args: &[&std::ffi::OsStr], limits: &Args) -> Result<Outcome> {
+/// Most bytes of a run's stderr kept; the rest is read and dropped so the child never blocks on a full pipe.
+const STDERR_CAP: u64 = 64 * 1024;
+
+/// Runs one subcommand under the limits; returns how it ended and (the first [`STDERR_CAP`] bytes of) its stderr.
+fn run_capped(binary: &Path, args: &[&std::ffi::OsStr], limits: &Args) -> Result<(Outcome, String)> {
     let mut command = Command::new(binary);
-    command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let cpu_seconds = limits.timeout_ms.div_ceil(1000);
     let memory = limits.memory_mib << 20;
     #[cfg(unix)]
@@ -254,7 +255,23 @@ fn run_capped(binary: &Path, args: &[&std::ffi::OsStr], limits: &Args) -> Result
         }
     }
     let mut child = command.spawn().with_context(|| format!("cannot run {}", binary.display()))?;
-    let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+    let mut pipe = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut kept = Vec::new();
+        let _ = (&mut pipe).take(STDERR_CAP).read_to_end(&mut kept);
+        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+        String::from_utf8_lossy(&kept).into_owned()
+    });
+    let outcome = wait_capped(&mut child, limits.timeout_ms)?;
+    // The pipe closes when the child is gone (it starts no processes of its own), so this join returns.
+    let stderr = reader.join().expect("stderr reader thread");
+    Ok((outcome, stderr))
+}
+
+/// Waits for `child` until `timeout_ms` have passed, then kills it.
+fn wait_capped(child: &mut std::process::Child, timeout_ms: u64) -> Result<Outcome> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut pause = Duration::from_micros(200);
     loop {
         if let Some(status) = child.try_wait()? {
@@ -310,12 +327,13 @@ fn run_case(
     }
     let mut outcomes = Vec::new();
     for (name, argv) in &runs {
-        outcomes.push((*name, run_capped(binary, argv, args)?));
+        let (outcome, stderr) = run_capped(binary, argv, args)?;
+        outcomes.push((*name, outcome, stderr));
     }
     let mut failures = Vec::new();
     let mut tally = tally.lock().expect("tally lock");
     tally.cases += 1;
-    for &(name, outcome) in &outcomes {
+    for &(name, outcome, _) in &outcomes {
         tally.runs += 1;
         let code = match outcome {
             Outcome::Exit(code) => code,
@@ -338,12 +356,14 @@ fn run_case(
             failures.push(format!("{name}: exit {code}, not one of 0/1/2"));
         }
     }
-    let code_of = |wanted: &str| outcomes.iter().find(|(n, _)| *n == wanted).map(|(_, o)| *o);
+    let run_of = |wanted: &str| outcomes.iter().find(|(n, _, _)| *n == wanted);
+    let code_of = |wanted: &str| run_of(wanted).map(|(_, o, _)| *o);
     if let (Some(Outcome::Exit(verify)), Some(Outcome::Exit(build))) = (code_of("verify"), code_of("build")) {
         // Same verdict: accepted objects build, rejected ones do not, unusable ones are unusable to both. One
         // exception (issue 13): a program refused at load time (e.g. a call to an undefined symbol) fails `verify`
         // but `build` writes the other programs and names the one it left out.
-        let partial_build = verify == 1 && build == 0 && build_left_out_a_program(binary, &runs)?;
+        let partial_build =
+            verify == 1 && build == 0 && run_of("build").is_some_and(|(_, _, stderr)| left_out_a_program(stderr));
         if verify != build && verify != 101 && build != 101 && !partial_build {
             tally.disagreements += 1;
             failures.push(format!("verify exited {verify} but build exited {build}"));
@@ -433,5 +453,45 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         eprintln!("{} failing case(s); inputs saved in target/mutate-failures/", tally.failures.len());
         Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(timeout_ms: u64) -> Args {
+        Args { cases: 1, seed: 0, jobs: 1, timeout_ms, memory_mib: 2048, case: None }
+    }
+
+    fn sh(script: &str, timeout_ms: u64) -> (Outcome, String) {
+        let argv = [std::ffi::OsStr::new("-c"), std::ffi::OsStr::new(script)];
+        run_capped(Path::new("/bin/sh"), &argv, &limits(timeout_ms)).unwrap()
+    }
+
+    #[test]
+    fn a_capped_run_returns_the_exit_code_and_the_stderr_of_the_one_run() {
+        let (outcome, stderr) = sh("echo 'warning: p left out of the driver' >&2; echo out; exit 0", 10_000);
+        assert_eq!(outcome, Outcome::Exit(0));
+        assert_eq!(stderr, "warning: p left out of the driver\n");
+        assert!(left_out_a_program(&stderr));
+        let (outcome, stderr) = sh("echo 'error: rejected' >&2; exit 1", 10_000);
+        assert_eq!(outcome, Outcome::Exit(1));
+        assert!(!left_out_a_program(&stderr));
+    }
+
+    #[test]
+    fn a_run_writing_more_stderr_than_a_pipe_holds_finishes_and_keeps_the_first_bytes() {
+        // 1 MiB of stderr: the child would block on a full pipe if nobody read it.
+        let (outcome, stderr) = sh("head -c 1048576 /dev/zero | tr '\\0' x >&2; exit 2", 10_000);
+        assert_eq!(outcome, Outcome::Exit(2));
+        assert_eq!(stderr.len() as u64, STDERR_CAP);
+        assert!(stderr.bytes().all(|b| b == b'x'));
+    }
+
+    #[test]
+    fn a_run_past_its_deadline_is_killed_and_reported_as_a_timeout() {
+        let (outcome, _) = sh("exec sleep 30", 300);
+        assert_eq!(outcome, Outcome::Timeout);
     }
 }
