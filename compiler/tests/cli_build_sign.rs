@@ -2,55 +2,19 @@
 //! all (and says so). osslsigncode is the independent verifier of the results; CI installs it and softhsm2
 //! (`.ci/run`), and with `CI` set a missing tool fails the test instead of skipping it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{new_certificate, osslsigncode_accepts, pfx, repo, sample, sign_digest_with_openssl, text, tool};
 
 fn object() -> PathBuf {
-    repo().join("samples/droppacket.o")
+    sample("droppacket.o")
 }
 
-fn bpf2sys(args: &[&dyn AsRef<std::ffi::OsStr>], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bpf2sys"));
-    for arg in args {
-        command.arg(arg);
-    }
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("run bpf2sys")
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
-/// An external tool, or None with a printed reason; under CI a missing tool fails the test instead.
-fn tool(name: &str, probe: &str) -> bool {
-    if Command::new(name).arg(probe).output().is_ok() {
-        return true;
-    }
-    assert!(std::env::var_os("CI").is_none(), "{name} is not installed (.ci/run installs it)");
-    eprintln!("SKIP part: {name} not installed");
-    false
-}
-
-fn osslsigncode_accepts(driver: &Path, ca: &Path) {
-    if !tool("osslsigncode", "--version") {
-        return;
-    }
-    let out =
-        Command::new("osslsigncode").arg("verify").arg("-in").arg(driver).arg("-CAfile").arg(ca).output().unwrap();
-    assert!(out.status.success(), "osslsigncode rejects {}:\n{}", driver.display(), text(&out));
-}
-
-fn test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let out = bpf2sys(&[&"cert", &"new", &"--out-dir", &dir, &"--name", &"k", &"--bits", &"2048"], &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    (dir.join("k.key.pem"), dir.join("k.cert.pem"))
+fn bpf2sys(args: &[&dyn AsRef<std::ffi::OsStr>], env: &[(&str, &str)]) -> std::process::Output {
+    common::bpf2sys_env(args, env)
 }
 
 #[test]
@@ -67,7 +31,7 @@ fn without_a_key_build_writes_an_unsigned_driver_and_says_so() {
 #[test]
 fn build_signs_with_a_pem_key_with_page_hashes_and_osslsigncode_accepts_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, cert) = test_certificate(dir.path());
+    let (key, cert) = new_certificate(dir.path(), "k");
     let driver = dir.path().join("d.sys");
     let out = bpf2sys(
         &[
@@ -95,22 +59,9 @@ fn build_signs_with_a_pem_key_with_page_hashes_and_osslsigncode_accepts_it() {
 
 #[test]
 fn build_signs_with_a_pfx_and_osslsigncode_accepts_it() {
-    if !tool("openssl", "version") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
-    let (key, cert) = test_certificate(dir.path());
-    let pfx = dir.path().join("k.pfx");
-    let status = Command::new("openssl")
-        .args(["pkcs12", "-export", "-passout", "pass:pfx-secret", "-inkey"])
-        .arg(&key)
-        .arg("-in")
-        .arg(&cert)
-        .arg("-out")
-        .arg(&pfx)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (key, cert) = new_certificate(dir.path(), "k");
+    let Some(pfx) = pfx(dir.path(), &key, &cert, "pfx-secret") else { return };
     let password = dir.path().join("password");
     std::fs::write(&password, "pfx-secret\n").unwrap();
     let driver = dir.path().join("d.sys");
@@ -125,23 +76,14 @@ fn build_signs_in_two_steps_with_an_external_signature() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (key, cert) = test_certificate(dir.path());
+    let (key, cert) = new_certificate(dir.path(), "k");
     let digest = dir.path().join("digest.bin");
     let driver = dir.path().join("d.sys");
     let out = bpf2sys(&[&"build", &object(), &"-o", &driver, &"--digest-out", &digest], &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!driver.exists(), "step 1 writes only the digest");
     let signature = dir.path().join("sig.bin");
-    let status = Command::new("openssl")
-        .args(["pkeyutl", "-sign", "-pkeyopt", "digest:sha256", "-inkey"])
-        .arg(&key)
-        .arg("-in")
-        .arg(&digest)
-        .arg("-out")
-        .arg(&signature)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    assert!(sign_digest_with_openssl(&key, &digest, &signature));
     let out = bpf2sys(&[&"build", &object(), &"-o", &driver, &"--cert", &cert, &"--signature-in", &signature], &[]);
     assert!(out.status.success(), "{}", text(&out));
     osslsigncode_accepts(&driver, &cert);
@@ -168,7 +110,7 @@ fn build_signs_with_a_pkcs11_token_and_osslsigncode_accepts_it() {
     }
     let module = module.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (key, cert) = test_certificate(dir.path());
+    let (key, cert) = new_certificate(dir.path(), "k");
     let tokens = dir.path().join("tokens");
     std::fs::create_dir(&tokens).unwrap();
     let conf = dir.path().join("softhsm2.conf");
@@ -251,7 +193,7 @@ fn build_passes_the_timestamp_url_to_signing_and_writes_nothing_when_the_server_
 #[test]
 fn build_of_several_objects_in_parallel_writes_what_one_at_a_time_builds_write() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, cert) = test_certificate(dir.path());
+    let (key, cert) = new_certificate(dir.path(), "k");
     let names = ["droppacket", "bind_policy", "tail_call", "map_types", "globals"];
     let copy_objects = |sub: &str| -> Vec<PathBuf> {
         let d = dir.path().join(sub);

@@ -2,29 +2,13 @@
 //! error line naming the file, exit 2 for unusable input and 1 for a rejected program or image. Device nodes are
 //! reached through symbolic links and FIFOs in a temporary directory, never by writing to /dev.
 
+mod common;
+
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn sample(name: &str) -> PathBuf {
-    repo().join("samples").join(name)
-}
-
-fn bpf2sys(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bpf2sys"));
-    for arg in args {
-        command.arg(arg);
-    }
-    command.output().expect("run bpf2sys")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use common::{bpf2sys, new_certificate, pfx, sample, stderr};
 
 /// Asserts exit `code` and a single `error:` line on stderr that names `file` and contains `problem`.
 fn assert_one_error_line(output: &Output, code: i32, file: &Path, problem: &str) {
@@ -240,20 +224,8 @@ fn item7_pfx_errors_are_words_not_debug_dumps() {
         .unwrap();
     assert_one_error_line(&out, 2, &not_pfx, "not a PFX/PKCS#12 file");
     assert!(!stderr(&out).contains("DerError") && !stderr(&out).contains("kind:"), "{}", stderr(&out));
-    let Some(openssl) = tool("openssl") else { return };
-    let cert_dir = dir.path().join("cert");
-    assert!(bpf2sys(&[&"cert", &"new", &"--out-dir", &cert_dir, &"--bits", &"2048"]).status.success());
-    let pfx = dir.path().join("k.pfx");
-    let status = Command::new(openssl)
-        .args(["pkcs12", "-export", "-passout", "pass:right", "-inkey"])
-        .arg(cert_dir.join("bpf2sys-test-signing.key.pem"))
-        .arg("-in")
-        .arg(cert_dir.join("bpf2sys-test-signing.cert.pem"))
-        .arg("-out")
-        .arg(&pfx)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (key, cert) = new_certificate(dir.path(), "k");
+    let Some(pfx) = pfx(dir.path(), &key, &cert, "right") else { return };
     let out = Command::new(env!("CARGO_BIN_EXE_bpf2sys"))
         .arg("sign")
         .arg(&image)
@@ -303,17 +275,6 @@ fn item9_inputs_must_be_regular_files_within_the_size_limit() {
 fn test_certificate(dir: &Path) {
     let out = bpf2sys(&[&"cert", &"new", &"--out-dir", &dir, &"--bits", &"2048"]);
     assert!(out.status.success(), "{}", stderr(&out));
-}
-
-/// An external tool, or None with a printed reason; under CI a missing tool fails the test instead.
-fn tool(name: &str) -> Option<&'static str> {
-    let name: &'static str = Box::leak(name.to_string().into_boxed_str());
-    if Command::new(name).arg("version").output().is_ok() {
-        return Some(name);
-    }
-    assert!(std::env::var_os("CI").is_none(), "{name} is not installed (CI installs it in .ci/run)");
-    eprintln!("SKIP part: {name} not installed");
-    None
 }
 
 #[test]

@@ -1,44 +1,14 @@
 //! `bpf2sys cert new | sign | verify-signature | check` on the sample drivers, with osslsigncode as the
 //! independent verifier (skipped with a printed reason where it is not installed).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use bpf2sys::compiled::Target;
 use bpf2sys::driver::{build_driver, SessionOptions};
-
-fn bpf2sys(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bpf2sys"));
-    for arg in args {
-        command.arg(arg);
-    }
-    command.output().expect("run bpf2sys")
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
-fn have(tool: &str) -> bool {
-    let found =
-        Command::new(tool).arg("--version").output().is_ok() || Command::new(tool).arg("version").output().is_ok();
-    if !found {
-        eprintln!("SKIP part: {tool} not installed");
-    }
-    found
-}
-
-fn samples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples");
-    let mut objects: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "o"))
-        .collect();
-    objects.sort();
-    assert!(!objects.is_empty());
-    objects
-}
+use common::{bpf2sys, osslsigncode_verify, pfx, sample_objects as samples, sign_digest_with_openssl, text};
 
 fn new_test_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let out = bpf2sys(&[&"cert", &"new", &"--out-dir", &dir, &"--name", &"t", &"--bits", &"2048"]);
@@ -57,7 +27,6 @@ fn new_test_cert(dir: &Path) -> (PathBuf, PathBuf) {
 fn every_sample_driver_signed_by_the_cli_verifies_here_and_in_osslsigncode() {
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = new_test_cert(dir.path());
-    let osslsigncode = have("osslsigncode");
     let mut signed_count = 0;
     for object in samples() {
         let bytes = std::fs::read(&object).unwrap();
@@ -88,24 +57,9 @@ fn every_sample_driver_signed_by_the_cli_verifies_here_and_in_osslsigncode() {
             let out = bpf2sys(&[&"verify-signature", &bad, &"--ca", &cert]);
             assert_eq!(out.status.code(), Some(1), "{name}: tampered copy accepted:\n{}", text(&out));
             assert!(text(&out).contains("FAILED"), "{}", text(&out));
-            if osslsigncode {
-                let ok = Command::new("osslsigncode")
-                    .arg("verify")
-                    .arg("-in")
-                    .arg(&signed)
-                    .arg("-CAfile")
-                    .arg(&cert)
-                    .output()
-                    .unwrap();
+            if let Some(ok) = osslsigncode_verify(&signed, &cert) {
                 assert!(ok.status.success(), "{name} {target:?}: osslsigncode rejects:\n{}", text(&ok));
-                let bad = Command::new("osslsigncode")
-                    .arg("verify")
-                    .arg("-in")
-                    .arg(&bad)
-                    .arg("-CAfile")
-                    .arg(&cert)
-                    .output()
-                    .unwrap();
+                let bad = osslsigncode_verify(&bad, &cert).expect("osslsigncode ran a moment ago");
                 assert!(!bad.status.success(), "{name}: osslsigncode accepts a tampered copy");
             }
             signed_count += 1;
@@ -116,9 +70,6 @@ fn every_sample_driver_signed_by_the_cli_verifies_here_and_in_osslsigncode() {
 
 #[test]
 fn two_step_external_signing_through_the_cli() {
-    if !have("openssl") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let (key, cert) = new_test_cert(dir.path());
     let object = samples().into_iter().next().unwrap();
@@ -131,16 +82,9 @@ fn two_step_external_signing_through_the_cli() {
     assert_eq!(std::fs::read(&digest).unwrap().len(), 32);
     assert_eq!(std::fs::read(&unsigned).unwrap(), image, "step 1 leaves the image alone");
     let signature = dir.path().join("sig.bin");
-    let status = Command::new("openssl")
-        .args(["pkeyutl", "-sign", "-pkeyopt", "digest:sha256", "-inkey"])
-        .arg(&key)
-        .arg("-in")
-        .arg(&digest)
-        .arg("-out")
-        .arg(&signature)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    if !sign_digest_with_openssl(&key, &digest, &signature) {
+        return;
+    }
     // Different options than step 1: refused, nothing written.
     let out = bpf2sys(&[&"sign", &unsigned, &"--cert", &cert, &"--signature-in", &signature]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -164,20 +108,7 @@ fn pfx_password_comes_from_the_environment_and_errors_name_the_problem() {
     let out = bpf2sys(&[&"sign", &unsigned]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("no signing key"), "{}", text(&out));
-    if !have("openssl") {
-        return;
-    }
-    let pfx = dir.path().join("k.pfx");
-    let status = Command::new("openssl")
-        .args(["pkcs12", "-export", "-passout", "pass:pfx-secret", "-inkey"])
-        .arg(&key)
-        .arg("-in")
-        .arg(&cert)
-        .arg("-out")
-        .arg(&pfx)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let Some(pfx) = pfx(dir.path(), &key, &cert, "pfx-secret") else { return };
     let signed = dir.path().join("s.sys");
     let out = Command::new(env!("CARGO_BIN_EXE_bpf2sys"))
         .arg("sign")
