@@ -29,7 +29,7 @@ use crate::link::{link_driver, LinkError, LinkOptions};
 use crate::lower::{self, LowerError, LowerOptions, LoweredProgram, MapDataLayout};
 use crate::platform::windows::WINDOWS;
 use crate::platform::{Platform, PlatformError, ProgramType};
-use crate::program::{Module, RefusedProgram};
+use crate::program::{CoreRelocations, Module, RefusedProgram};
 use crate::verifier::{diagnostic, verify_program, Rejection, Verified, VerifierOptions};
 
 /// What a session builds for.
@@ -71,6 +71,8 @@ pub struct BuiltDriver {
     pub image: Vec<u8>,
     /// Programs the front end refused (e.g. they call an undefined symbol); the others are in the image.
     pub left_out: Vec<RefusedProgram>,
+    /// Programs with CO-RE relocations, built as compiled (the relocations are not applied).
+    pub core_relocations: Vec<CoreRelocations>,
 }
 
 /// Why a stage failed. Every variant names the input file.
@@ -264,7 +266,11 @@ impl Session {
         let verified = self.verify(file_name, &module)?;
         let programs = self.lower(file_name, &verified)?;
         let image = self.link(file_name, &module, &programs, Some(object))?;
-        Ok(BuiltDriver { image, left_out: module.refused_programs.clone() })
+        Ok(BuiltDriver {
+            image,
+            left_out: module.refused_programs.clone(),
+            core_relocations: module.core_relocations.clone(),
+        })
     }
 
     /// Stage 5: embeds an Authenticode signature (driver-image-and-signing.md §3).

@@ -38,6 +38,37 @@ pub struct Module {
     /// Entry programs the front end could not build (e.g. a call to an undefined symbol); the object's other
     /// programs are unaffected.
     pub refused_programs: Vec<RefusedProgram>,
+    /// Programs with CO-RE relocations in `.BTF.ext`, which bpf2sys reports and does not apply.
+    pub core_relocations: Vec<CoreRelocations>,
+}
+
+/// The CO-RE relocations (`.BTF.ext` `bpf_core_relo` records, btf.rst §4.2) in one entry program and the
+/// subprograms it calls.
+///
+/// A loader with the running kernel's BTF would rewrite these instructions' offsets and immediates. Windows has no
+/// kernel BTF to relocate against, so the only BTF there is the object's own, and relocating against it gives what
+/// clang already compiled (every field offset, size, existence flag and type id is the local one): bpf2sys keeps the
+/// instructions as compiled, verifies them as they are, and says so. A program written against Linux kernel
+/// structures it expects to be relocated does not describe Windows memory either way; the warning names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreRelocations {
+    /// The entry program's name.
+    pub program: String,
+    /// Number of relocation records in the program and its subprograms.
+    pub count: usize,
+}
+
+impl CoreRelocations {
+    /// The one-line warning the CLI prints (after `warning: FILE: `).
+    pub fn warning(&self) -> String {
+        format!(
+            "program `{}` has {} CO-RE relocation{} (.BTF.ext); none is applied: Windows has no kernel BTF to \
+             relocate against, so its offsets stay as compiled against the object's own BTF",
+            self.program,
+            self.count,
+            if self.count == 1 { "" } else { "s" }
+        )
+    }
 }
 
 impl Module {
@@ -91,6 +122,9 @@ pub struct LegacyMapRecord {
     pub record_size: u64,
     /// Which C struct the record was decoded as.
     pub layout: LegacyLayout,
+    /// iproute2 `bpf_elf_map.inner_idx` of a map with an `id`: the slot this map fills in every map-in-map whose
+    /// `inner_id` is that id (coverage §5). None for other layouts, for `id` 0 and for `inner_idx` −1.
+    pub inner_slot: Option<u32>,
 }
 
 /// The C struct a legacy map record is decoded as; the platform and the record size choose it.

@@ -40,6 +40,12 @@ struct Expected {
 
 const EXPECTED: &[Expected] = &[
     Expected {
+        sample: "core_reloc",
+        programs: &[("count_bytes_core", "xdp", "xdp")],
+        maps: &[("bytes_seen", "array", 4, 8, 1)],
+        helpers: &[1],
+    },
+    Expected {
         sample: "droppacket",
         programs: &[("drop_empty_udp", "xdp", "xdp")],
         maps: &[("dropped_packet_map", "array", 4, 8, 256)],

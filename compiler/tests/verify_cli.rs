@@ -128,3 +128,34 @@ fn verify_and_build_both_reject_an_object_whose_every_program_is_refused_at_load
     assert!(err.contains("no program can be built; no driver was written"), "{err}");
     assert!(!output.exists());
 }
+
+#[test]
+fn co_re_relocations_are_reported_by_inspect_verify_and_build_and_left_as_compiled() {
+    let warning = "warning: samples/core_reloc.o: program `count_bytes_core` has 3 CO-RE relocations (.BTF.ext); none \
+                   is applied: Windows has no kernel BTF to relocate against";
+    let (code, out, err) = bpf2sys(&["verify", "samples/core_reloc.o"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(warning), "{err}");
+    assert_eq!(err.lines().count(), 1, "one warning line:\n{err}");
+    let (code, out, err) = bpf2sys(&["inspect", "--format", "json", "samples/core_reloc.o"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(warning), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(report["programs"][0]["core_relocation_count"], 3);
+    // The accesses keep the offsets clang compiled against the object's own BTF: data_end @8, then data @0.
+    let disassembly = report["programs"][0]["disassembly"].as_array().unwrap();
+    assert!(disassembly[0]["text"].as_str().unwrap().contains("r1+8"), "{}", disassembly[0]["text"]);
+    assert!(
+        disassembly[1]["text"].as_str().unwrap().contains("r1+0")
+            || disassembly[1]["text"].as_str().unwrap().contains("[r1]")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let driver = dir.path().join("core_reloc.sys");
+    let (code, out, err) = bpf2sys(&["build", "samples/core_reloc.o", "-o", driver.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(warning), "{err}");
+    // An object without CO-RE relocations gets no such warning.
+    let (code, _, err) = bpf2sys(&["verify", "samples/droppacket.o"]);
+    assert_eq!(code, 0);
+    assert!(!err.contains("CO-RE"), "{err}");
+}

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // iproute2's 36-byte `struct bpf_elf_map` (include/bpf_elf.h) in section "maps", as tc classifiers built for
-// `tc filter ... bpf obj` declare maps: id, pinning (PIN_GLOBAL_NS) and an inner map named by id.
+// `tc filter ... bpf obj` declare maps: id, pinning (PIN_GLOBAL_NS) and an inner map named by id. iproute2 puts a
+// map with an id into slot `inner_idx` of every map-in-map whose `inner_id` is that id (-1 opts out).
 #include "linux_bpf.h"
 
 struct bpf_elf_map {
@@ -20,12 +21,22 @@ struct bpf_elf_map {
 SEC("maps")
 struct bpf_elf_map class_of_mark = {
     .type = BPF_MAP_TYPE_HASH, .size_key = sizeof(__u32), .size_value = sizeof(__u32), .max_elem = 128,
-    .id = 7, .pinning = PIN_GLOBAL_NS};
+    .id = 7, .pinning = PIN_GLOBAL_NS, .inner_idx = 3};
 
 SEC("maps")
 struct bpf_elf_map classes_by_device = {
     .type = BPF_MAP_TYPE_HASH_OF_MAPS, .size_key = sizeof(__u32), .size_value = sizeof(__u32), .max_elem = 16,
     .inner_id = 7};
+
+SEC("maps")
+struct bpf_elf_map template_only = {
+    .type = BPF_MAP_TYPE_ARRAY, .size_key = sizeof(__u32), .size_value = sizeof(__u64), .max_elem = 4, .id = 9,
+    .inner_idx = -1};
+
+SEC("maps")
+struct bpf_elf_map arrays_by_queue = {
+    .type = BPF_MAP_TYPE_ARRAY_OF_MAPS, .size_key = sizeof(__u32), .size_value = sizeof(__u32), .max_elem = 8,
+    .inner_id = 9};
 
 SEC("classifier")
 int classify(struct __sk_buff* skb)

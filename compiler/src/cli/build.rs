@@ -157,7 +157,10 @@ fn build_image(args: &BuildArgs, object_path: &Path, log: &mut Log) -> Result<Op
     let session = session_for(args, object_path, &object)?;
     let in_object = |e: anyhow::Error| e.context(object_path.display().to_string());
     match session.build_report(&object, &file_name(object_path)) {
-        Ok(BuiltDriver { image, left_out }) => {
+        Ok(BuiltDriver { image, left_out, core_relocations }) => {
+            for c in &core_relocations {
+                log.err(format!("warning: {}: {}", object_path.display(), c.warning()));
+            }
             for r in &left_out {
                 log.err(format!(
                     "warning: {}: program `{}` (section `{}`) left out of the driver: {}",

@@ -48,6 +48,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let platform = args.platform.platform();
     let module = elf::load_with(&bytes, &file_name(&args.object), platform.conventions)
         .with_context(|| args.object.display().to_string())?;
+    for c in &module.core_relocations {
+        eprintln!("warning: {}: {}", args.object.display(), c.warning());
+    }
     let report = describe_for(&module, platform);
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -149,6 +152,8 @@ fn describe_program(module: &Module, program: &Program, platform: &'static Platf
         "maps_referenced": maps_referenced,
         "relocations": relocations,
         "line_info_count": program.line_info.len(),
+        // CO-RE relocations are reported, not applied (bpf2sys::program::CoreRelocations).
+        "core_relocation_count": module.core_relocations.iter().find(|c| c.program == program.name).map_or(0, |c| c.count),
         "disassembly": disassembly,
     })
 }
@@ -189,7 +194,7 @@ pub fn describe_for(module: &Module, platform: &'static Platform) -> Value {
         "maps": module.maps.iter().enumerate().map(|(i, m)| describe_map(module, i, m, platform)).collect::<Vec<_>>(),
         "legacy_map_records": module.legacy_map_records.iter().map(|r| json!({
             "map": map_name(r.map_index), "section": r.section, "offset": r.offset, "record_size": r.record_size,
-            "layout": r.layout.name()
+            "layout": r.layout.name(), "inner_slot": r.inner_slot
         })).collect::<Vec<_>>(),
         // The btf_resolved_functions table in slot order (contract §5.3).
         "kfuncs": module.kfunc_table().iter().enumerate().map(|(slot, k)| json!({
@@ -275,68 +280,77 @@ pub fn render_text(r: &Value) -> String {
         let _ = writeln!(o, "  {}: {}", s(&sec["name"]), progs.join(", "));
     }
     for p in arr(&r["programs"]) {
-        let _ = writeln!(o, "\nprogram {} (section {})", s(&p["name"]), s(&p["section"]));
-        let ty = |v: &Value| {
-            if v.is_null() {
-                "unknown".to_string()
-            } else {
-                format!("{} {}", s(&v["name"]), s(&v["guid"]))
-            }
-        };
-        let _ = writeln!(o, "  program type: {}", ty(&p["program_type"]));
-        let _ = writeln!(o, "  attach type:  {}", ty(&p["attach_type"]));
-        let _ = writeln!(
-            o,
-            "  instructions: {} slots ({} in the entry function)",
-            p["instruction_count"], p["entry_instruction_count"]
-        );
-        let functions: Vec<String> =
-            arr(&p["functions"]).iter().map(|f| format!("{} [{}..{})", s(&f["name"]), f["start"], f["end"])).collect();
-        let _ = writeln!(o, "  functions: {}", functions.join(", "));
-        let helpers: Vec<String> =
-            arr(&p["helpers"]).iter().map(|h| format!("{} {}", h["id"], s(&h["name"]))).collect();
-        let _ = writeln!(o, "  helpers: {}", if helpers.is_empty() { "none".into() } else { helpers.join(", ") });
-        let relocs = arr(&p["relocations"]);
-        let _ = writeln!(o, "  relocations ({}):", relocs.len());
-        for rel in &relocs {
-            let _ = match rel["kind"].as_str() {
-                Some("map") => writeln!(o, "    slot {}: map {} ({})", rel["slot"], rel["map"], s(&rel["map_name"])),
-                Some("global") => writeln!(
-                    o,
-                    "    slot {}: global data {} + {} (map {})",
-                    rel["slot"],
-                    s(&rel["map_name"]),
-                    rel["offset"],
-                    rel["map"]
-                ),
-                Some("kfunc") => {
-                    writeln!(o, "    slot {}: kfunc {} (id {})", rel["slot"], s(&rel["function"]), rel["kfunc"])
-                }
-                _ => writeln!(o, "    slot {}: call {} at slot {}", rel["slot"], s(&rel["function"]), rel["target"]),
-            };
-        }
-        let _ = writeln!(o, "  disassembly:");
-        let mut last_line: Option<(String, u64)> = None;
-        for d in arr(&p["disassembly"]) {
-            if let Some(f) = d["function_start"].as_str() {
-                let _ = writeln!(o, "  <{f}>:");
-            }
-            let src = &d["source"];
-            // Line 0 marks compiler-generated code with no source line (DWARF convention).
-            if !src.is_null() && src["line"].as_u64() != Some(0) {
-                let key = (s(&src["file"]), src["line"].as_u64().unwrap_or(0));
-                if last_line.as_ref() != Some(&key) {
-                    let _ = writeln!(o, "    ; {}:{}:{}", key.0, key.1, src["column"]);
-                    let text = s(&src["text"]);
-                    if !text.trim().is_empty() {
-                        let _ = writeln!(o, "    ;   {}", text.trim_end());
-                    }
-                    last_line = Some(key);
-                }
-            }
-            let target = d["target"].as_i64().map_or(String::new(), |t| format!("  ; -> {t}"));
-            let _ = writeln!(o, "    {:>5}: {}{target}", s(&d["slot"]), s(&d["text"]));
-        }
+        render_program(&mut o, &p);
     }
     o
+}
+
+/// One program of [`render_text`]: types, sizes, functions, helpers, relocations and the disassembly with source.
+fn render_program(o: &mut String, p: &Value) {
+    let empty = Vec::new();
+    let arr = |v: &Value| v.as_array().unwrap_or(&empty).clone();
+    let _ = writeln!(o, "\nprogram {} (section {})", s(&p["name"]), s(&p["section"]));
+    let ty = |v: &Value| {
+        if v.is_null() {
+            "unknown".to_string()
+        } else {
+            format!("{} {}", s(&v["name"]), s(&v["guid"]))
+        }
+    };
+    let _ = writeln!(o, "  program type: {}", ty(&p["program_type"]));
+    let _ = writeln!(o, "  attach type:  {}", ty(&p["attach_type"]));
+    let _ = writeln!(
+        o,
+        "  instructions: {} slots ({} in the entry function)",
+        p["instruction_count"], p["entry_instruction_count"]
+    );
+    let functions: Vec<String> =
+        arr(&p["functions"]).iter().map(|f| format!("{} [{}..{})", s(&f["name"]), f["start"], f["end"])).collect();
+    let _ = writeln!(o, "  functions: {}", functions.join(", "));
+    let helpers: Vec<String> = arr(&p["helpers"]).iter().map(|h| format!("{} {}", h["id"], s(&h["name"]))).collect();
+    let _ = writeln!(o, "  helpers: {}", if helpers.is_empty() { "none".into() } else { helpers.join(", ") });
+    if p["core_relocation_count"].as_u64().is_some_and(|n| n > 0) {
+        let _ = writeln!(o, "  CO-RE relocations: {} (not applied)", p["core_relocation_count"]);
+    }
+    let relocs = arr(&p["relocations"]);
+    let _ = writeln!(o, "  relocations ({}):", relocs.len());
+    for rel in &relocs {
+        let _ = match rel["kind"].as_str() {
+            Some("map") => writeln!(o, "    slot {}: map {} ({})", rel["slot"], rel["map"], s(&rel["map_name"])),
+            Some("global") => writeln!(
+                o,
+                "    slot {}: global data {} + {} (map {})",
+                rel["slot"],
+                s(&rel["map_name"]),
+                rel["offset"],
+                rel["map"]
+            ),
+            Some("kfunc") => {
+                writeln!(o, "    slot {}: kfunc {} (id {})", rel["slot"], s(&rel["function"]), rel["kfunc"])
+            }
+            _ => writeln!(o, "    slot {}: call {} at slot {}", rel["slot"], s(&rel["function"]), rel["target"]),
+        };
+    }
+    let _ = writeln!(o, "  disassembly:");
+    let mut last_line: Option<(String, u64)> = None;
+    for d in arr(&p["disassembly"]) {
+        if let Some(f) = d["function_start"].as_str() {
+            let _ = writeln!(o, "  <{f}>:");
+        }
+        let src = &d["source"];
+        // Line 0 marks compiler-generated code with no source line (DWARF convention).
+        if !src.is_null() && src["line"].as_u64() != Some(0) {
+            let key = (s(&src["file"]), src["line"].as_u64().unwrap_or(0));
+            if last_line.as_ref() != Some(&key) {
+                let _ = writeln!(o, "    ; {}:{}:{}", key.0, key.1, src["column"]);
+                let text = s(&src["text"]);
+                if !text.trim().is_empty() {
+                    let _ = writeln!(o, "    ;   {}", text.trim_end());
+                }
+                last_line = Some(key);
+            }
+        }
+        let target = d["target"].as_i64().map_or(String::new(), |t| format!("  ; -> {t}"));
+        let _ = writeln!(o, "    {:>5}: {}{target}", s(&d["slot"]), s(&d["text"]));
+    }
 }

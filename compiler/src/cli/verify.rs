@@ -47,6 +47,9 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     let module = bpf2sys::elf::load_with(&bytes, &file_name(&args.object), platform.conventions)
         .with_context(|| args.object.display().to_string())?;
     platform.check_maps(&module.maps).with_context(|| args.object.display().to_string())?;
+    for c in module.core_relocations.iter().filter(|c| args.program.as_ref().is_none_or(|n| c.program == *n)) {
+        eprintln!("warning: {}: {}", args.object.display(), c.warning());
+    }
     let selected: Vec<usize> = (0..module.programs.len())
         .filter(|&i| args.program.as_ref().is_none_or(|n| module.programs[i].name == *n))
         .collect();

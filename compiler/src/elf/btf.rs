@@ -221,101 +221,106 @@ impl Btf {
         types.push(None);
         let mut at = 0usize;
         while at < types_bytes.len() {
-            let id = types.len() as u32;
-            let name_off = tr.u32_at(at)?;
-            let info = tr.u32_at(at + 4)?;
-            let size_or_type = tr.u32_at(at + 8)?;
-            let vlen = (info & 0xffff) as usize;
-            let raw_kind = (info >> 24) & 0x1f;
-            let kind_flag = info >> 31 != 0;
-            let kind = BtfKind::from_raw(raw_kind)
-                .ok_or_else(|| malformed(S, type_base + at, format!("type id {id} has unknown kind {raw_kind}")))?;
-            string_at(&strings, name_off, S)?;
-            at += 12;
-            let mut ty = BtfType {
-                kind,
-                name_offset: name_off,
-                size_or_type,
-                array: None,
-                members: Vec::new(),
-                sec_infos: Vec::new(),
-                vlen: vlen as u16,
-                extra: 0,
-            };
-            // Each vlen record has a known size; check the whole run fits before reserving anything.
-            let record = |size: usize| -> Result<(), BtfError> {
-                let need = vlen.checked_mul(size).and_then(|n| n.checked_add(at));
-                match need {
-                    Some(end) if end <= types_bytes.len() => Ok(()),
-                    _ => Err(malformed(
-                        S,
-                        type_base + at,
-                        format!("type id {id}: {vlen} entries overrun the type section"),
-                    )),
-                }
-            };
-            match kind {
-                BtfKind::Int | BtfKind::Var | BtfKind::DeclTag => {
-                    ty.extra = tr.u32_at(at)?;
-                    at += 4;
-                }
-                BtfKind::Array => {
-                    let elem = tr.u32_at(at)?;
-                    let nelems = tr.u32_at(at + 8)?;
-                    ty.array = Some((elem, nelems));
-                    at += 12;
-                }
-                BtfKind::Struct | BtfKind::Union => {
-                    record(12)?;
-                    ty.members.reserve(vlen);
-                    for _ in 0..vlen {
-                        let m_name = tr.u32_at(at)?;
-                        string_at(&strings, m_name, S)?;
-                        let m_type = tr.u32_at(at + 4)?;
-                        let m_off = tr.u32_at(at + 8)?;
-                        // With kind_flag set the top 8 bits hold the bitfield size (btf.rst §2.2.4).
-                        let bit_offset = if kind_flag { m_off & 0x00ff_ffff } else { m_off };
-                        ty.members.push(BtfMember { name_offset: m_name, type_id: m_type, bit_offset });
-                        at += 12;
-                    }
-                }
-                BtfKind::Enum => {
-                    record(8)?;
-                    at += 8 * vlen;
-                }
-                BtfKind::Enum64 => {
-                    record(12)?;
-                    at += 12 * vlen;
-                }
-                BtfKind::FuncProto => {
-                    record(8)?;
-                    at += 8 * vlen;
-                }
-                BtfKind::DataSec => {
-                    record(12)?;
-                    ty.sec_infos.reserve(vlen);
-                    for _ in 0..vlen {
-                        ty.sec_infos.push(BtfVarSecInfo {
-                            type_id: tr.u32_at(at)?,
-                            offset: tr.u32_at(at + 4)?,
-                            size: tr.u32_at(at + 8)?,
-                        });
-                        at += 12;
-                    }
-                }
-                BtfKind::Ptr
-                | BtfKind::Fwd
-                | BtfKind::Typedef
-                | BtfKind::Volatile
-                | BtfKind::Const
-                | BtfKind::Restrict
-                | BtfKind::Func
-                | BtfKind::Float
-                | BtfKind::TypeTag => {}
-            }
+            let (ty, next) = Btf::read_type(&tr, &strings, at, types.len() as u32)?;
             types.push(Some(ty));
+            at = next;
         }
         Ok(Btf { types, strings })
+    }
+
+    /// Reads the type with id `id` at offset `start` of the type section (its 12-byte `btf_type` and the kind's
+    /// trailing data, btf.rst §2.2); returns it and the offset of the next type.
+    fn read_type(tr: &Reader, strings: &[u8], start: usize, id: u32) -> Result<(BtfType, usize), BtfError> {
+        const S: &str = ".BTF";
+        let mut at = start;
+        let name_off = tr.u32_at(at)?;
+        let info = tr.u32_at(at + 4)?;
+        let size_or_type = tr.u32_at(at + 8)?;
+        let vlen = (info & 0xffff) as usize;
+        let raw_kind = (info >> 24) & 0x1f;
+        let kind_flag = info >> 31 != 0;
+        let kind = BtfKind::from_raw(raw_kind)
+            .ok_or_else(|| malformed(S, tr.base + at, format!("type id {id} has unknown kind {raw_kind}")))?;
+        string_at(strings, name_off, S)?;
+        at += 12;
+        let mut ty = BtfType {
+            kind,
+            name_offset: name_off,
+            size_or_type,
+            array: None,
+            members: Vec::new(),
+            sec_infos: Vec::new(),
+            vlen: vlen as u16,
+            extra: 0,
+        };
+        // Each vlen record has a known size; check the whole run fits before reserving anything.
+        let record = |size: usize| -> Result<(), BtfError> {
+            let need = vlen.checked_mul(size).and_then(|n| n.checked_add(at));
+            match need {
+                Some(end) if end <= tr.data.len() => Ok(()),
+                _ => Err(malformed(S, tr.base + at, format!("type id {id}: {vlen} entries overrun the type section"))),
+            }
+        };
+        match kind {
+            BtfKind::Int | BtfKind::Var | BtfKind::DeclTag => {
+                ty.extra = tr.u32_at(at)?;
+                at += 4;
+            }
+            BtfKind::Array => {
+                let elem = tr.u32_at(at)?;
+                let nelems = tr.u32_at(at + 8)?;
+                ty.array = Some((elem, nelems));
+                at += 12;
+            }
+            BtfKind::Struct | BtfKind::Union => {
+                record(12)?;
+                ty.members.reserve(vlen);
+                for _ in 0..vlen {
+                    let m_name = tr.u32_at(at)?;
+                    string_at(strings, m_name, S)?;
+                    let m_type = tr.u32_at(at + 4)?;
+                    let m_off = tr.u32_at(at + 8)?;
+                    // With kind_flag set the top 8 bits hold the bitfield size (btf.rst §2.2.4).
+                    let bit_offset = if kind_flag { m_off & 0x00ff_ffff } else { m_off };
+                    ty.members.push(BtfMember { name_offset: m_name, type_id: m_type, bit_offset });
+                    at += 12;
+                }
+            }
+            BtfKind::Enum => {
+                record(8)?;
+                at += 8 * vlen;
+            }
+            BtfKind::Enum64 => {
+                record(12)?;
+                at += 12 * vlen;
+            }
+            BtfKind::FuncProto => {
+                record(8)?;
+                at += 8 * vlen;
+            }
+            BtfKind::DataSec => {
+                record(12)?;
+                ty.sec_infos.reserve(vlen);
+                for _ in 0..vlen {
+                    ty.sec_infos.push(BtfVarSecInfo {
+                        type_id: tr.u32_at(at)?,
+                        offset: tr.u32_at(at + 4)?,
+                        size: tr.u32_at(at + 8)?,
+                    });
+                    at += 12;
+                }
+            }
+            BtfKind::Ptr
+            | BtfKind::Fwd
+            | BtfKind::Typedef
+            | BtfKind::Volatile
+            | BtfKind::Const
+            | BtfKind::Restrict
+            | BtfKind::Func
+            | BtfKind::Float
+            | BtfKind::TypeTag => {}
+        }
+        Ok((ty, at))
     }
 
     /// Number of type ids, including `void` (id 0).
@@ -444,45 +449,109 @@ pub struct LineRecord {
 /// [`Btf::str_bytes`]); several groups may name the same section.
 pub type LineInfoBySection = Vec<(u32, Vec<LineRecord>)>;
 
-/// Parses the line-info subsection of `.BTF.ext` (btf.rst §4.2). Function info and CO-RE relocations are not
-/// needed by the front end and are skipped.
-pub fn parse_line_info(ext: &[u8], btf: &Btf) -> Result<LineInfoBySection, BtfError> {
+/// One CO-RE relocation record of `.BTF.ext` (`struct bpf_core_relo`, btf.rst §4.2): the instruction whose
+/// immediate or offset a loader would rewrite for the running kernel's BTF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreRelocation {
+    /// Byte offset of the instruction in its ELF section.
+    pub insn_offset: u32,
+    /// The root type in the object's own `.BTF`.
+    pub type_id: u32,
+    /// Offset of the access string (`"0:1:2"`) in the `.BTF` string table.
+    pub access_string_offset: u32,
+    /// `enum bpf_core_relo_kind` (0 field byte offset … 12 type matches).
+    pub kind: u32,
+}
+
+/// CO-RE relocations from `.BTF.ext`, grouped by the string-table offset of the ELF section name.
+pub type CoreRelocationsBySection = Vec<(u32, Vec<CoreRelocation>)>;
+
+/// Per ELF section group: the section name's string offset and the byte offsets of its records.
+type RecordGroups = Vec<(u32, Vec<usize>)>;
+
+/// One subsection of `.BTF.ext` (btf.rst §4.2): a record size, then per ELF section its name offset, a count and
+/// that many records. Returns, per section group, the name offset and the byte offsets of its records in `data`.
+fn record_groups(r: &Reader, btf: &Btf, min_record: usize, what: &str) -> Result<RecordGroups, BtfError> {
+    let rec_size = r.u32_at(0)? as usize;
+    if rec_size < min_record {
+        return Err(malformed(
+            r.section,
+            r.base,
+            format!("{what} record size {rec_size} is smaller than {min_record}"),
+        ));
+    }
+    let mut groups = Vec::new();
+    let mut at = 4usize;
+    while at < r.data.len() {
+        let sec_name_offset = r.u32_at(at)?;
+        btf.str_bytes(sec_name_offset)?;
+        let count = r.u32_at(at + 4)? as usize;
+        at += 8;
+        let end = count.checked_mul(rec_size).and_then(|n| n.checked_add(at)).filter(|&e| e <= r.data.len());
+        let Some(end) = end else {
+            let sec_name = String::from_utf8_lossy(btf.str_bytes(sec_name_offset)?).into_owned();
+            return Err(malformed(
+                r.section,
+                r.base + at,
+                format!("{count} {what} records for '{sec_name}' overrun the subsection"),
+            ));
+        };
+        groups.push((sec_name_offset, (at..end).step_by(rec_size).collect()));
+        at = end;
+    }
+    Ok(groups)
+}
+
+/// The subsection of `.BTF.ext` whose offset and length are at header offsets `field` and `field + 4`, if the
+/// header has them and the subsection is not empty.
+fn ext_subsection<'a>(ext: &'a [u8], field: usize, what: &str) -> Result<Option<Reader<'a>>, BtfError> {
     const S: &str = ".BTF.ext";
     let r = Reader { section: S, data: ext, base: 0 };
     let hdr_len = check_preamble(&r, S)?;
     if hdr_len < 24 {
         return Err(malformed(S, 4, format!("header length {hdr_len} is shorter than 24")));
     }
-    let line_off = r.u32_at(16)?;
-    let line_len = r.u32_at(20)?;
-    let mut out = LineInfoBySection::new();
-    if line_len == 0 {
-        return Ok(out);
+    // Headers written before a subsection existed end before its fields (btf.rst §4.2: 24 bytes without CO-RE).
+    if hdr_len < field + 8 {
+        return Ok(None);
     }
-    let lines = subslice(ext, hdr_len, line_off, line_len, S, "line-info subsection")?;
-    let base = hdr_len + line_off as usize;
-    let lr = Reader { section: S, data: lines, base };
-    let rec_size = lr.u32_at(0)? as usize;
-    if rec_size < 16 {
-        return Err(malformed(S, base, format!("line-info record size {rec_size} is smaller than 16")));
+    let off = r.u32_at(field)?;
+    let len = r.u32_at(field + 4)?;
+    if len == 0 {
+        return Ok(None);
     }
-    let mut at = 4usize;
-    while at < lines.len() {
-        let sec_name_offset = lr.u32_at(at)?;
-        btf.str_bytes(sec_name_offset)?;
-        let count = lr.u32_at(at + 4)? as usize;
-        at += 8;
-        let end = count.checked_mul(rec_size).and_then(|n| n.checked_add(at)).filter(|&e| e <= lines.len());
-        let Some(end) = end else {
-            let sec_name = String::from_utf8_lossy(btf.str_bytes(sec_name_offset)?).into_owned();
-            return Err(malformed(
-                S,
-                base + at,
-                format!("{count} line records for '{sec_name}' overrun the subsection"),
-            ));
-        };
-        let mut records = Vec::with_capacity(count);
-        while at < end {
+    let data = subslice(ext, hdr_len, off, len, S, what)?;
+    Ok(Some(Reader { section: S, data, base: hdr_len + off as usize }))
+}
+
+/// Parses the CO-RE relocation subsection of `.BTF.ext` (btf.rst §4.2, `core_relo_off` at header offset 24).
+pub fn parse_core_relocations(ext: &[u8], btf: &Btf) -> Result<CoreRelocationsBySection, BtfError> {
+    let Some(r) = ext_subsection(ext, 24, "CO-RE relocation subsection")? else { return Ok(Vec::new()) };
+    let groups = record_groups(&r, btf, 16, "CO-RE relocation")?;
+    let mut out = CoreRelocationsBySection::with_capacity(groups.len());
+    for (sec_name_offset, starts) in groups {
+        let mut records = Vec::with_capacity(starts.len());
+        for at in starts {
+            records.push(CoreRelocation {
+                insn_offset: r.u32_at(at)?,
+                type_id: r.u32_at(at + 4)?,
+                access_string_offset: r.u32_at(at + 8)?,
+                kind: r.u32_at(at + 12)?,
+            });
+        }
+        out.push((sec_name_offset, records));
+    }
+    Ok(out)
+}
+
+/// Parses the line-info subsection of `.BTF.ext` (btf.rst §4.2, `line_info_off` at header offset 16).
+pub fn parse_line_info(ext: &[u8], btf: &Btf) -> Result<LineInfoBySection, BtfError> {
+    let Some(lr) = ext_subsection(ext, 16, "line-info subsection")? else { return Ok(Vec::new()) };
+    let groups = record_groups(&lr, btf, 16, "line-info")?;
+    let mut out = LineInfoBySection::with_capacity(groups.len());
+    for (sec_name_offset, starts) in groups {
+        let mut records = Vec::with_capacity(starts.len());
+        for at in starts {
             let insn_offset = lr.u32_at(at)?;
             let file_name_offset = lr.u32_at(at + 4)?;
             let source_line_offset = lr.u32_at(at + 8)?;
@@ -495,7 +564,6 @@ pub fn parse_line_info(ext: &[u8], btf: &Btf) -> Result<LineInfoBySection, BtfEr
                 line: line_col >> 10,
                 column: line_col & 0x3ff,
             });
-            at += rec_size;
         }
         out.push((sec_name_offset, records));
     }

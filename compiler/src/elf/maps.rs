@@ -1,5 +1,6 @@
 //! Map pass: the module's map list from legacy `maps` records, BTF `.maps` definitions and global-variable
-//! sections (native-module-contract.md §6), plus `values` initialisers of map-in-map and program-array maps.
+//! sections (native-module-contract.md §6), plus (in `initial_values`) the initial slots of map-in-map and
+//! program-array maps.
 //!
 //! Order of [`Module::maps`](crate::program::Module::maps): legacy maps (by section, then symbol offset), BTF
 //! maps by symbol offset in `.maps`, anonymous inner maps (declared inline in `__array(values, struct {...})`),
@@ -9,12 +10,14 @@ use std::collections::{HashMap, HashSet};
 
 use object::elf;
 
+mod initial_values;
+pub(crate) use initial_values::initial_values;
+
 use super::btf::{Btf, BtfKind, BtfType};
 use super::ObjectConventions;
-use super::{ElfError, Object, Symbol, R_BPF_64_64, R_BPF_64_ABS64};
+use super::{ElfError, Object, Symbol};
 use crate::program::{
-    GlobalSection, GlobalSectionKind, LegacyLayout, LegacyMapRecord, MapDefinition, MapInitialValues, MapType, Pinning,
-    Program,
+    GlobalSection, GlobalSectionKind, LegacyLayout, LegacyMapRecord, MapDefinition, MapType, Pinning,
 };
 
 /// Size of `ebpf_map_definition_in_file_t`, the Windows legacy map record (contract §2.2).
@@ -165,6 +168,8 @@ struct LegacyFields {
     pinning: u32,
     id: u32,
     inner_id: u32,
+    /// iproute2 `inner_idx` (36-byte `bpf_elf_map` only).
+    inner_idx: Option<u32>,
 }
 
 /// Decodes one record (coverage §3, §5). Windows: `ebpf_map_definition_in_file_t`, shorter records
@@ -187,6 +192,7 @@ fn decode_legacy(
         pinning,
         id,
         inner_id,
+        inner_idx: None,
     };
     Ok(match conventions {
         ObjectConventions::Windows => (LegacyLayout::Windows, common(Some(f(16)), f(20), f(24), f(28))),
@@ -207,7 +213,10 @@ fn decode_legacy(
                         })
                     }
                 };
-                (LegacyLayout::LinuxBpfElfMap, common(None, pin, f(20), f(28)))
+                (
+                    LegacyLayout::LinuxBpfElfMap,
+                    LegacyFields { inner_idx: Some(f(32)), ..common(None, pin, f(20), f(28)) },
+                )
             }
             other => {
                 return Err(ElfError::Section {
@@ -302,6 +311,8 @@ fn legacy_maps(
                 offset: sym.value,
                 record_size,
                 layout,
+                // iproute2 places a map with an id into slot inner_idx of the maps naming it; −1 opts out.
+                inner_slot: fields.inner_idx.filter(|&slot| fields.id != 0 && slot != u32::MAX),
             });
         }
         sections.push(LegacySection { section: section.index, record_size, first_map, count: syms.len() });
@@ -683,96 +694,4 @@ pub(crate) fn build(object: &Object, module_name: &str, conventions: ObjectConve
         btf_map_at.entry(m.offset).or_insert(i);
     }
     Ok(MapLayout { maps, global_sections, legacy_records, legacy, maps_section, btf_maps, btf_map_at, roles })
-}
-
-/// `values` initialisers from `.rel.maps` (contract §6): slot `i` of the map's `values` array names a map (map-in-map)
-/// or a program (program array).
-pub(crate) fn initial_values(
-    object: &Object,
-    layout: &MapLayout,
-    programs: &[Program],
-) -> Result<Vec<MapInitialValues>, ElfError> {
-    let Some(section) = layout.maps_section else { return Ok(Vec::new()) };
-    let mut out: Vec<MapInitialValues> = Vec::new();
-    let program_names: HashSet<&str> = programs.iter().map(|p| p.name.as_str()).collect();
-    // Map index → index in `out`.
-    let mut init_of: HashMap<usize, usize> = HashMap::new();
-    for m in &layout.btf_maps {
-        if let Some((values_offset, _)) = m.values {
-            let def = &layout.maps[m.map_index];
-            // Without an initialiser the symbol ends at `values`, which only declares the inner type: any key
-            // size then (libbpf needs 4-byte keys only for maps with slots, coverage §4.5).
-            let count = m.size.saturating_sub(values_offset) / 8;
-            if count == 0 {
-                continue;
-            }
-            if def.key_size != 4 {
-                return Err(map_error(
-                    &def.name,
-                    format!("a map with 'values' initialisers needs 4-byte keys, not {}", def.key_size),
-                ));
-            }
-            if count > u64::from(def.max_entries) {
-                return Err(map_error(
-                    &def.name,
-                    format!("{count} initial values exceed max_entries {}", def.max_entries),
-                ));
-            }
-            init_of.insert(m.map_index, out.len());
-            out.push(MapInitialValues { map_index: m.map_index, values: vec![None; count as usize] });
-        }
-    }
-    for reloc in &object.relocations[section] {
-        let err = |what: String| ElfError::Relocation { section: ".maps".into(), offset: reloc.offset, what };
-        let Some(m) = layout.btf_map_containing(reloc.offset) else {
-            return Err(err("relocation lies outside every map definition".into()));
-        };
-        let def = &layout.maps[m.map_index];
-        let Some((values_offset, values_of)) = m.values else {
-            return Err(err(format!("relocation inside map '{}', which has no 'values' member", def.name)));
-        };
-        let rel = reloc.offset - m.offset;
-        if rel < values_offset || (rel - values_offset) % 8 != 0 {
-            return Err(err(format!("relocation inside map '{}' is not on a 'values' slot", def.name)));
-        }
-        // Clang before LLVM 13 writes 64-bit data relocations as R_BPF_64_64, later ones as R_BPF_64_ABS64
-        // (coverage §4.2); libbpf accepts either in `.maps`.
-        if !matches!(reloc.kind, R_BPF_64_ABS64 | R_BPF_64_64) {
-            return Err(err(format!(
-                "'values' relocation has type {}, expected R_BPF_64_ABS64 (2) or R_BPF_64_64 (1)",
-                reloc.kind
-            )));
-        }
-        let slot = ((rel - values_offset) / 8) as usize;
-        let symbol = object.symbol(reloc.symbol, ".maps", reloc.offset)?;
-        let value = match values_of {
-            ValuesOf::Maps => {
-                let target = (symbol.section == Some(section))
-                    .then(|| layout.btf_map_by_offset(symbol.value))
-                    .flatten()
-                    .ok_or_else(|| {
-                        err(format!("'{}' in the values of map '{}' is not a map", symbol.name, def.name))
-                    })?;
-                layout.maps[target.map_index].name.clone()
-            }
-            ValuesOf::Programs => {
-                let is_program = symbol.starts_function()
-                    && program_names.contains(symbol.name)
-                    && symbol.section.and_then(|s| object.sections.get(s)).is_some_and(|s| s.is_executable());
-                if !is_program {
-                    return Err(err(format!("'{}' in the values of map '{}' is not a program", symbol.name, def.name)));
-                }
-                symbol.name.to_string()
-            }
-        };
-        let Some(init) = init_of.get(&m.map_index).map(|&i| &mut out[i]) else {
-            return Err(err(format!("map '{}' has no initial values", def.name)));
-        };
-        match init.values.get_mut(slot) {
-            Some(v) => *v = Some(value),
-            None => return Err(err(format!("'values' slot {slot} of map '{}' is past its end", def.name))),
-        }
-    }
-    out.retain(|v| !v.values.is_empty());
-    Ok(out)
 }

@@ -12,7 +12,8 @@
 //!    inner maps appended), then one array map per `.data`/`.rodata`/`.bss` section.
 //! 4. [`programs`] applies relocations to each executable section's raw slots, then lays out every entry
 //!    program with the subprograms it reaches through `call src=1`, rewriting call offsets, and decodes it
-//!    with the strict [`crate::isa`] decoder.
+//!    with the strict [`crate::isa`] decoder. CO-RE relocations in `.BTF.ext` are counted per program and
+//!    reported in [`Module::core_relocations`], not applied (see [`crate::program::CoreRelocations`]).
 //!
 //! Hostile input: every offset and count read from the file is checked against the file's length, and all
 //! output is bounded by a multiple of the input size (see [`programs`]), so malformed objects give an
@@ -140,6 +141,7 @@ pub(crate) struct Object<'a> {
     pub relocations: Vec<Vec<Relocation>>,
     pub btf: Option<btf::Btf>,
     pub line_info: btf::LineInfoBySection,
+    pub core_relocations: btf::CoreRelocationsBySection,
 }
 
 impl<'a> Object<'a> {
@@ -184,114 +186,16 @@ impl<'a> Object<'a> {
                 header.e_shstrndx(endian)
             ))
         })?;
-        let mut sections = Vec::with_capacity(table.len());
-        for (index, sh) in table.enumerate() {
-            let name = table
-                .section_name(endian, sh)
-                .map_err(|e| ElfError::Malformed(format!("section {}: name: {e}", index.0)))?;
-            let name = utf8_name(name);
-            let sh_type = sh.sh_type(endian);
-            let data = if sh_type == elf::SHT_NOBITS {
-                &[][..]
-            } else {
-                sh.data(endian, bytes)
-                    .map_err(|e| ElfError::Section { section: name.to_string(), what: e.to_string() })?
-            };
-            sections.push(Section {
-                index: index.0,
-                name,
-                sh_type,
-                flags: sh.sh_flags(endian),
-                size: sh.sh_size(endian),
-                data,
-                info: sh.sh_info(endian),
-            });
-        }
-
-        let symtab = table
-            .symbols(endian, bytes, elf::SHT_SYMTAB)
-            .map_err(|e| ElfError::Malformed(format!("symbol table (.symtab): {e}")))?;
-        let mut symbols = Vec::with_capacity(symtab.len());
-        for (index, sym) in symtab.enumerate() {
-            let name = symtab
-                .symbol_name(endian, sym)
-                .map_err(|e| ElfError::Malformed(format!("symbol {}: name: {e}", index.0)))?;
-            let shndx = sym.st_shndx(endian);
-            let section = match shndx {
-                elf::SHN_UNDEF => None,
-                n if n >= elf::SHN_LORESERVE => None,
-                n => Some(n as usize),
-            };
-            let kind = sym.st_type();
-            // Section symbols have no name of their own; give them their section's.
-            let name = if kind == elf::STT_SECTION && name.is_empty() {
-                section.and_then(|s| sections.get(s)).map_or("", |s| s.name)
-            } else {
-                utf8_name(name)
-            };
-            symbols.push(Symbol {
-                name,
-                value: sym.st_value(endian),
-                size: sym.st_size(endian),
-                kind,
-                binding: sym.st_bind(),
-                section,
-            });
-        }
-
-        let mut relocations: Vec<Vec<Relocation>> = vec![Vec::new(); sections.len()];
-        for (index, sh) in table.enumerate() {
-            let sh_type = sh.sh_type(endian);
-            if sh_type != elf::SHT_REL && sh_type != elf::SHT_RELA {
-                continue;
-            }
-            let section = &sections[index.0];
-            let target = section.info as usize;
-            let Some(target_relocs) = relocations.get_mut(target) else {
-                return Err(ElfError::Section {
-                    section: section.name.to_string(),
-                    what: format!("applies to section index {target}, which does not exist"),
-                });
-            };
-            let malformed =
-                |e: object::read::Error| ElfError::Section { section: section.name.to_string(), what: e.to_string() };
-            // r_info: symbol index in the upper 32 bits, type in the lower 32 (ELF64 gABI).
-            if let Some((rels, _)) = sh.rel(endian, bytes).map_err(malformed)? {
-                for r in rels {
-                    let info = r.r_info.get(endian);
-                    target_relocs.push(Relocation {
-                        offset: r.r_offset.get(endian),
-                        kind: info as u32,
-                        symbol: (info >> 32) as usize,
-                    });
-                }
-            }
-            if let Some((relas, _)) = sh.rela(endian, bytes).map_err(malformed)? {
-                for r in relas {
-                    let info = r.r_info.get(endian);
-                    if r.r_addend.get(endian) != 0 {
-                        return Err(ElfError::Relocation {
-                            section: section.name.to_string(),
-                            offset: r.r_offset.get(endian),
-                            what: "non-zero RELA addend is not supported for eBPF".into(),
-                        });
-                    }
-                    target_relocs.push(Relocation {
-                        offset: r.r_offset.get(endian),
-                        kind: info as u32,
-                        symbol: (info >> 32) as usize,
-                    });
-                }
-            }
-        }
-
+        let sections = read_sections(&table, bytes)?;
+        let symbols = read_symbols(&table, bytes, &sections)?;
+        let relocations = read_relocations(&table, bytes, &sections)?;
         let btf = match sections.iter().find(|s| s.name == ".BTF") {
             Some(s) => Some(btf::Btf::parse(s.data)?),
             None => None,
         };
-        let line_info = match (&btf, sections.iter().find(|s| s.name == ".BTF.ext")) {
-            (Some(b), Some(ext)) => btf::parse_line_info(ext.data, b)?,
-            _ => Vec::new(),
+        let (line_info, core_relocations) = match (&btf, sections.iter().find(|s| s.name == ".BTF.ext")) {
+            (Some(b), Some(ext)) => (btf::parse_line_info(ext.data, b)?, btf::parse_core_relocations(ext.data, b)?),
+            _ => (Vec::new(), Vec::new()),
         };
         let mut symbols_by_section = vec![Vec::new(); sections.len()];
         for (i, sym) in symbols.iter().enumerate() {
@@ -299,8 +203,142 @@ impl<'a> Object<'a> {
                 list.push(i);
             }
         }
-        Ok(Object { file_len: bytes.len(), sections, symbols, symbols_by_section, relocations, btf, line_info })
+        Ok(Object {
+            file_len: bytes.len(),
+            sections,
+            symbols,
+            symbols_by_section,
+            relocations,
+            btf,
+            line_info,
+            core_relocations,
+        })
     }
+}
+
+type SectionTable<'a> = object::read::elf::SectionTable<'a, elf::FileHeader64<LE>>;
+
+/// The section headers with their names and contents.
+fn read_sections<'a>(table: &SectionTable<'a>, bytes: &'a [u8]) -> Result<Vec<Section<'a>>, ElfError> {
+    let endian = LE;
+    let mut sections = Vec::with_capacity(table.len());
+    for (index, sh) in table.enumerate() {
+        let name = table
+            .section_name(endian, sh)
+            .map_err(|e| ElfError::Malformed(format!("section {}: name: {e}", index.0)))?;
+        let name = utf8_name(name);
+        let sh_type = sh.sh_type(endian);
+        let data = if sh_type == elf::SHT_NOBITS {
+            &[][..]
+        } else {
+            sh.data(endian, bytes).map_err(|e| ElfError::Section { section: name.to_string(), what: e.to_string() })?
+        };
+        sections.push(Section {
+            index: index.0,
+            name,
+            sh_type,
+            flags: sh.sh_flags(endian),
+            size: sh.sh_size(endian),
+            data,
+            info: sh.sh_info(endian),
+        });
+    }
+    Ok(sections)
+}
+
+/// The `.symtab` symbols; a section symbol is named after its section.
+fn read_symbols<'a>(
+    table: &SectionTable<'a>,
+    bytes: &'a [u8],
+    sections: &[Section<'a>],
+) -> Result<Vec<Symbol<'a>>, ElfError> {
+    let endian = LE;
+    let symtab = table
+        .symbols(endian, bytes, elf::SHT_SYMTAB)
+        .map_err(|e| ElfError::Malformed(format!("symbol table (.symtab): {e}")))?;
+    let mut symbols = Vec::with_capacity(symtab.len());
+    for (index, sym) in symtab.enumerate() {
+        let name = symtab
+            .symbol_name(endian, sym)
+            .map_err(|e| ElfError::Malformed(format!("symbol {}: name: {e}", index.0)))?;
+        let shndx = sym.st_shndx(endian);
+        let section = match shndx {
+            elf::SHN_UNDEF => None,
+            n if n >= elf::SHN_LORESERVE => None,
+            n => Some(n as usize),
+        };
+        let kind = sym.st_type();
+        // Section symbols have no name of their own; give them their section's.
+        let name = if kind == elf::STT_SECTION && name.is_empty() {
+            section.and_then(|s| sections.get(s)).map_or("", |s| s.name)
+        } else {
+            utf8_name(name)
+        };
+        symbols.push(Symbol {
+            name,
+            value: sym.st_value(endian),
+            size: sym.st_size(endian),
+            kind,
+            binding: sym.st_bind(),
+            section,
+        });
+    }
+    Ok(symbols)
+}
+
+/// The entries of every `SHT_REL` / `SHT_RELA` section, by the index of the section they apply to.
+fn read_relocations(
+    table: &SectionTable,
+    bytes: &[u8],
+    sections: &[Section],
+) -> Result<Vec<Vec<Relocation>>, ElfError> {
+    let endian = LE;
+    let mut relocations: Vec<Vec<Relocation>> = vec![Vec::new(); sections.len()];
+    for (index, sh) in table.enumerate() {
+        let sh_type = sh.sh_type(endian);
+        if sh_type != elf::SHT_REL && sh_type != elf::SHT_RELA {
+            continue;
+        }
+        let section = &sections[index.0];
+        let target = section.info as usize;
+        let Some(target_relocs) = relocations.get_mut(target) else {
+            return Err(ElfError::Section {
+                section: section.name.to_string(),
+                what: format!("applies to section index {target}, which does not exist"),
+            });
+        };
+        let malformed =
+            |e: object::read::Error| ElfError::Section { section: section.name.to_string(), what: e.to_string() };
+        // r_info: symbol index in the upper 32 bits, type in the lower 32 (ELF64 gABI).
+        if let Some((rels, _)) = sh.rel(endian, bytes).map_err(malformed)? {
+            for r in rels {
+                let info = r.r_info.get(endian);
+                target_relocs.push(Relocation {
+                    offset: r.r_offset.get(endian),
+                    kind: info as u32,
+                    symbol: (info >> 32) as usize,
+                });
+            }
+        }
+        if let Some((relas, _)) = sh.rela(endian, bytes).map_err(malformed)? {
+            for r in relas {
+                let info = r.r_info.get(endian);
+                if r.r_addend.get(endian) != 0 {
+                    return Err(ElfError::Relocation {
+                        section: section.name.to_string(),
+                        offset: r.r_offset.get(endian),
+                        what: "non-zero RELA addend is not supported for eBPF".into(),
+                    });
+                }
+                target_relocs.push(Relocation {
+                    offset: r.r_offset.get(endian),
+                    kind: info as u32,
+                    symbol: (info >> 32) as usize,
+                });
+            }
+        }
+    }
+    Ok(relocations)
 }
 
 /// A name from a string table; names that are not UTF-8 cannot match anything we look for.
@@ -348,7 +386,7 @@ pub fn load_with(bytes: &[u8], file_name: &str, conventions: ObjectConventions) 
     let map_layout = maps::build(&object, &name, conventions)?;
     let kfuncs = kfuncs::discover(&object)?;
     let built = programs::build(&object, &map_layout, &kfuncs)?;
-    let map_initial_values = maps::initial_values(&object, &map_layout, &built.programs)?;
+    let map_initial_values = maps::initial_values(&object, &map_layout, &built.programs, conventions)?;
     Ok(Module {
         name,
         programs: built.programs,
@@ -358,6 +396,7 @@ pub fn load_with(bytes: &[u8], file_name: &str, conventions: ObjectConventions) 
         kfuncs: kfuncs.into_iter().map(|k| k.kfunc).collect(),
         legacy_map_records: map_layout.legacy_records,
         refused_programs: built.refused,
+        core_relocations: built.core_relocations,
     })
 }
 

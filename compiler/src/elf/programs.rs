@@ -24,9 +24,9 @@ use object::elf;
 
 use super::kfuncs::DeclaredKfunc;
 use super::maps::{MapLayout, MapReference};
-use super::{ElfError, Object, R_BPF_64_32, R_BPF_64_64, R_BPF_64_ABS32, R_BPF_64_ABS64, R_BPF_NONE};
+use super::{ElfError, Object, Symbol, R_BPF_64_32, R_BPF_64_64, R_BPF_64_ABS32, R_BPF_64_ABS64, R_BPF_NONE};
 use crate::isa::{self, RawSlot, SLOT_SIZE};
-use crate::program::{Function, LineInfo, Program, RefusedProgram};
+use crate::program::{CoreRelocations, Function, LineInfo, Program, RefusedProgram};
 
 /// Largest program (entry function plus subprograms), in slots: Linux's `BPF_COMPLEXITY_LIMIT_INSNS`.
 pub const MAX_PROGRAM_SLOTS: usize = 1_000_000;
@@ -175,61 +175,7 @@ fn relocate(
         let is_lddw = slot.opcode == OPCODE_LDDW;
         let is_local_call = slot.opcode == OPCODE_CALL && slot.src == CALL_SRC_LOCAL;
         match (is_lddw, is_local_call) {
-            (true, _) => {
-                if pc + 1 >= code.slots.len() {
-                    return Err(err(format!(
-                        "relocation against '{}' applies to an lddw cut off by the section end",
-                        symbol.name
-                    )));
-                }
-                match layout.resolve(object, symbol)? {
-                    Some(MapReference::Map(index)) => {
-                        code.slots[pc].src = MAP_INDEX_SRC;
-                        code.slots[pc].imm = index as i32;
-                        code.slots[pc + 1].imm = 0;
-                    }
-                    Some(MapReference::GlobalValue { map_index, symbol_offset, section_size }) => {
-                        // The lddw immediate is the addend (non-zero for section-symbol references).
-                        let value = symbol_offset as i64 + i64::from(code.slots[pc].imm);
-                        if value < 0 || value as u64 > section_size {
-                            return Err(err(format!(
-                                "reference to '{}' + {} lies outside its section ({section_size} bytes)",
-                                symbol.name, code.slots[pc].imm
-                            )));
-                        }
-                        code.slots[pc].src = MAP_INDEX_VALUE_SRC;
-                        code.slots[pc].imm = map_index as i32;
-                        code.slots[pc + 1].imm = value as i32;
-                    }
-                    None if symbol.section.is_none() => {
-                        code.unresolved.insert(
-                            pc,
-                            format!("reference to undefined symbol '{}' at byte {offset:#x} of '{name}'", symbol.name),
-                        );
-                    }
-                    None => {
-                        let what = match symbol.section.and_then(|s| object.sections.get(s)) {
-                            None => format!(
-                                "'{}' names section index {}, which does not exist",
-                                symbol.name,
-                                symbol.section.unwrap_or_default()
-                            ),
-                            Some(s) if s.is_executable() => {
-                                format!("loading the address of function '{}' is not supported", symbol.name)
-                            }
-                            Some(s) => {
-                                let what = if symbol.kind == elf::STT_SECTION {
-                                    format!("reference into section '{}'", s.name)
-                                } else {
-                                    format!("'{}' is in section '{}'", symbol.name, s.name)
-                                };
-                                format!("{what}, which is neither a map section nor global data")
-                            }
-                        };
-                        return Err(err(what));
-                    }
-                }
-            }
+            (true, _) => relocate_lddw(object, layout, code, pc, symbol, offset)?,
             (_, true) if symbol.section.is_none() => {
                 // An extern: a kfunc if BTF declares it so, else (e.g. `memset` left by clang) only the programs
                 // that reach this call fail.
@@ -279,27 +225,96 @@ fn relocate(
     Ok(())
 }
 
-/// Line-info records by section name, each as (slot, record), sorted by slot.
-type LinesBySection<'b> = HashMap<&'b [u8], Vec<(usize, &'b super::btf::LineRecord)>>;
+/// Relocates the `lddw` at `pc` against `symbol`: a map (`map_by_idx`), a global variable (`map_val(map_by_idx)` +
+/// offset), or, for an undefined symbol, marks the programs reaching it as refused.
+fn relocate_lddw(
+    object: &Object,
+    layout: &MapLayout,
+    code: &mut CodeSection,
+    pc: usize,
+    symbol: &Symbol,
+    offset: u64,
+) -> Result<(), ElfError> {
+    let name = code.name;
+    let err = |what: String| reloc_error(name, offset, what);
+    if pc + 1 >= code.slots.len() {
+        return Err(err(format!("relocation against '{}' applies to an lddw cut off by the section end", symbol.name)));
+    }
+    match layout.resolve(object, symbol)? {
+        Some(MapReference::Map(index)) => {
+            code.slots[pc].src = MAP_INDEX_SRC;
+            code.slots[pc].imm = index as i32;
+            code.slots[pc + 1].imm = 0;
+        }
+        Some(MapReference::GlobalValue { map_index, symbol_offset, section_size }) => {
+            // The lddw immediate is the addend (non-zero for section-symbol references).
+            let value = symbol_offset as i64 + i64::from(code.slots[pc].imm);
+            if value < 0 || value as u64 > section_size {
+                return Err(err(format!(
+                    "reference to '{}' + {} lies outside its section ({section_size} bytes)",
+                    symbol.name, code.slots[pc].imm
+                )));
+            }
+            code.slots[pc].src = MAP_INDEX_VALUE_SRC;
+            code.slots[pc].imm = map_index as i32;
+            code.slots[pc + 1].imm = value as i32;
+        }
+        None if symbol.section.is_none() => {
+            code.unresolved
+                .insert(pc, format!("reference to undefined symbol '{}' at byte {offset:#x} of '{name}'", symbol.name));
+        }
+        None => {
+            let what = match symbol.section.and_then(|s| object.sections.get(s)) {
+                None => format!(
+                    "'{}' names section index {}, which does not exist",
+                    symbol.name,
+                    symbol.section.unwrap_or_default()
+                ),
+                Some(s) if s.is_executable() => {
+                    format!("loading the address of function '{}' is not supported", symbol.name)
+                }
+                Some(s) => {
+                    let what = if symbol.kind == elf::STT_SECTION {
+                        format!("reference into section '{}'", s.name)
+                    } else {
+                        format!("'{}' is in section '{}'", symbol.name, s.name)
+                    };
+                    format!("{what}, which is neither a map section nor global data")
+                }
+            };
+            return Err(err(what));
+        }
+    }
+    Ok(())
+}
 
-fn line_info_by_section<'b>(object: &'b Object) -> Result<LinesBySection<'b>, ElfError> {
-    let mut out: LinesBySection = HashMap::new();
+/// `.BTF.ext` records by section name, each as (slot, record), sorted by slot; `what` names the record kind in
+/// errors.
+type RecordsBySection<'b, R> = HashMap<&'b [u8], Vec<(usize, &'b R)>>;
+
+fn records_by_section<'b, R>(
+    object: &'b Object,
+    groups: &'b [(u32, Vec<R>)],
+    insn_offset: impl Fn(&R) -> u32,
+    what: &str,
+) -> Result<RecordsBySection<'b, R>, ElfError> {
+    let mut out: RecordsBySection<R> = HashMap::new();
     let Some(btf) = &object.btf else { return Ok(out) };
-    for (name_offset, records) in &object.line_info {
+    for (name_offset, records) in groups {
         let name = btf.str_bytes(*name_offset)?;
         let list = out.entry(name).or_default();
         for r in records {
-            if r.insn_offset % SLOT_SIZE as u32 != 0 {
+            let offset = insn_offset(r);
+            if !offset.is_multiple_of(SLOT_SIZE as u32) {
                 return Err(section_error(
                     ".BTF.ext",
                     format!(
-                        "line info for '{}' at byte {:#x} is not instruction-aligned",
-                        String::from_utf8_lossy(name),
-                        r.insn_offset
+                        "{what} for '{}' at byte {offset:#x} is not instruction-aligned",
+                        String::from_utf8_lossy(name)
                     ),
                 ));
             }
-            list.push(((r.insn_offset / SLOT_SIZE as u32) as usize, r));
+            list.push(((offset / SLOT_SIZE as u32) as usize, r));
         }
     }
     for list in out.values_mut() {
@@ -318,6 +333,10 @@ struct Builder<'o, 'a> {
     budget: usize,
     /// Remaining bytes we may spend on line-info strings.
     string_budget: usize,
+    /// Slots with a CO-RE relocation per code section (same order as `sections`), sorted.
+    core_slots: Vec<Vec<usize>>,
+    /// The CO-RE relocations of each program built so far that has any.
+    core_relocations: Vec<CoreRelocations>,
 }
 
 impl Builder<'_, '_> {
@@ -416,15 +435,40 @@ impl Builder<'_, '_> {
             source,
         })?;
 
+        let (functions, line_info) = self.functions_and_lines(&order, &bases, entry_name, section_name)?;
+        let core_count = self.core_relocation_count(&order);
+        if core_count > 0 {
+            self.core_relocations.push(CoreRelocations { program: entry_name.to_string(), count: core_count });
+        }
+        Ok(Ok(Program {
+            name: entry_name.to_string(),
+            section_name: section_name.to_string(),
+            instructions,
+            functions,
+            line_info,
+        }))
+    }
+    /// The program's functions at their slots in the laid-out program (`bases`), and their line info.
+    fn functions_and_lines(
+        &mut self,
+        order: &[(usize, usize)],
+        bases: &HashMap<(usize, usize), usize>,
+        entry_name: &str,
+        section_name: &str,
+    ) -> Result<(Vec<Function>, Vec<LineInfo>), ElfError> {
         let mut functions = Vec::with_capacity(order.len());
         let mut line_info = Vec::new();
-        for &(s, f) in &order {
+        for &(s, f) in order {
             let range = &self.sections[s].functions[f];
             let base = bases[&(s, f)];
             // Every function becomes a symbol of the driver (contract §5.1), so two of one program's functions may
             // not share a name (a mangled or non-UTF-8 symbol table can make them).
             if functions.iter().any(|g: &Function| g.name == range.name) {
-                return Err(perr(format!("two of its functions are named `{}`", range.name)));
+                return Err(ElfError::Program {
+                    program: entry_name.to_string(),
+                    section: section_name.to_string(),
+                    what: format!("two of its functions are named `{}`", range.name),
+                });
             }
             functions.push(Function { name: range.name.to_string(), start: base, end: base + range.end - range.start });
             let lines = &self.lines[s];
@@ -448,13 +492,19 @@ impl Builder<'_, '_> {
             }
         }
         line_info.sort_by_key(|l| l.slot);
-        Ok(Ok(Program {
-            name: entry_name.to_string(),
-            section_name: section_name.to_string(),
-            instructions,
-            functions,
-            line_info,
-        }))
+        Ok((functions, line_info))
+    }
+
+    /// The number of CO-RE relocations in the functions of one program.
+    fn core_relocation_count(&self, order: &[(usize, usize)]) -> usize {
+        order
+            .iter()
+            .map(|&(s, f)| {
+                let range = &self.sections[s].functions[f];
+                let slots = &self.core_slots[s];
+                slots.partition_point(|&slot| slot < range.end) - slots.partition_point(|&slot| slot < range.start)
+            })
+            .sum()
     }
 }
 
@@ -462,6 +512,7 @@ impl Builder<'_, '_> {
 pub(crate) struct BuiltPrograms {
     pub programs: Vec<Program>,
     pub refused: Vec<RefusedProgram>,
+    pub core_relocations: Vec<CoreRelocations>,
 }
 
 /// Builds every entry program of the object.
@@ -474,7 +525,7 @@ pub(crate) fn build(object: &Object, layout: &MapLayout, kfuncs: &[DeclaredKfunc
             sections.push(code);
         }
     }
-    let mut by_section = line_info_by_section(object)?;
+    let mut by_section = records_by_section(object, &object.line_info, |r| r.insn_offset, "line info")?;
     let mut lines = Vec::with_capacity(sections.len());
     for s in &sections {
         let l = by_section.remove(s.name.as_bytes()).unwrap_or_default();
@@ -485,6 +536,20 @@ pub(crate) fn build(object: &Object, layout: &MapLayout, kfuncs: &[DeclaredKfunc
             ));
         }
         lines.push(l);
+    }
+    let mut core_by_section =
+        records_by_section(object, &object.core_relocations, |r| r.insn_offset, "CO-RE relocation")?;
+    let mut core_slots = Vec::with_capacity(sections.len());
+    for s in &sections {
+        let slots: Vec<usize> =
+            core_by_section.remove(s.name.as_bytes()).unwrap_or_default().into_iter().map(|(slot, _)| slot).collect();
+        if let Some(slot) = slots.last().filter(|&&slot| slot >= s.slots.len()) {
+            return Err(section_error(
+                ".BTF.ext",
+                format!("CO-RE relocation for '{}' names slot {slot}, past its end", s.name),
+            ));
+        }
+        core_slots.push(slots);
     }
     let code_slots: usize = sections.iter().map(|s| s.slots.len()).sum();
     // Contract §6: `.text` functions are subprograms when any other executable section has a function.
@@ -503,13 +568,16 @@ pub(crate) fn build(object: &Object, layout: &MapLayout, kfuncs: &[DeclaredKfunc
         lines,
         budget: MAX_MODULE_SLOTS.max(code_slots.saturating_mul(64)),
         string_budget: object.file_len.saturating_mul(16).saturating_add(1 << 20),
+        core_slots,
+        core_relocations: Vec::new(),
     };
-    let mut built = BuiltPrograms { programs: Vec::new(), refused: Vec::new() };
+    let mut built = BuiltPrograms { programs: Vec::new(), refused: Vec::new(), core_relocations: Vec::new() };
     for entry in entries {
         match builder.program(entry)? {
             Ok(p) => built.programs.push(p),
             Err(r) => built.refused.push(r),
         }
     }
+    built.core_relocations = builder.core_relocations;
     Ok(built)
 }

@@ -193,6 +193,17 @@ fn linux_legacy_records_are_decoded_by_their_size() {
     assert_eq!(m.legacy_map_records[0].layout, LegacyLayout::LinuxBpfElfMap);
     assert_eq!((m.maps[0].id, m.maps[0].pinning), (7, crate::program::Pinning::ByName));
     assert_eq!((m.maps[1].inner_id, m.maps[1].inner_map_index), (7, Some(0)), "inner map named by id");
+    // inner_idx: class_of_mark (id 7, inner_idx 3) fills slot 3 of classes_by_device (inner_id 7);
+    // template_only (id 9, inner_idx -1) is only a template for arrays_by_queue and fills no slot.
+    assert_eq!(m.legacy_map_records[0].inner_slot, Some(3));
+    assert_eq!(m.legacy_map_records[2].inner_slot, None);
+    let slots = |name: &str| {
+        let index = m.maps.iter().position(|x| x.name == name).unwrap();
+        m.map_initial_values.iter().find(|v| v.map_index == index).map(|v| v.values.clone())
+    };
+    assert_eq!(slots("classes_by_device"), Some(vec![None, None, None, Some("class_of_mark".to_string())]));
+    assert_eq!(slots("arrays_by_queue"), None);
+    assert_eq!(m.maps[3].inner_map_index, Some(2), "arrays_by_queue's template is template_only");
     // The same bytes read with Windows conventions are a different (wrong) layout; Linux numbering is not.
     assert!(LINUX.check_maps(&m.maps).is_ok());
 }
