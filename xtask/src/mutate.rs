@@ -461,7 +461,7 @@ mod tests {
     use super::*;
 
     fn limits(timeout_ms: u64) -> Args {
-        Args { cases: 1, seed: 0, jobs: 1, timeout_ms, memory_mib: 2048, case: None }
+        Args { cases: 1, seed: 0, jobs: 1, timeout_ms, memory_mib: 2048, case: None, drivers_only: false }
     }
 
     fn sh(script: &str, timeout_ms: u64) -> (Outcome, String) {
