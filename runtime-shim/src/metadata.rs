@@ -362,16 +362,22 @@ impl Objects {
                     values.bytes = vec![0; 8];
                 }
                 self.add(&values_name, DataSection::Data, 8, values.bytes, values.relocations);
-                let mut e = Record::new(MAP_INITIAL_VALUES_SIZE as usize);
-                e.header(0, MAP_INITIAL_VALUES_SIZE, MAP_INITIAL_VALUES_SIZE);
-                e.ptr(24, self.string(&iv.map_name, "map name")?);
-                e.u64(32, iv.values.len() as u64);
-                e.ptr(40, Symbol::Data(values_name));
-                arr.append(e);
+                arr.append(self.map_data_entry(MAP_INITIAL_VALUES_SIZE, &iv.map_name, iv.values.len(), values_name)?);
             }
             self.add(MAP_INITIAL_VALUES, DataSection::Data, 8, arr.bytes, arr.relocations);
         }
         Ok(())
+    }
+
+    /// An entry naming a map and an array of its data: `map_initial_values_t` and
+    /// `global_variable_section_info_t` share the layout {header, name @24, count @32, data @40} (contract §2.2).
+    fn map_data_entry(&mut self, size: u64, map_name: &str, count: usize, data: String) -> Result<Record, ShimError> {
+        let mut e = Record::new(size as usize);
+        e.header(0, size, size);
+        e.ptr(24, self.string(map_name, "map name")?);
+        e.u64(32, count as u64);
+        e.ptr(40, Symbol::Data(data));
+        Ok(e)
     }
 
     /// `global_variable_section_info_t[]`.
@@ -383,12 +389,12 @@ impl Objects {
                 // `initial_data` must be non-NULL (contract §2.3 item 6), even for an empty section.
                 let bytes = if g.initial_data.is_empty() { vec![0] } else { g.initial_data.clone() };
                 self.add(&data_name, DataSection::Rdata, 16, bytes, Vec::new());
-                let mut e = Record::new(GLOBAL_SECTION_INFO_SIZE as usize);
-                e.header(0, GLOBAL_SECTION_INFO_SIZE, GLOBAL_SECTION_INFO_SIZE);
-                e.ptr(24, self.string(&g.map_name, "map name")?);
-                e.u64(32, g.initial_data.len() as u64);
-                e.ptr(40, Symbol::Data(data_name));
-                arr.append(e);
+                arr.append(self.map_data_entry(
+                    GLOBAL_SECTION_INFO_SIZE,
+                    &g.map_name,
+                    g.initial_data.len(),
+                    data_name,
+                )?);
             }
             self.add(GLOBAL_SECTIONS, DataSection::Data, 8, arr.bytes, arr.relocations);
         }
