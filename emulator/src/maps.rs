@@ -490,4 +490,48 @@ mod tests {
         assert_eq!(m.delete(&0u32.to_le_bytes()), EINVAL);
         assert_eq!(m.array_data() as usize % 8, 0);
     }
+
+    fn lpm_key(prefix: u32, address: [u8; 4]) -> Vec<u8> {
+        let mut k = prefix.to_le_bytes().to_vec();
+        k.extend(address);
+        k
+    }
+
+    #[test]
+    fn lpm_trie_lookups_find_the_longest_stored_prefix() {
+        let m = EmulatedMap::new(
+            "lpm",
+            MapDefinition { map_type: MAP_LPM_TRIE, key_size: 8, value_size: 8, max_entries: 8 },
+        );
+        assert_eq!(m.update(&lpm_key(8, [10, 9, 9, 9]), &[8; 8], BPF_ANY), 0, "stored as 10.0.0.0/8");
+        assert_eq!(m.update(&lpm_key(24, [10, 1, 2, 0]), &[24; 8], BPF_ANY), 0);
+        assert_eq!(m.update(&lpm_key(33, [10, 1, 2, 0]), &[0; 8], BPF_ANY), EINVAL, "prefix longer than the key");
+        assert_eq!(m.get(&lpm_key(32, [10, 1, 2, 3])), Some(vec![24; 8]));
+        assert_eq!(m.get(&lpm_key(32, [10, 7, 2, 3])), Some(vec![8; 8]));
+        assert_eq!(m.get(&lpm_key(32, [11, 1, 2, 3])), None);
+        assert_eq!(m.get(&lpm_key(16, [10, 1, 2, 3])), Some(vec![8; 8]), "a /24 does not match a /16 query");
+        assert_eq!(m.delete(&lpm_key(8, [10, 0, 0, 0])), 0);
+        assert_eq!(m.get(&lpm_key(32, [10, 7, 2, 3])), None);
+        assert_eq!(m.entries().len(), 1);
+    }
+
+    #[test]
+    fn queues_take_pushes_through_update_and_every_front_end_map_type_is_implemented() {
+        let q =
+            EmulatedMap::new("q", MapDefinition { map_type: MAP_QUEUE, key_size: 0, value_size: 4, max_entries: 2 });
+        assert_eq!(q.update(&[], &[1, 0, 0, 0], BPF_ANY), 0);
+        assert!(q.lookup(&[]).is_null() && q.delete(&[]) == EINVAL);
+        assert_eq!(q.records(), vec![vec![1, 0, 0, 0]]);
+        assert!((1..=14).all(is_supported) && !is_supported(15) && !is_supported(16));
+    }
+
+    #[test]
+    fn per_cpu_and_lru_per_cpu_hashes_behave_as_one_cpu_hashes() {
+        for t in [MAP_PERCPU_HASH, MAP_LRU_PERCPU_HASH] {
+            let m = EmulatedMap::new("h", def(t, 1));
+            assert_eq!(m.update(&1u32.to_le_bytes(), &[1; 8], BPF_ANY), 0);
+            let second = m.update(&2u32.to_le_bytes(), &[2; 8], BPF_ANY);
+            assert_eq!(second, if t == MAP_LRU_PERCPU_HASH { 0 } else { E2BIG });
+        }
+    }
 }

@@ -24,6 +24,8 @@ pub(crate) const MAX_TAIL_CALL_CNT: u32 = 33;
 /// A loaded program with its runtime context.
 pub struct LoadedProgram {
     pub info: ProgramInfo,
+    /// The context descriptor of the program's type.
+    context_descriptor: [i32; 4],
     runtime_context: Box<ProgramRuntimeContext>,
     _helper_data: Vec<HelperFunctionData>,
     _btf_data: Vec<BtfResolvedFunctionData>,
@@ -82,8 +84,14 @@ pub struct ExecutionState {
     pub module: *const LoadedModule,
     pub next_program: Option<usize>,
     pub tail_calls: u32,
-    /// Messages from `bpf_trace_printk*`.
+    /// Messages from `bpf_trace_printk*` and other helper side effects a user would see in the kernel's trace.
     pub trace: Vec<String>,
+    /// Values `bpf_map_lookup_and_delete_elem` handed out; they stay valid until the invocation ends.
+    pub retained: Vec<Box<[u64]>>,
+    /// `ebpf_context_descriptor_t {size, data, end, meta}` of the running program's type (-1 = none).
+    pub context_descriptor: [i32; 4],
+    /// Where the packet started when the invocation began (`bpf_xdp_adjust_head` may not move before it).
+    pub packet_start: u64,
 }
 
 /// `DRIVER_OBJECT.DriverUnload`.
@@ -482,8 +490,10 @@ fn load_programs(extensions: &dyn Extensions, module: &mut LoadedModule) -> Resu
             global_variable_section_data: if global_data.is_empty() { std::ptr::null() } else { global_data.as_ptr() },
             btf_resolved_function_data: if btf_data.is_empty() { std::ptr::null() } else { btf_data.as_ptr() },
         });
+        let context_descriptor = extensions.program_type(&info.program_type).map_or([-1; 4], |pt| pt.context);
         module.programs.push(LoadedProgram {
             info,
+            context_descriptor,
             runtime_context,
             _helper_data: helper_data,
             _btf_data: btf_data,
@@ -565,7 +575,20 @@ impl LoadedModule {
             .ok_or_else(|| EmulatorError::Program { program: name.into(), message: "no such program".into() })?;
         // 64-byte context header, then the context (8-byte aligned).
         let mut buffer = vec![0u64; 8 + context.len().div_ceil(8)];
-        let mut state = ExecutionState { module: self, next_program: None, tail_calls: 0, trace: Vec::new() };
+        let context_descriptor = self.programs[index].context_descriptor;
+        let packet_start = match usize::try_from(context_descriptor[1]) {
+            Ok(data) if data + 8 <= context.len() => u64::from_le_bytes(context[data..data + 8].try_into().expect("8")),
+            _ => 0,
+        };
+        let mut state = ExecutionState {
+            module: self,
+            next_program: None,
+            tail_calls: 0,
+            trace: Vec::new(),
+            retained: Vec::new(),
+            context_descriptor,
+            packet_start,
+        };
         buffer[0] = &mut state as *mut ExecutionState as u64;
         let ctx = unsafe { (buffer.as_mut_ptr() as *mut u8).add(64) };
         // SAFETY: `ctx` has room for `context.len()` bytes.
