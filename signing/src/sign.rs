@@ -24,7 +24,6 @@ use cms::signed_data::{
 };
 use der::asn1::{Any, OctetString, SetOfVec};
 use der::{Decode, Encode};
-use rsa::Pkcs1v15Sign;
 use sha2::{Digest, Sha256};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::attr::Attribute;
@@ -111,7 +110,7 @@ pub fn digest_to_sign(input: &[u8], options: &SignOptions) -> Result<[u8; 32], S
 pub fn sign_pe(input: &[u8], signer: &Signer, options: &SignOptions) -> Result<Vec<u8>, SigningError> {
     let prepared = prepare(input, options)?;
     let signature = signer.raw().sign_sha256_message(&prepared.attrs_der, &prepared.attrs_digest)?;
-    if signer.public_key().verify(Pkcs1v15Sign::new::<Sha256>(), &prepared.attrs_digest, &signature).is_err() {
+    if !signer.signature_matches(&prepared.attrs_der, &prepared.attrs_digest, &signature) {
         return Err(signer.raw().mismatch_error(signer.leaf().tbs_certificate.subject.to_string()));
     }
     let unsigned_attrs = match &options.timestamp_url {

@@ -218,3 +218,24 @@ fn ring_fast_path_signs_exactly_what_the_rsa_crate_signs() {
         }
     }
 }
+
+/// The post-signing check (ring first, the `rsa` crate when ring refuses) accepts the leaf key's signature and
+/// nothing else.
+#[test]
+fn signature_check_accepts_the_leaf_keys_signature_only() {
+    use bpf2sys_signing::RawSigner;
+    use sha2::{Digest, Sha256};
+    let signer = signer();
+    let key = RsaKeySigner::new(pki().leaf_key.clone(), "rsa").unwrap();
+    let message = b"signed attributes";
+    let digest: [u8; 32] = Sha256::digest(message).into();
+    let signature = key.sign_sha256_message(message, &digest).unwrap();
+    assert!(signer.signature_matches(message, &digest, &signature));
+    let mut flipped = signature.clone();
+    flipped[100] ^= 1;
+    assert!(!signer.signature_matches(message, &digest, &flipped));
+    let other: [u8; 32] = Sha256::digest(b"other").into();
+    assert!(!signer.signature_matches(b"other", &other, &signature));
+    let stranger = RsaKeySigner::new(RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap(), "x").unwrap();
+    assert!(!signer.signature_matches(message, &digest, &stranger.sign_sha256_message(message, &digest).unwrap()));
+}
