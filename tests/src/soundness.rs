@@ -3,16 +3,17 @@
 //! runs in the reference interpreter ([`bpf2sys::interp`]) on many inputs with checked memory. Any fault the
 //! interpreter reports — out-of-bounds or unmapped access, uninitialised register or stack read, write to
 //! read-only memory, a helper argument that violates its prototype, more instructions executed than the
-//! verifier's stated bound — in an accepted program is a soundness bug.
+//! verifier's stated bound — in an accepted program is a soundness bug. So is a conditional jump going a
+//! direction the verifier did not record (lowering drops the comparison of a jump with one recorded direction).
 
 use std::collections::HashMap;
 
-use bpf2sys::interp::{Access, Config, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory};
+use bpf2sys::interp::{Access, Config, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory, TraceStep};
 use bpf2sys::isa::{AluOp, AtomicOp, Imm64Kind, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
 use bpf2sys::platform::windows::WINDOWS;
 use bpf2sys::platform::{HelperArg, ProgramType};
 use bpf2sys::program::{functions_from_calls, MapDefinition, MapType, Module, Pinning, Program};
-use bpf2sys::verifier::{verify_program, VerifierOptions};
+use bpf2sys::verifier::{verify_program, Verified, VerifierOptions};
 
 /// xorshift64*: deterministic, seedable, dependency-free.
 pub struct Rng(u64);
@@ -515,11 +516,49 @@ pub fn check(program: &[I], seed: u64, inputs: usize) -> Verdict {
         let maps = module.maps.clone();
         let mut host =
             FuzzHost { rng: Rng::new(rng.next_u64()), maps: &maps, program_type: xdp, values: HashMap::new() };
-        if let Err(e) = interp.run(&[ctx_addr], &mut memory, &mut host) {
+        let mut directions = BranchDirectionCheck::new(&report);
+        let outcome = interp.run_traced(&[ctx_addr], &mut memory, &mut host, &mut |step| directions.step(step));
+        if let Err(e) = outcome {
             return Verdict::Unsound(format!("input {input} (packet length {len}): {e}"));
+        }
+        if let Some(why) = directions.violation {
+            return Verdict::Unsound(format!("input {input} (packet length {len}): {why}"));
         }
     }
     Verdict::Accepted
+}
+
+/// Checks every conditional jump the interpreter executes against the directions the verifier recorded for it
+/// (lowering turns a jump with one recorded direction into an unconditional jump, so a direction taken at run
+/// time but not recorded would be miscompiled).
+struct BranchDirectionCheck<'v> {
+    verified: &'v Verified<'v>,
+    /// The conditional jump just executed: (slot, target slot).
+    pending: Option<(usize, usize)>,
+    violation: Option<String>,
+}
+
+impl<'v> BranchDirectionCheck<'v> {
+    fn new(verified: &'v Verified<'v>) -> Self {
+        BranchDirectionCheck { verified, pending: None, violation: None }
+    }
+
+    fn step(&mut self, step: &TraceStep) {
+        if let Some((pc, target)) = self.pending.take() {
+            let recorded = self.verified.branch_directions(pc);
+            let taken = step.pc == target;
+            let allowed = recorded.is_some_and(|d| if taken { d.taken } else { d.not_taken });
+            if !allowed && self.violation.is_none() {
+                let went = if taken { "taken" } else { "not taken" };
+                self.violation =
+                    Some(format!("the jump at slot {pc} was {went}, but the verifier recorded only {recorded:?}"));
+            }
+        }
+        if let I::JumpIf { .. } = step.instruction {
+            let target = step.instruction.jump_target(step.pc).expect("a jump has a target") as usize;
+            self.pending = Some((step.pc, target));
+        }
+    }
 }
 
 /// Counts of a campaign.

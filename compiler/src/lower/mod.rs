@@ -16,6 +16,7 @@ pub mod codegen;
 pub mod if_conversion;
 pub mod load_combine;
 pub mod object;
+pub mod plan;
 pub mod runtime_env;
 pub mod stack_slots;
 pub mod stack_stores;

@@ -54,6 +54,7 @@ use crate::verifier::Verified;
 
 use super::codegen::SymbolTable;
 use super::load_combine::{remove_unused_loads, ByteAssemblies, Combination, CombinedLoad};
+use super::plan::FunctionPlan;
 use super::runtime_env::{MapDataLayout, RuntimeEnvironment};
 use super::stack_stores::{keeps_window_open, ConstantRegisters, PendingStackStores};
 use super::LowerError;
@@ -131,7 +132,7 @@ pub fn translate_program(
             index,
             symbols: &mut symbols,
             referenced_maps: &mut referenced_maps,
-            movable_loads: false,
+            plan: FunctionPlan::new(verified, index),
             promoted: BTreeMap::new(),
             target,
         };
@@ -154,9 +155,9 @@ struct FunctionTranslator<'a> {
     index: usize,
     symbols: &'a mut SymbolTable,
     referenced_maps: &'a mut BTreeSet<u16>,
-    /// The current function never writes memory, calls or loops, so its loads may move (see `translate`).
-    movable_loads: bool,
-    /// The current function's stack slots kept in SSA variables, by offset from `r10` (see `stack_slots`).
+    /// What the pre-passes decided for the current function (see `plan`).
+    plan: FunctionPlan,
+    /// The variables of the plan's promoted stack slots, by offset from `r10` (see `stack_slots`).
     promoted: BTreeMap<i16, Variable>,
     target: Target,
 }
@@ -237,11 +238,9 @@ impl FunctionTranslator<'_> {
         // matters for long straight-line code such as a fully unrolled hash, where Cranelift otherwise keeps every
         // load at its original place ahead of the arithmetic it feeds, and hundreds of loaded values are live at
         // once.
-        let shape = function_shape(&self.program.instructions[pf.start..pf.end]);
-        self.movable_loads = !shape.writes_or_calls && !shape.loops;
-        // Spill slots that no pointer can reach become SSA variables (see `stack_slots::promotable_slots`).
-        self.promoted = super::stack_slots::promotable_slots(&self.program.instructions[pf.start..pf.end])
-            .into_iter()
+        // (`FunctionPlan::movable_loads`.) Spill slots that no pointer can reach become SSA variables (see
+        // `stack_slots::promotable_slots`).
+        self.promoted = (self.plan.promoted_slots.iter().copied())
             .map(|offset| {
                 let var = b.declare_var(types::I64);
                 // Never read before written in a verified program (the verifier rejects uninitialised reads).
@@ -369,7 +368,8 @@ impl FunctionTranslator<'_> {
 
     /// The one load that replaces a register assembled from byte loads, zero-extended like every eBPF load.
     fn combined_load(&self, b: &mut FunctionBuilder, load: CombinedLoad<Value>) -> Value {
-        let flags = if self.movable_loads { mem().with_readonly().with_notrap().with_can_move() } else { load_flags() };
+        let flags =
+            if self.plan.movable_loads { mem().with_readonly().with_notrap().with_can_move() } else { load_flags() };
         let ty = Self::memory_type(load.size);
         let loaded = b.ins().load(ty, flags, load.base, i32::from(load.offset));
         let value = if load.byte_swapped { b.ins().bswap(loaded) } else { loaded };

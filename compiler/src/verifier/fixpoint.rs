@@ -15,6 +15,7 @@ use super::num::Thresholds;
 use super::state::{ty, LoopDeltas, State};
 use super::termination::{edge_counters, EdgeCounters};
 use super::transfer::{self, Edge};
+use super::verified::BranchDirections;
 use super::{Env, Failure, Property, MAX_CALL_DEPTH};
 
 /// Call contexts: each is (parent, call-site slot, callee entry slot).
@@ -67,6 +68,8 @@ pub(super) struct Fixpoint<'a> {
     pub invariants: HashMap<(usize, usize), State>,
     /// `callx` slot -> the helper ids its register held (one per calling context), for lowering.
     pub callx_helpers: BTreeMap<usize, BTreeSet<u32>>,
+    /// Conditional-jump slot -> the directions followed from it in any context, for lowering.
+    pub branch_directions: BTreeMap<usize, BranchDirections>,
     pub visited: HashSet<(usize, usize)>,
     pub max_depth: usize,
 }
@@ -90,6 +93,7 @@ impl<'a> Fixpoint<'a> {
             counters: HashMap::new(),
             invariants: HashMap::new(),
             callx_helpers: BTreeMap::new(),
+            branch_directions: BTreeMap::new(),
             visited: HashSet::new(),
             max_depth: 1,
         }
@@ -121,6 +125,9 @@ impl<'a> Fixpoint<'a> {
                 let id = st.regs[reg.index()].num.singleton().and_then(|id| u32::try_from(id).ok());
                 self.callx_helpers.entry(pc).or_default().extend(id);
             }
+            if let Some(target) = self.env.program[pc].jump_target(pc).filter(|_| self.is_conditional_jump(pc)) {
+                self.record_directions(pc, target, &out);
+            }
             for (edge, s) in out {
                 match edge {
                     Edge::Local(t) if !self.cfg.needs_state[t] => pending.push((t, s)),
@@ -131,6 +138,26 @@ impl<'a> Fixpoint<'a> {
             }
         }
         Ok(())
+    }
+
+    fn is_conditional_jump(&self, pc: usize) -> bool {
+        matches!(self.env.program[pc], Instruction::JumpIf { .. })
+    }
+
+    /// Records which successors of the conditional jump at `pc` the step produced. An assumption (test suites
+    /// only) drops its taken edge without proving it infeasible, so both directions count as possible there.
+    fn record_directions(&mut self, pc: usize, target: i64, out: &[(Edge, State)]) {
+        let d = self.branch_directions.entry(pc).or_default();
+        if self.env.assumptions.binary_search(&pc).is_ok() {
+            *d = BranchDirections { taken: true, not_taken: true };
+            return;
+        }
+        for (edge, _) in out {
+            if let Edge::Local(t) = *edge {
+                d.taken |= t as i64 == target;
+                d.not_taken |= t == pc + 1;
+            }
+        }
     }
 
     fn call(&mut self, ctx: usize, pc: usize, target: usize, s: &State) -> Result<(), Failure> {

@@ -31,7 +31,7 @@ use crate::program::{GlobalSection, Kfunc, LineInfo, MapDefinition, Module};
 use num::Num;
 use state::{ty, State, Value};
 
-pub use verified::{AnalysisFacts, CallxTarget, ControlFlow, Invariant, Verified};
+pub use verified::{AnalysisFacts, BranchDecision, BranchDirections, CallxTarget, ControlFlow, Invariant, Verified};
 
 /// Maximum number of active frames (PREVAIL `max_call_stack_frames`, contract §5.7).
 pub const MAX_CALL_DEPTH: usize = 8;
@@ -302,6 +302,7 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
     let facts = AnalysisFacts {
         loop_heads: cfg.loop_heads.iter().copied().collect(),
         callx_helpers: std::mem::take(&mut fx.callx_helpers),
+        branch_directions: std::mem::take(&mut fx.branch_directions),
     };
     Ok(VerificationReport {
         program: name.to_string(),

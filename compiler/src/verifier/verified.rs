@@ -4,7 +4,7 @@
 //! input [`crate::lower`] accepts. The kernel never re-checks native code (contract §8), so "only verified code is
 //! lowered" is a type, not call-site discipline, and lowering relies on what the verifier proved instead of
 //! re-deriving it: the helper each `callx` calls, the call depth (stack frames), the control-flow graph (block
-//! leaders, loop heads).
+//! leaders, loop heads), the directions each conditional jump can take.
 //!
 //! Harnesses that run *unverified* programs on purpose (bpf_conformance, differential tests against the
 //! interpreter) use [`Verified::unchecked_for_testing`], which derives the same facts syntactically and is hidden
@@ -28,6 +28,32 @@ pub struct AnalysisFacts {
     pub callx_helpers: BTreeMap<usize, BTreeSet<u32>>,
     /// Heads of the natural loops the analysis found (targets of back edges).
     pub loop_heads: BTreeSet<usize>,
+    /// Conditional-jump slot → the directions the analysis followed from it, over every calling context and every
+    /// state the fixpoint stepped (each a subset of the final one, so the union is the final state's). A direction
+    /// missing here is one no execution takes: the abstract state before the jump covers every concrete state, and
+    /// the refinement found that direction's condition unsatisfiable in it. Slots the analysis never reached are
+    /// absent.
+    pub branch_directions: BTreeMap<usize, BranchDirections>,
+}
+
+/// The directions the analysis found feasible for one conditional jump (RFC 9669 §4.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BranchDirections {
+    /// The condition held in some analysed state: the jump goes to its target.
+    pub taken: bool,
+    /// The condition failed in some analysed state: execution falls through.
+    pub not_taken: bool,
+}
+
+/// What lowering may do with a conditional jump, by the verifier's proof ([`Verified::branch_decision`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BranchDecision {
+    /// Both directions are possible (or nothing was proven): compare and branch.
+    Compare,
+    /// Every execution that reaches the jump takes it: an unconditional jump to the target.
+    AlwaysTaken,
+    /// No execution takes it: fall through.
+    NeverTaken,
 }
 
 /// The abstract state before one instruction in one calling context (`verify --show-state`).
@@ -157,6 +183,9 @@ pub struct Verified<'m> {
     report: VerificationReport,
     control_flow: ControlFlow,
     callx_helpers: BTreeMap<usize, BTreeSet<u32>>,
+    /// The analysis's [`AnalysisFacts::branch_directions`]; `None` when nothing was proven
+    /// ([`Verified::unchecked_for_testing`]).
+    branch_directions: Option<BTreeMap<usize, BranchDirections>>,
     /// Frames of the deepest chain of local calls (1 without calls).
     call_depth: u32,
 }
@@ -174,7 +203,15 @@ impl<'m> Verified<'m> {
         let control_flow = ControlFlow::new(program, facts.loop_heads)
             .map_err(|f| reject(&program.name, &program.instructions, &program.line_info, f))?;
         let call_depth = report.max_call_depth as u32;
-        Ok(Verified { module, index, report, control_flow, callx_helpers: facts.callx_helpers, call_depth })
+        Ok(Verified {
+            module,
+            index,
+            report,
+            control_flow,
+            callx_helpers: facts.callx_helpers,
+            branch_directions: Some(facts.branch_directions),
+            call_depth,
+        })
     }
 
     /// **Not a safety gate.** Derives the facts lowering needs from the program text alone, without running the
@@ -227,7 +264,7 @@ impl<'m> Verified<'m> {
             invariants: vec![],
             facts: AnalysisFacts::default(),
         };
-        Ok(Verified { module, index, report, control_flow, callx_helpers, call_depth })
+        Ok(Verified { module, index, report, control_flow, callx_helpers, branch_directions: None, call_depth })
     }
 
     pub fn module(&self) -> &'m Module {
@@ -268,6 +305,23 @@ impl<'m> Verified<'m> {
             None => CallxTarget::Unreachable,
             Some(ids) if ids.len() == 1 => CallxTarget::Helper(*ids.first().expect("one id")),
             Some(_) => CallxTarget::PerCallingContext,
+        }
+    }
+
+    /// The directions the analysis found feasible for the conditional jump at `slot`: `None` if the analysis never
+    /// reached it or nothing was proven ([`Verified::unchecked_for_testing`]).
+    pub fn branch_directions(&self, slot: usize) -> Option<BranchDirections> {
+        self.branch_directions.as_ref()?.get(&slot).copied()
+    }
+
+    /// How the conditional jump at `slot` may be lowered: unconditionally when the proof leaves one direction (a
+    /// re-check of a proven packet bound, a null check of a proven non-null pointer, a comparison with a proven
+    /// range). Unreached slots and unverified programs keep the comparison.
+    pub fn branch_decision(&self, slot: usize) -> BranchDecision {
+        match self.branch_directions(slot) {
+            Some(BranchDirections { taken: true, not_taken: false }) => BranchDecision::AlwaysTaken,
+            Some(BranchDirections { taken: false, not_taken: true }) => BranchDecision::NeverTaken,
+            _ => BranchDecision::Compare,
         }
     }
 

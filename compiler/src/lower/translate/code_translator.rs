@@ -14,7 +14,7 @@ use crate::isa::{
 use crate::platform::windows::HELPER_TAIL_CALL;
 use crate::verifier::CallxTarget;
 
-use super::super::if_conversion::fall_through_path;
+use super::super::plan::JumpLowering;
 use super::super::runtime_env::RuntimeEnvironment;
 use super::super::LowerError;
 use super::{function_symbol, load_flags, mem, Frame, FunctionTranslator};
@@ -182,7 +182,7 @@ impl FunctionTranslator<'_> {
     ) -> Result<(), LowerError> {
         let reg = |r: Reg| frame.regs[r.index()];
         match insn {
-            Instruction::Load { size, sign_extend, dst, src, offset } if self.movable_loads => {
+            Instruction::Load { size, sign_extend, dst, src, offset } if self.plan.movable_loads => {
                 let addr = b.use_var(reg(src));
                 let flags = mem().with_readonly().with_notrap().with_can_move();
                 let ty = Self::memory_type(size);
@@ -318,6 +318,13 @@ impl FunctionTranslator<'_> {
                 b.ins().jump(target, &[]);
             }
             Instruction::JumpIf { width, cond, dst, src, .. } => {
+                let target = insn.jump_target(pc).expect("jump");
+                let lowering = self.plan.jump(pc).clone();
+                if let JumpLowering::Goto { taken } = lowering {
+                    // The verifier proved the direction (see `plan`): no comparison.
+                    b.ins().jump(block(if taken { target } else { pc as i64 + 1 }), &[]);
+                    return Ok(true);
+                }
                 let s = Self::operand(b, frame, width, src);
                 let d64 = b.use_var(frame.regs[dst.index()]);
                 let d = if width == Width::W32 { b.ins().ireduce(types::I32, d64) } else { d64 };
@@ -328,15 +335,11 @@ impl FunctionTranslator<'_> {
                         b.ins().icmp_imm_s(IntCC::NotEqual, bits, 0)
                     }
                 };
-                let target = block(insn.jump_target(pc).expect("jump"));
-                let end = self.program.functions[self.index].end;
-                let is_promoted = |offset| self.promoted.contains_key(&offset);
-                if let Some(path) = fall_through_path(&self.program.instructions[start..end], pc - start, is_promoted) {
+                if let JumpLowering::Select { path } = lowering {
                     self.translate_speculated_path(b, frame, block_at, start, taken, &path)?;
-                    b.ins().jump(target, &[]);
+                    b.ins().jump(block(target), &[]);
                 } else {
-                    let next = block(pc as i64 + 1);
-                    b.ins().brif(taken, target, &[], next, &[]);
+                    b.ins().brif(taken, block(target), &[], block(pc as i64 + 1), &[]);
                 }
             }
             Instruction::Exit => {

@@ -216,6 +216,19 @@ fn compare_pointers(
     };
     let _ = sr;
     if let Some(c) = cmp {
+        // `p > data_end` (`p >= data_end`) cannot hold when the proven packet range already reaches p's largest
+        // offset (passes it): data + off ≤ data + range ≤ data_end. Pruning the edge records the re-check as decided
+        // for lowering (`AnalysisFacts::branch_directions`). Unsigned only: signed order of kernel addresses says
+        // nothing.
+        let proven = s.packet_range(0);
+        let beyond_end = match c {
+            JumpCond::Gt => p.off.smax <= proven,
+            JumpCond::Ge => p.off.smax < proven,
+            _ => false,
+        };
+        if beyond_end {
+            return Ok(None);
+        }
         let extra = match c {
             JumpCond::Le | JumpCond::Sle | JumpCond::Eq => Some(0),
             JumpCond::Lt | JumpCond::Slt => Some(1),

@@ -1,0 +1,124 @@
+//! The pre-passes of lowering and the plan they produce for one function.
+//!
+//! Every optimisation that decides *how* an eBPF instruction is lowered runs before translation, over the
+//! function's instructions and the verifier's facts ([`Verified`]), and records its decision in a
+//! [`FunctionPlan`]; the translation (`translate`) then follows the plan instead of deciding on the way. Each
+//! pre-pass is a pure function of the instructions (and facts), so it is unit-tested without Cranelift:
+//!
+//! | pre-pass | decides | from |
+//! |---|---|---|
+//! | [`function_shape`] | whether loads may move to their uses ([`FunctionPlan::movable_loads`]) | the instructions |
+//! | [`super::stack_slots::promotable_slots`] | which stack slots live in SSA variables | the instructions |
+//! | [`Verified::branch_decision`] | conditional jumps whose direction the verifier proved ([`JumpLowering::Goto`]) | the verifier's facts |
+//! | [`super::if_conversion::fall_through_path`] | conditional jumps over short effect-free paths ([`JumpLowering::Select`]) | the instructions, the promoted slots |
+//!
+//! Two improvements work inside one block while translating, because their input is the SSA value each register
+//! holds there: [`super::load_combine`] (byte loads assembling one wider value) and [`super::stack_stores`]
+//! (merging constant stores to the stack); both only ever replace instructions with equivalent ones on the same
+//! path, so there is nothing for a whole-function plan to decide.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::isa::Instruction;
+use crate::verifier::{BranchDecision, Verified};
+
+use super::if_conversion::fall_through_path;
+use super::stack_slots::promotable_slots;
+use super::translate::function_shape;
+
+/// How one conditional jump is lowered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JumpLowering {
+    /// Compare and branch.
+    Branch,
+    /// The verifier proved that every execution reaching the jump goes one way (`taken`: to the target, else to
+    /// the next slot): an unconditional jump, no comparison. Sound because the verifier's state before the jump
+    /// covers every concrete state in every calling context (see [`crate::verifier::AnalysisFacts`]).
+    Goto { taken: bool },
+    /// Run the fall-through path (slots relative to the function start) unconditionally and keep its results
+    /// only when the jump is not taken ([`super::if_conversion`]).
+    Select { path: Vec<usize> },
+}
+
+/// What the pre-passes decided for one function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionPlan {
+    /// The function never writes memory, calls or loops, so its loads may be placed at their uses.
+    pub movable_loads: bool,
+    /// Offsets from `r10` of the stack slots kept in SSA variables.
+    pub promoted_slots: BTreeSet<i16>,
+    /// Conditional jumps (absolute slot) not lowered as a plain [`JumpLowering::Branch`].
+    jumps: BTreeMap<usize, JumpLowering>,
+}
+
+impl FunctionPlan {
+    /// Runs the pre-passes over function `index` of the verified program.
+    pub fn new(verified: &Verified, index: usize) -> FunctionPlan {
+        let function = &verified.program().functions[index];
+        let instructions = &verified.program().instructions[function.start..function.end];
+        let shape = function_shape(instructions);
+        let promoted_slots = promotable_slots(instructions);
+        let decide = |pc: usize| verified.branch_decision(pc);
+        let jumps = plan_jumps(instructions, function.start, &promoted_slots, decide);
+        FunctionPlan { movable_loads: !shape.writes_or_calls && !shape.loops, promoted_slots, jumps }
+    }
+
+    /// How the conditional jump at (absolute) `slot` is lowered.
+    pub fn jump(&self, slot: usize) -> &JumpLowering {
+        self.jumps.get(&slot).unwrap_or(&JumpLowering::Branch)
+    }
+}
+
+/// The lowering of every conditional jump of one function (`instructions`, whose first slot is `start`) that is
+/// not a plain branch: proven directions first, then if-conversion.
+fn plan_jumps(
+    instructions: &[Instruction],
+    start: usize,
+    promoted_slots: &BTreeSet<i16>,
+    decide: impl Fn(usize) -> BranchDecision,
+) -> BTreeMap<usize, JumpLowering> {
+    let mut jumps = BTreeMap::new();
+    for (at, insn) in instructions.iter().enumerate() {
+        if !matches!(insn, Instruction::JumpIf { .. }) {
+            continue;
+        }
+        let lowering = match decide(start + at) {
+            BranchDecision::AlwaysTaken => JumpLowering::Goto { taken: true },
+            BranchDecision::NeverTaken => JumpLowering::Goto { taken: false },
+            BranchDecision::Compare => match fall_through_path(instructions, at, |o| promoted_slots.contains(&o)) {
+                Some(path) => JumpLowering::Select { path },
+                None => continue,
+            },
+        };
+        jumps.insert(start + at, lowering);
+    }
+    jumps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isa::{AluOp, JumpCond, Operand, Reg, Width};
+
+    fn jump_if(offset: i16) -> Instruction {
+        Instruction::JumpIf { width: Width::W64, cond: JumpCond::Eq, dst: Reg::R1, src: Operand::Imm(0), offset }
+    }
+    fn add(dst: Reg, imm: i32) -> Instruction {
+        Instruction::Alu { width: Width::W64, op: AluOp::Add, dst, src: Operand::Imm(imm) }
+    }
+
+    #[test]
+    fn a_proven_direction_wins_over_if_conversion_and_unproven_jumps_stay_branches() {
+        // 0: if r1 == 0 goto 2; 1: r0 += 1; 2: if r1 == 0 goto 4; 3: r0 += 1; 4: exit  (function at slot 10)
+        let program = [jump_if(1), add(Reg::R0, 1), jump_if(1), add(Reg::R0, 1), Instruction::Exit];
+        let decide = |pc| if pc == 10 { BranchDecision::NeverTaken } else { BranchDecision::Compare };
+        let jumps = plan_jumps(&program, 10, &BTreeSet::new(), decide);
+        assert_eq!(jumps.get(&10), Some(&JumpLowering::Goto { taken: false }));
+        assert_eq!(jumps.get(&12), Some(&JumpLowering::Select { path: vec![3] }));
+
+        let unproven = plan_jumps(&program, 10, &BTreeSet::new(), |_| BranchDecision::Compare);
+        assert_eq!(unproven.get(&10), Some(&JumpLowering::Select { path: vec![1] }));
+        let call = [jump_if(1), Instruction::CallHelper { id: 1 }, Instruction::Exit];
+        assert!(plan_jumps(&call, 0, &BTreeSet::new(), |_| BranchDecision::Compare).is_empty());
+    }
+}
