@@ -7,36 +7,45 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::platform::{Guid, SAMPLE_BTF_FUNCTION_MODULE};
 use crate::runtime::MAX_TAIL_CALL_CNT;
-use crate::{EmulatedMap, ExecutionState};
+use crate::{extension, EmulatedMap, ExecutionState};
 
-type Helper = unsafe extern "win64" fn(u64, u64, u64, u64, u64, *mut u8) -> u64;
+pub(crate) type Helper = unsafe extern "win64" fn(u64, u64, u64, u64, u64, *mut u8) -> u64;
 
 /// `EBPF_NO_MORE_TAIL_CALLS`-style failure and generic failure codes (negative, as the helpers return).
 const TAIL_CALL_LIMIT: u64 = -31i64 as u64;
-const INVALID: u64 = -22i64 as u64;
+pub(crate) const INVALID: u64 = -22i64 as u64;
 
-unsafe fn state<'a>(context: *mut u8) -> &'a mut ExecutionState {
+pub(crate) unsafe fn state<'a>(context: *mut u8) -> &'a mut ExecutionState {
     &mut *(*(context.sub(64) as *const *mut ExecutionState))
 }
 
-unsafe fn map<'a>(address: u64) -> &'a EmulatedMap {
+pub(crate) unsafe fn map<'a>(address: u64) -> &'a EmulatedMap {
     &*(address as *const EmulatedMap)
 }
 
-unsafe fn bytes<'a>(p: u64, n: u32) -> &'a [u8] {
+pub(crate) unsafe fn bytes<'a>(p: u64, n: u32) -> &'a [u8] {
     if n == 0 {
         return &[];
     }
     std::slice::from_raw_parts(p as *const u8, n as usize)
 }
 
+/// `EBPF_OPERATION_NOT_SUPPORTED` as a helper's negative result (the code is EbpfCore's; programs test `< 0`).
+pub(crate) const NOT_SUPPORTED: u64 = -95i64 as u64;
+
 unsafe extern "win64" fn map_lookup_elem(m: u64, key: u64, _: u64, _: u64, _: u64, _: *mut u8) -> u64 {
     let m = map(m);
+    if m.refuses_program_find_and_update() {
+        return 0;
+    }
     m.lookup(bytes(key, m.definition.key_size)) as u64
 }
 
 unsafe extern "win64" fn map_update_elem(m: u64, key: u64, value: u64, flags: u64, _: u64, _: *mut u8) -> u64 {
     let m = map(m);
+    if m.refuses_program_find_and_update() {
+        return NOT_SUPPORTED;
+    }
     m.update(bytes(key, m.definition.key_size), bytes(value, m.definition.value_size), flags) as u64
 }
 
@@ -92,7 +101,7 @@ unsafe extern "win64" fn get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _:
     0
 }
 
-unsafe extern "win64" fn get_current_pid_tgid(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut u8) -> u64 {
+pub(crate) unsafe extern "win64" fn get_current_pid_tgid(_: u64, _: u64, _: u64, _: u64, _: u64, _: *mut u8) -> u64 {
     let pid = std::process::id() as u64;
     (pid << 32) | pid
 }
@@ -105,26 +114,8 @@ unsafe extern "win64" fn trace_printk(fmt: u64, size: u64, a: u64, b: u64, c: u6
     text.len() as u64
 }
 
-/// `bpf_sock_ops_get_flow_id`: a flow id derived from the connection's addresses and ports
-/// (`bpf_sock_ops_t`: local_ip4 @8, local_port @24, remote_ip4 @28, remote_port @44).
-unsafe extern "win64" fn sock_ops_get_flow_id(ctx: u64, _: u64, _: u64, _: u64, _: u64, _: *mut u8) -> u64 {
-    let c = ctx as *const u8;
-    let field = |o: usize| (c.add(o) as *const u32).read_unaligned() as u64;
-    (field(8) ^ field(28)) << 32 | (field(24) << 16 ^ field(44))
-}
-
-/// `sample_ebpf_extension_btf_lookup(u64 key, void *value, u32 value_size)` (coverage §2): stores `key` in
-/// `*value` when `value_size >= 8` and returns `key + value_size`.
-unsafe extern "win64" fn sample_btf_lookup(key: u64, value: u64, value_size: u64, _: u64, _: u64, _: *mut u8) -> u64 {
-    let size = value_size as u32;
-    if size >= 8 {
-        (value as *mut u64).write_unaligned(key);
-    }
-    key.wrapping_add(u64::from(size))
-}
-
 /// Writes `value` into `n` bytes at `p`.
-unsafe fn bytes_mut<'a>(p: u64, n: u32) -> &'a mut [u8] {
+pub(crate) unsafe fn bytes_mut<'a>(p: u64, n: u32) -> &'a mut [u8] {
     if n == 0 {
         return &mut [];
     }
@@ -135,6 +126,9 @@ unsafe fn bytes_mut<'a>(p: u64, n: u32) -> &'a mut [u8] {
 /// returns (the runtime keeps the deleted entry until the invocation ends).
 unsafe extern "win64" fn map_lookup_and_delete_elem(m: u64, key: u64, _: u64, _: u64, _: u64, context: *mut u8) -> u64 {
     let m = map(m);
+    if m.refuses_program_find_and_update() {
+        return 0;
+    }
     let key = if m.definition.key_size == 0 { &[][..] } else { bytes(key, m.definition.key_size) };
     match m.take(key) {
         Some(value) => {
@@ -338,59 +332,23 @@ thread_local! {
     static THREAD_CREATED: u64 = now_ns() / 100;
 }
 
-/// `bpf_xdp_adjust_head(ctx, delta)`: moves the packet start by `delta` within the buffer the packet arrived in
-/// (no headroom is added: moving before the original start fails, as it does when a NIC has none).
-unsafe extern "win64" fn xdp_adjust_head(ctx: u64, delta: u64, _: u64, _: u64, _: u64, context: *mut u8) -> u64 {
-    let s = state(context);
-    let [_, d, e, meta] = s.context_descriptor;
-    if d < 0 || e < 0 {
-        return INVALID;
-    }
-    let c = ctx as *mut u8;
-    let data = (c.add(d as usize) as *const u64).read_unaligned();
-    let end = (c.add(e as usize) as *const u64).read_unaligned();
-    let moved = data.wrapping_add(delta as i32 as i64 as u64);
-    if moved < s.packet_start || moved > end {
-        return INVALID;
-    }
-    (c.add(d as usize) as *mut u64).write_unaligned(moved);
-    if meta >= 0 {
-        (c.add(meta as usize) as *mut u64).write_unaligned(moved);
-    }
-    0
-}
-
-/// `bpf_sock_addr_set_redirect_context(ctx, data, size)`: the redirect context is recorded in the trace.
-unsafe extern "win64" fn sock_addr_set_redirect_context(
-    _: u64,
-    data: u64,
-    size: u64,
-    _: u64,
-    _: u64,
-    context: *mut u8,
-) -> u64 {
-    let hex: String = bytes(data, size as u32).iter().map(|b| format!("{b:02x}")).collect();
-    state(context).trace.push(format!("redirect context {hex}"));
-    0
-}
-
 /// The host function a BTF-function provider module exports under `name`, if the emulator implements it.
 pub fn host_kfunc(module: Guid, name: &str) -> Option<usize> {
     let f: Helper = match name {
-        "sample_ebpf_extension_btf_lookup" if module == SAMPLE_BTF_FUNCTION_MODULE => sample_btf_lookup,
+        "sample_ebpf_extension_btf_lookup" if module == SAMPLE_BTF_FUNCTION_MODULE => extension::sample_btf_lookup,
         _ => return None,
     };
     Some(f as usize)
 }
 
 /// The host function for helper `id` as program type `program_type` sees it, if the emulator implements it.
-/// Ids from 65536 on are program-type specific (contract §7.4).
+/// An extension's helpers (ids from 65536, contract §7.4) and its overrides of global helpers come first
+/// ([`extension::extension_helper`]); the rest are EbpfCore's general helpers.
 pub fn host_helper(program_type: &str, id: u32) -> Option<usize> {
+    if let Some(f) = extension::extension_helper(program_type, id) {
+        return Some(f as usize);
+    }
     let f: Helper = match (program_type, id) {
-        ("sock_addr", 65536) => get_current_pid_tgid,
-        ("sock_addr", 65537) => sock_addr_set_redirect_context,
-        ("xdp", 65536) => xdp_adjust_head,
-        ("sockops", 65536) => sock_ops_get_flow_id,
         (_, id) if id >= 65536 => return None,
         (_, id) => match id {
             1 => map_lookup_elem,
@@ -421,14 +379,29 @@ pub fn host_helper(program_type: &str, id: u32) -> Option<usize> {
             32 => perf_event_output,
             33 => get_current_process_start_key,
             34 => get_current_thread_create_time,
+            // 35 (`bpf_redirect_map`) has a prototype in EbpfCore's table but no implementation there: only an
+            // extension that overrides it for its program type provides one (see [`why_unimplemented`]).
             _ => return None,
         },
     };
     Some(f as usize)
 }
 
+/// Why the emulated runtime cannot bind helper `id` for `program_type` (the load then fails, as it does in
+/// EbpfCore when no provider supplies an address for a helper the program calls).
+pub fn why_unimplemented(program_type: &str, id: u32) -> String {
+    match id {
+        35 => format!(
+            "bpf_redirect_map (35) has no implementation in EbpfCore; only an extension that overrides it for its \
+             program type provides one (the sample extension, object-and-platform-coverage §1), and none does for \
+             `{program_type}`"
+        ),
+        _ => format!("the emulator does not implement helper {id} for `{program_type}`"),
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Each helper of the Windows platform table the emulator implements, called as a program calls it: with
     //! the context (whose 64-byte header leads to the execution state) as the sixth argument.
     use super::*;
@@ -437,7 +410,11 @@ mod tests {
     };
 
     /// Runs `f` with a context of `size` bytes behind a header that points at a fresh execution state.
-    fn with_context<R>(size: usize, descriptor: [i32; 4], f: impl FnOnce(*mut u8, &mut ExecutionState) -> R) -> R {
+    pub(crate) fn with_context<R>(
+        size: usize,
+        descriptor: [i32; 4],
+        f: impl FnOnce(*mut u8, &mut ExecutionState) -> R,
+    ) -> R {
         let mut state = ExecutionState {
             module: std::ptr::null(),
             next_program: None,
@@ -454,31 +431,32 @@ mod tests {
         f(ctx, state_ref)
     }
 
-    fn call(id: u32, program_type: &str, a: [u64; 5], ctx: *mut u8) -> u64 {
+    pub(crate) fn call(id: u32, program_type: &str, a: [u64; 5], ctx: *mut u8) -> u64 {
         let f = host_helper(program_type, id).unwrap_or_else(|| panic!("helper {id} is implemented"));
         unsafe { std::mem::transmute::<usize, Helper>(f)(a[0], a[1], a[2], a[3], a[4], ctx) }
     }
 
-    fn new_map(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> EmulatedMap {
+    pub(crate) fn new_map(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> EmulatedMap {
         EmulatedMap::new("m", MapDefinition { map_type, key_size, value_size, max_entries })
     }
 
-    fn p<T: ?Sized>(x: &T) -> u64 {
+    pub(crate) fn p<T: ?Sized>(x: &T) -> u64 {
         x as *const T as *const u8 as u64
     }
 
     /// A pointer the helper writes through.
-    fn pm<T>(x: &mut T) -> u64 {
+    pub(crate) fn pm<T>(x: &mut T) -> u64 {
         x as *mut T as u64
     }
 
     #[test]
-    fn every_global_helper_of_the_windows_table_but_redirect_map_is_implemented() {
-        for id in (1..=34).filter(|id| *id != 35) {
+    fn every_general_helper_ebpf_core_implements_is_implemented() {
+        for id in 1..=34 {
             assert!(host_helper("xdp", id).is_some(), "helper {id}");
         }
-        assert!(host_helper("xdp", 35).is_none(), "bpf_redirect_map needs devmap/xskmap, which are extension maps");
-        assert!(host_helper("xdp", 65536).is_some() && host_helper("sock_addr", 65537).is_some());
+        assert!(host_helper("xdp", 35).is_none(), "EbpfCore has no bpf_redirect_map; only the sample extension does");
+        assert!(why_unimplemented("xdp", 35).contains("no implementation in EbpfCore"));
+        assert!(host_helper("sample", 35).is_some());
     }
 
     #[test]
@@ -580,24 +558,6 @@ mod tests {
             assert_eq!(&s[..7], b"heyyou\0");
             assert_eq!(call(28, "xdp", [pm(&mut s), 8, p(b"xy\0"), 3, 0], ctx), INVALID, "no room for the NUL");
             assert_eq!(call(27, "xdp", [pm(&mut s), 3, p(b"abc\0"), 4, 0], ctx), INVALID);
-        });
-    }
-
-    #[test]
-    fn xdp_adjust_head_moves_the_packet_start_within_the_buffer() {
-        let packet = [0u8; 20];
-        with_context(32, [32, 0, 8, 16], |ctx, state| {
-            let start = packet.as_ptr() as u64;
-            unsafe {
-                (ctx as *mut u64).write(start);
-                (ctx.add(8) as *mut u64).write(start + 20);
-            }
-            state.packet_start = start;
-            assert_eq!(call(65536, "xdp", [ctx as u64, 14, 0, 0, 0], ctx), 0);
-            assert_eq!(unsafe { (ctx as *const u64).read() }, start + 14);
-            assert_eq!(call(65536, "xdp", [ctx as u64, (-14i64) as u64, 0, 0, 0], ctx), 0);
-            assert_eq!(call(65536, "xdp", [ctx as u64, (-1i64) as u64, 0, 0, 0], ctx), INVALID, "no headroom");
-            assert_eq!(call(65536, "xdp", [ctx as u64, 21, 0, 0, 0], ctx), INVALID, "past the end");
         });
     }
 

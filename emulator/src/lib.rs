@@ -29,6 +29,8 @@
 pub mod abi;
 pub mod callbacks;
 #[cfg(all(target_arch = "x86_64", unix))]
+mod extension;
+#[cfg(all(target_arch = "x86_64", unix))]
 pub mod helpers;
 pub mod image;
 #[cfg(all(target_arch = "x86_64", unix))]

@@ -27,6 +27,10 @@ pub const MAP_LRU_PERCPU_HASH: u32 = 11;
 pub const MAP_STACK: u32 = 12;
 pub const MAP_RINGBUF: u32 = 13;
 pub const MAP_PERF_EVENT_ARRAY: u32 = 14;
+/// The sample extension's custom map (`BPF_MAP_TYPE_SAMPLE_HASH_MAP`, coverage §1).
+pub const MAP_SAMPLE_HASH: u32 = 15;
+/// XDP for Windows' AF_XDP socket map; its provider is not part of eBPF for Windows (contract §7.3).
+pub const MAP_XSKMAP: u32 = 16;
 
 pub const ENOENT: i64 = -2;
 pub const E2BIG: i64 = -7;
@@ -98,9 +102,30 @@ pub struct EmulatedMap {
     storage: RefCell<Storage>,
 }
 
-/// Map types the emulator implements (every type of contract §7.3 but the extension-provided ones).
+/// Map types the emulator implements: every type of contract §7.3 but XSKMAP, whose provider (XDP for Windows)
+/// documents no behaviour for it in the references the emulator follows.
 pub fn is_supported(map_type: u32) -> bool {
-    (MAP_HASH..=MAP_PERF_EVENT_ARRAY).contains(&map_type)
+    (MAP_HASH..=MAP_SAMPLE_HASH).contains(&map_type)
+}
+
+/// Why a map of `definition` cannot be created, as the runtime or the map's provider refuses it.
+pub fn creation_error(definition: &MapDefinition) -> Option<String> {
+    match definition.map_type {
+        t if is_supported(t) && t != MAP_SAMPLE_HASH => None,
+        // coverage §1: an object map whose provider refuses any key or value size but 4.
+        MAP_SAMPLE_HASH if definition.key_size == 4 && definition.value_size == 4 => None,
+        MAP_SAMPLE_HASH => Some(format!(
+            "the sample extension's map provider refuses a sample_hash_map with key size {} / value size {} (both \
+             must be 4)",
+            definition.key_size, definition.value_size
+        )),
+        MAP_XSKMAP => Some(
+            "type 16 (xskmap) is provided by XDP for Windows, not by eBPF for Windows, and the emulator does not \
+             implement it"
+                .into(),
+        ),
+        t => Some(format!("type {t}, which the emulator does not implement")),
+    }
 }
 
 /// The `prefix_len` leading bits of `key`'s data, the rest zeroed: an LPM trie entry's identity.
@@ -143,6 +168,12 @@ impl EmulatedMap {
             },
         };
         EmulatedMap { name: name.to_string(), definition, storage: RefCell::new(storage) }
+    }
+
+    /// Whether programs are refused `find`/`update` on this map: the sample extension's custom map serves them
+    /// to user mode only (`EBPF_OPERATION_NOT_SUPPORTED`, so `bpf_map_lookup_elem` yields NULL; coverage §1).
+    pub fn refuses_program_find_and_update(&self) -> bool {
+        self.definition.map_type == MAP_SAMPLE_HASH
     }
 
     /// Base of the value storage of an array map (`map_data.array_data`), else null.
@@ -522,7 +553,25 @@ mod tests {
         assert_eq!(q.update(&[], &[1, 0, 0, 0], BPF_ANY), 0);
         assert!(q.lookup(&[]).is_null() && q.delete(&[]) == EINVAL);
         assert_eq!(q.records(), vec![vec![1, 0, 0, 0]]);
-        assert!((1..=14).all(is_supported) && !is_supported(15) && !is_supported(16));
+        assert!((1..=15).all(is_supported) && !is_supported(16) && !is_supported(17));
+    }
+
+    #[test]
+    fn sample_hash_maps_need_4_byte_keys_and_values_and_xskmaps_are_refused() {
+        let sample =
+            |key_size, value_size| MapDefinition { map_type: MAP_SAMPLE_HASH, key_size, value_size, max_entries: 4 };
+        assert_eq!(creation_error(&sample(4, 4)), None);
+        assert!(creation_error(&sample(4, 8)).unwrap().contains("both must be 4"));
+        assert!(creation_error(&def(MAP_XSKMAP, 4)).unwrap().contains("XDP for Windows"));
+        assert!(creation_error(&def(17, 4)).unwrap().contains("type 17"));
+        assert_eq!(creation_error(&def(MAP_LPM_TRIE, 4)), None);
+        let m = EmulatedMap::new("objects", sample(4, 4));
+        assert_eq!(m.update(&1u32.to_le_bytes(), &7u32.to_le_bytes(), BPF_ANY), 0, "user mode may store objects");
+        assert_eq!(m.get(&1u32.to_le_bytes()), Some(7u32.to_le_bytes().to_vec()));
+        assert!(
+            m.refuses_program_find_and_update()
+                && !EmulatedMap::new("h", def(MAP_HASH, 1)).refuses_program_find_and_update()
+        );
     }
 
     #[test]

@@ -138,21 +138,7 @@ impl Emulator {
         let module_id: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(17) ^ self.next_module);
 
         kernel::reset_kernel();
-        let key = format!("\\registry\\machine\\system\\currentcontrolset\\services\\{service}");
-        kernel::with_kernel(|k| {
-            k.registry.insert(key.clone(), BTreeMap::new());
-            let mut parameters = BTreeMap::new();
-            match &self.npi_module_id {
-                NpiModuleIdValue::ModuleId => {
-                    parameters.insert("npimoduleid".to_string(), (3, module_id.to_vec()));
-                }
-                NpiModuleIdValue::Custom(ty, data) => {
-                    parameters.insert("npimoduleid".to_string(), (*ty, data.clone()));
-                }
-                NpiModuleIdValue::Missing => {}
-            }
-            k.registry.insert(format!("{key}\\parameters"), parameters);
-        });
+        self.write_service_key(&service, module_id);
         let machine = machine::Machine::for_image(loader::image_machine(bytes)?, self.arm64.as_ref())?;
         let image = loader::load_image(bytes, &|dll, name| {
             kernel::kernel_export(dll, name).and_then(|f| machine.bind(f).ok())
@@ -162,97 +148,12 @@ impl Emulator {
                 machine.map_code(image.base() + *va as usize, *vs as usize)?;
             }
         }
+        let running = Running { machine: &machine, image: &image };
+        let driver_object = call_driver_entry(&running, &service)?;
+        let registration = check_client_registration(&running, module_id)?;
+        let table = attach_as_provider(&running, &registration)?;
 
-        // DriverEntry(DRIVER_OBJECT*, UNICODE_STRING* registry_path).
-        let mut driver_object = Box::new([0u64; 48]);
-        let path: Vec<u16> = format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{service}")
-            .encode_utf16()
-            .chain([0])
-            .collect();
-        let mut unicode = [0u8; 16];
-        unicode[0..2].copy_from_slice(&(((path.len() - 1) * 2) as u16).to_le_bytes());
-        unicode[2..4].copy_from_slice(&((path.len() * 2) as u16).to_le_bytes());
-        unicode[8..16].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes());
-        let entry = image
-            .address(image.entry_rva as u64)
-            .ok_or_else(|| EmulatorError::DriverEntry("entry point outside the image".into()))?;
-        // SAFETY: the entry point is the driver's DriverEntry (lint P6 checks it is code); both arguments live
-        // across the call.
-        let status = unsafe { machine.call(entry, &[driver_object.as_mut_ptr() as u64, unicode.as_ptr() as u64]) }
-            .map(ntstatus)
-            .map_err(EmulatorError::DriverEntry)?;
-        if status != 0 {
-            return Err(EmulatorError::DriverEntry(format!("returned status {:#010x}", status as u32)));
-        }
-        let unload = driver_object[DRIVER_UNLOAD_SLOT] as usize;
-        match image.section_of(unload) {
-            Some((_, _, _, flags)) if flags & 0x2000_0000 != 0 => {}
-            _ => return Err(EmulatorError::DriverEntry(format!("DriverUnload {unload:#x} is not code in the image"))),
-        }
-
-        // The client registration (contract §1.3).
-        let registration = kernel::with_kernel(|k| k.client)
-            .ok_or_else(|| EmulatorError::Nmr("DriverEntry did not register an NMR client".into()))?;
-        let chars = registration.characteristics;
-        let length: u16 =
-            read(&Running { machine: &machine, image: &image }, chars.wrapping_add(2), "NPI_CLIENT_CHARACTERISTICS")?;
-        let reg_size: u16 =
-            read(&Running { machine: &machine, image: &image }, chars.wrapping_add(34), "NPI_REGISTRATION_INSTANCE")?;
-        if length != 72 || reg_size != 40 {
-            return Err(EmulatorError::Nmr(format!(
-                "characteristics length {length} / registration size {reg_size}, expected 72 / 40"
-            )));
-        }
-        let npi_id: [u8; 16] = read(
-            &Running { machine: &machine, image: &image },
-            read::<usize>(&Running { machine: &machine, image: &image }, chars.wrapping_add(40), "NpiId")?,
-            "NpiId",
-        )?;
-        if npi_id != NATIVE_NPI_ID {
-            return Err(EmulatorError::Nmr(format!(
-                "NPI id {} is not the native-module NPI",
-                Guid::from_bytes(&npi_id)
-            )));
-        }
-        let module_id_ptr: usize =
-            read(&Running { machine: &machine, image: &image }, chars.wrapping_add(48), "ModuleId")?;
-        let mid_len: u16 = read(&Running { machine: &machine, image: &image }, module_id_ptr, "NPI_MODULEID")?;
-        let mid_type: u32 =
-            read(&Running { machine: &machine, image: &image }, module_id_ptr.wrapping_add(4), "NPI_MODULEID")?;
-        let mid_guid: [u8; 16] =
-            read(&Running { machine: &machine, image: &image }, module_id_ptr.wrapping_add(8), "NPI_MODULEID")?;
-        if mid_len != 24 || mid_type != 1 || mid_guid != module_id {
-            return Err(EmulatorError::Nmr(format!(
-                "module id {{Length {mid_len}, Type {mid_type}, Guid {}}} does not carry the registry's NpiModuleId {}",
-                Guid::from_bytes(&mid_guid),
-                Guid::from_bytes(&module_id)
-            )));
-        }
-
-        // Attach as EbpfCore's provider.
-        let attach: usize =
-            read(&Running { machine: &machine, image: &image }, chars.wrapping_add(8), "ClientAttachProvider")?;
-        let binding = 0xB1_4D1Eu64;
-        kernel::with_kernel(|k| k.binding_handle = binding);
-        let mut provider_registration = [0u8; 40];
-        provider_registration[2..4].copy_from_slice(&40u16.to_le_bytes());
-        // SAFETY: a driver function with the ClientAttachProvider signature (checked to be in the image below
-        // by the call succeeding and the dispatch check).
-        if image.section_of(attach).is_none_or(|s| s.3 & 0x2000_0000 == 0) {
-            return Err(EmulatorError::Nmr("ClientAttachProvider is not code in the image".into()));
-        }
-        let status = unsafe {
-            machine.call(attach, &[binding, registration.client_context as u64, provider_registration.as_ptr() as u64])
-        }
-        .map(ntstatus)
-        .map_err(EmulatorError::Nmr)?;
-        if status != 0 {
-            return Err(EmulatorError::Nmr(format!("ClientAttachProvider returned {:#010x}", status as u32)));
-        }
-        let table = kernel::with_kernel(|k| k.client_dispatch)
-            .ok_or_else(|| EmulatorError::Nmr("no client dispatch was attached".into()))?;
-
-        let metadata = validate_metadata(&Running { machine: &machine, image: &image }, table)?;
+        let metadata = validate_metadata(&running, table)?;
         compare_views(&metadata, &user_mode)?;
 
         let mut module = LoadedModule {
@@ -273,6 +174,26 @@ impl Emulator {
         Ok(module)
     }
 
+    /// The service's registry key and its `Parameters\NpiModuleId` value as ebpfapi writes them (contract §3.1
+    /// step 3), or the value this emulator was told to provide instead.
+    fn write_service_key(&self, service: &str, module_id: [u8; 16]) {
+        let key = format!("\\registry\\machine\\system\\currentcontrolset\\services\\{service}");
+        kernel::with_kernel(|k| {
+            k.registry.insert(key.clone(), BTreeMap::new());
+            let mut parameters = BTreeMap::new();
+            match &self.npi_module_id {
+                NpiModuleIdValue::ModuleId => {
+                    parameters.insert("npimoduleid".to_string(), (3, module_id.to_vec()));
+                }
+                NpiModuleIdValue::Custom(ty, data) => {
+                    parameters.insert("npimoduleid".to_string(), (*ty, data.clone()));
+                }
+                NpiModuleIdValue::Missing => {}
+            }
+            k.registry.insert(format!("{key}\\parameters"), parameters);
+        });
+    }
+
     /// `_ebpf_native_create_maps` (contract §3.3 step 1).
     fn create_maps(&mut self, module: &mut LoadedModule) -> Result<(), EmulatorError> {
         let entries = module.metadata.maps.clone();
@@ -282,12 +203,6 @@ impl Emulator {
         order.sort_by_key(|&i| !entries.iter().any(|e| inner_template(&entries, e) == Some(i)));
         for i in order {
             let e = &entries[i];
-            if !maps::is_supported(e.map_type) {
-                return Err(EmulatorError::Maps(format!(
-                    "map `{}` has type {}, which the emulator does not implement",
-                    e.name, e.map_type
-                )));
-            }
             if e.pinning > 1 {
                 return Err(EmulatorError::Maps(format!(
                     "map `{}` has pinning {}, only NONE/BY_NAME exist",
@@ -305,6 +220,9 @@ impl Emulator {
                 value_size: e.value_size,
                 max_entries: e.max_entries,
             };
+            if let Some(reason) = maps::creation_error(&definition) {
+                return Err(EmulatorError::Maps(format!("map `{}`: {reason}", e.name)));
+            }
             let map = if e.pinning == 1 {
                 match self.pinned.get(&e.name) {
                     Some(existing) if existing.definition == definition => {
@@ -346,6 +264,97 @@ fn inner_template(entries: &[MapEntry], e: &MapEntry) -> Option<usize> {
         return entries.iter().position(|m| m.id == e.inner_id);
     }
     None
+}
+
+/// Calls `DriverEntry(DRIVER_OBJECT*, UNICODE_STRING* registry_path)` and checks it succeeded and set a
+/// `DriverUnload` inside the image's code. Returns the driver object.
+fn call_driver_entry(running: &Running, service: &str) -> Result<Box<[u64; 48]>, EmulatorError> {
+    let (machine, image) = (running.machine, running.image);
+    let mut driver_object = Box::new([0u64; 48]);
+    let path: Vec<u16> = format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{service}")
+        .encode_utf16()
+        .chain([0])
+        .collect();
+    let mut unicode = [0u8; 16];
+    unicode[0..2].copy_from_slice(&(((path.len() - 1) * 2) as u16).to_le_bytes());
+    unicode[2..4].copy_from_slice(&((path.len() * 2) as u16).to_le_bytes());
+    unicode[8..16].copy_from_slice(&(path.as_ptr() as u64).to_le_bytes());
+    let entry = image
+        .address(image.entry_rva as u64)
+        .ok_or_else(|| EmulatorError::DriverEntry("entry point outside the image".into()))?;
+    // SAFETY: the entry point is the driver's DriverEntry (lint P6 checks it is code); both arguments live
+    // across the call.
+    let status = unsafe { machine.call(entry, &[driver_object.as_mut_ptr() as u64, unicode.as_ptr() as u64]) }
+        .map(ntstatus)
+        .map_err(EmulatorError::DriverEntry)?;
+    if status != 0 {
+        return Err(EmulatorError::DriverEntry(format!("returned status {:#010x}", status as u32)));
+    }
+    let unload = driver_object[DRIVER_UNLOAD_SLOT] as usize;
+    match image.section_of(unload) {
+        Some((_, _, _, flags)) if flags & 0x2000_0000 != 0 => Ok(driver_object),
+        _ => Err(EmulatorError::DriverEntry(format!("DriverUnload {unload:#x} is not code in the image"))),
+    }
+}
+
+/// Checks the NMR client registration `DriverEntry` made (contract §1.3): characteristics and registration
+/// sizes, the native-module NPI id, and a module id carrying the registry's `NpiModuleId`.
+fn check_client_registration(
+    running: &Running,
+    module_id: [u8; 16],
+) -> Result<kernel::ClientRegistration, EmulatorError> {
+    let registration = kernel::with_kernel(|k| k.client)
+        .ok_or_else(|| EmulatorError::Nmr("DriverEntry did not register an NMR client".into()))?;
+    let chars = registration.characteristics;
+    let length: u16 = read(running, chars.wrapping_add(2), "NPI_CLIENT_CHARACTERISTICS")?;
+    let reg_size: u16 = read(running, chars.wrapping_add(34), "NPI_REGISTRATION_INSTANCE")?;
+    if length != 72 || reg_size != 40 {
+        return Err(EmulatorError::Nmr(format!(
+            "characteristics length {length} / registration size {reg_size}, expected 72 / 40"
+        )));
+    }
+    let npi_id: [u8; 16] = read(running, read::<usize>(running, chars.wrapping_add(40), "NpiId")?, "NpiId")?;
+    if npi_id != NATIVE_NPI_ID {
+        return Err(EmulatorError::Nmr(format!("NPI id {} is not the native-module NPI", Guid::from_bytes(&npi_id))));
+    }
+    let module_id_ptr: usize = read(running, chars.wrapping_add(48), "ModuleId")?;
+    let mid_len: u16 = read(running, module_id_ptr, "NPI_MODULEID")?;
+    let mid_type: u32 = read(running, module_id_ptr.wrapping_add(4), "NPI_MODULEID")?;
+    let mid_guid: [u8; 16] = read(running, module_id_ptr.wrapping_add(8), "NPI_MODULEID")?;
+    if mid_len != 24 || mid_type != 1 || mid_guid != module_id {
+        return Err(EmulatorError::Nmr(format!(
+            "module id {{Length {mid_len}, Type {mid_type}, Guid {}}} does not carry the registry's NpiModuleId {}",
+            Guid::from_bytes(&mid_guid),
+            Guid::from_bytes(&module_id)
+        )));
+    }
+    Ok(registration)
+}
+
+/// Acts as EbpfCore's NMR provider: calls the driver's `ClientAttachProvider` and returns the metadata table it
+/// hands over as client dispatch (contract §1.3).
+fn attach_as_provider(running: &Running, registration: &kernel::ClientRegistration) -> Result<usize, EmulatorError> {
+    let attach: usize = read(running, registration.characteristics.wrapping_add(8), "ClientAttachProvider")?;
+    let binding = 0xB1_4D1Eu64;
+    kernel::with_kernel(|k| k.binding_handle = binding);
+    let mut provider_registration = [0u8; 40];
+    provider_registration[2..4].copy_from_slice(&40u16.to_le_bytes());
+    if running.image.section_of(attach).is_none_or(|s| s.3 & 0x2000_0000 == 0) {
+        return Err(EmulatorError::Nmr("ClientAttachProvider is not code in the image".into()));
+    }
+    // SAFETY: a driver function with the ClientAttachProvider signature (checked above to be code in the image).
+    let status = unsafe {
+        running
+            .machine
+            .call(attach, &[binding, registration.client_context as u64, provider_registration.as_ptr() as u64])
+    }
+    .map(ntstatus)
+    .map_err(EmulatorError::Nmr)?;
+    if status != 0 {
+        return Err(EmulatorError::Nmr(format!("ClientAttachProvider returned {:#010x}", status as u32)));
+    }
+    kernel::with_kernel(|k| k.client_dispatch)
+        .ok_or_else(|| EmulatorError::Nmr("no client dispatch was attached".into()))
 }
 
 /// The program-info hash stream the runtime builds (`_ebpf_program_compute_program_information_hash`, §3.2).
@@ -423,8 +432,8 @@ fn load_programs(extensions: &dyn Extensions, module: &mut LoadedModule) -> Resu
             if extensions.helper(&info.program_type, id).is_none() {
                 return Err(err(format!("helper {id} has no prototype for program type `{}`", pt.name)));
             }
-            let address = helpers::host_helper(&pt.name, id)
-                .ok_or_else(|| err(format!("the emulator does not implement helper {id} for `{}`", pt.name)))?;
+            let address =
+                helpers::host_helper(&pt.name, id).ok_or_else(|| err(helpers::why_unimplemented(&pt.name, id)))?;
             let address = module.machine.bind(address)?;
             helper_data[slot] =
                 HelperFunctionData { address: address as u64, tail_call: id == 5, ..Default::default() };
@@ -454,6 +463,18 @@ fn load_programs(extensions: &dyn Extensions, module: &mut LoadedModule) -> Resu
                     "program-info hash mismatch: the module was built against a different program type / helper ABI"
                         .into(),
                 ));
+            }
+        }
+        // A custom map associates only with its provider's program type (coverage §1:
+        // `associate_program` refuses every type but the sample one), so the program fails to load.
+        let program_type_name = extensions.program_type(&info.program_type).map(|pt| pt.name).unwrap_or_default();
+        for &m in &info.referenced_maps {
+            let map = &module.maps[m as usize];
+            if map.definition.map_type == maps::MAP_SAMPLE_HASH && program_type_name != "sample" {
+                return Err(err(format!(
+                    "map `{}` (sample_hash_map) associates only with sample programs, not `{program_type_name}`",
+                    map.name
+                )));
             }
         }
         // Map data over all maps; only referenced indices are filled.
