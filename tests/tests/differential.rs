@@ -3,7 +3,8 @@
 //!
 //! Programs cover ALU32/ALU64 (every operation, register and immediate sources with edge values), byte swaps,
 //! `lddw`, loads and stores on the stack and on a 64-byte buffer (all sizes, sign-extending loads), atomics
-//! (every operation, fetch forms, W and DW), conditional jumps (all predicates, JMP and JMP32), `ja`/`gotol`,
+//! (every operation, fetch forms, W and DW; on the buffer as real atomics, on the stack, also misaligned, as the
+//! plain load-op-store lowering gives them), conditional jumps (all predicates, JMP and JMP32), `ja`/`gotol`,
 //! bounded loops, helper calls (the conformance "unwind" helper 5) and local calls into subprograms.
 //!
 //! The generator keeps programs verifier-clean: r9 (the buffer) and r10 (the stack) are the only pointers and
@@ -313,7 +314,12 @@ impl Generator {
 
     fn atomic(&mut self) {
         let size = self.rng.pick(&[MemSize::W, MemSize::DW]);
-        let (base, offset) = self.address(size);
+        let (base, mut offset) = self.address(size);
+        if base == Reg::FP && self.rng.chance(50) {
+            // A stack atomic may be misaligned (lowered as a plain load-op-store, docs/verifier.md §2).
+            let bytes = size.bytes() as i16;
+            offset = -STACK_WINDOW + self.rng.below((STACK_WINDOW - bytes + 1) as u64) as i16;
+        }
         let op = self.rng.pick(&[
             AtomicOp::Add,
             AtomicOp::Or,

@@ -5,11 +5,14 @@
 use std::ffi::c_void;
 
 use bpf2sys::compiled::Target;
-use bpf2sys::isa::{AluOp, Instruction as I, Operand, Reg, Width};
+use bpf2sys::interp::{Access, Interpreter, Memory};
+use bpf2sys::isa::{AluOp, AtomicOp, Imm64Kind, Instruction as I, MemSize, Operand, Reg, Width};
 use bpf2sys::lower::{self, LowerOptions, MapDataLayout};
 use bpf2sys::platform::windows::WINDOWS;
 use bpf2sys::program::Module;
 use bpf2sys::verifier::{verify_program, CallxTarget, Property, Verified, VerifierOptions};
+use bpf2sys_tests::arm64::Arm64Program;
+use bpf2sys_tests::conformance::ConformanceHost;
 use bpf2sys_tests::native::{module_from_instructions, HelperFunction, HostRuntime, NativeProgram};
 
 fn mov(dst: Reg, imm: i32) -> I {
@@ -95,4 +98,95 @@ fn a_jump_from_one_function_into_another_is_rejected_by_the_gate() {
     let xdp = WINDOWS.program_type_by_name("xdp").expect("xdp");
     let r = verify_program(&module, 0, &WINDOWS, xdp, &VerifierOptions::default()).expect_err("crosses functions");
     assert_eq!((r.pc, r.property), (1, Property::ControlFlow), "{r}");
+}
+
+fn lddw(dst: Reg, v: u64) -> [I; 2] {
+    [
+        I::LoadImm64 { dst, kind: Imm64Kind::Imm, imm: v as u32 as i32, next_imm: (v >> 32) as u32 as i32 },
+        I::LoadImm64Continuation,
+    ]
+}
+
+/// Every atomic operation, 32- and 64-bit, at misaligned stack addresses reached through a copy of `r10` (so
+/// only the verifier's proof, not the text, says they are on the stack); r0 folds every fetched value and the
+/// final stack bytes together.
+fn misaligned_stack_atomics() -> Vec<I> {
+    let atomic = |size, op, fetch, src, offset| I::Atomic { size, op, fetch, dst: Reg::R2, src, offset };
+    let xor_into_r0 = |r: Reg| I::Alu { width: Width::W64, op: AluOp::Xor, dst: Reg::R0, src: Operand::Reg(r) };
+    let mut p = Vec::new();
+    p.extend(lddw(Reg::R3, 0x1122_3344_5566_7788));
+    p.extend([
+        I::Store { size: MemSize::DW, dst: Reg::FP, offset: -24, src: Operand::Reg(Reg::R3) },
+        I::Store { size: MemSize::DW, dst: Reg::FP, offset: -16, src: Operand::Reg(Reg::R3) },
+        I::Store { size: MemSize::DW, dst: Reg::FP, offset: -8, src: Operand::Reg(Reg::R3) },
+        I::Alu { width: Width::W64, op: AluOp::Mov, dst: Reg::R2, src: Operand::Reg(Reg::FP) },
+        add(Reg::R2, -21),
+        mov(Reg::R0, 0),
+    ]);
+    p.extend(lddw(Reg::R4, 0x0101_0101_8000_0001));
+    p.extend([
+        atomic(MemSize::DW, AtomicOp::Add, true, Reg::R4, 0),
+        xor_into_r0(Reg::R4),
+        mov(Reg::R5, 0x7f0),
+        atomic(MemSize::W, AtomicOp::Or, true, Reg::R5, 5),
+        xor_into_r0(Reg::R5),
+        mov(Reg::R6, -1),
+        atomic(MemSize::DW, AtomicOp::Xor, false, Reg::R6, 3),
+        mov(Reg::R6, 0x0ff0_0ff0),
+        atomic(MemSize::W, AtomicOp::And, true, Reg::R6, 9),
+        xor_into_r0(Reg::R6),
+        mov(Reg::R7, 0x5a5a),
+        atomic(MemSize::DW, AtomicOp::Xchg, true, Reg::R7, 1),
+        xor_into_r0(Reg::R7),
+        I::Alu { width: Width::W64, op: AluOp::Mov, dst: Reg::R8, src: Operand::Reg(Reg::R0) },
+        // cmpxchg with a comparand that cannot match (the stack bytes are not r0 = 7), then one that does.
+        mov(Reg::R0, 7),
+        mov(Reg::R9, 0x3c3c),
+        atomic(MemSize::DW, AtomicOp::CmpXchg, true, Reg::R9, 2),
+        atomic(MemSize::DW, AtomicOp::CmpXchg, true, Reg::R9, 2),
+        xor_into_r0(Reg::R8),
+        atomic(MemSize::W, AtomicOp::CmpXchg, true, Reg::R9, 7),
+        atomic(MemSize::W, AtomicOp::CmpXchg, true, Reg::R9, 7),
+        xor_into_r0(Reg::R8),
+    ]);
+    for offset in [-24, -16, -8] {
+        p.push(I::Load { size: MemSize::DW, sign_extend: false, dst: Reg::R3, src: Reg::FP, offset });
+        p.push(xor_into_r0(Reg::R3));
+        p.push(I::Alu { width: Width::W64, op: AluOp::Mul, dst: Reg::R0, src: Operand::Imm(31) });
+    }
+    p.push(I::Exit);
+    p
+}
+
+#[test]
+fn misaligned_stack_atomics_verify_and_compute_the_interpreters_result_on_both_targets() {
+    let program = misaligned_stack_atomics();
+    let module = module_from_instructions("stack_atomics", program.clone());
+    let verified = verify(&module);
+    let atomics: Vec<usize> = (0..program.len()).filter(|&pc| matches!(program[pc], I::Atomic { .. })).collect();
+    assert_eq!(atomics.len(), 9);
+    assert!(atomics.iter().all(|&pc| verified.is_stack_atomic(pc)), "the verifier proved them stack-only");
+    let unchecked = Verified::unchecked_for_testing(&module, 0).unwrap();
+    assert!(atomics.iter().all(|&pc| !unchecked.is_stack_atomic(pc)), "the text alone (not r10) does not say so");
+
+    let mut memory = Memory::new();
+    let context = memory.add_region("context", vec![0; 32], Access::ReadWrite);
+    let expected = Interpreter::new(&program)
+        .run(&[context.base()], &mut memory, &mut ConformanceHost)
+        .unwrap_or_else(|e| panic!("interpreter: {e}"));
+    for target in [Target::X64, Target::Arm64] {
+        let isa = lower::build_isa(target).unwrap();
+        let lowered =
+            lower::lower_program(&*isa, std::slice::from_ref(&verified), 0, &LowerOptions::new(target), false)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let runtime = HostRuntime::new(&[], &|_| None, &[], MapDataLayout::default(), Vec::new());
+        let mut ctx = [0u8; 32];
+        let ctx = ctx.as_mut_ptr() as *mut c_void;
+        let r0 = match target {
+            // SAFETY: the program touches only its own stack.
+            Target::X64 => unsafe { NativeProgram::load(&lowered.program, runtime).unwrap().run(ctx) },
+            Target::Arm64 => Arm64Program::load(&lowered.program, runtime).unwrap().run(ctx).unwrap(),
+        };
+        assert_eq!(r0, expected, "{target:?}");
+    }
 }

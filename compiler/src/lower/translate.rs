@@ -24,6 +24,9 @@
 //! - **Memory.** Loads and stores are plain Cranelift memory operations at `reg + offset`; atomics use
 //!   `atomic_rmw` / `atomic_cas` (sequentially consistent, `lock`-prefixed on x64 like bpf2c's `Interlocked*`);
 //!   on ARM64 a 32-bit `cmpxchg` first gives its comparand zero upper bits (`FunctionTranslator::cas_comparand`).
+//!   An atomic the verifier proved to address only the invocation's own stack
+//!   ([`Verified::is_stack_atomic`]) is a plain load, operation and store instead: nobody else sees the frame,
+//!   and it may be misaligned.
 //!   There are no bounds checks: the verifier proved every access safe before lowering, so loads are `notrap`.
 //!   Byte loads that assemble one wider value become one load ([`super::load_combine`]); constant stores to the
 //!   stack are merged ([`super::stack_stores`]); spill slots no pointer reaches live in SSA variables

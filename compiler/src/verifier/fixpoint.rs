@@ -70,6 +70,10 @@ pub(super) struct Fixpoint<'a> {
     pub callx_helpers: BTreeMap<usize, BTreeSet<u32>>,
     /// Conditional-jump slot -> the directions followed from it in any context, for lowering.
     pub branch_directions: BTreeMap<usize, BranchDirections>,
+    /// Atomic slots visited with an address that is stack only, and the first alignment failure of such a visit.
+    stack_atomic_visits: BTreeMap<usize, Option<Failure>>,
+    /// Atomic slots visited with an address that may be a map value.
+    shared_atomic_visits: BTreeSet<usize>,
     pub visited: HashSet<(usize, usize)>,
     pub max_depth: usize,
 }
@@ -94,6 +98,8 @@ impl<'a> Fixpoint<'a> {
             invariants: HashMap::new(),
             callx_helpers: BTreeMap::new(),
             branch_directions: BTreeMap::new(),
+            stack_atomic_visits: BTreeMap::new(),
+            shared_atomic_visits: BTreeSet::new(),
             visited: HashSet::new(),
             max_depth: 1,
         }
@@ -128,6 +134,20 @@ impl<'a> Fixpoint<'a> {
             if let Some(target) = self.env.program[pc].jump_target(pc).filter(|_| self.is_conditional_jump(pc)) {
                 self.record_directions(pc, target, &out);
             }
+            if let Instruction::Atomic { size, dst, offset, .. } = self.env.program[pc] {
+                // `step` accepted it, so the address is stack and/or a map value.
+                let base = &st.regs[dst.index()];
+                if base.types == ty::STACK {
+                    let n = size.bytes() as i64;
+                    let aligned = transfer::check_atomic_alignment(pc, dst, base, offset as i64, n);
+                    let first = self.stack_atomic_visits.entry(pc).or_default();
+                    if first.is_none() {
+                        *first = aligned.err();
+                    }
+                } else {
+                    self.shared_atomic_visits.insert(pc);
+                }
+            }
             for (edge, s) in out {
                 match edge {
                     Edge::Local(t) if !self.cfg.needs_state[t] => pending.push((t, s)),
@@ -158,6 +178,24 @@ impl<'a> Fixpoint<'a> {
                 d.not_taken |= t == pc + 1;
             }
         }
+    }
+
+    /// The atomic slots whose address is on the stack in every analysed visit (every calling context), which
+    /// lowering may implement as plain load-op-store (docs/verifier.md §2). A slot that is stack-only in one
+    /// context but may be a map value in another is lowered as a real atomic everywhere, so there its stack-only
+    /// visits must be naturally aligned too: the first one that is not is the failure.
+    pub fn stack_atomics(&self) -> Result<BTreeSet<usize>, Failure> {
+        let mut stack_only = BTreeSet::new();
+        for (pc, misaligned) in &self.stack_atomic_visits {
+            match (self.shared_atomic_visits.contains(pc), misaligned) {
+                (true, Some(f)) => return Err(f.clone()),
+                (true, None) => {}
+                (false, _) => {
+                    stack_only.insert(*pc);
+                }
+            }
+        }
+        Ok(stack_only)
     }
 
     fn call(&mut self, ctx: usize, pc: usize, target: usize, s: &State) -> Result<(), Failure> {

@@ -303,6 +303,7 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
         loop_heads: cfg.loop_heads.iter().copied().collect(),
         callx_helpers: std::mem::take(&mut fx.callx_helpers),
         branch_directions: std::mem::take(&mut fx.branch_directions),
+        stack_atomics: fx.stack_atomics()?,
     };
     Ok(VerificationReport {
         program: name.to_string(),

@@ -34,6 +34,10 @@ pub struct AnalysisFacts {
     /// the refinement found that direction's condition unsatisfiable in it. Slots the analysis never reached are
     /// absent.
     pub branch_directions: BTreeMap<usize, BranchDirections>,
+    /// Atomic slots whose address is in the invocation's own stack in every calling context. The frame is
+    /// private to one invocation, so lowering may implement these as a plain load, operation and store (the same
+    /// RFC 9669 §5.3 result, and no alignment fault); the verifier did not require them to be aligned.
+    pub stack_atomics: BTreeSet<usize>,
 }
 
 /// The directions the analysis found feasible for one conditional jump (RFC 9669 §4.3).
@@ -186,6 +190,8 @@ pub struct Verified<'m> {
     /// The analysis's [`AnalysisFacts::branch_directions`]; `None` when nothing was proven
     /// ([`Verified::unchecked_for_testing`]).
     branch_directions: Option<BTreeMap<usize, BranchDirections>>,
+    /// See [`AnalysisFacts::stack_atomics`].
+    stack_atomics: BTreeSet<usize>,
     /// Frames of the deepest chain of local calls (1 without calls).
     call_depth: u32,
 }
@@ -210,6 +216,7 @@ impl<'m> Verified<'m> {
             control_flow,
             callx_helpers: facts.callx_helpers,
             branch_directions: Some(facts.branch_directions),
+            stack_atomics: facts.stack_atomics,
             call_depth,
         })
     }
@@ -217,7 +224,8 @@ impl<'m> Verified<'m> {
     /// **Not a safety gate.** Derives the facts lowering needs from the program text alone, without running the
     /// verifier: for harnesses that compile programs the verifier would reject on purpose (bpf_conformance, the
     /// interpreter-vs-native differential tests) and never ship the result. `callx` targets must be constants
-    /// loaded in the same straight-line sequence; local calls must not recurse.
+    /// loaded in the same straight-line sequence; local calls must not recurse. Atomics addressed through `r10`
+    /// (always the frame) count as stack atomics.
     #[doc(hidden)]
     #[allow(clippy::result_large_err)] // the same error type as `verify_program`
     pub fn unchecked_for_testing(module: &'m Module, index: usize) -> Result<Verified<'m>, Rejection> {
@@ -264,7 +272,23 @@ impl<'m> Verified<'m> {
             invariants: vec![],
             facts: AnalysisFacts::default(),
         };
-        Ok(Verified { module, index, report, control_flow, callx_helpers, branch_directions: None, call_depth })
+        let stack_atomics = program
+            .instructions
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i, Instruction::Atomic { dst: Reg::FP, .. }))
+            .map(|(pc, _)| pc)
+            .collect();
+        Ok(Verified {
+            module,
+            index,
+            report,
+            control_flow,
+            callx_helpers,
+            branch_directions: None,
+            stack_atomics,
+            call_depth,
+        })
     }
 
     pub fn module(&self) -> &'m Module {
@@ -323,6 +347,12 @@ impl<'m> Verified<'m> {
             Some(BranchDirections { taken: false, not_taken: true }) => BranchDecision::NeverTaken,
             _ => BranchDecision::Compare,
         }
+    }
+
+    /// Whether the atomic at `slot` addresses the invocation's own stack in every execution (see
+    /// [`AnalysisFacts::stack_atomics`]): lowering may then use a plain load-op-store.
+    pub fn is_stack_atomic(&self, slot: usize) -> bool {
+        self.stack_atomics.contains(&slot)
     }
 
     /// Helper ids the program calls (`call imm` and `callx`), in first-appearance order.

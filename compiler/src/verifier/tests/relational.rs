@@ -198,6 +198,66 @@ fn atomics_must_be_naturally_aligned() {
     assert_eq!(bigger(p(atomic(2, MemSize::W))).unwrap_err().property, Property::Alignment);
 }
 
+/// Verifies `instructions` (Windows XDP, one 8-byte-value hash map) and returns the atomic slots the verifier
+/// proved to address the stack only.
+fn stack_atomic_slots(instructions: Vec<I>) -> Result<Vec<usize>, Rejection> {
+    let m = module(instructions);
+    let xdp = WINDOWS.program_type_by_name("xdp").unwrap();
+    let v = verify_program(&m, 0, &WINDOWS, xdp, &VerifierOptions::default())?;
+    Ok((0..m.programs[0].instructions.len()).filter(|&pc| v.is_stack_atomic(pc)).collect())
+}
+
+#[test]
+fn misaligned_atomics_on_the_stack_are_accepted_as_stack_atomics() {
+    let atomic =
+        |size: MemSize, dst: Reg, offset: i16| I::Atomic { size, op: AtomicOp::Add, fetch: true, dst, src: R7, offset };
+    let init = [st(MemSize::DW, FP, -16, 0), st(MemSize::DW, FP, -8, 0), mov(R7, 1)];
+    let mut p = init.to_vec();
+    p.extend([atomic(MemSize::DW, FP, -12), atomic(MemSize::W, FP, -7), mov(R0, 0), I::Exit]);
+    assert_eq!(stack_atomic_slots(p).expect("the frame is private: no alignment needed"), vec![3, 4]);
+    // An offset range is fine on the stack too: every address in it is in the frame.
+    let mut p = init.to_vec();
+    p.extend([movr(R2, FP), add(R2, -13), jif(JumpCond::Eq, R7, Operand::Imm(0), 1), add(R2, 1)]);
+    p.extend([atomic(MemSize::DW, R2, 0), mov(R0, 0), I::Exit]);
+    assert_eq!(stack_atomic_slots(p).expect("fp-13 or fp-12"), vec![7]);
+    // Still only on initialised bytes.
+    let p = vec![st(MemSize::DW, FP, -8, 0), mov(R7, 1), atomic(MemSize::DW, FP, -12), mov(R0, 0), I::Exit];
+    assert_eq!(stack_atomic_slots(p).unwrap_err().property, Property::Uninitialized);
+}
+
+/// A function `f(r1, r2)` doing an 8-byte atomic add at `r1`, called with `fp - 12` (misaligned) and then, if
+/// `with_map_value`, with a map value (aligned).
+fn atomic_in_a_function_called_twice(with_map_value: bool) -> Vec<I> {
+    let mut p = vec![st(MemSize::DW, FP, -16, 0), st(MemSize::DW, FP, -8, 0), movr(R1, FP), add(R1, -12), mov(R2, 1)];
+    let mut second = vec![st(MemSize::W, FP, -4, 0), movr(R2, FP), add(R2, -4)];
+    second.extend(map_fd(R1, 0));
+    second.extend([I::CallHelper { id: 1 }, jif(JumpCond::Eq, R0, Operand::Imm(0), 3), movr(R1, R0), mov(R2, 1)]);
+    let tail = [mov(R0, 0), I::Exit];
+    let callee = 5 + 1 + if with_map_value { second.len() + 1 } else { 0 } + tail.len();
+    p.push(I::CallLocal { offset: (callee - 5 - 1) as i32 });
+    if with_map_value {
+        p.extend(second);
+        let at = p.len();
+        p.push(I::CallLocal { offset: (callee - at - 1) as i32 });
+    }
+    p.extend(tail);
+    assert_eq!(p.len(), callee);
+    p.extend([I::Atomic { size: MemSize::DW, op: AtomicOp::Add, fetch: false, dst: R1, src: R2, offset: 0 }]);
+    p.extend([mov(R0, 0), I::Exit]);
+    p
+}
+
+#[test]
+fn an_atomic_that_may_reach_a_map_value_in_another_context_must_be_aligned_in_all() {
+    let p = atomic_in_a_function_called_twice(false);
+    let slot = p.len() - 3;
+    assert_eq!(stack_atomic_slots(p).expect("stack only in its one context"), vec![slot]);
+    // The second call passes a map value: the slot is lowered as a real atomic, so the misaligned stack
+    // address of the first call is refused.
+    let r = stack_atomic_slots(atomic_in_a_function_called_twice(true)).unwrap_err();
+    assert_eq!(r.property, Property::Alignment, "{}", r.message);
+}
+
 /// Three nested loops of `n` iterations each.
 fn nested_loops(n: i32) -> Vec<I> {
     vec![

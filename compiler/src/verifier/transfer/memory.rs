@@ -105,11 +105,12 @@ pub(super) fn check_access(
     Ok(())
 }
 
-/// Atomic operations need a naturally aligned address (a misaligned `lock` access splits a cache line on x64
-/// and faults on ARM64). Stack frames and map values start 8-byte aligned (contract §5.1, map value storage),
-/// so the offset from the region base decides; an offset range is not provably aligned (the numeric domain
-/// keeps no congruences), so it must be a single value.
-pub(super) fn check_atomic_alignment(pc: usize, dst: Reg, base: &Value, offset: i64, n: i64) -> Result<(), Failure> {
+/// Atomic operations on shared memory need a naturally aligned address (a misaligned `lock` access splits a
+/// cache line on x64 and faults on ARM64). Stack frames and map values start 8-byte aligned (contract §5.1, map
+/// value storage), so the offset from the region base decides; an offset range is not provably aligned (the
+/// numeric domain keeps no congruences), so it must be a single value. Atomics whose address is proven to be on
+/// the stack need no alignment: lowering makes them plain load-op-store sequences (see [`atomic`]).
+pub(crate) fn check_atomic_alignment(pc: usize, dst: Reg, base: &Value, offset: i64, n: i64) -> Result<(), Failure> {
     let aligned = base.off.singleton().is_some_and(|o| (o as i64).wrapping_add(offset).rem_euclid(n) == 0);
     if aligned {
         return Ok(());
@@ -351,7 +352,12 @@ pub(super) fn reloaded_spill(st: &State, base: Reg, offset: i16, size: MemSize, 
 }
 
 /// Atomic operations (RFC 9669 §5.3): only on initialised stack bytes (not a spilled pointer) and map values,
-/// naturally aligned, with a number operand; fetch variants and `xchg` write the old value back.
+/// with a number operand; fetch variants and `xchg` write the old value back. An address that may be a map
+/// value must be naturally aligned. One that is stack only need not be: the frame belongs to this invocation
+/// alone (no other CPU can see it), so lowering emits a plain load, operation and store, which gives the same
+/// §5.3 result and never faults when misaligned. Whether an atomic is stack-only in *every* calling context is
+/// decided by the fixpoint (`Fixpoint::stack_atomics`), which also checks the alignment of a stack-only visit
+/// when another visit of the same slot may reach a map value.
 #[allow(clippy::too_many_arguments)] // the instruction's fields
 pub(super) fn atomic(
     env: &Env,
@@ -384,7 +390,9 @@ pub(super) fn atomic(
     }
     let n = size.bytes() as i64;
     check_access(env, s, pc, dst, &base, offset as i64, n as u64, Access::Write)?;
-    check_atomic_alignment(pc, dst, &base, offset as i64, n)?;
+    if base.may_be(ty::SHARED) {
+        check_atomic_alignment(pc, dst, &base, offset as i64, n)?;
+    }
     if base.may_be(ty::STACK) {
         let (lo, hi) = (base.off.smin + offset as i64, base.off.smax + offset as i64 + n);
         if !s.stack.all_init(lo, hi) {

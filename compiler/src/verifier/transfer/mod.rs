@@ -86,6 +86,7 @@ pub(super) enum Access {
 use alu::alu;
 use branch::branch;
 use helpers::helper_call;
+pub(super) use memory::check_atomic_alignment;
 use memory::{load, reloaded_spill, store};
 
 /// `lddw` (RFC 9669 §5.4): a 64-bit number, a map handle or the address of a map value / global section.
