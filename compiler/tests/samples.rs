@@ -164,6 +164,24 @@ const EXPECTED: &[Expected] = &[
         helpers: &[1],
     },
     Expected {
+        sample: "mixed_pointer",
+        programs: &[("log_interface_label", "xdp", "xdp")],
+        maps: &[("interface_labels", "array", 4, 16, 4)],
+        helpers: &[1, 12],
+    },
+    Expected {
+        sample: "correlated_bounds",
+        programs: &[("sum_packet_bytes", "xdp", "xdp")],
+        maps: &[("byte_totals", "array", 4, 8, 2)],
+        helpers: &[1],
+    },
+    Expected {
+        sample: "stack_extent",
+        programs: &[("log_packet_header", "xdp", "xdp")],
+        maps: &[("logged", "array", 4, 8, 2)],
+        helpers: &[1, 12],
+    },
+    Expected {
         sample: "kfunc",
         programs: &[("lookup_through_kfunc", "sample_ext", "sample")],
         maps: &[("lookup_results", "array", 4, 8, 2)],

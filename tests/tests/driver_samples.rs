@@ -339,6 +339,76 @@ fn stack_counter_sums_the_first_16_bytes_on(target: Target) {
     assert_eq!(u64_value(&m, "byte_sums", &0u32.to_le_bytes()), Some(16 + 3200));
 }
 
+/// Runs an XDP program on `packet` arriving on `ifindex`; returns its action and the trace messages.
+fn xdp_on_interface(m: &LoadedModule, program: &str, packet: &[u8], ifindex: u32) -> (u32, Vec<String>) {
+    let mut data = packet.to_vec();
+    let mut ctx = [0u8; 32];
+    let start = data.as_mut_ptr() as u64;
+    ctx[0..8].copy_from_slice(&start.to_le_bytes());
+    ctx[8..16].copy_from_slice(&(start + data.len() as u64).to_le_bytes());
+    ctx[24..28].copy_from_slice(&ifindex.to_le_bytes());
+    let (action, state) = m.invoke(program, &mut ctx).unwrap();
+    (action, state.trace)
+}
+
+#[test]
+fn mixed_pointer_logs_the_stack_label_then_the_map_label() {
+    for target in TARGETS {
+        mixed_pointer_logs_the_stack_label_then_the_map_label_on(target);
+    }
+}
+
+fn mixed_pointer_logs_the_stack_label_then_the_map_label_on(target: Target) {
+    let (_e, m) = load("mixed_pointer", target);
+    let (a, trace) = xdp_on_interface(&m, "log_interface_label", b"ABCDEFGH", 1);
+    assert_eq!(a, XDP_PASS);
+    assert!(trace[0].starts_with("if-1"), "stack label: {trace:?}");
+    let (a, trace) = xdp_on_interface(&m, "log_interface_label", b"xyz", 1);
+    assert_eq!(a, XDP_PASS);
+    assert!(trace[0].starts_with("ABCDEFG"), "map label: {trace:?}");
+    assert_eq!(xdp_on_interface(&m, "log_interface_label", b"!dropme!", 2).0, XDP_PASS, "named now");
+    let (a, trace) = xdp_on_interface(&m, "log_interface_label", b"ABCDEFGH", 2);
+    assert_eq!((a, trace[0].starts_with("!dropme")), (XDP_DROP, true), "{trace:?}");
+    let entry = m.map("interface_labels").unwrap().get(&1u32.to_le_bytes()).unwrap();
+    assert_eq!((&entry[..8], &entry[8..]), (&2u64.to_le_bytes()[..], &b"ABCDEFG\0"[..]));
+}
+
+#[test]
+fn correlated_bounds_sums_at_most_the_packet_and_64_bytes() {
+    for target in TARGETS {
+        correlated_bounds_sums_at_most_the_packet_and_64_bytes_on(target);
+    }
+}
+
+fn correlated_bounds_sums_at_most_the_packet_and_64_bytes_on(target: Target) {
+    let (_e, m) = load("correlated_bounds", target);
+    assert_eq!(m.invoke_xdp("sum_packet_bytes", &[1, 2, 3], 1).unwrap().0, XDP_PASS);
+    assert_eq!(m.invoke_xdp("sum_packet_bytes", &[0x10; 100], 1).unwrap().0, XDP_DROP, "64 * 16 = 1024");
+    assert_eq!(m.invoke_xdp("sum_packet_bytes", &[0xff; 3], 1).unwrap().0, XDP_PASS, "765");
+    assert_eq!(m.invoke_xdp("sum_packet_bytes", &[], 1).unwrap().0, XDP_PASS, "empty packet");
+    assert_eq!(u64_value(&m, "byte_totals", &0u32.to_le_bytes()), Some(6 + 1024 + 765));
+    assert_eq!(u64_value(&m, "byte_totals", &1u32.to_le_bytes()), Some(4));
+}
+
+#[test]
+fn stack_extent_logs_8_or_16_header_bytes() {
+    for target in TARGETS {
+        stack_extent_logs_8_or_16_header_bytes_on(target);
+    }
+}
+
+fn stack_extent_logs_8_or_16_header_bytes_on(target: Target) {
+    let (_e, m) = load("stack_extent", target);
+    let (a, trace) = xdp_with_trace(&m, "log_packet_header", b"ABCDEFGHIJKLMNOPQR");
+    assert_eq!(a, XDP_PASS);
+    assert!(trace[0].starts_with("ABCDEFGH") && !trace[0].starts_with("ABCDEFGHI"), "odd: 8 bytes {trace:?}");
+    let (_, trace) = xdp_with_trace(&m, "log_packet_header", b"BCDEFGHIJKLMNOPQRS");
+    assert!(trace[0].starts_with("BCDEFGHIJKLMNOPQ") && !trace[0].starts_with("BCDEFGHIJKLMNOPQR"), "{trace:?}");
+    let (a, trace) = xdp_with_trace(&m, "log_packet_header", b"A");
+    assert_eq!((a, trace.len()), (XDP_PASS, 0), "too short to log");
+    assert_eq!(u64_value(&m, "logged", &0u32.to_le_bytes()), Some(24));
+}
+
 #[test]
 fn map_choice_counts_in_the_map_of_the_interface_parity() {
     for target in TARGETS {

@@ -19,6 +19,7 @@ pub mod diagnostic;
 mod fixpoint;
 mod functions;
 pub mod num;
+mod relations;
 pub mod state;
 mod termination;
 pub mod transfer;

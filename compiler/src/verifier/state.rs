@@ -70,7 +70,22 @@ pub struct Value {
     /// For `NUMBER`: `Some((id, d))` means the value is at most the distance from the packet pointer
     /// `data + base_id + d` to `data_end` (`v ≤ packet_len - base_id - d`, signed), e.g. `len = data_end - p`.
     pub len_bound: Option<(u32, i64)>,
+    /// For `NUMBER`: the value shifted right by 32 satisfies the length bound `(id, d)` — the first half of
+    /// clang's zero-extension `r <<= 32; r >>= 32` of a length below 2^32; the second half turns it back into
+    /// `len_bound`.
+    pub len_bound_shl32: Option<(u32, i64)>,
+    /// For `NUMBER`: `Some((lo, hi))` means the stack bytes `[lo, hi + v)` are initialised for the value `v`
+    /// (a size matching the extent each path wrote; created by joins, docs/verifier.md §3).
+    pub init_extent: Option<(i64, i64)>,
+    /// Per-kind offsets of a pointer that may point into two or more memory regions (a stack buffer or a map
+    /// value chosen on a branch): when the value is a pointer of kind `MEMORY_KINDS[i]`, its offset is in
+    /// `kind_off[i]`. `off` stays a sound hull of all of them. `None` for values with at most one memory kind,
+    /// where `off` is the offset (docs/verifier.md §3, mixed pointers).
+    pub kind_off: Option<Box<[Num; 4]>>,
 }
+
+/// The memory kinds that carry their own offset in [`Value::kind_off`], in index order.
+pub const MEMORY_KINDS: [u16; 4] = [ty::CTX, ty::STACK, ty::PACKET, ty::SHARED];
 
 impl Value {
     pub fn uninit() -> Value {
@@ -84,6 +99,9 @@ impl Value {
             pkt: None,
             copy_id: None,
             len_bound: None,
+            len_bound_shl32: None,
+            init_extent: None,
+            kind_off: None,
         }
     }
 
@@ -142,12 +160,20 @@ impl Value {
             _ => None,
         };
         let same = |a: Option<u32>, b: Option<u32>| (a == b).then_some(a).flatten();
-        let len_bound = match (self.is_number(), o.is_number()) {
-            (true, true) => (self.len_bound == o.len_bound).then_some(self.len_bound).flatten(),
-            _ => None,
-        };
+        let both_numbers = self.is_number() && o.is_number();
+        let len_bound = (both_numbers && self.len_bound == o.len_bound).then_some(self.len_bound).flatten();
+        let len_bound_shl32 =
+            (both_numbers && self.len_bound_shl32 == o.len_bound_shl32).then_some(self.len_bound_shl32).flatten();
+        let types = self.types | o.types;
+        // Two or more memory kinds: each kind's offsets are joined with that kind's only.
+        let kind_off = ((types & ty::MEMORY).count_ones() >= 2).then(|| {
+            Box::new(std::array::from_fn(|i| {
+                let k = MEMORY_KINDS[i];
+                pick(k, &self.off_of(k), &o.off_of(k))
+            }))
+        });
         Value {
-            types: self.types | o.types,
+            types,
             num: pick(ty::NUMBER, &self.num, &o.num),
             off: pick(ty::POINTERS, &self.off, &o.off),
             shared_size,
@@ -156,6 +182,10 @@ impl Value {
             pkt,
             copy_id: same(self.copy_id, o.copy_id),
             len_bound,
+            len_bound_shl32,
+            // Re-derived for registers by `State::join_init_extents`, which checks both sides' stacks.
+            init_extent: None,
+            kind_off,
         }
     }
 }
@@ -171,7 +201,14 @@ impl fmt::Display for Value {
         if self.may_be(ty::NUMBER) {
             write!(f, " value={}", self.num)?;
         }
-        if self.may_be(ty::POINTERS & !(ty::MAP_FD | ty::MAP_FD_PROGRAMS | ty::PACKET_END)) {
+        if self.kind_off.is_some() {
+            let per_kind: Vec<String> = ty::NAMES
+                .iter()
+                .filter(|(b, _)| self.may_be(*b) && MEMORY_KINDS.contains(b))
+                .map(|(b, n)| format!("{n}: {}", OffsetDisplay(&self.off_of(*b))))
+                .collect();
+            write!(f, " offset={{{}}}", per_kind.join(", "))?;
+        } else if self.may_be(ty::POINTERS & !(ty::MAP_FD | ty::MAP_FD_PROGRAMS | ty::PACKET_END)) {
             write!(f, " offset={}", OffsetDisplay(&self.off))?;
         }
         if self.may_be(ty::SHARED) {
@@ -301,6 +338,11 @@ impl Stack {
             Some(v) => Some(v),
             None => self.narrow.get_mut(&k),
         }
+    }
+
+    /// Whether both stacks have the same bytes initialised.
+    pub fn same_init(&self, o: &Stack) -> bool {
+        self.init == o.init
     }
 
     /// Whether every byte in `[lo, hi)` is initialised.
@@ -528,14 +570,21 @@ impl State {
     }
 
     pub fn join(&self, o: &State) -> State {
-        self.combine(o, |a, b| a.join(b), |a, b| a.join(b))
+        self.combine(o, |a, b| a.join(b), |a, b| a.join(b), true)
     }
 
+    /// Widening derives no new initialised extents (they only shrink), so chains of widenings stabilise.
     pub fn widen(&self, o: &State, t: &Thresholds) -> State {
-        self.combine(o, |a, b| a.widen(b, t), |a, b| a.widen(b, t))
+        self.combine(o, |a, b| a.widen(b, t), |a, b| a.widen(b, t), false)
     }
 
-    fn combine(&self, o: &State, f: impl Fn(&Value, &Value) -> Value, g: impl Fn(&Num, &Num) -> Num) -> State {
+    fn combine(
+        &self,
+        o: &State,
+        f: impl Fn(&Value, &Value) -> Value,
+        g: impl Fn(&Num, &Num) -> Num,
+        derive: bool,
+    ) -> State {
         let regs = std::array::from_fn(|i| f(&self.regs[i], &o.regs[i]));
         let frames = self
             .frames
@@ -558,27 +607,9 @@ impl State {
                 v.len_bound = self.joined_len_bound(a, o, b);
             }
         }
+        self.join_init_extents(o, &mut regs, &stack, derive);
         let deltas = self.deltas.iter().filter_map(|(k, a)| o.deltas.get(k).map(|b| (*k, a.combine(b, &g)))).collect();
         State { regs, stack, frames, packet_ranges, deltas }
-    }
-
-    /// The length bound of the join of `a` (in `self`) and `b` (in `o`): a bound one side carries survives if
-    /// the other side proves it from its packet ranges (`b ≤ ranges[id] - d` there), so `len = min(len, N)`
-    /// after `len > N` proved `N + 1` bytes keeps the relation (docs/verifier.md §3).
-    fn joined_len_bound(&self, a: &Value, o: &State, b: &Value) -> Option<(u32, i64)> {
-        if !a.is_number() || !b.is_number() {
-            return None;
-        }
-        let proves = |st: &State, v: &Value, (id, d): (u32, i64)| {
-            (id == 0 || st.packet_ranges.contains_key(&id))
-                && v.num.smax as i128 + d as i128 <= st.packet_range(id) as i128
-        };
-        match (a.len_bound, b.len_bound) {
-            (Some(x), Some(y)) if x == y => Some(x),
-            (Some(x), _) if proves(o, b, x) => Some(x),
-            (_, Some(y)) if proves(self, a, y) => Some(y),
-            _ => None,
-        }
     }
 
     /// Removes packet pointers everywhere (a helper that may move the packet was called).
@@ -588,13 +619,11 @@ impl State {
                 *r = Value::uninit();
             }
         }
-        for v in self
-            .regs
-            .iter_mut()
-            .chain(self.frames.iter_mut().flat_map(|f| f.regs.iter_mut()))
-            .chain(self.stack.spills.values_mut())
-        {
+        for v in self.values_mut() {
             v.len_bound = None;
+            v.len_bound_shl32 = None;
+            // Packet spills removed below leave uninitialised bytes.
+            v.init_extent = None;
         }
         let keys: Vec<i64> =
             self.stack.spills.iter().filter(|(_, v)| v.may_be(ty::PACKET | ty::PACKET_END)).map(|(k, _)| *k).collect();
@@ -610,9 +639,14 @@ impl State {
     /// Forgets the ranges of packet ids no register or spill carries any more (id 0, the packet size, stays).
     pub fn gc_packet_ranges(&mut self) {
         let mut live: Vec<u32> = vec![0];
-        let held =
-            self.regs.iter().chain(self.frames.iter().flat_map(|f| f.regs.iter())).chain(self.stack.spills.values());
-        live.extend(held.flat_map(|v| [v.pkt.map(|(id, _)| id), v.len_bound.map(|(id, _)| id)]).flatten());
+        let held = self
+            .regs
+            .iter()
+            .chain(self.frames.iter().flat_map(|f| f.regs.iter()))
+            .chain(self.stack.spills.values())
+            .chain(self.stack.narrow.values());
+        let ids = |v: &Value| [v.pkt, v.len_bound, v.len_bound_shl32].map(|f| f.map(|(id, _)| id));
+        live.extend(held.flat_map(ids).flatten());
         self.packet_ranges.retain(|id, _| live.contains(id));
     }
 
@@ -625,10 +659,12 @@ impl State {
             if matches!(v.len_bound, Some((i, _)) if i == id) {
                 v.len_bound = None;
             }
+            if matches!(v.len_bound_shl32, Some((i, _)) if i == id) {
+                v.len_bound_shl32 = None;
+            }
         };
-        self.regs.iter_mut().for_each(strip);
-        self.frames.iter_mut().flat_map(|f| f.regs.iter_mut()).for_each(strip);
-        self.stack.spills.values_mut().for_each(strip);
+        // Every holder, 4-byte number slots included: a stale bound would relate a number to the new base.
+        self.values_mut().for_each(strip);
         self.packet_ranges.remove(&id);
     }
 }

@@ -344,4 +344,5 @@ proptest! {
     }
 }
 
+mod correlations;
 mod relational;

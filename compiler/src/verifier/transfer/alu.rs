@@ -32,6 +32,11 @@ pub(super) fn pointer_arith(
     if width == Width::W32 && (same_region_sub || packet_distance) {
         // The truncated distance between two pointers into one region reveals no address.
         let d = pointer_arith(st, pc, op, Width::W64, dst, a, b, src_is_imm)?;
+        if d.num.smin >= 0 && d.num.umax <= u32::MAX as u64 {
+            // The distance is below 2^32 (a packet is shorter than that): truncating leaves it, and its length
+            // bound, unchanged (`u32 n = data_end - data`).
+            return Ok(d);
+        }
         return Ok(Value::number(d.num.low32()));
     }
     if width == Width::W32 || !matches!(op, AluOp::Add | AluOp::Sub) {
@@ -53,8 +58,9 @@ pub(super) fn pointer_arith(
                 vals(),
             ));
         }
-        let off = Num::alu(op, Width::W64, &p.off, &n.num);
-        let mut r = Value { off, copy_id: None, ..p.clone() };
+        // Each memory kind's offset moves by the same amount; the packet fact follows the packet offset.
+        let mut r = Value { copy_id: None, ..p.map_offsets(|o| Num::alu(op, Width::W64, o, &n.num)) };
+        let off = r.off_of(ty::PACKET);
         if p.may_be(ty::PACKET) {
             r.pkt = match (p.pkt, n.num.singleton().filter(|_| src_is_imm)) {
                 (Some((id, d)), Some(c)) => {
@@ -68,6 +74,9 @@ pub(super) fn pointer_arith(
                     // A new variable base: every packet pointer derived from this one by constants shares it.
                     let id = pc as u32 + 1;
                     st.forget_packet_id(id);
+                    if let Some(r) = (op == AluOp::Add).then(|| range_of_sum(p, n)).flatten() {
+                        st.packet_ranges.insert(id, r);
+                    }
                     Some((id, 0))
                 }
             };
@@ -86,8 +95,11 @@ pub(super) fn pointer_arith(
         let size_lo = st.packet_range(0);
         if a.is(ty::PACKET_END) && b.is(ty::PACKET) {
             let lo = (size_lo as i128 - b.off.smax as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
-            let mut v = Value::number(Num::signed(lo.min(0).max(lo), i64::MAX).unwrap_or(Num::TOP));
-            v.len_bound = len_bound_of_distance(b);
+            let len_bound = len_bound_of_distance(b);
+            // `packet_len - o` with `o ≥ lo(off)` and `packet_len < 2^32` (docs/verifier.md §3).
+            let hi = if len_bound.is_some() { MAX_PACKET_LEN - b.off.smin } else { i64::MAX };
+            let mut v = Value::number(Num::signed(lo, hi).unwrap_or(Num::TOP));
+            v.len_bound = len_bound;
             return Ok(v);
         }
         if a.is(ty::PACKET) && b.is(ty::PACKET_END) {
@@ -116,6 +128,71 @@ pub(super) fn len_bound_of_distance(p: &Value) -> Option<(u32, i64)> {
         return None;
     }
     Some(p.pkt.unwrap_or((0, p.off.smin)))
+}
+
+/// A length bound `(id, d)`: `v ≤ packet_len - base_id - d` (docs/verifier.md §3).
+type LenBound = (u32, i64);
+
+/// The largest packet length: packets are shorter than 2^32 bytes (an XDP frame is one NET_BUFFER, whose
+/// length is a 32-bit `ULONG`; the bind and sock_addr contexts have no packet).
+pub(super) const MAX_PACKET_LEN: i64 = u32::MAX as i64;
+
+/// The packet range of `p + i` under a fresh base id, when the number `i` carries a length bound `(id, d)`
+/// (`i ≤ packet_len - base_id - d`): with `p = data + base_id + d'` the sum is `data + base_id + d' + i`, so
+/// `base_new + (d - d') ≤ packet_len`; without a fact `p = data + o` with `o ≤ hi(off)` and `id = 0`, so
+/// `base_new + (d - hi(off)) ≤ packet_len`. Only within ±2^32 (no wrap in the 64-bit sum).
+fn range_of_sum(p: &Value, i: &Value) -> Option<i64> {
+    const LIMIT: i64 = 1 << 32;
+    let (id, d) = i.len_bound?;
+    let off = p.off_of(ty::PACKET);
+    if !p.is(ty::PACKET) || i.num.smin < -LIMIT || i.num.smax > LIMIT || off.smin < -LIMIT || off.smax > LIMIT {
+        return None;
+    }
+    let r = match p.pkt {
+        Some((pid, dp)) if pid == id => d.checked_sub(dp)?,
+        _ if id == 0 => d.checked_sub(off.smax)?,
+        _ => return None,
+    };
+    (r > 0).then_some(r)
+}
+
+/// The length bounds of `a op b` on numbers (docs/verifier.md §3): adding or subtracting a constant moves the
+/// bound when the operation provably does not wrap; subtracting a non-negative number keeps it (less its
+/// lower bound); `<<= 32` of a value below 2^32 keeps it for the high half, and `>>= 32` brings it back — the
+/// zero-extension `r <<= 32; r >>= 32` of a length. Returns `(len_bound, len_bound_shl32)`.
+fn derived_len_bounds(op: AluOp, width: Width, a: &Value, b: &Value) -> (Option<LenBound>, Option<LenBound>) {
+    let plus = |v: &Value, c: i64| -> Option<(u32, i64)> {
+        let (id, d) = v.len_bound?;
+        let (lo, hi) = (v.num.smin as i128 + c as i128, v.num.smax as i128 + c as i128);
+        let fits = match width {
+            Width::W64 => lo >= i64::MIN as i128 && hi <= i64::MAX as i128,
+            // The 32-bit result equals the sum only when the operand and the sum stay in [0, 2^32).
+            Width::W32 => v.num.umax <= u32::MAX as u64 && lo >= 0 && hi <= u32::MAX as i128,
+        };
+        fits.then(|| Some((id, d.checked_sub(c)?))).flatten()
+    };
+    let constant =
+        |v: &Value| v.num.singleton().map(|c| if width == Width::W32 { c as u32 as i32 as i64 } else { c as i64 });
+    let shift32 = width == Width::W64 && b.num.singleton() == Some(32);
+    match op {
+        AluOp::Add => match (constant(b), constant(a)) {
+            (Some(c), _) => (plus(a, c), None),
+            (None, Some(c)) => (plus(b, c), None),
+            _ => (None, None),
+        },
+        AluOp::Sub => match constant(b) {
+            Some(c) => (c.checked_neg().and_then(|c| plus(a, c)), None),
+            None if width == Width::W64 && b.num.smin >= 0 => {
+                let lo = a.num.smin as i128 - b.num.smax as i128;
+                let bound = a.len_bound.filter(|_| lo >= i64::MIN as i128);
+                (bound.and_then(|(id, d)| Some((id, d.checked_add(b.num.smin)?))), None)
+            }
+            None => (None, None),
+        },
+        AluOp::Lsh if shift32 && a.num.umax <= u32::MAX as u64 => (None, a.len_bound),
+        AluOp::Rsh if shift32 => (a.len_bound_shl32, None),
+        _ => (None, None),
+    }
 }
 
 pub(super) fn b_off_neg(size_lo: i64, off_max: i64) -> i128 {
@@ -190,11 +267,11 @@ pub(super) fn alu(
         // Either a number or a pointer: each part moves by the same amount (a null pointer stays a number).
         let v = Value {
             num: Num::alu(op, width, &a.num, &b.num),
-            off: Num::alu(op, width, &a.off, &b.num),
             pkt: None,
             copy_id: None,
             len_bound: None,
-            ..a.clone()
+            len_bound_shl32: None,
+            ..a.map_offsets(|o| Num::alu(op, width, o, &b.num))
         };
         set_reg(st, dst, v, Change::Unknown);
         return Ok(());
@@ -222,6 +299,8 @@ pub(super) fn alu(
         }
         _ => None,
     };
-    set_reg(st, dst, Value::number(result), added.map_or(Change::Unknown, Change::Add));
+    let (len_bound, len_bound_shl32) = derived_len_bounds(op, width, &a, &b);
+    let v = Value { len_bound, len_bound_shl32, ..Value::number(result) };
+    set_reg(st, dst, v, added.map_or(Change::Unknown, Change::Add));
     Ok(())
 }

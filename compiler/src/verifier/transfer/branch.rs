@@ -68,8 +68,51 @@ fn compare_numbers(
         if b.copy_id.is_some_and(|id| !s.refine_copies_num(id, &nb)) {
             return None;
         }
+        let holds = if taken { Some(cond) } else { (cond != JumpCond::Set).then(|| cond.negate()) };
+        if let Some(c) = holds {
+            relate_len_bounds(&mut s, width, c, dst, r, &na, &nb);
+            // A bound just learnt on a value known to be positive proves packet bytes too.
+            for (reg, n) in [(dst, na), (r, nb)] {
+                let bound = s.regs[reg.index()].len_bound;
+                learn_packet_range(&mut s, bound, &n);
+            }
+        }
     }
     Some(s)
+}
+
+/// `x c y` holds for the numbers in `dst` and `src` (refined to `na`, `nb`): a length bound of the larger side
+/// bounds the smaller one (`i < n` with `n ≤ packet_len - base - d` gives `i ≤ packet_len - base - (d + 1)`).
+/// Sound when the predicate orders the values as signed 64-bit integers: signed 64-bit predicates always;
+/// unsigned ones when both values are non-negative; 32-bit ones when both are zero-extended and below 2^31
+/// (signed) or 2^32 (unsigned), so that the 32-bit comparison is the 64-bit one (docs/verifier.md §3).
+fn relate_len_bounds(s: &mut State, width: Width, c: JumpCond, dst: Reg, src: Reg, na: &Num, nb: &Num) {
+    let lim = match (width, c.is_signed()) {
+        (Width::W64, true) => u64::MAX,
+        (Width::W64, false) => i64::MAX as u64,
+        (Width::W32, true) => i32::MAX as u64,
+        (Width::W32, false) => u32::MAX as u64,
+    };
+    let ordered = (width == Width::W64 && c.is_signed()) || (na.umax <= lim && nb.umax <= lim);
+    if !ordered {
+        return;
+    }
+    let (a, b) = (s.regs[dst.index()].len_bound, s.regs[src.index()].len_bound);
+    // (smaller holder, bound it learns)
+    type Learnt = (Reg, Option<(u32, i64)>, i64);
+    let learnt: Vec<Learnt> = match c {
+        JumpCond::Lt | JumpCond::Slt => vec![(dst, b, 1)],
+        JumpCond::Le | JumpCond::Sle => vec![(dst, b, 0)],
+        JumpCond::Gt | JumpCond::Sgt => vec![(src, a, 1)],
+        JumpCond::Ge | JumpCond::Sge => vec![(src, a, 0)],
+        JumpCond::Eq => vec![(dst, b, 0), (src, a, 0)],
+        _ => vec![],
+    };
+    for (r, bound, extra) in learnt {
+        let Some((id, d)) = bound else { continue };
+        let Some(d) = d.checked_add(extra) else { continue };
+        s.tighten_len_bound(r.index(), (id, d));
+    }
 }
 
 /// A pointer-or-null compared with 0: the branch decides null or not, for the register and all its copies.

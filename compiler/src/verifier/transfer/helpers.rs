@@ -69,13 +69,19 @@ pub(super) fn arg_mem(
     if size.umax > i32::MAX as u64 {
         return Err(fail(pc, Property::HelperArgument, format!("size of argument {i} is not bounded"), vec![]));
     }
-    if !within_packet_by_length(&p, size_value) {
-        check_access(env, st, pc, reg, &p, 0, size.umax, if write { Access::Write } else { Access::Read })?;
+    // A pointer into one of several regions (per-kind offsets) is checked in each region separately.
+    for view in p.views() {
+        if !within_packet_by_length(&view, size_value) {
+            check_access(env, st, pc, reg, &view, 0, size.umax, if write { Access::Write } else { Access::Read })?;
+        }
     }
     if p.may_be(ty::STACK) && !write {
-        let lo = p.off.smin;
-        let hi = p.off.smax + size.umax as i64;
-        if !st.stack.all_init(lo, hi) {
+        let stack_off = p.off_of(ty::STACK);
+        let lo = stack_off.smin;
+        let hi = stack_off.smax + size.umax as i64;
+        // Or the size is tied to an initialised extent: `[b, b + size)` is initialised for `b` in `[el, eh]`.
+        let by_extent = size_value.init_extent.is_some_and(|(el, eh)| el <= lo && stack_off.smax <= eh);
+        if !by_extent && !st.stack.all_init(lo, hi) {
             return Err(fail(
                 pc,
                 Property::Uninitialized,
@@ -302,8 +308,11 @@ fn call_with_prototype(
     let (map, writes) = check_args(env, st, pc, proto)?;
     for (p, size) in writes {
         if p.may_be(ty::STACK) {
-            let lo = p.off.smin;
-            st.stack.clobber(lo, p.off.smax + size.umax as i64);
+            let stack_off = p.off_of(ty::STACK);
+            let lo = stack_off.smin;
+            st.stack.clobber(lo, stack_off.smax + size.umax as i64);
+            st.forget_init_extents(lo - 8, stack_off.smax + size.umax as i64 + 8);
+            // Only a pointer that is surely this stack slot initialises it.
             if p.is(ty::STACK) && p.off.smin == p.off.smax {
                 for o in lo..lo + size.umin as i64 {
                     st.stack.set_init(o, true);

@@ -21,6 +21,13 @@ pub(super) fn check_access(
     size: u64,
     access: Access,
 ) -> Result<(), Failure> {
+    if base.kind_off.is_some() {
+        // A pointer into one of several regions: the access must be safe in each, at that region's offsets.
+        for view in base.views() {
+            check_access(env, st, pc, reg, &view, off, size, access)?;
+        }
+        return Ok(());
+    }
     let vals = || vec![show(reg.to_string(), base)];
     let what = if access == Access::Read { "read" } else { "write" };
     if base.may_be(ty::UNINIT) {
@@ -111,6 +118,13 @@ pub(super) fn check_access(
 /// numeric domain keeps no congruences), so it must be a single value. Atomics whose address is proven to be on
 /// the stack need no alignment: lowering makes them plain load-op-store sequences (see [`atomic`]).
 pub(crate) fn check_atomic_alignment(pc: usize, dst: Reg, base: &Value, offset: i64, n: i64) -> Result<(), Failure> {
+    // A pointer that may be stack or a map value is lowered as a real atomic: every kind must be aligned.
+    if base.kind_off.is_some() {
+        for view in base.views() {
+            check_atomic_alignment(pc, dst, &view, offset, n)?;
+        }
+        return Ok(());
+    }
     let aligned = base.off.singleton().is_some_and(|o| (o as i64).wrapping_add(offset).rem_euclid(n) == 0);
     if aligned {
         return Ok(());
@@ -230,11 +244,12 @@ pub(super) fn load(
         })
     };
     if base.may_be(ty::CTX) {
-        add(load_ctx(env, pc, &base, off, size, sign_extend)?);
+        add(load_ctx(env, pc, &base.view(ty::CTX), off, size, sign_extend)?);
     }
     if base.may_be(ty::STACK) {
-        let lo = base.off.smin + off;
-        let hi = base.off.smax + off + size.bytes() as i64;
+        let stack_off = base.off_of(ty::STACK);
+        let lo = stack_off.smin + off;
+        let hi = stack_off.smax + off + size.bytes() as i64;
         if !st.stack.all_init(lo, hi) {
             return Err(fail(
                 pc,
@@ -243,7 +258,7 @@ pub(super) fn load(
                 vec![show(src.to_string(), &base)],
             ));
         }
-        let single = lo == base.off.smax + off;
+        let single = lo == stack_off.smax + off;
         let exact = match size {
             MemSize::DW if single => st.stack.spills.get(&lo),
             // A 4-byte number slot read whole and zero-extended gives the stored number (it is below 2^32).
@@ -287,8 +302,10 @@ pub(super) fn store(
     let off = off as i64;
     let n = size.bytes() as i64;
     check_access(env, st, pc, dst, &base, off, n as u64, Access::Write)?;
-    let lo = base.off.smin + off;
-    let hi = base.off.smax + off + n;
+    // Through a pointer that may also point elsewhere the stack bytes may stay as they were (`exact` is false).
+    let stack_off = base.off_of(ty::STACK);
+    let lo = stack_off.smin + off;
+    let hi = stack_off.smax + off + n;
     let exact = base.is(ty::STACK) && base.off.smin == base.off.smax;
     let spill = exact && size == MemSize::DW && lo.rem_euclid(8) == 0;
     // Part of a pointer may go to the stack only; the bytes it covers become uninitialised, so they can never
@@ -303,10 +320,12 @@ pub(super) fn store(
         ));
     }
     if base.may_be(ty::CTX) {
-        check_ctx_write(env, pc, &base, off, n as u64)?;
+        check_ctx_write(env, pc, &base.view(ty::CTX), off, n as u64)?;
     }
     if base.may_be(ty::STACK) {
         st.stack.clobber(lo, hi);
+        // A partly overwritten spilled pointer leaves bytes around [lo, hi) uninitialised.
+        st.forget_init_extents(lo - 8, hi + 8);
         if opaque {
             for o in lo..hi {
                 st.stack.set_init(o, false);
@@ -394,7 +413,8 @@ pub(super) fn atomic(
         check_atomic_alignment(pc, dst, &base, offset as i64, n)?;
     }
     if base.may_be(ty::STACK) {
-        let (lo, hi) = (base.off.smin + offset as i64, base.off.smax + offset as i64 + n);
+        let stack_off = base.off_of(ty::STACK);
+        let (lo, hi) = (stack_off.smin + offset as i64, stack_off.smax + offset as i64 + n);
         if !s.stack.all_init(lo, hi) {
             return Err(fail(
                 pc,
@@ -407,6 +427,7 @@ pub(super) fn atomic(
             return Err(fail(pc, Property::PointerLeak, "atomic operation on a spilled pointer", vec![]));
         }
         s.stack.clobber(lo, hi);
+        s.forget_init_extents(lo - 8, hi + 8);
     }
     let old = Value::number(full(size, false));
     match op {

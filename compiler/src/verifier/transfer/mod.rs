@@ -11,7 +11,9 @@ use crate::isa::{Imm64Kind, Instruction, MemSize, Operand, Reg, Width};
 use crate::program::{GlobalSectionKind, MapType};
 
 use super::num::Num;
-use super::state::{ty, Change, CopyHolder, Loc, LoopDeltas, MapSet, State, Value, COPY_ID_LINKS, FRAME_STRIDE};
+use super::state::{
+    ty, Change, CopyHolder, Loc, LoopDeltas, MapSet, State, Value, COPY_ID_LINKS, FRAME_STRIDE, STACK_FRAME_SIZE,
+};
 use super::{Env, Failure, Property};
 
 /// Where control goes after an instruction.
@@ -277,7 +279,7 @@ pub fn enter_call(st: &State) -> State {
 pub fn leave_call(st: &State, pc: usize) -> Result<State, Failure> {
     let mut s = st.clone();
     let frame_top = -FRAME_STRIDE * s.frames.len() as i64;
-    let dangling = |v: &Value| v.may_be(ty::STACK) && v.off.smin < frame_top;
+    let dangling = |v: &Value| v.may_be(ty::STACK) && v.off_of(ty::STACK).smin < frame_top;
     if dangling(&s.regs[0]) {
         return Err(fail(
             pc,
@@ -288,8 +290,11 @@ pub fn leave_call(st: &State, pc: usize) -> Result<State, Failure> {
     }
     let saved = s.frames.pop().expect("inside a call");
     s.stack.pop_frame();
+    // Initialised extents in the dying frame (or the bytes of the pointers to it erased below) are gone.
+    s.forget_init_extents(i64::MIN / 2, frame_top + FRAME_STRIDE - STACK_FRAME_SIZE);
     let bad: Vec<i64> = s.stack.spills.iter().filter(|(_, v)| dangling(v)).map(|(k, _)| *k).collect();
     for k in bad {
+        s.forget_init_extents(k, k + 8);
         s.stack.spills.remove(&k);
         for b in k..k + 8 {
             s.stack.set_init(b, false);
