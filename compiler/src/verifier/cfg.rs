@@ -16,26 +16,30 @@ pub(super) struct Cfg {
     /// (source, head) of every back edge.
     pub back_edges: HashSet<(usize, usize)>,
     pub loop_heads: HashSet<usize>,
+    /// Per slot: whether it is a loop head (the fixpoint asks on every propagation; a vector, not a hash).
+    pub is_loop_head: Vec<bool>,
+    /// The slots with `needs_state`, ascending; the fixpoint stores head states densely by position here.
+    pub heads: Vec<usize>,
+    /// Per slot: its position in `heads`, or `u32::MAX` for a slot without a stored state.
+    pub head_index: Vec<u32>,
     /// Loop head -> slots of its natural loop body.
     pub bodies: HashMap<usize, HashSet<usize>>,
     /// Irreducible retreating edge, if any: (source, target).
     pub irreducible: Option<(usize, usize)>,
 }
 
-pub(super) fn local_successors(program: &[Instruction], pc: usize) -> Vec<usize> {
+/// The local successors of `pc` (at most two; no allocation, the CFG walks ask for them per visit).
+pub(super) fn local_successors(program: &[Instruction], pc: usize) -> impl Iterator<Item = usize> {
     let insn = &program[pc];
-    let mut v = Vec::new();
-    match insn {
-        Instruction::Jump { .. } => v.extend(insn.jump_target(pc).map(|t| t as usize)),
-        Instruction::JumpIf { .. } => {
-            v.push(pc + 1);
-            v.extend(insn.jump_target(pc).map(|t| t as usize));
-        }
-        Instruction::Exit => {}
-        Instruction::LoadImm64 { .. } => v.push(pc + 2),
-        _ => v.push(pc + 1),
-    }
-    v
+    let target = insn.jump_target(pc).map(|t| t as usize);
+    let (a, b) = match insn {
+        Instruction::Jump { .. } => (target, None),
+        Instruction::JumpIf { .. } => (Some(pc + 1), target),
+        Instruction::Exit => (None, None),
+        Instruction::LoadImm64 { .. } => (Some(pc + 2), None),
+        _ => (Some(pc + 1), None),
+    };
+    a.into_iter().chain(b)
 }
 
 pub(super) fn build_cfg(program: &[Instruction]) -> Result<Cfg, Failure> {
@@ -45,6 +49,9 @@ pub(super) fn build_cfg(program: &[Instruction]) -> Result<Cfg, Failure> {
         needs_state,
         back_edges: HashSet::new(),
         loop_heads: HashSet::new(),
+        is_loop_head: Vec::new(),
+        heads: Vec::new(),
+        head_index: Vec::new(),
         bodies: HashMap::new(),
         irreducible: None,
     };
@@ -55,8 +62,15 @@ pub(super) fn build_cfg(program: &[Instruction]) -> Result<Cfg, Failure> {
         }
     }
     cfg.loop_heads = cfg.back_edges.iter().map(|(_, h)| *h).collect();
+    cfg.is_loop_head = vec![false; cfg.needs_state.len()];
     for &h in &cfg.loop_heads {
         cfg.needs_state[h] = true;
+        cfg.is_loop_head[h] = true;
+    }
+    cfg.heads = (0..cfg.needs_state.len()).filter(|&pc| cfg.needs_state[pc]).collect();
+    cfg.head_index = vec![u32::MAX; cfg.needs_state.len()];
+    for (i, &pc) in cfg.heads.iter().enumerate() {
+        cfg.head_index[pc] = i as u32;
     }
     Ok(cfg)
 }
@@ -120,28 +134,30 @@ fn merge_points_and_predecessors(program: &[Instruction], entries: &[usize]) -> 
     (needs_state, preds)
 }
 
+/// Marks a slot outside the function being analysed in a reverse-postorder position table.
+const UNREACHED: usize = usize::MAX;
+
 /// Depth-first search of one function: its slots in reverse postorder and its retreating edges.
 fn dfs(program: &[Instruction], entry: usize) -> (Vec<usize>, Vec<(usize, usize)>) {
     let mut order = Vec::new(); // postorder
-    let mut color: HashMap<usize, u8> = HashMap::new();
+                                // 0 = unseen, 1 = on the DFS stack, 2 = finished.
+    let mut color = vec![0u8; program.len() + 2];
     let mut stack = vec![(entry, 0usize)];
-    color.insert(entry, 1);
+    color[entry] = 1;
     let mut retreating = Vec::new();
     while let Some((v, i)) = stack.pop() {
-        let succ = local_successors(program, v);
-        if i < succ.len() {
+        if let Some(w) = local_successors(program, v).nth(i) {
             stack.push((v, i + 1));
-            let w = succ[i];
-            match color.get(&w) {
-                None => {
-                    color.insert(w, 1);
+            match color[w] {
+                0 => {
+                    color[w] = 1;
                     stack.push((w, 0));
                 }
-                Some(1) => retreating.push((v, w)),
+                1 => retreating.push((v, w)),
                 _ => {}
             }
         } else {
-            color.insert(v, 2);
+            color[v] = 2;
             order.push(v);
         }
     }
@@ -150,7 +166,7 @@ fn dfs(program: &[Instruction], entry: usize) -> (Vec<usize>, Vec<(usize, usize)
 }
 
 /// Immediate dominators (Cooper–Harvey–Kennedy) by reverse-postorder position; `pos` maps slots to positions.
-fn immediate_dominators(rpo: &[usize], pos: &HashMap<usize, usize>, preds: &[Vec<usize>]) -> Vec<Option<usize>> {
+fn immediate_dominators(rpo: &[usize], pos: &[usize], preds: &[Vec<usize>]) -> Vec<Option<usize>> {
     let mut idom: Vec<Option<usize>> = vec![None; rpo.len()];
     idom[0] = Some(0);
     let mut changed = true;
@@ -159,7 +175,10 @@ fn immediate_dominators(rpo: &[usize], pos: &HashMap<usize, usize>, preds: &[Vec
         for i in 1..rpo.len() {
             let mut new: Option<usize> = None;
             for p in &preds[rpo[i]] {
-                let Some(&pi) = pos.get(p) else { continue };
+                let pi = pos[*p];
+                if pi == UNREACHED {
+                    continue;
+                }
                 if idom[pi].is_none() {
                     continue;
                 }
@@ -192,7 +211,11 @@ fn immediate_dominators(rpo: &[usize], pos: &HashMap<usize, usize>, preds: &[Vec
 /// dominate its source makes the CFG irreducible.
 fn add_loops(program: &[Instruction], entry: usize, preds: &[Vec<usize>], cfg: &mut Cfg) {
     let (rpo, retreating) = dfs(program, entry);
-    let pos: HashMap<usize, usize> = rpo.iter().enumerate().map(|(i, v)| (*v, i)).collect();
+    // Slot -> reverse-postorder position in this function (`UNREACHED` for slots of other functions).
+    let mut pos = vec![UNREACHED; preds.len()];
+    for (i, v) in rpo.iter().enumerate() {
+        pos[*v] = i;
+    }
     let idom = immediate_dominators(&rpo, &pos, preds);
     let dominates = |h: usize, mut v: usize| loop {
         if v == h {
@@ -205,7 +228,7 @@ fn add_loops(program: &[Instruction], entry: usize, preds: &[Vec<usize>], cfg: &
     };
     for (s, h) in retreating {
         cfg.back_edges.insert((s, h));
-        if !dominates(pos[&h], pos[&s]) {
+        if !dominates(pos[h], pos[s]) {
             cfg.irreducible.get_or_insert((s, h));
             continue;
         }
@@ -214,7 +237,7 @@ fn add_loops(program: &[Instruction], entry: usize, preds: &[Vec<usize>], cfg: &
         let mut work = vec![s];
         while let Some(v) = work.pop() {
             if body.insert(v) {
-                work.extend(preds[v].iter().copied().filter(|p| pos.contains_key(p)));
+                work.extend(preds[v].iter().copied().filter(|p| pos[*p] != UNREACHED));
             }
         }
     }

@@ -6,15 +6,15 @@
 //! has one predecessor and is processed right after it. Local calls are inlined: a node
 //! is (call context, slot). At loop heads the first `widening_delay` merges are joins, later ones widen.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::isa::Instruction;
+use crate::isa::{Instruction, MemSize, Reg};
 
 use super::cfg::Cfg;
 use super::num::Thresholds;
-use super::state::{ty, LoopDeltas, State};
+use super::state::{ty, LoopDeltas, State, Value};
 use super::termination::{edge_counters, EdgeCounters};
-use super::transfer::{self, Edge};
+use super::transfer::{self, Edge, Successors};
 use super::verified::BranchDirections;
 use super::{Env, Failure, Property, MAX_CALL_DEPTH};
 
@@ -60,8 +60,9 @@ pub(super) struct Fixpoint<'a> {
     cfg: &'a Cfg,
     thresholds: Thresholds,
     pub ctxs: Contexts,
-    /// Final state and number of merges per (context, block head).
-    pub states: HashMap<(usize, usize), (State, u32)>,
+    /// Per context, per head (dense index [`Cfg::head_index`]): the final state and the number of merges.
+    /// Boxed so that an absent head costs one word and a stored state is never moved once made.
+    states: Vec<Vec<Option<Box<(State, u32)>>>>,
     worklist: BTreeSet<(usize, usize)>,
     /// (context, back-edge source, loop head) -> counters on that edge.
     pub counters: HashMap<(usize, usize, usize), EdgeCounters>,
@@ -74,7 +75,8 @@ pub(super) struct Fixpoint<'a> {
     stack_atomic_visits: BTreeMap<usize, Option<Failure>>,
     /// Atomic slots visited with an address that may be a map value.
     shared_atomic_visits: BTreeSet<usize>,
-    pub visited: HashSet<(usize, usize)>,
+    /// Per context, a bitset over slots: the analysed nodes.
+    visited: Vec<Vec<u64>>,
     pub max_depth: usize,
 }
 
@@ -92,7 +94,7 @@ impl<'a> Fixpoint<'a> {
             cfg,
             thresholds,
             ctxs: Contexts { list: vec![(None, 0, 0)], index: HashMap::new() },
-            states: HashMap::new(),
+            states: Vec::new(),
             worklist: BTreeSet::new(),
             counters: HashMap::new(),
             invariants: HashMap::new(),
@@ -100,60 +102,118 @@ impl<'a> Fixpoint<'a> {
             branch_directions: BTreeMap::new(),
             stack_atomic_visits: BTreeMap::new(),
             shared_atomic_visits: BTreeSet::new(),
-            visited: HashSet::new(),
+            visited: Vec::new(),
             max_depth: 1,
         }
     }
 
     /// Runs the worklist from `entry` until no head state grows.
     pub fn run(&mut self, entry: State) -> Result<(), Failure> {
-        self.states.insert((0, 0), (entry, 0));
+        self.ensure_context(0);
+        self.states[0][self.cfg.head_index[0] as usize] = Some(Box::new((entry, 0)));
         self.worklist.insert((0, 0));
         while let Some((ctx, head)) = self.worklist.pop_first() {
-            let st = self.states[&(ctx, head)].0.clone();
+            let st = self.state(ctx, head).expect("a queued head has a state").clone();
             self.run_block(ctx, head, st)?;
         }
         Ok(())
     }
 
+    /// The stored state of head `pc` in context `ctx` (after `run`: its final state).
+    pub fn state(&self, ctx: usize, pc: usize) -> Option<&State> {
+        let i = *self.cfg.head_index.get(pc)?;
+        self.states.get(ctx)?.get(i as usize)?.as_ref().map(|b| &b.0)
+    }
+
+    /// Every (context, head) with a stored state, in (context, slot) order.
+    pub fn stored_heads(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.states.iter().enumerate().flat_map(move |(c, heads)| {
+            heads.iter().enumerate().filter(|(_, s)| s.is_some()).map(move |(i, _)| (c, self.cfg.heads[i]))
+        })
+    }
+
+    /// Every analysed (context, slot) node, in (context, slot) order.
+    pub fn visited_nodes(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.visited.iter().enumerate().flat_map(|(c, bits)| {
+            bits.iter()
+                .enumerate()
+                .flat_map(move |(w, word)| (0..64).filter(move |b| word >> b & 1 == 1).map(move |b| (c, w * 64 + b)))
+        })
+    }
+
+    /// Number of analysed nodes.
+    pub fn visited_count(&self) -> usize {
+        self.visited.iter().flatten().map(|w| w.count_ones() as usize).sum()
+    }
+
+    fn mark_visited(&mut self, ctx: usize, pc: usize) {
+        if self.visited.len() <= ctx {
+            let words = self.env.program.len().div_ceil(64);
+            self.visited.resize_with(ctx + 1, || vec![0; words]);
+        }
+        self.visited[ctx][pc / 64] |= 1 << (pc % 64);
+    }
+
+    /// Makes the (empty) head storage of every context up to `ctx`.
+    fn ensure_context(&mut self, ctx: usize) {
+        if self.states.len() <= ctx {
+            let heads = self.cfg.heads.len();
+            self.states.resize_with(ctx + 1, || std::iter::repeat_with(|| None).take(heads).collect());
+        }
+    }
+
     /// Analyses from a stored head through every slot that has no stored state of its own (one predecessor),
-    /// depth first, handing states for merge points and loop heads to `propagate`.
+    /// depth first, handing states for merge points and loop heads to `follow`. Straight-line code updates one
+    /// state in place; only a conditional jump makes a second.
     fn run_block(&mut self, ctx: usize, head: usize, st: State) -> Result<(), Failure> {
         let mut pending = vec![(head, st)];
-        while let Some((pc, st)) = pending.pop() {
-            self.visited.insert((ctx, pc));
-            if self.env.options.record_invariants {
-                self.invariants.insert((ctx, pc), st.clone());
-            }
-            let out = transfer::step(self.env, pc, &st)?;
-            if let Instruction::CallReg { reg } = self.env.program[pc] {
-                // `step` accepted the call only with a constant, known helper id in `reg`.
-                let id = st.regs[reg.index()].num.singleton().and_then(|id| u32::try_from(id).ok());
-                self.callx_helpers.entry(pc).or_default().extend(id);
-            }
-            if let Some(target) = self.env.program[pc].jump_target(pc).filter(|_| self.is_conditional_jump(pc)) {
-                self.record_directions(pc, target, &out);
-            }
-            if let Instruction::Atomic { size, dst, offset, .. } = self.env.program[pc] {
-                // `step` accepted it, so the address is stack and/or a map value.
-                let base = &st.regs[dst.index()];
-                if base.types == ty::STACK {
-                    let n = size.bytes() as i64;
-                    let aligned = transfer::check_atomic_alignment(pc, dst, base, offset as i64, n);
-                    let first = self.stack_atomic_visits.entry(pc).or_default();
-                    if first.is_none() {
-                        *first = aligned.err();
-                    }
-                } else {
-                    self.shared_atomic_visits.insert(pc);
+        while let Some((mut pc, mut st)) = pending.pop() {
+            loop {
+                self.mark_visited(ctx, pc);
+                if self.env.options.record_invariants {
+                    self.invariants.insert((ctx, pc), st.clone());
                 }
-            }
-            for (edge, s) in out {
-                match edge {
-                    Edge::Local(t) if !self.cfg.needs_state[t] => pending.push((t, s)),
-                    Edge::Local(t) => self.propagate(ctx, pc, t, s),
-                    Edge::Call { target } => self.call(ctx, pc, target, &s)?,
-                    Edge::Return => self.ret(ctx, pc, &s)?,
+                let callx = match self.env.program[pc] {
+                    Instruction::CallReg { reg } => {
+                        Some(st.regs[reg.index()].num.singleton().and_then(|id| u32::try_from(id).ok()))
+                    }
+                    _ => None,
+                };
+                // The atomic's address register before `step` updates the state (a fetch may overwrite it).
+                let atomic = match self.env.program[pc] {
+                    Instruction::Atomic { size, dst, offset, .. } => {
+                        Some((size, dst, offset, st.regs[dst.index()].clone()))
+                    }
+                    _ => None,
+                };
+                let out = transfer::step(self.env, pc, &mut st)?;
+                if let Some(id) = callx {
+                    // `step` accepted the call only with a constant, known helper id in `reg`.
+                    self.callx_helpers.entry(pc).or_default().extend(id);
+                }
+                if let Some((size, dst, offset, base)) = atomic {
+                    self.record_atomic(pc, size, dst, offset, &base);
+                }
+                match out {
+                    Successors::One(Edge::Local(t)) if !self.cfg.needs_state[t] => pc = t,
+                    Successors::One(edge) => {
+                        self.follow(ctx, pc, edge, st)?;
+                        break;
+                    }
+                    Successors::Split(out) => {
+                        if let Some(target) =
+                            self.env.program[pc].jump_target(pc).filter(|_| self.is_conditional_jump(pc))
+                        {
+                            self.record_directions(pc, target, &out);
+                        }
+                        for (edge, s) in out {
+                            match edge {
+                                Edge::Local(t) if !self.cfg.needs_state[t] => pending.push((t, s)),
+                                _ => self.follow(ctx, pc, edge, s)?,
+                            }
+                        }
+                        break;
+                    }
                 }
             }
         }
@@ -196,6 +256,32 @@ impl<'a> Fixpoint<'a> {
             }
         }
         Ok(stack_only)
+    }
+
+    /// Records an accepted atomic's address kind: stack only (with its first alignment failure) or maybe a map value.
+    fn record_atomic(&mut self, pc: usize, size: MemSize, dst: Reg, offset: i16, base: &Value) {
+        // `step` accepted it, so the address is stack and/or a map value.
+        if base.types == ty::STACK {
+            let n = size.bytes() as i64;
+            let aligned = transfer::check_atomic_alignment(pc, dst, base, offset as i64, n);
+            let first = self.stack_atomic_visits.entry(pc).or_default();
+            if first.is_none() {
+                *first = aligned.err();
+            }
+        } else {
+            self.shared_atomic_visits.insert(pc);
+        }
+    }
+
+    /// Hands the state leaving `pc` along `edge` to a stored head: a merge point or loop head, a callee's
+    /// entry, or the caller's return site.
+    fn follow(&mut self, ctx: usize, pc: usize, edge: Edge, s: State) -> Result<(), Failure> {
+        match edge {
+            Edge::Local(t) => self.propagate(ctx, pc, t, s),
+            Edge::Call { target } => self.call(ctx, pc, target, &s)?,
+            Edge::Return => self.ret(ctx, pc, &s)?,
+        }
+        Ok(())
     }
 
     fn call(&mut self, ctx: usize, pc: usize, target: usize, s: &State) -> Result<(), Failure> {
@@ -263,7 +349,8 @@ impl<'a> Fixpoint<'a> {
         if st.packet_ranges.len() > 4 {
             st.gc_packet_ranges();
         }
-        if cfg.loop_heads.contains(&to) {
+        let loop_head = cfg.is_loop_head[to];
+        if loop_head {
             let key = node_key(ctx, to);
             if cfg.back_edges.contains(&(from, to)) {
                 self.counters.insert((ctx, from, to), edge_counters(&st, key));
@@ -271,23 +358,22 @@ impl<'a> Fixpoint<'a> {
             let at_head = LoopDeltas::at_head(&st);
             st.deltas.insert(key, at_head);
         }
-        match self.states.get_mut(&(ctx, to)) {
-            None => {
-                self.states.insert((ctx, to), (st, 1));
-                self.worklist.insert((ctx, to));
-            }
-            Some((old, visits)) => {
-                let new = if cfg.loop_heads.contains(&to) && *visits >= self.env.options.widening_delay {
-                    old.widen(&st, &self.thresholds)
-                } else {
-                    old.join(&st)
-                };
-                *visits += 1;
-                if new != *old {
-                    *old = new;
-                    self.worklist.insert((ctx, to));
-                }
-            }
+        let i = cfg.head_index[to] as usize;
+        self.ensure_context(ctx);
+        let Some((old, visits)) = self.states[ctx][i].as_deref_mut() else {
+            self.states[ctx][i] = Some(Box::new((st, 1)));
+            self.worklist.insert((ctx, to));
+            return;
+        };
+        let new = if loop_head && *visits >= self.env.options.widening_delay {
+            old.widen(&st, &self.thresholds)
+        } else {
+            old.join(&st)
+        };
+        *visits += 1;
+        if new != *old {
+            *old = new;
+            self.worklist.insert((ctx, to));
         }
     }
 }

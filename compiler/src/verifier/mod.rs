@@ -308,7 +308,7 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
     };
     Ok(VerificationReport {
         program: name.to_string(),
-        nodes: fx.visited.len(),
+        nodes: fx.visited_count(),
         max_call_depth: fx.max_depth,
         stack_bytes: fx.max_depth * state::STACK_FRAME_SIZE as usize,
         loop_bounds,

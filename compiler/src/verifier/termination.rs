@@ -84,9 +84,7 @@ fn best_counter(head_state: &State, edges: &[&EdgeCounters]) -> Option<(Loc, u64
 type Bounds = (Vec<LoopBound>, HashMap<(usize, usize), u64>);
 
 pub(super) fn loop_bounds(env: &Env, cfg: &Cfg, fx: &Fixpoint) -> Result<Bounds, Failure> {
-    let mut heads: Vec<(usize, usize)> =
-        fx.states.keys().filter(|(_, pc)| cfg.loop_heads.contains(pc)).copied().collect();
-    heads.sort_unstable();
+    let heads: Vec<(usize, usize)> = fx.stored_heads().filter(|(_, pc)| cfg.is_loop_head[*pc]).collect();
     let mut by_head: HashMap<(usize, usize), Vec<&EdgeCounters>> = HashMap::new();
     for ((c, _, t), v) in &fx.counters {
         by_head.entry((*c, *t)).or_default().push(v);
@@ -98,7 +96,7 @@ pub(super) fn loop_bounds(env: &Env, cfg: &Cfg, fx: &Fixpoint) -> Result<Bounds,
         if edges.is_empty() {
             continue; // no back edge was ever feasible: not a loop in this activation
         }
-        let head_state = &fx.states[&(ctx, h)].0;
+        let head_state = fx.state(ctx, h).expect("a stored head");
         match best_counter(head_state, &edges) {
             Some((l, b)) if b <= env.options.max_loop_iterations => {
                 bound_of.insert((ctx, h), b);
@@ -145,8 +143,6 @@ pub(super) fn instruction_bound(
 ) -> Result<u64, Failure> {
     let mut mult: HashMap<usize, u64> = HashMap::new();
     mult.insert(0, 1);
-    let mut nodes: Vec<&(usize, usize)> = fx.visited.iter().collect();
-    nodes.sort_unstable();
     // Loop heads whose natural loop contains each slot (linear in the total size of the loop bodies).
     let mut containing: Vec<Vec<usize>> = vec![Vec::new(); env.program.len()];
     for (h, body) in &cfg.bodies {
@@ -170,10 +166,10 @@ pub(super) fn instruction_bound(
     let mut total: u64 = 0;
     // The node executed most often names the loop to blame when the budget is exceeded.
     let mut hottest: Option<(u64, usize)> = None;
-    for (ctx, pc) in nodes {
-        let e = exec(*ctx, *pc, &mult);
+    for (ctx, pc) in fx.visited_nodes() {
+        let e = exec(ctx, pc, &mult);
         if hottest.is_none_or(|(h, _)| e > h) {
-            hottest = Some((e, *pc));
+            hottest = Some((e, pc));
         }
         total = total.saturating_add(e);
     }

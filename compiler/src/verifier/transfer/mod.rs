@@ -27,7 +27,13 @@ pub enum Edge {
     Return,
 }
 
-type Out = Result<Vec<(Edge, State)>, Failure>;
+/// What an instruction leaves behind.
+pub enum Successors {
+    /// One edge, taken with the state [`step`] updated in place (no copy for straight-line code).
+    One(Edge),
+    /// A conditional jump: the feasible edges, each with its own refined state (the input state is spent).
+    Split(Vec<(Edge, State)>),
+}
 
 fn fail(pc: usize, property: Property, message: impl Into<String>, values: Vec<(String, String)>) -> Failure {
     Failure { pc, property, message: message.into(), values }
@@ -147,28 +153,28 @@ fn load_imm64(
 }
 
 /// The transfer function of the instruction at `pc`.
-pub fn step(env: &Env, pc: usize, st: &State) -> Out {
+/// Updates `s` in place: the fixpoint keeps one state per path instead of copying it per instruction.
+pub fn step(env: &Env, pc: usize, s: &mut State) -> Result<Successors, Failure> {
     let insn = env.program[pc];
-    let mut s = st.clone();
-    let next = |s: State| -> Out { Ok(vec![(Edge::Local(pc + 1), s)]) };
+    let next = || Ok(Successors::One(Edge::Local(pc + 1)));
     match insn {
         // ---- ALU (RFC 9669 §4.1, §4.2) ----
         Instruction::Alu { width, op, dst, src } => {
-            alu(env, &mut s, pc, width, op, dst, src)?;
-            next(s)
+            alu(env, s, pc, width, op, dst, src)?;
+            next()
         }
         Instruction::Endian { order, bits, dst } => {
-            let a = read(&s, dst, pc)?;
+            let a = read(s, dst, pc)?;
             if !a.is_number() {
                 return Err(fail(pc, Property::PointerLeak, "byte swap of a pointer", vec![show(dst.to_string(), &a)]));
             }
-            set_reg(&mut s, dst, Value::number(Num::endian(order, bits, &a.num)), Change::Unknown);
-            next(s)
+            set_reg(s, dst, Value::number(Num::endian(order, bits, &a.num)), Change::Unknown);
+            next()
         }
         // ---- 64-bit immediates (RFC 9669 §5.4; program.rs for map references) ----
         Instruction::LoadImm64 { dst, kind, imm, next_imm } => {
-            load_imm64(env, &mut s, pc, dst, kind, imm, next_imm)?;
-            Ok(vec![(Edge::Local(pc + 2), s)])
+            load_imm64(env, s, pc, dst, kind, imm, next_imm)?;
+            Ok(Successors::One(Edge::Local(pc + 2)))
         }
         Instruction::LoadImm64Continuation => Err(fail(pc, Property::ControlFlow, "jump into the middle of a lddw instruction", vec![])),
         // ---- Memory (RFC 9669 §5) ----
@@ -176,31 +182,31 @@ pub fn step(env: &Env, pc: usize, st: &State) -> Out {
             if dst == Reg::FP {
                 return Err(fail(pc, Property::InvalidInstruction, "r10 (the frame pointer) is read-only", vec![]));
             }
-            let mut v = load(env, &s, pc, src, offset, size, sign_extend)?;
+            let mut v = load(env, s, pc, src, offset, size, sign_extend)?;
             let mut change = Change::Unknown;
-            if let Some(slot) = reloaded_spill(&s, src, offset, size, sign_extend) {
+            if let Some(slot) = reloaded_spill(s, src, offset, size, sign_extend) {
                 // A reload equals its slot: a branch on the register refines the spilled copy too.
                 v.copy_id = Some(s.link_copy(CopyHolder::Spill(slot), COPY_ID_LINKS | pc as u32));
                 change = Change::CopyOf(Loc::Slot(slot));
             }
-            set_reg(&mut s, dst, v, change);
-            next(s)
+            set_reg(s, dst, v, change);
+            next()
         }
         Instruction::Store { size, dst, offset, src } => {
             let v = match src {
-                Operand::Reg(r) => read(&s, r, pc)?,
+                Operand::Reg(r) => read(s, r, pc)?,
                 Operand::Imm(i) => Value::number(Num::constant(i as i64 as u64)),
             };
             let src_reg = match src {
                 Operand::Reg(r) => Some(r),
                 Operand::Imm(_) => None,
             };
-            store(env, &mut s, pc, dst, offset, size, v, src_reg)?;
-            next(s)
+            store(env, s, pc, dst, offset, size, v, src_reg)?;
+            next()
         }
         Instruction::Atomic { size, op, fetch, dst, src, offset } => {
-            memory::atomic(env, &mut s, pc, size, op, fetch, dst, src, offset)?;
-            next(s)
+            memory::atomic(env, s, pc, size, op, fetch, dst, src, offset)?;
+            next()
         }
         Instruction::LegacyPacketLoad { mode, .. } => Err(fail(
             pc,
@@ -209,39 +215,39 @@ pub fn step(env: &Env, pc: usize, st: &State) -> Out {
             vec![],
         )),
         // ---- Jumps (RFC 9669 §4.3) ----
-        Instruction::Jump { offset, .. } => Ok(vec![(Edge::Local((pc as i64 + 1 + offset as i64) as usize), s)]),
+        Instruction::Jump { offset, .. } => Ok(Successors::One(Edge::Local((pc as i64 + 1 + offset as i64) as usize))),
         Instruction::JumpIf { width, cond, dst, src, offset } => {
             let target = (pc as i64 + 1 + offset as i64) as usize;
             let mut out = Vec::new();
             let assumption = env.assumptions.binary_search(&pc).is_ok();
             if assumption {
                 // A verifier-internal assumption (test suites): only the edge where the condition fails exists.
-            } else if let Some(t) = branch(&s, pc, width, cond, dst, src, true)? {
+            } else if let Some(t) = branch(s, pc, width, cond, dst, src, true)? {
                 out.push((Edge::Local(target), t));
             }
-            if let Some(f) = branch(&s, pc, width, cond, dst, src, false)? {
+            if let Some(f) = branch(s, pc, width, cond, dst, src, false)? {
                 out.push((Edge::Local(pc + 1), f));
             }
-            Ok(out)
+            Ok(Successors::Split(out))
         }
         // ---- Calls and exit ----
         Instruction::CallHelper { id } => {
-            helper_call(env, &mut s, pc, id as i64)?;
-            next(s)
+            helper_call(env, s, pc, id as i64)?;
+            next()
         }
         Instruction::CallReg { reg } => {
-            let v = read(&s, reg, pc)?;
+            let v = read(s, reg, pc)?;
             match (v.is_number(), v.num.singleton()) {
                 (true, Some(id)) => {
-                    helper_call(env, &mut s, pc, id as i64)?;
-                    next(s)
+                    helper_call(env, s, pc, id as i64)?;
+                    next()
                 }
                 _ => Err(fail(pc, Property::UnknownHelper, format!("callx {reg}: the helper id is not a known constant"), vec![show(reg.to_string(), &v)])),
             }
         }
         Instruction::CallBtf { btf_id, module: 0 } => {
-            helpers::kfunc_call(env, &mut s, pc, btf_id)?;
-            next(s)
+            helpers::kfunc_call(env, s, pc, btf_id)?;
+            next()
         }
         Instruction::CallBtf { btf_id, module } => Err(fail(
             pc,
@@ -251,9 +257,9 @@ pub fn step(env: &Env, pc: usize, st: &State) -> Out {
         )),
         Instruction::CallLocal { offset } => {
             let target = (pc as i64 + 1 + offset as i64) as usize;
-            Ok(vec![(Edge::Call { target }, s)])
+            Ok(Successors::One(Edge::Call { target }))
         }
-        Instruction::Exit => Ok(vec![(Edge::Return, s)]),
+        Instruction::Exit => Ok(Successors::One(Edge::Return)),
     }
 }
 
