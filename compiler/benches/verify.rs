@@ -1,16 +1,64 @@
 //! Verification-time benchmark (`cargo bench -p bpf2sys --bench verify`): every sample program, the bench
 //! programs of ../shared/bench/progs (compiled with clang when it is installed), and synthetic programs of
-//! 1k, 10k and 100k instructions, to show that verification time grows near-linearly with program size.
+//! 1k, 10k and 100k instructions (`common/synthetic.rs`), to show that verification time grows near-linearly
+//! with program size.
+//!
+//! It also prints the peak heap of one verification (the largest committed sample program and each synthetic
+//! program), measured by a counting global allocator: bytes live at the high-water mark minus bytes live before
+//! the call, so the figure is the verifier's own and does not depend on the rest of the process.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bpf2sys::isa::{AluOp, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
 use bpf2sys::platform::windows::WINDOWS;
 use bpf2sys::platform::{ContextDescriptor, ContextField, Guid, ProgramType};
-use bpf2sys::program::{Function, Module, Program};
+use bpf2sys::program::Module;
 use bpf2sys::verifier::{verify_program, VerifierOptions};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+#[path = "common/synthetic.rs"]
+mod synthetic;
+
+/// The system allocator, counting live bytes and their high-water mark.
+struct CountingAlloc;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged to the system allocator, with the caller's guarantees.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+/// Peak heap bytes allocated while `f` runs, above what was live when it started (single-threaded use).
+fn peak_heap<T>(f: impl FnOnce() -> T) -> usize {
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    drop(black_box(f()));
+    PEAK.load(Ordering::Relaxed) - before
+}
+
+fn print_peak(what: &str, bytes: usize) {
+    println!("peak heap: {what}: {:.2} MiB ({bytes} bytes)", bytes as f64 / (1024.0 * 1024.0));
+}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root")
@@ -30,16 +78,25 @@ fn samples(c: &mut Criterion) {
         .collect();
     paths.sort();
     let options = VerifierOptions::default();
+    // (instructions, peak heap bytes, program) of the largest sample program by instruction count.
+    let mut largest: Option<(usize, usize, String)> = None;
     for path in paths {
         let Some(module) = load(&path) else { continue };
         for (i, p) in module.programs.iter().enumerate() {
             let Some((pt, _)) = WINDOWS.program_type_for_section(&p.section_name) else { continue };
+            if largest.as_ref().is_none_or(|(n, _, _)| p.instructions.len() > *n) {
+                let peak = peak_heap(|| verify_program(&module, i, &WINDOWS, pt, &options).expect("verifies"));
+                largest = Some((p.instructions.len(), peak, p.name.clone()));
+            }
             group.bench_function(BenchmarkId::from_parameter(&p.name), |b| {
                 b.iter(|| verify_program(black_box(&module), i, &WINDOWS, pt, &options).expect("verifies"))
             });
         }
     }
     group.finish();
+    if let Some((n, peak, name)) = largest {
+        print_peak(&format!("largest sample program {name} ({n} instructions)"), peak);
+    }
 }
 
 /// The bench programs receive `struct buf { u32 len; u32 pad; u8 data[]; }` (bench/progs/common.h); the
@@ -90,86 +147,17 @@ fn bench_programs(c: &mut Criterion) {
     group.finish();
 }
 
-/// A synthetic XDP program of about `n` instructions: repeated blocks of a bounds check, packet loads, ALU work,
-/// forward branches and a small counted loop.
-pub fn synthetic(n: usize) -> Vec<I> {
-    let alu = |op, dst, src| I::Alu { width: Width::W64, op, dst, src };
-    let mut p = vec![
-        I::Load { size: MemSize::DW, sign_extend: false, dst: Reg::R2, src: Reg::R1, offset: 0 },
-        I::Load { size: MemSize::DW, sign_extend: false, dst: Reg::R3, src: Reg::R1, offset: 8 },
-        alu(AluOp::Mov, Reg::R0, Operand::Imm(0)),
-        alu(AluOp::Mov, Reg::R4, Operand::Reg(Reg::R2)),
-        alu(AluOp::Add, Reg::R4, Operand::Imm(64)),
-    ];
-    // `if r4 > r3 goto exit` is patched at the end.
-    let check = p.len();
-    p.push(I::JumpIf { width: Width::W64, cond: JumpCond::Gt, dst: Reg::R4, src: Operand::Reg(Reg::R3), offset: 0 });
-    let mut k = 0i32;
-    while p.len() + 16 < n {
-        let off = (k % 60) as i16;
-        p.extend([
-            I::Load { size: MemSize::B, sign_extend: false, dst: Reg::R5, src: Reg::R2, offset: off },
-            alu(AluOp::Add, Reg::R0, Operand::Reg(Reg::R5)),
-            alu(AluOp::Xor, Reg::R0, Operand::Imm(k)),
-            I::JumpIf { width: Width::W64, cond: JumpCond::Gt, dst: Reg::R5, src: Operand::Imm(100), offset: 2 },
-            alu(AluOp::Add, Reg::R0, Operand::Imm(1)),
-            alu(AluOp::And, Reg::R0, Operand::Imm(0xffff)),
-            I::Store { size: MemSize::DW, dst: Reg::FP, offset: -8 - 8 * (k % 8) as i16, src: Operand::Reg(Reg::R0) },
-        ]);
-        if k % 8 == 7 {
-            // r7 = 0; loop: r0 += r7; r7 += 1; if r7 < 4 goto loop
-            p.extend([
-                alu(AluOp::Mov, Reg::R7, Operand::Imm(0)),
-                alu(AluOp::Add, Reg::R0, Operand::Reg(Reg::R7)),
-                alu(AluOp::Add, Reg::R7, Operand::Imm(1)),
-                I::JumpIf { width: Width::W64, cond: JumpCond::Lt, dst: Reg::R7, src: Operand::Imm(4), offset: -3 },
-            ]);
-        }
-        k += 1;
-    }
-    let exit = p.len();
-    p.extend([alu(AluOp::And, Reg::R0, Operand::Imm(3)), I::Exit]);
-    p[check] = I::JumpIf {
-        width: Width::W64,
-        cond: JumpCond::Gt,
-        dst: Reg::R4,
-        src: Operand::Reg(Reg::R3),
-        offset: (exit - check - 1) as i16,
-    };
-    // Long programs exceed the 16-bit jump range; hop through intermediate jumps instead.
-    if exit - check - 1 > i16::MAX as usize {
-        p[check] =
-            I::JumpIf { width: Width::W64, cond: JumpCond::Gt, dst: Reg::R4, src: Operand::Reg(Reg::R3), offset: 0 };
-        p.insert(check + 1, I::Jump { offset: 1, long: false });
-        let exit = p.len() - 2;
-        p.insert(check + 2, I::Jump { offset: (exit - check - 3) as i32, long: true });
-        p[check] =
-            I::JumpIf { width: Width::W64, cond: JumpCond::Gt, dst: Reg::R4, src: Operand::Reg(Reg::R3), offset: 1 };
-        p[check + 1] = I::Jump { offset: 1, long: false };
-    }
-    p
-}
-
 fn synthetic_programs(c: &mut Criterion) {
     let mut group = c.benchmark_group("verify/synthetic");
     group.sample_size(10);
     let xdp = WINDOWS.program_type_by_name("xdp").expect("xdp");
     let options = VerifierOptions::default();
     for n in [1_000usize, 10_000, 100_000] {
-        let insns = synthetic(n);
-        let len = insns.len();
-        let module = Module {
-            name: "synthetic".into(),
-            programs: vec![Program {
-                name: format!("synthetic_{n}"),
-                section_name: "xdp".into(),
-                instructions: insns,
-                functions: vec![Function { name: "synthetic".into(), start: 0, end: len }],
-                line_info: vec![],
-            }],
-            ..Module::default()
-        };
-        verify_program(&module, 0, &WINDOWS, xdp, &options).expect("synthetic program verifies");
+        let module = synthetic::module(n);
+        let len = module.programs[0].instructions.len();
+        let peak =
+            peak_heap(|| verify_program(&module, 0, &WINDOWS, xdp, &options).expect("synthetic program verifies"));
+        print_peak(&format!("synthetic {n} ({len} instructions)"), peak);
         group.throughput(Throughput::Elements(len as u64));
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter(|| verify_program(black_box(&module), 0, &WINDOWS, xdp, &options).expect("verifies"))

@@ -54,6 +54,9 @@ pub(super) fn node_key(ctx: usize, pc: usize) -> u64 {
     ((ctx as u64) << 32) | pc as u64
 }
 
+/// The stored states of one call context, by dense head index: (state, number of merges).
+type HeadStates = Vec<Option<Box<(State, u32)>>>;
+
 /// The fixpoint and what it found.
 pub(super) struct Fixpoint<'a> {
     env: &'a Env<'a>,
@@ -62,7 +65,7 @@ pub(super) struct Fixpoint<'a> {
     pub ctxs: Contexts,
     /// Per context, per head (dense index [`Cfg::head_index`]): the final state and the number of merges.
     /// Boxed so that an absent head costs one word and a stored state is never moved once made.
-    states: Vec<Vec<Option<Box<(State, u32)>>>>,
+    states: Vec<HeadStates>,
     worklist: BTreeSet<(usize, usize)>,
     /// (context, back-edge source, loop head) -> counters on that edge.
     pub counters: HashMap<(usize, usize, usize), EdgeCounters>,
