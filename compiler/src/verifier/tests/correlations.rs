@@ -4,23 +4,9 @@
 
 use super::*;
 
-fn map_with_value(value_size: u32) -> MapDefinition {
-    MapDefinition {
-        name: "m".into(),
-        map_type: MapType::ARRAY,
-        key_size: 4,
-        value_size,
-        max_entries: 4,
-        inner_map_index: None,
-        pinning: Pinning::None,
-        id: 0,
-        inner_id: 0,
-    }
-}
-
 fn verify_value_size(instructions: Vec<I>, value_size: u32) -> Result<VerificationReport, Rejection> {
     let mut m = module(instructions);
-    m.maps = vec![map_with_value(value_size)];
+    m.maps = vec![map("m", MapType::ARRAY, value_size)];
     let xdp = WINDOWS.program_type_by_name("xdp").unwrap();
     verify_program(&m, 0, &WINDOWS, xdp, &VerifierOptions::default()).map(Verified::into_report)
 }

@@ -39,6 +39,21 @@ fn st(size: MemSize, dst: Reg, offset: i16, imm: i32) -> I {
 fn jif(cond: JumpCond, dst: Reg, src: Operand, offset: i16) -> I {
     I::JumpIf { width: Width::W64, cond, dst, src, offset }
 }
+/// A map with 4-byte keys and four entries (the shape the relational tests need; name, type and value size vary).
+fn map(name: &str, map_type: MapType, value_size: u32) -> MapDefinition {
+    MapDefinition {
+        name: name.into(),
+        map_type,
+        key_size: 4,
+        value_size,
+        max_entries: 4,
+        inner_map_index: None,
+        pinning: Pinning::None,
+        id: 0,
+        inner_id: 0,
+    }
+}
+
 fn map_fd(dst: Reg, index: i32) -> [I; 2] {
     [I::LoadImm64 { dst, kind: Imm64Kind::MapIndex, imm: index, next_imm: 0 }, I::LoadImm64Continuation]
 }

@@ -21,19 +21,6 @@ fn sub(dst: Reg, src: Reg) -> I {
 fn ja(offset: i32) -> I {
     I::Jump { offset, long: false }
 }
-fn map(name: &str, map_type: MapType, value_size: u32) -> MapDefinition {
-    MapDefinition {
-        name: name.into(),
-        map_type,
-        key_size: 4,
-        value_size,
-        max_entries: 4,
-        inner_map_index: None,
-        pinning: Pinning::None,
-        id: 0,
-        inner_id: 0,
-    }
-}
 fn verify_maps(instructions: Vec<I>, maps: Vec<MapDefinition>) -> Result<VerificationReport, Rejection> {
     let mut m = module(instructions);
     m.maps = maps;
