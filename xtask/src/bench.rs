@@ -17,7 +17,7 @@ use bpf2sys_tests::bench::native_c::{self, CCompiler};
 use bpf2sys_tests::bench::programs::{self, BenchProgram, PROGRAMS};
 use bpf2sys_tests::bench::report::{self, Cell, SpeedRow};
 use bpf2sys_tests::bench::timing::{self, Measurement, Mode};
-use bpf2sys_tests::bench::{engines, input};
+use bpf2sys_tests::bench::{engines, input, runtime_programs};
 
 mod batch;
 mod goals;
@@ -106,6 +106,15 @@ impl Engine {
             | Engine::RbpfCranelift
             | Engine::RbpfInterpreter => None,
         }
+    }
+
+    /// Why the engine cannot run benchmark program `program`, if it cannot.
+    fn cannot_run(self, program: &str) -> Option<&'static str> {
+        let peer = matches!(self, Engine::RbpfJit | Engine::RbpfCranelift | Engine::RbpfInterpreter);
+        (peer && runtime_programs::runtime_program(program).is_some()).then_some(
+            "rbpf 0.4.1 has no maps (it cannot resolve an object's map references or provide map helpers over them) \
+             and no tail calls",
+        )
     }
 
     /// Whether the engine has a separate compile step whose latency the peer table reports.
@@ -228,7 +237,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             for (k, engine) in engines.iter().enumerate() {
                 let row = compilers.len() + k;
-                if let Some(reason) = engine.unavailable() {
+                if let Some(reason) = engine.unavailable().or_else(|| engine.cannot_run(&p.name)) {
                     cells[row][j] = Some(Cell::NotAvailable(reason.to_string()));
                     continue;
                 }
@@ -512,6 +521,9 @@ fn run_cell(engine_id: &str, program_name: &str, mode: Mode) -> anyhow::Result<(
 
 fn measure_cell(engine: Engine, program: &BenchProgram, mode: Mode) -> anyhow::Result<CellOutcome> {
     let mut input = input::make_input(&program.name)?;
+    if let Some(spec) = runtime_programs::runtime_program(&program.name) {
+        return measure_runtime_cell(engine, spec, program, &mut input, mode);
+    }
     match engine {
         Engine::Bpf2sysNative => {
             let code = programs::function_bytecode(&program.object_path, "entry")?;
@@ -551,6 +563,41 @@ fn measure_cell(engine: Engine, program: &BenchProgram, mode: Mode) -> anyhow::R
     }
 }
 
+/// A cell of a program that is a real eBPF for Windows program (`runtime_programs`): built as a user's build does
+/// (verify, then lower: the compile time includes the verifier), run with the bench host's maps and tail calls.
+fn measure_runtime_cell(
+    engine: Engine,
+    spec: &runtime_programs::RuntimeProgram,
+    program: &BenchProgram,
+    input: &mut [u8],
+    mode: Mode,
+) -> anyhow::Result<CellOutcome> {
+    let outcome = |result: Result<timing::Measurement, timing::MeasureError>| CellOutcome {
+        error: result.as_ref().err().map(|e| e.to_string()),
+        measurement: result.ok(),
+        ..CellOutcome::default()
+    };
+    match engine {
+        Engine::Bpf2sysNative => {
+            let (session, module) = runtime_programs::load_verified(&program.object_path)?;
+            let runs = if mode == Mode::Quick { 3 } else { 11 };
+            let (cold, median) = compile_times(runs, || Ok(runtime_programs::compile(&session, &module).map(drop)?))?;
+            let compiled = runtime_programs::compile(&session, &module)?;
+            let layout = session.lower_options().map_data;
+            let mut native =
+                runtime_programs::NativeRuntimeBench::from_compiled(spec, &module, &compiled, layout, input)?;
+            // SAFETY: `input` outlives every run; the programs were verified for their contexts.
+            let result = timing::measure(mode, program.expected_r0, || Ok(unsafe { native.run() }));
+            Ok(CellOutcome { compile_cold_us: Some(cold), compile_median_us: Some(median), ..outcome(result) })
+        }
+        Engine::Bpf2sysInterpreter => {
+            let mut interp = runtime_programs::InterpRuntimeBench::load(spec, &program.object_path, input)?;
+            Ok(outcome(timing::measure(mode, program.expected_r0, || interp.run())))
+        }
+        Engine::RbpfJit | Engine::RbpfCranelift | Engine::RbpfInterpreter => unreachable!("see Engine::cannot_run"),
+    }
+}
+
 /// Median and first (cold) of `runs` timings of `compile`, in µs.
 fn compile_times(runs: usize, mut compile: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
     let mut times = Vec::with_capacity(runs);
@@ -567,7 +614,8 @@ fn compile_times(runs: usize, mut compile: impl FnMut() -> anyhow::Result<()>) -
 fn peer_compile_table(peers: &[(Engine, Vec<CellOutcome>)], mode: Mode) -> String {
     let mut out = format!(
         "µs per compile of the bytecode to machine code (bpf2sys: decode + `lower::lower_unverified_for_testing`, i.e. Cranelift IR \
-         translation and x64 codegen with unwind data; rbpf: `jit_compile` / `cranelift_compile`): median \
+         translation and x64 codegen with unwind data — for the real programs flowtrack, tailchain and bindpolicy \
+         `Session::verify` + `Session::lower` of every program of the object; rbpf: `jit_compile` / `cranelift_compile`): median \
          of {} compiles in one process, cold first compile in parentheses.\n\n| implementation |",
         if mode == Mode::Quick { 3 } else { 11 }
     );

@@ -116,12 +116,21 @@ impl InterpBench {
 mod tests {
     use super::*;
     use crate::bench::programs;
+    use crate::bench::runtime_programs::{runtime_program, InterpRuntimeBench, NativeRuntimeBench};
     use std::path::Path;
 
     #[test]
     fn native_code_returns_the_expected_result_for_every_benchmark_program() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         for p in programs::load_all(root).unwrap() {
+            if let Some(spec) = runtime_program(&p.name) {
+                let mut buffer = input::make_input(&p.name).unwrap();
+                let mut bench = NativeRuntimeBench::load(spec, &p.object_path, &mut buffer).unwrap();
+                // SAFETY: `buffer` outlives the runs; the programs were verified.
+                let (first, second) = unsafe { (bench.run(), bench.run()) };
+                assert_eq!((first, second), (p.expected_r0, p.expected_r0), "{}", p.name);
+                continue;
+            }
             let code = programs::function_bytecode(&p.object_path, "entry").unwrap();
             let compiled = lower_bytecode(&p.name, &code).unwrap();
             let bench = NativeBench::load(&compiled).unwrap();
@@ -136,6 +145,13 @@ mod tests {
     fn interpreter_returns_the_expected_result_for_every_benchmark_program() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         for p in programs::load_all(root).unwrap() {
+            if let Some(spec) = runtime_program(&p.name) {
+                let buffer = input::make_input(&p.name).unwrap();
+                let mut bench = InterpRuntimeBench::load(spec, &p.object_path, &buffer).unwrap();
+                assert_eq!(bench.run(), Ok(p.expected_r0), "{}", p.name);
+                assert_eq!(bench.run(), Ok(p.expected_r0), "{}", p.name);
+                continue;
+            }
             let code = programs::function_bytecode(&p.object_path, "entry").unwrap();
             let mut bench = InterpBench::new(&code, input::make_input(&p.name).unwrap()).unwrap();
             assert_eq!(bench.run(), Ok(p.expected_r0), "{}", p.name);

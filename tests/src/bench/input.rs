@@ -32,7 +32,7 @@ const BRANCHY_ALPHABET: &[u8] =
 
 /// Error for a program name `make_input` does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("no benchmark input is defined for program `{0}` (known: csum, parse, branchy, maplookup, sieve, unrolled, pktwalk)")]
+#[error("no benchmark input is defined for program `{0}` (known: csum, parse, branchy, maplookup, sieve, unrolled, pktwalk, flowtrack, tailchain, bindpolicy)")]
 pub struct UnknownProgram(pub String);
 
 /// Builds the input buffer of benchmark `program`: `u32 len; u32 pad; u8 data[len]`, exactly as `make_input()`.
@@ -158,11 +158,113 @@ pub fn make_input(program: &str) -> Result<Vec<u8>, UnknownProgram> {
                 len += 2 + plen;
             }
         }
+        "flowtrack" => len = flowtrack_input(&mut rng, d),
+        "tailchain" => {
+            // One frame: Ethernet, 802.1ad and 802.1Q tags, IPv6, TCP, 26 bytes of payload.
+            len = 108;
+            for byte in &mut d[..len] {
+                *byte = rng.next() as u8;
+            }
+            for (i, v) in [(12, 0x88), (13, 0xa8), (16, 0x81), (17, 0x00), (20, 0x86), (21, 0xdd), (22, 0x60), (28, 6)]
+            {
+                d[i] = v;
+            }
+        }
+        "bindpolicy" => len = bindpolicy_input(&mut rng, d),
         other => return Err(UnknownProgram(other.to_string())),
     }
     buf[0..4].copy_from_slice(&(len as u32).to_le_bytes());
     buf.truncate(8 + len);
     Ok(buf)
+}
+
+/// `flowtrack`: groups of 8 TCP/IPv4 flows of 2-9 packets each, sent round-robin (SYN first, FIN last, ACK
+/// between); every 16th packet is a stray (an ACK of no known flow, or every 32nd an ARP frame). Returns the length.
+fn flowtrack_input(rng: &mut Rng, d: &mut [u8]) -> usize {
+    let mut len = 0;
+    let mut n = 0u32;
+    while len < 50000 {
+        let (mut saddr, mut daddr, mut ports, mut left, mut sent) =
+            ([0u32; 8], [0u32; 8], [0u32; 8], [0u32; 8], [0u32; 8]);
+        for f in 0..8 {
+            saddr[f] = rng.next();
+            daddr[f] = rng.next();
+            ports[f] = rng.next();
+            left[f] = 2 + rng.next() % 8;
+        }
+        let mut active = 8;
+        while active > 0 {
+            for f in 0..8 {
+                if left[f] == 0 {
+                    continue;
+                }
+                let plen = 54 + rng.next() as usize % 64;
+                let p = &mut d[len + 2..];
+                for byte in &mut p[..plen] {
+                    *byte = rng.next() as u8;
+                }
+                (p[12], p[13], p[14], p[23]) = (0x08, 0x00, 0x45, 6);
+                p[26..30].copy_from_slice(&saddr[f].to_be_bytes());
+                p[30..34].copy_from_slice(&daddr[f].to_be_bytes());
+                p[34..38].copy_from_slice(&ports[f].to_be_bytes());
+                p[47] = if sent[f] == 0 {
+                    0x02
+                } else if left[f] == 1 {
+                    0x11
+                } else {
+                    0x10
+                };
+                (d[len], d[len + 1]) = ((plen >> 8) as u8, plen as u8);
+                len += 2 + plen;
+                sent[f] += 1;
+                left[f] -= 1;
+                if left[f] == 0 {
+                    active -= 1;
+                }
+                n += 1;
+                if n.is_multiple_of(16) {
+                    let plen = 54;
+                    let p = &mut d[len + 2..];
+                    for byte in &mut p[..plen] {
+                        *byte = rng.next() as u8;
+                    }
+                    (p[12], p[13], p[14], p[23], p[47]) =
+                        (0x08, if n.is_multiple_of(32) { 0x06 } else { 0x00 }, 0x45, 6, 0x10);
+                    (d[len], d[len + 1]) = (0, plen as u8);
+                    len += 2 + plen;
+                }
+            }
+        }
+    }
+    len
+}
+
+/// `bindpolicy`: a `bind_md_t` (64 bytes: a TCP bind of 127.0.0.1:8080), then 1024 port rules `{protocols, flags}`
+/// and 64 process rules `{allowed port bands, max binds, 0}`, set so that the bind passes every check.
+fn bindpolicy_input(rng: &mut Rng, d: &mut [u8]) -> usize {
+    let pid = rng.next();
+    let port: u32 = 8080;
+    d[16..24].copy_from_slice(&u64::from(pid).to_le_bytes());
+    (d[24], d[26], d[27], d[28], d[31], d[40], d[48]) = (2, (port >> 8) as u8, port as u8, 127, 1, 16, 6);
+    let rules = 64;
+    for i in 0..1024 {
+        let protocols = rng.next();
+        let flags = rng.next() % 4;
+        d[rules + 8 * i..rules + 8 * i + 4].copy_from_slice(&protocols.to_le_bytes());
+        d[rules + 8 * i + 4..rules + 8 * i + 8].copy_from_slice(&flags.to_le_bytes());
+    }
+    let forced = rules + 8 * (port as usize % 1024);
+    d[forced..forced + 4].copy_from_slice(&(1u32 << 6).to_le_bytes());
+    d[forced + 4..forced + 8].copy_from_slice(&3u32.to_le_bytes());
+    let classes = rules + 8 * 1024;
+    for i in 0..64 {
+        let words = [rng.next(), rng.next(), rng.next() % 4, 0];
+        for (w, v) in words.iter().enumerate() {
+            d[classes + 16 * i + 4 * w..classes + 16 * i + 4 * w + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    d[classes + 16 * (pid as usize % 64)] |= 1 << ((port - 1024) / 1024 % 64);
+    classes + 16 * 64
 }
 
 /// Helper #1's hash table: 512 slots, linear probing, 256 keys `i * 2654435761` with values `i * 1000 + 7`.
@@ -176,7 +278,7 @@ pub struct HelperTable {
 }
 
 /// The `map_hash()` finaliser.
-const fn map_hash(mut k: u32) -> u32 {
+pub(crate) const fn map_hash(mut k: u32) -> u32 {
     k ^= k >> 16;
     k = k.wrapping_mul(0x7feb_352d);
     k ^= k >> 15;
