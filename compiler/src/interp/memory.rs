@@ -86,6 +86,8 @@ pub enum MemoryError {
     ReadOnly { addr: u64, len: u64, region: String },
     #[error("read of {len} byte(s) at {addr:#x} from uninitialised bytes of {region} (offset {offset})")]
     Uninitialized { addr: u64, len: u64, region: String, offset: u64 },
+    #[error("store of an undefined value ({len} byte(s) at {addr:#x}) to {region}, which cannot hold undefined bytes")]
+    UndefinedStore { addr: u64, len: u64, region: String },
     #[error("cannot map {len} byte(s) at {addr:#x}: overlaps {region}")]
     Overlap { addr: u64, len: u64, region: String },
     #[error("address space exhausted")]
@@ -239,6 +241,27 @@ impl Memory {
             init[start..start + bytes.len()].fill(true);
         }
         Ok(())
+    }
+
+    /// Makes the `len` bytes at `addr` undefined again (the store of an undefined value). Only regions that track
+    /// initialisation (stack frames) can hold undefined bytes; anywhere else this is an error.
+    pub fn write_undefined(&mut self, addr: u64, len: usize) -> Result<(), MemoryError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let base = self.find(AccessKind::Write, addr, len as u64)?.base;
+        let region = self.regions.get_mut(&base).expect("found above");
+        if region.access == Access::ReadOnly {
+            return Err(MemoryError::ReadOnly { addr, len: len as u64, region: region.name.clone() });
+        }
+        let start = (addr - base) as usize;
+        match &mut region.initialized {
+            Some(init) => {
+                init[start..start + len].fill(false);
+                Ok(())
+            }
+            None => Err(MemoryError::UndefinedStore { addr, len: len as u64, region: region.name.clone() }),
+        }
     }
 
     /// Reads a little-endian unsigned integer of `size` bytes, zero-extended.

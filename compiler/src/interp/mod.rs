@@ -18,9 +18,13 @@
 //!   [`Config::max_call_depth`] frames exist at once (Linux's MAX_CALL_FRAMES, 8).
 //!
 //! Beyond the RFC, the interpreter refuses what a sound verifier must also refuse, so it can serve as the oracle
-//! of verifier soundness fuzzing: reading a register that holds no defined value (at entry every register but
+//! of verifier soundness fuzzing: using a register that holds no defined value (at entry every register but
 //! r10 and the arguments the caller passed; r1..r5 after a call; r0 and r6..r9 on entry to a subprogram; r0
-//! after a subprogram that did not set it), reading stack bytes never written, writing r10. An instruction
+//! after a subprogram that did not set it), using stack bytes never written, writing r10. Undefined values are
+//! tracked as poison, as PREVAIL does: a `mov` copies it, a load of never-written stack bytes gives an undefined
+//! register, and a store of an undefined register makes stack bytes unwritten again (anywhere else it is an
+//! error). Every *use* traps: an ALU operand, an address, a comparison, a helper argument, an atomic operand,
+//! r0 at the program's exit. An instruction
 //! budget stops non-terminating programs, so a test cannot hang.
 //!
 //! Errors are values: nothing a program does can make the interpreter panic or touch host memory.
@@ -98,7 +102,8 @@ pub struct Config {
     pub instruction_budget: u64,
     /// Maximum number of simultaneous call frames, the entry function's included.
     pub max_call_depth: usize,
-    /// Whether reading stack bytes never written is an error (otherwise they read as zero).
+    /// Whether stack frames track which bytes were written (so using never-written bytes is an error);
+    /// otherwise they read as zero, and storing an undefined register to the stack is an error.
     pub check_uninitialized_stack: bool,
 }
 
@@ -396,6 +401,15 @@ impl Run<'_> {
         self.regs.0[reg.index()].ok_or_else(|| self.error(InterpErrorKind::UninitializedRegister { reg }))
     }
 
+    /// Makes `reg` hold no defined value (a copy of an undefined value).
+    fn set_undefined(&mut self, reg: Reg) -> Result<(), InterpError> {
+        if reg == Reg::FP {
+            return Err(self.error(InterpErrorKind::FramePointerWrite));
+        }
+        self.regs.0[reg.index()] = None;
+        Ok(())
+    }
+
     fn set(&mut self, reg: Reg, value: u64) -> Result<(), InterpError> {
         if reg == Reg::FP {
             return Err(self.error(InterpErrorKind::FramePointerWrite));
@@ -453,6 +467,13 @@ impl Run<'_> {
         let next = self.pc + 1;
         match insn {
             // ---- Arithmetic (RFC 9669 §4.1, §4.2) ----
+            Instruction::Alu { op: AluOp::Mov, dst, src: Operand::Reg(src), .. }
+                if self.regs.0[src.index()].is_none() =>
+            {
+                // Copying an undefined value is not a use: the copy is undefined too (either width).
+                self.set_undefined(dst)?;
+                Ok(Step::Goto(next))
+            }
             Instruction::Alu { width, op, dst, src } => {
                 // neg and mov do not read dst (reading it would report an uninitialised register).
                 let d = if matches!(op, AluOp::Mov | AluOp::MovSx(_)) { 0 } else { self.get(dst)? };
@@ -479,16 +500,11 @@ impl Run<'_> {
 
             // ---- Memory (RFC 9669 §5) ----
             Instruction::Load { size, sign_extend, dst, src, offset } => {
-                let addr = self.get(src)?.wrapping_add(offset as i64 as u64);
-                let raw = self.memory.read_uint(addr, size).map_err(|e| self.memory_error(e))?;
-                let value = if sign_extend { sign_extend_from(raw, size.bytes() * 8) } else { raw };
-                self.set(dst, value)?;
+                self.load(size, sign_extend, dst, src, offset)?;
                 Ok(Step::Goto(next))
             }
             Instruction::Store { size, dst, offset, src } => {
-                let addr = self.get(dst)?.wrapping_add(offset as i64 as u64);
-                let value = self.operand64(src)?;
-                self.memory.write_uint(addr, size, value).map_err(|e| self.memory_error(e))?;
+                self.store(size, dst, offset, src)?;
                 Ok(Step::Goto(next))
             }
             Instruction::Atomic { size, op, fetch, dst, src, offset } => {
@@ -557,6 +573,32 @@ impl Run<'_> {
                 Ok(Step::Goto(frame.return_pc))
             }
         }
+    }
+
+    /// RFC 9669 §5.1 load. Reading never-written stack bytes is not a use: the register becomes undefined.
+    fn load(&mut self, size: MemSize, sign_extend: bool, dst: Reg, src: Reg, offset: i16) -> Result<(), InterpError> {
+        let addr = self.get(src)?.wrapping_add(offset as i64 as u64);
+        match self.memory.read_uint(addr, size) {
+            Ok(raw) => self.set(dst, if sign_extend { sign_extend_from(raw, size.bytes() * 8) } else { raw }),
+            Err(MemoryError::Uninitialized { .. }) => self.set_undefined(dst),
+            Err(e) => Err(self.memory_error(e)),
+        }
+    }
+
+    /// RFC 9669 §5.1 store. Storing an undefined register is not a use, but only a region that tracks
+    /// initialisation (a stack frame) can hold it: its bytes become unwritten again.
+    fn store(&mut self, size: MemSize, dst: Reg, offset: i16, src: Operand) -> Result<(), InterpError> {
+        let addr = self.get(dst)?.wrapping_add(offset as i64 as u64);
+        let result = match src {
+            Operand::Reg(r) if self.regs.0[r.index()].is_none() => {
+                self.memory.write_undefined(addr, size.bytes() as usize)
+            }
+            _ => {
+                let value = self.operand64(src)?;
+                self.memory.write_uint(addr, size, value)
+            }
+        };
+        result.map_err(|e| self.memory_error(e))
     }
 
     fn helper_args(&self) -> HelperArgs {

@@ -203,17 +203,17 @@ fn local_calls_get_fresh_stacks_and_preserve_r6_to_r9() {
 #[test]
 fn subprograms_cannot_read_the_callers_registers_or_stack_bytes() {
     assert_eq!(
-        err("mov %r6, 1\ncall local +1\nexit\nmov %r0, %r6\nexit"),
+        err("mov %r6, 1\ncall local +1\nexit\nmov %r0, 0\nadd %r0, %r6\nexit"),
         InterpErrorKind::UninitializedRegister { reg: Reg::R6 }
     );
     // r1..r5 are undefined after the call.
     assert_eq!(
-        err("mov %r1, 1\ncall local +2\nmov %r0, %r1\nexit\nmov %r0, 0\nexit"),
+        err("mov %r1, 1\ncall local +3\nmov %r0, 0\nadd %r0, %r1\nexit\nmov %r0, 0\nexit"),
         InterpErrorKind::UninitializedRegister { reg: Reg::R1 }
     );
     assert!(matches!(
-        err("stdw [%r10-8], 1\ncall local +1\nexit\nldxdw %r0, [%r10-8]\nexit"),
-        InterpErrorKind::Memory(MemoryError::Uninitialized { .. })
+        err("stdw [%r10-8], 1\ncall local +1\nexit\nldxdw %r0, [%r10-8]\nadd %r0, 1\nexit"),
+        InterpErrorKind::UninitializedRegister { reg: Reg::R0 }
     ));
 }
 
@@ -262,7 +262,10 @@ fn memory_accesses_are_checked() {
     assert!(stack_overrun("ldxb %r0, [%r10-513]\nexit"));
     assert!(stack_overrun("stdw [%r10-4], 0\nmov %r0, 0\nexit"));
     assert!(matches!(err("mov %r1, 0\nldxb %r0, [%r1]\nexit"), InterpErrorKind::Memory(MemoryError::Unmapped { .. })));
-    assert!(matches!(err("ldxb %r0, [%r10-1]\nexit"), InterpErrorKind::Memory(MemoryError::Uninitialized { .. })));
+    assert!(matches!(
+        err("stxb [%r10-1], %r10\nldxdw %r0, [%r10-8]\nexit"),
+        InterpErrorKind::UninitializedRegister { .. }
+    ));
 }
 
 #[test]
@@ -304,7 +307,7 @@ fn helpers_get_arguments_memory_and_can_end_the_program() {
         InterpErrorKind::InvalidCallTarget { value: 0x1_0000_0000 }
     ));
     // r1..r5 are undefined after a helper call.
-    assert_eq!(err("mov %r1, 1\ncall 5\nmov %r0, %r1\nexit"), InterpErrorKind::UninitializedRegister { reg: Reg::R1 });
+    assert_eq!(err("mov %r1, 1\ncall 5\nadd %r0, %r1\nexit"), InterpErrorKind::UninitializedRegister { reg: Reg::R1 });
 }
 
 #[test]
@@ -416,4 +419,55 @@ mod properties {
             prop_assert!(memory.regions().all(|r| !r.name.starts_with("stack frame")));
         }
     }
+}
+
+#[test]
+fn undefined_values_are_copied_spilled_and_reloaded_but_trap_when_used() {
+    // Copies, 32-bit copies, stores to the stack and reloads are not uses (PREVAIL's semantics); the program
+    // runs as long as the undefined value is never used.
+    assert_eq!(r0("mov %r5, %r5\nmov32 %r4, %r3\nstxdw [%r10-8], %r4\nldxdw %r2, [%r10-8]\nmov %r0, 1\nexit"), 1);
+    assert_eq!(r0("ldxdw %r2, [%r10-10]\nldxh %r3, [%r10-2]\nmov %r0, 2\nexit"), 2);
+    // A store of an undefined register makes written stack bytes undefined again.
+    assert_eq!(
+        err("stdw [%r10-8], 42\nstxdw [%r10-8], %r6\nldxdw %r0, [%r10-8]\nexit"),
+        InterpErrorKind::UninitializedRegister { reg: Reg::R0 }
+    );
+    assert_eq!(
+        err("stdw [%r10-8], 42\nstxb [%r10-5], %r6\nldxw %r1, [%r10-8]\nmov %r0, %r1\nadd %r0, 1\nexit"),
+        InterpErrorKind::UninitializedRegister { reg: Reg::R0 }
+    );
+    // Every use traps: ALU operand, address, comparison, helper argument, atomic operand, the program's r0.
+    assert_eq!(
+        err("mov %r1, %r7\nmov %r0, 0\nadd %r0, %r1\nexit"),
+        InterpErrorKind::UninitializedRegister { reg: Reg::R1 }
+    );
+    assert_eq!(err("mov %r1, %r7\nldxb %r0, [%r1]\nexit"), InterpErrorKind::UninitializedRegister { reg: Reg::R1 });
+    assert_eq!(
+        err("ldxdw %r1, [%r10-8]\njeq %r1, 0, +0\nmov %r0, 0\nexit"),
+        InterpErrorKind::UninitializedRegister { reg: Reg::R1 }
+    );
+    assert!(matches!(
+        err("ldxdw %r1, [%r10-8]\ncall 5\nexit"),
+        InterpErrorKind::Host { error: HostError::UndefinedArgument { reg: 1 }, .. }
+    ));
+    assert_eq!(
+        err("stdw [%r10-8], 0\nmov %r1, %r9\nlock add [%r10-8], %r1\nmov %r0, 0\nexit"),
+        InterpErrorKind::UninitializedRegister { reg: Reg::R1 }
+    );
+    assert_eq!(err("ldxw %r0, [%r10-4]\nexit"), InterpErrorKind::UninitializedRegister { reg: Reg::R0 });
+    // Sign-extending moves read their source.
+    assert_eq!(err("movsx864 %r0, %r3\nexit"), InterpErrorKind::UninitializedRegister { reg: Reg::R3 });
+}
+
+#[test]
+fn undefined_values_cannot_be_stored_outside_the_stack() {
+    let mut memory = Memory::new();
+    let map = memory.add_region("map value", vec![0; 8], Access::ReadWrite);
+    let e = run_with("stxdw [%r1], %r6\nmov %r0, 0\nexit", &[map.base()], &mut memory).unwrap_err();
+    assert!(matches!(e.kind, InterpErrorKind::Memory(MemoryError::UndefinedStore { .. })), "{e}");
+    // Without initialisation tracking the stack cannot hold undefined bytes either.
+    let program = assemble("stxdw [%r10-8], %r6\nmov %r0, 0\nexit").unwrap();
+    let config = Config { check_uninitialized_stack: false, ..Config::default() };
+    let e = Interpreter::with_config(&program, config).run(&[], &mut Memory::new(), &mut TestHost::default());
+    assert!(matches!(e, Err(InterpError { kind: InterpErrorKind::Memory(MemoryError::UndefinedStore { .. }), .. })));
 }

@@ -277,7 +277,8 @@ impl FunctionTranslator<'_> {
         self.promoted = (self.plan.promoted_slots.iter().copied())
             .map(|offset| {
                 let var = b.declare_var(types::I64);
-                // Never read before written in a verified program (the verifier rejects uninitialised reads).
+                // A verified program may reload a slot before writing it, but never uses that undefined value
+                // (docs/verifier.md §2); defining it as zero keeps every SSA use well-defined.
                 b.def_var(var, zero);
                 (offset, var)
             })

@@ -66,7 +66,7 @@ fn a_mixed_pointer_needs_the_stack_side_initialised() {
 #[test]
 fn a_store_through_a_mixed_pointer_does_not_initialise_the_stack() {
     // If r6 points to the map value, fp-8 was never written.
-    let p = stack_or_map_value(false, vec![st(MemSize::DW, R6, 0, 1), ldx(MemSize::DW, R3, FP, -8)]);
+    let p = stack_or_map_value(false, vec![st(MemSize::DW, R6, 0, 1), ldx(MemSize::DW, R3, FP, -8), add(R3, 1)]);
     assert_eq!(verify_value_size(p, 16).unwrap_err().property, Property::Uninitialized);
     // Nor does it record a spill: a pointer stored through it is not readable back from the stack.
     let p = stack_or_map_value(true, vec![stx(MemSize::DW, R6, 0, R6)]);

@@ -211,6 +211,14 @@ pub(super) fn alu(
     if dst == Reg::FP {
         return Err(fail(pc, Property::InvalidInstruction, "r10 (the frame pointer) is read-only", vec![]));
     }
+    if let (AluOp::Mov, Operand::Reg(r)) = (op, src) {
+        if st.regs[r.index()].may_be(ty::UNINIT) {
+            // A copy is not a use (as in PREVAIL): the undefined value moves on and is rejected where it is used
+            // (docs/verifier.md §2, "Initialisation"). Both widths: the low half of an undefined value is undefined.
+            set_reg(st, dst, Value::uninit(), Change::Unknown);
+            return Ok(());
+        }
+    }
     let b = operand(st, src, width, pc)?;
     if matches!(op, AluOp::Mov) {
         if width == Width::W32 && b.may_be(ty::POINTERS) {

@@ -247,43 +247,98 @@ pub(super) fn load(
         add(load_ctx(env, pc, &base.view(ty::CTX), off, size, sign_extend)?);
     }
     if base.may_be(ty::STACK) {
-        let stack_off = base.off_of(ty::STACK);
-        let lo = stack_off.smin + off;
-        let hi = stack_off.smax + off + size.bytes() as i64;
-        if !st.stack.all_init(lo, hi) {
-            return Err(fail(
-                pc,
-                Property::Uninitialized,
-                format!("stack bytes [{lo}, {hi}) may be read before they are written"),
-                vec![show(src.to_string(), &base)],
-            ));
-        }
-        let single = lo == stack_off.smax + off;
-        let exact = match size {
-            MemSize::DW if single => st.stack.spills.get(&lo),
-            // A 4-byte number slot read whole and zero-extended gives the stored number (it is below 2^32).
-            MemSize::W if single && !sign_extend => st.stack.narrow.get(&lo),
-            _ => None,
-        };
-        match exact {
-            Some(v) => add(v.clone()),
-            None => {
-                if let Some((k, v)) = st.stack.overlapping(lo, hi).find(|(_, v)| v.may_be(ty::POINTERS)) {
-                    return Err(fail(
-                        pc,
-                        Property::PointerLeak,
-                        format!("partial read of the pointer spilled at stack offset {k}"),
-                        vec![show(format!("stack[{k}]"), v)],
-                    ));
-                }
-                add(Value::number(full(size, sign_extend)));
-            }
-        }
+        add(load_stack(st, pc, src, &base, off, size, sign_extend)?);
     }
     if base.may_be(ty::PACKET | ty::SHARED) {
         add(Value::number(full(size, sign_extend)));
     }
     Ok(result.expect("a memory type was checked"))
+}
+
+/// The value a load reads from the stack part of `base`: a whole spill or 4-byte number slot, a number, or,
+/// when some byte may never have been written, an undefined value.
+fn load_stack(
+    st: &State,
+    pc: usize,
+    src: Reg,
+    base: &Value,
+    off: i64,
+    size: MemSize,
+    sign_extend: bool,
+) -> Result<Value, Failure> {
+    let stack_off = base.off_of(ty::STACK);
+    let lo = stack_off.smin + off;
+    let hi = stack_off.smax + off + size.bytes() as i64;
+    if !st.stack.all_init(lo, hi) {
+        if src == Reg::FP {
+            // A reload at a fixed frame offset is not a use (as in PREVAIL, which checks only the bounds of
+            // r10-based accesses): the register receives an undefined value that every use rejects
+            // (docs/verifier.md §2, "Initialisation"). The bytes are in this invocation's own frame (checked by
+            // `check_access`), so whatever they concretely hold is never another tenant's data, and an undefined
+            // value never reaches a helper, memory outside the stack, a branch, an address or the return value.
+            return Ok(Value::uninit());
+        }
+        // Through any other stack pointer the bytes must be initialised (PREVAIL: "Stack content is not
+        // numeric"), like the memory a helper reads.
+        return Err(fail(
+            pc,
+            Property::Uninitialized,
+            format!("stack bytes [{lo}, {hi}) may be read before they are written (through {src}, not r10)"),
+            vec![show(src.to_string(), base)],
+        ));
+    }
+    let single = lo == stack_off.smax + off;
+    let exact = match size {
+        MemSize::DW if single => st.stack.spills.get(&lo),
+        // A 4-byte number slot read whole and zero-extended gives the stored number (it is below 2^32).
+        MemSize::W if single && !sign_extend => st.stack.narrow.get(&lo),
+        _ => None,
+    };
+    if let Some(v) = exact {
+        return Ok(v.clone());
+    }
+    if let Some((k, v)) = st.stack.overlapping(lo, hi).find(|(_, v)| v.may_be(ty::POINTERS)) {
+        return Err(fail(
+            pc,
+            Property::PointerLeak,
+            format!("partial read of the pointer spilled at stack offset {k}"),
+            vec![show(format!("stack[{k}]"), v)],
+        ));
+    }
+    Ok(Value::number(full(size, sign_extend)))
+}
+
+/// A store of a register that may hold no defined value (RFC 9669 leaves it unspecified; PREVAIL allows it on
+/// the stack). Only the invocation's own stack may receive it: the bytes it may hit become uninitialised, so a
+/// later read gives an undefined value again and every use of it is rejected.
+#[allow(clippy::too_many_arguments)] // the store instruction's fields
+pub(super) fn store_undefined(
+    env: &Env,
+    st: &mut State,
+    pc: usize,
+    dst: Reg,
+    off: i16,
+    size: MemSize,
+    src: Reg,
+) -> Result<(), Failure> {
+    let base = read(st, dst, pc)?;
+    let n = size.bytes() as i64;
+    check_access(env, st, pc, dst, &base, off as i64, n as u64, Access::Write)?;
+    if !base.is(ty::STACK) {
+        return Err(fail(
+            pc,
+            Property::Uninitialized,
+            format!("{src} may be uninitialised and is stored outside the stack (map, context or packet)"),
+            vec![show(src.to_string(), &st.regs[src.index()]), show(dst.to_string(), &base)],
+        ));
+    }
+    let (lo, hi) = (base.off.smin + off as i64, base.off.smax + off as i64 + n);
+    st.stack.clobber(lo, hi);
+    st.forget_init_extents(lo - 8, hi + 8);
+    for o in lo..hi {
+        st.stack.set_init(o, false);
+    }
+    Ok(())
 }
 
 /// `src` is the stored register, if any: a slot that receives its whole value becomes its copy (loop deltas).

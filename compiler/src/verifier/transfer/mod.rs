@@ -192,6 +192,10 @@ pub fn step(env: &Env, pc: usize, s: &mut State) -> Result<Successors, Failure> 
             set_reg(s, dst, v, change);
             next()
         }
+        Instruction::Store { size, dst, offset, src: Operand::Reg(r) } if s.regs[r.index()].may_be(ty::UNINIT) => {
+            memory::store_undefined(env, s, pc, dst, offset, size, r)?;
+            next()
+        }
         Instruction::Store { size, dst, offset, src } => {
             let v = match src {
                 Operand::Reg(r) => read(s, r, pc)?,
