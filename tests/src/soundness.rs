@@ -9,7 +9,10 @@
 use std::collections::HashMap;
 
 use bpf2sys::interp::{Access, Config, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory, TraceStep};
-use bpf2sys::isa::{AluOp, AtomicOp, Imm64Kind, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
+use bpf2sys::isa::semantics::PacketFields;
+use bpf2sys::isa::{
+    AluOp, AtomicOp, Imm64Kind, Instruction as I, JumpCond, MemSize, Operand, PacketLoadMode, Reg, Width,
+};
 use bpf2sys::platform::windows::WINDOWS;
 use bpf2sys::platform::{HelperArg, ProgramType};
 use bpf2sys::program::{functions_from_calls, MapDefinition, MapType, Module, Pinning, Program};
@@ -163,7 +166,7 @@ pub fn generate(seed: u64) -> Vec<I> {
     let snippets = 1 + r.below(10);
     for _ in 0..snippets {
         let scratch = reg(r.pick(&[0, 4, 5, 7, 8, 9]));
-        match r.below(14) {
+        match r.below(15) {
             0 | 1 => {
                 // bounds check against data_end
                 let k = r.below(48) as i32;
@@ -313,6 +316,27 @@ pub fn generate(seed: u64) -> Vec<I> {
                 } else {
                     b.push(I::Alu { width: Width::W64, op: AluOp::Mov, dst: Reg::R3, src: Operand::Imm(7) });
                     b.push(I::CallHelper { id: 24 });
+                }
+                b.after_call(r);
+            }
+            13 => {
+                // legacy packet load (RFC 9669 §5.5): through r6 = ctx (sometimes another register in r6 or a pointer
+                // offset, which must be rejected), at in- and out-of-bounds offsets; it clobbers r1..r5
+                let mode = if r.chance(50) { PacketLoadMode::Abs } else { PacketLoadMode::Ind };
+                let size = r.pick(&SIZES[..3]);
+                if r.chance(5) {
+                    b.push(I::Alu {
+                        width: Width::W64,
+                        op: AluOp::Mov,
+                        dst: Reg::R6,
+                        src: Operand::Reg(reg(r.below(11))),
+                    });
+                }
+                let src = reg(r.pick(&[0, 4, 5, 7, 8, 9, 10]));
+                let imm = if r.chance(80) { r.below(80) as i32 - 4 } else { small_imm(r) };
+                b.push(I::LegacyPacketLoad { mode, size, src, imm });
+                if r.chance(50) {
+                    b.push(I::Alu { width: Width::W64, op: AluOp::Mov, dst: scratch, src: Operand::Reg(Reg::R0) });
                 }
                 b.after_call(r);
             }
@@ -499,7 +523,11 @@ pub fn check(program: &[I], seed: u64, inputs: usize) -> Verdict {
         Err(_) => return Verdict::Rejected,
     };
     let budget = report.report().max_instructions_executed.expect("termination is checked").min(50_000_000);
-    let config = Config { instruction_budget: budget, max_call_depth: 8, check_uninitialized_stack: true };
+    // Legacy packet loads find the packet through XDP's context layout (the table, not the verifier's output).
+    let packet_fields =
+        Some(PacketFields { data: xdp.context.data as u32, data_end: xdp.context.end as u32, width: MemSize::DW });
+    let config =
+        Config { instruction_budget: budget, max_call_depth: 8, check_uninitialized_stack: true, packet_fields };
     let interp = Interpreter::with_config(program, config);
     let mut rng = Rng::new(seed ^ 0x5eed);
     for input in 0..inputs {

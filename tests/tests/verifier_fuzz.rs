@@ -23,3 +23,17 @@ fn the_generator_produces_accepted_programs_with_loops_calls_and_maps() {
     // The campaign is only meaningful if a good share of programs get through the verifier.
     assert!(c.accepted * 10 >= c.programs, "only {} of {} accepted", c.accepted, c.programs);
 }
+
+#[test]
+fn the_generator_produces_accepted_programs_with_legacy_packet_loads() {
+    // The oracle covers LD_ABS/LD_IND only if accepted programs contain them (the interpreter runs them through
+    // XDP's data/data_end fields, ending the program with 0 out of bounds).
+    let accepted_with_legacy = (0..3_000u64)
+        .filter(|&seed| {
+            let p = generate(seed);
+            p.iter().any(|i| matches!(i, bpf2sys::isa::Instruction::LegacyPacketLoad { .. }))
+                && check(&p, seed, 4) == Verdict::Accepted
+        })
+        .count();
+    assert!(accepted_with_legacy >= 30, "only {accepted_with_legacy} accepted programs with legacy loads");
+}

@@ -13,6 +13,8 @@
 //! - Jumps (§4.3): 32-bit forms compare the low 32 bits; immediates of 64-bit compares are sign-extended.
 //! - Memory (§5): every access is checked against the mapped regions; `ldxs` sign-extends; atomics (§5.3) are
 //!   read-modify-write on one region, `fetch` returns the old value zero-extended, `cmpxchg` compares with r0.
+//! - Legacy packet loads (§5.5): `r0 = ntoh(packet[offset..offset + size])` through the context's data/data_end
+//!   fields ([`Config::packet_fields`]); out of bounds ends the program with 0; r1..r5 become undefined.
 //! - Calls: helpers take r1..r5 and return r0, after which r1..r5 are undefined. A local call (src 1) gets a
 //!   fresh 512-byte stack and its own r10; r6..r9 are restored when it returns; at most
 //!   [`Config::max_call_depth`] frames exist at once (Linux's MAX_CALL_FRAMES, 8).
@@ -88,14 +90,17 @@
 
 pub mod memory;
 
-use crate::isa::semantics::{eval_alu, eval_byte_order, eval_jump_condition, sign_extend_from};
+use crate::isa::semantics::{
+    eval_alu, eval_byte_order, eval_jump_condition, legacy_packet_in_bounds, legacy_packet_offset, legacy_packet_value,
+    sign_extend_from, PacketFields,
+};
 use crate::isa::{AluOp, AtomicOp, Imm64Kind, Instruction, MemSize, Operand, PacketLoadMode, Reg};
 pub use memory::{Access, AccessKind, Memory, MemoryError, Region, RegionId};
 
 /// Size of each call frame's stack ([`crate::isa::STACK_FRAME_SIZE`]).
 pub const STACK_SIZE: usize = crate::isa::STACK_FRAME_SIZE as usize;
 
-/// Limits of one run.
+/// Limits of one run, and where the context keeps the packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     /// Maximum number of instructions executed before [`InterpErrorKind::BudgetExhausted`].
@@ -105,11 +110,19 @@ pub struct Config {
     /// Whether stack frames track which bytes were written (so using never-written bytes is an error);
     /// otherwise they read as zero, and storing an undefined register to the stack is an error.
     pub check_uninitialized_stack: bool,
+    /// Where legacy packet loads (RFC 9669 §5.5) find the packet in the context `r6` points to (the program type's
+    /// context layout); `None` for a context without packet fields, where such a load is an error.
+    pub packet_fields: Option<PacketFields>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { instruction_budget: 1_000_000, max_call_depth: 8, check_uninitialized_stack: true }
+        Config {
+            instruction_budget: 1_000_000,
+            max_call_depth: 8,
+            check_uninitialized_stack: true,
+            packet_fields: None,
+        }
     }
 }
 
@@ -229,7 +242,7 @@ pub enum InterpErrorKind {
     FellOffEnd,
     #[error("executed the second slot of a lddw (a jump into the middle of an instruction)")]
     ContinuationExecuted,
-    #[error("legacy packet access ({mode}) is not supported")]
+    #[error("legacy packet access ({mode}) needs a context with packet fields; this run has none")]
     LegacyPacketLoad { mode: &'static str },
 }
 
@@ -511,13 +524,7 @@ impl Run<'_> {
                 self.atomic(size, op, fetch, dst, src, offset)?;
                 Ok(Step::Goto(next))
             }
-            Instruction::LegacyPacketLoad { mode, .. } => {
-                let mode = match mode {
-                    PacketLoadMode::Abs => "LD_ABS",
-                    PacketLoadMode::Ind => "LD_IND",
-                };
-                Err(self.error(InterpErrorKind::LegacyPacketLoad { mode }))
-            }
+            Instruction::LegacyPacketLoad { mode, size, src, imm } => self.legacy_packet_load(mode, size, src, imm),
 
             // ---- Control flow (RFC 9669 §4.3) ----
             Instruction::Jump { offset, .. } => Ok(Step::Goto(self.target(offset as i64)?)),
@@ -599,6 +606,41 @@ impl Run<'_> {
             }
         };
         result.map_err(|e| self.memory_error(e))
+    }
+
+    /// Legacy packet load (RFC 9669 §5.5, Linux `gen_ld_abs`): `r0 = ntoh(*(size *)(data + offset))` with the packet
+    /// found through the context in r6 (`data`/`data_end` fields, [`Config::packet_fields`]); an out-of-bounds
+    /// access ends the program with r0 = 0. Like a helper call (Linux implements it as one) it leaves r1..r5
+    /// undefined.
+    fn legacy_packet_load(
+        &mut self,
+        mode: PacketLoadMode,
+        size: MemSize,
+        src: Reg,
+        imm: i32,
+    ) -> Result<Step, InterpError> {
+        let Some(fields) = self.config.packet_fields else {
+            let mode = match mode {
+                PacketLoadMode::Abs => "LD_ABS",
+                PacketLoadMode::Ind => "LD_IND",
+            };
+            return Err(self.error(InterpErrorKind::LegacyPacketLoad { mode }));
+        };
+        let context = self.get(Reg::R6)?;
+        let src_value = if mode == PacketLoadMode::Ind { self.get(src)? } else { 0 };
+        let field = |run: &Self, offset: u32| {
+            run.memory.read_uint(context.wrapping_add(offset as u64), fields.width).map_err(|e| run.memory_error(e))
+        };
+        let data = field(self, fields.data)?;
+        let data_end = field(self, fields.data_end)?;
+        let offset = legacy_packet_offset(mode, src_value, imm);
+        if !legacy_packet_in_bounds(offset, size, data_end.saturating_sub(data)) {
+            return Ok(Step::Finished(0));
+        }
+        let raw = self.memory.read_uint(data + offset as u64, size).map_err(|e| self.memory_error(e))?;
+        self.regs.0[0] = Some(legacy_packet_value(size, raw));
+        self.clobber_arguments();
+        Ok(Step::Goto(self.pc + 1))
     }
 
     fn helper_args(&self) -> HelperArgs {

@@ -329,7 +329,59 @@ fn control_flow_errors_are_reported() {
     assert_eq!(err("mov %r0, 0\nja +5\nexit"), InterpErrorKind::JumpOutOfRange { target: 7, len: 3 });
     assert_eq!(err("mov %r0, 0"), InterpErrorKind::FellOffEnd);
     assert_eq!(err("mov %r0, 0\nja +1\nlddw %r1, 5\nexit"), InterpErrorKind::ContinuationExecuted);
-    assert_eq!(err("ldabsw 0\nexit"), InterpErrorKind::LegacyPacketLoad { mode: "LD_ABS" });
+    assert_eq!(err("mov %r6, 0\nldabsw 0\nexit"), InterpErrorKind::LegacyPacketLoad { mode: "LD_ABS" });
+}
+
+/// Runs `text` with r1 = a 16-byte context holding 8-byte `data` / `data_end` pointers to `packet` (the Windows XDP
+/// layout), with legacy packet loads enabled; returns r0 or the error.
+fn run_on_packet(text: &str, packet: &[u8]) -> Result<u64, InterpError> {
+    let program = assemble(text).unwrap();
+    let mut memory = Memory::new();
+    let p = memory.add_region("packet", packet.to_vec(), Access::ReadOnly);
+    let mut context = p.base().to_le_bytes().to_vec();
+    context.extend((p.base() + packet.len() as u64).to_le_bytes());
+    let context = memory.add_region("context", context, Access::ReadOnly);
+    let packet_fields = Some(PacketFields { data: 0, data_end: 8, width: MemSize::DW });
+    let config = Config { packet_fields, ..Config::default() };
+    Interpreter::with_config(&program, config).run(&[context.base()], &mut memory, &mut TestHost::default())
+}
+
+#[test]
+fn legacy_packet_loads_read_network_byte_order_through_the_context_in_r6() {
+    let packet = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66];
+    assert_eq!(run_on_packet("mov %r6, %r1\nldabsb 1\nexit", &packet), Ok(0x22));
+    assert_eq!(run_on_packet("mov %r6, %r1\nldabsh 1\nexit", &packet), Ok(0x2233));
+    assert_eq!(run_on_packet("mov %r6, %r1\nldabsw 2\nexit", &packet), Ok(0x3344_5566));
+    // LD_IND: the offset is the low 32 bits of src plus imm, wrapping in 32 bits.
+    assert_eq!(run_on_packet("mov %r6, %r1\nmov %r7, 3\nldindh %r7, -1\nexit", &packet), Ok(0x3344));
+    assert_eq!(run_on_packet("mov %r6, %r1\nlddw %r7, 0x100000004\nldindb %r7, 1\nexit", &packet), Ok(0x66));
+    assert_eq!(run_on_packet("mov %r6, %r1\nmov %r7, -1\nldindb %r7, 2\nexit", &packet), Ok(0x22));
+}
+
+#[test]
+fn an_out_of_bounds_legacy_packet_load_ends_the_program_with_zero() {
+    let packet = [0x11, 0x22, 0x33, 0x44];
+    // The last byte is readable; one past it, a read crossing the end and negative offsets end the program.
+    assert_eq!(run_on_packet("mov %r6, %r1\nldabsb 3\nexit", &packet), Ok(0x44));
+    for load in ["ldabsb 4", "ldabsw 1", "ldabsh -1", "ldabsw 2147483647"] {
+        let text = format!("mov %r6, %r1\n{load}\nmov %r0, 7\nexit");
+        assert_eq!(run_on_packet(&text, &packet), Ok(0), "{load}");
+    }
+    let text = "mov %r6, %r1\nmov %r7, 0x7ffffffe\nldindw %r7, 4\nmov %r0, 7\nexit";
+    assert_eq!(run_on_packet(text, &packet), Ok(0), "the 32-bit offset wraps to a negative number");
+    assert_eq!(run_on_packet("mov %r6, %r1\nldabsb 0\nmov %r0, 7\nexit", &[]), Ok(0));
+}
+
+#[test]
+fn a_legacy_packet_load_leaves_r1_to_r5_undefined_and_needs_r6() {
+    let packet = [1, 2, 3, 4];
+    let e = run_on_packet("mov %r6, %r1\nmov %r2, 1\nldabsb 0\nadd %r0, %r2\nexit", &packet).unwrap_err();
+    assert_eq!(e.kind, InterpErrorKind::UninitializedRegister { reg: Reg::R2 });
+    let e = run_on_packet("ldabsb 0\nexit", &packet).unwrap_err();
+    assert_eq!(e.kind, InterpErrorKind::UninitializedRegister { reg: Reg::R6 });
+    // r6 must point at a context whose fields are mapped.
+    let e = run_on_packet("mov %r6, 8\nldabsb 0\nexit", &packet).unwrap_err();
+    assert!(matches!(e.kind, InterpErrorKind::Memory(_)), "{e}");
 }
 
 #[test]

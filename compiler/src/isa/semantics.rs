@@ -2,7 +2,7 @@
 //! folding, branch refinement of constants) and lowering's pre-passes (constant tracking in `stack_stores`) share,
 //! so they cannot disagree.
 
-use super::{AluOp, ByteOrder, JumpCond, Width};
+use super::{AluOp, ByteOrder, JumpCond, MemSize, PacketLoadMode, Width};
 
 /// ALU semantics (RFC 9669 §4.1; contract §5.5): 32-bit results are zero-extended; division by zero gives 0 and
 /// modulo by zero leaves the dividend; `INT_MIN / -1 = INT_MIN` and `INT_MIN % -1 = 0`. An immediate `src` must
@@ -52,6 +52,45 @@ pub fn eval_jump_condition(cond: JumpCond, width: Width, dst: u64, src: u64) -> 
 pub fn sign_extend_from(v: u64, bits: u32) -> u64 {
     let shift = 64 - bits;
     (((v << shift) as i64) >> shift) as u64
+}
+
+/// Where a legacy packet load (RFC 9669 §5.5) finds the packet: the offsets of the packet-start (`data`) and
+/// packet-end (`data_end`) pointer fields in the context `r6` points to, and their width. The values come from the
+/// program type's context layout (`platform::ContextDescriptor`); the interpreter, the verifier's `Verified` and
+/// lowering all use this one description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketFields {
+    pub data: u32,
+    pub data_end: u32,
+    /// 8 on 64-bit platforms (Windows `xdp_md_t`), 4 for Linux's `__sk_buff` view.
+    pub width: MemSize,
+}
+
+/// The packet offset a legacy load reads at (RFC 9669 §5.5; Linux `gen_ld_abs`): `imm` for `LD_ABS`, and for
+/// `LD_IND` the 32-bit wrapping sum of the low half of `src` and `imm`, read as a signed 32-bit number (Linux
+/// passes it as `int offset`).
+pub fn legacy_packet_offset(mode: PacketLoadMode, src: u64, imm: i32) -> i32 {
+    match mode {
+        PacketLoadMode::Abs => imm,
+        PacketLoadMode::Ind => (src as u32).wrapping_add(imm as u32) as i32,
+    }
+}
+
+/// Whether `size` bytes at packet offset `offset` lie inside a packet of `len` bytes. Otherwise the load ends the
+/// program with r0 = 0 (Linux: the `bpf_skb_load_helper_*` failure path `r0 = 0; exit`). Negative offsets are out
+/// of bounds: Linux's ancillary windows (`SKF_NET_OFF`, `SKF_LL_OFF`) address socket-buffer headers that a
+/// data/data_end packet does not have.
+pub fn legacy_packet_in_bounds(offset: i32, size: MemSize, len: u64) -> bool {
+    offset >= 0 && (offset as u64) + size.bytes() as u64 <= len
+}
+
+/// The loaded value: the `size` bytes read as a little-endian number (`raw`), converted from network to host
+/// byte order and zero-extended.
+pub fn legacy_packet_value(size: MemSize, raw: u64) -> u64 {
+    match size {
+        MemSize::B => raw & 0xff,
+        other => eval_byte_order(ByteOrder::Swap, other.bytes() * 8, raw),
+    }
 }
 
 /// An operand word of the ALU: `u32` for the ALU class, `u64` for ALU64. [`alu`] is written once over it, so the

@@ -135,12 +135,37 @@ pub fn lower_unverified_for_testing(
     program_index: usize,
     options: &LowerOptions,
 ) -> Result<CompiledProgram, LowerError> {
+    lower_unchecked(module, program_index, options, None)
+}
+
+/// [`lower_unverified_for_testing`] for programs with legacy packet loads, which read the packet through a
+/// context laid out as `packet` says (the harness builds that context).
+#[doc(hidden)]
+pub fn lower_unverified_with_packet_for_testing(
+    module: &Module,
+    program_index: usize,
+    options: &LowerOptions,
+    packet: crate::isa::semantics::PacketFields,
+) -> Result<CompiledProgram, LowerError> {
+    lower_unchecked(module, program_index, options, Some(packet))
+}
+
+fn lower_unchecked(
+    module: &Module,
+    program_index: usize,
+    options: &LowerOptions,
+    packet: Option<crate::isa::semantics::PacketFields>,
+) -> Result<CompiledProgram, LowerError> {
     let programs = (0..module.programs.len())
         .map(|i| {
-            Verified::unchecked_for_testing(module, i).map_err(|r| LowerError::Unsupported {
+            let verified = Verified::unchecked_for_testing(module, i).map_err(|r| LowerError::Unsupported {
                 program: r.program,
                 slot: r.pc,
                 message: r.message,
+            })?;
+            Ok(match packet {
+                Some(fields) => verified.with_packet_fields_for_testing(fields),
+                None => verified,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -244,7 +244,7 @@ pub fn verify_program<'m>(
     let mut report = analyze(&env, entry_state(), &program.name)
         .map_err(|f| reject(&program.name, &program.instructions, &program.line_info, f))?;
     let facts = std::mem::take(&mut report.facts);
-    Verified::from_analysis(module, index, report, facts)
+    Verified::from_analysis(module, index, report, facts, transfer::packet_fields(&env))
 }
 
 /// Attaches a failure to its program and source location.

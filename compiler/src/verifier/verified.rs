@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::isa::semantics::PacketFields;
 use crate::isa::{AluOp, Imm64Kind, Instruction, Operand, Reg, Width};
 use crate::program::{Module, Program};
 
@@ -194,6 +195,9 @@ pub struct Verified<'m> {
     stack_atomics: BTreeSet<usize>,
     /// Frames of the deepest chain of local calls (1 without calls).
     call_depth: u32,
+    /// Where the program type's context keeps the packet (`None` without packet fields): legacy packet loads
+    /// read `data`/`data_end` there through r6, which the verifier proved is this context.
+    packet_fields: Option<PacketFields>,
 }
 
 impl<'m> Verified<'m> {
@@ -204,6 +208,7 @@ impl<'m> Verified<'m> {
         index: usize,
         report: VerificationReport,
         facts: AnalysisFacts,
+        packet_fields: Option<PacketFields>,
     ) -> Result<Verified<'m>, Rejection> {
         let program = &module.programs[index];
         let control_flow = ControlFlow::new(program, facts.loop_heads)
@@ -218,6 +223,7 @@ impl<'m> Verified<'m> {
             branch_directions: Some(facts.branch_directions),
             stack_atomics: facts.stack_atomics,
             call_depth,
+            packet_fields,
         })
     }
 
@@ -288,7 +294,22 @@ impl<'m> Verified<'m> {
             branch_directions: None,
             stack_atomics,
             call_depth,
+            packet_fields: None,
         })
+    }
+
+    /// **Not a safety gate.** Gives an [`Verified::unchecked_for_testing`] program a context layout for its legacy
+    /// packet loads (harnesses that run them on a hand-made context).
+    #[doc(hidden)]
+    pub fn with_packet_fields_for_testing(mut self, fields: PacketFields) -> Verified<'m> {
+        self.packet_fields = Some(fields);
+        self
+    }
+
+    /// Where the context keeps `data` and `data_end`, for lowering legacy packet loads (RFC 9669 §5.5); `None`
+    /// when the program type's context has no packet (the verifier then rejects every legacy load).
+    pub fn packet_fields(&self) -> Option<PacketFields> {
+        self.packet_fields
     }
 
     pub fn module(&self) -> &'m Module {

@@ -9,7 +9,8 @@ use cranelift_frontend::FunctionBuilder;
 
 use crate::compiled::{RelocTarget, Target};
 use crate::isa::{
-    AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, Reg, Width, STACK_FRAME_SIZE,
+    AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, PacketLoadMode, Reg, Width,
+    STACK_FRAME_SIZE,
 };
 use crate::platform::windows::HELPER_TAIL_CALL;
 use crate::verifier::CallxTarget;
@@ -223,11 +224,78 @@ impl FunctionTranslator<'_> {
             Instruction::Atomic { size, op, fetch, dst, src, offset } => {
                 self.translate_atomic(b, frame, pc, size, op, fetch, dst, src, offset)?
             }
-            Instruction::LegacyPacketLoad { .. } => {
-                return Err(self.unsupported(pc, "legacy packet loads (LD_ABS/LD_IND) are not supported"))
+            Instruction::LegacyPacketLoad { mode, size, src, imm } => {
+                self.translate_legacy_packet_load(b, frame, pc, mode, size, src, imm)?
             }
             other => unreachable!("not a memory instruction: {other:?}"),
         }
+        Ok(())
+    }
+
+    /// Legacy packet load (RFC 9669 §5.5; semantics in `isa::semantics::legacy_packet_*`): reads `data` and
+    /// `data_end` from the context in r6 at the offsets the program type's layout gives
+    /// ([`crate::verifier::Verified::packet_fields`]), returns 0 from the program unless `[offset, offset + size)`
+    /// lies in `[0, data_end - data)`, and otherwise loads the bytes and converts them from network byte order.
+    /// The bounds check is the whole safety argument (the verifier proves r6 is that context and the load is in
+    /// the entry function, where returning ends the program). r1–r5 are clobbered as after a helper call.
+    #[allow(clippy::too_many_arguments)] // the fields of one instruction
+    fn translate_legacy_packet_load(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        pc: usize,
+        mode: PacketLoadMode,
+        size: MemSize,
+        src: Reg,
+        imm: i32,
+    ) -> Result<(), LowerError> {
+        let reg = |r: Reg| frame.regs[r.index()];
+        let Some(fields) = self.verified.packet_fields() else {
+            return Err(self.unsupported(pc, "legacy packet load in a program type whose context has no packet"));
+        };
+        if self.index != 0 {
+            return Err(self.unsupported(pc, "legacy packet load inside a local function"));
+        }
+        let value_type = match size {
+            MemSize::DW => return Err(self.unsupported(pc, "8-byte legacy packet load")),
+            other => Self::memory_type(other),
+        };
+        let field_type = match fields.width {
+            MemSize::DW => types::I64,
+            other => return Err(self.unsupported(pc, format!("{}-byte packet pointer fields", other.bytes()))),
+        };
+        let flags = load_flags();
+        let context = b.use_var(reg(Reg::R6));
+        let data = b.ins().load(field_type, flags, context, fields.data as i32);
+        let data_end = b.ins().load(field_type, flags, context, fields.data_end as i32);
+        // The offset is a 32-bit sum read as signed (Linux's `int offset`), so `offset + size` cannot wrap in 64 bits.
+        let offset = match mode {
+            PacketLoadMode::Abs => b.ins().iconst(types::I32, imm as u32 as i64),
+            PacketLoadMode::Ind => {
+                let s = b.use_var(reg(src));
+                let s = b.ins().ireduce(types::I32, s);
+                b.ins().iadd_imm_s(s, imm as i64)
+            }
+        };
+        let offset = b.ins().sextend(types::I64, offset);
+        let len = b.ins().isub(data_end, data);
+        let limit = b.ins().iadd_imm_s(offset, size.bytes() as i64);
+        let non_negative = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, offset, 0);
+        let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, limit, len);
+        let in_bounds = b.ins().band(non_negative, fits);
+        let load = b.create_block();
+        let out_of_bounds = b.create_block();
+        b.ins().brif(in_bounds, load, &[], out_of_bounds, &[]);
+        b.switch_to_block(out_of_bounds);
+        let zero = b.ins().iconst(types::I64, 0);
+        b.ins().return_(&[zero]);
+        b.switch_to_block(load);
+        let addr = b.ins().iadd(data, offset);
+        let raw = b.ins().load(value_type, flags, addr, 0);
+        let host_order = if size == MemSize::B { raw } else { b.ins().bswap(raw) };
+        let value = b.ins().uextend(types::I64, host_order);
+        b.def_var(reg(Reg::R0), value);
+        Self::clobber_scratch(b, frame);
         Ok(())
     }
 

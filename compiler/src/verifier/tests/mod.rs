@@ -228,9 +228,6 @@ fn local_calls_get_their_own_frame() {
 
 #[test]
 fn unsupported_instructions_are_rejected_by_name() {
-    let r =
-        rejected(vec![I::LegacyPacketLoad { mode: PacketLoadMode::Abs, size: MemSize::B, src: R0, imm: 0 }, I::Exit]);
-    assert!(r.message.contains("legacy packet load"), "{r}");
     let r = rejected(vec![I::CallBtf { btf_id: 5, module: 0 }, mov(R0, 0), I::Exit]);
     assert!(r.message.contains("kfunc"), "{r}");
     let r = rejected(vec![I::CallHelper { id: 9999 }, I::Exit]);
@@ -358,5 +355,6 @@ proptest! {
 }
 
 mod correlations;
+mod legacy;
 mod relational;
 mod undefined;

@@ -5,6 +5,7 @@
 mod alu;
 mod branch;
 mod helpers;
+mod legacy;
 mod memory;
 
 use crate::isa::{Imm64Kind, Instruction, MemSize, Operand, Reg, Width};
@@ -94,6 +95,7 @@ pub(super) enum Access {
 use alu::alu;
 use branch::branch;
 use helpers::helper_call;
+pub(crate) use legacy::packet_fields;
 pub(super) use memory::check_atomic_alignment;
 use memory::{load, reloaded_spill, store};
 
@@ -176,7 +178,9 @@ pub fn step(env: &Env, pc: usize, s: &mut State) -> Result<Successors, Failure> 
             load_imm64(env, s, pc, dst, kind, imm, next_imm)?;
             Ok(Successors::One(Edge::Local(pc + 2)))
         }
-        Instruction::LoadImm64Continuation => Err(fail(pc, Property::ControlFlow, "jump into the middle of a lddw instruction", vec![])),
+        Instruction::LoadImm64Continuation => {
+            Err(fail(pc, Property::ControlFlow, "jump into the middle of a lddw instruction", vec![]))
+        }
         // ---- Memory (RFC 9669 §5) ----
         Instruction::Load { size, sign_extend, dst, src, offset } => {
             if dst == Reg::FP {
@@ -212,12 +216,10 @@ pub fn step(env: &Env, pc: usize, s: &mut State) -> Result<Successors, Failure> 
             memory::atomic(env, s, pc, size, op, fetch, dst, src, offset)?;
             next()
         }
-        Instruction::LegacyPacketLoad { mode, .. } => Err(fail(
-            pc,
-            Property::InvalidInstruction,
-            format!("legacy packet load LD_{mode:?} (RFC 9669 §5.5) is not supported; read the packet through data/data_end"),
-            vec![],
-        )),
+        Instruction::LegacyPacketLoad { mode, size, src, .. } => {
+            legacy::legacy_packet_load(env, s, pc, mode, size, src)?;
+            next()
+        }
         // ---- Jumps (RFC 9669 §4.3) ----
         Instruction::Jump { offset, .. } => Ok(Successors::One(Edge::Local((pc as i64 + 1 + offset as i64) as usize))),
         Instruction::JumpIf { width, cond, dst, src, offset } => {
@@ -246,7 +248,12 @@ pub fn step(env: &Env, pc: usize, s: &mut State) -> Result<Successors, Failure> 
                     helper_call(env, s, pc, id as i64)?;
                     next()
                 }
-                _ => Err(fail(pc, Property::UnknownHelper, format!("callx {reg}: the helper id is not a known constant"), vec![show(reg.to_string(), &v)])),
+                _ => Err(fail(
+                    pc,
+                    Property::UnknownHelper,
+                    format!("callx {reg}: the helper id is not a known constant"),
+                    vec![show(reg.to_string(), &v)],
+                )),
             }
         }
         Instruction::CallBtf { btf_id, module: 0 } => {
