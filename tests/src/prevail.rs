@@ -465,6 +465,13 @@ pub fn translate(case: &Case) -> Result<Translated, String> {
     Ok(Translated { program, assumptions, maps: maps.defs, maps_index: maps.index })
 }
 
+/// The upper bound of the case's `packet_size` precondition (PREVAIL's model of the packet length), if stated.
+fn max_packet_size(case: &Case) -> Option<u64> {
+    let v = case.pre.iter().find_map(|c| c.trim().strip_prefix("packet_size="))?;
+    let (_, hi) = range(v).ok()?;
+    u64::try_from(hi).ok()
+}
+
 fn range(v: &str) -> Result<(i128, i128), String> {
     let v = v.trim();
     if let Some(inner) = v.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
@@ -711,6 +718,7 @@ pub fn run_case(case: &Case) -> Outcome {
             allow_division_by_zero: !case.options.iter().any(|o| o == "!allow_division_by_zero"),
             check_termination: case.options.iter().any(|o| o == "termination"),
             ctx_pointer_size: 4,
+            max_packet_len: max_packet_size(case).unwrap_or(VerifierOptions::default().max_packet_len),
             ..VerifierOptions::default()
         };
         let env = Env {

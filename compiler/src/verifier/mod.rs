@@ -47,6 +47,11 @@ pub struct VerifierOptions {
     pub max_loop_iterations: u64,
     /// Width of the context's packet pointer fields (8 on 64-bit platforms).
     pub ctx_pointer_size: u32,
+    /// The largest packet length in bytes (capped at 2^32 - 1): an XDP frame on Windows is one NET_BUFFER, whose
+    /// length is a 32-bit `ULONG`, so the default is `u32::MAX`. It bounds `data_end - data`, and through it loops
+    /// counted up to a packet length. Test suites whose model states a smaller packet (PREVAIL's `packet_size`
+    /// precondition) set it from there.
+    pub max_packet_len: u64,
     /// Record the invariant at every instruction (`--show-state`).
     pub record_invariants: bool,
     /// Joins at a loop head before widening starts.
@@ -66,6 +71,7 @@ impl Default for VerifierOptions {
             check_termination: true,
             max_loop_iterations: 1 << 24,
             ctx_pointer_size: 8,
+            max_packet_len: u32::MAX as u64,
             record_invariants: false,
             widening_delay: 2,
             max_instructions: DEFAULT_MAX_INSTRUCTIONS,

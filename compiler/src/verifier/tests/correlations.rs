@@ -214,3 +214,61 @@ fn an_extent_never_covers_a_pointer_spilled_on_one_path() {
     let r = verify(p).unwrap_err().property;
     assert!(matches!(r, Property::Uninitialized | Property::PointerLeak), "{r:?}");
 }
+
+/// `if (data_end == data) exit;` then a read of `size` bytes at `data + at`.
+fn nonempty_packet_read(at: i16, size: MemSize) -> Vec<I> {
+    vec![
+        ldx(MemSize::DW, R2, R1, 0),
+        ldx(MemSize::DW, R3, R1, 8),
+        jif(JumpCond::Eq, R3, Operand::Reg(R2), 1),
+        ldx(size, R0, R2, at),
+        mov(R0, 0),
+        I::Exit,
+    ]
+}
+
+#[test]
+fn data_end_unequal_to_data_proves_one_packet_byte() {
+    verify(nonempty_packet_read(0, MemSize::B)).expect("data_end != data: the packet has a byte");
+    // One byte only: a second byte or a 2-byte read is not proven.
+    let r = verify(nonempty_packet_read(1, MemSize::B)).unwrap_err();
+    assert_eq!((r.pc, r.property), (3, Property::OutOfBounds));
+    let r = verify(nonempty_packet_read(0, MemSize::H)).unwrap_err();
+    assert_eq!((r.pc, r.property), (3, Property::OutOfBounds));
+    // `p != data_end` for p = data + 4, not known to be inside the packet, proves nothing (p may be past the end).
+    let mut p = nonempty_packet_read(0, MemSize::B);
+    p.splice(2..2, [add(R2, 4)]);
+    let r = verify(p).unwrap_err();
+    assert_eq!((r.pc, r.property), (4, Property::OutOfBounds));
+}
+
+/// `len = data_end - data; for (i = 0; i < len; i++) sum += data[i];` with the loop test at the bottom.
+fn loop_over_the_whole_packet() -> Vec<I> {
+    vec![
+        ldx(MemSize::DW, R2, R1, 0),
+        ldx(MemSize::DW, R1, R1, 8),
+        alu(AluOp::Sub, R1, Operand::Reg(R2)),
+        mov(R3, 0),
+        mov(R0, 0),
+        jif(JumpCond::Ge, R3, Operand::Reg(R1), 6),
+        movr(R4, R2),
+        alu(AluOp::Add, R4, Operand::Reg(R3)),
+        ldx(MemSize::B, R4, R4, 0),
+        alu(AluOp::Add, R0, Operand::Reg(R4)),
+        add(R3, 1),
+        jif(JumpCond::Lt, R3, Operand::Reg(R1), -6),
+        I::Exit,
+    ]
+}
+
+#[test]
+fn the_largest_packet_length_bounds_a_loop_over_the_packet() {
+    // Windows packets may be up to 2^32 - 1 bytes: such a loop may run longer than the iteration limit.
+    let r = verify(loop_over_the_whole_packet()).unwrap_err();
+    assert_eq!(r.property, Property::Termination);
+    assert!(r.message.contains("4294967295"), "{r}");
+    // With packets of at most 1500 bytes the counter stays below 1500.
+    let options = VerifierOptions { max_packet_len: 1500, ..VerifierOptions::default() };
+    let report = verify_with(loop_over_the_whole_packet(), &options).expect("bounded by the packet length");
+    assert!(report.loop_bounds.iter().all(|b| b.max_iterations <= 1500), "{:?}", report.loop_bounds);
+}

@@ -21,6 +21,7 @@ pub(super) fn pointer_arith(
     a: &Value,
     b: &Value,
     src_is_imm: bool,
+    max_packet_len: i64,
 ) -> Result<Value, Failure> {
     let vals = || vec![show(format!("{dst} (dst)"), a), show("src", b)];
     let arith_types = ty::CTX | ty::STACK | ty::PACKET | ty::SHARED;
@@ -31,7 +32,7 @@ pub(super) fn pointer_arith(
         op == AluOp::Sub && (a.types | b.types) == (ty::PACKET | ty::PACKET_END) && a.types != b.types;
     if width == Width::W32 && (same_region_sub || packet_distance) {
         // The truncated distance between two pointers into one region reveals no address.
-        let d = pointer_arith(st, pc, op, Width::W64, dst, a, b, src_is_imm)?;
+        let d = pointer_arith(st, pc, op, Width::W64, dst, a, b, src_is_imm, max_packet_len)?;
         if d.num.smin >= 0 && d.num.umax <= u32::MAX as u64 {
             // The distance is below 2^32 (a packet is shorter than that): truncating leaves it, and its length
             // bound, unchanged (`u32 n = data_end - data`).
@@ -96,8 +97,8 @@ pub(super) fn pointer_arith(
         if a.is(ty::PACKET_END) && b.is(ty::PACKET) {
             let lo = (size_lo as i128 - b.off.smax as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
             let len_bound = len_bound_of_distance(b);
-            // `packet_len - o` with `o ≥ lo(off)` and `packet_len < 2^32` (docs/verifier.md §3).
-            let hi = if len_bound.is_some() { MAX_PACKET_LEN - b.off.smin } else { i64::MAX };
+            // `packet_len - o` with `o ≥ lo(off)` and `packet_len ≤ max_packet_len < 2^32` (docs/verifier.md §3).
+            let hi = if len_bound.is_some() { max_packet_len - b.off.smin } else { i64::MAX };
             let mut v = Value::number(Num::signed(lo, hi).unwrap_or(Num::TOP));
             v.len_bound = len_bound;
             return Ok(v);
@@ -133,9 +134,11 @@ pub(super) fn len_bound_of_distance(p: &Value) -> Option<(u32, i64)> {
 /// A length bound `(id, d)`: `v ≤ packet_len - base_id - d` (docs/verifier.md §3).
 type LenBound = (u32, i64);
 
-/// The largest packet length: packets are shorter than 2^32 bytes (an XDP frame is one NET_BUFFER, whose
-/// length is a 32-bit `ULONG`; the bind and sock_addr contexts have no packet).
-pub(super) const MAX_PACKET_LEN: i64 = u32::MAX as i64;
+/// The largest packet length ([`crate::verifier::VerifierOptions::max_packet_len`]), never above `2^32 - 1`:
+/// the no-wrap arguments of the length bounds rely on packets being shorter than 2^32 bytes.
+pub(super) fn max_packet_len(env: &Env) -> i64 {
+    env.options.max_packet_len.min(u32::MAX as u64) as i64
+}
 
 /// The packet range of `p + i` under a fresh base id, when the number `i` carries a length bound `(id, d)`
 /// (`i ≤ packet_len - base_id - d`): with `p = data + base_id + d'` the sum is `data + base_id + d' + i`, so
@@ -285,7 +288,7 @@ pub(super) fn alu(
         return Ok(());
     }
     if a.may_be(ty::POINTERS) || b.may_be(ty::POINTERS) {
-        let v = pointer_arith(st, pc, op, width, dst, &a, &b, matches!(src, Operand::Imm(_)))?;
+        let v = pointer_arith(st, pc, op, width, dst, &a, &b, matches!(src, Operand::Imm(_)), max_packet_len(env))?;
         set_reg(st, dst, v, Change::Unknown);
         return Ok(());
     }

@@ -275,6 +275,9 @@ fn compare_pointers(
         let extra = match c {
             JumpCond::Le | JumpCond::Sle | JumpCond::Eq => Some(0),
             JumpCond::Lt | JumpCond::Slt => Some(1),
+            // `p != data_end` where p is one known offset already proven `≤ data_end` (offset 0 always is:
+            // data ≤ data_end): then `p < data_end`. Covers `if (data_end == data) return;`.
+            JumpCond::Ne if p.off.smin == p.off.smax && p.off.smax <= proven => Some(1),
             _ => None,
         };
         if let Some(e) = extra {
