@@ -692,6 +692,7 @@ pub fn test_platform() -> (&'static Platform, &'static ProgramType) {
             map_helper_rules: &[],
             map_types: &[],
             kfuncs: &[],
+            sock_common_fields: linux::LINUX.sock_common_fields,
             conventions: bpf2sys::platform::ObjectConventions::Windows,
         }));
         (platform, pt)

@@ -11,10 +11,10 @@ use super::linux_helpers::{
     CGROUP_SOCK_HELPERS, KPROBE_HELPERS, PERF_EVENT_HELPERS, SKB_HELPERS, SOCK_ADDR_HELPERS, SOCK_OPS_HELPERS,
     TRACING_HELPERS, XDP_HELPERS,
 };
-use super::table::{field, map_type, prefix};
+use super::table::{field, map_type, object_field, prefix};
 use super::{
-    AttachType, ContextDescriptor, ContextField, Guid, HelperPrototype, MapTypeInfo, ObjectConventions, Platform,
-    ProgramType, SectionPrefix, ZeroMaxEntries as Z,
+    AttachType, ContextDescriptor, ContextField, Guid, HelperPrototype, MapTypeInfo, ObjectConventions, ObjectField,
+    Platform, ProgramType, SectionPrefix, ZeroMaxEntries as Z,
 };
 
 /// `enum bpf_map_type` (coverage §6). `max_entries` 0: libbpf fills in PERF_EVENT_ARRAY (possible CPUs) and
@@ -314,6 +314,30 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
     ),
 ];
 
+/// `struct bpf_sock` as a `PTR_TO_SOCK_COMMON` (`bpf_skc_lookup_tcp`) exposes it: `bpf_sock_is_valid_access`
+/// without `type`, `protocol`, `mark` and `priority` (`bpf_sock_common_is_valid_access`), read-only. Narrow
+/// loads stay inside one 4-byte word; `bound_dev_if` is read whole; `dst_port` is a 2-byte field that may also
+/// be read as the 4-byte word it starts (whose other half is padding, never readable alone).
+static SOCK_COMMON_FIELDS: &[ObjectField] = &[
+    object_field("bound_dev_if", 0, 4, false),
+    object_field("family", 4, 4, true),
+    object_field("src_ip4", 24, 4, true),
+    object_field("src_ip6[0]", 28, 4, true),
+    object_field("src_ip6[1]", 32, 4, true),
+    object_field("src_ip6[2]", 36, 4, true),
+    object_field("src_ip6[3]", 40, 4, true),
+    object_field("src_port", 44, 4, true),
+    object_field("dst_port", 48, 2, true),
+    object_field("dst_port (as u32)", 48, 4, false),
+    object_field("dst_ip4", 52, 4, true),
+    object_field("dst_ip6[0]", 56, 4, true),
+    object_field("dst_ip6[1]", 60, 4, true),
+    object_field("dst_ip6[2]", 64, 4, true),
+    object_field("dst_ip6[3]", 68, 4, true),
+    object_field("state", 72, 4, true),
+    object_field("rx_queue_mapping", 76, 4, true),
+];
+
 /// The Linux platform.
 pub static LINUX: Platform = Platform {
     name: "linux",
@@ -322,6 +346,7 @@ pub static LINUX: Platform = Platform {
     map_helper_rules: &[],
     map_types: MAP_TYPES,
     kfuncs: &[],
+    sock_common_fields: SOCK_COMMON_FIELDS,
     conventions: ObjectConventions::Linux,
 };
 

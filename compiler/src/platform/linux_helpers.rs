@@ -2,10 +2,12 @@
 //! descriptions" in `include/uapi/linux/bpf.h`, argument kinds from the kernel's `bpf_func_proto`s, coverage §7),
 //! grouped by the program types that may call them.
 //!
-//! Only helpers whose arguments and result this verifier can model are listed: helpers that take or return
-//! kernel object pointers (sockets, BTF ids, dynptrs, timers, spin locks, ring-buffer records), callbacks or
-//! constant strings are left out, so a program calling them is refused as calling an unknown helper rather than
-//! checked against a weaker prototype.
+//! Only helpers whose arguments and result this verifier can model are listed: helpers that take kernel object
+//! pointers (sockets, BTF ids, dynptrs, timers, spin locks, ring-buffer records — so `bpf_sk_release` and
+//! `bpf_ringbuf_submit`/`discard` too), return other kernel objects, take callbacks or constant strings are left
+//! out, so a program calling them is refused as calling an unknown helper rather than checked against a weaker
+//! prototype. Two results are modelled (docs/verifier.md §2, "Helpers"): `bpf_skc_lookup_tcp`'s read-only
+//! socket-or-null and `bpf_ringbuf_reserve`'s record-or-null of the requested size.
 
 use super::table::proto;
 use super::{HelperArg as A, HelperPrototype, HelperReturn as R};
@@ -18,6 +20,15 @@ const fn moves_packet(h: HelperPrototype) -> HelperPrototype {
 const fn probe_read(id: u32, name: &'static str) -> HelperPrototype {
     proto(id, name, R::Integer, &[A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything])
 }
+
+/// `struct bpf_sock *bpf_skc_lookup_tcp(void *ctx, struct bpf_sock_tuple *tuple, u32 tuple_size, u64 netns,
+/// u64 flags)`: tc and XDP in Linux; listed with the `__sk_buff` helpers, which other skb program types share here.
+const SKC_LOOKUP_TCP: HelperPrototype = proto(
+    99,
+    "bpf_skc_lookup_tcp",
+    R::PtrToSockCommonOrNull,
+    &[A::PtrToCtx, A::PtrToReadableMem, A::ConstSize, A::Anything, A::Anything],
+);
 
 /// Helpers of every program type (the kernel's `bpf_base_func_proto` and the common tracing/cgroup ones).
 pub static GLOBAL_HELPERS: &[HelperPrototype] = &[
@@ -47,6 +58,7 @@ pub static GLOBAL_HELPERS: &[HelperPrototype] = &[
     proto(118, "bpf_jiffies64", R::Integer, &[]),
     proto(125, "bpf_ktime_get_boot_ns", R::Integer, &[]),
     proto(130, "bpf_ringbuf_output", R::Integer, &[A::PtrToMap, A::PtrToReadableMem, A::ConstSizeOrZero, A::Anything]),
+    proto(131, "bpf_ringbuf_reserve", R::PtrToAllocMemOrNull, &[A::PtrToMap, A::ConstAllocSizeOrZero, A::Anything]),
     proto(134, "bpf_ringbuf_query", R::Integer, &[A::PtrToMap, A::Anything]),
     proto(160, "bpf_ktime_get_coarse_ns", R::Integer, &[]),
     proto(195, "bpf_map_lookup_percpu_elem", R::PtrToMapValueOrNull, &[A::PtrToMap, A::PtrToMapKey, A::Anything]),
@@ -55,6 +67,7 @@ pub static GLOBAL_HELPERS: &[HelperPrototype] = &[
 
 /// Helpers of programs that see an `__sk_buff` (socket filter, tc, cgroup skb).
 pub static SKB_HELPERS: &[HelperPrototype] = &[
+    SKC_LOOKUP_TCP,
     moves_packet(proto(
         9,
         "bpf_skb_store_bytes",
@@ -127,6 +140,7 @@ pub static SKB_HELPERS: &[HelperPrototype] = &[
 ];
 
 pub static XDP_HELPERS: &[HelperPrototype] = &[
+    SKC_LOOKUP_TCP,
     proto(23, "bpf_redirect", R::Integer, &[A::Anything, A::Anything]),
     proto(
         28,

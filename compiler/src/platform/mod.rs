@@ -19,7 +19,8 @@ pub mod windows;
 /// `const` constructors the platform tables are written with (one set, shared by every platform).
 mod table {
     use super::{
-        AttachType, ContextField, HelperArg, HelperPrototype, HelperReturn, MapTypeInfo, SectionPrefix, ZeroMaxEntries,
+        AttachType, ContextField, HelperArg, HelperPrototype, HelperReturn, MapTypeInfo, ObjectField, SectionPrefix,
+        ZeroMaxEntries,
     };
 
     /// A helper prototype whose unlisted trailing arguments are `DontCare`.
@@ -40,6 +41,10 @@ mod table {
 
     pub(super) const fn field(name: &'static str, offset: u32, size: u32, writable: bool) -> ContextField {
         ContextField { name, offset, size, writable }
+    }
+
+    pub(super) const fn object_field(name: &'static str, offset: u32, size: u32, narrow: bool) -> ObjectField {
+        ObjectField { name, offset, size, narrow }
     }
 
     pub(super) const fn prefix(prefix: &'static str, attach_type: AttachType) -> SectionPrefix {
@@ -161,6 +166,31 @@ pub struct ContextField {
     pub writable: bool,
 }
 
+/// A readable field of a kernel object a helper returns a pointer to (Linux `bpf_sock_is_valid_access`): a
+/// load of `n` bytes at offset `o` is allowed when it lies inside one field, `o` is a multiple of `n`, and it
+/// reads the whole field or the field allows narrower loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectField {
+    pub name: &'static str,
+    pub offset: u32,
+    pub size: u32,
+    /// Whether a 1-, 2- (or 4-)byte load of part of the field is allowed.
+    pub narrow: bool,
+}
+
+impl ObjectField {
+    /// Whether a load of `size` bytes at `offset` is allowed by one of `fields`.
+    pub fn readable(fields: &[ObjectField], offset: i64, size: i64) -> bool {
+        offset >= 0
+            && size > 0
+            && offset % size == 0
+            && fields.iter().any(|f| {
+                let (lo, hi) = (f.offset as i64, (f.offset + f.size) as i64);
+                lo <= offset && offset + size <= hi && (size == f.size as i64 || f.narrow)
+            })
+    }
+}
+
 /// Helper return types; the discriminants are PREVAIL's `ebpf_return_type_t` values, which enter the
 /// program-info hash (contract §7.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -169,6 +199,12 @@ pub enum HelperReturn {
     Integer = 0,
     PtrToMapValueOrNull = 1,
     IntegerOrNoReturnIfSucceed = 2,
+    /// A read-only pointer to a socket's common fields (`struct bpf_sock` as Linux exposes `sock_common`), or
+    /// null; which bytes may be read is the platform's [`Platform::sock_common_fields`].
+    PtrToSockCommonOrNull = 4,
+    /// A writable region of the size given by the helper's [`HelperArg::ConstAllocSizeOrZero`] argument (a
+    /// reserved ring-buffer record), or null.
+    PtrToAllocMemOrNull = 7,
 }
 
 /// Helper argument types; the discriminants are PREVAIL's `ebpf_argument_type_t` values (contract §7.4).
@@ -191,6 +227,8 @@ pub enum HelperArg {
     PtrToStackOrNull = 13,
     PtrToCtxOrNull = 14,
     PtrToWritableMemOrNull = 15,
+    /// A number: the size of the region the helper returns ([`HelperReturn::PtrToAllocMemOrNull`]).
+    ConstAllocSizeOrZero = 25,
 }
 
 /// A helper function's prototype (`ebpf_helper_function_prototype_t`).
@@ -283,6 +321,8 @@ pub struct Platform {
     pub map_helper_rules: &'static [MapHelperRule],
     pub map_types: &'static [MapTypeInfo],
     pub kfuncs: &'static [KfuncPrototype],
+    /// The readable fields behind a [`HelperReturn::PtrToSockCommonOrNull`] pointer (empty: no such helper).
+    pub sock_common_fields: &'static [ObjectField],
     /// Map-type numbering and legacy map records of objects written for this platform.
     pub conventions: ObjectConventions,
 }

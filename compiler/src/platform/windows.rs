@@ -368,6 +368,8 @@ pub static WINDOWS: Platform = Platform {
     map_helper_rules: MAP_HELPER_RULES,
     map_types: MAP_TYPES,
     kfuncs: KFUNCS,
+    // No Windows helper returns a socket pointer (contract §7.4).
+    sock_common_fields: &[],
     conventions: ObjectConventions::Windows,
 };
 

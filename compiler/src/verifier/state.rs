@@ -24,10 +24,12 @@ pub mod ty {
     pub const SHARED: u16 = 1 << 6;
     pub const MAP_FD: u16 = 1 << 7;
     pub const MAP_FD_PROGRAMS: u16 = 1 << 8;
-    pub const POINTERS: u16 = CTX | STACK | PACKET | PACKET_END | SHARED | MAP_FD | MAP_FD_PROGRAMS;
+    /// A read-only socket (`bpf_skc_lookup_tcp`); loads follow the platform's `sock_common_fields`.
+    pub const SOCKET: u16 = 1 << 9;
+    pub const POINTERS: u16 = CTX | STACK | PACKET | PACKET_END | SHARED | MAP_FD | MAP_FD_PROGRAMS | SOCKET;
     pub const MEMORY: u16 = CTX | STACK | PACKET | SHARED;
 
-    pub const NAMES: [(u16, &str); 9] = [
+    pub const NAMES: [(u16, &str); 10] = [
         (UNINIT, "uninit"),
         (NUMBER, "number"),
         (CTX, "ctx"),
@@ -37,6 +39,7 @@ pub mod ty {
         (SHARED, "shared"),
         (MAP_FD, "map_fd"),
         (MAP_FD_PROGRAMS, "map_fd_programs"),
+        (SOCKET, "socket"),
     ];
 }
 

@@ -355,6 +355,7 @@ proptest! {
 }
 
 mod correlations;
+mod helper_returns;
 mod legacy;
 mod relational;
 mod undefined;

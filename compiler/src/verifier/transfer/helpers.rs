@@ -218,6 +218,12 @@ fn check_args(
                     }
                 }
             }
+            HelperArg::ConstAllocSizeOrZero => {
+                // The size of the region returned (`HelperReturn::PtrToAllocMemOrNull`): its smallest value.
+                if !v.is_number() || v.num.umax > i32::MAX as u64 {
+                    return Err(bad("a bounded number (the size to allocate)"));
+                }
+            }
             HelperArg::PtrToReadableMem
             | HelperArg::PtrToReadableMemOrNull
             | HelperArg::PtrToWritableMem
@@ -320,15 +326,23 @@ fn call_with_prototype(
             }
         }
     }
+    // A record of at least the smallest requested size (checked to be below 2^31 by `check_args`).
+    let alloc_size =
+        proto.args.iter().position(|a| *a == HelperArg::ConstAllocSizeOrZero).map(|i| st.regs[i + 1].num.umin);
     for r in 1..=5 {
         set_reg(st, Reg::new(r).expect("reg"), Value::uninit(), Change::Unknown);
     }
     if proto.reallocate_packet {
         st.invalidate_packet();
     }
+    let or_null =
+        |t: u16| Value { types: t | ty::NUMBER, num: Num::constant(0), ..Value::pointer(t, Num::constant(0)) };
     let ret = match proto.ret {
         HelperReturn::Integer | HelperReturn::IntegerOrNoReturnIfSucceed => Value::number(Num::TOP),
         HelperReturn::PtrToMapValueOrNull => lookup_result(env, pc, proto.name, map)?,
+        HelperReturn::PtrToSockCommonOrNull => or_null(ty::SOCKET),
+        // Writable shared memory (numbers only, like a map value), 8-byte aligned like a map value.
+        HelperReturn::PtrToAllocMemOrNull => Value { shared_size: alloc_size.unwrap_or(0), ..or_null(ty::SHARED) },
     };
     let mut ret = ret;
     if ret.may_be(ty::POINTERS) {

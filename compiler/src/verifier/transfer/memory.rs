@@ -2,6 +2,7 @@
 //! (stack spills and 4-byte number slots) and atomic alignment.
 
 use crate::isa::{AtomicOp, MemSize, Reg};
+use crate::platform::ObjectField;
 
 use crate::verifier::num::Num;
 use crate::verifier::state::{ty, Change, Loc, State, Value, FRAME_STRIDE};
@@ -58,6 +59,9 @@ pub(super) fn check_access(
             vals(),
         ));
     }
+    if base.may_be(ty::SOCKET) {
+        return check_socket_access(env, pc, reg, base, off, size, access);
+    }
     let lo = base.off.smin as i128 + off as i128;
     let hi = base.off.smax as i128 + off as i128 + size as i128;
     let oob = |region: &str, limit: String| {
@@ -110,6 +114,37 @@ pub(super) fn check_access(
         }
     }
     Ok(())
+}
+
+/// A socket returned by a helper (`HelperReturn::PtrToSockCommonOrNull`) is read-only and readable only field by
+/// field, at a known offset, as the platform's `sock_common_fields` allow (Linux `bpf_sock_is_valid_access`).
+fn check_socket_access(
+    env: &Env,
+    pc: usize,
+    reg: Reg,
+    base: &Value,
+    off: i64,
+    size: u64,
+    access: Access,
+) -> Result<(), Failure> {
+    let vals = || vec![show(reg.to_string(), base)];
+    if !base.is(ty::SOCKET) {
+        let msg = format!("access through {reg}, which may be a socket or another kind of pointer");
+        return Err(fail(pc, Property::TypeMismatch, msg, vals()));
+    }
+    if access == Access::Write {
+        return Err(fail(pc, Property::ReadOnly, format!("write through {reg} into a socket (read-only)"), vals()));
+    }
+    let at = base.off.singleton().map(|o| (o as i64).wrapping_add(off));
+    if at.is_some_and(|o| ObjectField::readable(env.platform.sock_common_fields, o, size as i64)) {
+        return Ok(());
+    }
+    Err(fail(
+        pc,
+        Property::OutOfBounds,
+        format!("read of {size} bytes at {reg}{off:+} is not a readable socket field (struct bpf_sock, sock_common)"),
+        vals(),
+    ))
 }
 
 /// Atomic operations on shared memory need a naturally aligned address (a misaligned `lock` access splits a
@@ -249,7 +284,7 @@ pub(super) fn load(
     if base.may_be(ty::STACK) {
         add(load_stack(st, pc, src, &base, off, size, sign_extend)?);
     }
-    if base.may_be(ty::PACKET | ty::SHARED) {
+    if base.may_be(ty::PACKET | ty::SHARED | ty::SOCKET) {
         add(Value::number(full(size, sign_extend)));
     }
     Ok(result.expect("a memory type was checked"))
