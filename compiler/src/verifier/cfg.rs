@@ -107,31 +107,63 @@ fn function_entries(program: &[Instruction]) -> Result<Vec<usize>, Failure> {
 
 /// Slots that need a stored state (entries, call return sites, merge points; loop heads are added later) and the
 /// local predecessors of every slot.
-fn merge_points_and_predecessors(program: &[Instruction], entries: &[usize]) -> (Vec<bool>, Vec<Vec<usize>>) {
+fn merge_points_and_predecessors(program: &[Instruction], entries: &[usize]) -> (Vec<bool>, Predecessors) {
     let n = program.len();
     let mut needs_state = vec![false; n + 2];
     for &e in entries {
         needs_state[e] = true;
     }
-    let mut preds: Vec<Vec<usize>> = vec![Vec::new(); n + 2];
+    let edges = || {
+        program
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| !matches!(i, Instruction::LoadImm64Continuation))
+            .flat_map(|(pc, _)| local_successors(program, pc).map(move |s| (pc, s)))
+    };
+    // Compressed rows: count each slot's predecessors, then place them (two passes, three allocations in all).
+    let mut start = vec![0u32; n + 3];
+    for (_, s) in edges() {
+        start[s + 1] += 1;
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut list = vec![0usize; start[n + 2] as usize];
+    let mut next = start.clone();
+    for (pc, s) in edges() {
+        list[next[s] as usize] = pc;
+        next[s] += 1;
+    }
+    let preds = Predecessors { start, list };
     for (pc, insn) in program.iter().enumerate() {
-        if matches!(insn, Instruction::LoadImm64Continuation) {
-            continue;
-        }
-        let succ = local_successors(program, pc);
         if let Instruction::CallLocal { .. } = insn {
             needs_state[pc + 1] = true;
         }
-        for s in succ {
-            preds[s].push(pc);
-        }
     }
-    for (pc, p) in preds.iter().enumerate() {
-        if p.len() > 1 {
-            needs_state[pc] = true;
+    for (pc, state) in needs_state.iter_mut().enumerate() {
+        if preds.of(pc).len() > 1 {
+            *state = true;
         }
     }
     (needs_state, preds)
+}
+
+/// The local predecessors of every slot (and of the two slots past the end), in ascending order, stored as
+/// compressed rows: one list and one start index per slot, not one vector per slot.
+struct Predecessors {
+    start: Vec<u32>,
+    list: Vec<usize>,
+}
+
+impl Predecessors {
+    /// Number of slots covered.
+    fn len(&self) -> usize {
+        self.start.len() - 1
+    }
+
+    fn of(&self, pc: usize) -> &[usize] {
+        &self.list[self.start[pc] as usize..self.start[pc + 1] as usize]
+    }
 }
 
 /// Marks a slot outside the function being analysed in a reverse-postorder position table.
@@ -166,7 +198,7 @@ fn dfs(program: &[Instruction], entry: usize) -> (Vec<usize>, Vec<(usize, usize)
 }
 
 /// Immediate dominators (Cooper–Harvey–Kennedy) by reverse-postorder position; `pos` maps slots to positions.
-fn immediate_dominators(rpo: &[usize], pos: &[usize], preds: &[Vec<usize>]) -> Vec<Option<usize>> {
+fn immediate_dominators(rpo: &[usize], pos: &[usize], preds: &Predecessors) -> Vec<Option<usize>> {
     let mut idom: Vec<Option<usize>> = vec![None; rpo.len()];
     idom[0] = Some(0);
     let mut changed = true;
@@ -174,7 +206,7 @@ fn immediate_dominators(rpo: &[usize], pos: &[usize], preds: &[Vec<usize>]) -> V
         changed = false;
         for i in 1..rpo.len() {
             let mut new: Option<usize> = None;
-            for p in &preds[rpo[i]] {
+            for p in preds.of(rpo[i]) {
                 let pi = pos[*p];
                 if pi == UNREACHED {
                     continue;
@@ -209,7 +241,7 @@ fn immediate_dominators(rpo: &[usize], pos: &[usize], preds: &[Vec<usize>]) -> V
 
 /// Adds the back edges and natural loops of the function at `entry`; a retreating edge whose target does not
 /// dominate its source makes the CFG irreducible.
-fn add_loops(program: &[Instruction], entry: usize, preds: &[Vec<usize>], cfg: &mut Cfg) {
+fn add_loops(program: &[Instruction], entry: usize, preds: &Predecessors, cfg: &mut Cfg) {
     let (rpo, retreating) = dfs(program, entry);
     // Slot -> reverse-postorder position in this function (`UNREACHED` for slots of other functions).
     let mut pos = vec![UNREACHED; preds.len()];
@@ -237,7 +269,7 @@ fn add_loops(program: &[Instruction], entry: usize, preds: &[Vec<usize>], cfg: &
         let mut work = vec![s];
         while let Some(v) = work.pop() {
             if body.insert(v) {
-                work.extend(preds[v].iter().copied().filter(|p| pos[*p] != UNREACHED));
+                work.extend(preds.of(v).iter().copied().filter(|p| pos[*p] != UNREACHED));
             }
         }
     }

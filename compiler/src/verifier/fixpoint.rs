@@ -80,6 +80,11 @@ pub(super) struct Fixpoint<'a> {
     shared_atomic_visits: BTreeSet<usize>,
     /// Per context, a bitset over slots: the analysed nodes.
     visited: Vec<Vec<u64>>,
+    /// Per slot: a head whose stored state is final when the worklist pops it, so the state is moved out
+    /// instead of copied and freed once its block is analysed ([`final_when_popped`]).
+    final_when_popped: Vec<bool>,
+    /// Per slot: the stored state was moved out by `run` (no edge may reach the head any more).
+    moved_out: Vec<bool>,
     pub max_depth: usize,
 }
 
@@ -106,6 +111,8 @@ impl<'a> Fixpoint<'a> {
             stack_atomic_visits: BTreeMap::new(),
             shared_atomic_visits: BTreeSet::new(),
             visited: Vec::new(),
+            final_when_popped: final_when_popped(env.program, cfg),
+            moved_out: vec![false; env.program.len()],
             max_depth: 1,
         }
     }
@@ -116,7 +123,13 @@ impl<'a> Fixpoint<'a> {
         self.states[0][self.cfg.head_index[0] as usize] = Some(Box::new((entry, 0)));
         self.worklist.insert((0, 0));
         while let Some((ctx, head)) = self.worklist.pop_first() {
-            let st = self.state(ctx, head).expect("a queued head has a state").clone();
+            let st = if self.final_when_popped[head] {
+                self.moved_out[head] = true;
+                let i = self.cfg.head_index[head] as usize;
+                self.states[ctx][i].take().expect("a queued head has a state").0
+            } else {
+                self.state(ctx, head).expect("a queued head has a state").clone()
+            };
             self.run_block(ctx, head, st)?;
         }
         Ok(())
@@ -281,10 +294,9 @@ impl<'a> Fixpoint<'a> {
     fn follow(&mut self, ctx: usize, pc: usize, edge: Edge, s: State) -> Result<(), Failure> {
         match edge {
             Edge::Local(t) => self.propagate(ctx, pc, t, s),
-            Edge::Call { target } => self.call(ctx, pc, target, &s)?,
-            Edge::Return => self.ret(ctx, pc, &s)?,
+            Edge::Call { target } => self.call(ctx, pc, target, &s),
+            Edge::Return => self.ret(ctx, pc, &s),
         }
-        Ok(())
     }
 
     fn call(&mut self, ctx: usize, pc: usize, target: usize, s: &State) -> Result<(), Failure> {
@@ -310,15 +322,13 @@ impl<'a> Fixpoint<'a> {
             ctxs.list.len() - 1
         });
         self.max_depth = self.max_depth.max(self.ctxs.depth(c));
-        self.propagate(c, usize::MAX, target, transfer::enter_call(s));
-        Ok(())
+        self.propagate(c, usize::MAX, target, transfer::enter_call(s))
     }
 
     fn ret(&mut self, ctx: usize, pc: usize, s: &State) -> Result<(), Failure> {
         if let (Some(parent), call_pc, _) = self.ctxs.list[ctx] {
             let back = transfer::leave_call(s, pc)?;
-            self.propagate(parent, call_pc, call_pc + 1, back);
-            return Ok(());
+            return self.propagate(parent, call_pc, call_pc + 1, back);
         }
         let r0 = &s.regs[0];
         if r0.may_be(ty::UNINIT) {
@@ -341,7 +351,17 @@ impl<'a> Fixpoint<'a> {
     }
 
     /// Merges `st` into the stored state of head node (ctx, to); re-queues it if it grew.
-    fn propagate(&mut self, ctx: usize, from: usize, to: usize, mut st: State) {
+    fn propagate(&mut self, ctx: usize, from: usize, to: usize, mut st: State) -> Result<(), Failure> {
+        if self.moved_out[to] {
+            // `final_when_popped` proved that no edge reaches the head after it was popped; reaching it would
+            // join with a state that no longer exists, so refuse rather than analyse from this state alone.
+            return Err(Failure {
+                pc: from,
+                property: Property::ControlFlow,
+                message: format!("internal verifier error: the edge from {from} reaches the finished head {to}"),
+                values: vec![],
+            });
+        }
         let cfg = self.cfg;
         // Deltas matter only inside their loop, and packet ranges only while some pointer carries their id:
         // dropping the rest keeps states small, so the analysis stays linear in the program size.
@@ -366,7 +386,7 @@ impl<'a> Fixpoint<'a> {
         let Some((old, visits)) = self.states[ctx][i].as_deref_mut() else {
             self.states[ctx][i] = Some(Box::new((st, 1)));
             self.worklist.insert((ctx, to));
-            return;
+            return Ok(());
         };
         let new = if loop_head && *visits >= self.env.options.widening_delay {
             old.widen(&st, &self.thresholds)
@@ -378,5 +398,34 @@ impl<'a> Fixpoint<'a> {
             *old = new;
             self.worklist.insert((ctx, to));
         }
+        Ok(())
     }
+}
+
+/// The heads whose state is final when the worklist first pops them. The worklist pops (context, slot) in
+/// ascending order, so with a single context (no local calls: a callee's return would reach its return site
+/// only after the caller's later heads were popped) every state flowing into a head `h` comes from a slot
+/// below `h` that is analysed before `h` is popped — unless some backward jump `s -> t` with `t <= h <= s`
+/// can send control from at or above `h` back to or below it, i.e. `h` is inside a loop or a retreating
+/// region. Such heads, and every head of a program with local calls, keep their stored state (loop heads are
+/// also read by the termination proof).
+fn final_when_popped(program: &[Instruction], cfg: &Cfg) -> Vec<bool> {
+    let mut fin = vec![false; program.len()];
+    if program.iter().any(|i| matches!(i, Instruction::CallLocal { .. })) {
+        return fin;
+    }
+    // +1 where a backward jump's span [t, s] starts, -1 after it ends: a running sum > 0 means spanned.
+    let mut span = vec![0i64; program.len() + 1];
+    for (s, insn) in program.iter().enumerate() {
+        if let Some(t) = insn.jump_target(s).and_then(|t| usize::try_from(t).ok()).filter(|&t| t <= s) {
+            span[t] += 1;
+            span[s + 1] -= 1;
+        }
+    }
+    let mut open = 0;
+    for (pc, f) in fin.iter_mut().enumerate() {
+        open += span[pc];
+        *f = open == 0 && cfg.needs_state[pc] && !cfg.is_loop_head[pc];
+    }
+    fin
 }

@@ -12,6 +12,22 @@ use std::fmt;
 
 use super::num::{Num, Thresholds};
 
+/// Builds a `BTreeMap` by inserting the entries one by one, instead of `BTreeMap::from_iter`'s buffer, sort and
+/// bulk build: the maps of a join are small and their entries mostly arrive in ascending order (a walk of
+/// another map), where an insert appends. Same result for any order (a later duplicate key replaces the
+/// earlier entry, as with `from_iter`).
+struct SortedMap<K, V>(BTreeMap<K, V>);
+
+impl<K: Ord, V> FromIterator<(K, V)> for SortedMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
+        let mut map = BTreeMap::new();
+        for (k, v) in entries {
+            map.insert(k, v);
+        }
+        SortedMap(map)
+    }
+}
+
 /// Bits of a [`Value`]'s type set.
 pub mod ty {
     pub const UNINIT: u16 = 1 << 0;
@@ -397,13 +413,15 @@ impl Stack {
             .iter()
             .filter_map(|(k, v)| o.spills.get(k).map(|w| (*k, f(v, w))))
             .filter(|(_, v)| !v.may_be(ty::UNINIT))
-            .collect();
+            .collect::<SortedMap<_, _>>()
+            .0;
         let narrow = self
             .narrow
             .iter()
             .filter_map(|(k, v)| o.narrow.get(k).map(|w| (*k, f(v, w))))
             .filter(|(_, v)| v.is_number())
-            .collect();
+            .collect::<SortedMap<_, _>>()
+            .0;
         let mut s = Stack { init, spills, narrow };
         // Bytes of a pointer spill dropped by the join must not stay readable as numbers.
         for (k, v) in self.spills.iter().chain(&o.spills) {
@@ -491,7 +509,8 @@ impl LoopDeltas {
                 .keys()
                 .chain(st.stack.narrow.keys())
                 .map(|k| (*k, Delta { origin: Loc::Slot(*k), lo: 0, hi: 0 }))
-                .collect(),
+                .collect::<SortedMap<_, _>>()
+                .0,
         }
     }
 
@@ -528,7 +547,8 @@ impl LoopDeltas {
                 .slots
                 .iter()
                 .filter_map(|(k, a)| Some((*k, combine_delta(Some(*a), o.slots.get(k).copied(), g)?)))
-                .collect(),
+                .collect::<SortedMap<_, _>>()
+                .0,
         }
     }
 }
@@ -568,6 +588,18 @@ impl State {
         }
     }
 
+    /// What is left in a state a conditional jump moved into its successors ([`super::transfer::Successors::Split`]):
+    /// no frame, nothing allocated. Never analysed.
+    pub fn spent() -> State {
+        State {
+            regs: std::array::from_fn(|_| Value::uninit()),
+            stack: Stack { init: Vec::new(), spills: BTreeMap::new(), narrow: BTreeMap::new() },
+            frames: Vec::new(),
+            packet_ranges: BTreeMap::new(),
+            deltas: BTreeMap::new(),
+        }
+    }
+
     pub fn packet_range(&self, id: u32) -> i64 {
         self.packet_ranges.get(&id).copied().unwrap_or(0)
     }
@@ -598,8 +630,12 @@ impl State {
                 deltas: join_saved_deltas(&a.deltas, &b.deltas, &g),
             })
             .collect();
-        let packet_ranges =
-            self.packet_ranges.iter().filter_map(|(k, v)| o.packet_ranges.get(k).map(|w| (*k, (*v).min(*w)))).collect();
+        let packet_ranges = self
+            .packet_ranges
+            .iter()
+            .filter_map(|(k, v)| o.packet_ranges.get(k).map(|w| (*k, (*v).min(*w))))
+            .collect::<SortedMap<_, _>>()
+            .0;
         let mut regs: [Value; 11] = regs;
         for (i, r) in regs.iter_mut().enumerate() {
             r.len_bound = self.joined_len_bound(&self.regs[i], o, &o.regs[i]);
@@ -611,7 +647,12 @@ impl State {
             }
         }
         self.join_init_extents(o, &mut regs, &stack, derive);
-        let deltas = self.deltas.iter().filter_map(|(k, a)| o.deltas.get(k).map(|b| (*k, a.combine(b, &g)))).collect();
+        let deltas = self
+            .deltas
+            .iter()
+            .filter_map(|(k, a)| o.deltas.get(k).map(|b| (*k, a.combine(b, &g))))
+            .collect::<SortedMap<_, _>>()
+            .0;
         State { regs, stack, frames, packet_ranges, deltas }
     }
 
@@ -755,7 +796,8 @@ fn join_saved_deltas(
             let y = b.get(k)?;
             Some((*k, std::array::from_fn(|i| combine_delta(x[i], y[i], g))))
         })
-        .collect()
+        .collect::<SortedMap<_, _>>()
+        .0
 }
 
 impl fmt::Display for State {

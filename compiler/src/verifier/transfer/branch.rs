@@ -9,9 +9,9 @@ use crate::verifier::{Failure, Property};
 
 use super::{fail, operand, read, show};
 
-/// Refines `st` for the branch where `dst cond src` holds (`taken`) or fails; `None` if infeasible.
+/// Refines `s` (spent: the caller passes a copy for all but the last branch) for the branch where `dst cond src` holds (`taken`) or fails; `None` if infeasible.
 pub(super) fn branch(
-    st: &State,
+    s: State,
     pc: usize,
     width: Width,
     cond: JumpCond,
@@ -19,10 +19,10 @@ pub(super) fn branch(
     src: Operand,
     taken: bool,
 ) -> Result<Option<State>, Failure> {
-    let a = read(st, dst, pc)?;
-    let b = operand(st, src, width, pc)?;
+    let a = read(&s, dst, pc)?;
+    let b = operand(&s, src, width, pc)?;
     if a.is_number() && b.is_number() {
-        return Ok(compare_numbers(st, width, cond, dst, src, &a, &b, taken));
+        return Ok(compare_numbers(s, width, cond, dst, src, &a, &b, taken));
     }
     let vals = || vec![show(dst.to_string(), &a), show("src", &b)];
     if width == Width::W32 {
@@ -36,16 +36,16 @@ pub(super) fn branch(
     // Null checks: a pointer-or-null compared with 0.
     let zero = b.is_number() && b.num.singleton() == Some(0);
     if zero && a.may_be(ty::POINTERS) {
-        return null_check(st, pc, cond, dst, &a, &b, taken);
+        return null_check(s, pc, cond, dst, &a, &b, taken);
     }
-    compare_pointers(st, pc, cond, src, &a, &b, taken)
+    compare_pointers(s, pc, cond, src, &a, &b, taken)
 }
 
 /// Two numbers: both operands (and every copy of them) are refined, and a length bound that grew proves packet
 /// bytes; `None` if the branch is infeasible.
 #[allow(clippy::too_many_arguments)] // the comparison's operands and their values
 fn compare_numbers(
-    st: &State,
+    mut s: State,
     width: Width,
     cond: JumpCond,
     dst: Reg,
@@ -54,7 +54,6 @@ fn compare_numbers(
     b: &Value,
     taken: bool,
 ) -> Option<State> {
-    let mut s = st.clone();
     let r = if taken { Num::assume(cond, width, &a.num, &b.num) } else { Num::assume_not(cond, width, &a.num, &b.num) };
     let (na, nb) = r?;
     s.regs[dst.index()].num = na;
@@ -118,7 +117,7 @@ fn relate_len_bounds(s: &mut State, width: Width, c: JumpCond, dst: Reg, src: Re
 /// A pointer-or-null compared with 0: the branch decides null or not, for the register and all its copies.
 #[allow(clippy::too_many_arguments)] // the comparison's operands and their values
 fn null_check(
-    st: &State,
+    mut s: State,
     pc: usize,
     cond: JumpCond,
     dst: Reg,
@@ -126,7 +125,6 @@ fn null_check(
     b: &Value,
     taken: bool,
 ) -> Result<Option<State>, Failure> {
-    let mut s = st.clone();
     let vals = || vec![show(dst.to_string(), a), show("src", b)];
     let holds_eq = match (cond, taken) {
         (JumpCond::Eq, t) | (JumpCond::Ne, t) if (cond == JumpCond::Eq) == t => Some(true),
@@ -178,7 +176,7 @@ fn null_check(
 /// Two pointers (same region, or packet against `data_end`; map identity): comparisons with `data_end` prove
 /// packet bytes.
 fn compare_pointers(
-    st: &State,
+    mut s: State,
     pc: usize,
     cond: JumpCond,
     src: Operand,
@@ -186,7 +184,6 @@ fn compare_pointers(
     b: &Value,
     taken: bool,
 ) -> Result<Option<State>, Failure> {
-    let mut s = st.clone();
     let vals = || vec![show("dst", a), show("src", b)];
     let Operand::Reg(sr) = src else {
         return Err(fail(

@@ -224,14 +224,15 @@ pub fn step(env: &Env, pc: usize, s: &mut State) -> Result<Successors, Failure> 
         Instruction::Jump { offset, .. } => Ok(Successors::One(Edge::Local((pc as i64 + 1 + offset as i64) as usize))),
         Instruction::JumpIf { width, cond, dst, src, offset } => {
             let target = (pc as i64 + 1 + offset as i64) as usize;
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(2);
             let assumption = env.assumptions.binary_search(&pc).is_ok();
             if assumption {
                 // A verifier-internal assumption (test suites): only the edge where the condition fails exists.
-            } else if let Some(t) = branch(s, pc, width, cond, dst, src, true)? {
+            } else if let Some(t) = branch(s.clone(), pc, width, cond, dst, src, true)? {
                 out.push((Edge::Local(target), t));
             }
-            if let Some(f) = branch(s, pc, width, cond, dst, src, false)? {
+            // The fall-through side refines the input state itself (it is spent): one copy per jump, not two.
+            if let Some(f) = branch(std::mem::replace(s, State::spent()), pc, width, cond, dst, src, false)? {
                 out.push((Edge::Local(pc + 1), f));
             }
             Ok(Successors::Split(out))
