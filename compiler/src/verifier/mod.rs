@@ -15,6 +15,7 @@
 //! every block uses its final state.
 
 mod cfg;
+mod deltas;
 pub mod diagnostic;
 mod fixpoint;
 mod functions;
