@@ -108,15 +108,6 @@ impl Engine {
         }
     }
 
-    /// Why the engine cannot run benchmark program `program`, if it cannot.
-    fn cannot_run(self, program: &str) -> Option<&'static str> {
-        let peer = matches!(self, Engine::RbpfJit | Engine::RbpfCranelift | Engine::RbpfInterpreter);
-        (peer && runtime_programs::runtime_program(program).is_some()).then_some(
-            "rbpf 0.4.1 has no maps (it cannot resolve an object's map references or provide map helpers over them) \
-             and no tail calls",
-        )
-    }
-
     /// Whether the engine has a separate compile step whose latency the peer table reports.
     fn compiles(self) -> bool {
         matches!(self, Engine::Bpf2sysNative | Engine::RbpfJit | Engine::RbpfCranelift)
@@ -237,7 +228,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             for (k, engine) in engines.iter().enumerate() {
                 let row = compilers.len() + k;
-                if let Some(reason) = engine.unavailable().or_else(|| engine.cannot_run(&p.name)) {
+                if let Some(reason) = engine.unavailable() {
                     cells[row][j] = Some(Cell::NotAvailable(reason.to_string()));
                     continue;
                 }
@@ -594,7 +585,14 @@ fn measure_runtime_cell(
             let mut interp = runtime_programs::InterpRuntimeBench::load(spec, &program.object_path, input)?;
             Ok(outcome(timing::measure(mode, program.expected_r0, || interp.run())))
         }
-        Engine::RbpfJit | Engine::RbpfCranelift | Engine::RbpfInterpreter => unreachable!("see Engine::cannot_run"),
+        Engine::RbpfJit | Engine::RbpfCranelift | Engine::RbpfInterpreter => {
+            let peer = match engine {
+                Engine::RbpfJit => RbpfEngine::Jit,
+                Engine::RbpfCranelift => RbpfEngine::Cranelift,
+                _ => RbpfEngine::Interpreter,
+            };
+            rbpf_peer::measure_runtime(peer, spec, &program.object_path, input, program.expected_r0, mode)
+        }
     }
 }
 

@@ -300,6 +300,12 @@ impl NativeMap {
         }
     }
 
+    /// The addresses of the values (for engines that check every access: rbpf's interpreter).
+    pub fn value_range(&self) -> std::ops::Range<u64> {
+        let start = self.values.as_ptr() as u64;
+        start..start + self.values.len() as u64
+    }
+
     /// Entries of a hash map (0 for other maps).
     pub fn hash_len(&self) -> u32 {
         match &self.map.kind {
@@ -309,36 +315,81 @@ impl NativeMap {
     }
 }
 
-/// The native helpers in the `helper_function_t` shape (contract §5.1): r1..r5, then the program's context.
-pub mod win64 {
-    use super::*;
+/// The map helpers over a [`NativeMap`]'s address, for every calling convention the engines need.
+///
+/// # Safety (all four)
+/// `map` is the address of a [`NativeMap`] the engine owns and keeps alive, and the key and value pointers have
+/// the map's key and value sizes readable — which the verifier proved for every call of the benchmark programs.
+pub mod at {
+    use super::NativeMap;
 
-    /// # Safety
-    /// `map` is a [`NativeMap`] the engine owns and `n` bytes at `p` are readable (the verifier proved the key
-    /// and value arguments of every call).
-    unsafe fn map_and_bytes<'a>(map: u64, p: u64, n: u32) -> (&'a mut NativeMap, &'a [u8]) {
+    unsafe fn map_and_key<'a>(map: u64, key: u64) -> (&'a mut NativeMap, &'a [u8]) {
         // SAFETY: guaranteed by the caller.
-        unsafe { (&mut *(map as *mut NativeMap), std::slice::from_raw_parts(p as *const u8, n as usize)) }
+        unsafe {
+            let m = &mut *(map as *mut NativeMap);
+            let key = std::slice::from_raw_parts(key as *const u8, m.map.key_size as usize);
+            (m, key)
+        }
     }
 
-    pub extern "win64" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
-        // SAFETY: `map` is a map_data address the engine wrote; the verifier proved `key` readable.
-        let (m, key) = unsafe { map_and_bytes(map, key, (*(map as *const NativeMap)).map.key_size) };
+    /// `bpf_map_lookup_elem`: the value's address, or 0.
+    ///
+    /// # Safety
+    /// See the module.
+    pub unsafe fn lookup(map: u64, key: u64) -> u64 {
+        // SAFETY: guaranteed by the caller.
+        let (m, key) = unsafe { map_and_key(map, key) };
         let vs = m.map.value_size as usize;
         m.map.lookup(key).map_or(0, |slot| m.values[slot * vs..].as_mut_ptr() as u64)
     }
 
-    pub extern "win64" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64, _: *mut c_void) -> u64 {
-        // SAFETY: as for `map_lookup_elem`; the verifier proved `value` readable for the value size.
-        let (m, key) = unsafe { map_and_bytes(map, key, (*(map as *const NativeMap)).map.key_size) };
+    /// `bpf_map_update_elem`.
+    ///
+    /// # Safety
+    /// See the module.
+    pub unsafe fn update(map: u64, key: u64, value: u64, flags: u64) -> u64 {
+        // SAFETY: guaranteed by the caller.
+        let (m, key) = unsafe { map_and_key(map, key) };
         let value = unsafe { std::slice::from_raw_parts(value as *const u8, m.map.value_size as usize) };
         m.update(key, value, flags) as u64
     }
 
-    pub extern "win64" fn map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
-        // SAFETY: as for `map_lookup_elem`.
-        let (m, key) = unsafe { map_and_bytes(map, key, (*(map as *const NativeMap)).map.key_size) };
+    /// `bpf_map_delete_elem`.
+    ///
+    /// # Safety
+    /// See the module.
+    pub unsafe fn delete(map: u64, key: u64) -> u64 {
+        // SAFETY: guaranteed by the caller.
+        let (m, key) = unsafe { map_and_key(map, key) };
         m.map.delete(key) as u64
+    }
+
+    /// The program in slot `index` of the program array at `map`.
+    ///
+    /// # Safety
+    /// See the module.
+    pub unsafe fn program(map: u64, index: u64) -> Option<usize> {
+        // SAFETY: guaranteed by the caller.
+        unsafe { (*(map as *const NativeMap)).map.program(index) }
+    }
+}
+
+/// The native helpers in the `helper_function_t` shape (contract §5.1): r1..r5, then the program's context.
+pub mod win64 {
+    use super::*;
+
+    // SAFETY (all): the benchmark programs pass map addresses from their map_data and verified key and value
+    // pointers (see [`at`]).
+    pub extern "win64" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+        unsafe { at::lookup(map, key) }
+    }
+
+    pub extern "win64" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64, _: *mut c_void) -> u64 {
+        unsafe { at::update(map, key, value, flags) }
+    }
+
+    pub extern "win64" fn map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
+        unsafe { at::delete(map, key) }
     }
 
     pub extern "win64" fn tail_call(
@@ -353,8 +404,7 @@ pub mod win64 {
         // front of every context it passes (as `ebpf_program_invoke` does); `prog_array` is a map it owns.
         unsafe {
             let state = &mut **((context as *mut u8).sub(64) as *mut *mut TailCallState);
-            let map = &*(prog_array as *const NativeMap);
-            state.tail_call(map.map.program(index)) as u64
+            state.tail_call(at::program(prog_array, index)) as u64
         }
     }
 

@@ -179,6 +179,45 @@ pub fn context_bytes(kind: ContextKind, data: &[u8], data_address: u64) -> Vec<u
     }
 }
 
+/// The module's maps with their values in host memory, filled as user mode would from `data` (the input after its
+/// header). A map's address (what helpers take) is its element's; the vector must not grow afterwards.
+pub fn native_maps(spec: &RuntimeProgram, module: &Module, data: &[u8]) -> Result<Vec<NativeMap>, RuntimeProgramError> {
+    let mut maps: Vec<NativeMap> = create_maps(spec, module)?.into_iter().map(NativeMap::new).collect();
+    for (m, key, value) in initial_updates(spec, module, data)? {
+        if maps[m].update(&key, &value, 0) != 0 {
+            return Err(setup_error(spec.name, format!("filling map {m} failed")));
+        }
+    }
+    Ok(maps)
+}
+
+/// Program `index`'s bytecode with every map reference replaced by the map's host address, as a loader that
+/// hands programs map pointers does (for engines without map relocations: rbpf). Only single-function programs.
+pub fn relocated_bytecode(module: &Module, index: usize, addresses: &[u64]) -> Result<Vec<u8>, RuntimeProgramError> {
+    let program = &module.programs[index];
+    if program.functions.len() != 1 {
+        return Err(setup_error(&program.name, "bpf-to-bpf calls are not relocated for rbpf"));
+    }
+    let mut instructions = program.instructions.clone();
+    for insn in &mut instructions {
+        if let Instruction::LoadImm64 { dst, kind: Imm64Kind::MapIndex | Imm64Kind::MapFd, imm, .. } = *insn {
+            let address =
+                *addresses.get(imm as usize).ok_or_else(|| setup_error(&program.name, format!("no map {imm}")))?;
+            *insn = Instruction::LoadImm64 {
+                dst,
+                kind: Imm64Kind::Imm,
+                imm: address as u32 as i32,
+                next_imm: (address >> 32) as u32 as i32,
+            };
+        } else if let Instruction::LoadImm64 { kind, .. } = insn {
+            if *kind != Imm64Kind::Imm {
+                return Err(setup_error(&program.name, format!("a `lddw` of kind {} is not relocated", kind.name())));
+            }
+        }
+    }
+    Ok(bpf2sys::isa::encode_bytes(&instructions))
+}
+
 /// A runtime program as bpf2sys-generated x64 code with the benchmark host's maps, ready to run.
 pub struct NativeRuntimeBench {
     programs: Vec<NativeProgram>,
@@ -208,12 +247,7 @@ impl NativeRuntimeBench {
     ) -> Result<Self, RuntimeProgramError> {
         let data_address = input[8..].as_mut_ptr() as u64;
         let data = &input[8..];
-        let mut maps: Vec<NativeMap> = create_maps(spec, module)?.into_iter().map(NativeMap::new).collect();
-        for (m, key, value) in initial_updates(spec, module, data)? {
-            if maps[m].update(&key, &value, 0) != 0 {
-                return Err(setup_error(spec.name, format!("filling map {m} failed")));
-            }
-        }
+        let mut maps = native_maps(spec, module, data)?;
         let addresses: Vec<u64> = maps.iter_mut().map(|m| m as *mut NativeMap as u64).collect();
         let programs = compiled
             .iter()
