@@ -528,7 +528,14 @@ pub fn entry_state(case: &Case, t: &mut Translated) -> Result<State, String> {
             }
             continue;
         }
-        if c.starts_with("meta_offset") {
+        if let Some(v) = c.strip_prefix("meta_offset=") {
+            // PREVAIL's `data_meta - data`: an upper bound `hi <= 0` is `-hi` bytes of metadata before `data`
+            // (a relational form such as `meta_offset=r2.packet_offset` is not a range and is ignored).
+            if let Ok((_, hi)) = range(v) {
+                if hi <= 0 {
+                    st.learn_meta_room(-hi as i64);
+                }
+            }
             continue;
         }
         if let Some(rest) = c.strip_prefix("s[") {
@@ -692,6 +699,7 @@ pub fn test_platform() -> (&'static Platform, &'static ProgramType) {
             map_helper_rules: &[],
             map_types: &[],
             kfuncs: &[],
+            data_meta_is_metadata: true,
             sock_common_fields: linux::LINUX.sock_common_fields,
             conventions: bpf2sys::platform::ObjectConventions::Windows,
         }));

@@ -346,6 +346,7 @@ pub static LINUX: Platform = Platform {
     map_helper_rules: &[],
     map_types: MAP_TYPES,
     kfuncs: &[],
+    data_meta_is_metadata: true,
     sock_common_fields: SOCK_COMMON_FIELDS,
     conventions: ObjectConventions::Linux,
 };

@@ -321,6 +321,10 @@ pub struct Platform {
     pub map_helper_rules: &'static [MapHelperRule],
     pub map_types: &'static [MapTypeInfo],
     pub kfuncs: &'static [KfuncPrototype],
+    /// Whether a context's `data_meta` is the start of packet metadata directly before `data` (Linux:
+    /// `bpf_xdp_adjust_meta`), so that bytes between `data_meta` and `data` may be accessed once a comparison
+    /// proves `data_meta + n <= data`. Otherwise `data_meta` is never dereferenceable.
+    pub data_meta_is_metadata: bool,
     /// The readable fields behind a [`HelperReturn::PtrToSockCommonOrNull`] pointer (empty: no such helper).
     pub sock_common_fields: &'static [ObjectField],
     /// Map-type numbering and legacy map records of objects written for this platform.

@@ -368,6 +368,8 @@ pub static WINDOWS: Platform = Platform {
     map_helper_rules: MAP_HELPER_RULES,
     map_types: MAP_TYPES,
     kfuncs: KFUNCS,
+    // Contract §7.2 gives xdp_md_t's data_meta only as a u64 field, not what EbpfCore stores in it: not trusted.
+    data_meta_is_metadata: false,
     // No Windows helper returns a socket pointer (contract §7.4).
     sock_common_fields: &[],
     conventions: ObjectConventions::Windows,

@@ -5,6 +5,36 @@
 use super::num::Num;
 use super::state::{ty, Stack, State, Value, MEMORY_KINDS, STACK_FRAME_SIZE};
 
+/// Key of [`State::packet_ranges`] holding the metadata room: `m` there means `data - data_meta >= m`, i.e. the
+/// `m` bytes before `data` are packet metadata a program may access (docs/verifier.md §3, `data_meta`).
+pub const META_ROOM: u32 = u32::MAX;
+/// Relational packet id of `data_meta` on platforms whose `data_meta` is the start of the metadata before
+/// `data`: a pointer with `pkt = (META_BASE, d)` is `data_meta + d` (`base_META = data_meta - data <= 0`).
+pub const META_BASE: u32 = u32::MAX - 1;
+
+/// How a relational packet base is shown: `data_meta` or `packet_base#id`.
+pub fn packet_base_name(id: u32) -> String {
+    if id == META_BASE {
+        "data_meta".into()
+    } else {
+        format!("packet_base#{id}")
+    }
+}
+
+impl State {
+    /// The metadata room proven so far (0: none).
+    pub fn meta_room(&self) -> i64 {
+        self.packet_range(META_ROOM)
+    }
+
+    /// Records that `data - data_meta >= m`.
+    pub fn learn_meta_room(&mut self, m: i64) {
+        if m > self.meta_room() {
+            self.packet_ranges.insert(META_ROOM, m);
+        }
+    }
+}
+
 impl Value {
     /// The offset interval of this value when it is a pointer of memory kind `kind`.
     pub fn off_of(&self, kind: u16) -> Num {

@@ -245,7 +245,7 @@ impl fmt::Display for Value {
         }
         if let (true, Some((id, d))) = (self.may_be(ty::PACKET), self.pkt) {
             if id != 0 {
-                write!(f, " packet_base#{id}+{d}")?;
+                write!(f, " {}+{d}", super::relations::packet_base_name(id))?;
             }
         }
         Ok(())
@@ -574,7 +574,7 @@ impl State {
 
     /// Forgets the ranges of packet ids no register or spill carries any more (id 0, the packet size, stays).
     pub fn gc_packet_ranges(&mut self) {
-        let mut live: Vec<u32> = vec![0];
+        let mut live: Vec<u32> = vec![0, super::relations::META_ROOM];
         let held = self
             .regs
             .iter()
@@ -722,6 +722,8 @@ impl fmt::Display for State {
         for (id, r) in &self.packet_ranges {
             if *id == 0 {
                 write!(f, "packet_size >= {r}; ")?;
+            } else if *id == super::relations::META_ROOM {
+                write!(f, "data - data_meta >= {r}; ")?;
             } else {
                 write!(f, "packet_base#{id} + {r} <= packet_size; ")?;
             }

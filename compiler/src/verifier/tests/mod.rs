@@ -355,6 +355,7 @@ proptest! {
 }
 
 mod correlations;
+mod data_meta;
 mod helper_returns;
 mod legacy;
 mod relational;

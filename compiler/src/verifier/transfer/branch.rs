@@ -4,6 +4,7 @@
 use crate::isa::{JumpCond, Operand, Reg, Width};
 
 use crate::verifier::num::Num;
+use crate::verifier::relations::META_BASE;
 use crate::verifier::state::{ty, State, Value};
 use crate::verifier::{Failure, Property};
 
@@ -255,6 +256,7 @@ fn compare_pointers(
         (a, None)
     };
     let _ = sr;
+    learn_meta_room(&mut s, cond, a, b, taken);
     if let Some(c) = cmp {
         // `p > data_end` (`p >= data_end`) cannot hold when the proven packet range already reaches p's largest
         // offset (passes it): data + off ≤ data + range ≤ data_end. Pruning the edge records the re-check as decided
@@ -288,6 +290,25 @@ fn compare_pointers(
         }
     }
     Ok(Some(s))
+}
+
+/// `data_meta + d <= data + e` (or `<`) proves `data - data_meta >= d - e` (`+ 1`): metadata room. Only pointers
+/// carrying the `data_meta` base (platforms whose `data_meta` is the start of the metadata) and exact `data`
+/// offsets take part; unsigned comparisons only (signed order of addresses says nothing).
+fn learn_meta_room(s: &mut State, cond: JumpCond, a: &Value, b: &Value, taken: bool) {
+    let holds = if taken { Some(cond) } else { (cond != JumpCond::Set).then(|| cond.negate()) };
+    let (lhs, rhs, strict) = match holds {
+        Some(JumpCond::Le) => (a, b, 0),
+        Some(JumpCond::Lt) => (a, b, 1),
+        Some(JumpCond::Ge) => (b, a, 0),
+        Some(JumpCond::Gt) => (b, a, 1),
+        _ => return,
+    };
+    if let (Some((META_BASE, d)), Some((0, e))) = (lhs.pkt, rhs.pkt) {
+        if let Some(m) = d.checked_sub(e).and_then(|m| m.checked_add(strict)) {
+            s.learn_meta_room(m);
+        }
+    }
 }
 
 /// A number `v ≤ packet_len - base_id - d` now known to be at least `lo(v)` proves

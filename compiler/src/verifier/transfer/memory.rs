@@ -5,6 +5,7 @@ use crate::isa::{AtomicOp, MemSize, Reg};
 use crate::platform::ObjectField;
 
 use crate::verifier::num::Num;
+use crate::verifier::relations::META_BASE;
 use crate::verifier::state::{ty, Change, Loc, State, Value, FRAME_STRIDE};
 use crate::verifier::{Env, Failure, Property};
 
@@ -100,13 +101,19 @@ pub(super) fn check_access(
         }
     }
     if base.may_be(ty::PACKET) {
-        if lo < 0 {
-            return Err(oob("packet", "offset may be negative".into()));
+        // Bytes before `data` are packet metadata down to `data_meta`: at most the proven room below `data`, or
+        // at or above the pointer's own `data_meta` base (docs/verifier.md §3, `data_meta`).
+        let meta_d = base.pkt.filter(|(id, _)| *id == META_BASE).map(|(_, d)| d as i128 + off as i128);
+        let room = st.meta_room() as i128;
+        if lo < -room && meta_d.is_none_or(|x| x < 0) {
+            return Err(oob("packet", format!("offset may be before data_meta (proven metadata: {room} bytes)")));
         }
         let by_rel =
             base.pkt.is_some_and(|(id, d)| d as i128 + off as i128 + size as i128 <= st.packet_range(id) as i128);
         let by_size = hi <= st.packet_range(0) as i128;
-        if !by_rel && !by_size {
+        // data_meta + x + n <= data - room + x + n <= data + ranges[0] <= data_end.
+        let by_meta = meta_d.is_some_and(|x| x + size as i128 <= room + st.packet_range(0) as i128);
+        if !by_rel && !by_size && !by_meta {
             return Err(oob(
                 "packet",
                 format!("proven packet size {} — compare with data_end first", st.packet_range(0)),
@@ -216,8 +223,12 @@ pub(super) fn load_ctx(
                 return Ok(match kind {
                     ty::PACKET => Value { pkt: Some((0, 0)), ..Value::pointer(ty::PACKET, Num::constant(0)) },
                     ty::PACKET_END => Value::pointer(ty::PACKET_END, Num::constant(0)),
-                    // data_meta: at or below data; never provably inside the packet here.
-                    _ => Value::pointer(ty::PACKET, Num::signed(-(1 << 32), 0).expect("non-empty")),
+                    // data_meta: at or below data. Where the platform makes it the start of the metadata before
+                    // `data`, it carries the base `META_BASE`, so `meta + n <= data` proves metadata bytes.
+                    _ => Value {
+                        pkt: env.platform.data_meta_is_metadata.then_some((META_BASE, 0)),
+                        ..Value::pointer(ty::PACKET, Num::signed(-(1 << 32), 0).expect("non-empty"))
+                    },
                 });
             }
             return Err(fail(
