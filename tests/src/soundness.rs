@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use bpf2sys::interp::{Access, Config, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory, TraceStep};
-use bpf2sys::isa::semantics::PacketFields;
+use bpf2sys::isa::semantics::{zero_extension_at, PacketFields};
 use bpf2sys::isa::{
     AluOp, AtomicOp, Imm64Kind, Instruction as I, JumpCond, MemSize, Operand, PacketLoadMode, Reg, Width,
 };
@@ -504,8 +504,9 @@ pub enum Verdict {
 }
 
 /// Verifies one program and, if accepted, runs it on `inputs` random inputs.
-pub fn check(program: &[I], seed: u64, inputs: usize) -> Verdict {
-    let module = Module {
+/// The module a generated program is verified in: one XDP program and the fuzzer's maps.
+pub fn fuzz_module(program: &[I]) -> Module {
+    Module {
         name: "fuzz".into(),
         programs: vec![Program {
             name: "fuzz".into(),
@@ -516,7 +517,11 @@ pub fn check(program: &[I], seed: u64, inputs: usize) -> Verdict {
         }],
         maps: maps(),
         ..Module::default()
-    };
+    }
+}
+
+pub fn check(program: &[I], seed: u64, inputs: usize) -> Verdict {
+    let module = fuzz_module(program);
     let xdp = WINDOWS.program_type_by_name("xdp").expect("xdp");
     let report = match verify_program(&module, 0, &WINDOWS, xdp, &VerifierOptions::default()) {
         Ok(r) => r,
@@ -544,7 +549,7 @@ pub fn check(program: &[I], seed: u64, inputs: usize) -> Verdict {
         let maps = module.maps.clone();
         let mut host =
             FuzzHost { rng: Rng::new(rng.next_u64()), maps: &maps, program_type: xdp, values: HashMap::new() };
-        let mut directions = BranchDirectionCheck::new(&report);
+        let mut directions = LoweringFactCheck::new(&report);
         let outcome = interp.run_traced(&[ctx_addr], &mut memory, &mut host, &mut |step| directions.step(step));
         if let Err(e) = outcome {
             return Verdict::Unsound(format!("input {input} (packet length {len}): {e}"));
@@ -556,22 +561,35 @@ pub fn check(program: &[I], seed: u64, inputs: usize) -> Verdict {
     Verdict::Accepted
 }
 
-/// Checks every conditional jump the interpreter executes against the directions the verifier recorded for it
-/// (lowering turns a jump with one recorded direction into an unconditional jump, so a direction taken at run
-/// time but not recorded would be miscompiled).
-struct BranchDirectionCheck<'v> {
+/// Checks the facts lowering uses against every instruction the interpreter executes: each conditional jump
+/// against the directions the verifier recorded for it (lowering turns a jump with one recorded direction into an
+/// unconditional jump, so a direction taken at run time but not recorded would be miscompiled), and each
+/// zero-extension the verifier called redundant against its register's value (lowering leaves it out, so a value
+/// of 2^32 or more there would keep its upper half).
+struct LoweringFactCheck<'v> {
     verified: &'v Verified<'v>,
     /// The conditional jump just executed: (slot, target slot).
     pending: Option<(usize, usize)>,
     violation: Option<String>,
 }
 
-impl<'v> BranchDirectionCheck<'v> {
+impl<'v> LoweringFactCheck<'v> {
     fn new(verified: &'v Verified<'v>) -> Self {
-        BranchDirectionCheck { verified, pending: None, violation: None }
+        LoweringFactCheck { verified, pending: None, violation: None }
     }
 
     fn step(&mut self, step: &TraceStep) {
+        if self.verified.is_redundant_zero_extension(step.pc) && self.violation.is_none() {
+            let program = &self.verified.program().instructions;
+            let reg = zero_extension_at(program, step.pc).expect("a recorded zero-extension is an idiom").reg;
+            let value = step.registers[reg.index()];
+            if value.is_none_or(|v| v > u64::from(u32::MAX)) {
+                self.violation = Some(format!(
+                    "the zero-extension at slot {} was recorded as redundant, but {reg:?} = {value:#x?} there",
+                    step.pc
+                ));
+            }
+        }
         if let Some((pc, target)) = self.pending.take() {
             let recorded = self.verified.branch_directions(pc);
             let taken = step.pc == target;
@@ -587,6 +605,46 @@ impl<'v> BranchDirectionCheck<'v> {
             self.pending = Some((step.pc, target));
         }
     }
+}
+
+/// `program` with zero-extension idioms (`w = w` or `r <<= 32; r >>= 32`) inserted after some ALU instructions
+/// and narrow loads, on the register they wrote, every jump and local call re-aimed at its old target: random
+/// programs rarely contain the idioms, and lowering leaves out those the verifier calls redundant (issue 16).
+pub fn with_zero_extensions(program: &[I], seed: u64) -> Vec<I> {
+    let mut r = Rng::new(seed ^ 0x2e40);
+    let mut out = Vec::with_capacity(program.len() * 2);
+    // new_slot[pc]: where the instruction at `pc` lands; one more entry for the end.
+    let mut new_slot = Vec::with_capacity(program.len() + 1);
+    for insn in program {
+        new_slot.push(out.len());
+        out.push(*insn);
+        let dst = match *insn {
+            I::Alu { dst, .. } if r.chance(40) => dst,
+            I::Load { dst, size, .. } if size != MemSize::DW && r.chance(60) => dst,
+            _ => continue,
+        };
+        if r.chance(50) {
+            out.push(I::Alu { width: Width::W64, op: AluOp::Lsh, dst, src: Operand::Imm(32) });
+            out.push(I::Alu { width: Width::W64, op: AluOp::Rsh, dst, src: Operand::Imm(32) });
+        } else {
+            out.push(I::Alu { width: Width::W32, op: AluOp::Mov, dst, src: Operand::Reg(dst) });
+        }
+    }
+    new_slot.push(out.len());
+    for (pc, insn) in program.iter().enumerate() {
+        let Some(target) = insn.jump_target(pc) else { continue };
+        let Some(&to) = usize::try_from(target).ok().and_then(|t| new_slot.get(t)) else { continue };
+        let offset = to as i64 - new_slot[pc] as i64 - 1;
+        out[new_slot[pc]] = match *insn {
+            I::Jump { long, .. } => I::Jump { offset: offset as i32, long },
+            I::JumpIf { width, cond, dst, src, .. } => {
+                I::JumpIf { width, cond, dst, src, offset: i16::try_from(offset).unwrap_or(i16::MAX) }
+            }
+            I::CallLocal { .. } => I::CallLocal { offset: offset as i32 },
+            other => other,
+        };
+    }
+    out
 }
 
 /// Counts of a campaign.

@@ -2,7 +2,7 @@
 //! several inputs with checked memory (tests/src/soundness.rs). The long-run mode is
 //! `cargo xtask verifier-fuzz --programs N`.
 
-use bpf2sys_tests::soundness::{campaign, check, generate, Verdict};
+use bpf2sys_tests::soundness::{campaign, check, fuzz_module, generate, with_zero_extensions, Verdict};
 use proptest::prelude::*;
 
 proptest! {
@@ -36,4 +36,40 @@ fn the_generator_produces_accepted_programs_with_legacy_packet_loads() {
         })
         .count();
     assert!(accepted_with_legacy >= 30, "only {accepted_with_legacy} accepted programs with legacy loads");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 30_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Lowering leaves out the zero-extensions the verifier calls redundant; `check` fails a program if one of them
+    /// sees a value of 2^32 or more in the interpreter.
+    #[test]
+    fn redundant_zero_extensions_only_ever_see_values_below_2_pow_32(seed in any::<u64>()) {
+        let p = with_zero_extensions(&generate(seed), seed);
+        let v = check(&p, seed, 6);
+        prop_assert!(!matches!(v, Verdict::Unsound(_)), "seed {seed}: {v:?}\n{p:#?}");
+    }
+}
+
+#[test]
+fn the_zero_extension_campaign_has_accepted_programs_with_redundant_and_needed_zero_extensions() {
+    use bpf2sys::isa::semantics::zero_extension_at;
+    use bpf2sys::platform::windows::WINDOWS;
+    use bpf2sys::verifier::{verify_program, VerifierOptions};
+    let xdp = WINDOWS.program_type_by_name("xdp").unwrap();
+    let (mut redundant, mut needed) = (0, 0);
+    for seed in 0..2_000 {
+        let p = with_zero_extensions(&generate(seed), seed);
+        let module = fuzz_module(&p);
+        let Ok(verified) = verify_program(&module, 0, &WINDOWS, xdp, &VerifierOptions::default()) else { continue };
+        for pc in (0..p.len()).filter(|&pc| zero_extension_at(&p, pc).is_some()) {
+            if verified.is_redundant_zero_extension(pc) {
+                redundant += 1;
+            } else {
+                needed += 1;
+            }
+        }
+    }
+    // Without both kinds the property test above would prove nothing about the fact.
+    assert!(redundant >= 100 && needed >= 100, "redundant {redundant}, needed {needed}");
 }

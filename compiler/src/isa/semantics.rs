@@ -2,7 +2,7 @@
 //! folding, branch refinement of constants) and lowering's pre-passes (constant tracking in `stack_stores`) share,
 //! so they cannot disagree.
 
-use super::{AluOp, ByteOrder, JumpCond, MemSize, PacketLoadMode, Width};
+use super::{AluOp, ByteOrder, Instruction, JumpCond, MemSize, Operand, PacketLoadMode, Reg, Width};
 
 /// ALU semantics (RFC 9669 §4.1; contract §5.5): 32-bit results are zero-extended; division by zero gives 0 and
 /// modulo by zero leaves the dividend; `INT_MIN / -1 = INT_MIN` and `INT_MIN % -1 = 0`. An immediate `src` must
@@ -24,6 +24,34 @@ pub fn eval_byte_order(order: ByteOrder, bits: u32, value: u64) -> u64 {
         (_, 16) => (value as u16).swap_bytes() as u64,
         (_, 32) => (value as u32).swap_bytes() as u64,
         (_, _) => value.swap_bytes(),
+    }
+}
+
+/// A zero-extension idiom: instructions that clear the upper 32 bits of `reg` and change nothing else, so they
+/// leave `reg` unchanged when its value is below 2^32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZeroExtension {
+    pub reg: Reg,
+    /// How many slots the idiom takes (from the slot it was found at).
+    pub slots: usize,
+}
+
+/// The zero-extension idiom starting at `instructions[at]`, if any: clang's `r <<= 32; r >>= 32` (CPU v1/v2, RFC
+/// 9669 §4.1: 64-bit shifts, the second logical) or the 32-bit move `w = w` (v3; 32-bit results are
+/// zero-extended). Neither reads memory or sets anything but `reg`.
+pub fn zero_extension_at(instructions: &[Instruction], at: usize) -> Option<ZeroExtension> {
+    let shift = |i: Option<&Instruction>, shift_op: AluOp| match i {
+        Some(&Instruction::Alu { width: Width::W64, op, dst, src: Operand::Imm(32) }) if op == shift_op => Some(dst),
+        _ => None,
+    };
+    match instructions.get(at)? {
+        &Instruction::Alu { width: Width::W32, op: AluOp::Mov, dst, src: Operand::Reg(src) } if src == dst => {
+            Some(ZeroExtension { reg: dst, slots: 1 })
+        }
+        _ => {
+            let reg = shift(instructions.get(at), AluOp::Lsh)?;
+            (shift(instructions.get(at + 1), AluOp::Rsh)? == reg).then_some(ZeroExtension { reg, slots: 2 })
+        }
     }
 }
 
@@ -191,6 +219,31 @@ fn alu<W: Word>(op: AluOp, d: W, s: W) -> W {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_extension_idioms_are_the_identity_exactly_below_2_pow_32() {
+        let shl = Instruction::Alu { width: Width::W64, op: AluOp::Lsh, dst: Reg::R2, src: Operand::Imm(32) };
+        let shr = Instruction::Alu { width: Width::W64, op: AluOp::Rsh, dst: Reg::R2, src: Operand::Imm(32) };
+        let mov32 = Instruction::Alu { width: Width::W32, op: AluOp::Mov, dst: Reg::R2, src: Operand::Reg(Reg::R2) };
+        assert_eq!(zero_extension_at(&[shl, shr], 0), Some(ZeroExtension { reg: Reg::R2, slots: 2 }));
+        assert_eq!(zero_extension_at(&[mov32], 0), Some(ZeroExtension { reg: Reg::R2, slots: 1 }));
+        // Not idioms: an arithmetic right shift, another register, a lone shift, a 32-bit move between registers.
+        let sar = Instruction::Alu { width: Width::W64, op: AluOp::Arsh, dst: Reg::R2, src: Operand::Imm(32) };
+        let shr3 = Instruction::Alu { width: Width::W64, op: AluOp::Rsh, dst: Reg::R3, src: Operand::Imm(32) };
+        let mov32_other =
+            Instruction::Alu { width: Width::W32, op: AluOp::Mov, dst: Reg::R2, src: Operand::Reg(Reg::R3) };
+        assert_eq!(zero_extension_at(&[shl, sar], 0), None);
+        assert_eq!(zero_extension_at(&[shl, shr3], 0), None);
+        assert_eq!(zero_extension_at(&[shl], 0), None);
+        assert_eq!(zero_extension_at(&[mov32_other], 0), None);
+        // The semantics the lowering relies on: identity exactly for values below 2^32.
+        for v in [0u64, 1, 0x7fff_ffff, 0xffff_ffff, 0x1_0000_0000, u64::MAX, 0x8000_0000_0000_0001] {
+            let shifted = eval_alu(AluOp::Rsh, Width::W64, eval_alu(AluOp::Lsh, Width::W64, v, 32), 32);
+            let moved = eval_alu(AluOp::Mov, Width::W32, v, v);
+            assert_eq!(shifted == v, v <= u32::MAX as u64, "{v:#x}");
+            assert_eq!(moved == v, v <= u32::MAX as u64, "{v:#x}");
+        }
+    }
 
     #[test]
     fn division_and_modulo_follow_rfc_9669_at_the_edges() {

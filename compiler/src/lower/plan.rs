@@ -11,6 +11,7 @@
 //! | [`super::stack_slots::promotable_slots`] | which stack slots live in SSA variables | the instructions |
 //! | [`Verified::branch_decision`] | conditional jumps whose direction the verifier proved ([`JumpLowering::Goto`]) | the verifier's facts |
 //! | [`super::if_conversion::fall_through_path`] | conditional jumps over short effect-free paths ([`JumpLowering::Select`]) | the instructions, the promoted slots |
+//! | [`Verified::is_redundant_zero_extension`] | zero-extension idioms left out ([`FunctionPlan::is_omitted`]) | the verifier's facts, the block leaders |
 //!
 //! Two improvements work inside one block while translating, because their input is the SSA value each register
 //! holds there: [`super::load_combine`] (byte loads assembling one wider value) and [`super::stack_stores`]
@@ -19,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::isa::semantics::zero_extension_at;
 use crate::isa::Instruction;
 use crate::verifier::{BranchDecision, Verified};
 
@@ -49,6 +51,8 @@ pub struct FunctionPlan {
     pub promoted_slots: BTreeSet<i16>,
     /// Conditional jumps (absolute slot) not lowered as a plain [`JumpLowering::Branch`].
     jumps: BTreeMap<usize, JumpLowering>,
+    /// Slots (absolute) of zero-extension idioms the verifier proved leave their register unchanged.
+    omitted: BTreeSet<usize>,
 }
 
 impl FunctionPlan {
@@ -60,7 +64,16 @@ impl FunctionPlan {
         let promoted_slots = promotable_slots(instructions);
         let decide = |pc: usize| verified.branch_decision(pc);
         let jumps = plan_jumps(instructions, function.start, &promoted_slots, decide);
-        FunctionPlan { movable_loads: !shape.writes_or_calls && !shape.loops, promoted_slots, jumps }
+        let omitted = omitted_zero_extensions(instructions, function.start, |pc| {
+            (verified.is_redundant_zero_extension(pc), verified.control_flow().is_block_leader(pc))
+        });
+        FunctionPlan { movable_loads: !shape.writes_or_calls && !shape.loops, promoted_slots, jumps, omitted }
+    }
+
+    /// Whether the instruction at (absolute) `slot` is left out: it is part of a zero-extension idiom that leaves
+    /// its register unchanged in every execution.
+    pub fn is_omitted(&self, slot: usize) -> bool {
+        self.omitted.contains(&slot)
     }
 
     /// How the conditional jump at (absolute) `slot` is lowered.
@@ -95,6 +108,26 @@ fn plan_jumps(
     jumps
 }
 
+/// The slots of the zero-extension idioms of one function (`instructions`, first slot `start`) to leave out:
+/// those the verifier proved leave their register unchanged (`fact(pc).0`, [`Verified::is_redundant_zero_extension`],
+/// issue 16), as long as no jump enters the idiom after its first slot (`fact(pc).1`, a block leader): a path
+/// entering at the right shift alone would need it.
+fn omitted_zero_extensions(
+    instructions: &[Instruction],
+    start: usize,
+    fact: impl Fn(usize) -> (bool, bool),
+) -> BTreeSet<usize> {
+    let mut omitted = BTreeSet::new();
+    for at in 0..instructions.len() {
+        let Some(idiom) = zero_extension_at(instructions, at) else { continue };
+        let (redundant, _) = fact(start + at);
+        if redundant && (1..idiom.slots).all(|k| !fact(start + at + k).1) {
+            omitted.extend((0..idiom.slots).map(|k| start + at + k));
+        }
+    }
+    omitted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +153,19 @@ mod tests {
         assert_eq!(unproven.get(&10), Some(&JumpLowering::Select { path: vec![1] }));
         let call = [jump_if(1), Instruction::CallHelper { id: 1 }, Instruction::Exit];
         assert!(plan_jumps(&call, 0, &BTreeSet::new(), |_| BranchDecision::Compare).is_empty());
+    }
+
+    #[test]
+    fn proven_zero_extensions_are_omitted_unless_a_jump_enters_them_halfway() {
+        let shift = |op| Instruction::Alu { width: Width::W64, op, dst: Reg::R2, src: Operand::Imm(32) };
+        let mov32 = Instruction::Alu { width: Width::W32, op: AluOp::Mov, dst: Reg::R3, src: Operand::Reg(Reg::R3) };
+        // 20: r2 <<= 32; 21: r2 >>= 32; 22: w3 = w3; 23: r2 <<= 32; 24: r2 >>= 32; 25: exit  (function at slot 20)
+        let program =
+            [shift(AluOp::Lsh), shift(AluOp::Rsh), mov32, shift(AluOp::Lsh), shift(AluOp::Rsh), Instruction::Exit];
+        let proven = [20, 22, 23];
+        let omitted = omitted_zero_extensions(&program, 20, |pc| (proven.contains(&pc), pc == 24));
+        // 23-24 is proven but a jump lands on 24; nothing unproven is omitted.
+        assert_eq!(omitted, BTreeSet::from([20, 21, 22]));
+        assert!(omitted_zero_extensions(&program, 20, |_| (false, false)).is_empty());
     }
 }

@@ -305,6 +305,12 @@ impl FunctionTranslator<'_> {
             } else if terminated {
                 continue; // An lddw continuation after a terminator, or dead code without a label.
             }
+            if self.plan.is_omitted(pc) {
+                // A zero-extension the verifier proved leaves its register unchanged (see `plan`): no code, and
+                // every register, constant and byte assembly tracked here stays as it was.
+                terminated = false;
+                continue;
+            }
             let combination = assemblies.update(&insn, |r| b.use_var(frame.regs[r.index()]));
             if let Instruction::Store { size, dst: Reg::FP, offset, src } = insn {
                 if let Some(value) = constants.operand(src).filter(|_| !self.promoted.contains_key(&offset)) {
@@ -387,6 +393,9 @@ impl FunctionTranslator<'_> {
         let before: Vec<Value> = written.iter().map(|&v| b.use_var(v)).collect();
         for &slot in path {
             let insn = self.program.instructions[start + slot];
+            if self.plan.is_omitted(start + slot) {
+                continue;
+            }
             if !self.translate_promoted_access(b, frame, insn) {
                 self.translate_instruction(b, frame, block_at, start, start + slot, insn)?;
             }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::isa::semantics::zero_extension_at;
 use crate::isa::{Instruction, MemSize, Reg};
 
 use super::cfg::Cfg;
@@ -74,6 +75,9 @@ pub(super) struct Fixpoint<'a> {
     pub callx_helpers: BTreeMap<usize, BTreeSet<u32>>,
     /// Conditional-jump slot -> the directions followed from it in any context, for lowering.
     pub branch_directions: BTreeMap<usize, BranchDirections>,
+    /// Zero-extension idioms ([`crate::isa::semantics::zero_extension_at`]) -> whether the register was a number
+    /// below 2^32 in every visit so far.
+    zero_extension_visits: BTreeMap<usize, bool>,
     /// Atomic slots visited with an address that is stack only, and the first alignment failure of such a visit.
     stack_atomic_visits: BTreeMap<usize, Option<Failure>>,
     /// Atomic slots visited with an address that may be a map value.
@@ -108,6 +112,7 @@ impl<'a> Fixpoint<'a> {
             invariants: HashMap::new(),
             callx_helpers: BTreeMap::new(),
             branch_directions: BTreeMap::new(),
+            zero_extension_visits: BTreeMap::new(),
             stack_atomic_visits: BTreeMap::new(),
             shared_atomic_visits: BTreeSet::new(),
             visited: Vec::new(),
@@ -202,6 +207,7 @@ impl<'a> Fixpoint<'a> {
                     }
                     _ => None,
                 };
+                self.record_zero_extension(pc, &st);
                 let out = transfer::step(self.env, pc, &mut st)?;
                 if let Some(id) = callx {
                     // `step` accepted the call only with a constant, known helper id in `reg`.
@@ -254,6 +260,24 @@ impl<'a> Fixpoint<'a> {
                 d.not_taken |= t == pc + 1;
             }
         }
+    }
+
+    /// Records whether the register of a zero-extension idiom at `pc` is, in the state `st` before it, a number
+    /// below 2^32, which the idiom leaves unchanged. Every visit's state is contained in the final state of its
+    /// calling context and the last visit from each head uses the final state, so "in every visit" is "in the final
+    /// state of every context": the fact covers every concrete execution reaching `pc`. Programs with assumptions
+    /// (PREVAIL's `assume`, test suites only) narrow states without proof, so they get no fact.
+    fn record_zero_extension(&mut self, pc: usize, st: &State) {
+        let Some(idiom) = zero_extension_at(self.env.program, pc) else { return };
+        let v = &st.regs[idiom.reg.index()];
+        let fits = self.env.assumptions.is_empty() && v.types == ty::NUMBER && v.num.umax <= u32::MAX as u64;
+        *self.zero_extension_visits.entry(pc).or_insert(true) &= fits;
+    }
+
+    /// The zero-extension idioms whose register was below 2^32 in every analysed visit (see
+    /// [`Fixpoint::record_zero_extension`]): lowering may leave them out.
+    pub fn redundant_zero_extensions(&self) -> BTreeSet<usize> {
+        self.zero_extension_visits.iter().filter(|(_, &fits)| fits).map(|(&pc, _)| pc).collect()
     }
 
     /// The atomic slots whose address is on the stack in every analysed visit (every calling context), which

@@ -312,6 +312,7 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
         callx_helpers: std::mem::take(&mut fx.callx_helpers),
         branch_directions: std::mem::take(&mut fx.branch_directions),
         stack_atomics: fx.stack_atomics()?,
+        redundant_zero_extensions: fx.redundant_zero_extensions(),
     };
     Ok(VerificationReport {
         program: name.to_string(),

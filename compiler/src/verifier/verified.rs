@@ -39,6 +39,10 @@ pub struct AnalysisFacts {
     /// private to one invocation, so lowering may implement these as a plain load, operation and store (the same
     /// RFC 9669 §5.3 result, and no alignment fault); the verifier did not require them to be aligned.
     pub stack_atomics: BTreeSet<usize>,
+    /// Slots of zero-extension idioms ([`crate::isa::semantics::zero_extension_at`]: `r <<= 32; r >>= 32` or
+    /// `w = w`) whose register is a number below 2^32 in every analysed state in every calling context, so the
+    /// idiom leaves it unchanged (issue 16: lowering leaves these out). Slots the analysis never reached are absent.
+    pub redundant_zero_extensions: BTreeSet<usize>,
 }
 
 /// The directions the analysis found feasible for one conditional jump (RFC 9669 §4.3).
@@ -193,6 +197,8 @@ pub struct Verified<'m> {
     branch_directions: Option<BTreeMap<usize, BranchDirections>>,
     /// See [`AnalysisFacts::stack_atomics`].
     stack_atomics: BTreeSet<usize>,
+    /// See [`AnalysisFacts::redundant_zero_extensions`]; empty when nothing was proven.
+    redundant_zero_extensions: BTreeSet<usize>,
     /// Frames of the deepest chain of local calls (1 without calls).
     call_depth: u32,
     /// Where the program type's context keeps the packet (`None` without packet fields): legacy packet loads
@@ -222,6 +228,7 @@ impl<'m> Verified<'m> {
             callx_helpers: facts.callx_helpers,
             branch_directions: Some(facts.branch_directions),
             stack_atomics: facts.stack_atomics,
+            redundant_zero_extensions: facts.redundant_zero_extensions,
             call_depth,
             packet_fields,
         })
@@ -293,6 +300,7 @@ impl<'m> Verified<'m> {
             callx_helpers,
             branch_directions: None,
             stack_atomics,
+            redundant_zero_extensions: BTreeSet::new(),
             call_depth,
             packet_fields: None,
         })
@@ -374,6 +382,12 @@ impl<'m> Verified<'m> {
     /// [`AnalysisFacts::stack_atomics`]): lowering may then use a plain load-op-store.
     pub fn is_stack_atomic(&self, slot: usize) -> bool {
         self.stack_atomics.contains(&slot)
+    }
+
+    /// Whether the zero-extension idiom at `slot` leaves its register unchanged in every execution (see
+    /// [`AnalysisFacts::redundant_zero_extensions`]): lowering may then leave it out.
+    pub fn is_redundant_zero_extension(&self, slot: usize) -> bool {
+        self.redundant_zero_extensions.contains(&slot)
     }
 
     /// Helper ids the program calls (`call imm` and `callx`), in first-appearance order.

@@ -360,3 +360,34 @@ mod helper_returns;
 mod legacy;
 mod relational;
 mod undefined;
+
+#[test]
+fn zero_extensions_are_redundant_only_where_every_analysed_value_is_below_2_pow_32() {
+    let shift = |op, dst| I::Alu { width: Width::W64, op, dst, src: Operand::Imm(32) };
+    let mov32 = |dst| I::Alu { width: Width::W32, op: AluOp::Mov, dst, src: Operand::Reg(dst) };
+    let program = vec![
+        ldx(MemSize::W, R2, R1, 24), // 0: r2 = ingress_ifindex (32 bits)
+        shift(AluOp::Lsh, R2),       // 1: redundant
+        shift(AluOp::Rsh, R2),       // 2
+        movr(R3, R2),                // 3
+        I::Alu { width: Width::W64, op: AluOp::Add, dst: R3, src: Operand::Reg(R2) }, // 4: r3 < 2^33
+        shift(AluOp::Lsh, R3),       // 5: needed
+        shift(AluOp::Rsh, R3),       // 6
+        mov32(R2),                   // 7: redundant
+        movr(R4, R2),                // 8: r4 < 2^32 ...
+        jif(JumpCond::Gt, R2, Operand::Imm(100), 2), // 9
+        mov(R4, 1),                  // 10
+        I::Alu { width: Width::W64, op: AluOp::Lsh, dst: R4, src: Operand::Imm(40) }, // 11: ... or 2^40 on this path
+        mov32(R4),                   // 12: needed (the paths join here)
+        mov(R0, 0),
+        I::Exit,
+    ];
+    let m = module(program);
+    let xdp = WINDOWS.program_type_by_name("xdp").unwrap();
+    let v = verify_program(&m, 0, &WINDOWS, xdp, &VerifierOptions::default()).unwrap_or_else(|r| panic!("{r}"));
+    let redundant: Vec<usize> = (0..16).filter(|&pc| v.is_redundant_zero_extension(pc)).collect();
+    assert_eq!(redundant, vec![1, 7]);
+    // The text alone proves nothing (the harnesses' unverified path).
+    let unchecked = Verified::unchecked_for_testing(&m, 0).unwrap();
+    assert!((0..16).all(|pc| !unchecked.is_redundant_zero_extension(pc)));
+}
