@@ -191,3 +191,79 @@ fn candidate_starts(v: &Value, runs: &[(i64, i64)]) -> Vec<Extent> {
     c.extend(runs.iter().filter(|(s, e)| e - s >= len).map(|(s, e)| (*s, e - len)));
     c
 }
+
+/// The kinds a same-kind relation covers: a number, or a pointer into the one context, stack frame family or
+/// packet (a map value is excluded: two of them may be in different maps).
+const SAME_KIND_TYPES: u16 = ty::NUMBER | ty::CTX | ty::STACK | ty::PACKET;
+
+/// Pairs of registers known to hold values of the same kind (PREVAIL's `r1.type = r2.type`), for pointers that
+/// may be several kinds, e.g. `{number, ctx}` after `if (c) { a = 1; b = n; } else { a = ctx + 4; b = ctx; }`.
+/// Invariant: *in every concrete state represented, two related registers hold values of one kind among
+/// [`SAME_KIND_TYPES`]: both numbers, or both pointers into the context, both into a stack frame, or both into
+/// the packet.* Created at joins: a pair is related in the join when on each side it is related or both
+/// registers are one and the same kind (each side's concrete states satisfy the invariant, so their union
+/// does). Kept by refinement (fewer states); a write to a register unrelates it, except an exact copy (`mov`),
+/// which relates it to its source and the source's partners (it holds the same value). Calls clear it.
+/// Used by subtraction and comparison of two related registers (the difference or order of two values of one
+/// kind in one region reveals no address). The relation set only shrinks along joins, so fixpoints stay finite.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SameKind(u128);
+
+impl SameKind {
+    fn bit(i: usize, j: usize) -> u128 {
+        let (a, b) = if i < j { (i, j) } else { (j, i) };
+        1u128 << (a * 11 + b)
+    }
+
+    /// Whether registers `i` and `j` (distinct) are recorded as related.
+    pub fn related(&self, i: usize, j: usize) -> bool {
+        i != j && self.0 & Self::bit(i, j) != 0
+    }
+
+    /// Register `r` was written; `copy_of` is the register it is now an exact copy of.
+    pub fn written(&mut self, r: usize, copy_of: Option<usize>) {
+        for k in 0..11 {
+            if k != r {
+                self.0 &= !Self::bit(r, k);
+            }
+        }
+        if let Some(src) = copy_of.filter(|&s| s != r) {
+            let before = *self;
+            for k in (0..11).filter(|&k| k != r && k != src && before.related(src, k)) {
+                self.0 |= Self::bit(r, k);
+            }
+            self.0 |= Self::bit(r, src);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = 0;
+    }
+
+    /// Registers `i` and `j` of `s` hold values of one kind: recorded, or both surely the same single kind.
+    fn holds(s: &State, i: usize, j: usize) -> bool {
+        let (a, b) = (s.regs[i].types, s.regs[j].types);
+        s.same_kind.related(i, j) || (a == b && a.count_ones() == 1 && a & SAME_KIND_TYPES != 0)
+    }
+
+    /// The pairs related on both sides of a join.
+    pub fn joined(a: &State, b: &State) -> SameKind {
+        let mut out = 0u128;
+        for i in 0..10 {
+            for j in i + 1..10 {
+                if Self::holds(a, i, j) && Self::holds(b, i, j) {
+                    out |= Self::bit(i, j);
+                }
+            }
+        }
+        SameKind(out)
+    }
+}
+
+/// When registers `a` and `b` of `s` are related and may each be several kinds of [`SAME_KIND_TYPES`]: the
+/// kinds they can share (the concrete values are of one of them).
+pub fn shared_kinds(s: &State, a: usize, b: usize) -> Option<u16> {
+    let (ta, tb) = (s.regs[a].types, s.regs[b].types);
+    let several = ta.count_ones() > 1 || tb.count_ones() > 1;
+    (several && s.same_kind.related(a, b) && (ta | tb) & !SAME_KIND_TYPES == 0).then_some(ta & tb)
+}

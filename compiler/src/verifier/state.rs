@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::num::{Num, Thresholds};
+use super::relations::SameKind;
 
 pub use super::deltas::{combine_delta, Change, Delta, Loc, LoopDeltas};
 
@@ -466,6 +467,8 @@ pub struct State {
     /// For each loop head (a node key): how much each register and stack slot changed since the last visit of
     /// the head, when it changed only by copies and constant additions that cannot wrap.
     pub deltas: BTreeMap<u64, LoopDeltas>,
+    /// Pairs of registers that hold values of the same kind in one region (docs/verifier.md §3).
+    pub same_kind: SameKind,
 }
 
 impl State {
@@ -477,6 +480,7 @@ impl State {
             frames: Vec::new(),
             packet_ranges: BTreeMap::new(),
             deltas: BTreeMap::new(),
+            same_kind: SameKind::default(),
         }
     }
 
@@ -489,6 +493,7 @@ impl State {
             frames: Vec::new(),
             packet_ranges: BTreeMap::new(),
             deltas: BTreeMap::new(),
+            same_kind: SameKind::default(),
         }
     }
 
@@ -545,7 +550,8 @@ impl State {
             .filter_map(|(k, a)| o.deltas.get(k).map(|b| (*k, a.combine(b, &g))))
             .collect::<SortedMap<_, _>>()
             .0;
-        State { regs, stack, frames, packet_ranges, deltas }
+        let same_kind = SameKind::joined(self, o);
+        State { regs, stack, frames, packet_ranges, deltas, same_kind }
     }
 
     /// Removes packet pointers everywhere (a helper that may move the packet was called).

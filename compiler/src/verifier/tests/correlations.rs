@@ -272,3 +272,41 @@ fn the_largest_packet_length_bounds_a_loop_over_the_packet() {
     let report = verify_with(loop_over_the_whole_packet(), &options).expect("bounded by the packet length");
     assert!(report.loop_bounds.iter().all(|b| b.max_iterations <= 1500), "{:?}", report.loop_bounds);
 }
+
+/// `r0 = ctx.ingress_ifindex` (a number); `if r0 == 0 { r2 = ctx + 4; r3 = ctx } else { r2 = 1; r3 = r0 }` as
+/// `then` / `other` pick (the same kind on each path by default), then `use_`.
+fn same_kind_on_each_path(mixed: bool, use_: Vec<I>) -> Vec<I> {
+    let mut p = vec![ldx(MemSize::W, R0, R1, 24), jif(JumpCond::Eq, R0, Operand::Imm(0), 3)];
+    // Number path.
+    p.extend([mov(R2, 1), if mixed { movr(R3, R1) } else { movr(R3, R0) }, ja(3)]);
+    // Context path.
+    p.extend([movr(R2, R1), add(R2, 4), if mixed { movr(R3, R0) } else { movr(R3, R1) }]);
+    p.extend(use_);
+    p.extend([mov(R0, 0), I::Exit]);
+    p
+}
+
+#[test]
+fn values_of_one_kind_on_every_path_may_be_subtracted_and_compared() {
+    // r4 = r3 (a copy keeps the relation), r4 -= r2: numbers or two context offsets, never a mixed pair.
+    let sub = vec![movr(R4, R3), alu(AluOp::Sub, R4, Operand::Reg(R2))];
+    verify(same_kind_on_each_path(false, sub.clone())).expect("{number, ctx} pairs of one kind per path");
+    let cmp = vec![jif(JumpCond::Gt, R3, Operand::Reg(R2), 0)];
+    verify(same_kind_on_each_path(false, cmp.clone())).expect("comparison of one kind");
+    // A number on one side and the context on the other: the difference would be an address.
+    for use_ in [sub, cmp] {
+        let r = verify(same_kind_on_each_path(true, use_)).unwrap_err();
+        assert!(matches!(r.property, Property::PointerArithmetic | Property::PointerLeak), "{r}");
+    }
+}
+
+#[test]
+fn a_write_ends_the_same_kind_relation() {
+    // r3 is rewritten after the join (with the context): r3 - r2 may be ctx - number.
+    let r =
+        verify(same_kind_on_each_path(false, vec![movr(R3, R1), alu(AluOp::Sub, R3, Operand::Reg(R2))])).unwrap_err();
+    assert_eq!(r.property, Property::PointerArithmetic);
+    // So does any arithmetic on one of them.
+    let r = verify(same_kind_on_each_path(false, vec![add(R3, 0), alu(AluOp::Sub, R3, Operand::Reg(R2))])).unwrap_err();
+    assert_eq!(r.property, Property::PointerArithmetic);
+}

@@ -4,7 +4,10 @@
 use crate::isa::{AluOp, Operand, Reg, Width};
 
 use crate::verifier::num::Num;
-use crate::verifier::state::{ty, Change, CopyHolder, Loc, State, Value, COPY_ID_LINKS};
+use crate::verifier::relations::shared_kinds;
+use crate::verifier::state::{
+    ty, Change, CopyHolder, Loc, State, Value, COPY_ID_LINKS, FRAME_STRIDE, STACK_FRAME_SIZE,
+};
 use crate::verifier::{Env, Failure, Property};
 
 use super::{fail, operand, read, set_reg, show};
@@ -133,6 +136,43 @@ pub(super) fn len_bound_of_distance(p: &Value) -> Option<(u32, i64)> {
 
 /// A length bound `(id, d)`: `v ≤ packet_len - base_id - d` (docs/verifier.md §3).
 type LenBound = (u32, i64);
+
+/// `dst -= src` (64-bit) of a same-kind pair whose type sets are not single (docs/verifier.md §3): the
+/// difference of the numbers or of the offsets, whichever kind they are.
+fn same_kind_sub(st: &State, op: AluOp, width: Width, dst: Reg, src: Operand, a: &Value, b: &Value) -> Option<Value> {
+    let Operand::Reg(sr) = src else { return None };
+    if op != AluOp::Sub || width != Width::W64 {
+        return None;
+    }
+    let kinds = shared_kinds(st, dst.index(), sr.index())?;
+    Some(Value::number(same_kind_difference(kinds, a, b)))
+}
+
+/// `a - b` for two values of one kind among `kinds`: the join over those kinds of the numbers' or the offsets'
+/// difference. Stack offsets give a difference only when both lie in one frame (frames need not be laid out
+/// as the abstract numbering has them).
+fn same_kind_difference(kinds: u16, a: &Value, b: &Value) -> Num {
+    // The frame k whose bytes `[-1024k - 512, -1024k]` (its top included) hold every offset of `o`.
+    let frame = |o: &Num| {
+        let k = o.smin.checked_neg()?.div_euclid(FRAME_STRIDE);
+        let top = FRAME_STRIDE.checked_mul(k)?.checked_neg()?;
+        (o.smin >= top - STACK_FRAME_SIZE && o.smax <= top).then_some(k)
+    };
+    let mut out: Option<Num> = None;
+    for k in [ty::NUMBER, ty::CTX, ty::STACK, ty::PACKET] {
+        if kinds & k == 0 {
+            continue;
+        }
+        let (x, y) = (a.off_of(k), b.off_of(k));
+        let d = match k {
+            ty::NUMBER => Num::alu(AluOp::Sub, Width::W64, &a.num, &b.num),
+            ty::STACK if frame(&x).is_none() || frame(&x) != frame(&y) => Num::TOP,
+            _ => Num::alu(AluOp::Sub, Width::W64, &x, &y),
+        };
+        out = Some(out.map_or(d, |o| o.join(&d)));
+    }
+    out.unwrap_or(Num::TOP)
+}
 
 /// The largest packet length ([`crate::verifier::VerifierOptions::max_packet_len`]), never above `2^32 - 1`:
 /// the no-wrap arguments of the length bounds rely on packets being shorter than 2^32 bytes.
@@ -284,6 +324,10 @@ pub(super) fn alu(
             len_bound_shl32: None,
             ..a.map_offsets(|o| Num::alu(op, width, o, &b.num))
         };
+        set_reg(st, dst, v, Change::Unknown);
+        return Ok(());
+    }
+    if let Some(v) = same_kind_sub(st, op, width, dst, src, &a, &b) {
         set_reg(st, dst, v, Change::Unknown);
         return Ok(());
     }

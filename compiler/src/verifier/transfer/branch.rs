@@ -4,7 +4,7 @@
 use crate::isa::{JumpCond, Operand, Reg, Width};
 
 use crate::verifier::num::Num;
-use crate::verifier::relations::META_BASE;
+use crate::verifier::relations::{shared_kinds, META_BASE};
 use crate::verifier::state::{ty, State, Value};
 use crate::verifier::{Failure, Property};
 
@@ -33,6 +33,13 @@ pub(super) fn branch(
             "32-bit comparison of a pointer (it would compare part of an address)",
             vals(),
         ));
+    }
+    if let Operand::Reg(sr) = src {
+        if shared_kinds(&s, dst.index(), sr.index()).is_some() {
+            // Two values of one kind in one region (docs/verifier.md §3, same-kind pairs): their order reveals
+            // no address. Neither side is refined (either may be a pointer).
+            return Ok(Some(s));
+        }
     }
     // Null checks: a pointer-or-null compared with 0.
     let zero = b.is_number() && b.num.singleton() == Some(0);

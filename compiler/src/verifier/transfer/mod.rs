@@ -71,6 +71,11 @@ fn operand(st: &State, src: Operand, width: Width, pc: usize) -> Result<Value, F
 fn set_reg(st: &mut State, r: Reg, v: Value, change: Change) {
     st.regs[r.index()] = v;
     st.record_change(Loc::Reg(r.index() as u8), change);
+    let copy_of = match change {
+        Change::CopyOf(Loc::Reg(src)) => Some(src as usize),
+        _ => None,
+    };
+    st.same_kind.written(r.index(), copy_of);
 }
 
 fn full(size: MemSize, sign_extend: bool) -> Num {
@@ -290,6 +295,7 @@ pub fn enter_call(st: &State) -> State {
     }
     s.regs[10] = Value::pointer(ty::STACK, Num::signed(-FRAME_STRIDE * depth, -FRAME_STRIDE * depth).expect("point"));
     s.deltas.clear();
+    s.same_kind.clear();
     s
 }
 
@@ -324,6 +330,7 @@ pub fn leave_call(st: &State, pc: usize) -> Result<State, Failure> {
     for (i, v) in saved.regs.into_iter().enumerate() {
         s.regs[6 + i] = v;
     }
+    s.same_kind.clear();
     s.regs[10] =
         Value::pointer(ty::STACK, Num::signed(frame_top + FRAME_STRIDE, frame_top + FRAME_STRIDE).expect("point"));
     // Slot deltas are not restored: the callee may have rewritten the caller's slots through a pointer.
