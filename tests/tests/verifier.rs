@@ -100,9 +100,9 @@ fn prevail_suite_has_no_unsound_accepts_and_agrees_on_verdicts() {
     assert!(unsound.is_empty(), "unsound accepts: {unsound:?}");
     assert!(pass + fail > 760, "too many skipped cases: {} run", pass + fail);
     let agreement = pass as f64 / (pass + fail) as f64;
-    // Measured 98.7% (773 of 783); every remaining disagreement is explained in docs/verifier.md §5. Misaligned
+    // Measured 99.0% (775 of 783); every remaining disagreement is explained in docs/verifier.md §5. Misaligned
     // atomics on the stack are accepted (lowered as plain load-op-store); PREVAIL's suite has no misaligned
     // atomic on a map value, so no disagreement is about alignment any more.
     assert_eq!(misaligned, 0, "disagreements on alignment");
-    assert!(agreement >= 0.987, "agreement {agreement:.3}");
+    assert!(agreement >= 0.989, "agreement {agreement:.3}");
 }

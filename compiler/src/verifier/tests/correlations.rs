@@ -310,3 +310,33 @@ fn a_write_ends_the_same_kind_relation() {
     let r = verify(same_kind_on_each_path(false, vec![add(R3, 0), alu(AluOp::Sub, R3, Operand::Reg(R2))])).unwrap_err();
     assert_eq!(r.property, Property::PointerArithmetic);
 }
+
+/// `n = ctx.ingress_ifindex & 63; for (i = 0; (i & mask) < n; i++) {}` (PREVAIL's 8/16-bit truncation loops).
+fn masked_counter_loop(mask: i32) -> Vec<I> {
+    vec![
+        ldx(MemSize::W, R1, R1, 24),
+        alu(AluOp::And, R1, Operand::Imm(63)),
+        mov(R0, 0),
+        movr(R2, R0),
+        alu(AluOp::And, R2, Operand::Imm(mask)),
+        jif(JumpCond::Gt, R1, Operand::Reg(R2), 1),
+        ja(2),
+        add(R0, 1),
+        ja(-6),
+        I::Exit,
+    ]
+}
+
+#[test]
+fn a_mask_that_keeps_every_value_keeps_the_copy_and_bounds_the_loop() {
+    // i stays below 64 < 256 while the loop runs, so i & 255 is i and `n > i & 255` bounds i itself.
+    let report = verify(masked_counter_loop(255)).expect("the masked copy is the counter");
+    assert!(report.loop_bounds.iter().all(|b| b.max_iterations <= 256), "{:?}", report.loop_bounds);
+    verify(masked_counter_loop(0xffff)).expect("16-bit mask");
+    // i & 7 drops bits of i once i reaches 8: the test then says nothing about i, which may wrap around.
+    let r = verify(masked_counter_loop(7)).unwrap_err();
+    assert_eq!(r.property, Property::Termination);
+    // 254 is not of the form 2^k - 1: i & 254 differs from i for odd i.
+    let r = verify(masked_counter_loop(254)).unwrap_err();
+    assert_eq!(r.property, Property::Termination);
+}

@@ -137,6 +137,14 @@ pub(super) fn len_bound_of_distance(p: &Value) -> Option<(u32, i64)> {
 /// A length bound `(id, d)`: `v ≤ packet_len - base_id - d` (docs/verifier.md §3).
 type LenBound = (u32, i64);
 
+/// `x &= 2^k - 1` where every possible `x` is below `2^k` (clang's zero-extension of a narrow counter, `r2 = r0
+/// & 255`): a no-op on every concrete state, in either width (a 32-bit `and` of a value below `2^k ≤ 2^32`
+/// also leaves the upper half zero).
+fn is_identity_mask(op: AluOp, a: &Value, b: &Value) -> bool {
+    let mask = b.num.singleton().filter(|m| m.wrapping_add(1).is_power_of_two() && *m <= u32::MAX as u64);
+    op == AluOp::And && a.is_number() && b.is_number() && mask.is_some_and(|m| a.num.umax <= m)
+}
+
 /// `dst -= src` (64-bit) of a same-kind pair whose type sets are not single (docs/verifier.md §3): the
 /// difference of the numbers or of the offsets, whichever kind they are.
 fn same_kind_sub(st: &State, op: AluOp, width: Width, dst: Reg, src: Operand, a: &Value, b: &Value) -> Option<Value> {
@@ -335,6 +343,9 @@ pub(super) fn alu(
         let v = pointer_arith(st, pc, op, width, dst, &a, &b, matches!(src, Operand::Imm(_)), max_packet_len(env))?;
         set_reg(st, dst, v, Change::Unknown);
         return Ok(());
+    }
+    if is_identity_mask(op, &a, &b) {
+        return Ok(()); // every possible value is unchanged: copy identity, length bound and loop delta stay
     }
     let result = Num::alu(op, width, &a.num, &b.num);
     // Loop delta: dst += c (or -= c) that cannot wrap in the operation width.
