@@ -86,7 +86,8 @@ pub static SKB_HELPERS: &[HelperPrototype] = &[
         R::Integer,
         &[A::PtrToCtx, A::Anything, A::Anything, A::Anything, A::Anything],
     )),
-    proto(13, "bpf_clone_redirect", R::Integer, &[A::PtrToCtx, A::Anything, A::Anything]),
+    // Linux `bpf_helper_changes_pkt_data` lists it: un-cloning the skb (`__bpf_try_make_writable`) may move the data.
+    moves_packet(proto(13, "bpf_clone_redirect", R::Integer, &[A::PtrToCtx, A::Anything, A::Anything])),
     proto(17, "bpf_get_cgroup_classid", R::Integer, &[A::PtrToCtx]),
     moves_packet(proto(18, "bpf_skb_vlan_push", R::Integer, &[A::PtrToCtx, A::Anything, A::Anything])),
     moves_packet(proto(19, "bpf_skb_vlan_pop", R::Integer, &[A::PtrToCtx])),

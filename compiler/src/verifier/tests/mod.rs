@@ -354,6 +354,7 @@ proptest! {
     }
 }
 
+mod attacks;
 mod correlations;
 mod data_meta;
 mod helper_returns;
