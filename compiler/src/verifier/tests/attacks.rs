@@ -398,3 +398,34 @@ fn packet_pointers_do_not_survive_bpf_clone_redirect() {
         "packet read after clone_redirect",
     );
 }
+
+/// `r3 = ctx field; if r3 == 0 { path_a } else { path_b }; tail; r0 = 0; exit`.
+fn two_paths(path_a: Vec<I>, path_b: Vec<I>, tail: Vec<I>) -> Vec<I> {
+    let mut p = vec![ldx(MemSize::W, R3, R1, 24), jif(JumpCond::Ne, R3, Operand::Imm(0), path_a.len() as i16 + 1)];
+    p.extend(path_a);
+    p.push(I::Jump { offset: path_b.len() as i32, long: false });
+    p.extend(path_b);
+    ret0([p, tail].concat())
+}
+
+#[test]
+fn registers_of_different_kinds_on_one_path_are_no_same_kind_pair() {
+    let leak = &[Property::PointerLeak, Property::PointerArithmetic, Property::TypeMismatch];
+    let sub = || alu(Width::W64, AluOp::Sub, R7, Operand::Reg(R8));
+    let w = |p: Vec<I>| on(&WINDOWS, vec![], p);
+    // Path A: stack and context; path B: two stack pointers. The difference would be an address distance.
+    let fp8 = || vec![movr(R7, FP), add(R7, -8)];
+    let a = [fp8(), vec![movr(R8, R1)]].concat();
+    let b = [fp8(), vec![movr(R8, FP), add(R8, -16)]].concat();
+    rejects(w(two_paths(a, b, vec![sub()])), leak, "stack - ctx on one path");
+    // A related {number, ctx} pair stops being related when one of them is rewritten (even by a copy of the
+    // context).
+    let a = vec![mov(R7, 1), mov(R8, 2)];
+    let b = vec![movr(R7, R1), add(R7, 4), movr(R8, R1)];
+    accepts(w(two_paths(a.clone(), b.clone(), vec![sub()])), "a related pair may be subtracted");
+    rejects(w(two_paths(a.clone(), b.clone(), vec![movr(R8, R1), sub()])), leak, "r8 rewritten with the context");
+    // A helper call leaves r6-r9 as they are, so the pair stays related.
+    accepts(w(two_paths(a.clone(), b.clone(), vec![I::CallHelper { id: 6 }, sub()])), "r7, r8 across a helper call");
+    let cmp_then_leak = vec![movr(R8, FP), jif(JumpCond::Gt, R7, Operand::Reg(R8), 0)];
+    rejects(w(two_paths(a, b, cmp_then_leak)), leak, "comparison with an unrelated stack pointer");
+}
