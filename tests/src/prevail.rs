@@ -660,7 +660,7 @@ pub fn entry_state(case: &Case, t: &mut Translated) -> Result<State, String> {
                 x.umin = a as u64;
                 x.umax = b as u64;
             }
-            st.stack.spills.insert(lo, Value::number(x.reduce().unwrap_or(Num::TOP)));
+            st.stack.spills_mut().insert(lo, Value::number(x.reduce().unwrap_or(Num::TOP)));
         }
     }
     t.maps = maps.defs;

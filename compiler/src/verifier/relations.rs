@@ -151,11 +151,18 @@ impl State {
     /// Forgets the initialised extents that may cover a byte of `[lo, hi)` (those bytes may have become
     /// uninitialised: a partly overwritten spilled pointer, a popped frame).
     pub fn forget_init_extents(&mut self, lo: i64, hi: i64) {
+        let covers = |v: &Value| {
+            v.init_extent
+                .is_some_and(|(el, eh)| (el as i128) < hi as i128 && (lo as i128) < eh as i128 + v.num.umax as i128)
+        };
+        // Every store calls this: look first, so that spills shared with another state stay shared.
+        let held = self.regs.iter().chain(self.frames.iter().flat_map(|f| f.regs.iter()));
+        if !held.chain(self.stack.spills.values()).chain(self.stack.narrow.values()).any(covers) {
+            return;
+        }
         for v in self.values_mut() {
-            if let Some((el, eh)) = v.init_extent {
-                if (el as i128) < hi as i128 && (lo as i128) < eh as i128 + v.num.umax as i128 {
-                    v.init_extent = None;
-                }
+            if covers(v) {
+                v.init_extent = None;
             }
         }
     }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use super::num::{Num, Thresholds};
 use super::relations::SameKind;
@@ -306,8 +307,10 @@ impl fmt::Display for OffsetDisplay<'_> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stack {
     init: Vec<u64>,
-    /// Aligned 8-byte slots (key = offset of the slot's lowest byte) holding a known value.
-    pub spills: BTreeMap<i64, Value>,
+    /// Aligned 8-byte slots (key = offset of the slot's lowest byte) holding a known value. Shared between
+    /// copies of a state until one of them changes it ([`Stack::spills_mut`]): a conditional jump copies the
+    /// state, and a join of two copies that did not store keeps the shared map (docs/verifier.md §7).
+    pub spills: Arc<BTreeMap<i64, Value>>,
     /// Aligned 4-byte slots holding a known number below 2^32 (an `int` local kept on the stack, e.g. a loop
     /// counter at `-O0` or a `volatile` one). Never overlaps a spill: every store clobbers what it overlaps.
     pub narrow: BTreeMap<i64, Value>,
@@ -315,7 +318,12 @@ pub struct Stack {
 
 impl Stack {
     pub fn new(frames: usize) -> Stack {
-        Stack { init: vec![0; frames * FRAME_STRIDE as usize / 64], spills: BTreeMap::new(), narrow: BTreeMap::new() }
+        Stack { init: vec![0; frames * FRAME_STRIDE as usize / 64], spills: Arc::default(), narrow: BTreeMap::new() }
+    }
+
+    /// The spills for writing: unshared first if another state holds them too.
+    pub fn spills_mut(&mut self) -> &mut BTreeMap<i64, Value> {
+        Arc::make_mut(&mut self.spills)
     }
 
     /// Lowest offset of the deepest frame.
@@ -356,9 +364,10 @@ impl Stack {
     }
 
     pub fn slot_mut(&mut self, k: i64) -> Option<&mut Value> {
-        match self.spills.get_mut(&k) {
-            Some(v) => Some(v),
-            None => self.narrow.get_mut(&k),
+        if self.spills.contains_key(&k) {
+            self.spills_mut().get_mut(&k)
+        } else {
+            self.narrow.get_mut(&k)
         }
     }
 
@@ -386,7 +395,7 @@ impl Stack {
         }
         let keys: Vec<i64> = self.overlapping(lo, hi).map(|(k, _)| *k).collect();
         for k in keys {
-            let v = self.spills.remove(&k).expect("present");
+            let v = self.spills_mut().remove(&k).expect("present");
             if v.may_be(ty::POINTERS) {
                 for o in k..k + 8 {
                     if o < lo || o >= hi {
@@ -405,19 +414,38 @@ impl Stack {
         let n = self.init.len() - FRAME_STRIDE as usize / 64;
         self.init.truncate(n);
         let bottom = self.bottom();
-        self.spills.retain(|k, _| *k >= bottom);
+        if self.spills.keys().next().is_some_and(|k| *k < bottom) {
+            self.spills_mut().retain(|k, _| *k >= bottom);
+        }
         self.narrow.retain(|k, _| *k >= bottom);
     }
 
-    fn combine(&self, o: &Stack, f: impl Fn(&Value, &Value) -> Value) -> Stack {
+    /// The join (or widening) of two stacks: `f` combines two 4-byte number slots, `spill` two spills.
+    fn combine(
+        &self,
+        o: &Stack,
+        f: impl Fn(&Value, &Value) -> Value,
+        spill: impl Fn(&Value, &Value) -> Value,
+    ) -> Stack {
         let init = self.init.iter().zip(&o.init).map(|(a, b)| a & b).collect();
-        let spills = self
-            .spills
-            .iter()
-            .filter_map(|(k, v)| o.spills.get(k).map(|w| (*k, f(v, w))))
-            .filter(|(_, v)| !v.may_be(ty::UNINIT))
-            .collect::<SortedMap<_, _>>()
-            .0;
+        // Two copies of one map join to the same map when every spill joined with itself is itself and kept:
+        // then the shared map is the join, and it stays shared.
+        let unchanged = |v: &Value| {
+            let w = spill(v, v);
+            !w.may_be(ty::UNINIT) && w == *v
+        };
+        let spills = if Arc::ptr_eq(&self.spills, &o.spills) && self.spills.values().all(unchanged) {
+            Arc::clone(&self.spills)
+        } else {
+            Arc::new(
+                self.spills
+                    .iter()
+                    .filter_map(|(k, v)| o.spills.get(k).map(|w| (*k, spill(v, w))))
+                    .filter(|(_, v)| !v.may_be(ty::UNINIT))
+                    .collect::<SortedMap<_, _>>()
+                    .0,
+            )
+        };
         let narrow = self
             .narrow
             .iter()
@@ -427,7 +455,7 @@ impl Stack {
             .0;
         let mut s = Stack { init, spills, narrow };
         // Bytes of a pointer spill dropped by the join must not stay readable as numbers.
-        for (k, v) in self.spills.iter().chain(&o.spills) {
+        for (k, v) in self.spills.iter().chain(o.spills.iter()) {
             if v.may_be(ty::POINTERS) && !s.spills.contains_key(k) {
                 for b in *k..*k + 8 {
                     s.set_init(b, false);
@@ -489,7 +517,7 @@ impl State {
     pub fn spent() -> State {
         State {
             regs: std::array::from_fn(|_| Value::uninit()),
-            stack: Stack { init: Vec::new(), spills: BTreeMap::new(), narrow: BTreeMap::new() },
+            stack: Stack { init: Vec::new(), spills: Arc::default(), narrow: BTreeMap::new() },
             frames: Vec::new(),
             packet_ranges: BTreeMap::new(),
             deltas: BTreeMap::new(),
@@ -537,12 +565,8 @@ impl State {
         for (i, r) in regs.iter_mut().enumerate() {
             r.len_bound = self.joined_len_bound(&self.regs[i], o, &o.regs[i]);
         }
-        let mut stack = self.stack.combine(&o.stack, &f);
-        for (k, v) in stack.spills.iter_mut() {
-            if let (Some(a), Some(b)) = (self.stack.spills.get(k), o.stack.spills.get(k)) {
-                v.len_bound = self.joined_len_bound(a, o, b);
-            }
-        }
+        let stack =
+            self.stack.combine(&o.stack, &f, |a, b| Value { len_bound: self.joined_len_bound(a, o, b), ..f(a, b) });
         self.join_init_extents(o, &mut regs, &stack, derive);
         let deltas = self
             .deltas
@@ -570,7 +594,7 @@ impl State {
         let keys: Vec<i64> =
             self.stack.spills.iter().filter(|(_, v)| v.may_be(ty::PACKET | ty::PACKET_END)).map(|(k, _)| *k).collect();
         for k in keys {
-            self.stack.spills.remove(&k);
+            self.stack.spills_mut().remove(&k);
             for b in k..k + 8 {
                 self.stack.set_init(b, false);
             }
@@ -617,7 +641,7 @@ impl State {
         self.regs
             .iter_mut()
             .chain(self.frames.iter_mut().flat_map(|f| f.regs.iter_mut()))
-            .chain(self.stack.spills.values_mut())
+            .chain(Arc::make_mut(&mut self.stack.spills).values_mut())
             .chain(self.stack.narrow.values_mut())
     }
 
@@ -722,7 +746,7 @@ impl fmt::Display for State {
         if !runs.is_empty() {
             write!(f, "stack init {}; ", runs.join(" "))?;
         }
-        for (k, v) in &self.stack.spills {
+        for (k, v) in self.stack.spills.iter() {
             write!(f, "stack[{k}]: {v}; ")?;
         }
         for (id, r) in &self.packet_ranges {

@@ -437,7 +437,7 @@ pub(super) fn store(
             }
             let copy = src.map_or(Change::Unknown, |r| Change::CopyOf(Loc::Reg(r.index() as u8)));
             if spill {
-                st.stack.spills.insert(lo, v);
+                st.stack.spills_mut().insert(lo, v);
                 st.record_change(Loc::Slot(lo), copy);
             } else if size == MemSize::W && lo.rem_euclid(4) == 0 && v.is_number() {
                 // The stored bytes are the low 32 bits; the slot equals the source only if it is below 2^32.

@@ -319,7 +319,7 @@ pub fn leave_call(st: &State, pc: usize) -> Result<State, Failure> {
     let bad: Vec<i64> = s.stack.spills.iter().filter(|(_, v)| dangling(v)).map(|(k, _)| *k).collect();
     for k in bad {
         s.forget_init_extents(k, k + 8);
-        s.stack.spills.remove(&k);
+        s.stack.spills_mut().remove(&k);
         for b in k..k + 8 {
             s.stack.set_init(b, false);
         }
