@@ -453,3 +453,53 @@ fn final_when_popped(program: &[Instruction], cfg: &Cfg) -> Vec<bool> {
     }
     fin
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isa::{AluOp, JumpCond, Operand, Width};
+
+    fn mov_add(op: AluOp, dst: Reg, imm: i32) -> Instruction {
+        Instruction::Alu { width: Width::W64, op, dst, src: Operand::Imm(imm) }
+    }
+
+    fn jump_if(cond: JumpCond, dst: Reg, imm: i32, offset: i16) -> Instruction {
+        Instruction::JumpIf { width: Width::W64, cond, dst, src: Operand::Imm(imm), offset }
+    }
+
+    /// A diamond, a loop with a diamond inside, a diamond after the loop.
+    fn program() -> Vec<Instruction> {
+        vec![
+            mov_add(AluOp::Mov, Reg::R0, 0),
+            jump_if(JumpCond::Gt, Reg::R0, 1, 1),
+            mov_add(AluOp::Add, Reg::R0, 1),
+            mov_add(AluOp::Mov, Reg::R1, 0), // 3: merge before the loop
+            mov_add(AluOp::Add, Reg::R1, 1), // 4: loop head
+            jump_if(JumpCond::Gt, Reg::R1, 2, 1),
+            mov_add(AluOp::Add, Reg::R0, 1),
+            jump_if(JumpCond::Lt, Reg::R1, 4, -4), // 7: merge inside the loop, back edge to 4
+            jump_if(JumpCond::Gt, Reg::R0, 1, 1),
+            mov_add(AluOp::Add, Reg::R0, 1),
+            Instruction::Exit, // 10: merge after the loop
+        ]
+    }
+
+    #[test]
+    fn only_merge_points_outside_every_backward_jump_are_final_when_popped() {
+        let p = program();
+        let cfg = super::super::cfg::build_cfg(&p).expect("valid control flow");
+        let fin = final_when_popped(&p, &cfg);
+        let finals: Vec<usize> = (0..p.len()).filter(|&pc| fin[pc]).collect();
+        // 0 is the entry (no predecessor can reach it again: no backward jump spans it), 4 a loop head, 7 inside
+        // the loop.
+        assert_eq!(finals, vec![0, 3, 10]);
+    }
+
+    #[test]
+    fn no_head_is_final_when_popped_in_a_program_with_local_calls() {
+        let mut p = program();
+        p.insert(0, Instruction::CallLocal { offset: 0 }); // calls the slot after it: a second context
+        let fin = final_when_popped(&p, &super::super::cfg::build_cfg(&p).expect("valid control flow"));
+        assert!(fin.iter().all(|f| !f));
+    }
+}
