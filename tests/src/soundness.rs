@@ -166,7 +166,7 @@ pub fn generate(seed: u64) -> Vec<I> {
     let snippets = 1 + r.below(10);
     for _ in 0..snippets {
         let scratch = reg(r.pick(&[0, 4, 5, 7, 8, 9]));
-        match r.below(15) {
+        match r.below(16) {
             0 | 1 => {
                 // bounds check against data_end
                 let k = r.below(48) as i32;
@@ -339,6 +339,35 @@ pub fn generate(seed: u64) -> Vec<I> {
                     b.push(I::Alu { width: Width::W64, op: AluOp::Mov, dst: scratch, src: Operand::Reg(Reg::R0) });
                 }
                 b.after_call(r);
+            }
+            14 if r.chance(50) => {
+                // `data + k != data_end` (proves byte k only when k is within the proven range), then a packet load
+                // at or around k
+                let k = r.below(24) as i32;
+                b.push(I::Alu { width: Width::W64, op: AluOp::Mov, dst: Reg::R4, src: Operand::Reg(Reg::R2) });
+                b.push(I::Alu { width: Width::W64, op: AluOp::Add, dst: Reg::R4, src: Operand::Imm(k) });
+                let (dst, src) = if r.chance(50) { (Reg::R4, Reg::R3) } else { (Reg::R3, Reg::R4) };
+                b.jump_if(Width::W64, JumpCond::Eq, dst, Operand::Reg(src), Target::End);
+                let off = (k + r.below(3) as i32 - 1).max(0) as i16;
+                b.push(I::Load { size: r.pick(&SIZES), sign_extend: false, dst: scratch, src: Reg::R2, offset: off });
+            }
+            14 => {
+                // an undefined (or defined) value copied, spilled, partly overwritten and reloaded, then used
+                let from = reg(r.pick(&[0, 4, 5, 7, 8, 9]));
+                let w = if r.chance(30) { Width::W32 } else { Width::W64 };
+                b.push(I::Alu { width: w, op: AluOp::Mov, dst: scratch, src: Operand::Reg(from) });
+                let off = -8 * (1 + r.below(4) as i16);
+                b.push(I::Store { size: MemSize::DW, dst: Reg::FP, offset: off, src: Operand::Reg(scratch) });
+                if r.chance(30) {
+                    let part = off + r.below(8) as i16;
+                    b.push(I::Store { size: MemSize::B, dst: Reg::FP, offset: part, src: Operand::Reg(from) });
+                }
+                let size = r.pick(&SIZES);
+                let back = off + (r.below(8 / size.bytes() as u64) as i16) * size.bytes() as i16;
+                b.push(I::Load { size, sign_extend: r.chance(10), dst: scratch, src: Reg::FP, offset: back });
+                if r.chance(70) {
+                    alu(r, &mut b, scratch);
+                }
             }
             _ => {
                 // local call with a pointer to our stack, or a tail call

@@ -38,6 +38,25 @@ fn the_generator_produces_accepted_programs_with_legacy_packet_loads() {
     assert!(accepted_with_legacy >= 30, "only {accepted_with_legacy} accepted programs with legacy loads");
 }
 
+#[test]
+fn the_generator_produces_accepted_programs_with_data_end_inequalities() {
+    // The `data + k != data_end` rule (docs/verifier.md §3) is covered only if accepted programs compare a packet
+    // pointer for equality with data_end (r3) and then load from the packet.
+    use bpf2sys::isa::{Instruction as I, JumpCond, Operand, Reg};
+    let accepted = (0..3_000u64)
+        .filter(|&seed| {
+            let p = generate(seed);
+            let eq_end = |i: &I| {
+                matches!(i, I::JumpIf { cond: JumpCond::Eq, dst: Reg::R4, src: Operand::Reg(Reg::R3), .. })
+                    || matches!(i, I::JumpIf { cond: JumpCond::Eq, dst: Reg::R3, src: Operand::Reg(Reg::R4), .. })
+            };
+            p.windows(2).any(|w| eq_end(&w[0]) && matches!(w[1], I::Load { src: Reg::R2, .. }))
+                && check(&p, seed, 4) == Verdict::Accepted
+        })
+        .count();
+    assert!(accepted >= 15, "only {accepted} accepted programs with a data_end inequality and a packet load");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 30_000, failure_persistence: None, ..ProptestConfig::default() })]
 
