@@ -429,3 +429,34 @@ fn registers_of_different_kinds_on_one_path_are_no_same_kind_pair() {
     let cmp_then_leak = vec![movr(R8, FP), jif(JumpCond::Gt, R7, Operand::Reg(R8), 0)];
     rejects(w(two_paths(a, b, cmp_then_leak)), leak, "comparison with an unrelated stack pointer");
 }
+
+#[test]
+fn a_function_called_from_two_contexts_is_checked_in_both_even_past_a_merge_point() {
+    // The second call passes fp-4: the callee's 8-byte store would reach 4 bytes above the caller's frame. The
+    // callee has a merge point after a branch (a head whose state must not be handed over as final from the first
+    // context alone).
+    let program = vec![
+        movr(R1, FP),
+        add(R1, -8),
+        I::CallLocal { offset: 5 },
+        movr(R1, FP),
+        add(R1, -4),
+        I::CallLocal { offset: 2 },
+        mov(R0, 0),
+        I::Exit,
+        ldx(MemSize::B, R2, R1, 0),
+        jif(JumpCond::Eq, R2, Operand::Imm(0), 1),
+        mov(R3, 1),
+        st(MemSize::DW, R1, 0, 1),
+        mov(R0, 0),
+        I::Exit,
+    ];
+    let mut first_context_only = program.clone();
+    first_context_only[4] = add(R1, -8);
+    let w = |p: Vec<I>| on(&WINDOWS, vec![], p);
+    // Stack bytes read by the callee must be initialised: write fp-16..fp first (shifts no offsets: the calls are
+    // relative).
+    let init = |p: Vec<I>| [vec![st(MemSize::DW, FP, -8, 0), st(MemSize::DW, FP, -16, 0)], p].concat();
+    rejects(w(init(program)), OOB, "8-byte store at fp-4 in the second context");
+    accepts(w(init(first_context_only)), "both contexts pass fp-8");
+}
