@@ -9,6 +9,7 @@ use crate::isa::{
 };
 use crate::platform::windows::WINDOWS;
 use crate::program::{MapDefinition, MapType, Pinning, Program};
+use crate::verifier::state::FRAME_STRIDE;
 
 const R0: Reg = Reg::R0;
 const R1: Reg = Reg::R1;
@@ -224,6 +225,26 @@ fn local_calls_get_their_own_frame() {
     // Returning a pointer to the callee's own frame is rejected.
     let r = rejected(vec![I::CallLocal { offset: 1 }, I::Exit, movr(R0, FP), I::Exit]);
     assert_eq!(r.property, Property::PointerLeak);
+}
+
+#[test]
+fn the_distance_between_stack_pointers_of_two_frames_is_unknown() {
+    // The abstract frames are FRAME_STRIDE apart, the native frames are not: a callee that subtracts its own frame
+    // pointer from its caller's and uses the difference as a stack offset could write anywhere.
+    let sub = |dst: Reg, src: Reg| I::Alu { width: Width::W64, op: AluOp::Sub, dst, src: Operand::Reg(src) };
+    let addr = |dst: Reg, src: Reg| I::Alu { width: Width::W64, op: AluOp::Add, dst, src: Operand::Reg(src) };
+    let callee = |distance: [I; 2]| {
+        let mut p = vec![movr(R1, FP), add(R1, -8), I::CallLocal { offset: 1 }, I::Exit];
+        p.extend([movr(R2, FP), add(R2, -8)]);
+        p.extend(distance);
+        p.extend([movr(R3, FP), addr(R3, R1), st(MemSize::DW, R3, -8, 0), mov(R0, 0), I::Exit]);
+        p
+    };
+    let r = rejected(callee([sub(R1, R2), add(R1, -(FRAME_STRIDE as i32))]));
+    assert_eq!(r.property, Property::OutOfBounds, "{r}");
+    // The same distance inside one frame is exact: r1 - r2 = 0.
+    let r = verify(callee([movr(R1, FP), sub(R1, FP)]));
+    assert!(r.is_ok(), "{r:?}");
 }
 
 #[test]

@@ -94,6 +94,11 @@ pub(super) fn pointer_arith(
                 || a.types == ty::CTX
                 || (a.types == ty::SHARED && a.maps.single().is_some() && a.maps == b.maps));
         if same {
+            // Two stack pointers in different frames (a caller's pointer passed to a callee): the abstract numbering
+            // puts frames `FRAME_STRIDE` apart, the shipped code does not, so their distance is unknown.
+            if a.types == ty::STACK && (stack_frame(&a.off).is_none() || stack_frame(&a.off) != stack_frame(&b.off)) {
+                return Ok(Value::number(Num::TOP));
+            }
             return Ok(Value::number(Num::alu(AluOp::Sub, Width::W64, &a.off, &b.off)));
         }
         let size_lo = st.packet_range(0);
@@ -156,16 +161,18 @@ fn same_kind_sub(st: &State, op: AluOp, width: Width, dst: Reg, src: Operand, a:
     Some(Value::number(same_kind_difference(kinds, a, b)))
 }
 
+/// The frame k whose bytes `[-1024k - 512, -1024k]` (its top included) hold every offset of `o`, if one does.
+fn stack_frame(o: &Num) -> Option<i64> {
+    let k = o.smin.checked_neg()?.div_euclid(FRAME_STRIDE);
+    let top = FRAME_STRIDE.checked_mul(k)?.checked_neg()?;
+    (o.smin >= top - STACK_FRAME_SIZE && o.smax <= top).then_some(k)
+}
+
 /// `a - b` for two values of one kind among `kinds`: the join over those kinds of the numbers' or the offsets'
 /// difference. Stack offsets give a difference only when both lie in one frame (frames need not be laid out
 /// as the abstract numbering has them).
 fn same_kind_difference(kinds: u16, a: &Value, b: &Value) -> Num {
-    // The frame k whose bytes `[-1024k - 512, -1024k]` (its top included) hold every offset of `o`.
-    let frame = |o: &Num| {
-        let k = o.smin.checked_neg()?.div_euclid(FRAME_STRIDE);
-        let top = FRAME_STRIDE.checked_mul(k)?.checked_neg()?;
-        (o.smin >= top - STACK_FRAME_SIZE && o.smax <= top).then_some(k)
-    };
+    let frame = stack_frame;
     let mut out: Option<Num> = None;
     for k in [ty::NUMBER, ty::CTX, ty::STACK, ty::PACKET] {
         if kinds & k == 0 {
