@@ -12,4 +12,5 @@ pub mod native;
 pub mod opaque;
 pub mod prevail;
 pub mod soundness;
+pub mod support;
 pub mod unwind;

@@ -24,30 +24,18 @@ use bpf2sys::isa::{AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction as I, Jump
 use bpf2sys::lower::{self, LowerOptions, MapDataLayout};
 use bpf2sys_tests::arm64::Arm64Program;
 use bpf2sys_tests::native::{conformance_helper, module_from_instructions, HostRuntime, NativeProgram};
+use bpf2sys_tests::support::SplitMix64 as Rng;
 use proptest::prelude::*;
 
 const BUFFER_SIZE: usize = 64;
 const STACK_WINDOW: i16 = 64;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
+/// The immediates the generator draws: edge values most of the time.
+trait Immediates {
+    fn imm(&mut self) -> i32;
+    fn imm64(&mut self) -> u64;
+}
+impl Immediates for Rng {
     fn imm(&mut self) -> i32 {
         match self.below(8) {
             0 => 0,
@@ -56,7 +44,7 @@ impl Rng {
             3 => i32::MIN,
             4 => i32::MAX,
             5 => self.below(64) as i32,
-            _ => self.next() as i32,
+            _ => self.next_u64() as i32,
         }
     }
     fn imm64(&mut self) -> u64 {
@@ -65,7 +53,7 @@ impl Rng {
             1 => u64::MAX,
             2 => 0x8000_0000,
             3 => self.below(1 << 20),
-            _ => self.next(),
+            _ => self.next_u64(),
         }
     }
 }
@@ -493,7 +481,7 @@ fn check(seed: u64, size: usize, target: Target) {
     let mut buffer = [0u8; BUFFER_SIZE];
     let mut rng = Rng(seed ^ 0x5555);
     for b in &mut buffer {
-        *b = rng.next() as u8;
+        *b = rng.next_u64() as u8;
     }
     let (ir0, ibuf, nr0, nbuf) = run_both(&program, &buffer, target);
     assert_eq!(nr0, ir0, "{target:?}: r0 differs for seed {seed:#x} size {size}\n{}", listing(&program));

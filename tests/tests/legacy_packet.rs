@@ -9,28 +9,21 @@
 use std::ffi::c_void;
 
 use bpf2sys::compiled::Target;
-use bpf2sys::interp::{Access, Config, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory};
+use bpf2sys::interp::{Access, Config, Interpreter, Memory};
 use bpf2sys::isa::semantics::PacketFields;
 use bpf2sys::isa::{AluOp, Instruction as I, MemSize, Operand, PacketLoadMode, Reg, Width};
 use bpf2sys::lower::{self, LowerOptions, MapDataLayout};
 use bpf2sys_tests::arm64::Arm64Program;
 use bpf2sys_tests::native::{conformance_helper, module_from_instructions, HostRuntime, NativeProgram};
+use bpf2sys_tests::support::{NoHelpers, SplitMix64 as Rng};
 use proptest::prelude::*;
 
 const FIELDS: PacketFields = PacketFields { data: 0, data_end: 8, width: MemSize::DW };
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+trait PacketOffsets {
+    fn offset(&mut self, len: usize) -> i32;
+}
+impl PacketOffsets for Rng {
     /// A packet offset: mostly near the packet (in bounds, at the edge, just past it), sometimes extreme.
     fn offset(&mut self, len: usize) -> i32 {
         match self.below(10) {
@@ -67,7 +60,7 @@ fn generate(seed: u64, len_hint: usize) -> Vec<I> {
             }),
             1 => {
                 // An index with high bits set: only its low 32 bits count.
-                let high = (rng.next() as i32) | 1;
+                let high = (rng.next_u64() as i32) | 1;
                 out.push(mov(9, high));
                 out.push(I::Alu { width: Width::W64, op: AluOp::Lsh, dst: reg(9), src: Operand::Imm(32) });
                 out.push(I::Alu { width: Width::W64, op: AluOp::Or, dst: reg(9), src: Operand::Reg(reg(8)) });
@@ -103,13 +96,6 @@ fn generate(seed: u64, len_hint: usize) -> Vec<I> {
     out
 }
 
-struct NoHelpers;
-impl Host for NoHelpers {
-    fn call_helper(&mut self, id: i32, _: HelperArgs, _: &mut Memory) -> Result<HelperOutcome, HostError> {
-        Err(HostError::UnknownHelper { id })
-    }
-}
-
 fn interpret(program: &[I], packet: &[u8]) -> u64 {
     let mut memory = Memory::new();
     let p = memory.add_region("packet", packet.to_vec(), Access::ReadOnly);
@@ -142,7 +128,7 @@ fn native(program: &[I], packet: &[u8], target: Target) -> u64 {
 fn check(seed: u64, target: Target) {
     let mut rng = Rng(seed ^ 0xa5a5);
     let len = rng.below(24) as usize;
-    let packet: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+    let packet: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
     let program = generate(seed, len);
     let expected = interpret(&program, &packet);
     assert_eq!(

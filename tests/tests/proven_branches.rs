@@ -6,14 +6,15 @@
 use std::ffi::c_void;
 
 use bpf2sys::compiled::Target;
-use bpf2sys::interp::{Access, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory};
+use bpf2sys::interp::{Access, Interpreter, Memory};
 use bpf2sys::isa::{AluOp, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
-use bpf2sys::lower::{self, LowerOptions, LoweredProgram, MapDataLayout};
+use bpf2sys::lower::MapDataLayout;
 use bpf2sys::platform::windows::WINDOWS;
 use bpf2sys::program::Module;
 use bpf2sys::verifier::{verify_program, BranchDecision, Verified, VerifierOptions};
 use bpf2sys_tests::arm64::Arm64Program;
 use bpf2sys_tests::native::{module_from_instructions, HostRuntime, NativeProgram};
+use bpf2sys_tests::support::{lowered, NoHelpers};
 
 fn alu(op: AluOp, dst: Reg, src: Operand) -> I {
     I::Alu { width: Width::W64, op, dst, src }
@@ -57,19 +58,6 @@ fn redundant_checks() -> Vec<I> {
 fn verify(module: &Module) -> Verified<'_> {
     let xdp = WINDOWS.program_type_by_name("xdp").expect("xdp");
     verify_program(module, 0, &WINDOWS, xdp, &VerifierOptions::default()).unwrap_or_else(|r| panic!("{r}"))
-}
-
-fn lowered(verified: &Verified, target: Target) -> LoweredProgram {
-    let isa = lower::build_isa(target).unwrap();
-    lower::lower_program(&*isa, std::slice::from_ref(verified), 0, &LowerOptions::new(target), true)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-struct NoHelpers;
-impl Host for NoHelpers {
-    fn call_helper(&mut self, id: i32, _: HelperArgs, _: &mut Memory) -> Result<HelperOutcome, HostError> {
-        Err(HostError::UnknownHelper { id })
-    }
 }
 
 /// r0 of the reference interpreter for an XDP context over `packet`.

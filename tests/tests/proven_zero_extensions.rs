@@ -6,13 +6,14 @@
 use std::ffi::c_void;
 
 use bpf2sys::compiled::Target;
-use bpf2sys::interp::{Access, HelperArgs, HelperOutcome, Host, HostError, Interpreter, Memory};
+use bpf2sys::interp::{Access, Interpreter, Memory};
 use bpf2sys::isa::{AluOp, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
-use bpf2sys::lower::{self, LowerOptions, LoweredProgram, MapDataLayout};
+use bpf2sys::lower::MapDataLayout;
 use bpf2sys::platform::windows::WINDOWS;
-use bpf2sys::verifier::{verify_program, Verified, VerifierOptions};
+use bpf2sys::verifier::{verify_program, VerifierOptions};
 use bpf2sys_tests::arm64::Arm64Program;
 use bpf2sys_tests::native::{module_from_instructions, HostRuntime, NativeProgram};
+use bpf2sys_tests::support::{lowered, NoHelpers};
 
 fn alu(width: Width, op: AluOp, dst: Reg, src: Operand) -> I {
     I::Alu { width, op, dst, src }
@@ -45,19 +46,6 @@ fn zero_extensions() -> Vec<I> {
         alu(Width::W64, AluOp::Add, r0, Operand::Reg(r4)),                              // 15
         I::Exit,                                                                        // 16
     ]
-}
-
-fn lowered(verified: &Verified, target: Target) -> LoweredProgram {
-    let isa = lower::build_isa(target).unwrap();
-    lower::lower_program(&*isa, std::slice::from_ref(verified), 0, &LowerOptions::new(target), true)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-struct NoHelpers;
-impl Host for NoHelpers {
-    fn call_helper(&mut self, id: i32, _: HelperArgs, _: &mut Memory) -> Result<HelperOutcome, HostError> {
-        Err(HostError::UnknownHelper { id })
-    }
 }
 
 /// An XDP context (data, data_end, data_meta, ingress ifindex) over an empty packet.
