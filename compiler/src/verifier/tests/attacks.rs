@@ -6,24 +6,10 @@
 use super::*;
 use crate::isa::ByteOrder;
 use crate::platform::linux::LINUX;
-use crate::platform::Platform;
 
 const R5: Reg = Reg::R5;
 const R7: Reg = Reg::R7;
 const R8: Reg = Reg::R8;
-
-fn on(
-    platform: &'static Platform,
-    maps: Vec<MapDefinition>,
-    instructions: Vec<I>,
-) -> Result<VerificationReport, Rejection> {
-    let mut m = module(instructions);
-    if !maps.is_empty() {
-        m.maps = maps;
-    }
-    let xdp = platform.program_type_by_name("xdp").unwrap();
-    verify_program(&m, 0, platform, xdp, &VerifierOptions::default()).map(Verified::into_report)
-}
 
 fn ret0(mut body: Vec<I>) -> Vec<I> {
     body.extend([mov(R0, 0), I::Exit]);
@@ -54,7 +40,7 @@ const OOB: &[Property] = &[Property::OutOfBounds];
 
 #[test]
 fn undefined_values_are_rejected_through_every_indirect_use() {
-    let w = |p: Vec<I>| on(&WINDOWS, vec![], p);
+    let w = |p: Vec<I>| verify_xdp_on(&WINDOWS, vec![], p);
     // cmpxchg compares r0 with memory: an undefined r0 is a use.
     let cas = I::Atomic { size: MemSize::DW, op: AtomicOp::CmpXchg, fetch: true, dst: FP, src: R2, offset: -8 };
     rejects(w(ret0(vec![st(MemSize::DW, FP, -8, 0), mov(R2, 1), movr(R0, R7), cas])), UNINIT, "cmpxchg comparand");
@@ -119,16 +105,9 @@ fn undefined_values_are_rejected_through_every_indirect_use() {
     rejects(w(ret0(var)), &[Property::Uninitialized, Property::OutOfBounds], "variable-offset undefined store");
 }
 
-fn ld_abs(size: MemSize, imm: i32) -> I {
-    I::LegacyPacketLoad { mode: PacketLoadMode::Abs, size, src: R0, imm }
-}
-fn ld_ind(size: MemSize, src: Reg, imm: i32) -> I {
-    I::LegacyPacketLoad { mode: PacketLoadMode::Ind, size, src, imm }
-}
-
 #[test]
 fn a_legacy_load_rejects_an_r6_that_may_not_be_the_context_and_a_pointer_offset() {
-    let w = |p: Vec<I>| on(&WINDOWS, vec![], p);
+    let w = |p: Vec<I>| verify_xdp_on(&WINDOWS, vec![], p);
     let ty = &[Property::TypeMismatch, Property::Uninitialized, Property::PointerLeak, Property::PointerArithmetic];
     // r6 is the context on one path and the stack on the other.
     let join = vec![ldx(MemSize::W, R3, R1, 24), movr(R6, R1), jif(JumpCond::Eq, R3, Operand::Imm(0), 1), movr(R6, FP)];
@@ -152,28 +131,13 @@ fn a_legacy_load_rejects_an_r6_that_may_not_be_the_context_and_a_pointer_offset(
 
 /// Linux xdp with a 4-byte-key hash map (index 0) and a ring buffer (index 1).
 fn linux(p: Vec<I>) -> Result<VerificationReport, Rejection> {
-    on(&LINUX, vec![map("m", MapType::HASH, 8), map("events", MapType::RINGBUF, 0)], p)
+    verify_xdp_on(&LINUX, vec![map("m", MapType::HASH, 8), map("events", MapType::RINGBUF, 0)], p)
 }
 
-/// r6 = ctx; tuple at fp-16; r0 = bpf_skc_lookup_tcp(r6, fp-16, 12, 0, 0).
-fn skc() -> Vec<I> {
-    vec![
-        st(MemSize::DW, FP, -16, 0),
-        st(MemSize::W, FP, -8, 0),
-        movr(R1, R6),
-        movr(R2, FP),
-        add(R2, -16),
-        mov(R3, 12),
-        mov(R4, 0),
-        mov(R5, 0),
-        I::CallHelper { id: 99 },
-    ]
-}
-
-/// `r6 = ctx; skc(); if r0 == 0 goto exit; then; r0 = 0; exit`.
+/// `r6 = ctx; skc_lookup_tcp_call(R6); if r0 == 0 goto exit; then; r0 = 0; exit`.
 fn checked_socket(then: Vec<I>) -> Vec<I> {
     let mut p = vec![movr(R6, R1)];
-    p.extend(skc());
+    p.extend(skc_lookup_tcp_call(R6));
     p.push(jif(JumpCond::Eq, R0, Operand::Imm(0), then.len() as i16));
     ret0([p, then].concat())
 }
@@ -197,7 +161,7 @@ fn a_socket_never_serves_as_memory_a_context_or_a_packet_bound() {
     out.extend([mov(R3, 4), mov(R4, 0), I::CallHelper { id: 130 }]);
     rejects(linux(checked_socket(out)), bad, "socket as ringbuf_output data");
     let mut as_ctx = vec![movr(R6, R0)];
-    as_ctx.extend(skc());
+    as_ctx.extend(skc_lookup_tcp_call(R6));
     rejects(linux(checked_socket(as_ctx)), bad, "socket as the lookup's context");
     let atomic = I::Atomic { size: MemSize::W, op: AtomicOp::Add, fetch: false, dst: R0, src: R2, offset: 72 };
     rejects(linux(checked_socket(vec![mov(R2, 1), atomic])), bad, "atomic on a socket");
@@ -209,13 +173,13 @@ fn a_socket_never_serves_as_memory_a_context_or_a_packet_bound() {
     let bound = vec![ldx(MemSize::W, R3, R6, 4), jif(JumpCond::Gt, R0, Operand::Reg(R3), 0)];
     rejects(linux(checked_socket(bound)), bad, "socket compared with data_end");
     let mut stale = vec![movr(R6, R1)];
-    stale.extend(skc());
+    stale.extend(skc_lookup_tcp_call(R6));
     stale.push(movr(R7, R0));
-    stale.extend(skc());
+    stale.extend(skc_lookup_tcp_call(R6));
     stale.extend([jif(JumpCond::Eq, R7, Operand::Imm(0), 1), ldx(MemSize::W, R1, R0, 72)]);
     rejects(linux(ret0(stale)), &[Property::NullDereference], "null check of the first socket, read of the second");
     let mut copy = vec![movr(R6, R1)];
-    copy.extend(skc());
+    copy.extend(skc_lookup_tcp_call(R6));
     copy.extend([movr(R7, R0), jif(JumpCond::Eq, R7, Operand::Imm(0), 1), ldx(MemSize::W, R1, R0, 72)]);
     accepts(linux(ret0(copy)), "a null check of a copy checks the original");
 }
@@ -272,7 +236,7 @@ fn meta_setup() -> Vec<I> {
 
 #[test]
 fn metadata_room_is_only_what_a_check_against_data_proves() {
-    let l = |p: Vec<I>| on(&LINUX, vec![], p);
+    let l = |p: Vec<I>| verify_xdp_on(&LINUX, vec![], p);
     // The check jumps over the read when the room IS there.
     let wrong = vec![movr(R4, R2), add(R4, 8), jif(JumpCond::Le, R4, Operand::Reg(R3), 1), ldx(MemSize::DW, R0, R2, 0)];
     rejects(l(ret0([meta_setup(), wrong].concat())), OOB, "read when meta + 8 > data");
@@ -336,7 +300,7 @@ fn data_end_unequal_to_a_pointer_proves_a_byte_only_for_one_proven_offset() {
             ldx(MemSize::DW, R3, R6, 8),
         ]
     };
-    let w = |p: Vec<I>| on(&WINDOWS, vec![], p);
+    let w = |p: Vec<I>| verify_xdp_on(&WINDOWS, vec![], p);
     let var = vec![
         movr(R4, R2),
         alu(Width::W64, AluOp::Add, R4, Operand::Reg(R5)),
@@ -412,7 +376,7 @@ fn two_paths(path_a: Vec<I>, path_b: Vec<I>, tail: Vec<I>) -> Vec<I> {
 fn registers_of_different_kinds_on_one_path_are_no_same_kind_pair() {
     let leak = &[Property::PointerLeak, Property::PointerArithmetic, Property::TypeMismatch];
     let sub = || alu(Width::W64, AluOp::Sub, R7, Operand::Reg(R8));
-    let w = |p: Vec<I>| on(&WINDOWS, vec![], p);
+    let w = |p: Vec<I>| verify_xdp_on(&WINDOWS, vec![], p);
     // Path A: stack and context; path B: two stack pointers. The difference would be an address distance.
     let fp8 = || vec![movr(R7, FP), add(R7, -8)];
     let a = [fp8(), vec![movr(R8, R1)]].concat();
@@ -453,7 +417,7 @@ fn a_function_called_from_two_contexts_is_checked_in_both_even_past_a_merge_poin
     ];
     let mut first_context_only = program.clone();
     first_context_only[4] = add(R1, -8);
-    let w = |p: Vec<I>| on(&WINDOWS, vec![], p);
+    let w = |p: Vec<I>| verify_xdp_on(&WINDOWS, vec![], p);
     // Stack bytes read by the callee must be initialised: write fp-16..fp first (shifts no offsets: the calls are
     // relative).
     let init = |p: Vec<I>| [vec![st(MemSize::DW, FP, -8, 0), st(MemSize::DW, FP, -16, 0)], p].concat();

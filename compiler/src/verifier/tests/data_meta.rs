@@ -9,9 +9,7 @@ use crate::platform::Platform;
 const R5: Reg = Reg::R5;
 
 fn verify_on(platform: &'static Platform, instructions: Vec<I>) -> Result<VerificationReport, Rejection> {
-    let m = module(instructions);
-    let xdp = platform.program_type_by_name("xdp").unwrap();
-    verify_program(&m, 0, platform, xdp, &VerifierOptions::default()).map(Verified::into_report)
+    verify_xdp_on(platform, vec![], instructions)
 }
 
 /// Linux `xdp_md`: r2 = data_meta, r3 = data (4-byte fields at 8 and 0), `r4 = r2 + n; if r4 > r3 goto exit`

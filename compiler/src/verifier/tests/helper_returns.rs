@@ -5,16 +5,11 @@
 use super::*;
 use crate::platform::linux::LINUX;
 
-const R5: Reg = Reg::R5;
-
 fn verify_on(
     platform: &'static crate::platform::Platform,
     instructions: Vec<I>,
 ) -> Result<VerificationReport, Rejection> {
-    let mut m = module(instructions);
-    m.maps = vec![map("events", MapType::RINGBUF, 0)];
-    let xdp = platform.program_type_by_name("xdp").unwrap();
-    verify_program(&m, 0, platform, xdp, &VerifierOptions::default()).map(Verified::into_report)
+    verify_xdp_on(platform, vec![map("events", MapType::RINGBUF, 0)], instructions)
 }
 
 fn linux(instructions: Vec<I>) -> Result<VerificationReport, Rejection> {
@@ -28,16 +23,7 @@ fn property(r: Result<VerificationReport, Rejection>) -> Property {
 /// A 12-byte tuple at fp-16, then `r0 = bpf_skc_lookup_tcp(ctx, fp-16, 12, 0, 0)`, optionally
 /// `if r0 == 0 goto exit`, then `then` and `r0 = 0; exit`.
 fn skc_lookup(null_check: bool, then: Vec<I>) -> Vec<I> {
-    let mut p = vec![
-        st(MemSize::DW, FP, -16, 0),
-        st(MemSize::W, FP, -8, 0),
-        movr(R2, FP),
-        add(R2, -16),
-        mov(R3, 12),
-        mov(R4, 0),
-        mov(R5, 0),
-        I::CallHelper { id: 99 },
-    ];
+    let mut p = skc_lookup_tcp_call(R1);
     if null_check {
         p.push(jif(JumpCond::Eq, R0, Operand::Imm(0), then.len() as i16));
     }

@@ -6,13 +6,6 @@ use super::*;
 
 const R7: Reg = Reg::R7;
 
-fn ld_abs(size: MemSize, imm: i32) -> I {
-    I::LegacyPacketLoad { mode: PacketLoadMode::Abs, size, src: R0, imm }
-}
-fn ld_ind(size: MemSize, src: Reg, imm: i32) -> I {
-    I::LegacyPacketLoad { mode: PacketLoadMode::Ind, size, src, imm }
-}
-
 fn verify_as(instructions: Vec<I>, program_type: &str) -> Result<Verified<'static>, Rejection> {
     let m: &'static Module = Box::leak(Box::new(module(instructions)));
     let t = WINDOWS.program_type_by_name(program_type).unwrap();

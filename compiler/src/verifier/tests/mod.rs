@@ -90,6 +90,38 @@ fn verify_with(instructions: Vec<I>, options: &VerifierOptions) -> Result<Verifi
     verify_program(&m, 0, &WINDOWS, xdp, options).map(Verified::into_report)
 }
 
+/// Verifies `instructions` as an xdp program of `platform`, with `maps` (the module's default test map when empty).
+fn verify_xdp_on(
+    platform: &'static crate::platform::Platform,
+    maps: Vec<MapDefinition>,
+    instructions: Vec<I>,
+) -> Result<VerificationReport, Rejection> {
+    let mut m = module(instructions);
+    if !maps.is_empty() {
+        m.maps = maps;
+    }
+    let xdp = platform.program_type_by_name("xdp").unwrap();
+    verify_program(&m, 0, platform, xdp, &VerifierOptions::default()).map(Verified::into_report)
+}
+
+fn ld_abs(size: MemSize, imm: i32) -> I {
+    I::LegacyPacketLoad { mode: PacketLoadMode::Abs, size, src: R0, imm }
+}
+
+fn ld_ind(size: MemSize, src: Reg, imm: i32) -> I {
+    I::LegacyPacketLoad { mode: PacketLoadMode::Ind, size, src, imm }
+}
+
+/// A zeroed 12-byte tuple at fp-16, then `r0 = bpf_skc_lookup_tcp(ctx, fp-16, 12, 0, 0)` (Linux helper 99).
+fn skc_lookup_tcp_call(ctx: Reg) -> Vec<I> {
+    let mut p = vec![st(MemSize::DW, FP, -16, 0), st(MemSize::W, FP, -8, 0)];
+    if ctx != R1 {
+        p.push(movr(R1, ctx));
+    }
+    p.extend([movr(R2, FP), add(R2, -16), mov(R3, 12), mov(R4, 0), mov(Reg::R5, 0), I::CallHelper { id: 99 }]);
+    p
+}
+
 fn verify(instructions: Vec<I>) -> Result<VerificationReport, Rejection> {
     verify_with(instructions, &VerifierOptions::default())
 }
