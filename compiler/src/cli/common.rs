@@ -93,6 +93,20 @@ impl OutputReplace {
     }
 }
 
+/// A field of an `inspect` JSON report as the text renderings print it: strings bare, null as `-`.
+pub fn report_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The items of an `inspect` JSON report's list field; a missing field renders as an empty list.
+pub fn report_items(v: &serde_json::Value) -> &[serde_json::Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
 /// The file name the front end records for an object (the driver's C name, contract §1.1).
 pub fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()

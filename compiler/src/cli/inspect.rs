@@ -17,7 +17,7 @@ use bpf2sys::platform::Platform;
 use bpf2sys::program::{MapDefinition, Module, Pinning, Program};
 use serde_json::{json, Value};
 
-use super::common::{file_name, InputLimit, OutputFormat, PlatformArg};
+use super::common::{file_name, report_items as arr, report_text as s, InputLimit, OutputFormat, PlatformArg};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -211,23 +211,13 @@ pub fn describe_for(module: &Module, platform: &'static Platform) -> Value {
     })
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
 /// Human-readable rendering of [`describe_for`]'s report.
 pub fn render_text(r: &Value) -> String {
     let mut o = String::new();
-    let empty = Vec::new();
-    let arr = |v: &Value| v.as_array().unwrap_or(&empty).clone();
     let _ = writeln!(o, "module {}", s(&r["module"]));
     let maps = arr(&r["maps"]);
     let _ = writeln!(o, "\nmaps ({}):", maps.len());
-    for m in &maps {
+    for m in maps {
         let _ = writeln!(
             o,
             "  [{}] {} {} key {} value {} max_entries {} pinning {} id {}{}",
@@ -275,20 +265,18 @@ pub fn render_text(r: &Value) -> String {
     }
     let sections = arr(&r["sections"]);
     let _ = writeln!(o, "\nsections ({}):", sections.len());
-    for sec in &sections {
+    for sec in sections {
         let progs: Vec<String> = arr(&sec["programs"]).iter().map(s).collect();
         let _ = writeln!(o, "  {}: {}", s(&sec["name"]), progs.join(", "));
     }
     for p in arr(&r["programs"]) {
-        render_program(&mut o, &p);
+        render_program(&mut o, p);
     }
     o
 }
 
 /// One program of [`render_text`]: types, sizes, functions, helpers, relocations and the disassembly with source.
 fn render_program(o: &mut String, p: &Value) {
-    let empty = Vec::new();
-    let arr = |v: &Value| v.as_array().unwrap_or(&empty).clone();
     let _ = writeln!(o, "\nprogram {} (section {})", s(&p["name"]), s(&p["section"]));
     let ty = |v: &Value| {
         if v.is_null() {
@@ -314,7 +302,7 @@ fn render_program(o: &mut String, p: &Value) {
     }
     let relocs = arr(&p["relocations"]);
     let _ = writeln!(o, "  relocations ({}):", relocs.len());
-    for rel in &relocs {
+    for rel in relocs {
         let _ = match rel["kind"].as_str() {
             Some("map") => writeln!(o, "    slot {}: map {} ({})", rel["slot"], rel["map"], s(&rel["map_name"])),
             Some("global") => writeln!(

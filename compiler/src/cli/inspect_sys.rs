@@ -18,6 +18,8 @@ use bpf2sys_signing::pe::PeHeaders;
 use bpf2sys_signing::{verify_pe, VerifyOptions};
 use serde_json::{json, Value};
 
+use super::common::{report_items as arr, report_text as s};
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -222,25 +224,15 @@ pub fn describe_driver(name: &str, bytes: &[u8]) -> Result<Value> {
     }))
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
 /// Human-readable rendering of [`describe_driver`]'s report.
 pub fn render_text(r: &Value) -> String {
     let mut o = String::new();
-    let empty = Vec::new();
-    let arr = |v: &Value| v.as_array().unwrap_or(&empty).clone();
     let _ =
         writeln!(o, "driver {} ({}), runtime version {}", s(&r["driver"]), s(&r["machine"]), s(&r["runtime_version"]));
     let _ = writeln!(o, "ELF hash: {}", s(&r["elf_hash"]));
     let maps = arr(&r["maps"]);
     let _ = writeln!(o, "\nmaps ({}):", maps.len());
-    for m in &maps {
+    for m in maps {
         let inner = if m["inner_map"].is_null() { String::new() } else { format!(" inner {}", s(&m["inner_map"])) };
         let _ = writeln!(
             o,
@@ -327,7 +319,7 @@ pub fn render_text(r: &Value) -> String {
         );
         let _ = writeln!(o, "  page hashes: {}", s(&sig["page_hashes"]));
         for p in arr(&sig["problems"]) {
-            let _ = writeln!(o, "  problem: {}", s(&p));
+            let _ = writeln!(o, "  problem: {}", s(p));
         }
     }
     o

@@ -284,41 +284,43 @@ fn map_host_page(cpu: &mut Cpu<'_>, kind: MemType, address: u64, _size: usize, _
     unsafe { cpu.mem_map_ptr(page, PAGE as u64, prot, page as *mut c_void) }.is_ok()
 }
 
+/// The general-purpose registers X0–X30 by number (AAPCS64), for the emulator's register file.
+pub(crate) const X_REGISTERS: [RegisterARM64; 31] = [
+    RegisterARM64::X0,
+    RegisterARM64::X1,
+    RegisterARM64::X2,
+    RegisterARM64::X3,
+    RegisterARM64::X4,
+    RegisterARM64::X5,
+    RegisterARM64::X6,
+    RegisterARM64::X7,
+    RegisterARM64::X8,
+    RegisterARM64::X9,
+    RegisterARM64::X10,
+    RegisterARM64::X11,
+    RegisterARM64::X12,
+    RegisterARM64::X13,
+    RegisterARM64::X14,
+    RegisterARM64::X15,
+    RegisterARM64::X16,
+    RegisterARM64::X17,
+    RegisterARM64::X18,
+    RegisterARM64::X19,
+    RegisterARM64::X20,
+    RegisterARM64::X21,
+    RegisterARM64::X22,
+    RegisterARM64::X23,
+    RegisterARM64::X24,
+    RegisterARM64::X25,
+    RegisterARM64::X26,
+    RegisterARM64::X27,
+    RegisterARM64::X28,
+    RegisterARM64::X29,
+    RegisterARM64::X30,
+];
+
 fn x(n: usize) -> RegisterARM64 {
-    const X: [RegisterARM64; 31] = [
-        RegisterARM64::X0,
-        RegisterARM64::X1,
-        RegisterARM64::X2,
-        RegisterARM64::X3,
-        RegisterARM64::X4,
-        RegisterARM64::X5,
-        RegisterARM64::X6,
-        RegisterARM64::X7,
-        RegisterARM64::X8,
-        RegisterARM64::X9,
-        RegisterARM64::X10,
-        RegisterARM64::X11,
-        RegisterARM64::X12,
-        RegisterARM64::X13,
-        RegisterARM64::X14,
-        RegisterARM64::X15,
-        RegisterARM64::X16,
-        RegisterARM64::X17,
-        RegisterARM64::X18,
-        RegisterARM64::X19,
-        RegisterARM64::X20,
-        RegisterARM64::X21,
-        RegisterARM64::X22,
-        RegisterARM64::X23,
-        RegisterARM64::X24,
-        RegisterARM64::X25,
-        RegisterARM64::X26,
-        RegisterARM64::X27,
-        RegisterARM64::X28,
-        RegisterARM64::X29,
-        RegisterARM64::X30,
-    ];
-    X[n]
+    X_REGISTERS[n]
 }
 
 const PRESERVED_D: [RegisterARM64; 8] = [

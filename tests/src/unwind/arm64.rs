@@ -13,6 +13,7 @@ use unicorn_engine::unicorn_const::{Arch, Mode, Prot};
 use unicorn_engine::{RegisterARM64, Unicorn};
 
 use super::{clobbered, sentinel, MappedImage, UnwindError, UnwindReport, RETURN_ADDRESS};
+use crate::arm64::X_REGISTERS as X;
 
 /// The registers a virtual unwind reads and restores.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -367,40 +368,6 @@ struct Machine {
 fn emu(what: &str) -> impl Fn(unicorn_engine::unicorn_const::uc_error) -> UnwindError + '_ {
     move |e| UnwindError::Emulator(format!("{what}: {e:?}"))
 }
-
-const X: [RegisterARM64; 31] = [
-    RegisterARM64::X0,
-    RegisterARM64::X1,
-    RegisterARM64::X2,
-    RegisterARM64::X3,
-    RegisterARM64::X4,
-    RegisterARM64::X5,
-    RegisterARM64::X6,
-    RegisterARM64::X7,
-    RegisterARM64::X8,
-    RegisterARM64::X9,
-    RegisterARM64::X10,
-    RegisterARM64::X11,
-    RegisterARM64::X12,
-    RegisterARM64::X13,
-    RegisterARM64::X14,
-    RegisterARM64::X15,
-    RegisterARM64::X16,
-    RegisterARM64::X17,
-    RegisterARM64::X18,
-    RegisterARM64::X19,
-    RegisterARM64::X20,
-    RegisterARM64::X21,
-    RegisterARM64::X22,
-    RegisterARM64::X23,
-    RegisterARM64::X24,
-    RegisterARM64::X25,
-    RegisterARM64::X26,
-    RegisterARM64::X27,
-    RegisterARM64::X28,
-    RegisterARM64::X29,
-    RegisterARM64::X30,
-];
 
 const D: [RegisterARM64; 8] = [
     RegisterARM64::D8,
