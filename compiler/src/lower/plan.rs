@@ -12,6 +12,7 @@
 //! | [`Verified::branch_decision`] | conditional jumps whose direction the verifier proved ([`JumpLowering::Goto`]) | the verifier's facts |
 //! | [`super::if_conversion::fall_through_path`] | conditional jumps over short effect-free paths ([`JumpLowering::Select`]) | the instructions, the promoted slots |
 //! | [`Verified::is_redundant_zero_extension`] | zero-extension idioms left out ([`FunctionPlan::is_omitted`]) | the verifier's facts, the block leaders |
+//! | [`block_entry_constants`] | the registers holding one constant on every path into a block ([`FunctionPlan::constants_at`]) | the instructions, the block leaders |
 //!
 //! Two improvements work inside one block while translating, because their input is the SSA value each register
 //! holds there: [`super::load_combine`] (byte loads assembling one wider value) and [`super::stack_stores`]
@@ -26,6 +27,7 @@ use crate::verifier::{BranchDecision, Verified};
 
 use super::if_conversion::fall_through_path;
 use super::stack_slots::promotable_slots;
+use super::stack_stores::ConstantRegisters;
 use super::translate::function_shape;
 
 /// How one conditional jump is lowered.
@@ -53,6 +55,8 @@ pub struct FunctionPlan {
     jumps: BTreeMap<usize, JumpLowering>,
     /// Slots (absolute) of zero-extension idioms the verifier proved leave their register unchanged.
     omitted: BTreeSet<usize>,
+    /// The constants registers hold on entry to each block (absolute leader slot) that some path reaches.
+    block_constants: BTreeMap<usize, ConstantRegisters>,
 }
 
 impl FunctionPlan {
@@ -67,7 +71,20 @@ impl FunctionPlan {
         let omitted = omitted_zero_extensions(instructions, function.start, |pc| {
             (verified.is_redundant_zero_extension(pc), verified.control_flow().is_block_leader(pc))
         });
-        FunctionPlan { movable_loads: !shape.writes_or_calls && !shape.loops, promoted_slots, jumps, omitted }
+        let block_constants =
+            block_entry_constants(instructions, function.start, |pc| verified.control_flow().is_block_leader(pc));
+        FunctionPlan {
+            movable_loads: !shape.writes_or_calls && !shape.loops,
+            promoted_slots,
+            jumps,
+            omitted,
+            block_constants,
+        }
+    }
+
+    /// The registers known to hold one constant whenever the block starting at (absolute) `leader` is entered.
+    pub fn constants_at(&self, leader: usize) -> ConstantRegisters {
+        self.block_constants.get(&leader).cloned().unwrap_or_default()
     }
 
     /// Whether the instruction at (absolute) `slot` is left out: it is part of a zero-extension idiom that leaves
@@ -128,10 +145,69 @@ fn omitted_zero_extensions(
     omitted
 }
 
+/// The registers that hold the same constant on every path into each block of one function (`instructions`, first
+/// slot `start`; `is_leader` says which absolute slots start blocks), keyed by absolute leader slot: forward constant
+/// propagation over the function's control flow, with the transfer function the translation itself applies inside a
+/// block ([`ConstantRegisters::update`], the interpreter's RFC 9669 §4.1 semantics). Where paths join, a register
+/// keeps its constant only if every path brings the same one ([`ConstantRegisters::meet`]). The function start
+/// knows no register (arguments, and a caller's registers for a subprogram), calls forget r0–r5 (RFC 9669 §2.4),
+/// and every conditional jump counts both ways, so a fact holds in every execution. Blocks no path reaches get no
+/// entry (and so know nothing). clang keeps a constant it reuses in a register set once before a loop (`sieve`'s
+/// `r3 = 0` stored in its marking loop): inside the loop only this pass knows it is a constant.
+pub fn block_entry_constants(
+    instructions: &[Instruction],
+    start: usize,
+    is_leader: impl Fn(usize) -> bool,
+) -> BTreeMap<usize, ConstantRegisters> {
+    let n = instructions.len();
+    let mut entry: BTreeMap<usize, ConstantRegisters> = BTreeMap::new();
+    if n == 0 {
+        return entry;
+    }
+    entry.insert(0, ConstantRegisters::default());
+    let mut work = vec![0usize];
+    let in_function = |slot: Option<i64>| slot.and_then(|s| usize::try_from(s).ok()).filter(|&s| s < n);
+    while let Some(leader) = work.pop() {
+        let mut state = entry[&leader].clone();
+        let mut at = leader;
+        let successors: Vec<usize> = loop {
+            let insn = &instructions[at];
+            state.update(insn);
+            let next = at + 1;
+            match insn {
+                Instruction::Exit => break Vec::new(),
+                Instruction::Jump { .. } => break in_function(insn.jump_target(at)).into_iter().collect(),
+                Instruction::JumpIf { .. } => {
+                    break in_function(insn.jump_target(at)).into_iter().chain(in_function(Some(next as i64))).collect()
+                }
+                _ if next >= n => break Vec::new(),
+                _ if is_leader(start + next) => break vec![next],
+                _ => at = next,
+            }
+        };
+        for successor in successors {
+            match entry.get_mut(&successor) {
+                Some(known) => {
+                    let before = known.clone();
+                    known.meet(&state);
+                    if *known != before {
+                        work.push(successor);
+                    }
+                }
+                None => {
+                    entry.insert(successor, state.clone());
+                    work.push(successor);
+                }
+            }
+        }
+    }
+    entry.into_iter().map(|(slot, constants)| (start + slot, constants)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::isa::{AluOp, JumpCond, Operand, Reg, Width};
+    use crate::isa::{AluOp, JumpCond, MemSize, Operand, Reg, Width};
 
     fn jump_if(offset: i16) -> Instruction {
         Instruction::JumpIf { width: Width::W64, cond: JumpCond::Eq, dst: Reg::R1, src: Operand::Imm(0), offset }
@@ -153,6 +229,49 @@ mod tests {
         assert_eq!(unproven.get(&10), Some(&JumpLowering::Select { path: vec![1] }));
         let call = [jump_if(1), Instruction::CallHelper { id: 1 }, Instruction::Exit];
         assert!(plan_jumps(&call, 0, &BTreeSet::new(), |_| BranchDecision::Compare).is_empty());
+    }
+
+    #[test]
+    fn a_constant_reaches_a_block_only_when_every_path_into_it_brings_the_same_one() {
+        let mov = |dst, imm| Instruction::Alu { width: Width::W64, op: AluOp::Mov, dst, src: Operand::Imm(imm) };
+        let loop_back = Instruction::JumpIf {
+            width: Width::W64,
+            cond: JumpCond::Ne,
+            dst: Reg::R2,
+            src: Operand::Reg(Reg::R5),
+            offset: -3,
+        };
+        // 0: r3 = 0; 1: r4 = 7; 2: if r1 == 0 goto 4; 3: r4 = 8;
+        // 4: *(u8 *)(r2 + 0) = r3; 5: r2 += 1; 6: if r2 != r5 goto 4; 7: r3 += 1; 8: exit  (function at slot 30)
+        let program = [
+            mov(Reg::R3, 0),
+            mov(Reg::R4, 7),
+            jump_if(1),
+            mov(Reg::R4, 8),
+            Instruction::Store { size: MemSize::B, dst: Reg::R2, offset: 0, src: Operand::Reg(Reg::R3) },
+            add(Reg::R2, 1),
+            loop_back,
+            add(Reg::R3, 1),
+            Instruction::Exit,
+        ];
+        let leaders = [30, 33, 34, 37];
+        let constants = block_entry_constants(&program, 30, |pc| leaders.contains(&pc));
+        let known = |slot: usize, reg: Reg| constants[&slot].operand(Operand::Reg(reg));
+        // The loop head: r3 is 0 on entry and around the back edge; r4 is 7 on one path and 8 on the other; r2
+        // changes in the loop; r1 and r5 are never known.
+        assert_eq!(known(34, Reg::R3), Some(0));
+        assert_eq!(known(34, Reg::R4), None);
+        assert_eq!(known(34, Reg::R2), None);
+        assert_eq!(known(33, Reg::R4), Some(7));
+        assert_eq!(known(37, Reg::R3), Some(0));
+        for reg in [Reg::R1, Reg::R5] {
+            assert!(leaders.iter().all(|&l| known(l, reg).is_none()), "{reg:?}");
+        }
+        // Nothing is known at the function start, nor in a block no path reaches.
+        assert_eq!(constants[&30], ConstantRegisters::default());
+        let dead = [Instruction::Exit, mov(Reg::R3, 1), Instruction::Exit];
+        let constants = block_entry_constants(&dead, 0, |pc| pc < 2);
+        assert!(!constants.contains_key(&1));
     }
 
     #[test]

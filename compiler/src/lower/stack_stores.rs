@@ -19,7 +19,7 @@ use crate::isa::semantics::{eval_alu, eval_byte_order};
 use crate::isa::{AluOp, Imm64Kind, Instruction, MemSize, Operand, Reg};
 
 /// Registers whose value is a known constant at the current instruction of a block.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConstantRegisters {
     values: [Option<u64>; Reg::COUNT],
 }
@@ -28,6 +28,15 @@ impl ConstantRegisters {
     /// Forgets everything: at a block start, where other paths may join.
     pub fn clear(&mut self) {
         self.values = [None; Reg::COUNT];
+    }
+
+    /// Keeps only the constants `other` agrees on: the registers known where two paths join.
+    pub fn meet(&mut self, other: &ConstantRegisters) {
+        for (mine, theirs) in self.values.iter_mut().zip(other.values) {
+            if *mine != theirs {
+                *mine = None;
+            }
+        }
     }
 
     /// The value of `operand` if it is known. Immediates are sign-extended as for 64-bit operations; a 32-bit

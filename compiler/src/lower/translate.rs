@@ -29,8 +29,9 @@
 //!   and it may be misaligned.
 //!   There are no bounds checks: the verifier proved every access safe before lowering, so loads are `notrap`.
 //!   Byte loads that assemble one wider value become one load ([`super::load_combine`]); constant stores to the
-//!   stack are merged ([`super::stack_stores`]); spill slots no pointer reaches live in SSA variables
-//!   ([`super::stack_slots`]).
+//!   stack are merged ([`super::stack_stores`]); any other store of a constant — an immediate, or a register that
+//!   holds one constant on every path ([`super::plan::block_entry_constants`]) — stores an immediate of the access's
+//!   width; spill slots no pointer reaches live in SSA variables ([`super::stack_slots`]).
 //! - **Runtime contract.** Helper calls, map addresses and global-variable addresses go through the
 //!   `program_runtime_context_t` passed as the entry function's second argument; [`RuntimeEnvironment`]
 //!   (`runtime_env`) is the only lowering code that knows its layout (contract §2.2, §5.2–5.4).
@@ -252,20 +253,7 @@ impl FunctionTranslator<'_> {
         for r in regs {
             b.def_var(r, zero);
         }
-        let frame = if is_entry {
-            let size = STACK_FRAME_SIZE * frames;
-            let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 4));
-            let base = b.ins().stack_addr(types::I64, slot, 0);
-            let top = b.ins().iadd_imm_s(base, size as i64);
-            b.def_var(regs[1], params[0]);
-            b.def_var(regs[10], top);
-            Frame { regs, context: params[0], runtime_context: params[1], zero }
-        } else {
-            for (i, r) in [1, 2, 3, 4, 5, 10].into_iter().enumerate() {
-                b.def_var(regs[r], params[i]);
-            }
-            Frame { regs, context: params[6], runtime_context: params[7], zero }
-        };
+        let frame = Self::function_frame(&mut b, regs, &params, zero, is_entry.then_some(frames));
         // A function that never writes memory, never calls and has no loop reads memory that cannot change while it
         // runs, and every use of a load is dominated by the load itself: the load may then be placed at its use
         // (Cranelift's `can_move`) without ever running on a path where the original would not have run. This
@@ -300,7 +288,7 @@ impl FunctionTranslator<'_> {
                     b.ins().jump(block, &[]);
                 }
                 b.switch_to_block(block);
-                constants.clear();
+                constants = self.plan.constants_at(pc); // what every path into it agrees on (`plan`)
                 assemblies.clear();
             } else if terminated {
                 continue; // An lddw continuation after a terminator, or dead code without a label.
@@ -323,7 +311,10 @@ impl FunctionTranslator<'_> {
                 Self::flush_stack_stores(&mut b, &frame, &mut pending);
             }
             constants.update(&insn);
-            if self.translate_promoted_access(&mut b, &frame, insn) || combination == Combination::Redundant {
+            if self.translate_promoted_access(&mut b, &frame, insn)
+                || combination == Combination::Redundant
+                || Self::translate_constant_store(&mut b, &frame, insn, &constants)
+            {
                 terminated = false;
                 continue;
             }
@@ -342,6 +333,32 @@ impl FunctionTranslator<'_> {
         b.finalize(frontend);
         remove_unused_loads(&mut func);
         Ok(func)
+    }
+
+    /// The registers' first values and the [`Frame`] of a function with parameters `params`: the entry function (with
+    /// `entry_frames` eBPF frames) gets `r1 = context` and `r10` at the top of its own stack; a subprogram gets r1–r5
+    /// and its `r10` from its caller.
+    fn function_frame(
+        b: &mut FunctionBuilder,
+        regs: [Variable; Reg::COUNT],
+        params: &[Value],
+        zero: Value,
+        entry_frames: Option<u32>,
+    ) -> Frame {
+        if let Some(frames) = entry_frames {
+            let size = STACK_FRAME_SIZE * frames;
+            let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 4));
+            let base = b.ins().stack_addr(types::I64, slot, 0);
+            let top = b.ins().iadd_imm_s(base, size as i64);
+            b.def_var(regs[1], params[0]);
+            b.def_var(regs[10], top);
+            Frame { regs, context: params[0], runtime_context: params[1], zero }
+        } else {
+            for (i, r) in [1, 2, 3, 4, 5, 10].into_iter().enumerate() {
+                b.def_var(regs[r], params[i]);
+            }
+            Frame { regs, context: params[6], runtime_context: params[7], zero }
+        }
     }
 
     /// Translates an access to a stack slot kept in an SSA variable; returns false if `insn` is not one.
@@ -422,6 +439,35 @@ impl FunctionTranslator<'_> {
         } else {
             b.ins().uextend(types::I64, value)
         }
+    }
+
+    /// Translates a store of an immediate or of a register `constants` knows ([`Self::store_constant`]); returns false
+    /// if `insn` is not one.
+    fn translate_constant_store(
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        insn: Instruction,
+        constants: &ConstantRegisters,
+    ) -> bool {
+        let Instruction::Store { size, dst, offset, src } = insn else { return false };
+        let Some(value) = constants.operand(src) else { return false };
+        Self::store_constant(b, frame, size, dst, offset, value);
+        true
+    }
+
+    /// A store of an immediate or of a register known to hold `value` (see `plan::block_entry_constants`): the
+    /// constant as an `iconst` of the access's own width, written with `store`. Only in that shape does Cranelift's
+    /// x64 backend store the constant as an immediate (`mov $imm, mem`); a narrowing `istore8/16/32` of a 64-bit
+    /// constant first materialises it in a register, inside a loop on every iteration, since Cranelift
+    /// rematerialises constants at their uses (`sieve`'s marking loop). The bytes written are the low `size` bytes
+    /// of `value` either way (RFC 9669 §5.2).
+    fn store_constant(b: &mut FunctionBuilder, frame: &Frame, size: MemSize, dst: Reg, offset: i16, value: u64) {
+        let addr = b.use_var(frame.regs[dst.index()]);
+        let bits = size.bytes() * 8;
+        // Cranelift wants narrow constants zero-extended.
+        let value = if bits == 64 { value } else { value & ((1u64 << bits) - 1) };
+        let constant = b.ins().iconst(Self::memory_type(size), value as i64);
+        b.ins().store(mem(), constant, addr, i32::from(offset));
     }
 
     /// Writes the buffered constant stack stores as merged, naturally aligned stores.
