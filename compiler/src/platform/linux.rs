@@ -8,8 +8,8 @@
 
 pub use super::linux_helpers::GLOBAL_HELPERS;
 use super::linux_helpers::{
-    CGROUP_SOCK_HELPERS, KPROBE_HELPERS, PERF_EVENT_HELPERS, SKB_HELPERS, SOCK_ADDR_HELPERS, SOCK_OPS_HELPERS,
-    TRACING_HELPERS, XDP_HELPERS,
+    CGROUP_SOCK_HELPERS, KPROBE_HELPERS, PERF_EVENT_HELPERS, SKB_HELPERS, SOCKET_LOOKUP_HELPERS, SOCK_ADDR_HELPERS,
+    SOCK_OPS_HELPERS, TRACING_HELPERS, XDP_HELPERS,
 };
 use super::table::{field, map_type, object_field, prefix};
 use super::{
@@ -173,6 +173,15 @@ static KPROBE_ALL_HELPERS: &[HelperPrototype] =
 static PERF_EVENT_ALL_HELPERS: &[HelperPrototype] =
     &concat_helpers::<{ PERF_EVENT_HELPERS.len() + TRACING_HELPERS.len() }>(PERF_EVENT_HELPERS, TRACING_HELPERS);
 
+/// The program types that may look sockets up (`linux_helpers::SOCKET_LOOKUP_HELPERS`).
+static SKB_LOOKUP_HELPERS: &[HelperPrototype] =
+    &concat_helpers::<{ SKB_HELPERS.len() + SOCKET_LOOKUP_HELPERS.len() }>(SKB_HELPERS, SOCKET_LOOKUP_HELPERS);
+static XDP_LOOKUP_HELPERS: &[HelperPrototype] =
+    &concat_helpers::<{ XDP_HELPERS.len() + SOCKET_LOOKUP_HELPERS.len() }>(XDP_HELPERS, SOCKET_LOOKUP_HELPERS);
+static SOCK_ADDR_LOOKUP_HELPERS: &[HelperPrototype] = &concat_helpers::<
+    { SOCK_ADDR_HELPERS.len() + SOCKET_LOOKUP_HELPERS.len() },
+>(SOCK_ADDR_HELPERS, SOCKET_LOOKUP_HELPERS);
+
 const fn concat_helpers<const N: usize>(a: &[HelperPrototype], b: &[HelperPrototype]) -> [HelperPrototype; N] {
     let mut out = [a[0]; N];
     let mut i = 0;
@@ -230,7 +239,7 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
         SKB_CONTEXT,
         SKB_FIELDS,
         &[prefix("tc", attach("tc", 0)), prefix("classifier", attach("tc", 0))],
-        SKB_HELPERS,
+        SKB_LOOKUP_HELPERS,
     ),
     program_type(
         "tracepoint",
@@ -276,7 +285,7 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
         ContextDescriptor { size: 24, data: 0, end: 4, meta: 8 },
         XDP_FIELDS,
         &[prefix("xdp", attach("xdp", 37))],
-        XDP_HELPERS,
+        XDP_LOOKUP_HELPERS,
     ),
     program_type(
         "cgroup_skb",
@@ -287,7 +296,7 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
             prefix("cgroup_skb/ingress", attach("cgroup_inet_ingress", 0)),
             prefix("cgroup_skb/egress", attach("cgroup_inet_egress", 1)),
         ],
-        SKB_HELPERS,
+        SKB_LOOKUP_HELPERS,
     ),
     program_type(
         "sock_ops",
@@ -310,7 +319,7 @@ pub static PROGRAM_TYPES: &[ProgramType] = &[
             prefix("cgroup/sendmsg4", attach("cgroup_udp4_sendmsg", 14)),
             prefix("cgroup/sendmsg6", attach("cgroup_udp6_sendmsg", 15)),
         ],
-        SOCK_ADDR_HELPERS,
+        SOCK_ADDR_LOOKUP_HELPERS,
     ),
 ];
 
@@ -382,6 +391,15 @@ mod tests {
         assert_eq!(LINUX.helper(kprobe, 58).unwrap().name, "bpf_override_return");
         let tp = LINUX.program_type_by_name("tracepoint").unwrap();
         assert!(LINUX.helper(tp, 58).is_none() && LINUX.helper(tp, 113).is_some());
+        // Ring-buffer records everywhere; socket lookups and their release where Linux offers them.
+        assert_eq!(LINUX.helper(tp, 132).unwrap().reference, super::super::Reference::Releases);
+        let socket_filter = LINUX.program_type_by_name("socket_filter").unwrap();
+        assert!(LINUX.helper(socket_filter, 84).is_none() && LINUX.helper(socket_filter, 86).is_none());
+        for name in ["xdp", "sched_cls", "cgroup_skb", "cgroup_sock_addr"] {
+            let pt = LINUX.program_type_by_name(name).unwrap();
+            assert_eq!(LINUX.helper(pt, 85).unwrap().reference, super::super::Reference::Acquires, "{name}");
+            assert_eq!(LINUX.helper(pt, 86).unwrap().name, "bpf_sk_release", "{name}");
+        }
         let mut ids: Vec<u32> = GLOBAL_HELPERS.iter().map(|h| h.id).collect();
         for pt in PROGRAM_TYPES {
             ids.extend(pt.specific_helpers.iter().map(|h| h.id));

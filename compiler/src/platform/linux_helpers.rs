@@ -3,17 +3,28 @@
 //! grouped by the program types that may call them.
 //!
 //! Only helpers whose arguments and result this verifier can model are listed: helpers that take kernel object
-//! pointers (sockets, BTF ids, dynptrs, timers, spin locks, ring-buffer records — so `bpf_sk_release` and
-//! `bpf_ringbuf_submit`/`discard` too), return other kernel objects, take callbacks or constant strings are left
-//! out, so a program calling them is refused as calling an unknown helper rather than checked against a weaker
-//! prototype. Two results are modelled (docs/verifier.md §2, "Helpers"): `bpf_skc_lookup_tcp`'s read-only
-//! socket-or-null and `bpf_ringbuf_reserve`'s record-or-null of the requested size.
+//! pointers other than the references below (BTF ids, dynptrs, timers, spin locks), return other kernel objects,
+//! take callbacks or constant strings are left out, so a program calling them is refused as calling an unknown
+//! helper rather than checked against a weaker prototype. Modelled results and references (docs/verifier.md §2,
+//! "Helpers" and "References"): the socket lookups return a read-only socket-or-null and `bpf_ringbuf_reserve` a
+//! record-or-null of the requested size, each a reference (`Reference::Acquires`) the program must give back
+//! with `bpf_sk_release` or `bpf_ringbuf_submit`/`discard` (`Reference::Releases`) before it ends.
 
 use super::table::proto;
-use super::{HelperArg as A, HelperPrototype, HelperReturn as R};
+use super::{HelperArg as A, HelperPrototype, HelperReturn as R, Reference};
 
 const fn moves_packet(h: HelperPrototype) -> HelperPrototype {
     HelperPrototype { reallocate_packet: true, ..h }
+}
+
+/// Linux `is_acquire_function`: a non-null result is a reference the program must release.
+const fn acquires(h: HelperPrototype) -> HelperPrototype {
+    HelperPrototype { reference: Reference::Acquires, ..h }
+}
+
+/// Linux `OBJ_RELEASE` on the first argument: the call ends the reference that argument holds.
+const fn releases(h: HelperPrototype) -> HelperPrototype {
+    HelperPrototype { reference: Reference::Releases, ..h }
 }
 
 /// `bpf_probe_read*`-style: (dst, size, unsafe_ptr).
@@ -21,14 +32,20 @@ const fn probe_read(id: u32, name: &'static str) -> HelperPrototype {
     proto(id, name, R::Integer, &[A::PtrToWritableMem, A::ConstSizeOrZero, A::Anything])
 }
 
-/// `struct bpf_sock *bpf_skc_lookup_tcp(void *ctx, struct bpf_sock_tuple *tuple, u32 tuple_size, u64 netns,
-/// u64 flags)`: tc and XDP in Linux; listed with the `__sk_buff` helpers, which other skb program types share here.
-const SKC_LOOKUP_TCP: HelperPrototype = proto(
-    99,
-    "bpf_skc_lookup_tcp",
-    R::PtrToSockCommonOrNull,
-    &[A::PtrToCtx, A::PtrToReadableMem, A::ConstSize, A::Anything, A::Anything],
-);
+/// `struct bpf_sock *bpf_sk_lookup_tcp(void *ctx, struct bpf_sock_tuple *tuple, u32 tuple_size, u64 netns,
+/// u64 flags)` and its siblings: (ctx, tuple, tuple size, netns, flags) → a referenced socket or null.
+const fn socket_lookup(id: u32, name: &'static str, ret: R) -> HelperPrototype {
+    acquires(proto(id, name, ret, &[A::PtrToCtx, A::PtrToReadableMem, A::ConstSize, A::Anything, A::Anything]))
+}
+
+/// The socket lookups and their release: tc, XDP, cgroup skb and cgroup sock_addr programs in Linux
+/// (`tc_cls_act_func_proto`, `xdp_func_proto`, `cg_skb_func_proto`, `sock_addr_func_proto`); not socket filters.
+pub const SOCKET_LOOKUP_HELPERS: &[HelperPrototype] = &[
+    socket_lookup(84, "bpf_sk_lookup_tcp", R::PtrToSocketOrNull),
+    socket_lookup(85, "bpf_sk_lookup_udp", R::PtrToSocketOrNull),
+    releases(proto(86, "bpf_sk_release", R::Integer, &[A::PtrToBtfIdSockCommon])),
+    socket_lookup(99, "bpf_skc_lookup_tcp", R::PtrToSockCommonOrNull),
+];
 
 /// Helpers of every program type (the kernel's `bpf_base_func_proto` and the common tracing/cgroup ones).
 pub static GLOBAL_HELPERS: &[HelperPrototype] = &[
@@ -58,7 +75,15 @@ pub static GLOBAL_HELPERS: &[HelperPrototype] = &[
     proto(118, "bpf_jiffies64", R::Integer, &[]),
     proto(125, "bpf_ktime_get_boot_ns", R::Integer, &[]),
     proto(130, "bpf_ringbuf_output", R::Integer, &[A::PtrToMap, A::PtrToReadableMem, A::ConstSizeOrZero, A::Anything]),
-    proto(131, "bpf_ringbuf_reserve", R::PtrToAllocMemOrNull, &[A::PtrToMap, A::ConstAllocSizeOrZero, A::Anything]),
+    acquires(proto(
+        131,
+        "bpf_ringbuf_reserve",
+        R::PtrToAllocMemOrNull,
+        &[A::PtrToMap, A::ConstAllocSizeOrZero, A::Anything],
+    )),
+    // `void bpf_ringbuf_submit(void *data, u64 flags)`, `void bpf_ringbuf_discard(void *data, u64 flags)`.
+    releases(proto(132, "bpf_ringbuf_submit", R::Integer, &[A::PtrToAllocMem, A::Anything])),
+    releases(proto(133, "bpf_ringbuf_discard", R::Integer, &[A::PtrToAllocMem, A::Anything])),
     proto(134, "bpf_ringbuf_query", R::Integer, &[A::PtrToMap, A::Anything]),
     proto(160, "bpf_ktime_get_coarse_ns", R::Integer, &[]),
     proto(195, "bpf_map_lookup_percpu_elem", R::PtrToMapValueOrNull, &[A::PtrToMap, A::PtrToMapKey, A::Anything]),
@@ -66,8 +91,7 @@ pub static GLOBAL_HELPERS: &[HelperPrototype] = &[
 ];
 
 /// Helpers of programs that see an `__sk_buff` (socket filter, tc, cgroup skb).
-pub static SKB_HELPERS: &[HelperPrototype] = &[
-    SKC_LOOKUP_TCP,
+pub const SKB_HELPERS: &[HelperPrototype] = &[
     moves_packet(proto(
         9,
         "bpf_skb_store_bytes",
@@ -140,8 +164,7 @@ pub static SKB_HELPERS: &[HelperPrototype] = &[
     proto(192, "bpf_skb_set_tstamp", R::Integer, &[A::PtrToCtx, A::Anything, A::Anything]),
 ];
 
-pub static XDP_HELPERS: &[HelperPrototype] = &[
-    SKC_LOOKUP_TCP,
+pub const XDP_HELPERS: &[HelperPrototype] = &[
     proto(23, "bpf_redirect", R::Integer, &[A::Anything, A::Anything]),
     proto(
         28,
@@ -208,7 +231,7 @@ pub const PERF_EVENT_HELPERS: &[HelperPrototype] = &[
     ),
 ];
 
-pub static SOCK_ADDR_HELPERS: &[HelperPrototype] = &[
+pub const SOCK_ADDR_HELPERS: &[HelperPrototype] = &[
     proto(46, "bpf_get_socket_cookie", R::Integer, &[A::PtrToCtx]),
     proto(64, "bpf_bind", R::Integer, &[A::PtrToCtx, A::PtrToReadableMem, A::ConstSize]),
     proto(122, "bpf_get_netns_cookie", R::Integer, &[A::PtrToCtxOrNull]),

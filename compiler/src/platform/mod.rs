@@ -19,8 +19,8 @@ pub mod windows;
 /// `const` constructors the platform tables are written with (one set, shared by every platform).
 mod table {
     use super::{
-        AttachType, ContextField, HelperArg, HelperPrototype, HelperReturn, MapTypeInfo, ObjectField, SectionPrefix,
-        ZeroMaxEntries,
+        AttachType, ContextField, HelperArg, HelperPrototype, HelperReturn, MapTypeInfo, ObjectField, Reference,
+        SectionPrefix, ZeroMaxEntries,
     };
 
     /// A helper prototype whose unlisted trailing arguments are `DontCare`.
@@ -31,7 +31,7 @@ mod table {
             args[i] = a[i];
             i += 1;
         }
-        HelperPrototype { id, name, ret, args, reallocate_packet: false }
+        HelperPrototype { id, name, ret, args, reallocate_packet: false, reference: Reference::None }
     }
 
     /// A map type entry.
@@ -202,6 +202,9 @@ pub enum HelperReturn {
     /// A read-only pointer to a socket's common fields (`struct bpf_sock` as Linux exposes `sock_common`), or
     /// null; which bytes may be read is the platform's [`Platform::sock_common_fields`].
     PtrToSockCommonOrNull = 4,
+    /// A read-only pointer to a full socket (`struct bpf_sock`), or null. The verifier gives it the
+    /// [`HelperReturn::PtrToSockCommonOrNull`] view (fewer readable fields: sound, less precise).
+    PtrToSocketOrNull = 5,
     /// A writable region of the size given by the helper's [`HelperArg::ConstAllocSizeOrZero`] argument (a
     /// reserved ring-buffer record), or null.
     PtrToAllocMemOrNull = 7,
@@ -227,8 +230,26 @@ pub enum HelperArg {
     PtrToStackOrNull = 13,
     PtrToCtxOrNull = 14,
     PtrToWritableMemOrNull = 15,
+    /// A socket the program holds a reference to (`bpf_sk_release`), unmodified and not null.
+    PtrToBtfIdSockCommon = 17,
     /// A number: the size of the region the helper returns ([`HelperReturn::PtrToAllocMemOrNull`]).
     ConstAllocSizeOrZero = 25,
+    /// A ring-buffer record the program holds a reference to (`bpf_ringbuf_submit`/`discard`), unmodified and
+    /// not null.
+    PtrToAllocMem = 26,
+}
+
+/// What a helper does to the references the program holds (Linux `is_acquire_function` / `OBJ_RELEASE`;
+/// docs/verifier.md §2, "References").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reference {
+    /// Nothing.
+    None,
+    /// A non-null result is a new reference the program must release before it ends.
+    Acquires,
+    /// The [`HelperArg::PtrToAllocMem`] / [`HelperArg::PtrToBtfIdSockCommon`] argument's reference ends: every
+    /// copy of the pointer becomes unusable.
+    Releases,
 }
 
 /// A helper function's prototype (`ebpf_helper_function_prototype_t`).
@@ -242,6 +263,8 @@ pub struct HelperPrototype {
     pub args: [HelperArg; 5],
     /// `flags.reallocate_packet`: the helper may move the packet, invalidating packet pointers.
     pub reallocate_packet: bool,
+    /// Whether the helper acquires or releases a reference (never on the Windows platform).
+    pub reference: Reference,
 }
 
 impl HelperPrototype {

@@ -371,7 +371,7 @@ impl<'a> Fixpoint<'a> {
                 values: vec![("r0".into(), r0.to_string())],
             });
         }
-        Ok(())
+        super::refs::check_no_references(self.env, s, pc, "program exit")
     }
 
     /// Merges `st` into the stored state of head node (ctx, to); re-queues it if it grew.

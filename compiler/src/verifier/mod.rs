@@ -20,6 +20,7 @@ pub mod diagnostic;
 mod fixpoint;
 mod functions;
 pub mod num;
+mod refs;
 mod relations;
 pub mod state;
 mod termination;
@@ -60,6 +61,9 @@ pub struct VerifierOptions {
     /// Budget for the proven bound on instructions executed per invocation (`--max-instructions`): the kernel
     /// has no instruction limit of its own, so a program whose nested loop bounds multiply past it is rejected.
     pub max_instructions: u64,
+    /// Reject a program that may end (exit, tail call, legacy packet load) while holding a reference (Linux's
+    /// "Unreleased reference"). Off only for PREVAIL's suite, whose model tracks no references.
+    pub check_reference_leaks: bool,
 }
 
 /// Default per-invocation instruction budget.
@@ -76,6 +80,7 @@ impl Default for VerifierOptions {
             record_invariants: false,
             widening_delay: 2,
             max_instructions: DEFAULT_MAX_INSTRUCTIONS,
+            check_reference_leaks: true,
         }
     }
 }
@@ -100,6 +105,8 @@ pub enum Property {
     CallDepth,
     ControlFlow,
     InvalidInstruction,
+    ReferenceLeak,
+    ReleasedReference,
 }
 
 impl Property {
@@ -121,6 +128,8 @@ impl Property {
             Property::CallDepth => "call stack too deep",
             Property::ControlFlow => "invalid control flow",
             Property::InvalidInstruction => "unsupported instruction",
+            Property::ReferenceLeak => "reference not released",
+            Property::ReleasedReference => "use of a released reference",
         }
     }
 }
@@ -257,14 +266,26 @@ pub fn verify_program<'m>(
 /// Attaches a failure to its program and source location.
 pub fn reject(name: &str, program: &[Instruction], line_info: &[LineInfo], f: Failure) -> Rejection {
     // The line-info record that covers the slot: the last one at or before it.
-    let li = line_info.iter().filter(|l| l.slot <= f.pc).max_by_key(|l| l.slot);
+    let line_of = |pc: usize| line_info.iter().filter(|l| l.slot <= pc).max_by_key(|l| l.slot);
+    let li = line_of(f.pc);
+    // A reference failure names the acquiring call; show its source line too.
+    let mut values = f.values;
+    for (name, v) in values.iter_mut().filter(|(n, _)| n == refs::ACQUIRED_AT) {
+        if let Ok(pc) = v.parse::<usize>() {
+            *name = "reference acquired at".into();
+            *v = match line_of(pc) {
+                Some(l) => format!("instruction {pc} ({}:{}: {})", l.file, l.line, l.source_line.trim()),
+                None => format!("instruction {pc}"),
+            };
+        }
+    }
     Rejection {
         program: name.to_string(),
         pc: f.pc,
         instruction: program.get(f.pc).map(diagnostic::disassemble).unwrap_or_default(),
         property: f.property,
         message: f.message,
-        values: f.values,
+        values,
         file: li.map(|l| l.file.clone()),
         line: li.map(|l| l.line),
         column: li.map(|l| l.column),

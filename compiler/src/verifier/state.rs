@@ -7,7 +7,7 @@
 //! `id` shares the same (unknown) `base_id`, and `State::packet_ranges[id] = r` means `base_id + r` is at most
 //! the packet length. Id 0 is `data` itself (`base_0 = 0`), so its range is a lower bound on the packet size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -105,6 +105,9 @@ pub struct Value {
     /// `kind_off[i]`. `off` stays a sound hull of all of them. `None` for values with at most one memory kind,
     /// where `off` is the offset (docs/verifier.md §3, mixed pointers).
     pub kind_off: Option<Box<[Num; 4]>>,
+    /// The reference (the acquiring call's slot) this value is a pointer of, or null for (docs/verifier.md §2,
+    /// "References"; `refs.rs`). On an undefined value: the reference it held was released.
+    pub ref_id: Option<u32>,
 }
 
 /// The memory kinds that carry their own offset in [`Value::kind_off`], in index order.
@@ -125,6 +128,7 @@ impl Value {
             len_bound_shl32: None,
             init_extent: None,
             kind_off: None,
+            ref_id: None,
         }
     }
 
@@ -209,6 +213,8 @@ impl Value {
             // Re-derived for registers by `State::join_init_extents`, which checks both sides' stacks.
             init_extent: None,
             kind_off,
+            // Kept when both sides agree; `refs::join_holder` settles disagreements with both states' references.
+            ref_id: same(self.ref_id, o.ref_id),
         }
     }
 }
@@ -250,7 +256,11 @@ impl fmt::Display for Value {
                 write!(f, " {}+{d}", super::relations::packet_base_name(id))?;
             }
         }
-        Ok(())
+        match self.ref_id {
+            Some(k) if self.may_be(ty::UNINIT) => write!(f, " (released reference acquired at instruction {k})"),
+            Some(k) => write!(f, " reference acquired at instruction {k}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -497,6 +507,8 @@ pub struct State {
     pub deltas: BTreeMap<u64, LoopDeltas>,
     /// Pairs of registers that hold values of the same kind in one region (docs/verifier.md §3).
     pub same_kind: SameKind,
+    /// The references the program may hold (the acquiring calls' slots; docs/verifier.md §2, "References").
+    pub refs: BTreeSet<u32>,
 }
 
 impl State {
@@ -509,6 +521,7 @@ impl State {
             packet_ranges: BTreeMap::new(),
             deltas: BTreeMap::new(),
             same_kind: SameKind::default(),
+            refs: BTreeSet::new(),
         }
     }
 
@@ -522,6 +535,7 @@ impl State {
             packet_ranges: BTreeMap::new(),
             deltas: BTreeMap::new(),
             same_kind: SameKind::default(),
+            refs: BTreeSet::new(),
         }
     }
 
@@ -545,6 +559,8 @@ impl State {
         g: impl Fn(&Num, &Num) -> Num,
         derive: bool,
     ) -> State {
+        // A holder whose sides disagree about its reference is settled against both sides' references.
+        let f = |a: &Value, b: &Value| super::refs::join_holder(a, b, &self.refs, &o.refs, f(a, b));
         let regs = std::array::from_fn(|i| f(&self.regs[i], &o.regs[i]));
         let frames = self
             .frames
@@ -566,7 +582,7 @@ impl State {
             r.len_bound = self.joined_len_bound(&self.regs[i], o, &o.regs[i]);
         }
         let stack =
-            self.stack.combine(&o.stack, &f, |a, b| Value { len_bound: self.joined_len_bound(a, o, b), ..f(a, b) });
+            self.stack.combine(&o.stack, f, |a, b| Value { len_bound: self.joined_len_bound(a, o, b), ..f(a, b) });
         self.join_init_extents(o, &mut regs, &stack, derive);
         let deltas = self
             .deltas
@@ -575,7 +591,9 @@ impl State {
             .collect::<SortedMap<_, _>>()
             .0;
         let same_kind = SameKind::joined(self, o);
-        State { regs, stack, frames, packet_ranges, deltas, same_kind }
+        // May-hold: a reference held on one side only is still held (a leak unless released later).
+        let refs = self.refs.union(&o.refs).copied().collect();
+        State { regs, stack, frames, packet_ranges, deltas, same_kind, refs }
     }
 
     /// Removes packet pointers everywhere (a helper that may move the packet was called).
@@ -748,6 +766,10 @@ impl fmt::Display for State {
         }
         for (k, v) in self.stack.spills.iter() {
             write!(f, "stack[{k}]: {v}; ")?;
+        }
+        if !self.refs.is_empty() {
+            let list: Vec<String> = self.refs.iter().map(|k| k.to_string()).collect();
+            write!(f, "references held: acquired at {}; ", list.join(", "))?;
         }
         for (id, r) in &self.packet_ranges {
             if *id == 0 {

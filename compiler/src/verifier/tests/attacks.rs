@@ -180,7 +180,8 @@ fn a_socket_never_serves_as_memory_a_context_or_a_packet_bound() {
     rejects(linux(ret0(stale)), &[Property::NullDereference], "null check of the first socket, read of the second");
     let mut copy = vec![movr(R6, R1)];
     copy.extend(skc_lookup_tcp_call(R6));
-    copy.extend([movr(R7, R0), jif(JumpCond::Eq, R7, Operand::Imm(0), 1), ldx(MemSize::W, R1, R0, 72)]);
+    copy.extend([movr(R7, R0), jif(JumpCond::Eq, R7, Operand::Imm(0), 3), ldx(MemSize::W, R1, R0, 72)]);
+    copy.extend([movr(R1, R0), I::CallHelper { id: 86 }]);
     accepts(linux(ret0(copy)), "a null check of a copy checks the original");
 }
 

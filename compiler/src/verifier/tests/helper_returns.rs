@@ -20,15 +20,17 @@ fn property(r: Result<VerificationReport, Rejection>) -> Property {
     r.expect_err("must be rejected").property
 }
 
-/// A 12-byte tuple at fp-16, then `r0 = bpf_skc_lookup_tcp(ctx, fp-16, 12, 0, 0)`, optionally
-/// `if r0 == 0 goto exit`, then `then` and `r0 = 0; exit`.
+/// A 12-byte tuple at fp-16, then `r0 = bpf_skc_lookup_tcp(ctx, fp-16, 12, 0, 0)`, `r7 = r0`, optionally
+/// `if r0 == 0 goto exit`, then `then`, `bpf_sk_release(r7)` and `r0 = 0; exit`.
 fn skc_lookup(null_check: bool, then: Vec<I>) -> Vec<I> {
     let mut p = skc_lookup_tcp_call(R1);
+    p.push(movr(Reg::R7, R0));
     if null_check {
-        p.push(jif(JumpCond::Eq, R0, Operand::Imm(0), then.len() as i16));
+        p.push(jif(JumpCond::Eq, R0, Operand::Imm(0), then.len() as i16 + 2));
     }
     p.extend(then);
-    p.extend([mov(R0, 0), I::Exit]);
+    // The lookup's reference is given back (docs/verifier.md §2, "References").
+    p.extend([movr(R1, Reg::R7), I::CallHelper { id: 86 }, mov(R0, 0), I::Exit]);
     p
 }
 
@@ -64,24 +66,21 @@ fn a_socket_outside_its_readable_fields_or_unchecked_is_rejected() {
     leak.extend(map_fd(R1, 0));
     leak.push(I::CallHelper { id: 134 });
     assert_eq!(property(linux(skc_lookup(true, leak))), Property::PointerLeak, "bpf_ringbuf_query's flags");
-    let mut p = skc_lookup(true, vec![]);
-    let n = p.len();
-    p.remove(n - 2);
-    assert_eq!(property(linux(p)), Property::PointerLeak, "returning the socket");
+    assert_eq!(property(linux(skc_lookup(true, vec![I::Exit]))), Property::PointerLeak, "returning the socket");
     assert_eq!(property(verify_on(&WINDOWS, skc_lookup(true, vec![]))), Property::UnknownHelper);
 }
 
 /// `r0 = bpf_ringbuf_reserve(&events, size, 0)` with `size` set by `size_setup` into r2, optionally null
-/// checked, then `then` and `r0 = 0; exit`.
+/// checked, then `then`, `bpf_ringbuf_submit(r7 = the record, 0)` and `r0 = 0; exit`.
 fn reserve(size_setup: Vec<I>, null_check: bool, then: Vec<I>) -> Vec<I> {
     let mut p = size_setup;
     p.extend(map_fd(R1, 0));
-    p.extend([mov(R3, 0), I::CallHelper { id: 131 }]);
+    p.extend([mov(R3, 0), I::CallHelper { id: 131 }, movr(Reg::R7, R0)]);
     if null_check {
-        p.push(jif(JumpCond::Eq, R0, Operand::Imm(0), then.len() as i16));
+        p.push(jif(JumpCond::Eq, R0, Operand::Imm(0), then.len() as i16 + 3));
     }
     p.extend(then);
-    p.extend([mov(R0, 0), I::Exit]);
+    p.extend([movr(R1, Reg::R7), mov(R2, 0), I::CallHelper { id: 132 }, mov(R0, 0), I::Exit]);
     p
 }
 

@@ -412,6 +412,7 @@ mod correlations;
 mod data_meta;
 mod helper_returns;
 mod legacy;
+mod references;
 mod relational;
 mod undefined;
 

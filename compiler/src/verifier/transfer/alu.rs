@@ -271,9 +271,9 @@ pub(super) fn alu(
     }
     if let (AluOp::Mov, Operand::Reg(r)) = (op, src) {
         if st.regs[r.index()].may_be(ty::UNINIT) {
-            // A copy is not a use (as in PREVAIL): the undefined value moves on and is rejected where it is used
-            // (docs/verifier.md §2, "Initialisation"). Both widths: the low half of an undefined value is undefined.
-            set_reg(st, dst, Value::uninit(), Change::Unknown);
+            // A copy is not a use (PREVAIL): the undefined value (with a released reference's mark) moves on and is
+            // rejected where it is used (docs/verifier.md §2, "Initialisation"), whatever the width.
+            set_reg(st, dst, Value { ref_id: st.regs[r.index()].ref_id, ..Value::uninit() }, Change::Unknown);
             return Ok(());
         }
     }

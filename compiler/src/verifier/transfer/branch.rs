@@ -4,6 +4,7 @@
 use crate::isa::{JumpCond, Operand, Reg, Width};
 
 use crate::verifier::num::Num;
+use crate::verifier::refs::End;
 use crate::verifier::relations::{shared_kinds, META_BASE};
 use crate::verifier::state::{ty, State, Value};
 use crate::verifier::{Failure, Property};
@@ -177,6 +178,10 @@ fn null_check(
     if let Some(id) = a.copy_id {
         let refined = s.regs[dst.index()].clone();
         s.refine_copies(id, &refined);
+    }
+    if let (Some(k), true) = (a.ref_id, is_null) {
+        // The acquiring call returned null on this path: no reference was taken (docs/verifier.md §2).
+        s.end_reference(k, End::NotHeld);
     }
     Ok(Some(s))
 }

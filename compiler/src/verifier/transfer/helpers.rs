@@ -2,10 +2,11 @@
 //! map —, keys and values, memory with its size, context), and the helper's effects and result.
 
 use crate::isa::Reg;
-use crate::platform::{HelperArg, HelperPrototype, HelperReturn, MapHelperRule};
+use crate::platform::{HelperArg, HelperPrototype, HelperReturn, MapHelperRule, Reference};
 use crate::program::{MapDefinition, MapType};
 
 use crate::verifier::num::Num;
+use crate::verifier::refs::{self, End};
 use crate::verifier::state::{ty, Change, MapSet, State, Value};
 use crate::verifier::{Env, Failure, Property};
 
@@ -145,6 +146,47 @@ fn check_map_arg(
     Ok(v.maps)
 }
 
+/// A pointer the program holds a reference to (docs/verifier.md §2, "References"): exactly the pointer kind the
+/// acquiring helper returns (not null), unmodified (offset 0: the kernel finds the object from it), and marked
+/// with a reference the program may hold — by the invariants of `refs.rs` the reference is then held and this
+/// is its object.
+fn check_reference_arg(st: &State, kind: HelperArg, v: &Value, bad: impl Fn(&str) -> Failure) -> Result<(), Failure> {
+    let (t, what) = match kind {
+        HelperArg::PtrToAllocMem => (ty::SHARED, "a ring-buffer record from bpf_ringbuf_reserve"),
+        _ => (ty::SOCKET, "a socket from bpf_sk_lookup_tcp/udp or bpf_skc_lookup_tcp"),
+    };
+    let held = v.ref_id.is_some_and(|k| st.refs.contains(&k));
+    if held && v.may_be(ty::NUMBER) && v.may_be(t) {
+        let mut f = bad(&format!("{what} checked for null first (it may be null here)"));
+        f.property = Property::NullDereference;
+        return Err(f);
+    }
+    if !held || !v.is(t) {
+        return Err(bad(&format!("{what} the program still holds a reference to")));
+    }
+    if v.off.singleton() != Some(0) {
+        return Err(bad(&format!("{what}, unmodified (offset 0), as the helper returned it")));
+    }
+    Ok(())
+}
+
+/// An argument must be defined; a released reference says so (docs/verifier.md §2, "References").
+fn check_defined(pc: usize, proto: &HelperPrototype, i: usize, v: &Value) -> Result<(), Failure> {
+    let r = Reg::new(i as u8 + 1).expect("r1..r5");
+    if let Some(f) = refs::released(pc, format!("argument {} ({r}) of {}", i + 1, proto.name), v) {
+        return Err(f);
+    }
+    if v.may_be(ty::UNINIT) {
+        return Err(fail(
+            pc,
+            Property::Uninitialized,
+            format!("argument {} ({r}) of {} may be uninitialised", i + 1, proto.name),
+            vec![show(r.to_string(), v)],
+        ));
+    }
+    Ok(())
+}
+
 /// Checks every argument against the prototype; returns the map argument's candidates and the memory the
 /// helper writes (pointer, size).
 fn check_args(
@@ -164,14 +206,7 @@ fn check_args(
         if *kind == HelperArg::DontCare {
             continue;
         }
-        if v.may_be(ty::UNINIT) {
-            return Err(fail(
-                pc,
-                Property::Uninitialized,
-                format!("argument {} ({r}) of {} may be uninitialised", i + 1, proto.name),
-                vals(),
-            ));
-        }
+        check_defined(pc, proto, i, v)?;
         let bad = |what: &str| {
             fail(
                 pc,
@@ -257,6 +292,7 @@ fn check_args(
                     check_access(env, st, pc, r, v, 0, size as u64, Access::Write)?;
                 }
             }
+            HelperArg::PtrToAllocMem | HelperArg::PtrToBtfIdSockCommon => check_reference_arg(st, *kind, v, bad)?,
             HelperArg::PtrToStack | HelperArg::PtrToStackOrNull => {
                 let null_ok = *kind == HelperArg::PtrToStackOrNull && v.is_number() && v.num.singleton() == Some(0);
                 if !null_ok && !v.is(ty::STACK) {
@@ -312,6 +348,18 @@ fn call_with_prototype(
     proto: &crate::platform::HelperPrototype,
 ) -> Result<(), Failure> {
     let (map, writes) = check_args(env, st, pc, proto)?;
+    if proto.ret == HelperReturn::IntegerOrNoReturnIfSucceed {
+        // A successful tail call never returns: a reference held now could never be released.
+        refs::check_no_references(env, st, pc, &format!("{}, which does not return when it succeeds", proto.name))?;
+    }
+    if proto.reference == Reference::Releases {
+        let released =
+            proto.args.iter().position(|a| matches!(a, HelperArg::PtrToAllocMem | HelperArg::PtrToBtfIdSockCommon));
+        // `check_args` proved the argument holds a reference the program holds.
+        if let Some(k) = released.and_then(|i| st.regs[i + 1].ref_id) {
+            st.end_reference(k, End::Released);
+        }
+    }
     for (p, size) in writes {
         if p.may_be(ty::STACK) {
             let stack_off = p.off_of(ty::STACK);
@@ -340,7 +388,8 @@ fn call_with_prototype(
     let ret = match proto.ret {
         HelperReturn::Integer | HelperReturn::IntegerOrNoReturnIfSucceed => Value::number(Num::TOP),
         HelperReturn::PtrToMapValueOrNull => lookup_result(env, pc, proto.name, map)?,
-        HelperReturn::PtrToSockCommonOrNull => or_null(ty::SOCKET),
+        // A full socket is read through the sock_common view: fewer readable fields (docs/verifier.md §8).
+        HelperReturn::PtrToSockCommonOrNull | HelperReturn::PtrToSocketOrNull => or_null(ty::SOCKET),
         // Writable shared memory (numbers only, like a map value), 8-byte aligned like a map value.
         HelperReturn::PtrToAllocMemOrNull => Value { shared_size: alloc_size.unwrap_or(0), ..or_null(ty::SHARED) },
     };
@@ -351,6 +400,21 @@ fn call_with_prototype(
         let id = pc as u32 + 1;
         st.forget_copy_id(id);
         ret.copy_id = Some(id);
+    }
+    if proto.reference == Reference::Acquires
+        && !st.acquire_reference(pc, &mut ret)
+        && env.options.check_reference_leaks
+    {
+        return Err(fail(
+            pc,
+            Property::ReferenceLeak,
+            format!(
+                "{} acquires a new reference while the one it returned on an earlier run of this instruction may \
+                 still be held (release it first)",
+                proto.name
+            ),
+            vec![(refs::ACQUIRED_AT.into(), pc.to_string())],
+        ));
     }
     set_reg(st, Reg::R0, ret, Change::Unknown);
     Ok(())

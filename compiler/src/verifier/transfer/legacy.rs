@@ -51,6 +51,9 @@ pub(super) fn legacy_packet_load(
             vec![],
         ));
     }
+    // Its failure path ends the program: no reference may be held (Linux: "BPF_LD_[ABS|IND] cannot be mixed
+    // with socket references").
+    crate::verifier::refs::check_no_references(env, s, pc, &format!("{name}, which may end the program"))?;
     let r6 = read(s, Reg::R6, pc)?;
     if !r6.is(ty::CTX) || r6.off.singleton() != Some(0) {
         return Err(fail(

@@ -46,6 +46,9 @@ fn show(name: impl Into<String>, v: &Value) -> (String, String) {
 
 fn read(st: &State, r: Reg, pc: usize) -> Result<Value, Failure> {
     let v = &st.regs[r.index()];
+    if let Some(f) = super::refs::released(pc, r.to_string(), v) {
+        return Err(f);
+    }
     if v.may_be(ty::UNINIT) {
         return Err(fail(
             pc,
