@@ -21,7 +21,7 @@ use bpf2sys_runtime_shim::abi::{GlobalVariableSectionData, HelperFunctionData, M
 pub type HelperFunction = extern "win64" fn(u64, u64, u64, u64, u64, *mut c_void) -> u64;
 
 /// The entry shape of a compiled program: `(context, runtime_context) -> r0`.
-type EntryFunction = unsafe extern "win64" fn(*mut c_void, *const ProgramRuntimeContext) -> u64;
+pub type EntryFunction = unsafe extern "win64" fn(*mut c_void, *const ProgramRuntimeContext) -> u64;
 
 /// Why native execution could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +275,12 @@ impl NativeProgram {
 
     pub fn runtime(&self) -> &HostRuntime {
         &self.runtime
+    }
+
+    /// The entry function, for a harness that calls it itself with [`NativeProgram::runtime`]'s context (the
+    /// bench's tail-call loop); the code lives as long as this program.
+    pub fn entry(&self) -> EntryFunction {
+        self.entry
     }
 }
 

@@ -9,6 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The calling convention of the helpers and of everything they call: the platform's, unless the includer says
+ * otherwise. `host_engines.c` compiles this file again with `__attribute__((ms_abi))` for the engines that run
+ * Windows x64 code (bpf2sys's), so that their helper calls run these very instructions with no change of
+ * convention on the way, as the native baseline's calls do. */
+#ifndef BENCH_HELPER_ABI
+#define BENCH_HELPER_ABI
+#endif
+
 struct bench_map {
     uint32_t type, key_size, value_size, max_entries, inner_map_idx, pinning, id, inner_id;
     void *storage;
@@ -19,7 +27,7 @@ struct bench_hash {
     uint8_t *keys, *values;
 };
 
-static uint32_t key_hash(const uint8_t *k, uint32_t n)
+BENCH_HELPER_ABI static uint32_t key_hash(const uint8_t *k, uint32_t n)
 {
     uint32_t h = 0x811c9dc5u, i = 0;
     for (; i + 4 <= n; i += 4) { uint32_t w; memcpy(&w, k + i, 4); h = map_hash(h ^ w); }
@@ -27,7 +35,7 @@ static uint32_t key_hash(const uint8_t *k, uint32_t n)
     return h;
 }
 
-static void *bench_storage(struct bench_map *m)
+BENCH_HELPER_ABI static void *bench_storage(struct bench_map *m)
 {
     if (m->storage) return m->storage;
     if (m->type == 1) {
@@ -51,7 +59,7 @@ static void *bench_storage(struct bench_map *m)
 }
 
 /* The node holding `key` (0: none), its predecessor and its bucket. */
-static uint32_t hash_find(struct bench_map *m, struct bench_hash *h, const uint8_t *key, uint32_t *prev, uint32_t *bucket)
+BENCH_HELPER_ABI static uint32_t hash_find(struct bench_map *m, struct bench_hash *h, const uint8_t *key, uint32_t *prev, uint32_t *bucket)
 {
     *bucket = key_hash(key, m->key_size) & h->mask;
     uint32_t p = 0, n = h->buckets[*bucket];
@@ -60,7 +68,7 @@ static uint32_t hash_find(struct bench_map *m, struct bench_hash *h, const uint8
     return n;
 }
 
-void *bpf_map_lookup_elem(void *map, const void *key)
+BENCH_HELPER_ABI void *bpf_map_lookup_elem(void *map, const void *key)
 {
     struct bench_map *m = map;
     void *s = bench_storage(m);
@@ -76,7 +84,7 @@ void *bpf_map_lookup_elem(void *map, const void *key)
     return NULL;
 }
 
-long bpf_map_update_elem(void *map, const void *key, const void *value, uint64_t flags)
+BENCH_HELPER_ABI long bpf_map_update_elem(void *map, const void *key, const void *value, uint64_t flags)
 {
     struct bench_map *m = map;
     void *s = bench_storage(m);
@@ -109,7 +117,7 @@ long bpf_map_update_elem(void *map, const void *key, const void *value, uint64_t
     return 0;
 }
 
-long bpf_map_delete_elem(void *map, const void *key)
+BENCH_HELPER_ABI long bpf_map_delete_elem(void *map, const void *key)
 {
     struct bench_map *m = map;
     void *s = bench_storage(m);
@@ -128,7 +136,7 @@ typedef uint64_t (*bench_program)(void *ctx);
 static bench_program bench_next_program;
 static uint32_t bench_tail_calls;
 
-long bpf_tail_call(void *ctx, void *prog_array, uint32_t index)
+BENCH_HELPER_ABI long bpf_tail_call(void *ctx, void *prog_array, uint32_t index)
 {
     (void)ctx;
     struct bench_map *m = prog_array;

@@ -1,15 +1,14 @@
 //! Maps, helpers and the tail-call runtime for the benchmark programs that are real eBPF for Windows programs
-//! (`samples/bench/bench_maps.h`: `flowtrack`, `tailchain`, `bindpolicy`), as bpf2sys's engines run them.
+//! (`samples/bench/bench_maps.h`: `flowtrack`, `tailchain`, `bindpolicy`), as the reference interpreter runs them.
+//! The engines that run machine code call the native baseline's C host itself ([`super::host_c`]); the interpreter
+//! cannot (its memory is regions it checks, not host memory), so it gets this port.
 //!
 //! The semantics are the emulated runtime's (`bpf2sys_emulator::EmulatedMap`, its `map_*_elem` and `tail_call`
 //! helpers): `update` with `BPF_NOEXIST`/`BPF_EXIST` fails with `EEXIST`/`ENOENT`, a full hash map with `E2BIG`, a
 //! value keeps its address until its entry is deleted, an array index past `max_entries` finds nothing, and a tail
 //! call records the next program, which the caller runs after the current one returns (contract §3.4, at most
 //! `MAX_TAIL_CALL_CNT` = 33). The structures are the native baseline's (`host_maps.h` next to this file) line for
-//! line — a chained hash table over a preallocated node pool, hashed four key bytes at a time with `map_hash` — so
-//! both sides do the same work per helper call and the ratio measures the generated code.
-
-use std::ffi::c_void;
+//! line — a chained hash table over a preallocated node pool, hashed four key bytes at a time with `map_hash`.
 
 use super::input::map_hash;
 
@@ -265,158 +264,6 @@ impl TailCallState {
             }
             None => EINVAL,
         }
-    }
-}
-
-/// A map with its values in host memory, as native code uses it: `map_data[m].address` is this struct's address.
-pub struct NativeMap {
-    pub map: BenchMap,
-    values: Box<[u8]>,
-}
-
-impl NativeMap {
-    pub fn new(map: BenchMap) -> NativeMap {
-        let values = vec![0u8; map.value_bytes()].into_boxed_slice();
-        NativeMap { map, values }
-    }
-
-    /// Base of the values (`map_data[m].array_data` for an array map).
-    pub fn values_ptr(&mut self) -> *mut u8 {
-        self.values.as_mut_ptr()
-    }
-
-    /// `bpf_map_update_elem` from host code (user mode filling a map).
-    pub fn update(&mut self, key: &[u8], value: &[u8], flags: u64) -> i64 {
-        let vs = self.map.value_size as usize;
-        if value.len() < vs {
-            return EINVAL;
-        }
-        match self.map.update_slot(key, flags) {
-            Ok(slot) => {
-                self.values[slot * vs..(slot + 1) * vs].copy_from_slice(&value[..vs]);
-                0
-            }
-            Err(e) => e,
-        }
-    }
-
-    /// The addresses of the values (for engines that check every access: rbpf's interpreter).
-    pub fn value_range(&self) -> std::ops::Range<u64> {
-        let start = self.values.as_ptr() as u64;
-        start..start + self.values.len() as u64
-    }
-
-    /// Entries of a hash map (0 for other maps).
-    pub fn hash_len(&self) -> u32 {
-        match &self.map.kind {
-            MapKind::Hash(index) => index.len(),
-            _ => 0,
-        }
-    }
-}
-
-/// The map helpers over a [`NativeMap`]'s address, for every calling convention the engines need.
-///
-/// # Safety (all four)
-/// `map` is the address of a [`NativeMap`] the engine owns and keeps alive, and the key and value pointers have
-/// the map's key and value sizes readable — which the verifier proved for every call of the benchmark programs.
-pub mod at {
-    use super::NativeMap;
-
-    unsafe fn map_and_key<'a>(map: u64, key: u64) -> (&'a mut NativeMap, &'a [u8]) {
-        // SAFETY: guaranteed by the caller.
-        unsafe {
-            let m = &mut *(map as *mut NativeMap);
-            let key = std::slice::from_raw_parts(key as *const u8, m.map.key_size as usize);
-            (m, key)
-        }
-    }
-
-    /// `bpf_map_lookup_elem`: the value's address, or 0.
-    ///
-    /// # Safety
-    /// See the module.
-    pub unsafe fn lookup(map: u64, key: u64) -> u64 {
-        // SAFETY: guaranteed by the caller.
-        let (m, key) = unsafe { map_and_key(map, key) };
-        let vs = m.map.value_size as usize;
-        m.map.lookup(key).map_or(0, |slot| m.values[slot * vs..].as_mut_ptr() as u64)
-    }
-
-    /// `bpf_map_update_elem`.
-    ///
-    /// # Safety
-    /// See the module.
-    pub unsafe fn update(map: u64, key: u64, value: u64, flags: u64) -> u64 {
-        // SAFETY: guaranteed by the caller.
-        let (m, key) = unsafe { map_and_key(map, key) };
-        let value = unsafe { std::slice::from_raw_parts(value as *const u8, m.map.value_size as usize) };
-        m.update(key, value, flags) as u64
-    }
-
-    /// `bpf_map_delete_elem`.
-    ///
-    /// # Safety
-    /// See the module.
-    pub unsafe fn delete(map: u64, key: u64) -> u64 {
-        // SAFETY: guaranteed by the caller.
-        let (m, key) = unsafe { map_and_key(map, key) };
-        m.map.delete(key) as u64
-    }
-
-    /// The program in slot `index` of the program array at `map`.
-    ///
-    /// # Safety
-    /// See the module.
-    pub unsafe fn program(map: u64, index: u64) -> Option<usize> {
-        // SAFETY: guaranteed by the caller.
-        unsafe { (*(map as *const NativeMap)).map.program(index) }
-    }
-}
-
-/// The native helpers in the `helper_function_t` shape (contract §5.1): r1..r5, then the program's context.
-pub mod win64 {
-    use super::*;
-
-    // SAFETY (all): the benchmark programs pass map addresses from their map_data and verified key and value
-    // pointers (see [`at`]).
-    pub extern "win64" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
-        unsafe { at::lookup(map, key) }
-    }
-
-    pub extern "win64" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64, _: *mut c_void) -> u64 {
-        unsafe { at::update(map, key, value, flags) }
-    }
-
-    pub extern "win64" fn map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64, _: *mut c_void) -> u64 {
-        unsafe { at::delete(map, key) }
-    }
-
-    pub extern "win64" fn tail_call(
-        _ctx: u64,
-        prog_array: u64,
-        index: u64,
-        _: u64,
-        _: u64,
-        context: *mut c_void,
-    ) -> u64 {
-        // SAFETY: the engine puts a 64-byte header whose first word points at the invocation's TailCallState in
-        // front of every context it passes (as `ebpf_program_invoke` does); `prog_array` is a map it owns.
-        unsafe {
-            let state = &mut **((context as *mut u8).sub(64) as *mut *mut TailCallState);
-            state.tail_call(at::program(prog_array, index)) as u64
-        }
-    }
-
-    /// The host function for helper `id`.
-    pub fn helper(id: u32) -> Option<crate::native::HelperFunction> {
-        Some(match id {
-            1 => map_lookup_elem,
-            2 => map_update_elem,
-            3 => map_delete_elem,
-            5 => tail_call,
-            _ => return None,
-        })
     }
 }
 

@@ -4,9 +4,10 @@
 //! user mode would before the first run (map contents, program arrays), as described per program in
 //! [`RUNTIME_PROGRAMS`].
 //!
-//! Two engines run them: the generated x64 code with [`super::maps`]'s host maps and helpers, and the reference
-//! interpreter with the same maps. Both follow tail calls as `ebpf_program_invoke` does (contract §3.4): a tail
-//! call records the next program, which runs when the current one returns.
+//! Two engines run them: the generated x64 code with the native baseline's own C maps, helpers and tail-call loop
+//! ([`super::host_c`]), and the reference interpreter with their Rust port ([`super::maps`]). Both follow tail
+//! calls as `ebpf_program_invoke` does (contract §3.4): a tail call records the next program, which runs when the
+//! current one returns.
 
 use std::ffi::c_void;
 use std::path::Path;
@@ -18,7 +19,8 @@ use bpf2sys::interp::{HelperArgs, HelperOutcome, Host, HostError, Interpreter};
 use bpf2sys::isa::{Imm64Kind, Instruction};
 use bpf2sys::program::Module;
 
-use super::maps::{BenchMap, NativeMap, TailCallState};
+use super::host_c::{self, CMaps, NativeEntry};
+use super::maps::{BenchMap, TailCallState};
 use crate::native::{HostRuntime, NativeProgram};
 
 /// The context a program runs on, built from the benchmark input's data.
@@ -179,12 +181,12 @@ pub fn context_bytes(kind: ContextKind, data: &[u8], data_address: u64) -> Vec<u
     }
 }
 
-/// The module's maps with their values in host memory, filled as user mode would from `data` (the input after its
-/// header). A map's address (what helpers take) is its element's; the vector must not grow afterwards.
-pub fn native_maps(spec: &RuntimeProgram, module: &Module, data: &[u8]) -> Result<Vec<NativeMap>, RuntimeProgramError> {
-    let mut maps: Vec<NativeMap> = create_maps(spec, module)?.into_iter().map(NativeMap::new).collect();
+/// The module's maps in the C host, filled as user mode would from `data` (the input after its header); program
+/// arrays are left for the engine, whose tail-call loop decides what a slot holds ([`program_array_entries`]).
+pub fn c_maps(spec: &RuntimeProgram, module: &Module, data: &[u8]) -> Result<CMaps, RuntimeProgramError> {
+    let mut maps = CMaps::new(module.maps.iter().map(|m| (m.map_type.0, m.key_size, m.value_size, m.max_entries)))?;
     for (m, key, value) in initial_updates(spec, module, data)? {
-        if maps[m].update(&key, &value, 0) != 0 {
+        if maps.update(m, &key, &value, 0) != 0 {
             return Err(setup_error(spec.name, format!("filling map {m} failed")));
         }
     }
@@ -218,13 +220,15 @@ pub fn relocated_bytecode(module: &Module, index: usize, addresses: &[u64]) -> R
     Ok(bpf2sys::isa::encode_bytes(&instructions))
 }
 
-/// A runtime program as bpf2sys-generated x64 code with the benchmark host's maps, ready to run.
+/// A runtime program as bpf2sys-generated x64 code with the C host's maps and helpers, ready to run.
 pub struct NativeRuntimeBench {
-    programs: Vec<NativeProgram>,
-    // Referred to by address from the programs' map_data: never pushed to after the addresses are taken.
-    _maps: Vec<NativeMap>,
-    state: Box<TailCallState>,
-    /// The 64-byte header (its first word points at `state`), then the context.
+    // Referred to by the entries (code and runtime contexts) and the program arrays.
+    _programs: Vec<NativeProgram>,
+    /// Program `i`'s entry and runtime context; program arrays hold their addresses.
+    entries: Box<[NativeEntry]>,
+    // Referred to by address from the programs' map_data.
+    _maps: CMaps,
+    /// The 64-byte context header the runtime keeps in front of every context (contract §3.4), then the context.
     context: Vec<u64>,
 }
 
@@ -247,45 +251,38 @@ impl NativeRuntimeBench {
     ) -> Result<Self, RuntimeProgramError> {
         let data_address = input[8..].as_mut_ptr() as u64;
         let data = &input[8..];
-        let mut maps = native_maps(spec, module, data)?;
-        let addresses: Vec<u64> = maps.iter_mut().map(|m| m as *mut NativeMap as u64).collect();
+        let mut maps = c_maps(spec, module, data)?;
+        let addresses: Vec<u64> = (0..module.maps.len()).map(|m| maps.address(m)).collect();
         let programs = compiled
             .iter()
             .map(|c| {
-                let runtime =
-                    HostRuntime::new(&c.helper_ids, &super::maps::win64::helper, &addresses, layout, Vec::new());
+                let runtime = HostRuntime::new(&c.helper_ids, &host_c::win64::helper, &addresses, layout, Vec::new());
                 NativeProgram::load(c, runtime)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut state = Box::new(TailCallState::default());
+        let entries: Box<[NativeEntry]> =
+            programs.iter().map(|p| NativeEntry { entry: p.entry(), runtime_context: p.runtime().context() }).collect();
+        for (m, slot, program) in program_array_entries(spec, module)? {
+            maps.set_program(m, slot as u32, &entries[program] as *const NativeEntry as usize);
+        }
         let ctx = context_bytes(spec.context, data, data_address);
         let mut context = vec![0u64; 8 + ctx.len().div_ceil(8)];
-        context[0] = &mut *state as *mut TailCallState as u64;
         for (i, chunk) in ctx.chunks(8).enumerate() {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
             context[8 + i] = u64::from_le_bytes(word);
         }
-        Ok(NativeRuntimeBench { programs, _maps: maps, state, context })
+        Ok(NativeRuntimeBench { _programs: programs, entries, _maps: maps, context })
     }
 
-    /// Runs the entry program, then every program it tail-calls; r0 of the last.
+    /// Runs the entry program, then every program it tail-calls (the native baseline's loop); r0 of the last.
     ///
     /// # Safety
     /// The input given to `load` must still be alive and unmoved; the programs were verified for the context.
     pub unsafe fn run(&mut self) -> u64 {
         let ctx = self.context[8..].as_mut_ptr() as *mut c_void;
-        self.state.count = 0;
-        let mut index = 0;
-        loop {
-            self.state.next = None;
-            // SAFETY: guaranteed by the caller; the context has the header the tail-call helper reads.
-            let r = unsafe { self.programs[index].run(ctx) };
-            match self.state.next.take() {
-                Some(next) => index = next,
-                None => return r,
-            }
-        }
+        // SAFETY: guaranteed by the caller; the entries' runtime contexts bind this bench's maps and the C helpers.
+        unsafe { host_c::invoke_native(&self.entries[0], ctx) }
     }
 }
 

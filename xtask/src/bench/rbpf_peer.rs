@@ -3,7 +3,7 @@
 
 use anyhow::anyhow;
 use bpf2sys_tests::bench::timing::{self, Mode};
-use bpf2sys_tests::bench::{input, runtime_programs};
+use bpf2sys_tests::bench::{host_c, input, runtime_programs};
 
 use super::{compile_times, CellOutcome};
 
@@ -86,86 +86,29 @@ pub(super) fn measure(
     Ok(outcome)
 }
 
-/// The tail-call state of one rbpf invocation: rbpf passes helpers r1..r5 only, so the state the runtime keeps
-/// behind the context (contract §3.4) is process-wide here (each bench cell is its own single-threaded process).
-/// Plain integers on purpose: rbpf 0.4.1's x86 JIT calls helpers with the stack 8 bytes off the 16-byte alignment
-/// the System V ABI requires (found here: a helper copying a 16-byte `Cell` with `movaps` faulted), so the helpers
-/// must not need an aligned stack.
-mod tail_calls {
-    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
-
-    use bpf2sys_tests::bench::maps::{at, MAX_TAIL_CALL_CNT};
-
-    /// The next program, `usize::MAX` for none.
-    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
-    static COUNT: AtomicU32 = AtomicU32::new(0);
-
-    /// Starts an invocation.
-    pub(super) fn reset() {
-        NEXT.store(usize::MAX, Relaxed);
-        COUNT.store(0, Relaxed);
-    }
-
-    /// The program the last one tail-called, if any (and forgets it).
-    pub(super) fn take_next() -> Option<usize> {
-        let next = NEXT.swap(usize::MAX, Relaxed);
-        (next != usize::MAX).then_some(next)
-    }
-
-    /// `bpf_tail_call` as `maps::TailCallState::tail_call`: -31 past the limit, -22 for an empty slot.
-    fn tail_call(prog_array: u64, index: u64) -> u64 {
-        if COUNT.load(Relaxed) >= MAX_TAIL_CALL_CNT {
-            return -31i64 as u64;
-        }
-        // SAFETY: `prog_array` is the address of a map the harness owns (relocated into the bytecode).
-        match unsafe { at::program(prog_array, index) } {
-            Some(p) => {
-                NEXT.store(p, Relaxed);
-                COUNT.fetch_add(1, Relaxed);
-                0
-            }
-            None => -22i64 as u64,
-        }
-    }
-
-    // The map helpers with rbpf's register arguments: Rust functions for its interpreter, System V for its JITs.
-    // SAFETY (all): the benchmark programs pass relocated map addresses and verified key and value pointers.
-    pub(super) fn lookup(m: u64, k: u64, _: u64, _: u64, _: u64) -> u64 {
-        unsafe { at::lookup(m, k) }
-    }
-    pub(super) fn update(m: u64, k: u64, v: u64, f: u64, _: u64) -> u64 {
-        unsafe { at::update(m, k, v, f) }
-    }
-    pub(super) fn delete(m: u64, k: u64, _: u64, _: u64, _: u64) -> u64 {
-        unsafe { at::delete(m, k) }
-    }
-    pub(super) fn tail(_ctx: u64, m: u64, i: u64, _: u64, _: u64) -> u64 {
-        tail_call(m, i)
-    }
-    pub(super) extern "C" fn lookup_c(m: u64, k: u64, _: u64, _: u64, _: u64) -> u64 {
-        unsafe { at::lookup(m, k) }
-    }
-    pub(super) extern "C" fn update_c(m: u64, k: u64, v: u64, f: u64, _: u64) -> u64 {
-        unsafe { at::update(m, k, v, f) }
-    }
-    pub(super) extern "C" fn delete_c(m: u64, k: u64, _: u64, _: u64, _: u64) -> u64 {
-        unsafe { at::delete(m, k) }
-    }
-    pub(super) extern "C" fn tail_c(_ctx: u64, m: u64, i: u64, _: u64, _: u64) -> u64 {
-        tail_call(m, i)
-    }
-}
-
-/// The helpers of the real benchmark programs for `engine`.
+/// The helpers of the real benchmark programs for `engine`: the C host's (`host_c`), the native baseline's own
+/// code. rbpf's JITs call them in the System V convention they are written in; its interpreter calls helpers as
+/// Rust functions, so it gets Rust wrappers around the same functions.
 fn runtime_helpers(engine: RbpfEngine) -> [(u32, rbpf::ebpf::Helper); 4] {
-    use tail_calls::*;
+    use host_c::sysv::*;
     if engine == RbpfEngine::Interpreter {
+        fn lookup(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
+            bench_sysv_map_lookup_elem(a, b, c, d, e)
+        }
+        fn update(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
+            bench_sysv_map_update_elem(a, b, c, d, e)
+        }
+        fn delete(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
+            bench_sysv_map_delete_elem(a, b, c, d, e)
+        }
+        fn tail(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
+            bench_sysv_tail_call(a, b, c, d, e)
+        }
         return [(1, lookup), (2, update), (3, delete), (5, tail)];
     }
     type SysV = extern "C" fn(u64, u64, u64, u64, u64) -> u64;
     // SAFETY: rbpf's JITs call helpers with the System V convention these are written in (see `jit_lookup`).
-    let c = |f: SysV| unsafe { std::mem::transmute::<SysV, rbpf::ebpf::Helper>(f) };
-    [(1, c(lookup_c)), (2, c(update_c)), (3, c(delete_c)), (5, c(tail_c))]
+    HELPERS.map(|(id, f)| (id, unsafe { std::mem::transmute::<SysV, rbpf::ebpf::Helper>(f) }))
 }
 
 fn runtime_vm<'a>(
@@ -184,8 +127,9 @@ fn runtime_vm<'a>(
 }
 
 /// A real benchmark program (maps, tail calls; `runtime_programs`) on rbpf: its map references relocated to the
-/// harness's maps (rbpf has no map relocations), the same host maps and helpers as bpf2sys's engine, and the
-/// runtime's tail-call loop around rbpf's single-program VMs.
+/// harness's maps (rbpf has no map relocations), the C host's maps and helpers as for bpf2sys's engine and the
+/// native baseline, and the runtime's tail-call loop around rbpf's single-program VMs (program arrays hold
+/// `host_c::program_token`s).
 pub(super) fn measure_runtime(
     engine: RbpfEngine,
     spec: &runtime_programs::RuntimeProgram,
@@ -197,14 +141,18 @@ pub(super) fn measure_runtime(
     let (_, module) = runtime_programs::load_verified(object_path)?;
     let data_start = input[8..].as_mut_ptr() as u64;
     let data_len = input.len() as u64 - 8;
-    let mut maps = runtime_programs::native_maps(spec, &module, &input[8..])?;
-    let addresses: Vec<u64> = maps.iter_mut().map(|m| m as *mut _ as u64).collect();
+    let mut maps = runtime_programs::c_maps(spec, &module, &input[8..])?;
+    for (m, slot, program) in runtime_programs::program_array_entries(spec, &module)? {
+        maps.set_program(m, slot as u32, host_c::program_token(program));
+    }
+    let addresses: Vec<u64> = (0..module.maps.len()).map(|m| maps.address(m)).collect();
     let codes = (0..module.programs.len())
         .map(|i| runtime_programs::relocated_bytecode(&module, i, &addresses))
         .collect::<Result<Vec<_>, _>>()?;
     // The interpreter checks every access: allow the packet and every map's values.
-    let allowed: Vec<std::ops::Range<u64>> =
-        std::iter::once(data_start..data_start + data_len).chain(maps.iter().map(|m| m.value_range())).collect();
+    let allowed: Vec<std::ops::Range<u64>> = std::iter::once(data_start..data_start + data_len)
+        .chain((0..module.maps.len()).map(|m| maps.value_range(m)))
+        .collect();
     let new_vm = |code| runtime_vm(code, engine, &allowed);
     let compile_runs = if mode == Mode::Quick { 3 } else { 11 };
     let mut outcome = CellOutcome::default();
@@ -231,7 +179,7 @@ pub(super) fn measure_runtime(
     let mut context = runtime_programs::context_bytes(spec.context, &input[8..], data_start);
     let (ptr, len) = (context.as_mut_ptr(), context.len());
     let result = timing::measure(mode, expected, || {
-        tail_calls::reset();
+        host_c::tail_call_reset();
         let mut index = 0;
         loop {
             // rbpf ties the memory borrow to the VM's lifetime; each call gets its own view of the one context.
@@ -243,7 +191,7 @@ pub(super) fn measure_runtime(
                 RbpfEngine::Interpreter => vm.execute_program(mem),
             }
             .map_err(|e| e.to_string())?;
-            match tail_calls::take_next() {
+            match host_c::tail_call_take() {
                 Some(n) => index = n,
                 None => return Ok(r),
             }
