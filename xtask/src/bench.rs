@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Internal: measure the compile latency of one program in this process and print it as one JSON line.
     #[arg(long, hide = true, value_name = "OBJECT")]
     compile_cell: Option<PathBuf>,
+    /// Internal: build and sign one object once in this process, as `bpf2sys build` does, and print its peak RSS
+    /// as one JSON line.
+    #[arg(long, hide = true, value_name = "OBJECT")]
+    build_cell: Option<PathBuf>,
     /// Internal: build the batch on this many CPUs in this process and print the throughput as one JSON line.
     #[arg(long, hide = true, value_name = "CPUS")]
     batch_cell: Option<usize>,
@@ -164,6 +168,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(object) = &args.compile_cell {
         return latency::run_compile_cell(object, mode);
+    }
+    if let Some(object) = &args.build_cell {
+        return latency::run_build_cell(object);
     }
     if let Some(cpus) = args.batch_cell {
         return batch::run_batch_cell(cpus, mode);

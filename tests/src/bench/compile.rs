@@ -163,6 +163,19 @@ pub fn measure(object_path: &Path, key_dir: &Path, runs: usize) -> Result<Compil
     Ok(CompileLatency { slots, stages: vec![parse, verify, lower_stage, link, sign, end_to_end] })
 }
 
+/// Builds and signs the object at `object_path` once, as `bpf2sys build --sign` does (one [`Session`], `build`
+/// then `sign`, nothing kept for timing), returning the signed image's length: the workload of the "peak RSS
+/// building a program" figure, which the caller reads from a process that does only this.
+pub fn build_and_sign_once(object_path: &Path, key_dir: &Path) -> Result<usize, CompileBenchError> {
+    let bytes = std::fs::read(object_path)
+        .map_err(|source| CompileBenchError::Io { path: object_path.to_path_buf(), source })?;
+    let file_name = object_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let signer = bench_signer(key_dir)?;
+    let session = Session::new(SessionOptions::default())?;
+    let image = session.build(&bytes, &file_name)?;
+    Ok(session.sign(&file_name, &image, &signer, &SignOptions::default())?.len())
+}
+
 /// The first line of a driver error (a verification failure goes on with the rendered diagnostics).
 fn one_line(e: &DriverError) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
@@ -199,6 +212,16 @@ mod tests {
         for (stage, outcome) in STAGES.iter().zip(&latency.stages) {
             assert!(matches!(outcome, StageOutcome::Timed { .. }), "{stage}: {outcome:?}");
         }
+    }
+
+    #[test]
+    fn the_build_only_workload_signs_a_driver_and_refuses_an_unverifiable_object() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let keys = tempfile::tempdir().unwrap();
+        let signed = build_and_sign_once(&root.join("samples/bench/unrolled_xdp.o"), keys.path()).unwrap();
+        assert!(signed > 4096, "{signed} bytes");
+        let refused = build_and_sign_once(&root.join("samples/bench/csum.o"), keys.path()).unwrap_err();
+        assert!(refused.to_string().contains("names no program type"), "{refused}");
     }
 
     #[test]

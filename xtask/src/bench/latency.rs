@@ -146,7 +146,20 @@ pub fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<(Strin
         }
         let rss_mib = v["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0;
         if label == "generated 100k" {
-            figures.generated_100k_peak_rss_mib = Some(rss_mib);
+            // The goal is about building the program; the cell's process also holds every stage's output while it
+            // times the next stages, so the goal's figure comes from a process that only builds and signs it once.
+            match build_peak_rss_mib(&path) {
+                Ok(mib) => {
+                    figures.generated_100k_peak_rss_mib = Some(mib);
+                    notes.push(format!(
+                        "- {label}: peak RSS of a process that only builds and signs it once, as `bpf2sys build` \
+                         does: {mib:.1} MiB (the table's {rss_mib:.1} MiB is the timing process, which holds the \
+                         module, its verified programs and their lowered code while it times link, sign and the \
+                         end-to-end builds)"
+                    ));
+                }
+                Err(e) => notes.push(format!("- {label}: build-only peak RSS: {e}")),
+            }
         }
         out.push_str(&format!(" {rss_mib:.1} MiB |\n"));
     }
@@ -158,6 +171,35 @@ pub fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<(Strin
         }
     }
     Ok((out, figures))
+}
+
+/// The child side of the "peak RSS building the generated 100k-slot program" figure: one build and signature of
+/// `object`, nothing else in the process.
+pub fn run_build_cell(object: &Path) -> anyhow::Result<()> {
+    let key_dir = repo_root().join("target/bench/signing");
+    let value = match compile::build_and_sign_once(object, &key_dir) {
+        Ok(len) => serde_json::json!({ "signed_bytes": len, "peak_rss_kib": timing::peak_rss_kib() }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    println!("{value}");
+    Ok(())
+}
+
+/// Peak RSS in MiB of a child process that builds and signs `object` once (`--build-cell`).
+fn build_peak_rss_mib(object: &Path) -> anyhow::Result<f64> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["bench", "--build-cell"]).arg(object);
+    let output = run_with_timeout(cmd, Duration::from_secs(600)).map_err(anyhow::Error::msg)?;
+    if !output.status.success() {
+        bail!("crashed: {} {}", exit_description(&output.status), String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("{e}");
+    }
+    Ok(v["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0)
 }
 
 /// The child side of the compile-latency table.
