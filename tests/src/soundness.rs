@@ -594,7 +594,8 @@ pub fn check(program: &[I], seed: u64, inputs: usize) -> Verdict {
 /// against the directions the verifier recorded for it (lowering turns a jump with one recorded direction into an
 /// unconditional jump, so a direction taken at run time but not recorded would be miscompiled), and each
 /// zero-extension the verifier called redundant against its register's value (lowering leaves it out, so a value
-/// of 2^32 or more there would keep its upper half).
+/// of 2^32 or more there would keep its upper half), and each map lookup the verifier called one in a known
+/// `ARRAY` map against the handle in `r1` (lowering indexes that map's values inline).
 struct LoweringFactCheck<'v> {
     verified: &'v Verified<'v>,
     /// The conditional jump just executed: (slot, target slot).
@@ -608,6 +609,15 @@ impl<'v> LoweringFactCheck<'v> {
     }
 
     fn step(&mut self, step: &TraceStep) {
+        if let Some(m) = self.verified.array_map_lookup(step.pc).filter(|_| self.violation.is_none()) {
+            let r1 = step.registers[1];
+            if r1 != Some(MAP_HANDLE_BASE + m as u64) {
+                self.violation = Some(format!(
+                    "the lookup at slot {} was recorded as one in map {m}, but r1 = {r1:#x?} there",
+                    step.pc
+                ));
+            }
+        }
         if self.verified.is_redundant_zero_extension(step.pc) && self.violation.is_none() {
             let program = &self.verified.program().instructions;
             let reg = zero_extension_at(program, step.pc).expect("a recorded zero-extension is an idiom").reg;

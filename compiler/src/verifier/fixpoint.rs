@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::isa::semantics::zero_extension_at;
 use crate::isa::{Instruction, MemSize, Reg};
+use crate::platform::windows::HELPER_MAP_LOOKUP_ELEM;
+use crate::program::MapType;
 
 use super::cfg::Cfg;
 use super::num::Thresholds;
@@ -78,6 +80,9 @@ pub(super) struct Fixpoint<'a> {
     /// Zero-extension idioms ([`crate::isa::semantics::zero_extension_at`]) -> whether the register was a number
     /// below 2^32 in every visit so far.
     zero_extension_visits: BTreeMap<usize, bool>,
+    /// `bpf_map_lookup_elem` call slots -> the one map `r1` was in every visit so far (`None` once a visit had no
+    /// single known map or another one).
+    map_lookup_visits: BTreeMap<usize, Option<u32>>,
     /// Atomic slots visited with an address that is stack only, and the first alignment failure of such a visit.
     stack_atomic_visits: BTreeMap<usize, Option<Failure>>,
     /// Atomic slots visited with an address that may be a map value.
@@ -113,6 +118,7 @@ impl<'a> Fixpoint<'a> {
             callx_helpers: BTreeMap::new(),
             branch_directions: BTreeMap::new(),
             zero_extension_visits: BTreeMap::new(),
+            map_lookup_visits: BTreeMap::new(),
             stack_atomic_visits: BTreeMap::new(),
             shared_atomic_visits: BTreeSet::new(),
             visited: Vec::new(),
@@ -208,6 +214,7 @@ impl<'a> Fixpoint<'a> {
                     _ => None,
                 };
                 self.record_zero_extension(pc, &st);
+                self.record_map_lookup(pc, &st);
                 let out = transfer::step(self.env, pc, &mut st)?;
                 if let Some(id) = callx {
                     // `step` accepted the call only with a constant, known helper id in `reg`.
@@ -278,6 +285,41 @@ impl<'a> Fixpoint<'a> {
     /// [`Fixpoint::record_zero_extension`]): lowering may leave them out.
     pub fn redundant_zero_extensions(&self) -> BTreeSet<usize> {
         self.zero_extension_visits.iter().filter(|(_, &fits)| fits).map(|(&pc, _)| pc).collect()
+    }
+
+    /// Records the map handle in `r1` before a `bpf_map_lookup_elem` call at `pc`: one map, the same in every visit,
+    /// or no fact. As for [`Fixpoint::record_zero_extension`], "every visit" covers every concrete execution
+    /// reaching `pc` in every calling context; programs with assumptions get no fact.
+    fn record_map_lookup(&mut self, pc: usize, st: &State) {
+        if !matches!(self.env.program[pc], Instruction::CallHelper { id } if id as u32 == HELPER_MAP_LOOKUP_ELEM) {
+            return;
+        }
+        let r1 = &st.regs[1];
+        let map = r1.maps.single().filter(|_| self.env.assumptions.is_empty() && r1.types == ty::MAP_FD);
+        let fact = self.map_lookup_visits.entry(pc).or_insert(map);
+        if *fact != map {
+            *fact = None;
+        }
+    }
+
+    /// The `bpf_map_lookup_elem` calls lowering may inline (contract §5.2): slot -> map index, where `r1` was the
+    /// same single map in every analysed visit and that map is a plain `ARRAY` map of the module with 4-byte keys
+    /// that is no map-in-map's inner template. The template condition is what makes "one map" mean "this map":
+    /// the handle a map-in-map lookup returns is an inner map the runtime made from the template, which the
+    /// analysis names by the template's index ([`super::transfer`]'s `lookup_result`), so a handle naming a
+    /// template may be another map at run time. Every other handle comes from a `lddw` of that map. `PERCPU_ARRAY`
+    /// and every other type go through the helper: the runtime's `array_data` is only the value storage of
+    /// `ARRAY` maps (contract §2.2, §3.3).
+    pub fn array_map_lookups(&self) -> BTreeMap<usize, u32> {
+        let maps = self.env.maps;
+        let is_template = |m: usize| {
+            maps.iter().any(|d| d.inner_map_index == Some(m) || (d.inner_id != 0 && d.inner_id == maps[m].id))
+        };
+        let inlinable = |m: u32| {
+            let m = m as usize;
+            maps.get(m).is_some_and(|d| d.map_type == MapType::ARRAY && d.key_size == 4) && !is_template(m)
+        };
+        self.map_lookup_visits.iter().filter_map(|(&pc, &map)| map.filter(|&m| inlinable(m)).map(|m| (pc, m))).collect()
     }
 
     /// The atomic slots whose address is on the stack in every analysed visit (every calling context), which

@@ -334,6 +334,7 @@ pub fn analyze(env: &Env, entry: State, name: &str) -> Result<VerificationReport
         branch_directions: std::mem::take(&mut fx.branch_directions),
         stack_atomics: fx.stack_atomics()?,
         redundant_zero_extensions: fx.redundant_zero_extensions(),
+        array_map_lookups: fx.array_map_lookups(),
     };
     Ok(VerificationReport {
         program: name.to_string(),

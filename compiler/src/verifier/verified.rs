@@ -43,6 +43,11 @@ pub struct AnalysisFacts {
     /// `w = w`) whose register is a number below 2^32 in every analysed state in every calling context, so the
     /// idiom leaves it unchanged (issue 16: lowering leaves these out). Slots the analysis never reached are absent.
     pub redundant_zero_extensions: BTreeSet<usize>,
+    /// `bpf_map_lookup_elem` call slots whose `r1` is the same map in every analysed state in every calling
+    /// context, that map being a plain `ARRAY` map with 4-byte keys and no map-in-map's inner template: slot ->
+    /// module map index. Lowering may inline these lookups (contract §5.2; issue 16 item 2). Slots the analysis
+    /// never reached are absent.
+    pub array_map_lookups: BTreeMap<usize, u32>,
 }
 
 /// The directions the analysis found feasible for one conditional jump (RFC 9669 §4.3).
@@ -199,6 +204,8 @@ pub struct Verified<'m> {
     stack_atomics: BTreeSet<usize>,
     /// See [`AnalysisFacts::redundant_zero_extensions`]; empty when nothing was proven.
     redundant_zero_extensions: BTreeSet<usize>,
+    /// See [`AnalysisFacts::array_map_lookups`]; empty when nothing was proven.
+    array_map_lookups: BTreeMap<usize, u32>,
     /// Frames of the deepest chain of local calls (1 without calls).
     call_depth: u32,
     /// Where the program type's context keeps the packet (`None` without packet fields): legacy packet loads
@@ -229,6 +236,7 @@ impl<'m> Verified<'m> {
             branch_directions: Some(facts.branch_directions),
             stack_atomics: facts.stack_atomics,
             redundant_zero_extensions: facts.redundant_zero_extensions,
+            array_map_lookups: facts.array_map_lookups,
             call_depth,
             packet_fields,
         })
@@ -301,6 +309,7 @@ impl<'m> Verified<'m> {
             branch_directions: None,
             stack_atomics,
             redundant_zero_extensions: BTreeSet::new(),
+            array_map_lookups: BTreeMap::new(),
             call_depth,
             packet_fields: None,
         })
@@ -388,6 +397,13 @@ impl<'m> Verified<'m> {
     /// [`AnalysisFacts::redundant_zero_extensions`]): lowering may then leave it out.
     pub fn is_redundant_zero_extension(&self, slot: usize) -> bool {
         self.redundant_zero_extensions.contains(&slot)
+    }
+
+    /// The module map the `bpf_map_lookup_elem` call at `slot` looks up in every execution, when the proof shows it
+    /// is one plain `ARRAY` map of the module (see [`AnalysisFacts::array_map_lookups`]): lowering may then index
+    /// the map's values directly instead of calling the helper.
+    pub fn array_map_lookup(&self, slot: usize) -> Option<usize> {
+        self.array_map_lookups.get(&slot).map(|&m| m as usize)
     }
 
     /// Helper ids the program calls (`call imm` and `callx`), in first-appearance order.

@@ -407,6 +407,7 @@ proptest! {
     }
 }
 
+mod array_lookups;
 mod attacks;
 mod correlations;
 mod data_meta;
