@@ -180,6 +180,7 @@ pub struct HostRuntime {
     /// The host functions behind `helpers`, slot by slot.
     helper_functions: Vec<Option<HelperFunction>>,
     map_data: Vec<u64>,
+    layout: MapDataLayout,
     globals: Vec<GlobalVariableSectionData>,
     global_storage: Vec<Vec<u8>>,
     context: Box<ProgramRuntimeContext>,
@@ -219,7 +220,17 @@ impl HostRuntime {
             global_variable_section_data: if globals.is_empty() { std::ptr::null() } else { globals.as_ptr() },
             btf_resolved_function_data: std::ptr::null(),
         });
-        HostRuntime { helpers, helper_functions, map_data, globals, global_storage, context }
+        HostRuntime { helpers, helper_functions, map_data, layout, globals, global_storage, context }
+    }
+
+    /// Sets `map_data[map].array_data` to `values`, as the runtime does for an `ARRAY` map of a module reporting
+    /// 1.4.0 or later (contract §3.3); nothing for the 32-byte layout, which has no such field. The vector is
+    /// written in place, so the runtime context keeps pointing at it.
+    pub fn set_array_data(&mut self, map: usize, values: *mut u8) {
+        if self.layout.has_array_data() {
+            let at = map * self.layout.stride() as usize + std::mem::offset_of!(MapData, array_data);
+            self.map_data[at / 8] = values as u64;
+        }
     }
 
     /// Points each helper slot at the address `bind` gives for its host function (for code that cannot call host

@@ -1,6 +1,7 @@
 //! Every sample builds (verify → compile → link) for x64 and ARM64, passes the driver lint, is byte-identical
 //! across builds, and runs in the emulated eBPF for Windows runtime with the behaviour its source defines — as an
-//! x64 image on this host and as an ARM64 image in the AArch64 emulator.
+//! x64 image on this host and as an ARM64 image in the AArch64 emulator, built for runtime 1.3.0 (every map lookup
+//! calls the helper) and 1.4.0 (lookups in one proven ARRAY map are inlined through `map_data.array_data`).
 
 use std::path::{Path, PathBuf};
 
@@ -51,10 +52,30 @@ fn build(name: &str, target: Target, version: RuntimeVersion) -> Vec<u8> {
 
 const TARGETS: [Target; 2] = [Target::X64, Target::Arm64];
 
-fn load(name: &str, target: Target) -> (Emulator, LoadedModule) {
-    let image = build(name, target, default_version(name));
+/// How a behaviour test builds its sample: the target, and whether for the portable runtime (1.3.0, whose
+/// `map_data` has no `array_data`: every map lookup calls the helper) or for 1.4.0, where a lookup in one proven
+/// `ARRAY` map is inlined (contract §5.2). Every behaviour must be the same in all four builds.
+#[derive(Clone, Copy, Debug)]
+struct Build {
+    target: Target,
+    array_data: bool,
+}
+
+const BUILDS: [Build; 4] = [
+    Build { target: Target::X64, array_data: false },
+    Build { target: Target::Arm64, array_data: false },
+    Build { target: Target::X64, array_data: true },
+    Build { target: Target::Arm64, array_data: true },
+];
+
+fn load(name: &str, b: Build) -> (Emulator, LoadedModule) {
+    let version = match default_version(name) {
+        v if b.array_data && !v.has_array_data() => RuntimeVersion::MAP_DATA_V2,
+        v => v,
+    };
+    let image = build(name, b.target, version);
     let mut emulator = emulator::emulator();
-    let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name} {target:?}: {e}"));
+    let module = emulator.load(&image).unwrap_or_else(|e| panic!("{name} {b:?}: {e}"));
     (emulator, module)
 }
 
@@ -112,13 +133,13 @@ fn ipv4_udp(payload: usize, udp_length: u16, dst_port: u16) -> Vec<u8> {
 
 #[test]
 fn droppacket_drops_empty_udp_and_counts_it() {
-    for target in TARGETS {
-        droppacket_drops_empty_udp_and_counts_it_on(target);
+    for build in BUILDS {
+        droppacket_drops_empty_udp_and_counts_it_on(build);
     }
 }
 
-fn droppacket_drops_empty_udp_and_counts_it_on(target: Target) {
-    let (_e, m) = load("droppacket", target);
+fn droppacket_drops_empty_udp_and_counts_it_on(build: Build) {
+    let (_e, m) = load("droppacket", build);
     let (a, _) = m.invoke_xdp("drop_empty_udp", &ipv4_udp(0, 8, 53), 1).unwrap();
     assert_eq!(a, XDP_DROP);
     let (a, _) = m.invoke_xdp("drop_empty_udp", &ipv4_udp(4, 12, 53), 1).unwrap();
@@ -134,13 +155,13 @@ fn droppacket_drops_empty_udp_and_counts_it_on(target: Target) {
 
 #[test]
 fn tail_call_reaches_the_stage_for_the_ethertype() {
-    for target in TARGETS {
-        tail_call_reaches_the_stage_for_the_ethertype_on(target);
+    for build in BUILDS {
+        tail_call_reaches_the_stage_for_the_ethertype_on(build);
     }
 }
 
-fn tail_call_reaches_the_stage_for_the_ethertype_on(target: Target) {
-    let (_e, m) = load("tail_call", target);
+fn tail_call_reaches_the_stage_for_the_ethertype_on(build: Build) {
+    let (_e, m) = load("tail_call", build);
     let mut v4 = vec![0u8; 64];
     v4[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     let mut v6 = vec![0u8; 64];
@@ -155,13 +176,13 @@ fn tail_call_reaches_the_stage_for_the_ethertype_on(target: Target) {
 
 #[test]
 fn globals_hold_their_initial_values_and_drive_the_filter() {
-    for target in TARGETS {
-        globals_hold_their_initial_values_and_drive_the_filter_on(target);
+    for build in BUILDS {
+        globals_hold_their_initial_values_and_drive_the_filter_on(build);
     }
 }
 
-fn globals_hold_their_initial_values_and_drive_the_filter_on(target: Target) {
-    let (_e, m) = load("globals", target);
+fn globals_hold_their_initial_values_and_drive_the_filter_on(build: Build) {
+    let (_e, m) = load("globals", build);
     let data = m.map("globals.data").expect(".data map").get(&0u32.to_le_bytes()).unwrap();
     assert_eq!(u32::from_le_bytes(data[..4].try_into().unwrap()), 1500, "drop_threshold");
     let rodata = m.map("globals.rodata").expect(".rodata map").get(&0u32.to_le_bytes()).unwrap();
@@ -185,13 +206,13 @@ fn globals_hold_their_initial_values_and_drive_the_filter_on(target: Target) {
 
 #[test]
 fn map_in_map_follows_the_initial_inner_map() {
-    for target in TARGETS {
-        map_in_map_follows_the_initial_inner_map_on(target);
+    for build in BUILDS {
+        map_in_map_follows_the_initial_inner_map_on(build);
     }
 }
 
-fn map_in_map_follows_the_initial_inner_map_on(target: Target) {
-    let (_e, m) = load("map_in_map", target);
+fn map_in_map_follows_the_initial_inner_map_on(build: Build) {
+    let (_e, m) = load("map_in_map", build);
     assert_eq!(m.invoke_xdp("lookup_nested", &[0u8; 20], 0).unwrap().0, XDP_PASS);
     m.map("default_ports").unwrap().update(&53u16.to_le_bytes(), &[1], 0);
     assert_eq!(m.invoke_xdp("lookup_nested", &[0u8; 20], 0).unwrap().0, XDP_DROP, "interface 0 uses default_ports");
@@ -200,13 +221,13 @@ fn map_in_map_follows_the_initial_inner_map_on(target: Target) {
 
 #[test]
 fn bpf_calls_record_lengths_through_subprograms() {
-    for target in TARGETS {
-        bpf_calls_record_lengths_through_subprograms_on(target);
+    for build in BUILDS {
+        bpf_calls_record_lengths_through_subprograms_on(build);
     }
 }
 
-fn bpf_calls_record_lengths_through_subprograms_on(target: Target) {
-    let (_e, m) = load("bpf_calls", target);
+fn bpf_calls_record_lengths_through_subprograms_on(build: Build) {
+    let (_e, m) = load("bpf_calls", build);
     assert_eq!(m.invoke_xdp("measure", &[0u8; 100], 1).unwrap().0, XDP_PASS);
     assert_eq!(m.invoke_xdp("drop_large", &[0u8; 600], 1).unwrap().0, XDP_DROP);
     assert_eq!(m.invoke_xdp("drop_large", &[0u8; 60], 1).unwrap().0, XDP_PASS);
@@ -216,13 +237,13 @@ fn bpf_calls_record_lengths_through_subprograms_on(target: Target) {
 
 #[test]
 fn atomics_update_the_shared_counters() {
-    for target in TARGETS {
-        atomics_update_the_shared_counters_on(target);
+    for build in BUILDS {
+        atomics_update_the_shared_counters_on(build);
     }
 }
 
-fn atomics_update_the_shared_counters_on(target: Target) {
-    let (_e, m) = load("atomics", target);
+fn atomics_update_the_shared_counters_on(build: Build) {
+    let (_e, m) = load("atomics", build);
     assert_eq!(m.invoke_xdp("update_counters", &[0u8; 40], 7).unwrap().0, XDP_PASS);
     assert_eq!(m.invoke_xdp("update_counters", &[0u8; 3], 9).unwrap().0, XDP_PASS);
     let v = m.map("shared_counters").unwrap().get(&0u32.to_le_bytes()).unwrap();
@@ -243,13 +264,13 @@ fn bind_context(pid: u64, operation: u32) -> [u8; 56] {
 
 #[test]
 fn bind_policy_counts_binds_and_denies_listed_processes() {
-    for target in TARGETS {
-        bind_policy_counts_binds_and_denies_listed_processes_on(target);
+    for build in BUILDS {
+        bind_policy_counts_binds_and_denies_listed_processes_on(build);
     }
 }
 
-fn bind_policy_counts_binds_and_denies_listed_processes_on(target: Target) {
-    let (_e, m) = load("bind_policy", target);
+fn bind_policy_counts_binds_and_denies_listed_processes_on(build: Build) {
+    let (_e, m) = load("bind_policy", build);
     assert_eq!(m.invoke("authorize_bind", &mut bind_context(42, 0)).unwrap().0, 0, "permit");
     assert_eq!(m.invoke("authorize_bind", &mut bind_context(42, 0)).unwrap().0, 0);
     assert_eq!(m.invoke("authorize_bind", &mut bind_context(42, 2)).unwrap().0, 0, "unbind is not counted");
@@ -261,13 +282,13 @@ fn bind_policy_counts_binds_and_denies_listed_processes_on(target: Target) {
 
 #[test]
 fn bounded_loop_counts_prefix_sums() {
-    for target in TARGETS {
-        bounded_loop_counts_prefix_sums_on(target);
+    for build in BUILDS {
+        bounded_loop_counts_prefix_sums_on(build);
     }
 }
 
-fn bounded_loop_counts_prefix_sums_on(target: Target) {
-    let (_e, m) = load("bounded_loop", target);
+fn bounded_loop_counts_prefix_sums_on(build: Build) {
+    let (_e, m) = load("bounded_loop", build);
     let packet: Vec<u8> = (1..=10).collect(); // sum 55
     m.invoke_xdp("sum_prefix", &packet, 1).unwrap();
     m.invoke_xdp("sum_prefix", &packet, 1).unwrap();
@@ -290,13 +311,13 @@ fn xdp_with_trace(m: &LoadedModule, program: &str, packet: &[u8]) -> (u32, Vec<S
 
 #[test]
 fn packet_length_logs_at_most_32_packet_bytes() {
-    for target in TARGETS {
-        packet_length_logs_at_most_32_packet_bytes_on(target);
+    for build in BUILDS {
+        packet_length_logs_at_most_32_packet_bytes_on(build);
     }
 }
 
-fn packet_length_logs_at_most_32_packet_bytes_on(target: Target) {
-    let (_e, m) = load("packet_length", target);
+fn packet_length_logs_at_most_32_packet_bytes_on(build: Build) {
+    let (_e, m) = load("packet_length", build);
     let (a, trace) = xdp_with_trace(&m, "log_packet_prefix", b"hello\0world");
     assert_eq!((a, trace.len()), (XDP_PASS, 1));
     assert!(trace[0].starts_with("hello "), "{trace:?}");
@@ -310,13 +331,13 @@ fn packet_length_logs_at_most_32_packet_bytes_on(target: Target) {
 
 #[test]
 fn spilled_lookup_counts_and_drops_from_the_third_packet() {
-    for target in TARGETS {
-        spilled_lookup_counts_and_drops_from_the_third_packet_on(target);
+    for build in BUILDS {
+        spilled_lookup_counts_and_drops_from_the_third_packet_on(build);
     }
 }
 
-fn spilled_lookup_counts_and_drops_from_the_third_packet_on(target: Target) {
-    let (_e, m) = load("spilled_lookup", target);
+fn spilled_lookup_counts_and_drops_from_the_third_packet_on(build: Build) {
+    let (_e, m) = load("spilled_lookup", build);
     let actions: Vec<u32> = (0..4).map(|_| m.invoke_xdp("count_by_first_byte", &[7, 1, 2], 1).unwrap().0).collect();
     assert_eq!(actions, [XDP_PASS, XDP_PASS, XDP_DROP, XDP_DROP]);
     assert_eq!(u64_value(&m, "port_hits", &7u32.to_le_bytes()), Some(4));
@@ -326,13 +347,13 @@ fn spilled_lookup_counts_and_drops_from_the_third_packet_on(target: Target) {
 
 #[test]
 fn stack_counter_sums_the_first_16_bytes() {
-    for target in TARGETS {
-        stack_counter_sums_the_first_16_bytes_on(target);
+    for build in BUILDS {
+        stack_counter_sums_the_first_16_bytes_on(build);
     }
 }
 
-fn stack_counter_sums_the_first_16_bytes_on(target: Target) {
-    let (_e, m) = load("stack_counter", target);
+fn stack_counter_sums_the_first_16_bytes_on(build: Build) {
+    let (_e, m) = load("stack_counter", build);
     assert_eq!(m.invoke_xdp("sum_with_stack_counter", &[1u8; 20], 1).unwrap().0, XDP_PASS, "sum 16");
     assert_eq!(m.invoke_xdp("sum_with_stack_counter", &[200u8; 16], 1).unwrap().0, XDP_DROP, "sum 3200");
     assert_eq!(m.invoke_xdp("sum_with_stack_counter", &[9u8; 15], 1).unwrap().0, XDP_PASS, "too short");
@@ -353,13 +374,13 @@ fn xdp_on_interface(m: &LoadedModule, program: &str, packet: &[u8], ifindex: u32
 
 #[test]
 fn mixed_pointer_logs_the_stack_label_then_the_map_label() {
-    for target in TARGETS {
-        mixed_pointer_logs_the_stack_label_then_the_map_label_on(target);
+    for build in BUILDS {
+        mixed_pointer_logs_the_stack_label_then_the_map_label_on(build);
     }
 }
 
-fn mixed_pointer_logs_the_stack_label_then_the_map_label_on(target: Target) {
-    let (_e, m) = load("mixed_pointer", target);
+fn mixed_pointer_logs_the_stack_label_then_the_map_label_on(build: Build) {
+    let (_e, m) = load("mixed_pointer", build);
     let (a, trace) = xdp_on_interface(&m, "log_interface_label", b"ABCDEFGH", 1);
     assert_eq!(a, XDP_PASS);
     assert!(trace[0].starts_with("if-1"), "stack label: {trace:?}");
@@ -375,13 +396,13 @@ fn mixed_pointer_logs_the_stack_label_then_the_map_label_on(target: Target) {
 
 #[test]
 fn correlated_bounds_sums_at_most_the_packet_and_64_bytes() {
-    for target in TARGETS {
-        correlated_bounds_sums_at_most_the_packet_and_64_bytes_on(target);
+    for build in BUILDS {
+        correlated_bounds_sums_at_most_the_packet_and_64_bytes_on(build);
     }
 }
 
-fn correlated_bounds_sums_at_most_the_packet_and_64_bytes_on(target: Target) {
-    let (_e, m) = load("correlated_bounds", target);
+fn correlated_bounds_sums_at_most_the_packet_and_64_bytes_on(build: Build) {
+    let (_e, m) = load("correlated_bounds", build);
     assert_eq!(m.invoke_xdp("sum_packet_bytes", &[1, 2, 3], 1).unwrap().0, XDP_PASS);
     assert_eq!(m.invoke_xdp("sum_packet_bytes", &[0x10; 100], 1).unwrap().0, XDP_DROP, "64 * 16 = 1024");
     assert_eq!(m.invoke_xdp("sum_packet_bytes", &[0xff; 3], 1).unwrap().0, XDP_PASS, "765");
@@ -392,13 +413,13 @@ fn correlated_bounds_sums_at_most_the_packet_and_64_bytes_on(target: Target) {
 
 #[test]
 fn stack_extent_logs_8_or_16_header_bytes() {
-    for target in TARGETS {
-        stack_extent_logs_8_or_16_header_bytes_on(target);
+    for build in BUILDS {
+        stack_extent_logs_8_or_16_header_bytes_on(build);
     }
 }
 
-fn stack_extent_logs_8_or_16_header_bytes_on(target: Target) {
-    let (_e, m) = load("stack_extent", target);
+fn stack_extent_logs_8_or_16_header_bytes_on(build: Build) {
+    let (_e, m) = load("stack_extent", build);
     let (a, trace) = xdp_with_trace(&m, "log_packet_header", b"ABCDEFGHIJKLMNOPQR");
     assert_eq!(a, XDP_PASS);
     assert!(trace[0].starts_with("ABCDEFGH") && !trace[0].starts_with("ABCDEFGHI"), "odd: 8 bytes {trace:?}");
@@ -411,13 +432,13 @@ fn stack_extent_logs_8_or_16_header_bytes_on(target: Target) {
 
 #[test]
 fn map_choice_counts_in_the_map_of_the_interface_parity() {
-    for target in TARGETS {
-        map_choice_counts_in_the_map_of_the_interface_parity_on(target);
+    for build in BUILDS {
+        map_choice_counts_in_the_map_of_the_interface_parity_on(build);
     }
 }
 
-fn map_choice_counts_in_the_map_of_the_interface_parity_on(target: Target) {
-    let (_e, m) = load("map_choice", target);
+fn map_choice_counts_in_the_map_of_the_interface_parity_on(build: Build) {
+    let (_e, m) = load("map_choice", build);
     let packet = [0u8; 14];
     for ifindex in [1, 2, 3] {
         assert_eq!(m.invoke_xdp("count_per_interface_parity", &packet, ifindex).unwrap().0, XDP_PASS);
@@ -441,13 +462,13 @@ fn sock_addr_context(ip: u32, port: u16) -> [u8; 64] {
 
 #[test]
 fn connect_filter_rejects_blocked_ports_and_records_connectors() {
-    for target in TARGETS {
-        connect_filter_rejects_blocked_ports_and_records_connectors_on(target);
+    for build in BUILDS {
+        connect_filter_rejects_blocked_ports_and_records_connectors_on(build);
     }
 }
 
-fn connect_filter_rejects_blocked_ports_and_records_connectors_on(target: Target) {
-    let (_e, m) = load("connect_filter", target);
+fn connect_filter_rejects_blocked_ports_and_records_connectors_on(build: Build) {
+    let (_e, m) = load("connect_filter", build);
     assert_eq!(m.invoke("filter_connect4", &mut sock_addr_context(0x0100007f, 80)).unwrap().0, 1, "proceed");
     m.map("blocked_ports").unwrap().update(&80u16.to_le_bytes(), &1u32.to_le_bytes(), 0);
     assert_eq!(m.invoke("filter_connect4", &mut sock_addr_context(0x0100007f, 80)).unwrap().0, 0, "reject");
@@ -458,13 +479,13 @@ fn connect_filter_rejects_blocked_ports_and_records_connectors_on(target: Target
 
 #[test]
 fn legacy_maps_count_per_interface_and_port() {
-    for target in TARGETS {
-        legacy_maps_count_per_interface_and_port_on(target);
+    for build in BUILDS {
+        legacy_maps_count_per_interface_and_port_on(build);
     }
 }
 
-fn legacy_maps_count_per_interface_and_port_on(target: Target) {
-    let (_e, m) = load("legacy_maps", target);
+fn legacy_maps_count_per_interface_and_port_on(build: Build) {
+    let (_e, m) = load("legacy_maps", build);
     let mut p = vec![0u8; 40];
     p[36..38].copy_from_slice(&8080u16.to_be_bytes());
     m.invoke_xdp("count_legacy", &p, 33).unwrap();
@@ -476,13 +497,13 @@ fn legacy_maps_count_per_interface_and_port_on(target: Target) {
 
 #[test]
 fn map_types_update_every_kind_of_map() {
-    for target in TARGETS {
-        map_types_update_every_kind_of_map_on(target);
+    for build in BUILDS {
+        map_types_update_every_kind_of_map_on(build);
     }
 }
 
-fn map_types_update_every_kind_of_map_on(target: Target) {
-    let (_e, m) = load("map_types", target);
+fn map_types_update_every_kind_of_map_on(build: Build) {
+    let (_e, m) = load("map_types", build);
     assert_eq!(m.invoke_xdp("count_by_map_type", &[0u8; 100], 4).unwrap().0, XDP_PASS);
     assert_eq!(m.invoke_xdp("count_by_map_type", &[0u8; 50], 4).unwrap().0, XDP_PASS);
     assert_eq!(u64_value(&m, "packet_counts", &0u32.to_le_bytes()), Some(2));
@@ -496,13 +517,13 @@ fn map_types_update_every_kind_of_map_on(target: Target) {
 
 #[test]
 fn sockops_flows_track_established_and_deleted_connections() {
-    for target in TARGETS {
-        sockops_flows_track_established_and_deleted_connections_on(target);
+    for build in BUILDS {
+        sockops_flows_track_established_and_deleted_connections_on(build);
     }
 }
 
-fn sockops_flows_track_established_and_deleted_connections_on(target: Target) {
-    let (_e, m) = load("sockops_flows", target);
+fn sockops_flows_track_established_and_deleted_connections_on(build: Build) {
+    let (_e, m) = load("sockops_flows", build);
     let context = |op: u32| {
         let mut c = [0u8; 64];
         c[0..4].copy_from_slice(&op.to_le_bytes());
@@ -546,11 +567,11 @@ fn sample_context(uint32_data: u32) -> Vec<u8> {
 
 #[test]
 fn kfunc_calls_reach_the_provider_through_the_btf_resolved_function_table() {
-    TARGETS.into_iter().for_each(kfunc_calls_reach_the_provider_on);
+    BUILDS.into_iter().for_each(kfunc_calls_reach_the_provider_on);
 }
 
-fn kfunc_calls_reach_the_provider_on(target: Target) {
-    let (_e, m) = load("kfunc", target);
+fn kfunc_calls_reach_the_provider_on(build: Build) {
+    let (_e, m) = load("kfunc", build);
     let info = &m.programs[0].info;
     assert_eq!(
         info.btf_functions,
@@ -574,11 +595,11 @@ fn kfunc_samples_need_runtime_1_5_and_say_so() {
 
 #[test]
 fn named_global_sections_are_separate_maps_with_their_initial_values() {
-    TARGETS.into_iter().for_each(named_global_sections_are_separate_maps_on);
+    BUILDS.into_iter().for_each(named_global_sections_are_separate_maps_on);
 }
 
-fn named_global_sections_are_separate_maps_on(target: Target) {
-    let (_e, m) = load("named_globals", target);
+fn named_global_sections_are_separate_maps_on(build: Build) {
+    let (_e, m) = load("named_globals", build);
     let value = |map: &str| m.map(map).unwrap_or_else(|| panic!("map {map}")).get(&0u32.to_le_bytes()).unwrap();
     assert_eq!(value(".rodata.config"), 40u32.to_le_bytes());
     assert_eq!(value(".data.custom"), 1000u64.to_le_bytes());
@@ -601,11 +622,11 @@ fn named_global_sections_are_separate_maps_on(target: Target) {
 
 #[test]
 fn legacy_inner_map_index_names_a_map_in_another_section() {
-    TARGETS.into_iter().for_each(legacy_inner_map_index_names_a_map_on);
+    BUILDS.into_iter().for_each(legacy_inner_map_index_names_a_map_on);
 }
 
-fn legacy_inner_map_index_names_a_map_on(target: Target) {
-    let (_e, m) = load("legacy_inner_maps", target);
+fn legacy_inner_map_index_names_a_map_on(build: Build) {
+    let (_e, m) = load("legacy_inner_maps", build);
     let outer = m.map("port_tables").unwrap();
     let entry = m.metadata.maps.iter().find(|d| d.name == "port_tables").unwrap();
     assert_eq!(entry.inner_map_idx, 1, "the module-wide index of port_template");

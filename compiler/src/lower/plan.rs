@@ -13,6 +13,7 @@
 //! | [`super::if_conversion::fall_through_path`] | conditional jumps over short effect-free paths ([`JumpLowering::Select`]) | the instructions, the promoted slots |
 //! | [`Verified::is_redundant_zero_extension`] | zero-extension idioms left out ([`FunctionPlan::is_omitted`]) | the verifier's facts, the block leaders |
 //! | [`block_entry_constants`] | the registers holding one constant on every path into a block ([`FunctionPlan::constants_at`]) | the instructions, the block leaders |
+//! | [`Verified::array_map_lookup`] | `bpf_map_lookup_elem` calls indexed inline ([`FunctionPlan::array_lookup`]) | the verifier's facts, the map definitions, the runtime version's `map_data` layout |
 //!
 //! Two improvements work inside one block while translating, because their input is the SSA value each register
 //! holds there: [`super::load_combine`] (byte loads assembling one wider value) and [`super::stack_stores`]
@@ -23,9 +24,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::isa::semantics::zero_extension_at;
 use crate::isa::Instruction;
+use crate::program::MapDefinition;
 use crate::verifier::{BranchDecision, Verified};
 
 use super::if_conversion::fall_through_path;
+use super::runtime_env::MapDataLayout;
 use super::stack_slots::promotable_slots;
 use super::stack_stores::ConstantRegisters;
 use super::translate::function_shape;
@@ -44,6 +47,16 @@ pub enum JumpLowering {
     Select { path: Vec<usize> },
 }
 
+/// A `bpf_map_lookup_elem` lowered without the helper (contract §5.2): `key = *(u32 *)r2;
+/// r0 = key < max_entries ? map_data[map].array_data + key * value_size : 0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayLookup {
+    /// Module map index (`runtime_context->map_data[map]`).
+    pub map: usize,
+    pub max_entries: u32,
+    pub value_size: u32,
+}
+
 /// What the pre-passes decided for one function.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionPlan {
@@ -57,11 +70,14 @@ pub struct FunctionPlan {
     omitted: BTreeSet<usize>,
     /// The constants registers hold on entry to each block (absolute leader slot) that some path reaches.
     block_constants: BTreeMap<usize, ConstantRegisters>,
+    /// Helper-call slots (absolute) lowered as inline array lookups.
+    array_lookups: BTreeMap<usize, ArrayLookup>,
 }
 
 impl FunctionPlan {
-    /// Runs the pre-passes over function `index` of the verified program.
-    pub fn new(verified: &Verified, index: usize) -> FunctionPlan {
+    /// Runs the pre-passes over function `index` of the verified program, for a runtime that lays `map_data` out as
+    /// `map_data` says.
+    pub fn new(verified: &Verified, index: usize, map_data: MapDataLayout) -> FunctionPlan {
         let function = &verified.program().functions[index];
         let instructions = &verified.program().instructions[function.start..function.end];
         let shape = function_shape(instructions);
@@ -73,18 +89,29 @@ impl FunctionPlan {
         });
         let block_constants =
             block_entry_constants(instructions, function.start, |pc| verified.control_flow().is_block_leader(pc));
+        let array_lookups = if map_data.has_array_data() {
+            array_lookups(function.start..function.end, &verified.module().maps, |pc| verified.array_map_lookup(pc))
+        } else {
+            BTreeMap::new()
+        };
         FunctionPlan {
             movable_loads: !shape.writes_or_calls && !shape.loops,
             promoted_slots,
             jumps,
             omitted,
             block_constants,
+            array_lookups,
         }
     }
 
     /// The registers known to hold one constant whenever the block starting at (absolute) `leader` is entered.
     pub fn constants_at(&self, leader: usize) -> ConstantRegisters {
         self.block_constants.get(&leader).cloned().unwrap_or_default()
+    }
+
+    /// The inline lookup that replaces the helper call at (absolute) `slot`, if any.
+    pub fn array_lookup(&self, slot: usize) -> Option<ArrayLookup> {
+        self.array_lookups.get(&slot).copied()
     }
 
     /// Whether the instruction at (absolute) `slot` is left out: it is part of a zero-extension idiom that leaves
@@ -204,6 +231,23 @@ pub fn block_entry_constants(
     entry.into_iter().map(|(slot, constants)| (start + slot, constants)).collect()
 }
 
+/// The `bpf_map_lookup_elem` calls in `slots` to lower inline: those whose map the verifier proved (`proven(pc)`,
+/// [`Verified::array_map_lookup`]: one plain `ARRAY` map in every execution). Only for runtimes that fill
+/// `map_data[m].array_data` (module version 1.4.0 or later, contract §2.2); the caller checks that.
+fn array_lookups(
+    slots: std::ops::Range<usize>,
+    maps: &[MapDefinition],
+    proven: impl Fn(usize) -> Option<usize>,
+) -> BTreeMap<usize, ArrayLookup> {
+    slots
+        .filter_map(|pc| {
+            let map = proven(pc)?;
+            let d = maps.get(map)?;
+            Some((pc, ArrayLookup { map, max_entries: d.max_entries, value_size: d.value_size }))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +316,30 @@ mod tests {
         let dead = [Instruction::Exit, mov(Reg::R3, 1), Instruction::Exit];
         let constants = block_entry_constants(&dead, 0, |pc| pc < 2);
         assert!(!constants.contains_key(&1));
+    }
+
+    #[test]
+    fn proven_array_lookups_are_planned_with_their_maps_bounds_and_value_size() {
+        let map = |max_entries, value_size| MapDefinition {
+            name: "m".into(),
+            map_type: crate::program::MapType::ARRAY,
+            key_size: 4,
+            value_size,
+            max_entries,
+            inner_map_index: None,
+            pinning: crate::program::Pinning::None,
+            id: 0,
+            inner_id: 0,
+        };
+        let maps = [map(4, 8), map(7, 12)];
+        let planned = array_lookups(10..20, &maps, |pc| match pc {
+            12 => Some(1),
+            15 => Some(0),
+            _ => None,
+        });
+        let lookup = |map, max_entries, value_size| ArrayLookup { map, max_entries, value_size };
+        assert_eq!(planned, BTreeMap::from([(12, lookup(1, 7, 12)), (15, lookup(0, 4, 8))]));
+        assert!(array_lookups(10..20, &maps, |_| None).is_empty(), "nothing proven, nothing inlined");
     }
 
     #[test]

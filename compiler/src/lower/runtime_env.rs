@@ -13,7 +13,7 @@ use crate::verifier::Verified;
 // `program_runtime_context_t` and the runtime-owned arrays it points to (contract §2.2), defined once in the shim.
 use bpf2sys_runtime_shim::abi::offsets::{
     GLOBAL_SECTION_DATA_ADDRESS, GLOBAL_SECTION_DATA_STRIDE, HELPER_DATA_ADDRESS, HELPER_DATA_STRIDE, MAP_DATA_ADDRESS,
-    RUNTIME_CONTEXT_GLOBAL_VARIABLE_SECTION_DATA as RC_GLOBAL_VARIABLE_SECTION_DATA,
+    MAP_DATA_ARRAY_DATA, RUNTIME_CONTEXT_GLOBAL_VARIABLE_SECTION_DATA as RC_GLOBAL_VARIABLE_SECTION_DATA,
     RUNTIME_CONTEXT_HELPER_DATA as RC_HELPER_DATA, RUNTIME_CONTEXT_MAP_DATA as RC_MAP_DATA,
 };
 pub use bpf2sys_runtime_shim::abi::MapDataLayout;
@@ -115,6 +115,17 @@ impl RuntimeEnvironment {
         let table = b.ins().load(types::I64, Self::flags(), rc, RC_MAP_DATA);
         let offset = self.map_data.stride() as i64 * map as i64 + MAP_DATA_ADDRESS as i64;
         b.ins().load(types::I64, Self::flags(), table, offset as i32)
+    }
+
+    /// `runtime_context->map_data[m].array_data` (contract §2.2: the value storage of an `ARRAY` map, filled only
+    /// for modules reporting 1.4.0 or later); `None` when this runtime's layout has no `array_data`.
+    pub(super) fn array_data(&self, b: &mut FunctionBuilder, rc: Value, map: usize) -> Option<Value> {
+        if !self.map_data.has_array_data() {
+            return None;
+        }
+        let table = b.ins().load(types::I64, Self::flags(), rc, RC_MAP_DATA);
+        let offset = self.map_data.stride() as i64 * map as i64 + MAP_DATA_ARRAY_DATA as i64;
+        Some(b.ins().load(types::I64, Self::flags(), table, offset as i32))
     }
 
     /// `runtime_context->global_variable_section_data[g].address_of_map_value + offset`.

@@ -16,23 +16,63 @@
 use std::collections::BTreeMap;
 
 use crate::isa::semantics::{eval_alu, eval_byte_order};
-use crate::isa::{AluOp, Imm64Kind, Instruction, MemSize, Operand, Reg};
+use crate::isa::{AluOp, Imm64Kind, Instruction, MemSize, Operand, Reg, Width};
 
-/// Registers whose value is a known constant at the current instruction of a block.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Registers whose value is a known constant at the current instruction of a block, and registers known to hold
+/// `r10 + k` (a stack address: the key pointer of a map lookup, `r2 = r10; r2 += -4`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConstantRegisters {
     values: [Option<u64>; Reg::COUNT],
+    frame_offsets: [Option<i64>; Reg::COUNT],
+}
+
+impl Default for ConstantRegisters {
+    fn default() -> Self {
+        let mut frame_offsets = [None; Reg::COUNT];
+        frame_offsets[Reg::FP.index()] = Some(0);
+        ConstantRegisters { values: [None; Reg::COUNT], frame_offsets }
+    }
 }
 
 impl ConstantRegisters {
     /// Forgets everything: at a block start, where other paths may join.
     pub fn clear(&mut self) {
-        self.values = [None; Reg::COUNT];
+        *self = ConstantRegisters::default();
+    }
+
+    /// `k` when `reg` holds `r10 + k` at the current instruction.
+    pub fn frame_offset(&self, reg: Reg) -> Option<i64> {
+        self.frame_offsets[reg.index()]
+    }
+
+    /// Updates the known `r10 + k` registers for `insn`: a 64-bit copy of one, or one plus or minus an immediate, is
+    /// one; every other write forgets its register (`r10` itself is never written: the verifier refuses it).
+    fn update_frame_offsets(&mut self, insn: &Instruction) {
+        let offset = match *insn {
+            Instruction::Alu { width: Width::W64, op, dst, src } => match (op, src) {
+                (AluOp::Mov, Operand::Reg(s)) => Some((dst, self.frame_offsets[s.index()])),
+                (AluOp::Add, Operand::Imm(i)) => Some((dst, self.frame_offsets[dst.index()].map(|o| o + i64::from(i)))),
+                (AluOp::Sub, Operand::Imm(i)) => Some((dst, self.frame_offsets[dst.index()].map(|o| o - i64::from(i)))),
+                _ => None,
+            },
+            _ => None,
+        };
+        for r in insn.defs().iter() {
+            self.frame_offsets[r.index()] = None;
+        }
+        if let Some((dst, o)) = offset {
+            self.frame_offsets[dst.index()] = o;
+        }
     }
 
     /// Keeps only the constants `other` agrees on: the registers known where two paths join.
     pub fn meet(&mut self, other: &ConstantRegisters) {
         for (mine, theirs) in self.values.iter_mut().zip(other.values) {
+            if *mine != theirs {
+                *mine = None;
+            }
+        }
+        for (mine, theirs) in self.frame_offsets.iter_mut().zip(other.frame_offsets) {
             if *mine != theirs {
                 *mine = None;
             }
@@ -50,6 +90,7 @@ impl ConstantRegisters {
 
     /// Updates the known values for the effect of `insn`.
     pub fn update(&mut self, insn: &Instruction) {
+        self.update_frame_offsets(insn);
         match *insn {
             Instruction::Alu { width, op, dst, src } => {
                 let source = self.operand(src);
@@ -120,6 +161,16 @@ impl PendingStackStores {
         self.bytes.is_empty()
     }
 
+    /// The 4-byte little-endian word at `r10 + offset` if every one of its bytes is buffered: what memory holds
+    /// there now (each buffered byte is the last store to it, and the window holds no other write).
+    pub fn word(&self, offset: i64) -> Option<u32> {
+        let mut bytes = [0u8; 4];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = *self.bytes.get(&i32::try_from(offset + i as i64).ok()?)?;
+        }
+        Some(u32::from_le_bytes(bytes))
+    }
+
     /// Buffers a store of the low `size` bytes of `value` at `r10 + offset`.
     pub fn push(&mut self, offset: i16, size: MemSize, value: u64) {
         for (i, byte) in value.to_le_bytes().into_iter().take(size.bytes() as usize).enumerate() {
@@ -168,7 +219,6 @@ impl PendingStackStores {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::isa::Width;
     use proptest::prelude::*;
 
     fn apply(memory: &mut BTreeMap<i32, u8>, offset: i32, size: MemSize, value: u64) {
@@ -188,6 +238,35 @@ mod tests {
         assert_eq!(stores.len(), 60);
         assert!(stores.iter().all(|s| s.size == MemSize::DW && s.value == 0x0101_0101_0101_0101 && s.offset % 8 == 0));
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_lookup_key_stored_as_a_constant_is_read_back_through_its_stack_address() {
+        let alu = |op, dst, src| Instruction::Alu { width: Width::W64, op, dst, src };
+        let mut regs = ConstantRegisters::default();
+        // r2 = r10; r2 += -8; r3 = r2; r3 -= 4; r4 = r3; w4 += 0 (a 32-bit write is no stack address)
+        for insn in [
+            alu(AluOp::Mov, Reg::R2, Operand::Reg(Reg::FP)),
+            alu(AluOp::Add, Reg::R2, Operand::Imm(-8)),
+            alu(AluOp::Mov, Reg::R3, Operand::Reg(Reg::R2)),
+            alu(AluOp::Sub, Reg::R3, Operand::Imm(4)),
+            alu(AluOp::Mov, Reg::R4, Operand::Reg(Reg::R3)),
+            Instruction::Alu { width: Width::W32, op: AluOp::Add, dst: Reg::R4, src: Operand::Imm(0) },
+        ] {
+            regs.update(&insn);
+        }
+        assert_eq!([Reg::R2, Reg::R3, Reg::R4].map(|r| regs.frame_offset(r)), [Some(-8), Some(-12), None]);
+        regs.update(&Instruction::CallHelper { id: 1 });
+        assert_eq!(regs.frame_offset(Reg::R2), None, "a call clobbers r1-r5");
+        regs.clear();
+        assert_eq!(regs.frame_offset(Reg::FP), Some(0));
+
+        let mut pending = PendingStackStores::default();
+        pending.push(-8, MemSize::H, 0x0201);
+        assert_eq!(pending.word(-8), None, "two of the four bytes are not buffered");
+        pending.push(-6, MemSize::B, 0x03);
+        pending.push(-5, MemSize::B, 0x04);
+        assert_eq!(pending.word(-8), Some(0x0403_0201));
     }
 
     #[test]

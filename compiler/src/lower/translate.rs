@@ -136,9 +136,10 @@ pub fn translate_program(
             index,
             symbols: &mut symbols,
             referenced_maps: &mut referenced_maps,
-            plan: FunctionPlan::new(verified, index),
+            plan: FunctionPlan::new(verified, index, map_data),
             promoted: BTreeMap::new(),
             target,
+            constant_key: None,
         };
         let func = translator.translate(&mut fctx, frames, frontend)?;
         functions.push((function_symbol(program, index), func));
@@ -164,6 +165,10 @@ struct FunctionTranslator<'a> {
     /// The variables of the plan's promoted stack slots, by offset from `r10` (see `stack_slots`).
     promoted: BTreeMap<i16, Variable>,
     target: Target,
+    /// For the instruction being translated, when it is an inline array lookup ([`FunctionPlan::array_lookup`]):
+    /// its key, if `r2` is `r10 + k` and the 4 bytes there were just stored as constants in this block (clang's
+    /// `u32 zero = 0; bpf_map_lookup_elem(&m, &zero)`). Still stored for whatever reads them later.
+    constant_key: Option<u32>,
 }
 
 /// Values every instruction of a function may need.
@@ -259,8 +264,7 @@ impl FunctionTranslator<'_> {
         // (Cranelift's `can_move`) without ever running on a path where the original would not have run. This
         // matters for long straight-line code such as a fully unrolled hash, where Cranelift otherwise keeps every
         // load at its original place ahead of the arithmetic it feeds, and hundreds of loaded values are live at
-        // once.
-        // (`FunctionPlan::movable_loads`.) Spill slots that no pointer can reach become SSA variables (see
+        // once (`FunctionPlan::movable_loads`). Spill slots that no pointer can reach become SSA variables (see
         // `stack_slots::promotable_slots`).
         self.promoted = (self.plan.promoted_slots.iter().copied())
             .map(|offset| {
@@ -307,6 +311,7 @@ impl FunctionTranslator<'_> {
                     continue;
                 }
             }
+            self.constant_key = self.stored_key(pc, &constants, &pending);
             if !keeps_window_open(&insn) {
                 Self::flush_stack_stores(&mut b, &frame, &mut pending);
             }
@@ -359,6 +364,12 @@ impl FunctionTranslator<'_> {
             }
             Frame { regs, context: params[6], runtime_context: params[7], zero }
         }
+    }
+
+    /// The key of the inline array lookup at `pc` when the block just stored it as a constant at `r2`'s stack
+    /// address (see `constant_key`): the buffered bytes are what memory holds there.
+    fn stored_key(&self, pc: usize, constants: &ConstantRegisters, pending: &PendingStackStores) -> Option<u32> {
+        self.plan.array_lookup(pc).and(constants.frame_offset(Reg::R2)).and_then(|k| pending.word(k))
     }
 
     /// Translates an access to a stack slot kept in an SSA variable; returns false if `insn` is not one.

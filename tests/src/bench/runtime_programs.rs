@@ -17,7 +17,8 @@ use bpf2sys::driver::{Session, SessionOptions};
 use bpf2sys::interp::memory::{Access, Memory, RegionId};
 use bpf2sys::interp::{HelperArgs, HelperOutcome, Host, HostError, Interpreter};
 use bpf2sys::isa::{Imm64Kind, Instruction};
-use bpf2sys::program::Module;
+use bpf2sys::program::{MapType, Module};
+use bpf2sys_runtime_shim::RuntimeVersion;
 
 use super::host_c::{self, CMaps, NativeEntry};
 use super::maps::{BenchMap, TailCallState};
@@ -87,12 +88,18 @@ fn setup_error(program: &str, message: impl Into<String>) -> RuntimeProgramError
     RuntimeProgramError::Setup { program: program.to_string(), message: message.into() }
 }
 
-/// Loads and verifies the object as `bpf2sys build` does; the module and the session that lowers it.
+/// The runtime the bench builds these programs for, as `bpf2sys build --runtime-version 1.4.0` does: eBPF for
+/// Windows v1.4 and later fill `map_data[m].array_data`, so lookups in one proven `ARRAY` map are inlined
+/// (contract §2.2, §5.2), as bpf2c does for those runtimes. The portable default (1.3.0) calls the helper instead.
+pub const BENCH_RUNTIME_VERSION: RuntimeVersion = RuntimeVersion::MAP_DATA_V2;
+
+/// Loads and verifies the object as `bpf2sys build --runtime-version 1.4.0` does ([`BENCH_RUNTIME_VERSION`]); the
+/// module and the session that lowers it.
 pub fn load_verified(object_path: &Path) -> Result<(Session, Module), RuntimeProgramError> {
     let bytes =
         std::fs::read(object_path).map_err(|e| RuntimeProgramError::Io(object_path.display().to_string(), e))?;
     let name = object_path.file_name().and_then(|n| n.to_str()).unwrap_or("bench.o").to_string();
-    let session = Session::new(SessionOptions::default())?;
+    let session = Session::new(SessionOptions { runtime_version: BENCH_RUNTIME_VERSION, ..SessionOptions::default() })?;
     let module = session.load(&bytes, &name)?;
     Ok((session, module))
 }
@@ -256,7 +263,14 @@ impl NativeRuntimeBench {
         let programs = compiled
             .iter()
             .map(|c| {
-                let runtime = HostRuntime::new(&c.helper_ids, &host_c::win64::helper, &addresses, layout, Vec::new());
+                let mut runtime =
+                    HostRuntime::new(&c.helper_ids, &host_c::win64::helper, &addresses, layout, Vec::new());
+                // `array_data` of every ARRAY map, as the runtime fills it for modules from 1.4.0 (contract §3.3).
+                for (m, def) in module.maps.iter().enumerate() {
+                    if def.map_type == MapType::ARRAY {
+                        runtime.set_array_data(m, maps.value_range(m).start as *mut u8);
+                    }
+                }
                 NativeProgram::load(c, runtime)
             })
             .collect::<Result<Vec<_>, _>>()?;

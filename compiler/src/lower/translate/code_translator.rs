@@ -12,10 +12,10 @@ use crate::isa::{
     AluOp, AtomicOp, ByteOrder, Imm64Kind, Instruction, JumpCond, MemSize, Operand, PacketLoadMode, Reg, Width,
     STACK_FRAME_SIZE,
 };
-use crate::platform::windows::HELPER_TAIL_CALL;
+use crate::platform::windows::{HELPER_MAP_LOOKUP_ELEM, HELPER_TAIL_CALL};
 use crate::verifier::CallxTarget;
 
-use super::super::plan::JumpLowering;
+use super::super::plan::{ArrayLookup, JumpLowering};
 use super::super::runtime_env::RuntimeEnvironment;
 use super::super::LowerError;
 use super::{function_symbol, load_flags, mem, Frame, FunctionTranslator};
@@ -577,8 +577,12 @@ impl FunctionTranslator<'_> {
         r0
     }
 
-    /// `r0 = helper_data[i].address(r1..r5, context)`; after `bpf_tail_call`, `if (r0 == 0) return 0`.
+    /// `r0 = helper_data[i].address(r1..r5, context)`; after `bpf_tail_call`, `if (r0 == 0) return 0`. A
+    /// `bpf_map_lookup_elem` the plan lowers inline ([`ArrayLookup`]) calls nothing.
     fn call_helper(&mut self, b: &mut FunctionBuilder, frame: &Frame, pc: usize, id: u32) -> Result<(), LowerError> {
+        if let Some(lookup) = self.plan.array_lookup(pc).filter(|_| id == HELPER_MAP_LOOKUP_ELEM) {
+            return self.inline_array_lookup(b, frame, pc, lookup);
+        }
         let address = self
             .env
             .helper_address(b, frame.runtime_context, id)
@@ -593,6 +597,52 @@ impl FunctionTranslator<'_> {
             b.ins().return_(&[zero]);
             b.switch_to_block(cont);
         }
+        Ok(())
+    }
+
+    /// `bpf_map_lookup_elem` on the one `ARRAY` map the verifier proved `r1` is (contract §5.2, as bpf2c inlines it):
+    /// `key = *(u32 *)r2; r0 = key < max_entries ? map_data[m].array_data + key * value_size : 0`, the value the
+    /// runtime's array lookup returns. The verifier proved the 4 key bytes at `r2` readable (the map's key size);
+    /// a key the block just stored as a constant (`constant_key`) is used as that constant. r1–r5 are clobbered as
+    /// by the call, and `m` is referenced so the runtime fills `map_data[m]` (§3.3).
+    fn inline_array_lookup(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        pc: usize,
+        lookup: ArrayLookup,
+    ) -> Result<(), LowerError> {
+        let ArrayLookup { map, max_entries, value_size } = lookup;
+        let base = self
+            .env
+            .array_data(b, frame.runtime_context, map)
+            .ok_or_else(|| self.unsupported(pc, "inline array lookup for a runtime without map_data.array_data"))?;
+        self.referenced_maps.insert(map as u16);
+        if let Some(key) = self.constant_key.take() {
+            // A key known at compile time: either always in range (a non-null pointer) or never (null).
+            let r0 = if key < max_entries {
+                b.ins().iadd_imm_s(base, (u64::from(key) * u64::from(value_size)) as i64)
+            } else {
+                frame.zero
+            };
+            b.def_var(frame.regs[0], r0);
+            Self::clobber_scratch(b, frame);
+            return Ok(());
+        }
+        let r2 = b.use_var(frame.regs[2]);
+        let key = b.ins().load(types::I32, load_flags(), r2, 0);
+        let key = b.ins().uextend(types::I64, key);
+        // key < 2^32 and value_size < 2^32: the product fits in 64 bits.
+        let offset = if value_size.is_power_of_two() {
+            b.ins().ishl_imm_u(key, i64::from(value_size.trailing_zeros()))
+        } else {
+            b.ins().imul_imm_u(key, i64::from(value_size))
+        };
+        let address = b.ins().iadd(base, offset);
+        let in_range = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, key, i64::from(max_entries));
+        let r0 = b.ins().select(in_range, address, frame.zero);
+        b.def_var(frame.regs[0], r0);
+        Self::clobber_scratch(b, frame);
         Ok(())
     }
 
