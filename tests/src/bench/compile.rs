@@ -112,15 +112,31 @@ pub fn bench_signer(key_dir: &Path) -> Result<bpf2sys_signing::Signer, bpf2sys_s
     bpf2sys_signing::Signer::from_pem_files(&key, &cert, None)
 }
 
+/// What every compile measurement starts from: the object's bytes and file name, the bench's signer and a
+/// default [`Session`].
+struct BenchBuild {
+    bytes: Vec<u8>,
+    file_name: String,
+    signer: bpf2sys_signing::Signer,
+    session: Session,
+}
+
+impl BenchBuild {
+    fn open(object_path: &Path, key_dir: &Path) -> Result<BenchBuild, CompileBenchError> {
+        let bytes = std::fs::read(object_path)
+            .map_err(|source| CompileBenchError::Io { path: object_path.to_path_buf(), source })?;
+        let file_name = object_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let signer = bench_signer(key_dir)?;
+        let session = Session::new(SessionOptions::default())?;
+        Ok(BenchBuild { bytes, file_name, signer, session })
+    }
+}
+
 /// Measures every stage for the object at `object_path` (all its programs), `runs` times each. `key_dir` holds the
 /// bench's RSA-2048 test signing certificate ([`bench_signer`], created on first use, outside the timed region).
 pub fn measure(object_path: &Path, key_dir: &Path, runs: usize) -> Result<CompileLatency, CompileBenchError> {
-    let bytes = std::fs::read(object_path)
-        .map_err(|source| CompileBenchError::Io { path: object_path.to_path_buf(), source })?;
-    let file_name = object_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let signer = bench_signer(key_dir)?;
+    let BenchBuild { bytes, file_name, signer, session } = BenchBuild::open(object_path, key_dir)?;
     let sign_options = SignOptions::default();
-    let session = Session::new(SessionOptions::default())?;
 
     let parse = time_runs(runs, || session.load(&bytes, &file_name));
     let module = session
@@ -167,11 +183,7 @@ pub fn measure(object_path: &Path, key_dir: &Path, runs: usize) -> Result<Compil
 /// then `sign`, nothing kept for timing), returning the signed image's length: the workload of the "peak RSS
 /// building a program" figure, which the caller reads from a process that does only this.
 pub fn build_and_sign_once(object_path: &Path, key_dir: &Path) -> Result<usize, CompileBenchError> {
-    let bytes = std::fs::read(object_path)
-        .map_err(|source| CompileBenchError::Io { path: object_path.to_path_buf(), source })?;
-    let file_name = object_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let signer = bench_signer(key_dir)?;
-    let session = Session::new(SessionOptions::default())?;
+    let BenchBuild { bytes, file_name, signer, session } = BenchBuild::open(object_path, key_dir)?;
     let image = session.build(&bytes, &file_name)?;
     Ok(session.sign(&file_name, &image, &signer, &SignOptions::default())?.len())
 }

@@ -78,20 +78,8 @@ pub fn compile_latency_section(root: &Path, mode: Mode) -> anyhow::Result<(Strin
     let mut notes: Vec<String> = Vec::new();
     for (label, path) in compile_targets(root)? {
         eprintln!("bench: compile latency of {label}");
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["bench", "--compile-cell"]).arg(&path);
-        if mode == Mode::Quick {
-            cmd.arg("--quick");
-        }
-        let line = run_with_timeout(cmd, Duration::from_secs(600)).map_err(anyhow::Error::msg).and_then(|o| {
-            if !o.status.success() {
-                bail!("crashed: {} {}", exit_description(&o.status), String::from_utf8_lossy(&o.stderr).trim());
-            }
-            let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-            let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("").to_string();
-            Ok(serde_json::from_str::<serde_json::Value>(&line)?)
-        });
-        let v = match line {
+        let quick = if mode == Mode::Quick { Some("--quick") } else { None };
+        let v = match run_cell_process("--compile-cell", &path, quick) {
             Ok(v) => v,
             Err(e) => {
                 out.push_str(&format!("| {label} | | **fail**: {e} |\n"));
@@ -187,19 +175,25 @@ pub fn run_build_cell(object: &Path) -> anyhow::Result<()> {
 
 /// Peak RSS in MiB of a child process that builds and signs `object` once (`--build-cell`).
 fn build_peak_rss_mib(object: &Path) -> anyhow::Result<f64> {
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["bench", "--build-cell"]).arg(object);
-    let output = run_with_timeout(cmd, Duration::from_secs(600)).map_err(anyhow::Error::msg)?;
-    if !output.status.success() {
-        bail!("crashed: {} {}", exit_description(&output.status), String::from_utf8_lossy(&output.stderr).trim());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(line)?;
+    let v = run_cell_process("--build-cell", object, None)?;
     if let Some(e) = v["error"].as_str() {
         bail!("{e}");
     }
     Ok(v["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0)
+}
+
+/// Runs this binary as `bench CELL_FLAG OBJECT [EXTRA]` in a child process (so its peak RSS is its own) and returns
+/// the JSON object on the last line of its output that holds one.
+fn run_cell_process(cell_flag: &str, object: &Path, extra: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["bench", cell_flag]).arg(object).args(extra);
+    let output = run_with_timeout(cmd, Duration::from_secs(600)).map_err(anyhow::Error::msg)?;
+    if !output.status.success() {
+        bail!("crashed: {} {}", exit_description(&output.status), String::from_utf8_lossy(&output.stderr).trim());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    Ok(serde_json::from_str(line)?)
 }
 
 /// The child side of the compile-latency table.
