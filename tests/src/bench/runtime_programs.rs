@@ -260,7 +260,7 @@ impl NativeRuntimeBench {
         let data = &input[8..];
         let mut maps = c_maps(spec, module, data)?;
         let addresses: Vec<u64> = (0..module.maps.len()).map(|m| maps.address(m)).collect();
-        let programs = compiled
+        let runtimes = compiled
             .iter()
             .map(|c| {
                 let mut runtime =
@@ -271,9 +271,11 @@ impl NativeRuntimeBench {
                         runtime.set_array_data(m, maps.value_range(m).start as *mut u8);
                     }
                 }
-                NativeProgram::load(c, runtime)
+                runtime
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
+        // One mapping laid out as in the driver image (`NativeProgram::load_module` says why tail calls need it).
+        let programs = NativeProgram::load_module(compiled, runtimes)?;
         let entries: Box<[NativeEntry]> =
             programs.iter().map(|p| NativeEntry { entry: p.entry(), runtime_context: p.runtime().context() }).collect();
         for (m, slot, program) in program_array_entries(spec, module)? {
