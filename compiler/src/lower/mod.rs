@@ -14,6 +14,7 @@
 
 pub mod codegen;
 pub mod if_conversion;
+pub mod latch_copy;
 pub mod load_combine;
 pub mod object;
 pub mod plan;

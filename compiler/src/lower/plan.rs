@@ -13,6 +13,7 @@
 //! | [`super::if_conversion::fall_through_path`] | conditional jumps over short effect-free paths ([`JumpLowering::Select`]) | the instructions, the promoted slots |
 //! | [`Verified::is_redundant_zero_extension`] | zero-extension idioms left out ([`FunctionPlan::is_omitted`]) | the verifier's facts, the block leaders |
 //! | [`block_entry_constants`] | the registers holding one constant on every path into a block ([`FunctionPlan::constants_at`]) | the instructions, the block leaders |
+//! | [`super::latch_copy::latch_copies`] | conditional skips to a short loop latch that enter a copy of it ([`FunctionPlan::latch_copy`]) | the instructions, the block leaders, the jump plan |
 //! | [`Verified::array_map_lookup`] | `bpf_map_lookup_elem` calls indexed inline ([`FunctionPlan::array_lookup`]) | the verifier's facts, the map definitions, the runtime version's `map_data` layout |
 //!
 //! Two improvements work inside one block while translating, because their input is the SSA value each register
@@ -28,6 +29,7 @@ use crate::program::MapDefinition;
 use crate::verifier::{BranchDecision, Verified};
 
 use super::if_conversion::fall_through_path;
+use super::latch_copy::{latch_copies, LatchCopy};
 use super::runtime_env::MapDataLayout;
 use super::stack_slots::promotable_slots;
 use super::stack_stores::ConstantRegisters;
@@ -72,6 +74,8 @@ pub struct FunctionPlan {
     block_constants: BTreeMap<usize, ConstantRegisters>,
     /// Helper-call slots (absolute) lowered as inline array lookups.
     array_lookups: BTreeMap<usize, ArrayLookup>,
+    /// Conditional jumps (absolute slot) whose taken side enters a copy of the loop latch they jump to.
+    latch_copies: BTreeMap<usize, LatchCopy>,
 }
 
 impl FunctionPlan {
@@ -87,8 +91,9 @@ impl FunctionPlan {
         let omitted = omitted_zero_extensions(instructions, function.start, |pc| {
             (verified.is_redundant_zero_extension(pc), verified.control_flow().is_block_leader(pc))
         });
-        let block_constants =
-            block_entry_constants(instructions, function.start, |pc| verified.control_flow().is_block_leader(pc));
+        let is_leader = |pc| verified.control_flow().is_block_leader(pc);
+        let block_constants = block_entry_constants(instructions, function.start, is_leader);
+        let latch_copies = latch_copies(instructions, function.start, is_leader, |pc| !jumps.contains_key(&pc));
         let array_lookups = if map_data.has_array_data() {
             array_lookups(function.start..function.end, &verified.module().maps, |pc| verified.array_map_lookup(pc))
         } else {
@@ -101,7 +106,18 @@ impl FunctionPlan {
             omitted,
             block_constants,
             array_lookups,
+            latch_copies,
         }
+    }
+
+    /// The loop latch copy that the taken side of the conditional jump at (absolute) `slot` enters, if any.
+    pub fn latch_copy(&self, slot: usize) -> Option<LatchCopy> {
+        self.latch_copies.get(&slot).copied()
+    }
+
+    /// The latch copies, by the absolute slot of the conditional jump whose taken side enters them.
+    pub fn latch_copies(&self) -> impl Iterator<Item = (usize, LatchCopy)> + '_ {
+        self.latch_copies.iter().map(|(&slot, &copy)| (slot, copy))
     }
 
     /// The registers known to hold one constant whenever the block starting at (absolute) `leader` is entered.

@@ -15,7 +15,9 @@
 //! - **Control flow.** Every jump target and every instruction after a jump or `exit` starts a Cranelift block;
 //!   `ja` becomes `jump`, conditional jumps `brif`, `exit` `return r0`. Blocks are sealed once the whole
 //!   function is translated (back edges of bounded loops are allowed). A conditional jump over a short,
-//!   effect-free path becomes `select`s instead ([`super::if_conversion`]).
+//!   effect-free path becomes `select`s instead ([`super::if_conversion`]). A conditional jump that skips the rest
+//!   of a loop body to a short latch enters its own copy of the latch, translated again after the function's
+//!   blocks, so the skip and the back edge take one branch ([`super::latch_copy`]).
 //! - **ALU.** 64-bit operations work on `i64`. 32-bit operations reduce both operands to `i32`, operate, and
 //!   zero-extend (RFC 9669 §4.1). Cranelift's shifts already mask the count by the type width, which is exactly
 //!   eBPF's rule. Division and modulo never trap: a zero divisor selects the RFC result (x / 0 = 0,
@@ -140,6 +142,7 @@ pub fn translate_program(
             promoted: BTreeMap::new(),
             target,
             constant_key: None,
+            latch_copies: BTreeMap::new(),
         };
         let func = translator.translate(&mut fctx, frames, frontend)?;
         functions.push((function_symbol(program, index), func));
@@ -169,6 +172,9 @@ struct FunctionTranslator<'a> {
     /// its key, if `r2` is `r10 + k` and the 4 bytes there were just stored as constants in this block (clang's
     /// `u32 zero = 0; bpf_map_lookup_elem(&m, &zero)`). Still stored for whatever reads them later.
     constant_key: Option<u32>,
+    /// The block holding a copy of a loop latch for each conditional skip to it the plan picked, by the slot of
+    /// the skip's jump ([`FunctionPlan::latch_copy`]).
+    latch_copies: BTreeMap<usize, Block>,
 }
 
 /// Values every instruction of a function may need.
@@ -178,6 +184,38 @@ struct Frame {
     runtime_context: Value,
     /// The entry block's zero: the value of every register that holds nothing meaningful (see `clobber_scratch`).
     zero: Value,
+}
+
+/// What the walk over a block's instructions carries from one instruction to the next.
+struct Walk {
+    /// The last instruction ended the block (a jump or `exit`).
+    terminated: bool,
+    /// The registers known to hold a constant here.
+    constants: ConstantRegisters,
+    /// Constant stack stores buffered for merging (see `stack_stores`).
+    pending: PendingStackStores,
+    /// Byte loads that may assemble one wider value (see `load_combine`).
+    assemblies: ByteAssemblies<Value>,
+}
+
+impl Default for Walk {
+    fn default() -> Walk {
+        // Nothing is translated yet: the first slot starts a block.
+        Walk {
+            terminated: true,
+            constants: ConstantRegisters::default(),
+            pending: PendingStackStores::default(),
+            assemblies: ByteAssemblies::default(),
+        }
+    }
+}
+
+impl Walk {
+    /// Starts a block whose entry knows `constants`; pending stores were written before the previous block ended.
+    fn enter(&mut self, constants: ConstantRegisters) {
+        self.constants = constants;
+        self.assemblies.clear();
+    }
 }
 
 impl FunctionTranslator<'_> {
@@ -248,6 +286,7 @@ impl FunctionTranslator<'_> {
         // Blocks: the verifier's block leaders (function start, jump targets, the instruction after every jump or
         // exit).
         let block_at = self.leader_blocks(&mut b, pf.start, pf.end);
+        self.latch_copies = self.plan.latch_copies().map(|(skip, _)| (skip, b.create_block())).collect();
 
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -278,66 +317,82 @@ impl FunctionTranslator<'_> {
         let first = block_at[0].expect("function start is a leader");
         b.ins().jump(first, &[]);
 
-        let mut terminated = true;
-        // Constant stores to the stack are buffered and merged (see `stack_stores`).
-        let mut constants = ConstantRegisters::default();
-        let mut pending = PendingStackStores::default();
-        // Byte loads assembling one wider value become one load (see `load_combine`).
-        let mut assemblies = ByteAssemblies::<Value>::default();
+        let mut walk = Walk::default();
         for pc in pf.start..pf.end {
-            let insn = self.program.instructions[pc];
             if let Some(block) = block_at[pc - pf.start] {
-                if !terminated {
-                    Self::flush_stack_stores(&mut b, &frame, &mut pending);
+                if !walk.terminated {
+                    Self::flush_stack_stores(&mut b, &frame, &mut walk.pending);
                     b.ins().jump(block, &[]);
                 }
                 b.switch_to_block(block);
-                constants = self.plan.constants_at(pc); // what every path into it agrees on (`plan`)
-                assemblies.clear();
-            } else if terminated {
+                walk.enter(self.plan.constants_at(pc)); // what every path into it agrees on (`plan`)
+            } else if walk.terminated {
                 continue; // An lddw continuation after a terminator, or dead code without a label.
             }
-            if self.plan.is_omitted(pc) {
-                // A zero-extension the verifier proved leaves its register unchanged (see `plan`): no code, and
-                // every register, constant and byte assembly tracked here stays as it was.
-                terminated = false;
-                continue;
-            }
-            let combination = assemblies.update(&insn, |r| b.use_var(frame.regs[r.index()]));
-            if let Instruction::Store { size, dst: Reg::FP, offset, src } = insn {
-                if let Some(value) = constants.operand(src).filter(|_| !self.promoted.contains_key(&offset)) {
-                    pending.push(offset, size, value);
-                    terminated = false;
-                    continue;
-                }
-            }
-            self.constant_key = self.stored_key(pc, &constants, &pending);
-            if !keeps_window_open(&insn) {
-                Self::flush_stack_stores(&mut b, &frame, &mut pending);
-            }
-            constants.update(&insn);
-            if self.translate_promoted_access(&mut b, &frame, insn)
-                || combination == Combination::Redundant
-                || Self::translate_constant_store(&mut b, &frame, insn, &constants)
-            {
-                terminated = false;
-                continue;
-            }
-            terminated = self.translate_instruction(&mut b, &frame, &block_at, pf.start, pc, insn)?;
-            if let Combination::Load { dst, load } = combination {
-                let value = self.combined_load(&mut b, load);
-                b.def_var(frame.regs[dst.index()], value);
-            }
+            self.translate_slot(&mut b, &frame, &block_at, pf.start, pc, &mut walk)?;
         }
-        Self::flush_stack_stores(&mut b, &frame, &mut pending);
-        if !terminated {
+        Self::flush_stack_stores(&mut b, &frame, &mut walk.pending);
+        if !walk.terminated {
             // Falling off the end of a function: the verifier rejects it; never reached at run time.
             b.ins().trap(ir::TrapCode::unwrap_user(1));
+        }
+        // The loop latch copies that conditional skips enter (`latch_copy`): the latch's instructions again,
+        // ending in its own conditional jump.
+        for (skip, latch) in self.plan.latch_copies().collect::<Vec<_>>() {
+            b.switch_to_block(self.latch_copies[&skip]);
+            walk.enter(self.plan.constants_at(latch.first));
+            for pc in latch.first..=latch.jump {
+                self.translate_slot(&mut b, &frame, &block_at, pf.start, pc, &mut walk)?;
+            }
+            debug_assert!(walk.terminated, "a latch copy ends in its conditional jump");
         }
         b.seal_all_blocks();
         b.finalize(frontend);
         remove_unused_loads(&mut func);
         Ok(func)
+    }
+
+    /// Translates the instruction at `pc` in the current block, carrying `walk` from the instruction before it.
+    fn translate_slot(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        block_at: &[Option<Block>],
+        start: usize,
+        pc: usize,
+        walk: &mut Walk,
+    ) -> Result<(), LowerError> {
+        let insn = self.program.instructions[pc];
+        walk.terminated = false;
+        if self.plan.is_omitted(pc) {
+            // A zero-extension the verifier proved leaves its register unchanged (see `plan`): no code, and
+            // every register, constant and byte assembly tracked here stays as it was.
+            return Ok(());
+        }
+        let combination = walk.assemblies.update(&insn, |r| b.use_var(frame.regs[r.index()]));
+        if let Instruction::Store { size, dst: Reg::FP, offset, src } = insn {
+            if let Some(value) = walk.constants.operand(src).filter(|_| !self.promoted.contains_key(&offset)) {
+                walk.pending.push(offset, size, value);
+                return Ok(());
+            }
+        }
+        self.constant_key = self.stored_key(pc, &walk.constants, &walk.pending);
+        if !keeps_window_open(&insn) {
+            Self::flush_stack_stores(b, frame, &mut walk.pending);
+        }
+        walk.constants.update(&insn);
+        if self.translate_promoted_access(b, frame, insn)
+            || combination == Combination::Redundant
+            || Self::translate_constant_store(b, frame, insn, &walk.constants)
+        {
+            return Ok(());
+        }
+        walk.terminated = self.translate_instruction(b, frame, block_at, start, pc, insn)?;
+        if let Combination::Load { dst, load } = combination {
+            let value = self.combined_load(b, load);
+            b.def_var(frame.regs[dst.index()], value);
+        }
+        Ok(())
     }
 
     /// The registers' first values and the [`Frame`] of a function with parameters `params`: the entry function (with

@@ -3,7 +3,7 @@
 //! contract §5.4), memory (§5.1–5.3), control flow (§4.3), calls (contract §5.1–5.3). Each group's `match` covers
 //! its instructions; [`FunctionTranslator::translate_instruction`] dispatches on the group.
 
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{CondCode, IntCC};
 use cranelift_codegen::ir::{self, types, AtomicRmwOp, Block, InstBuilder, Type, Value};
 use cranelift_frontend::FunctionBuilder;
 
@@ -439,18 +439,29 @@ impl FunctionTranslator<'_> {
                 let s = Self::operand(b, frame, width, src);
                 let d64 = b.use_var(frame.regs[dst.index()]);
                 let d = if width == Width::W32 { b.ins().ireduce(types::I32, d64) } else { d64 };
-                let taken = match jump_condition(cond) {
-                    Some(cc) => b.ins().icmp(cc, d, s),
-                    None => {
+                // A skip to a loop latch that enters a copy of it (`latch_copy`) compares for the other edge, so
+                // that the copy is the branch's second successor: Cranelift places that one right after the block.
+                let copy = self.latch_copies.get(&pc).copied();
+                let taken = match (jump_condition(cond), copy.is_some()) {
+                    (Some(cc), false) => b.ins().icmp(cc, d, s),
+                    (Some(cc), true) => b.ins().icmp(cc.complement(), d, s),
+                    (None, inverted) => {
                         let bits = b.ins().band(d, s);
-                        b.ins().icmp_imm_s(IntCC::NotEqual, bits, 0)
+                        b.ins().icmp_imm_s(if inverted { IntCC::Equal } else { IntCC::NotEqual }, bits, 0)
                     }
                 };
-                if let JumpLowering::Select { path } = lowering {
-                    self.translate_speculated_path(b, frame, block_at, start, taken, &path)?;
-                    b.ins().jump(block(target), &[]);
-                } else {
-                    b.ins().brif(taken, block(target), &[], block(pc as i64 + 1), &[]);
+                match (lowering, copy) {
+                    (JumpLowering::Select { path }, _) => {
+                        self.translate_speculated_path(b, frame, block_at, start, taken, &path)?;
+                        b.ins().jump(block(target), &[]);
+                    }
+                    // `taken` is now "the jump falls through".
+                    (_, Some(copy)) => {
+                        b.ins().brif(taken, block(pc as i64 + 1), &[], copy, &[]);
+                    }
+                    _ => {
+                        b.ins().brif(taken, block(target), &[], block(pc as i64 + 1), &[]);
+                    }
                 }
             }
             Instruction::Exit => {
