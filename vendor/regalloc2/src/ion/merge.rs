@@ -391,6 +391,11 @@ impl<'a, F: Function> Env<'a, F> {
                 from_bundle.index(),
                 to_bundle.index()
             );
+            // bpf2sys: see BPF2SYS-PATCH.md, change 2.
+            if self.bundles[from_bundle].cached_fixed() != self.bundles[to_bundle].cached_fixed() {
+                trace!(" -> one side has a fixed-register constraint; not merging");
+                continue;
+            }
             self.merge_bundles(from_bundle, to_bundle);
         }
 
