@@ -17,11 +17,12 @@
 //! Written from the code by [`super::unwind`] (x64 from Cranelift's prologue record checked against the bytes,
 //! ARM64 by decoding the prologue and every epilogue), exact at every instruction offset.
 
+use std::ops::Range;
 use std::str::FromStr;
 
 use cranelift_codegen::binemit::Reloc;
 use cranelift_codegen::control::ControlPlane;
-use cranelift_codegen::ir::{self, ExternalName, Function, UserExternalName};
+use cranelift_codegen::ir::{self, ExternalName, Function, SourceLoc, UserExternalName};
 use cranelift_codegen::isa::{self, OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::{Context, FinalizedRelocTarget};
@@ -213,6 +214,23 @@ thread_local! {
     static CONTEXT: std::cell::RefCell<Context> = std::cell::RefCell::new(Context::new());
 }
 
+/// The source location (its bits) [`mark_returns`] gives every `return`. Cranelift emits a return's epilogue inside the
+/// return's source-location range (`VCode::emit`), so the code ranges with this location are exactly the returns:
+/// where `unwind::x64::drop_redundant_epilogue_adds` looks, instead of decoding the whole function.
+const RETURN_SRCLOC: u32 = 1;
+
+/// Gives every `return` of `func` [`RETURN_SRCLOC`]. Source locations are metadata: the machine code does not
+/// change (every sample and bench driver byte-identical, x64 and ARM64).
+fn mark_returns(func: &mut Function) {
+    let mut block = func.layout.entry_block();
+    while let Some(b) = block {
+        if let Some(inst) = func.layout.last_inst(b).filter(|&i| func.dfg.insts[i].opcode().is_return()) {
+            func.set_srcloc(inst, SourceLoc::new(RETURN_SRCLOC));
+        }
+        block = func.layout.next_block(b);
+    }
+}
+
 /// Whether the machine code of the function just compiled in `ctx` may hold a backward branch, the only kind
 /// [`super::x64_layout::shorten_and_align_loops`] changes (forward branches keep their form, loop heads are
 /// targets of backward branches). Cranelift lays out the blocks in the reverse postorder of `ctx.domtree` (the
@@ -220,8 +238,7 @@ thread_local! {
 /// (marked cold, or ending in `trap`) to the end; so without a cold block and without a CFG edge to a block at or
 /// before its source in that order, every branch goes forward and the pass would return the code unchanged.
 /// Skipping it then saves decoding and planning the function: 1.3 M of 60.8 M instructions of `bpf2sys build
-/// samples/bench/unrolled_xdp.o` under callgrind (iced-x86's one-time decoder tables, another 3 M, are still paid
-/// by `unwind::x64::drop_redundant_epilogue_adds`).
+/// samples/bench/unrolled_xdp.o` under callgrind.
 fn has_backward_edge(ctx: &Context) -> bool {
     let func = &ctx.func;
     let mut order = cranelift_codegen::entity::SecondaryMap::with_default(usize::MAX);
@@ -244,10 +261,22 @@ fn compile_in_context(
     options: CompileOptions,
 ) -> Result<CompiledWithText, LowerError> {
     ctx.set_disasm(options.disassembly);
+    if target == Target::X64 {
+        mark_returns(&mut ctx.func);
+    }
     ctx.compile(isa, &mut ControlPlane::default())
         .map_err(|e| LowerError::Codegen { function: name.to_string(), message: format!("{:?}", e.inner) })?;
     let compiled = ctx.compiled_code().expect("compiled just above");
-    let code = compiled.code_buffer().to_vec();
+    let mut code = compiled.code_buffer().to_vec();
+    // x64 epilogues: the `add rsp, N` before `mov rsp, rbp` becomes a NOP so that the epilogue unwinds exactly
+    // (see `unwind::x64`). Same length, so the re-layout below sees the offsets Cranelift reported.
+    if target == Target::X64 {
+        let epilogues: Vec<Range<usize>> = (compiled.buffer.get_srclocs_sorted().iter())
+            .filter(|l| l.loc.bits() == RETURN_SRCLOC)
+            .map(|l| l.start as usize..l.end as usize)
+            .collect();
+        super::unwind::x64::drop_redundant_epilogue_adds(&mut code, &epilogues);
+    }
     let params = &ctx.func.params;
 
     let mut relocations = Vec::with_capacity(compiled.buffer.relocs().len());
@@ -315,12 +344,6 @@ fn compile_in_context(
         Target::X64 | Target::Arm64 => code,
     };
 
-    // x64 epilogues: the `add rsp, N` before `mov rsp, rbp` becomes a NOP so that the epilogue unwinds exactly
-    // (see `unwind::x64`).
-    let mut code = code;
-    if target == Target::X64 {
-        super::unwind::x64::drop_redundant_epilogue_adds(&mut code);
-    }
     let unwind_error = |message: String| LowerError::Codegen { function: name.to_string(), message };
     let unwind = match target {
         Target::X64 => UnwindData::X64 {
