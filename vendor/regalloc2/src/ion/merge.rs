@@ -13,11 +13,12 @@
 //! Bundle merging.
 
 use crate::ion::data_structures::{
-    BlockparamOut, CodeRange, Env, LiveBundleIndex, LiveRangeList, SpillSet, SpillSlotIndex,
-    VRegIndex,
+    BlockparamOut, CodeRange, Env, LiveBundleIndex, LiveRangeList, LiveRangeListEntry, SpillSet,
+    SpillSlotIndex, VRegIndex,
 };
 use crate::{Function, Inst, OperandConstraint, OperandKind, PReg, ProgPoint};
 use alloc::format;
+use alloc::vec::Vec;
 use core::convert::TryFrom;
 
 impl<'a, F: Function> Env<'a, F> {
@@ -96,16 +97,30 @@ impl<'a, F: Function> Env<'a, F> {
         // requirements.
         let ranges_from = &self.bundles[from].ranges[..];
         let ranges_to = &self.bundles[to].ranges[..];
+        // bpf2sys: when one side is a single range, the scan below is decided by binary search
+        // (`single_range_scan`, same verdict); the linear scan is kept for the other cases and,
+        // in debug builds, to check that verdict.
+        let shortcut = single_range_scan(
+            ranges_from,
+            ranges_to,
+            |r| adjust_range_start(from, r),
+            |r| adjust_range_start(to, r),
+        );
+        if shortcut == Some(false) && !cfg!(debug_assertions) {
+            return false;
+        }
         let mut idx_from = 0;
         let mut idx_to = 0;
         let mut range_count = 0;
-        while idx_from < ranges_from.len() && idx_to < ranges_to.len() {
+        let scan_needed = shortcut.is_none() || cfg!(debug_assertions);
+        while scan_needed && idx_from < ranges_from.len() && idx_to < ranges_to.len() {
             range_count += 1;
             if range_count > 200 {
                 trace!(
                     "reached merge complexity (range_count = {}); exiting",
                     range_count
                 );
+                debug_assert!(shortcut.is_none() || shortcut == Some(false));
                 // Limit merge complexity.
                 return false;
             }
@@ -123,9 +138,11 @@ impl<'a, F: Function> Env<'a, F> {
                     ranges_from[idx_from].index,
                     ranges_to[idx_to].index
                 );
+                debug_assert!(shortcut.is_none() || shortcut == Some(false));
                 return false;
             }
         }
+        debug_assert!(shortcut.is_none() || shortcut == Some(true));
 
         // Check for a requirements conflict.
         if self.bundles[from].cached_stack()
@@ -158,10 +175,11 @@ impl<'a, F: Function> Env<'a, F> {
             trace!(" -> to bundle{} is empty; trivial merge", to.index());
             let empty_vec = LiveRangeList::new_in(self.ctx.bump());
             let list = core::mem::replace(&mut self.bundles[from].ranges, empty_vec);
+            // bpf2sys: the `bundle` up-links are set by `merge_vreg_bundles` once it is done
+            // (`relabel_merged_ranges`), except when annotating (which reads them).
             for entry in &list {
-                self.ranges[entry.index].bundle = to;
-
                 if self.annotations_enabled {
+                    self.ranges[entry.index].bundle = to;
                     self.annotate(
                         entry.range.from,
                         format!(
@@ -187,8 +205,12 @@ impl<'a, F: Function> Env<'a, F> {
 
         let empty_vec = LiveRangeList::new_in(self.ctx.bump());
         let mut from_list = core::mem::replace(&mut self.bundles[from].ranges, empty_vec);
-        for entry in &from_list {
-            self.ranges[entry.index].bundle = to;
+        // bpf2sys: set once `merge_vreg_bundles` is done (`relabel_merged_ranges`), not at every
+        // merge: a chain of two-operand instructions moves a growing list at every step.
+        if self.annotations_enabled {
+            for entry in &from_list {
+                self.ranges[entry.index].bundle = to;
+            }
         }
 
         if from_list.len() == 1 {
@@ -348,6 +370,13 @@ impl<'a, F: Function> Env<'a, F> {
             self.bundles[bundle].spillset = ssidx;
         }
 
+        // bpf2sys: `merge_bundles` no longer updates the `bundle` up-link of every range it moves
+        // (a chain of two-operand instructions moved a growing list at every step); a range's
+        // up-link may name a bundle merged away since, and `merged` leads from there to the
+        // bundle that holds the range now. Every up-link is set once at the end.
+        let mut merged: Vec<LiveBundleIndex> =
+            (0..self.bundles.len()).map(LiveBundleIndex::new).collect();
+
         for inst in 0..self.func.num_insts() {
             let inst = Inst::new(inst);
 
@@ -365,9 +394,13 @@ impl<'a, F: Function> Env<'a, F> {
                     );
                     let src_bundle = self.ranges[self.vregs[src_vreg].ranges[0].index].bundle;
                     debug_assert!(src_bundle.is_valid());
+                    let src_bundle = merged_into(&mut merged, src_bundle);
                     let dest_bundle = self.ranges[self.vregs[dst_vreg].ranges[0].index].bundle;
                     debug_assert!(dest_bundle.is_valid());
-                    self.merge_bundles(/* from */ dest_bundle, /* to */ src_bundle);
+                    let dest_bundle = merged_into(&mut merged, dest_bundle);
+                    if self.merge_bundles(/* from */ dest_bundle, /* to */ src_bundle) {
+                        merged[dest_bundle.index()] = src_bundle;
+                    }
                 }
             }
         }
@@ -384,8 +417,10 @@ impl<'a, F: Function> Env<'a, F> {
             );
             let to_bundle = self.ranges[self.vregs[to_vreg].ranges[0].index].bundle;
             debug_assert!(to_bundle.is_valid());
+            let to_bundle = merged_into(&mut merged, to_bundle);
             let from_bundle = self.ranges[self.vregs[from_vreg].ranges[0].index].bundle;
             debug_assert!(from_bundle.is_valid());
+            let from_bundle = merged_into(&mut merged, from_bundle);
             trace!(
                 " -> from bundle{} to bundle{}",
                 from_bundle.index(),
@@ -396,7 +431,17 @@ impl<'a, F: Function> Env<'a, F> {
                 trace!(" -> one side has a fixed-register constraint; not merging");
                 continue;
             }
-            self.merge_bundles(from_bundle, to_bundle);
+            if self.merge_bundles(from_bundle, to_bundle) {
+                merged[from_bundle.index()] = to_bundle;
+            }
+        }
+
+        // bpf2sys: the up-links `merge_bundles` left as they were.
+        for bundle in 0..self.ctx.bundles.len() {
+            let bundle = LiveBundleIndex::new(bundle);
+            for entry in &self.ctx.bundles[bundle].ranges {
+                self.ctx.ranges[entry.index].bundle = bundle;
+            }
         }
 
         trace!("done merging bundles");
@@ -453,4 +498,61 @@ impl<'a, F: Function> Env<'a, F> {
         }
         self.output.stats.merged_bundle_count = self.allocation_queue.heap.len();
     }
+}
+
+/// bpf2sys: the verdict of `merge_bundles`' overlap scan (false: overlap, or more than 200
+/// steps) when one of the two lists is a single range and the other is not empty; `None`
+/// otherwise. Each list is sorted by start and its ranges do not overlap, so both the ends and
+/// the adjusted starts grow along a list, and the conditions under which the scan steps past a
+/// range hold for a prefix of the long list: a binary search finds where the scan stops, and
+/// the number of steps it would have taken decides the 200-step limit as before.
+fn single_range_scan(
+    ranges_from: &[LiveRangeListEntry],
+    ranges_to: &[LiveRangeListEntry],
+    adjust_from: impl Fn(CodeRange) -> ProgPoint,
+    adjust_to: impl Fn(CodeRange) -> ProgPoint,
+) -> Option<bool> {
+    let verdict = |stop: usize, len: usize, disjoint_at_stop: &dyn Fn(usize) -> bool| {
+        // Steps taken: one per range passed, plus the one that stopped the scan inside the list.
+        let steps = if stop == len { len } else { stop + 1 };
+        steps <= 200 && (stop == len || disjoint_at_stop(stop))
+    };
+    match (ranges_from, ranges_to) {
+        ([single], list) if !list.is_empty() => {
+            // The scan passes `list[j]` while the single range starts at or after its end.
+            let start = adjust_from(single.range);
+            let stop = list.partition_point(|e| start >= e.range.to);
+            Some(verdict(stop, list.len(), &|j| {
+                adjust_to(list[j].range) >= single.range.to
+            }))
+        }
+        (list, [single]) if !list.is_empty() => {
+            // The scan passes `list[i]` while it ends at or before the single range's start and
+            // does not start at or after its end.
+            let start = adjust_to(single.range);
+            let stop = list.partition_point(|e| {
+                !(adjust_from(e.range) >= single.range.to) && start >= e.range.to
+            });
+            Some(verdict(stop, list.len(), &|i| {
+                adjust_from(list[i].range) >= single.range.to
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// bpf2sys: the bundle that now holds the ranges of `bundle` (`merged` maps each bundle merged
+/// away to the one it went into, every other bundle to itself), shortening the paths it walks.
+fn merged_into(merged: &mut [LiveBundleIndex], bundle: LiveBundleIndex) -> LiveBundleIndex {
+    let mut root = bundle;
+    while merged[root.index()] != root {
+        root = merged[root.index()];
+    }
+    let mut at = bundle;
+    while merged[at.index()] != root {
+        let next = merged[at.index()];
+        merged[at.index()] = root;
+        at = next;
+    }
+    root
 }
