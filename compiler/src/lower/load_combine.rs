@@ -28,7 +28,7 @@
 //!
 //! The tracker is generic over the base so that it can be tested without Cranelift values.
 
-use cranelift_codegen::ir::{Function, Inst, InstructionData, Value};
+use cranelift_codegen::ir::{Function, Inst, InstructionData, Value, ValueDef};
 
 use crate::isa::{AluOp, Instruction, MemSize, Operand, Reg, Width};
 
@@ -239,6 +239,7 @@ pub fn remove_unused_loads(func: &mut Function) {
     // Count uses of the values themselves, not of aliases cranelift-frontend may have left behind.
     func.dfg.resolve_all_aliases();
     let mut uses = cranelift_codegen::entity::SecondaryMap::<Value, u32>::new();
+    uses.resize(func.dfg.num_values());
     let mut definitions = Vec::new();
     for block in func.layout.blocks() {
         for inst in func.layout.block_insts(block) {
@@ -248,7 +249,42 @@ pub fn remove_unused_loads(func: &mut Function) {
             definitions.push(inst);
         }
     }
-    let removable = |func: &Function, inst: Inst| match func.dfg.insts[inst] {
+    // An instruction goes when it is removable, still in the layout, and nothing uses its results.
+    let dead = |func: &Function, uses: &cranelift_codegen::entity::SecondaryMap<Value, u32>, inst: Inst| {
+        let results = func.dfg.inst_results(inst);
+        func.layout.inst_block(inst).is_some()
+            && !results.is_empty()
+            && results.iter().all(|&r| uses[r] == 0)
+            && removable(func, inst)
+    };
+    // Walk backwards so that an unused value's operands are counted down before their definitions are visited; a
+    // definition already passed (a chain that crosses blocks in layout order) is removed as soon as its last use
+    // goes. SSA values form no cycle outside block parameters, which are never removed, so the instructions removed
+    // are exactly those whose results only feed removed instructions, whatever the order.
+    let mut now_dead = Vec::new();
+    for &inst in definitions.iter().rev() {
+        if !dead(func, &uses, inst) {
+            continue;
+        }
+        now_dead.push(inst);
+        while let Some(inst) = now_dead.pop() {
+            if !dead(func, &uses, inst) {
+                continue; // Removed already (named by two of its uses' removals).
+            }
+            for v in func.dfg.inst_values(inst) {
+                uses[v] -= 1;
+                if let (0, ValueDef::Result(def, _)) = (uses[v], func.dfg.value_def(v)) {
+                    now_dead.push(def);
+                }
+            }
+            func.layout.remove_inst(inst);
+        }
+    }
+}
+
+/// Whether `inst` may be removed when its results are unused: a `notrap` load, or an instruction without effects.
+fn removable(func: &Function, inst: Inst) -> bool {
+    match func.dfg.insts[inst] {
         InstructionData::Load { flags, .. } => func.dfg.mem_flags[flags].notrap(),
         ref data => {
             let op = data.opcode();
@@ -260,28 +296,6 @@ pub fn remove_unused_loads(func: &mut Function) {
                 || op.other_side_effects()
                 || op.can_store()
                 || op.can_load())
-        }
-    };
-    // Walk backwards so that an unused value's operands are counted down before their definitions are visited;
-    // repeat until nothing changes, for chains that cross blocks in layout order.
-    loop {
-        let mut changed = false;
-        for &inst in definitions.iter().rev() {
-            if func.layout.inst_block(inst).is_none() || !removable(func, inst) {
-                continue;
-            }
-            let results = func.dfg.inst_results(inst);
-            if results.is_empty() || results.iter().any(|&r| uses[r] > 0) {
-                continue;
-            }
-            for v in func.dfg.inst_values(inst).collect::<Vec<_>>() {
-                uses[v] -= 1;
-            }
-            func.layout.remove_inst(inst);
-            changed = true;
-        }
-        if !changed {
-            break;
         }
     }
 }
