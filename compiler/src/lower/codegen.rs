@@ -268,9 +268,11 @@ fn compile_in_context(
         .map_err(|e| LowerError::Codegen { function: name.to_string(), message: format!("{:?}", e.inner) })?;
     let compiled = ctx.compiled_code().expect("compiled just above");
     let mut code = compiled.code_buffer().to_vec();
+    let relayout = target == Target::X64 && has_backward_edge(ctx);
     // x64 epilogues: the `add rsp, N` before `mov rsp, rbp` becomes a NOP so that the epilogue unwinds exactly
-    // (see `unwind::x64`). Same length, so the re-layout below sees the offsets Cranelift reported.
-    if target == Target::X64 {
+    // (see `unwind::x64`). A function the loop re-layout below rewrites is searched whole afterwards instead: the
+    // pass must see Cranelift's own instructions (it treats NOPs as its padding).
+    if target == Target::X64 && !relayout {
         let epilogues: Vec<Range<usize>> = (compiled.buffer.get_srclocs_sorted().iter())
             .filter(|l| l.loc.bits() == RETURN_SRCLOC)
             .map(|l| l.start as usize..l.end as usize)
@@ -320,7 +322,7 @@ fn compile_in_context(
     // and aligned loop heads (`x64_layout`). The prologue, which the unwind data describes, is left byte for byte.
     let mut aligned_loops = false;
     let code = match target {
-        Target::X64 if has_backward_edge(ctx) => {
+        Target::X64 if relayout => {
             let prologue_end =
                 compiled.buffer.unwind_info.iter().map(|(offset, _)| *offset as usize).max().unwrap_or(0);
             let original_relocations = relocations.clone();
@@ -343,6 +345,11 @@ fn compile_in_context(
         }
         Target::X64 | Target::Arm64 => code,
     };
+    let mut code = code;
+    if relayout {
+        let all = 0..code.len();
+        super::unwind::x64::drop_redundant_epilogue_adds(&mut code, std::slice::from_ref(&all));
+    }
 
     let unwind_error = |message: String| LowerError::Codegen { function: name.to_string(), message };
     let unwind = match target {
