@@ -1,11 +1,13 @@
-//! A conditional jump that skips the rest of a loop body to a short latch enters its own copy of the latch, with the
-//! comparison inverted so that the copy follows the jump (`lower::latch_copy`). The scan loops here have `sieve`'s
-//! shape — latch before header, entered at the header — with every jump condition, both widths and random
-//! immediates on the skip, and a body that writes the buffer; native code must agree with the reference interpreter
-//! on r0 and the buffer.
+//! The jumps into a short loop latch run copies of it (`lower::latch_copy`): a conditional skip enters its own copy,
+//! with the comparison inverted so that the copy follows the jump; a `goto` or fall-through into it is replaced by
+//! the latch's instructions; a loop header's jump whose straight way runs into the latch is negated. The scan loops
+//! have `sieve`'s shape — latch before header, entered at the header — and the tokenizer loops `branchy`'s — latch
+//! after the body, entered by a `goto`, a fall-through and a rotated header jump — with every jump condition, both
+//! widths and random immediates, and bodies that write the buffer; native code must agree with the reference
+//! interpreter on r0 and the buffer.
 
 use bpf2sys::isa::{AluOp, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
-use bpf2sys::lower::plan::FunctionPlan;
+use bpf2sys::lower::plan::{FunctionPlan, JumpLowering};
 use bpf2sys::lower::MapDataLayout;
 use bpf2sys::verifier::Verified;
 use bpf2sys_tests::native::{interpreter_and_native, module_from_instructions};
@@ -71,6 +73,49 @@ fn the_skip_of_a_scan_loop_gets_a_latch_copy() {
     assert_eq!(copies, vec![(11, 5, 6)]);
 }
 
+/// `do { c = buf[i]; if (!(c <cond> imm)) { count++; } else if (c > 200) { state ^= c; sum += state; state++; }
+/// else { buf[i] = count; sum += c; } } while (++i < n);` with r0 = sum ^ state ^ (count << 32): the latch (17–18)
+/// after the body, entered by the straight way's `goto` (10), the other ways' `goto` (13) and fall-through (16).
+fn tokenizer_loop(n: i32, width: Width, cond: JumpCond, imm: i32) -> Vec<I> {
+    let jump_if = |width, cond, dst, src, offset| I::JumpIf { width, cond, dst, src, offset };
+    vec![
+        alu(AluOp::Mov, Reg::R2, Operand::Imm(n)),       // 0: r2 = n
+        alu(AluOp::Mov, Reg::R4, Operand::Imm(0)),       // 1: i = 0
+        alu(AluOp::Mov, Reg::R3, Operand::Imm(0)),       // 2: count = 0
+        alu(AluOp::Mov, Reg::R0, Operand::Imm(0)),       // 3: sum = 0
+        alu(AluOp::Mov, Reg::R7, Operand::Imm(0)),       // 4: state = 0
+        alu(AluOp::Mov, Reg::R6, Operand::Reg(Reg::R1)), // 5: header: r6 = buf + i
+        alu(AluOp::Add, Reg::R6, Operand::Reg(Reg::R4)), // 6
+        I::Load { size: MemSize::B, sign_extend: false, dst: Reg::R5, src: Reg::R6, offset: 0 }, // 7
+        jump_if(width, cond, Reg::R5, Operand::Imm(imm), 2), // 8: if c <cond> imm goto 11
+        alu(AluOp::Add, Reg::R3, Operand::Imm(1)),       // 9: straight way: count += 1
+        goto(6),                                         // 10: goto 17 (latch)
+        jump_if(Width::W64, JumpCond::Gt, Reg::R5, Operand::Imm(200), 2), // 11: if c > 200 goto 14
+        I::Store { size: MemSize::B, dst: Reg::R6, offset: 0, src: Operand::Reg(Reg::R3) }, // 12: buf[i] = count
+        goto(3),                                         // 13: goto 17 (latch)
+        alu(AluOp::Xor, Reg::R7, Operand::Reg(Reg::R5)), // 14: state ^= c
+        alu(AluOp::Add, Reg::R0, Operand::Reg(Reg::R7)), // 15: sum += state
+        alu(AluOp::Add, Reg::R7, Operand::Imm(1)),       // 16: state += 1, falls into the latch
+        alu(AluOp::Add, Reg::R4, Operand::Imm(1)),       // 17: latch: i += 1
+        jump_if(Width::W64, JumpCond::Gt, Reg::R2, Operand::Reg(Reg::R4), -14), // 18: if n > i goto 5
+        alu(AluOp::Lsh, Reg::R3, Operand::Imm(32)),      // 19: exit block
+        alu(AluOp::Xor, Reg::R0, Operand::Reg(Reg::R3)), // 20
+        alu(AluOp::Xor, Reg::R0, Operand::Reg(Reg::R7)), // 21
+        I::Exit,                                         // 22
+    ]
+}
+
+#[test]
+fn the_latch_after_a_tokenizer_body_is_copied_and_its_header_rotated() {
+    let module = module_from_instructions("tokenizer", tokenizer_loop(64, Width::W64, JumpCond::Eq, 0));
+    let verified = Verified::unchecked_for_testing(&module, 0).unwrap();
+    let plan = FunctionPlan::new(&verified, 0, MapDataLayout::default());
+    assert_eq!(plan.latch_at(17), Some(18));
+    assert_eq!(plan.latch_copies().count(), 0, "no conditional jump skips to the latch");
+    assert_eq!(plan.jump(8), &JumpLowering::BranchTargetNext);
+    assert_eq!(plan.jump(11), &JumpLowering::Branch);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -84,6 +129,20 @@ proptest! {
     ) {
         let width = if wide { Width::W64 } else { Width::W32 };
         let (interpreted, native) = interpreter_and_native(&scan_loop(n, width, CONDITIONS[cond], imm), &data).unwrap();
+        prop_assert_eq!(native, interpreted);
+    }
+
+    #[test]
+    fn native_code_with_copied_latches_and_a_rotated_header_matches_the_interpreter(
+        n in 0i32..=BUFFER as i32,
+        wide in any::<bool>(),
+        cond in 0usize..CONDITIONS.len(),
+        imm in prop_oneof![any::<i8>().prop_map(i32::from), any::<i32>()],
+        data in proptest::collection::vec(any::<u8>(), BUFFER),
+    ) {
+        let width = if wide { Width::W64 } else { Width::W32 };
+        let program = tokenizer_loop(n, width, CONDITIONS[cond], imm);
+        let (interpreted, native) = interpreter_and_native(&program, &data).unwrap();
         prop_assert_eq!(native, interpreted);
     }
 }

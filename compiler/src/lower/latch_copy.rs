@@ -1,30 +1,44 @@
-//! Latch copies: a conditional jump that skips the rest of a loop body enters a copy of the loop's latch.
+//! Latch copies: the jumps into a short loop latch enter copies of it, and a loop header's jump may be laid out with
+//! its target next, so that an iteration runs one taken branch where a shared latch costs two.
 //!
-//! clang compiles `for (i = 0; i < n; i++) if (s[i]) { ... }` to eBPF in rotated order — the latch
-//! (`i++; if i < n goto head`) first, the head (`if s[i] == 0 goto latch`) after it, and a `goto head` into the loop
-//! — so that on x64 an iteration takes one branch: the skip jumps back to the latch, which falls into the head.
-//! Cranelift lays blocks out in reverse post-order, where a block never precedes a block that dominates it, so the
-//! latch lands after the head and the body, and an iteration that skips the body takes two branches (`je latch`,
-//! `ja head`). That was most of `sieve`'s gap to clang -O2 (1.29x; 1.14x with this pass, median of 60 interleaved
-//! runs each of `bench_run sieve 2000` and the clang -O2 build).
+//! A latch here is one thing ([`latch_copies`]): a block of at most [`MAX_LATCH_INSTRUCTIONS`] ALU operations ending
+//! in a planned-as-branch conditional jump with a back edge (`i++; if i < n goto head`). Three kinds of entry copy it:
 //!
-//! [`latch_copies`] finds the loop latches that are a short test (a few ALU operations ending in the conditional
-//! back edge, like `i++; if i < n goto head`) and a conditional jump inside the loop that skips the rest of the
-//! body straight to that latch (`if s[i] == 0 goto latch`); the translation lowers that jump's taken side to a copy
-//! of the latch, placed right after the jump (`translate`). An iteration that skips the body then runs test, latch
-//! copy and back edge with one taken branch, as clang's layout does, at the price of one more taken branch on the
-//! iteration that runs the body (which jumps to it). Loops whose conditional skip is the common path gain: those
-//! that scan for the few elements that need work — `sieve` counts 92 primes in 480 bytes. The copy runs exactly
-//! the latch's instructions and branches to the latch's own successors, so every execution computes the same values
-//! in the same order (RFC 9669 semantics are per instruction; only where the code lies changes). The latch loads,
+//! - **Conditional skips** (`sieve`). clang compiles `for (i = 0; i < n; i++) if (s[i]) { ... }` to eBPF in rotated
+//!   order — the latch first, the head (`if s[i] == 0 goto latch`) after it, and a `goto head` into the loop — so
+//!   that on x64 an iteration takes one branch: the skip jumps back to the latch, which falls into the head.
+//!   Cranelift lays blocks out in reverse post-order, where a block never precedes a block that dominates it, so the
+//!   latch lands after the head and the body, and an iteration that skips the body takes two branches (`je latch`,
+//!   `ja head`). A planned-as-branch conditional jump from another block to the latch gets a copy of the latch
+//!   placed right after it (`translate`), once per latch (the latest such jump), so code grows by one short latch
+//!   per loop. That was most of `sieve`'s gap to clang -O2 (1.29x; 1.14x with it, median of 60 interleaved runs
+//!   each of `bench_run sieve 2000` and the clang -O2 build).
+//! - **`goto`s, fall-throughs and if-converted jumps** (`branchy`). A loop whose body branches several ways ends
+//!   every way with a jump to the one latch; each way gets the latch's instructions in place of that jump
+//!   (`FunctionTranslator::jump_to`), at most [`MAX_LATCH_INSTRUCTIONS`] + 1 slots per entry. Taken branches are
+//!   what the branch predictor's history is made of (recent x86 cores fold only taken branches into it), so each
+//!   extra one shortens the stretch of the data the predictor can tell apart: `branchy` ran 1.8x of clang -O2 with
+//!   the shared latch and 1.5x with a copy at the end of each way (the same code otherwise, hand-assembled, Intel
+//!   Xeon).
+//! - **Loop header rotation** ([`rotated_header_jumps`]): the jump closing a loop header whose fall-through way runs
+//!   straight into a latch, while its target way branches again, is negated ([`JumpLowering::BranchTargetNext`]) so
+//!   that the branching way is laid out next and the straight way, ending in its own latch copy, goes out of line:
+//!   clang's x86 layout of `branchy`'s tokenizer loop.
+//!
+//! Every copy runs exactly the latch's instructions on the path that would have jumped to them and ends in the
+//! latch's own conditional jump to the latch's own successors; a negated comparison branches to the slot the
+//! original falls to. So every execution computes the same values in the same order (RFC 9669 §4.3: a jump only
+//! transfers control; the semantics are per instruction, only where the code lies changes). The latch loads,
 //! stores and calls nothing, so no memory effect is duplicated or moved.
 
 use std::collections::BTreeMap;
 
 use crate::isa::Instruction;
 
-/// Latches with more ALU operations than this before their jump are not copied: the copy is code paid once per loop,
-/// worth it for an increment and a test, not for a body.
+use super::plan::JumpLowering;
+
+/// Latches with more ALU operations than this before their jump are not copied: a copy is code paid per entry (once
+/// per loop for a conditional skip), worth it for an increment and a test, not for a body.
 pub const MAX_LATCH_INSTRUCTIONS: usize = 4;
 
 /// A loop latch block (absolute slots) copied at the taken side of a conditional jump to it.
@@ -36,21 +50,31 @@ pub struct LatchCopy {
     pub jump: usize,
 }
 
-/// The conditional jumps of one function (`instructions`, first slot `start`) whose taken side is lowered to a copy
-/// of the loop latch they jump to, keyed by the jump's absolute slot. `is_leader(pc)` says which absolute slots
-/// start blocks; `is_branch(pc)` which conditional jumps are lowered as a compare and branch (not a proven direction
-/// or if-conversion, `plan`). A latch is a block of at most [`MAX_LATCH_INSTRUCTIONS`] ALU operations ending in a
-/// planned-as-branch conditional jump with a back edge — an edge a depth-first walk of the function's blocks from
-/// its start finds going back to a block still on its path (for the reducible flow graphs compilers emit, an edge
-/// to a block that dominates its source). The copied jump is a planned-as-branch conditional jump from another
-/// block whose target is the latch and whose fall-through is not. Each latch is copied once, for the jump at the
-/// latest slot, so code grows by at most one short latch per loop.
+/// The short loop latches of one function and the conditional skips that enter a copy of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Latches {
+    /// Every latch: its first slot → the slot of its conditional jump (absolute). Any `goto`, fall-through or
+    /// if-converted jump into one of these runs a copy of it.
+    pub blocks: BTreeMap<usize, usize>,
+    /// The conditional jumps whose taken side is lowered to a copy of the loop latch they jump to, by the jump's
+    /// absolute slot.
+    pub skips: BTreeMap<usize, LatchCopy>,
+}
+
+/// The latches of one function (`instructions`, first slot `start`) and its conditional skips to them.
+/// `is_leader(pc)` says which absolute slots start blocks; `is_branch(pc)` which conditional jumps are lowered as a
+/// compare and branch (not a proven direction or if-conversion, `plan`). A latch is a block of at most
+/// [`MAX_LATCH_INSTRUCTIONS`] ALU operations ending in a planned-as-branch conditional jump with a back edge — an
+/// edge a depth-first walk of the function's blocks from its start finds going back to a block still on its path
+/// (for the reducible flow graphs compilers emit, an edge to a block that dominates its source). A skip is a
+/// planned-as-branch conditional jump from another block whose target is the latch and whose fall-through is not.
+/// Each latch is copied for one skip, the one at the latest slot.
 pub fn latch_copies(
     instructions: &[Instruction],
     start: usize,
     is_leader: impl Fn(usize) -> bool,
     is_branch: impl Fn(usize) -> bool,
-) -> BTreeMap<usize, LatchCopy> {
+) -> Latches {
     let blocks = Blocks::new(instructions, |at| is_leader(start + at));
     let latches: BTreeMap<usize, usize> = blocks
         .back_edges()
@@ -72,10 +96,88 @@ pub fn latch_copies(
             copies.insert(target, at); // slots ascend: the latest jump wins
         }
     }
-    copies
-        .into_iter()
-        .map(|(first, at)| (start + at, LatchCopy { first: start + first, jump: start + latches[&first] }))
-        .collect()
+    Latches {
+        skips: copies
+            .into_iter()
+            .map(|(first, at)| (start + at, LatchCopy { first: start + first, jump: start + latches[&first] }))
+            .collect(),
+        blocks: latches.into_iter().map(|(first, jump)| (start + first, start + jump)).collect(),
+    }
+}
+
+/// At most this many slots are followed looking for the latch at the end of a loop header's fall-through way.
+const MAX_WAY_SLOTS: usize = 64;
+
+/// The conditional jumps (absolute slots) of one function to lay out with their target next
+/// ([`JumpLowering::BranchTargetNext`]): the jump that closes a loop's header block (its leader is a loop head,
+/// `is_loop_head`) when its fall-through way runs straight into a latch (`is_latch`, by first slot) and its target
+/// way branches again first. `lowering(pc)` is how the conditional jump at absolute `pc` is lowered, `None` for a
+/// plain branch.
+///
+/// This is the layout clang gives such a loop on x86 (loop rotation puts the straight way before the header, where
+/// it falls into the latch), in the form Cranelift can express: its block order follows each block's second branch
+/// successor, so the branching way follows the header and the straight way, ending in its own copy of the latch,
+/// goes out of line. The way that tests further then runs no taken branch before its own latch copy; with the
+/// straight way inline it would take one to get out of line. Only the layout changes: the negated comparison
+/// branches to the slot the original falls to (RFC 9669 §4.3), so every execution goes where it went before.
+pub fn rotated_header_jumps(
+    instructions: &[Instruction],
+    start: usize,
+    is_leader: impl Fn(usize) -> bool,
+    is_loop_head: impl Fn(usize) -> bool,
+    is_latch: impl Fn(usize) -> bool,
+    lowering: impl Fn(usize) -> Option<JumpLowering>,
+) -> Vec<usize> {
+    let mut rotated = Vec::new();
+    let mut leader = 0;
+    for (at, insn) in instructions.iter().enumerate() {
+        if is_leader(start + at) {
+            leader = at;
+        }
+        let Instruction::JumpIf { .. } = insn else { continue };
+        let Some(target) = insn.jump_target(at).and_then(|t| usize::try_from(t).ok()).filter(|&t| t > at + 1) else {
+            continue;
+        };
+        let straight = |from| runs_into_latch(instructions, start, from, &is_latch, &lowering);
+        if is_loop_head(start + leader) && lowering(start + at).is_none() && straight(at + 1) && !straight(target) {
+            rotated.push(start + at);
+        }
+    }
+    rotated
+}
+
+/// Whether execution from slot `from` (relative) reaches a latch without a conditional branch on the way: `goto`s
+/// are followed, a proven direction is followed, an if-converted jump continues at its target.
+fn runs_into_latch(
+    instructions: &[Instruction],
+    start: usize,
+    from: usize,
+    is_latch: impl Fn(usize) -> bool,
+    lowering: impl Fn(usize) -> Option<JumpLowering>,
+) -> bool {
+    let mut at = from;
+    for _ in 0..MAX_WAY_SLOTS {
+        if is_latch(start + at) {
+            return true;
+        }
+        let Some(insn) = instructions.get(at) else { return false };
+        let target = || insn.jump_target(at).and_then(|t| usize::try_from(t).ok());
+        let next = match insn {
+            Instruction::Exit => None,
+            Instruction::Jump { .. } => target(),
+            Instruction::JumpIf { .. } => match lowering(start + at) {
+                Some(JumpLowering::Goto { taken: false }) => Some(at + 1),
+                Some(JumpLowering::Goto { taken: true } | JumpLowering::Select { .. }) => target(),
+                _ => None,
+            },
+            _ => Some(at + insn.slots().max(1)),
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// The slot of the conditional jump ending block `block` when the block is a short test: at most
@@ -196,7 +298,7 @@ mod tests {
                 leaders.extend([t as usize, at + 1]);
             }
         }
-        latch_copies(program, start, |pc| leaders.contains(&(pc - start)), is_branch)
+        latch_copies(program, start, |pc| leaders.contains(&(pc - start)), is_branch).skips
     }
 
     /// `sieve`'s counting loop as clang emits it, the latch before the header (function at slot 100):
@@ -274,5 +376,72 @@ mod tests {
             ]);
             assert_eq!(!copies(&program, 0, |_| true).is_empty(), copied, "{program:?}");
         }
+    }
+
+    /// `branchy`'s shape, the latch after the body (function at slot 40): 0: r1 += 1 (head); 1: if r3 > r8 goto 4;
+    /// 2: r2 += 1; 3: goto 4; 4: r8 += 1 (latch); 5: if r3 > r8 goto 0; 6: exit
+    fn latch_after_body() -> Vec<Instruction> {
+        let test = |offset| jump_if(JumpCond::Gt, Reg::R3, Operand::Reg(Reg::R8), offset);
+        vec![add(Reg::R1, 1), test(2), add(Reg::R2, 1), goto(0), add(Reg::R8, 1), test(-6), Instruction::Exit]
+    }
+
+    #[test]
+    fn a_latch_after_the_body_is_one_for_every_entry_and_the_conditional_one_gets_the_placed_copy() {
+        let leaders = [40, 42, 44, 46];
+        let latches = latch_copies(&latch_after_body(), 40, |pc| leaders.contains(&pc), |_| true);
+        // The goto at 43 enters the latch's blocks entry (translated in place), the skip at 41 its placed copy.
+        assert_eq!(latches.blocks, BTreeMap::from([(44, 45)]));
+        assert_eq!(latches.skips, BTreeMap::from([(41, LatchCopy { first: 44, jump: 45 })]));
+        // A jump to the closing jump splits the block: the jump alone (45) is still a latch, the part before it is
+        // not (it ends without a back edge).
+        let split = latch_copies(&latch_after_body(), 40, |pc| [40, 42, 44, 45, 46].contains(&pc), |_| true);
+        assert_eq!(split.blocks, BTreeMap::from([(45, 45)]));
+        // A back edge with a proven direction or if-converted is no latch; neither is a forward-only loop-free block.
+        assert_eq!(
+            latch_copies(&latch_after_body(), 40, |pc| leaders.contains(&pc), |pc| pc != 45),
+            Latches::default()
+        );
+        let forward =
+            [add(Reg::R1, 1), add(Reg::R8, 1), jump_if(JumpCond::Gt, Reg::R3, Operand::Imm(0), 0), Instruction::Exit];
+        assert!(latch_copies(&forward, 0, |pc| pc < 2 || pc == 3, |_| true).blocks.is_empty());
+    }
+
+    #[test]
+    fn a_loop_headers_straight_way_to_the_latch_goes_out_of_line_when_the_other_way_branches_again() {
+        // 0: r1 += 1 (loop head); 1: if r3 > r8 goto 4; 2: r2 += 1 (straight way); 3: goto 7;
+        // 4: if r3 > r8 goto 6 (branches again); 5: goto 7; 6: r4 += 1;
+        // 7: r8 += 1 (latch); 8: if r3 > r8 goto 0; 9: exit  (function at slot 20)
+        let test = |offset| jump_if(JumpCond::Gt, Reg::R3, Operand::Reg(Reg::R8), offset);
+        let program = [
+            add(Reg::R1, 1),
+            test(2),
+            add(Reg::R2, 1),
+            goto(3),
+            test(1),
+            goto(1),
+            add(Reg::R4, 1),
+            add(Reg::R8, 1),
+            test(-9),
+            Instruction::Exit,
+        ];
+        let leaders = [20, 22, 24, 25, 26, 27, 29];
+        let is_leader = |pc| leaders.contains(&pc);
+        let latches = latch_copies(&program, 20, is_leader, |_| true).blocks;
+        assert_eq!(latches, BTreeMap::from([(27, 28)]));
+        let is_latch = |pc| latches.contains_key(&pc);
+        let rotated = |head: usize, lowering: &dyn Fn(usize) -> Option<JumpLowering>| {
+            rotated_header_jumps(&program, 20, is_leader, |pc| pc == head, is_latch, lowering)
+        };
+        assert_eq!(rotated(20, &|_| None), vec![21]);
+        // Not in a loop header, or the other way goes straight to the latch too (its jump is if-converted): as written.
+        assert!(rotated(22, &|_| None).is_empty());
+        let if_converted = |pc| (pc == 24).then_some(JumpLowering::Select { path: vec![5] });
+        assert!(rotated(20, &if_converted).is_empty());
+        // A straight way that exits, or a header jump lowered otherwise, is left alone.
+        let proven = |pc| (pc == 21).then_some(JumpLowering::Goto { taken: true });
+        assert!(rotated(20, &proven).is_empty());
+        let mut exits = program;
+        exits[3] = Instruction::Exit;
+        assert!(rotated_header_jumps(&exits, 20, is_leader, |pc| pc == 20, is_latch, |_| None).is_empty());
     }
 }

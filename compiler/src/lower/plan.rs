@@ -13,7 +13,8 @@
 //! | [`super::if_conversion::fall_through_path`] | conditional jumps over short effect-free paths ([`JumpLowering::Select`]) | the instructions, the promoted slots |
 //! | [`Verified::is_redundant_zero_extension`] | zero-extension idioms left out ([`FunctionPlan::is_omitted`]) | the verifier's facts, the block leaders |
 //! | [`block_entry_constants`] | the registers holding one constant on every path into a block ([`FunctionPlan::constants_at`]) | the instructions, the block leaders |
-//! | [`super::latch_copy::latch_copies`] | conditional skips to a short loop latch that enter a copy of it ([`FunctionPlan::latch_copy`]) | the instructions, the block leaders, the jump plan |
+//! | [`super::latch_copy::latch_copies`] | short loop latches ([`FunctionPlan::latch_at`]) and the conditional skips to them that enter a placed copy ([`FunctionPlan::latch_copy`]) | the instructions, the block leaders, the jump plan |
+//! | [`super::latch_copy::rotated_header_jumps`] | loop header jumps laid out with their target next ([`JumpLowering::BranchTargetNext`]) | the instructions, the loop heads, the latches, the other jump lowerings |
 //! | [`Verified::array_map_lookup`] | `bpf_map_lookup_elem` calls indexed inline ([`FunctionPlan::array_lookup`]) | the verifier's facts, the map definitions, the runtime version's `map_data` layout |
 //!
 //! Two improvements work inside one block while translating, because their input is the SSA value each register
@@ -29,7 +30,7 @@ use crate::program::MapDefinition;
 use crate::verifier::{BranchDecision, Verified};
 
 use super::if_conversion::fall_through_path;
-use super::latch_copy::{latch_copies, LatchCopy};
+use super::latch_copy::{latch_copies, rotated_header_jumps, LatchCopy};
 use super::runtime_env::MapDataLayout;
 use super::stack_slots::promotable_slots;
 use super::stack_stores::ConstantRegisters;
@@ -47,6 +48,9 @@ pub enum JumpLowering {
     /// Run the fall-through path (slots relative to the function start) unconditionally and keep its results
     /// only when the jump is not taken ([`super::if_conversion`]).
     Select { path: Vec<usize> },
+    /// Compare and branch with the jump's target laid out next: the comparison is negated and branches to the
+    /// fall-through slot ([`super::latch_copy::rotated_header_jumps`]).
+    BranchTargetNext,
 }
 
 /// A `bpf_map_lookup_elem` lowered without the helper (contract §5.2): `key = *(u32 *)r2;
@@ -76,6 +80,9 @@ pub struct FunctionPlan {
     array_lookups: BTreeMap<usize, ArrayLookup>,
     /// Conditional jumps (absolute slot) whose taken side enters a copy of the loop latch they jump to.
     latch_copies: BTreeMap<usize, LatchCopy>,
+    /// Short loop latches that a `goto`, fall-through or if-converted jump into them copies: first slot → slot of the
+    /// closing conditional jump (absolute).
+    latches: BTreeMap<usize, usize>,
 }
 
 impl FunctionPlan {
@@ -87,13 +94,23 @@ impl FunctionPlan {
         let shape = function_shape(instructions);
         let promoted_slots = promotable_slots(instructions);
         let decide = |pc: usize| verified.branch_decision(pc);
-        let jumps = plan_jumps(instructions, function.start, &promoted_slots, decide);
+        let mut jumps = plan_jumps(instructions, function.start, &promoted_slots, decide);
         let omitted = omitted_zero_extensions(instructions, function.start, |pc| {
             (verified.is_redundant_zero_extension(pc), verified.control_flow().is_block_leader(pc))
         });
         let is_leader = |pc| verified.control_flow().is_block_leader(pc);
         let block_constants = block_entry_constants(instructions, function.start, is_leader);
-        let latch_copies = latch_copies(instructions, function.start, is_leader, |pc| !jumps.contains_key(&pc));
+        let latches = latch_copies(instructions, function.start, is_leader, |pc| !jumps.contains_key(&pc));
+        let loop_heads = verified.control_flow().loop_heads();
+        let rotated = rotated_header_jumps(
+            instructions,
+            function.start,
+            is_leader,
+            |pc| loop_heads.contains(&pc),
+            |pc| latches.blocks.contains_key(&pc),
+            |pc| jumps.get(&pc).cloned(),
+        );
+        jumps.extend(rotated.into_iter().map(|pc| (pc, JumpLowering::BranchTargetNext)));
         let array_lookups = if map_data.has_array_data() {
             array_lookups(function.start..function.end, &verified.module().maps, |pc| verified.array_map_lookup(pc))
         } else {
@@ -106,13 +123,20 @@ impl FunctionPlan {
             omitted,
             block_constants,
             array_lookups,
-            latch_copies,
+            latch_copies: latches.skips,
+            latches: latches.blocks,
         }
     }
 
     /// The loop latch copy that the taken side of the conditional jump at (absolute) `slot` enters, if any.
     pub fn latch_copy(&self, slot: usize) -> Option<LatchCopy> {
         self.latch_copies.get(&slot).copied()
+    }
+
+    /// When the block starting at (absolute) `leader` is a short loop latch, the slot of its closing conditional jump:
+    /// a `goto`, fall-through or if-converted jump into it runs a copy of it instead ([`super::latch_copy`]).
+    pub fn latch_at(&self, leader: usize) -> Option<usize> {
+        self.latches.get(&leader).copied()
     }
 
     /// The latch copies, by the absolute slot of the conditional jump whose taken side enters them.

@@ -15,9 +15,10 @@
 //! - **Control flow.** Every jump target and every instruction after a jump or `exit` starts a Cranelift block;
 //!   `ja` becomes `jump`, conditional jumps `brif`, `exit` `return r0`. Blocks are sealed once the whole
 //!   function is translated (back edges of bounded loops are allowed). A conditional jump over a short,
-//!   effect-free path becomes `select`s instead ([`super::if_conversion`]). A conditional jump that skips the rest
-//!   of a loop body to a short latch enters its own copy of the latch, translated again after the function's
-//!   blocks, so the skip and the back edge take one branch ([`super::latch_copy`]).
+//!   effect-free path becomes `select`s instead ([`super::if_conversion`]). The jumps into a short loop latch run
+//!   copies of it ([`super::latch_copy`]): a conditional skip to it enters its own copy, translated again after the
+//!   function's blocks; a `goto`, fall-through or if-converted jump into it is replaced by the latch's instructions
+//!   ([`FunctionTranslator::jump_to`]); a loop header's jump may be negated to choose the layout.
 //! - **ALU.** 64-bit operations work on `i64`. 32-bit operations reduce both operands to `i32`, operate, and
 //!   zero-extend (RFC 9669 §4.1). Cranelift's shifts already mask the count by the type width, which is exactly
 //!   eBPF's rule. Division and modulo never trap: a zero divisor selects the RFC result (x / 0 = 0,
@@ -322,7 +323,7 @@ impl FunctionTranslator<'_> {
             if let Some(block) = block_at[pc - pf.start] {
                 if !walk.terminated {
                     Self::flush_stack_stores(&mut b, &frame, &mut walk.pending);
-                    b.ins().jump(block, &[]);
+                    self.jump_to(&mut b, &frame, &block_at, pf.start, pc)?;
                 }
                 b.switch_to_block(block);
                 walk.enter(self.plan.constants_at(pc)); // what every path into it agrees on (`plan`)
@@ -350,6 +351,31 @@ impl FunctionTranslator<'_> {
         b.finalize(frontend);
         remove_unused_loads(&mut func);
         Ok(func)
+    }
+
+    /// Ends the current block by going to the block at (absolute) slot `target`: a `jump`, or, when that block is a
+    /// short loop latch (`FunctionPlan::latch_at`), its instructions translated here again, closing conditional jump
+    /// included. The latch holds only ALU operations and its jump, so the copy starts from what every path into the
+    /// latch agrees on (no pending stack store, no byte assembly) and ends where the original's jump goes.
+    fn jump_to(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        block_at: &[Option<Block>],
+        start: usize,
+        target: usize,
+    ) -> Result<(), LowerError> {
+        let Some(last) = self.plan.latch_at(target) else {
+            b.ins().jump(block_at[target - start].expect("jump targets are leaders"), &[]);
+            return Ok(());
+        };
+        let mut walk = Walk::default();
+        walk.enter(self.plan.constants_at(target));
+        for pc in target..=last {
+            self.translate_slot(b, frame, block_at, start, pc, &mut walk)?;
+        }
+        debug_assert!(walk.terminated, "a latch copy ends in its conditional jump");
+        Ok(())
     }
 
     /// Translates the instruction at `pc` in the current block, carrying `walk` from the instruction before it.

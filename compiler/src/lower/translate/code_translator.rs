@@ -425,8 +425,8 @@ impl FunctionTranslator<'_> {
         let block = |slot: i64| block_at[slot as usize - start].expect("jump targets are leaders");
         match insn {
             Instruction::Jump { .. } => {
-                let target = block(insn.jump_target(pc).expect("jump"));
-                b.ins().jump(target, &[]);
+                let target = insn.jump_target(pc).expect("jump") as usize;
+                self.jump_to(b, frame, block_at, start, target)?;
             }
             Instruction::JumpIf { width, cond, dst, src, .. } => {
                 let target = insn.jump_target(pc).expect("jump");
@@ -439,10 +439,12 @@ impl FunctionTranslator<'_> {
                 let s = Self::operand(b, frame, width, src);
                 let d64 = b.use_var(frame.regs[dst.index()]);
                 let d = if width == Width::W32 { b.ins().ireduce(types::I32, d64) } else { d64 };
-                // A skip to a loop latch that enters a copy of it (`latch_copy`) compares for the other edge, so
-                // that the copy is the branch's second successor: Cranelift places that one right after the block.
+                // A skip to a loop latch that enters a copy of it, and a rotated loop header's jump (`latch_copy`),
+                // compare for the other edge, so that the copy or the target is the branch's second successor:
+                // Cranelift places that one right after the block.
                 let copy = self.latch_copies.get(&pc).copied();
-                let taken = match (jump_condition(cond), copy.is_some()) {
+                let inverted = copy.is_some() || lowering == JumpLowering::BranchTargetNext;
+                let taken = match (jump_condition(cond), inverted) {
                     (Some(cc), false) => b.ins().icmp(cc, d, s),
                     (Some(cc), true) => b.ins().icmp(cc.complement(), d, s),
                     (None, inverted) => {
@@ -453,11 +455,14 @@ impl FunctionTranslator<'_> {
                 match (lowering, copy) {
                     (JumpLowering::Select { path }, _) => {
                         self.translate_speculated_path(b, frame, block_at, start, taken, &path)?;
-                        b.ins().jump(block(target), &[]);
+                        self.jump_to(b, frame, block_at, start, target as usize)?;
                     }
                     // `taken` is now "the jump falls through".
                     (_, Some(copy)) => {
                         b.ins().brif(taken, block(pc as i64 + 1), &[], copy, &[]);
+                    }
+                    (JumpLowering::BranchTargetNext, None) => {
+                        b.ins().brif(taken, block(pc as i64 + 1), &[], block(target), &[]);
                     }
                     _ => {
                         b.ins().brif(taken, block(target), &[], block(pc as i64 + 1), &[]);
