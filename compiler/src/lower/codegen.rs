@@ -251,36 +251,14 @@ fn has_backward_edge(ctx: &Context) -> bool {
     ctx.domtree.cfg_rpo().any(|&block| ctx.cfg.succ_iter(block).any(|succ| order[succ] <= order[block]))
 }
 
-/// Compiles `ctx.func` and turns the result into a [`CompiledWithText`].
-fn compile_in_context(
-    ctx: &mut Context,
-    isa: &dyn TargetIsa,
-    target: Target,
-    name: &str,
+/// The compiled function's relocations as [`CodeRelocation`]s against the symbols `symbols` declared; any other
+/// relocation kind or target is an error naming the function.
+fn code_relocations(
+    compiled: &cranelift_codegen::CompiledCode,
+    params: &ir::function::FunctionParameters,
     symbols: &SymbolTable,
-    options: CompileOptions,
-) -> Result<CompiledWithText, LowerError> {
-    ctx.set_disasm(options.disassembly);
-    if target == Target::X64 {
-        mark_returns(&mut ctx.func);
-    }
-    ctx.compile(isa, &mut ControlPlane::default())
-        .map_err(|e| LowerError::Codegen { function: name.to_string(), message: format!("{:?}", e.inner) })?;
-    let compiled = ctx.compiled_code().expect("compiled just above");
-    let mut code = compiled.code_buffer().to_vec();
-    let relayout = target == Target::X64 && has_backward_edge(ctx);
-    // x64 epilogues: the `add rsp, N` before `mov rsp, rbp` becomes a NOP so that the epilogue unwinds exactly
-    // (see `unwind::x64`). A function the loop re-layout below rewrites is searched whole afterwards instead: the
-    // pass must see Cranelift's own instructions (it treats NOPs as its padding).
-    if target == Target::X64 && !relayout {
-        let epilogues: Vec<Range<usize>> = (compiled.buffer.get_srclocs_sorted().iter())
-            .filter(|l| l.loc.bits() == RETURN_SRCLOC)
-            .map(|l| l.start as usize..l.end as usize)
-            .collect();
-        super::unwind::x64::drop_redundant_epilogue_adds(&mut code, &epilogues);
-    }
-    let params = &ctx.func.params;
-
+    name: &str,
+) -> Result<Vec<CodeRelocation>, LowerError> {
     let mut relocations = Vec::with_capacity(compiled.buffer.relocs().len());
     for reloc in compiled.buffer.relocs() {
         let kind = match reloc.kind {
@@ -317,6 +295,38 @@ fn compile_in_context(
         };
         relocations.push(CodeRelocation { offset: reloc.offset, kind, target, addend: reloc.addend });
     }
+    Ok(relocations)
+}
+
+/// Compiles `ctx.func` and turns the result into a [`CompiledWithText`].
+fn compile_in_context(
+    ctx: &mut Context,
+    isa: &dyn TargetIsa,
+    target: Target,
+    name: &str,
+    symbols: &SymbolTable,
+    options: CompileOptions,
+) -> Result<CompiledWithText, LowerError> {
+    ctx.set_disasm(options.disassembly);
+    if target == Target::X64 {
+        mark_returns(&mut ctx.func);
+    }
+    ctx.compile(isa, &mut ControlPlane::default())
+        .map_err(|e| LowerError::Codegen { function: name.to_string(), message: format!("{:?}", e.inner) })?;
+    let compiled = ctx.compiled_code().expect("compiled just above");
+    let mut code = compiled.code_buffer().to_vec();
+    let relayout = target == Target::X64 && has_backward_edge(ctx);
+    // x64 epilogues: the `add rsp, N` before `mov rsp, rbp` becomes a NOP so that the epilogue unwinds exactly
+    // (see `unwind::x64`). A function the loop re-layout below rewrites is searched whole afterwards instead: the
+    // pass must see Cranelift's own instructions (it treats NOPs as its padding).
+    if target == Target::X64 && !relayout {
+        let epilogues: Vec<Range<usize>> = (compiled.buffer.get_srclocs_sorted().iter())
+            .filter(|l| l.loc.bits() == RETURN_SRCLOC)
+            .map(|l| l.start as usize..l.end as usize)
+            .collect();
+        super::unwind::x64::drop_redundant_epilogue_adds(&mut code, &epilogues);
+    }
+    let mut relocations = code_relocations(compiled, &ctx.func.params, symbols, name)?;
 
     // Cranelift's x64 branches are all rel32 and its loops unaligned; re-lay the body out with short loop back edges
     // and aligned loop heads (`x64_layout`). The prologue, which the unwind data describes, is left byte for byte.
