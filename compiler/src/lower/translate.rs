@@ -341,11 +341,7 @@ impl FunctionTranslator<'_> {
         // ending in its own conditional jump.
         for (skip, latch) in self.plan.latch_copies().collect::<Vec<_>>() {
             b.switch_to_block(self.latch_copies[&skip]);
-            walk.enter(self.plan.constants_at(latch.first));
-            for pc in latch.first..=latch.jump {
-                self.translate_slot(&mut b, &frame, &block_at, pf.start, pc, &mut walk)?;
-            }
-            debug_assert!(walk.terminated, "a latch copy ends in its conditional jump");
+            self.translate_latch(&mut b, &frame, &block_at, pf.start, latch.first, latch.jump)?;
         }
         b.seal_all_blocks();
         b.finalize(frontend);
@@ -355,8 +351,7 @@ impl FunctionTranslator<'_> {
 
     /// Ends the current block by going to the block at (absolute) slot `target`: a `jump`, or, when that block is a
     /// short loop latch (`FunctionPlan::latch_at`), its instructions translated here again, closing conditional jump
-    /// included. The latch holds only ALU operations and its jump, so the copy starts from what every path into the
-    /// latch agrees on (no pending stack store, no byte assembly) and ends where the original's jump goes.
+    /// included ([`FunctionTranslator::translate_latch`]).
     fn jump_to(
         &mut self,
         b: &mut FunctionBuilder,
@@ -369,9 +364,24 @@ impl FunctionTranslator<'_> {
             b.ins().jump(block_at[target - start].expect("jump targets are leaders"), &[]);
             return Ok(());
         };
+        self.translate_latch(b, frame, block_at, start, target, last)
+    }
+
+    /// Translates the loop latch `first..=jump` (absolute slots) again into the current block. The latch holds only
+    /// ALU operations and its closing conditional jump, so the copy starts from what every path into the latch
+    /// agrees on (no pending stack store, no byte assembly) and ends where the original's jump goes.
+    fn translate_latch(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &Frame,
+        block_at: &[Option<Block>],
+        start: usize,
+        first: usize,
+        jump: usize,
+    ) -> Result<(), LowerError> {
         let mut walk = Walk::default();
-        walk.enter(self.plan.constants_at(target));
-        for pc in target..=last {
+        walk.enter(self.plan.constants_at(first));
+        for pc in first..=jump {
             self.translate_slot(b, frame, block_at, start, pc, &mut walk)?;
         }
         debug_assert!(walk.terminated, "a latch copy ends in its conditional jump");

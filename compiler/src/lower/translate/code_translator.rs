@@ -442,8 +442,12 @@ impl FunctionTranslator<'_> {
                 // A skip to a loop latch that enters a copy of it, and a rotated loop header's jump (`latch_copy`),
                 // compare for the other edge, so that the copy or the target is the branch's second successor:
                 // Cranelift places that one right after the block.
-                let copy = self.latch_copies.get(&pc).copied();
-                let inverted = copy.is_some() || lowering == JumpLowering::BranchTargetNext;
+                let second = match (&lowering, self.latch_copies.get(&pc)) {
+                    (_, Some(&copy)) => Some(copy),
+                    (JumpLowering::BranchTargetNext, None) => Some(block(target)),
+                    _ => None,
+                };
+                let inverted = second.is_some();
                 let taken = match (jump_condition(cond), inverted) {
                     (Some(cc), false) => b.ins().icmp(cc, d, s),
                     (Some(cc), true) => b.ins().icmp(cc.complement(), d, s),
@@ -452,17 +456,14 @@ impl FunctionTranslator<'_> {
                         b.ins().icmp_imm_s(if inverted { IntCC::Equal } else { IntCC::NotEqual }, bits, 0)
                     }
                 };
-                match (lowering, copy) {
+                match (lowering, second) {
                     (JumpLowering::Select { path }, _) => {
                         self.translate_speculated_path(b, frame, block_at, start, taken, &path)?;
                         self.jump_to(b, frame, block_at, start, target as usize)?;
                     }
                     // `taken` is now "the jump falls through".
-                    (_, Some(copy)) => {
-                        b.ins().brif(taken, block(pc as i64 + 1), &[], copy, &[]);
-                    }
-                    (JumpLowering::BranchTargetNext, None) => {
-                        b.ins().brif(taken, block(pc as i64 + 1), &[], block(target), &[]);
+                    (_, Some(second)) => {
+                        b.ins().brif(taken, block(pc as i64 + 1), &[], second, &[]);
                     }
                     _ => {
                         b.ins().brif(taken, block(target), &[], block(pc as i64 + 1), &[]);
