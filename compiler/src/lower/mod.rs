@@ -16,6 +16,7 @@ pub mod codegen;
 pub mod if_conversion;
 pub mod latch_copy;
 pub mod load_combine;
+pub mod narrow_compare;
 pub mod object;
 pub mod plan;
 pub mod runtime_env;

@@ -61,6 +61,7 @@ use crate::verifier::Verified;
 
 use super::codegen::SymbolTable;
 use super::load_combine::{remove_unused_loads, ByteAssemblies, Combination, CombinedLoad};
+use super::narrow_compare::{constant, narrow_compares};
 use super::plan::FunctionPlan;
 use super::runtime_env::{MapDataLayout, RuntimeEnvironment};
 use super::stack_stores::{keeps_window_open, ConstantRegisters, PendingStackStores};
@@ -346,6 +347,7 @@ impl FunctionTranslator<'_> {
         b.seal_all_blocks();
         b.finalize(frontend);
         remove_unused_loads(&mut func);
+        narrow_compares(&mut func);
         Ok(func)
     }
 
@@ -485,14 +487,20 @@ impl FunctionTranslator<'_> {
     }
 
     /// Runs the fall-through `path` of a conditional jump unconditionally, then keeps each variable it wrote only if
-    /// the jump is not `taken` (see `if_conversion`).
+    /// the jump falls through (see `if_conversion`). `conditions` is (the jump falls through, the jump is taken).
+    ///
+    /// The select is `select(falls_through, new, old)` rather than `select(taken, old, new)`: Cranelift's x64 `cmov`
+    /// overwrites the register of the select's last operand, and the variable's old value usually dies here and
+    /// sits in the register a loop carries the variable in, so the kept value stays in that register instead of
+    /// being moved back into it on every back edge (`branchy`'s word count). A constant new value stays last: as
+    /// the `cmov`'s source it would become a load from the constant pool.
     fn translate_speculated_path(
         &mut self,
         b: &mut FunctionBuilder,
         frame: &Frame,
         block_at: &[Option<Block>],
         start: usize,
-        taken: Value,
+        (falls_through, taken): (Value, Value),
         path: &[usize],
     ) -> Result<(), LowerError> {
         let mut written: Vec<Variable> = Vec::new();
@@ -522,7 +530,11 @@ impl FunctionTranslator<'_> {
         for (variable, old) in written.into_iter().zip(before) {
             let new = b.use_var(variable);
             if new != old {
-                let kept = b.ins().select(taken, old, new);
+                let kept = if constant(&b.func.dfg, new).is_some() {
+                    b.ins().select(taken, old, new)
+                } else {
+                    b.ins().select(falls_through, new, old)
+                };
                 b.def_var(variable, kept);
             }
         }

@@ -312,15 +312,19 @@ impl Layout {
         self.instructions.iter().zip(&self.starts).all(|(d, &s)| d.offset == s) && self.starts[n] == self.code_end
     }
 
-    /// Where the constant pool (old start `pool_start`, in a function of `code_len` bytes) goes: after the new
-    /// code, keeping its alignment. `None` if the pool was not aligned to begin with.
+    /// Where the constant pool (old start `pool_start`, in a function of `code_len` bytes) goes: the first offset
+    /// after the new code with the old start's remainder modulo [`POOL_ALIGNMENT`], so every constant keeps its
+    /// alignment (Cranelift aligns the pool only as much as its largest constant needs: 8 bytes for 64-bit
+    /// constants, so the pool may start 8 bytes past a 16-byte boundary).
     fn place_pool(&self, pool_start: usize, code_len: usize) -> Option<PoolMove> {
         let new_code_end = self.starts[self.instructions.len()];
         let old_start = pool_start.max(self.code_end);
-        let new_start = if old_start < code_len { new_code_end.next_multiple_of(POOL_ALIGNMENT) } else { new_code_end };
-        if !old_start.is_multiple_of(POOL_ALIGNMENT) && old_start < code_len {
-            return None;
-        }
+        let new_start = if old_start < code_len {
+            let shift = (old_start % POOL_ALIGNMENT + POOL_ALIGNMENT - new_code_end % POOL_ALIGNMENT) % POOL_ALIGNMENT;
+            new_code_end + shift
+        } else {
+            new_code_end
+        };
         Some(PoolMove { old_start, new_start })
     }
 
@@ -536,6 +540,26 @@ mod tests {
         let mut broken = out.clone();
         broken[l + 8] = 0x4c; // imul rax, [rip + d] -> imul r8, [rip + d]
         assert!(check_same_program(&code, &broken).is_err());
+    }
+
+    #[test]
+    fn a_pool_8_bytes_past_a_16_byte_boundary_keeps_that_offset() {
+        // push rbp; L: imul rax, [rip + d]; jne L (rel32); ret; pad to 24; pool: 8 bytes at 24 (= 8 mod 16), as
+        // Cranelift aligns a pool of 64-bit constants.
+        let mut code = vec![0x55, 0x48, 0x0f, 0xaf, 0x05];
+        code.extend_from_slice(&(24i32 - 9).to_le_bytes()); // imul ends at 9
+        code.extend_from_slice(&[0x0f, 0x85]);
+        code.extend_from_slice(&(1i32 - 15).to_le_bytes()); // jne L, ends at 15
+        code.push(0xc3);
+        code.resize(24, 0);
+        code.extend_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+        let relaid = shorten_and_align_loops(&code, &mut [], 1).expect("re-laid");
+        check_same_program(&code, &relaid.code).unwrap();
+        let pool = relaid.code.len() - 8;
+        assert_eq!(pool % POOL_ALIGNMENT, 8);
+        assert_eq!(&relaid.code[pool..], &0x1122_3344_5566_7788u64.to_le_bytes());
+        let (l, d) = (LOOP_ALIGNMENT, pool as i64 - (LOOP_ALIGNMENT as i64 + 8));
+        assert_eq!(&relaid.code[l + 4..l + 8], &i32::try_from(d).unwrap().to_le_bytes(), "the imul still reads it");
     }
 
     #[test]

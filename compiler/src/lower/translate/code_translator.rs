@@ -447,25 +447,30 @@ impl FunctionTranslator<'_> {
                     (JumpLowering::BranchTargetNext, None) => Some(block(target)),
                     _ => None,
                 };
-                let inverted = second.is_some();
-                let taken = match (jump_condition(cond), inverted) {
-                    (Some(cc), false) => b.ins().icmp(cc, d, s),
-                    (Some(cc), true) => b.ins().icmp(cc.complement(), d, s),
-                    (None, inverted) => {
+                let condition = |b: &mut FunctionBuilder, inverted: bool| match jump_condition(cond) {
+                    Some(cc) => {
+                        let cc = if inverted { cc.complement() } else { cc };
+                        b.ins().icmp(cc, d, s)
+                    }
+                    None => {
                         let bits = b.ins().band(d, s);
                         b.ins().icmp_imm_s(if inverted { IntCC::Equal } else { IntCC::NotEqual }, bits, 0)
                     }
                 };
-                match (lowering, second) {
-                    (JumpLowering::Select { path }, _) => {
-                        self.translate_speculated_path(b, frame, block_at, start, taken, &path)?;
-                        self.jump_to(b, frame, block_at, start, target as usize)?;
-                    }
-                    // `taken` is now "the jump falls through".
-                    (_, Some(second)) => {
+                if let JumpLowering::Select { path } = lowering {
+                    // Both conditions: `translate_speculated_path` picks per select (the unused one is dead code).
+                    let conditions = (condition(b, true), condition(b, false));
+                    self.translate_speculated_path(b, frame, block_at, start, conditions, &path)?;
+                    self.jump_to(b, frame, block_at, start, target as usize)?;
+                    return Ok(true);
+                }
+                // `taken` is "the jump falls through" when inverted.
+                let taken = condition(b, second.is_some());
+                match second {
+                    Some(second) => {
                         b.ins().brif(taken, block(pc as i64 + 1), &[], second, &[]);
                     }
-                    _ => {
+                    None => {
                         b.ins().brif(taken, block(target), &[], block(pc as i64 + 1), &[]);
                     }
                 }

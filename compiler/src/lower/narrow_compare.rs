@@ -1,0 +1,265 @@
+//! Comparisons of zero-extended values at their narrow width.
+//!
+//! clang compiles `u8 c; if ((u8)(c - '0') <= 9)` to one byte compare (`cmpb $9, %bpl`); its eBPF translation is
+//! `r4 = r6; r4 &= 255; if r4 > 9 goto …`, which a literal lowering turns into `and $0xff, %rax; cmp $9, %rax`. When
+//! an `icmp` compares a value that is the zero-extension of a narrower value — `x & 0xff`, `x & 0xffff`,
+//! `x & 0xffff_ffff`, or a `uextend` such as every 32-bit ALU result gets — with a constant, and nothing else uses
+//! the wide value, [`narrow_compares`] makes the comparison on the narrow value instead, so Cranelift's x64 backend
+//! emits the `cmpb` / `cmpl` forms and the mask disappears. A wide value that other instructions still read is left
+//! alone: both it and its source would then be live, which costs a register move (`parse`'s EtherType, compared
+//! twice). A 16-bit compare is made only when its constant fits a sign-extended byte: `cmpw $imm16` carries a
+//! length-changing operand-size prefix, which stalls Intel's decoders.
+//!
+//! Why it is exact (RFC 9669 §4.3: jump conditions compare the full 64- or 32-bit register values, unsigned or
+//! signed). Let `v = zext(y)` with `y` of `K` bits, `K` less than the comparison width `W`, so `0 ≤ v < 2^K`, and
+//! let the constant be `c`, read as a `W`-bit unsigned number `c_u`. The fold is made only when `c_u < 2^K`:
+//! - unsigned conditions (and equality): both operands are below `2^K`, so comparing their low `K` bits unsigned
+//!   gives the same answer as comparing the `W`-bit values;
+//! - signed conditions: `v` is non-negative as a `W`-bit signed number, and `c_u < 2^K ≤ 2^(W-1)` means the signed
+//!   reading of `c` is `c_u`, also non-negative; two non-negative numbers compare the same signed and unsigned, so
+//!   the signed condition becomes its unsigned form at `K` bits.
+//!
+//! When `c_u ≥ 2^K` the comparison's answer does not depend on `v` at all (or, for signed conditions with a
+//! negative `c`, still does not); those are left as they are, compared at full width.
+
+use std::collections::HashMap;
+
+use cranelift_codegen::cursor::{Cursor, FuncCursor};
+use cranelift_codegen::ir::{
+    types, DataFlowGraph, Function, InstBuilder, InstructionData, Opcode, Type, Value, ValueDef,
+};
+
+/// How many definitions ([`narrowest_source`]) are looked through: `uextend` / `ireduce` over a mask at most.
+const MAX_DEPTH: usize = 3;
+
+/// Where the narrow value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// A value that already has the narrow type (the operand of a `uextend`).
+    Narrow(Value),
+    /// The low bits of this wider value (the operand of a `band` with a low-bit mask).
+    LowBitsOf(Value),
+}
+
+/// Rewrites every `icmp` of `func` whose first operand is used only there and is a zero-extension, and whose second
+/// is a constant that makes it exact (module documentation), into an unsigned `icmp` of the narrow value; returns
+/// how many it rewrote. The `icmp` keeps its result value, so its users are unchanged.
+pub fn narrow_compares(func: &mut Function) -> usize {
+    let mut uses: HashMap<Value, usize> = HashMap::new();
+    for block in func.layout.blocks() {
+        for inst in func.layout.block_insts(block) {
+            for v in func.dfg.inst_values(inst) {
+                *uses.entry(func.dfg.resolve_aliases(v)).or_default() += 1;
+            }
+        }
+    }
+    let mut rewritten = 0;
+    let mut cursor = FuncCursor::new(func);
+    while cursor.next_block().is_some() {
+        while let Some(inst) = cursor.next_inst() {
+            let InstructionData::IntCompare { opcode: Opcode::Icmp, cond, args: [d, s] } = cursor.func.dfg.insts[inst]
+            else {
+                continue;
+            };
+            let (d, s) = (cursor.func.dfg.resolve_aliases(d), cursor.func.dfg.resolve_aliases(s));
+            if uses.get(&d) != Some(&1) {
+                continue;
+            }
+            let Some((source, narrow, c)) = narrowing(&cursor.func.dfg, d, s) else { continue };
+            let y = match source {
+                Source::Narrow(y) => y,
+                Source::LowBitsOf(x) => cursor.ins().ireduce(narrow, x),
+            };
+            let c = cursor.ins().iconst(narrow, c as i64);
+            // Same opcode and result type (`i8`): only the condition and operands change.
+            cursor.func.dfg.insts[inst] =
+                InstructionData::IntCompare { opcode: Opcode::Icmp, cond: cond.unsigned(), args: [y, c] };
+            rewritten += 1;
+        }
+    }
+    rewritten
+}
+
+/// The narrow source, its type and the constant, when `d cc s` may be compared at the narrow width.
+fn narrowing(dfg: &DataFlowGraph, d: Value, s: Value) -> Option<(Source, Type, u64)> {
+    let width = dfg.value_type(d);
+    let c = constant(dfg, s)?;
+    let (source, narrow) = narrowest_source(dfg, d, MAX_DEPTH)?;
+    let fits = c < 1u64 << narrow.bits();
+    // `cmpw` only with an immediate that is a sign-extended byte (no length-changing prefix).
+    let no_imm16 = narrow != types::I16 || !(0x80..0xff80).contains(&c);
+    (narrow.bits() < width.bits() && fits && no_imm16).then_some((source, narrow, c))
+}
+
+/// The value of `v` if it is an `iconst`, as an unsigned number of `v`'s width.
+pub fn constant(dfg: &DataFlowGraph, v: Value) -> Option<u64> {
+    let ValueDef::Result(inst, 0) = dfg.value_def(v) else { return None };
+    let InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } = dfg.insts[inst] else { return None };
+    let bits = dfg.value_type(v).bits();
+    let raw = imm.bits() as u64;
+    Some(if bits >= 64 { raw } else { raw & ((1u64 << bits) - 1) })
+}
+
+/// The narrow integer type a `band` with `mask` zero-extends from.
+fn mask_type(mask: u64) -> Option<Type> {
+    match mask {
+        0xff => Some(types::I8),
+        0xffff => Some(types::I16),
+        0xffff_ffff => Some(types::I32),
+        _ => None,
+    }
+}
+
+/// The narrowest value `v` is the zero-extension of, with its type (which is narrower than `v`'s), looking through
+/// at most `depth` definitions.
+fn narrowest_source(dfg: &DataFlowGraph, v: Value, depth: usize) -> Option<(Source, Type)> {
+    if depth == 0 {
+        return None;
+    }
+    let ValueDef::Result(inst, 0) = dfg.value_def(v) else { return None };
+    let width = dfg.value_type(v);
+    let found = match dfg.insts[inst] {
+        // `uextend` of `y`: `y` itself, or what `y` is in turn zero-extended from.
+        InstructionData::Unary { opcode: Opcode::Uextend, arg } => {
+            narrowest_source(dfg, arg, depth - 1).or_else(|| Some((Source::Narrow(arg), dfg.value_type(arg))))
+        }
+        // The low half of a value zero-extended from fewer bits than the half keeps is zero-extended too.
+        InstructionData::Unary { opcode: Opcode::Ireduce, arg } => narrowest_source(dfg, arg, depth - 1),
+        InstructionData::Binary { opcode: Opcode::Band, args: [a, m] } => {
+            let (x, mask) = match (constant(dfg, m), constant(dfg, a)) {
+                (Some(mask), _) => (a, mask),
+                (None, Some(mask)) => (m, mask),
+                (None, None) => return None,
+            };
+            mask_type(mask).map(|narrow| (Source::LowBitsOf(x), narrow))
+        }
+        _ => None,
+    }?;
+    (found.1.bits() < width.bits()).then_some(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cranelift_codegen::ir::condcodes::IntCC;
+    use cranelift_codegen::ir::{AbiParam, Signature, UserFuncName};
+    use cranelift_codegen::isa::CallConv;
+    use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+    /// Builds `fn(x: i64) -> i8 { icmp cc (shape x) c }`, runs the pass, and returns the IR text and whether it
+    /// rewrote the compare.
+    fn fold(shape: impl Fn(&mut FunctionBuilder, Value) -> Value, cc: IntCC, c: i64) -> (String, bool) {
+        fold_with(shape, cc, c, false)
+    }
+
+    /// [`fold`], and with `second_use` the wide value is also compared with `x` (a second use).
+    fn fold_with(
+        shape: impl Fn(&mut FunctionBuilder, Value) -> Value,
+        cc: IntCC,
+        c: i64,
+        second_use: bool,
+    ) -> (String, bool) {
+        let mut signature = Signature::new(CallConv::SystemV);
+        signature.params.push(AbiParam::new(types::I64));
+        signature.returns.push(AbiParam::new(types::I8));
+        let mut func = Function::with_name_signature(UserFuncName::testcase("t"), signature);
+        let mut context = FunctionBuilderContext::new();
+        let mut b = FunctionBuilder::new(&mut func, &mut context);
+        let block = b.create_block();
+        b.append_block_params_for_function_params(block);
+        b.switch_to_block(block);
+        let x = b.block_params(block)[0];
+        let d = shape(&mut b, x);
+        let ty = b.func.dfg.value_type(d);
+        let s = b.ins().iconst(ty, c);
+        let mut result = b.ins().icmp(cc, d, s);
+        if second_use {
+            let x = if ty == types::I64 { x } else { b.ins().ireduce(ty, x) };
+            let other = b.ins().icmp(IntCC::Equal, d, x);
+            result = b.ins().bor(result, other);
+        }
+        b.ins().return_(&[result]);
+        b.seal_all_blocks();
+        b.finalize(crate::lower::build_isa(crate::compiled::Target::X64).unwrap().frontend_config());
+        let folded = narrow_compares(&mut func) == 1;
+        (func.display().to_string(), folded)
+    }
+
+    fn masked(mask: i64) -> impl Fn(&mut FunctionBuilder, Value) -> Value {
+        move |b, x| {
+            let m = b.ins().iconst(types::I64, mask);
+            b.ins().band(x, m)
+        }
+    }
+
+    #[test]
+    fn a_byte_mask_compared_with_a_byte_constant_becomes_an_unsigned_byte_compare() {
+        let (text, folded) = fold(masked(0xff), IntCC::UnsignedGreaterThan, 9);
+        assert!(folded);
+        assert!(text.contains("ireduce.i8") && text.contains("icmp ugt"), "{text}");
+        // A signed condition on the non-negative masked value is its unsigned form.
+        let (text, folded) = fold(masked(0xff), IntCC::SignedLessThan, 0x7f);
+        assert!(folded && text.contains("icmp ult"), "{text}");
+        let (text, folded) = fold(masked(0xffff), IntCC::Equal, 0xffff);
+        assert!(folded && text.contains("ireduce.i16"), "{text}");
+        let (text, folded) = fold(masked(0xffff_ffff), IntCC::SignedGreaterThanOrEqual, 1);
+        assert!(folded && text.contains("ireduce.i32") && text.contains("icmp uge"), "{text}");
+    }
+
+    #[test]
+    fn constants_outside_the_narrow_range_and_other_masks_are_compared_at_full_width() {
+        assert!(!fold(masked(0xff), IntCC::UnsignedLessThan, 0x100).1);
+        // -1 as a signed 64-bit constant: every masked value is greater; not folded.
+        assert!(!fold(masked(0xff), IntCC::SignedGreaterThan, -1).1);
+        assert!(!fold(masked(0x7f), IntCC::Equal, 1).1);
+        assert!(!fold(masked(0x1ff), IntCC::Equal, 1).1);
+        assert!(!fold(|_, x| x, IntCC::Equal, 1).1);
+        // A 16-bit constant that needs a 16-bit immediate (`cmpw $imm16`: a length-changing prefix).
+        assert!(!fold(masked(0xffff), IntCC::Equal, 0x86dd).1);
+        assert!(fold(masked(0xffff), IntCC::Equal, 0x7f).1);
+    }
+
+    #[test]
+    fn a_wide_value_that_is_used_again_is_compared_at_full_width() {
+        assert!(fold_with(masked(0xff), IntCC::UnsignedLessThan, 9, false).1);
+        assert!(!fold_with(masked(0xff), IntCC::UnsignedLessThan, 9, true).1);
+    }
+
+    #[test]
+    fn zero_extensions_are_looked_through_to_the_narrowest_source() {
+        // uextend.i64 (band.i32 (ireduce.i32 x) 0xff): compared as a byte.
+        let (text, folded) = fold(
+            |b, x| {
+                let low = b.ins().ireduce(types::I32, x);
+                let m = b.ins().iconst(types::I32, 0xff);
+                let byte = b.ins().band(low, m);
+                b.ins().uextend(types::I64, byte)
+            },
+            IntCC::SignedLessThanOrEqual,
+            200,
+        );
+        assert!(folded && text.contains("ireduce.i8") && text.contains("icmp ule"), "{text}");
+        // ireduce.i32 (band.i64 x 0xffff): the 32-bit compare of a 16-bit value.
+        let (text, folded) = fold(
+            |b, x| {
+                let m = b.ins().iconst(types::I64, 0xffff);
+                let half = b.ins().band(x, m);
+                b.ins().ireduce(types::I32, half)
+            },
+            IntCC::UnsignedGreaterThanOrEqual,
+            0x7f,
+        );
+        assert!(folded && text.contains("ireduce.i16"), "{text}");
+        // ireduce.i32 (band.i64 x 0xffff_ffff) is not narrower than the 32-bit compare.
+        let (_, folded) = fold(
+            |b, x| {
+                let m = b.ins().iconst(types::I64, 0xffff_ffff);
+                let low = b.ins().band(x, m);
+                b.ins().ireduce(types::I32, low)
+            },
+            IntCC::Equal,
+            1,
+        );
+        assert!(!folded);
+    }
+}

@@ -1,0 +1,136 @@
+//! A conditional jump that compares a zero-extended value with a constant is lowered as a compare at the narrow
+//! width (`lower::narrow_compare`: `r &= 0xff; if r > 9` → `cmpb $9`), and an if-converted jump's selects keep the
+//! variable's old value in the `cmov`'s destination (`translate_speculated_path`). Both must give RFC 9669's answer
+//! (§4.3: the full 64- or 32-bit register, unsigned or signed) for every condition, width and constant, including
+//! constants just outside the narrow range and negative ones: native x64 and ARM64 code must agree with the
+//! reference interpreter on r0 and the buffer.
+
+use bpf2sys::isa::{AluOp, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
+use bpf2sys_tests::arm64::run_conformance_arm64;
+use bpf2sys_tests::native::interpreter_and_native;
+use proptest::prelude::*;
+
+const CONDITIONS: [JumpCond; 11] = [
+    JumpCond::Eq,
+    JumpCond::Ne,
+    JumpCond::Gt,
+    JumpCond::Ge,
+    JumpCond::Lt,
+    JumpCond::Le,
+    JumpCond::Sgt,
+    JumpCond::Sge,
+    JumpCond::Slt,
+    JumpCond::Sle,
+    JumpCond::Set,
+];
+
+fn alu(width: Width, op: AluOp, dst: Reg, src: Operand) -> I {
+    I::Alu { width, op, dst, src }
+}
+
+/// The ways a register becomes a zero-extension of a narrower value (`add` is an `Add` of `addend` first, as
+/// `branchy`'s `(u8)(c - '0')`).
+fn zero_extension(shape: usize, addend: i32) -> Vec<I> {
+    let (w32, w64) = (Width::W32, Width::W64);
+    match shape {
+        0 => vec![alu(w64, AluOp::And, Reg::R5, Operand::Imm(0xff))],
+        1 => vec![alu(w64, AluOp::And, Reg::R5, Operand::Imm(0xffff))],
+        2 => {
+            vec![alu(w64, AluOp::Add, Reg::R5, Operand::Imm(addend)), alu(w64, AluOp::And, Reg::R5, Operand::Imm(0xff))]
+        }
+        3 => vec![alu(w32, AluOp::And, Reg::R5, Operand::Imm(0xff))],
+        4 => vec![alu(w32, AluOp::Mov, Reg::R5, Operand::Reg(Reg::R5))],
+        5 => vec![alu(w32, AluOp::Add, Reg::R5, Operand::Imm(addend))],
+        6 => vec![alu(w64, AluOp::Lsh, Reg::R5, Operand::Imm(32)), alu(w64, AluOp::Rsh, Reg::R5, Operand::Imm(32))],
+        _ => vec![I::Load { size: MemSize::H, sign_extend: false, dst: Reg::R5, src: Reg::R1, offset: 0 }],
+    }
+}
+
+const SHAPES: usize = 8;
+
+/// `r5 = buf[0..8]; <zero extension of r5>; r3 = imm; r0 = buf[8..16];` then, when `branch`, `if r5 <cond> imm
+/// goto +2; buf[16] = r5 (a store: the jump stays a branch); r0 = 1;` — else `if r5 <cond> imm goto +2; r0 += 1;
+/// r0 ^= r5` (if-converted into selects). The comparison's constant is the immediate or, when `in_register`, r3.
+fn program(
+    shape: usize,
+    addend: i32,
+    width: Width,
+    cond: JumpCond,
+    imm: i32,
+    in_register: bool,
+    branch: bool,
+) -> Vec<I> {
+    let mut program = vec![I::Load { size: MemSize::DW, sign_extend: false, dst: Reg::R5, src: Reg::R1, offset: 0 }];
+    program.extend(zero_extension(shape, addend));
+    program.push(alu(Width::W64, AluOp::Mov, Reg::R3, Operand::Imm(imm)));
+    program.push(I::Load { size: MemSize::DW, sign_extend: false, dst: Reg::R0, src: Reg::R1, offset: 8 });
+    let src = if in_register { Operand::Reg(Reg::R3) } else { Operand::Imm(imm) };
+    program.push(I::JumpIf { width, cond, dst: Reg::R5, src, offset: 2 });
+    if branch {
+        program.push(I::Store { size: MemSize::DW, dst: Reg::R1, offset: 16, src: Operand::Reg(Reg::R5) });
+        program.push(alu(Width::W64, AluOp::Mov, Reg::R0, Operand::Imm(1)));
+    } else {
+        program.push(alu(Width::W64, AluOp::Add, Reg::R0, Operand::Imm(1)));
+        program.push(alu(Width::W64, AluOp::Xor, Reg::R0, Operand::Reg(Reg::R5)));
+    }
+    program.push(alu(Width::W64, AluOp::Xor, Reg::R0, Operand::Reg(Reg::R5)));
+    program.push(I::Exit);
+    program
+}
+
+/// Constants around every narrow range's ends, negative ones and any.
+fn constant() -> impl Strategy<Value = i32> {
+    prop_oneof![
+        0i32..=0x101,
+        0xfff0i32..=0x1_0001,
+        -3i32..=0,
+        Just(i32::MAX),
+        Just(i32::MIN),
+        Just(0x7f),
+        Just(0x80),
+        Just(0x7fff),
+        Just(0x8000),
+        any::<i32>(),
+    ]
+}
+
+/// The buffer: 24 bytes, the first 8 often the constant itself (or its neighbours) so equality and the ends of
+/// ordered conditions are hit.
+fn buffer(imm: i32, first: u8, near: i8, random: &[u8]) -> Vec<u8> {
+    let mut data = random.to_vec();
+    let value = match first % 3 {
+        0 => i64::from(imm).wrapping_add(i64::from(near)),
+        1 => i64::from(imm as u32).wrapping_add(i64::from(near)),
+        _ => return data,
+    };
+    data[..8].copy_from_slice(&value.to_le_bytes());
+    data
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn narrow_compares_match_the_interpreter_on_x64_and_arm64(
+        shape in 0usize..SHAPES,
+        addend in prop_oneof![-64i32..=64, any::<i32>()],
+        wide in any::<bool>(),
+        cond in 0usize..CONDITIONS.len(),
+        imm in constant(),
+        in_register in any::<bool>(),
+        branch in any::<bool>(),
+        first in any::<u8>(),
+        near in -2i8..=2,
+        random in proptest::collection::vec(any::<u8>(), 24),
+    ) {
+        let width = if wide { Width::W64 } else { Width::W32 };
+        let program = program(shape, addend, width, CONDITIONS[cond], imm, in_register, branch);
+        let data = buffer(imm, first, near, &random);
+        let (interpreted, native) = interpreter_and_native(&program, &data).unwrap();
+        prop_assert_eq!(&native, &interpreted);
+        let mut arm64_buffer = data.clone();
+        let arm64 = run_conformance_arm64(&program, &mut arm64_buffer).unwrap();
+        prop_assert_eq!(arm64, interpreted.r0);
+        prop_assert_eq!(arm64_buffer, interpreted.buffer);
+    }
+}
