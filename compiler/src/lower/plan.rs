@@ -8,6 +8,7 @@
 //! | pre-pass | decides | from |
 //! |---|---|---|
 //! | [`function_shape`] | whether loads may move to their uses ([`FunctionPlan::movable_loads`]) | the instructions |
+//! | [`function_shape`] | whether the blocks that return go after the function's other code ([`FunctionPlan::cold_returns`]) | the instructions |
 //! | [`super::stack_slots::promotable_slots`] | which stack slots live in SSA variables | the instructions |
 //! | [`Verified::branch_decision`] | conditional jumps whose direction the verifier proved ([`JumpLowering::Goto`]) | the verifier's facts |
 //! | [`super::if_conversion::fall_through_path`] | conditional jumps over short effect-free paths ([`JumpLowering::Select`]) | the instructions, the promoted slots |
@@ -68,6 +69,12 @@ pub struct ArrayLookup {
 pub struct FunctionPlan {
     /// The function never writes memory, calls or loops, so its loads may be placed at their uses.
     pub movable_loads: bool,
+    /// The function loops, so its returning blocks (`exit`) are laid out after all its other code (Cranelift's cold
+    /// blocks). A return runs once per call and a loop once per iteration: with the return block in its reverse
+    /// post-order place, the edges into it — which carry the move of `r0` into `rax` whenever `r0` lives elsewhere
+    /// in the loop — sat right after each loop exit branch, so every iteration jumped over them (one taken branch
+    /// per loop exit test). As cold code those edges go out of line and each exit test falls through while looping.
+    pub cold_returns: bool,
     /// Offsets from `r10` of the stack slots kept in SSA variables.
     pub promoted_slots: BTreeSet<i16>,
     /// Conditional jumps (absolute slot) not lowered as a plain [`JumpLowering::Branch`].
@@ -118,6 +125,7 @@ impl FunctionPlan {
         };
         FunctionPlan {
             movable_loads: !shape.writes_or_calls && !shape.loops,
+            cold_returns: shape.loops,
             promoted_slots,
             jumps,
             omitted,

@@ -477,6 +477,12 @@ impl FunctionTranslator<'_> {
             }
             Instruction::Exit => {
                 let r0 = b.use_var(frame.regs[0]);
+                // `FunctionPlan::cold_returns`; Cranelift rejects a cold entry block, and the entry never holds an
+                // `exit` (translation enters the first slot's block by a jump), but check rather than assume.
+                let here = b.current_block().filter(|&here| Some(here) != b.func.layout.entry_block());
+                if let Some(here) = here.filter(|_| self.plan.cold_returns) {
+                    b.set_cold_block(here);
+                }
                 b.ins().return_(&[r0]);
             }
             other => unreachable!("not a control-flow instruction: {other:?}"),

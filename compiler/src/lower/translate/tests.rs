@@ -69,6 +69,23 @@ fn a_conditional_jump_becomes_a_compare_and_brif() {
 }
 
 #[test]
+fn a_function_that_loops_lays_its_returning_blocks_out_as_cold_code_and_a_straight_one_does_not() {
+    // r0 = 0; L: r0 += 1; if r0 < 10 goto L; exit — the `exit` block follows the loop's exit test.
+    let add = I::Alu { width: Width::W64, op: AluOp::Add, dst: Reg::R0, src: Operand::Imm(1) };
+    let jlt = I::JumpIf { width: Width::W64, cond: JumpCond::Lt, dst: Reg::R0, src: Operand::Imm(10), offset: -2 };
+    let text = &ir(vec![mov(Reg::R0, 0), add, jlt, I::Exit])[0];
+    let cold: Vec<&str> = text.lines().filter(|l| l.contains(" cold")).collect();
+    assert_eq!(cold.len(), 1, "one cold block, the one that returns:\n{text}");
+    let after = text.split(cold[0]).nth(1).expect("the cold block's body");
+    assert!(after.lines().take_while(|l| !l.ends_with(':')).any(|l| l.contains("return")), "{text}");
+    // if r1 > 5 goto +2; r0 = 1; r0 += r1; exit; r0 = 2; exit: no loop, the returns stay where they are.
+    let jgt = I::JumpIf { width: Width::W64, cond: JumpCond::Gt, dst: Reg::R1, src: Operand::Imm(5), offset: 3 };
+    let add = I::Alu { width: Width::W64, op: AluOp::Add, dst: Reg::R0, src: Operand::Reg(Reg::R1) };
+    let text = &ir(vec![jgt, mov(Reg::R0, 1), add, I::Exit, mov(Reg::R0, 2), I::Exit])[0];
+    assert!(!text.contains(" cold"), "{text}");
+}
+
+#[test]
 fn a_helper_call_loads_its_address_from_the_runtime_context() {
     let text = &ir(vec![I::CallHelper { id: 7 }, I::Exit])[0];
     // runtime_context->helper_data (offset 24), then helper_data[0].address (offset 24), then an indirect call.
