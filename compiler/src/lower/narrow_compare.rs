@@ -22,9 +22,8 @@
 //! When `c_u ≥ 2^K` the comparison's answer does not depend on `v` at all (or, for signed conditions with a
 //! negative `c`, still does not); those are left as they are, compared at full width.
 
-use std::collections::HashMap;
-
 use cranelift_codegen::cursor::{Cursor, FuncCursor};
+use cranelift_codegen::entity::SecondaryMap;
 use cranelift_codegen::ir::{
     types, DataFlowGraph, Function, InstBuilder, InstructionData, Opcode, Type, Value, ValueDef,
 };
@@ -45,37 +44,47 @@ enum Source {
 /// is a constant that makes it exact (module documentation), into an unsigned `icmp` of the narrow value; returns
 /// how many it rewrote. The `icmp` keeps its result value, so its users are unchanged.
 pub fn narrow_compares(func: &mut Function) -> usize {
-    let mut uses: HashMap<Value, usize> = HashMap::new();
+    // Candidates first: most functions (straight-line code, `unrolled`) have few or no compares with a constant, and
+    // counting the uses of every value of a large function cost more than the rest of the pass.
+    let mut candidates = Vec::new();
+    for block in func.layout.blocks() {
+        for inst in func.layout.block_insts(block) {
+            if let InstructionData::IntCompare { opcode: Opcode::Icmp, cond, args: [d, s] } = func.dfg.insts[inst] {
+                let (d, s) = (func.dfg.resolve_aliases(d), func.dfg.resolve_aliases(s));
+                if let Some(narrowing) = narrowing(&func.dfg, d, s) {
+                    candidates.push((inst, cond, d, narrowing));
+                }
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return 0;
+    }
+    let mut uses = SecondaryMap::<Value, u32>::with_capacity(func.dfg.num_values());
     for block in func.layout.blocks() {
         for inst in func.layout.block_insts(block) {
             for v in func.dfg.inst_values(inst) {
-                *uses.entry(func.dfg.resolve_aliases(v)).or_default() += 1;
+                uses[func.dfg.resolve_aliases(v)] += 1;
             }
         }
     }
     let mut rewritten = 0;
     let mut cursor = FuncCursor::new(func);
-    while cursor.next_block().is_some() {
-        while let Some(inst) = cursor.next_inst() {
-            let InstructionData::IntCompare { opcode: Opcode::Icmp, cond, args: [d, s] } = cursor.func.dfg.insts[inst]
-            else {
-                continue;
-            };
-            let (d, s) = (cursor.func.dfg.resolve_aliases(d), cursor.func.dfg.resolve_aliases(s));
-            if uses.get(&d) != Some(&1) {
-                continue;
-            }
-            let Some((source, narrow, c)) = narrowing(&cursor.func.dfg, d, s) else { continue };
-            let y = match source {
-                Source::Narrow(y) => y,
-                Source::LowBitsOf(x) => cursor.ins().ireduce(narrow, x),
-            };
-            let c = cursor.ins().iconst(narrow, c as i64);
-            // Same opcode and result type (`i8`): only the condition and operands change.
-            cursor.func.dfg.insts[inst] =
-                InstructionData::IntCompare { opcode: Opcode::Icmp, cond: cond.unsigned(), args: [y, c] };
-            rewritten += 1;
+    for (inst, cond, d, (source, narrow, c)) in candidates {
+        if uses[d] != 1 {
+            continue;
         }
+        // New instructions go right before the compare, as the one-pass version placed them.
+        cursor.goto_inst(inst);
+        let y = match source {
+            Source::Narrow(y) => y,
+            Source::LowBitsOf(x) => cursor.ins().ireduce(narrow, x),
+        };
+        let c = cursor.ins().iconst(narrow, c as i64);
+        // Same opcode and result type (`i8`): only the condition and operands change.
+        cursor.func.dfg.insts[inst] =
+            InstructionData::IntCompare { opcode: Opcode::Icmp, cond: cond.unsigned(), args: [y, c] };
+        rewritten += 1;
     }
     rewritten
 }
