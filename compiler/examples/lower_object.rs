@@ -2,8 +2,9 @@
 //! verified programs, or of the unverified ones with facts from their text when the object does not verify), and
 //! prints the minimum and median wall time: a profiling target (`perf record -g target/release/examples/lower_object
 //! samples/bench/unrolled_xdp.o 500`, or `valgrind --tool=callgrind --toggle-collect='bpf2sys::lower::lower_module*'`
-//! for an instruction count that does not depend on the machine's load). Figures for BENCHMARKS.md come from
-//! `cargo xtask bench` (`xtask/src/bench/latency.rs`), not from here.
+//! for an instruction count that does not depend on the machine's load; build it with `--profile profiling`, the
+//! release profile with line tables, for `callgrind_annotate --auto=yes` by source line). Figures for BENCHMARKS.md
+//! come from `cargo xtask bench` (`xtask/src/bench/latency.rs`), not from here.
 //!
 //! `--target arm64` lowers for ARM64; `--dump FILE` writes the lowered programs (`{:#?}`: code bytes, relocations,
 //! unwind data) to FILE, to check that a compile-speed change leaves the generated code byte-identical, also for
