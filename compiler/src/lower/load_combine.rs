@@ -28,6 +28,7 @@
 //!
 //! The tracker is generic over the base so that it can be tested without Cranelift values.
 
+use cranelift_codegen::entity::SecondaryMap;
 use cranelift_codegen::ir::{Function, Inst, InstructionData, Value, ValueDef};
 
 use crate::isa::{AluOp, Instruction, MemSize, Operand, Reg, Width};
@@ -230,27 +231,33 @@ impl<B: Copy + Eq> ByteAssemblies<B> {
     }
 }
 
+/// How many times each value is used by the instructions in `func`'s layout (block-call arguments included), counted
+/// on the value an alias stands for.
+pub fn value_use_counts(func: &Function) -> SecondaryMap<Value, u32> {
+    let mut uses = SecondaryMap::<Value, u32>::with_capacity(func.dfg.num_values());
+    for block in func.layout.blocks() {
+        for inst in func.layout.block_insts(block) {
+            for v in func.dfg.inst_values(inst) {
+                uses[func.dfg.resolve_aliases(v)] += 1;
+            }
+        }
+    }
+    uses
+}
+
 /// Removes loads whose results nothing uses, and the pure instructions that only fed unused values.
 ///
 /// Only loads marked `notrap` are removed: every program load is (the verifier proved them safe), so this removes any
 /// dead program load, among them the byte loads a [`CombinedLoad`] replaced. Cranelift never drops a load on its own
 /// (a load may fault, and at `opt_level=none` nothing removes dead code before lowering).
 pub fn remove_unused_loads(func: &mut Function) {
-    // Count uses of the values themselves, not of aliases cranelift-frontend may have left behind.
+    // The removals below name instructions through their results' definitions, so every use must name the value
+    // itself, not an alias cranelift-frontend may have left behind.
     func.dfg.resolve_all_aliases();
-    let mut uses = cranelift_codegen::entity::SecondaryMap::<Value, u32>::new();
-    uses.resize(func.dfg.num_values());
-    let mut definitions = Vec::new();
-    for block in func.layout.blocks() {
-        for inst in func.layout.block_insts(block) {
-            for v in func.dfg.inst_values(inst) {
-                uses[v] += 1;
-            }
-            definitions.push(inst);
-        }
-    }
+    let mut uses = value_use_counts(func);
+    let definitions: Vec<Inst> = func.layout.blocks().flat_map(|block| func.layout.block_insts(block)).collect();
     // An instruction goes when it is removable, still in the layout, and nothing uses its results.
-    let dead = |func: &Function, uses: &cranelift_codegen::entity::SecondaryMap<Value, u32>, inst: Inst| {
+    let dead = |func: &Function, uses: &SecondaryMap<Value, u32>, inst: Inst| {
         let results = func.dfg.inst_results(inst);
         func.layout.inst_block(inst).is_some()
             && !results.is_empty()

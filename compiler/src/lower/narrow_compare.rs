@@ -23,10 +23,11 @@
 //! negative `c`, still does not); those are left as they are, compared at full width.
 
 use cranelift_codegen::cursor::{Cursor, FuncCursor};
-use cranelift_codegen::entity::SecondaryMap;
 use cranelift_codegen::ir::{
     types, DataFlowGraph, Function, InstBuilder, InstructionData, Opcode, Type, Value, ValueDef,
 };
+
+use super::load_combine::value_use_counts;
 
 /// How many definitions ([`narrowest_source`]) are looked through: `uextend` / `ireduce` over a mask at most.
 const MAX_DEPTH: usize = 3;
@@ -60,21 +61,14 @@ pub fn narrow_compares(func: &mut Function) -> usize {
     if candidates.is_empty() {
         return 0;
     }
-    let mut uses = SecondaryMap::<Value, u32>::with_capacity(func.dfg.num_values());
-    for block in func.layout.blocks() {
-        for inst in func.layout.block_insts(block) {
-            for v in func.dfg.inst_values(inst) {
-                uses[func.dfg.resolve_aliases(v)] += 1;
-            }
-        }
-    }
+    let uses = value_use_counts(func);
     let mut rewritten = 0;
     let mut cursor = FuncCursor::new(func);
     for (inst, cond, d, (source, narrow, c)) in candidates {
         if uses[d] != 1 {
             continue;
         }
-        // New instructions go right before the compare, as the one-pass version placed them.
+        // The narrow operands are defined right before the compare, which is where they must dominate.
         cursor.goto_inst(inst);
         let y = match source {
             Source::Narrow(y) => y,
