@@ -3,11 +3,15 @@
 //! variable's old value in the `cmov`'s destination (`translate_speculated_path`). Both must give RFC 9669's answer
 //! (§4.3: the full 64- or 32-bit register, unsigned or signed) for every condition, width and constant, including
 //! constants just outside the narrow range and negative ones: native x64 and ARM64 code must agree with the
-//! reference interpreter on r0 and the buffer.
+//! reference interpreter on r0 and the buffer. A masked value the IR bounds (a loaded byte or half plus a constant)
+//! is compared whole when its bounds make that exact; its own test walks those bounds' edges.
 
+use bpf2sys::compiled::Target;
 use bpf2sys::isa::{AluOp, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
+use bpf2sys::verifier::Verified;
 use bpf2sys_tests::arm64::run_conformance_arm64;
-use bpf2sys_tests::native::interpreter_and_native;
+use bpf2sys_tests::native::{interpreter_and_native, module_from_instructions};
+use bpf2sys_tests::support::lowered;
 use proptest::prelude::*;
 
 const CONDITIONS: [JumpCond; 11] = [
@@ -29,7 +33,7 @@ fn alu(width: Width, op: AluOp, dst: Reg, src: Operand) -> I {
 }
 
 /// The ways a register becomes a zero-extension of a narrower value (`add` is an `Add` of `addend` first, as
-/// `branchy`'s `(u8)(c - '0')`).
+/// `branchy`'s `(u8)(c - '0')`; shapes 8–10 add it to a loaded byte or half, whose bounds the IR knows).
 fn zero_extension(shape: usize, addend: i32) -> Vec<I> {
     let (w32, w64) = (Width::W32, Width::W64);
     match shape {
@@ -42,11 +46,26 @@ fn zero_extension(shape: usize, addend: i32) -> Vec<I> {
         4 => vec![alu(w32, AluOp::Mov, Reg::R5, Operand::Reg(Reg::R5))],
         5 => vec![alu(w32, AluOp::Add, Reg::R5, Operand::Imm(addend))],
         6 => vec![alu(w64, AluOp::Lsh, Reg::R5, Operand::Imm(32)), alu(w64, AluOp::Rsh, Reg::R5, Operand::Imm(32))],
-        _ => vec![I::Load { size: MemSize::H, sign_extend: false, dst: Reg::R5, src: Reg::R1, offset: 0 }],
+        7 => vec![I::Load { size: MemSize::H, sign_extend: false, dst: Reg::R5, src: Reg::R1, offset: 0 }],
+        // A loaded byte or half moved by the addend and masked: the IR bounds the value before the mask
+        // (`narrow_compare`'s whole compare when the bounds allow it).
+        8 | 9 => {
+            let (size, mask) = if shape == 8 { (MemSize::B, 0xff) } else { (MemSize::H, 0xffff) };
+            vec![
+                I::Load { size, sign_extend: false, dst: Reg::R5, src: Reg::R1, offset: 0 },
+                alu(w64, AluOp::Add, Reg::R5, Operand::Imm(addend)),
+                alu(w64, AluOp::And, Reg::R5, Operand::Imm(mask)),
+            ]
+        }
+        _ => vec![
+            I::Load { size: MemSize::B, sign_extend: false, dst: Reg::R5, src: Reg::R1, offset: 0 },
+            alu(w32, AluOp::Add, Reg::R5, Operand::Imm(addend)),
+            alu(w32, AluOp::And, Reg::R5, Operand::Imm(0xff)),
+        ],
     }
 }
 
-const SHAPES: usize = 8;
+const SHAPES: usize = 11;
 
 /// `r5 = buf[0..8]; <zero extension of r5>; r3 = imm; r0 = buf[8..16];` then, when `branch`, `if r5 <cond> imm
 /// goto +2; buf[16] = r5 (a store: the jump stays a branch); r0 = 1;` — else `if r5 <cond> imm goto +2; r0 += 1;
@@ -78,6 +97,39 @@ fn program(
     program
 }
 
+/// [`program`] with a zero extension the IR bounds (shapes 8–10) whose value nothing reads after the comparison, so
+/// `narrow_compare` rewrites it: `r5 = <bounded masked value>; r0 = buf[8..16]; if r5 <cond> imm goto +2;` then a
+/// store of r0 and `r0 = 1`, or `r0 += 1; r0 ^= 3`; `exit`.
+fn compared_once_program(shape: usize, addend: i32, width: Width, cond: JumpCond, imm: i32, branch: bool) -> Vec<I> {
+    let mut program = zero_extension(shape, addend);
+    program.push(I::Load { size: MemSize::DW, sign_extend: false, dst: Reg::R0, src: Reg::R1, offset: 8 });
+    program.push(I::JumpIf { width, cond, dst: Reg::R5, src: Operand::Imm(imm), offset: 2 });
+    if branch {
+        program.push(I::Store { size: MemSize::DW, dst: Reg::R1, offset: 16, src: Operand::Reg(Reg::R0) });
+        program.push(alu(Width::W64, AluOp::Mov, Reg::R0, Operand::Imm(1)));
+    } else {
+        program.push(alu(Width::W64, AluOp::Add, Reg::R0, Operand::Imm(1)));
+        program.push(alu(Width::W64, AluOp::Xor, Reg::R0, Operand::Imm(3)));
+    }
+    program.push(I::Exit);
+    program
+}
+
+#[test]
+fn a_loaded_byte_minus_48_masked_is_compared_whole_and_plus_one_as_a_byte() {
+    let clif = |addend| {
+        let program = compared_once_program(8, addend, Width::W64, JumpCond::Gt, 9, true);
+        let module = module_from_instructions("bounded", program);
+        lowered(&Verified::unchecked_for_testing(&module, 0).unwrap(), Target::X64).clif.concat()
+    };
+    // (byte - 48) & 0xff > 9 is byte - 48 > 9 unsigned: no narrowing.
+    let text = clif(-48);
+    assert!(text.contains("icmp ugt") && !text.contains("ireduce"), "{text}");
+    // (byte + 1) & 0xff wraps 255 to 0: compared as a byte.
+    let text = clif(1);
+    assert!(text.contains("ireduce.i8"), "{text}");
+}
+
 /// Constants around every narrow range's ends, negative ones and any.
 fn constant() -> impl Strategy<Value = i32> {
     prop_oneof![
@@ -95,12 +147,16 @@ fn constant() -> impl Strategy<Value = i32> {
 }
 
 /// The buffer: 24 bytes, the first 8 often the constant itself (or its neighbours) so equality and the ends of
-/// ordered conditions are hit.
-fn buffer(imm: i32, first: u8, near: i8, random: &[u8]) -> Vec<u8> {
+/// ordered conditions are hit, before or after the addend (so a loaded value plus the addend lands on the constant,
+/// its neighbours, or either side of 0, where the mask wraps).
+fn buffer(imm: i32, addend: i32, first: u8, near: i8, random: &[u8]) -> Vec<u8> {
     let mut data = random.to_vec();
-    let value = match first % 3 {
-        0 => i64::from(imm).wrapping_add(i64::from(near)),
-        1 => i64::from(imm as u32).wrapping_add(i64::from(near)),
+    let near = i64::from(near);
+    let value = match first % 5 {
+        0 => i64::from(imm).wrapping_add(near),
+        1 => i64::from(imm as u32).wrapping_add(near),
+        2 => i64::from(imm).wrapping_sub(i64::from(addend)).wrapping_add(near),
+        3 => near.wrapping_sub(i64::from(addend)),
         _ => return data,
     };
     data[..8].copy_from_slice(&value.to_le_bytes());
@@ -125,7 +181,51 @@ proptest! {
     ) {
         let width = if wide { Width::W64 } else { Width::W32 };
         let program = program(shape, addend, width, CONDITIONS[cond], imm, in_register, branch);
-        let data = buffer(imm, first, near, &random);
+        let data = buffer(imm, addend, first, near, &random);
+        let (interpreted, native) = interpreter_and_native(&program, &data).unwrap();
+        prop_assert_eq!(&native, &interpreted);
+        let mut arm64_buffer = data.clone();
+        let arm64 = run_conformance_arm64(&program, &mut arm64_buffer).unwrap();
+        prop_assert_eq!(arm64, interpreted.r0);
+        prop_assert_eq!(arm64_buffer, interpreted.buffer);
+    }
+
+    /// The whole-value compare (`(byte + addend) & 0xff <= c` as `byte + addend <= c` when the bounds allow it) at
+    /// its edges: the addend on the lowest bound that allows it (`c + 1 - 2^K`) and around it, or one that keeps the
+    /// value below the mask's range or pushes it past; constants in, at the end of and past the narrow range; the
+    /// loaded value chosen so that the sum lands on the constant, around 0 or around `2^K` (where the mask wraps).
+    #[test]
+    fn compares_of_bounded_masked_values_match_the_interpreter_on_x64_and_arm64(
+        shape in 8usize..SHAPES,
+        addend_kind in 0usize..4,
+        delta in -2i64..=2,
+        addend_raw in any::<i32>(),
+        wide in any::<bool>(),
+        cond in 0usize..CONDITIONS.len(),
+        imm in prop_oneof![0i32..=0x101, 0xfff0i32..=0x1_0001, -3i32..=0],
+        branch in any::<bool>(),
+        value_kind in 0usize..4,
+        near in -2i64..=2,
+        random in proptest::collection::vec(any::<u8>(), 24),
+    ) {
+        let span: i64 = if shape == 9 { 0x1_0000 } else { 0x100 };
+        let addend = match addend_kind {
+            0 => i64::from(imm) + 1 - span + delta,
+            1 => i64::from(addend_raw.rem_euclid(303)) - 300,
+            2 => -span + delta,
+            _ => i64::from(addend_raw),
+        } as i32; // in i32 range by construction, or `addend_raw` itself
+        let sum = match value_kind {
+            0 => i64::from(imm) + near,
+            1 => near,
+            2 => span + near,
+            _ => i64::from(random[0]),
+        };
+        let loaded = (sum - i64::from(addend)).rem_euclid(span) as u16;
+        let mut data = random.clone();
+        data[..2].copy_from_slice(&loaded.to_le_bytes());
+        let width = if wide { Width::W64 } else { Width::W32 };
+        let program = compared_once_program(shape, addend, width, CONDITIONS[cond], imm, branch);
         let (interpreted, native) = interpreter_and_native(&program, &data).unwrap();
         prop_assert_eq!(&native, &interpreted);
         let mut arm64_buffer = data.clone();

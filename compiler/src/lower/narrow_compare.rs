@@ -21,6 +21,17 @@
 //!
 //! When `c_u ≥ 2^K` the comparison's answer does not depend on `v` at all (or, for signed conditions with a
 //! negative `c`, still does not); those are left as they are, compared at full width.
+//!
+//! **No narrowing when the range allows it.** The masked value is often a small number moved by a constant:
+//! `branchy`'s `(u8)(c - '0') <= 9` is `x = zext(load8) - 48; (x & 0xff) <= 9`. Compared as a byte, Cranelift's
+//! e-graph narrows the subtraction too (`ireduce (iadd x k)` → `iadd.i8`), and x64 has no three-operand byte add:
+//! `mov %rbx,%rax; add $0xd0,%al; cmp $9,%al` where clang writes `lea -0x30(%rcx),%ebp; cmp $9,%bpl`. When the
+//! IR bounds `x` (a signed `N`-bit value in `[lo, hi]`, [`signed_range`]) with `hi < 2^K` and `lo ≥ c_u + 1 − 2^K`,
+//! the unsigned compare of `x` itself with `c_u` at `N` bits is the same condition, and needs no narrowing at all
+//! (`lea; cmp`): for `0 ≤ x < 2^K` the masked value is `x`; for `lo ≤ x < 0`, `x` read unsigned is at least
+//! `2^(N−1) ≥ 2^K > c_u` and the masked value `x + 2^K ≥ lo + 2^K > c_u`, so both operands are above `c_u` and
+//! every unsigned condition (equality included) gives the same answer; the signed conditions were already their
+//! unsigned forms by the argument above.
 
 use cranelift_codegen::cursor::{Cursor, FuncCursor};
 use cranelift_codegen::ir::{
@@ -31,6 +42,9 @@ use super::load_combine::value_use_counts;
 
 /// How many definitions ([`narrowest_source`]) are looked through: `uextend` / `ireduce` over a mask at most.
 const MAX_DEPTH: usize = 3;
+
+/// How many definitions [`signed_range`] looks through: a constant added to a zero-extension, and its mask.
+const MAX_RANGE_DEPTH: usize = 3;
 
 /// Where the narrow value comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,13 +82,16 @@ pub fn narrow_compares(func: &mut Function) -> usize {
         if uses[d] != 1 {
             continue;
         }
-        // The narrow operands are defined right before the compare, which is where they must dominate.
+        // The new operands are defined right before the compare, which is where they must dominate.
         cursor.goto_inst(inst);
-        let y = match source {
-            Source::Narrow(y) => y,
-            Source::LowBitsOf(x) => cursor.ins().ireduce(narrow, x),
+        let (y, ty) = match source {
+            Source::LowBitsOf(x) if compares_as_low_bits(&cursor.func.dfg, x, narrow, c) => {
+                (x, cursor.func.dfg.value_type(x))
+            }
+            Source::Narrow(y) => (y, narrow),
+            Source::LowBitsOf(x) => (cursor.ins().ireduce(narrow, x), narrow),
         };
-        let c = cursor.ins().iconst(narrow, c as i64);
+        let c = cursor.ins().iconst(ty, c as i64);
         // Same opcode and result type (`i8`): only the condition and operands change.
         cursor.func.dfg.insts[inst] =
             InstructionData::IntCompare { opcode: Opcode::Icmp, cond: cond.unsigned(), args: [y, c] };
@@ -92,6 +109,68 @@ fn narrowing(dfg: &DataFlowGraph, d: Value, s: Value) -> Option<(Source, Type, u
     // `cmpw` only with an immediate that is a sign-extended byte (no length-changing prefix).
     let no_imm16 = narrow != types::I16 || !(0x80..0xff80).contains(&c);
     (narrow.bits() < width.bits() && fits && no_imm16).then_some((source, narrow, c))
+}
+
+/// Whether the unsigned compare of `x` with `c` at `x`'s width gives the same answer as that of `x`'s low bits
+/// (`narrow`) with `c`, for every value the IR allows `x` (module documentation: `hi < 2^K`, `lo ≥ c + 1 − 2^K`).
+fn compares_as_low_bits(dfg: &DataFlowGraph, x: Value, narrow: Type, c: u64) -> bool {
+    let span = 1i128 << narrow.bits();
+    signed_range(dfg, x, MAX_RANGE_DEPTH).is_some_and(|(lo, hi)| hi < span && lo > i128::from(c) - span)
+}
+
+/// Bounds `[lo, hi]` of `v` read as a signed number of its width, from its definition: a zero-extension (`uextend`,
+/// `uload8`/`16`/`32`), a `band` with a non-negative constant, a logical right shift by a constant, a constant, or
+/// one of these plus or minus a constant when the sum cannot wrap. `None` when unknown.
+fn signed_range(dfg: &DataFlowGraph, v: Value, depth: usize) -> Option<(i128, i128)> {
+    let ty = dfg.value_type(v);
+    let bits = ty.bits();
+    if depth == 0 || !ty.is_int() || bits > 64 {
+        return None;
+    }
+    let ValueDef::Result(inst, 0) = dfg.value_def(v) else { return None };
+    let below = |k: u32| Some((0, (1i128 << k) - 1));
+    let range = match dfg.insts[inst] {
+        InstructionData::UnaryImm { opcode: Opcode::Iconst, .. } => {
+            let c = signed_constant(dfg, v)?;
+            Some((c, c))
+        }
+        InstructionData::Unary { opcode: Opcode::Uextend, arg } => below(dfg.value_type(arg).bits()),
+        InstructionData::Load { opcode: Opcode::Uload8, .. } => below(8),
+        InstructionData::Load { opcode: Opcode::Uload16, .. } => below(16),
+        InstructionData::Load { opcode: Opcode::Uload32, .. } => below(32),
+        InstructionData::Binary { opcode: Opcode::Band, args: [a, b] } => {
+            let mask = signed_constant(dfg, b).or_else(|| signed_constant(dfg, a))?;
+            (mask >= 0).then_some((0, mask))
+        }
+        InstructionData::Binary { opcode: Opcode::Ushr, args: [_, s] } => {
+            let s = constant(dfg, s)? & u64::from(bits - 1); // CLIF shifts by the amount modulo the width
+            if s == 0 {
+                None
+            } else {
+                below(bits - s as u32)
+            }
+        }
+        InstructionData::Binary { opcode: op @ (Opcode::Iadd | Opcode::Isub), args: [a, b] } => {
+            let (x, k) = match (signed_constant(dfg, b), signed_constant(dfg, a)) {
+                (Some(k), _) => (a, if op == Opcode::Isub { -k } else { k }),
+                (None, Some(k)) if op == Opcode::Iadd => (b, k),
+                _ => return None,
+            };
+            let (lo, hi) = signed_range(dfg, x, depth - 1)?;
+            Some((lo + k, hi + k))
+        }
+        _ => None,
+    }?;
+    // A sum outside the type's signed range wrapped, and then the bounds say nothing.
+    let half = 1i128 << (bits - 1);
+    (range.0 >= -half && range.1 < half).then_some(range)
+}
+
+/// The value of `v` if it is an `iconst`, read as a signed number of `v`'s width.
+fn signed_constant(dfg: &DataFlowGraph, v: Value) -> Option<i128> {
+    let bits = dfg.value_type(v).bits();
+    let raw = constant(dfg, v)?;
+    Some(if bits < 64 { i128::from(((raw << (64 - bits)) as i64) >> (64 - bits)) } else { i128::from(raw as i64) })
 }
 
 /// The value of `v` if it is an `iconst`, as an unsigned number of `v`'s width.
@@ -226,6 +305,91 @@ mod tests {
     fn a_wide_value_that_is_used_again_is_compared_at_full_width() {
         assert!(fold_with(masked(0xff), IntCC::UnsignedLessThan, 9, false).1);
         assert!(!fold_with(masked(0xff), IntCC::UnsignedLessThan, 9, true).1);
+    }
+
+    /// `(zext(load8 x) + addend) & mask`.
+    fn loaded_byte_plus(addend: i64, mask: i64) -> impl Fn(&mut FunctionBuilder, Value) -> Value {
+        move |b, x| {
+            let byte = b.ins().uload8(types::I64, cranelift_codegen::ir::MemFlagsData::new(), x, 0);
+            let k = b.ins().iconst(types::I64, addend);
+            let moved = b.ins().iadd(byte, k);
+            masked(mask)(b, moved)
+        }
+    }
+
+    #[test]
+    fn a_masked_value_the_ir_bounds_is_compared_whole_when_that_is_exact() {
+        // (byte - 48) & 0xff <= 9: [-48, 207] — the masked values of -48..-1 (208..255) are above 9, as the
+        // unsigned 64-bit values are.
+        let (text, folded) = fold(loaded_byte_plus(-48, 0xff), IntCC::SignedLessThanOrEqual, 9);
+        assert!(folded && !text.contains("ireduce") && text.contains("icmp ule"), "{text}");
+        // The lowest value may be c + 1 - 256 (-246 & 0xff = 10 > 9), not c - 256 (-247 & 0xff = 9).
+        assert!(!fold(loaded_byte_plus(-246, 0xff), IntCC::Equal, 9).0.contains("ireduce"));
+        let (text, folded) = fold(loaded_byte_plus(-247, 0xff), IntCC::Equal, 9);
+        assert!(folded && text.contains("ireduce.i8"), "{text}");
+        // Values at or above 256 wrap to small masked values: narrowed.
+        assert!(fold(loaded_byte_plus(1, 0xff), IntCC::UnsignedLessThan, 3).0.contains("ireduce.i8"));
+        assert!(!fold(loaded_byte_plus(1, 0xffff), IntCC::UnsignedLessThan, 3).0.contains("ireduce"));
+    }
+
+    #[test]
+    fn signed_ranges_follow_constants_zero_extensions_masks_and_shifts() {
+        let range = |shape: &dyn Fn(&mut FunctionBuilder, Value) -> Value| {
+            let mut func = Function::new();
+            let mut context = FunctionBuilderContext::new();
+            let mut b = FunctionBuilder::new(&mut func, &mut context);
+            let block = b.create_block();
+            b.switch_to_block(block);
+            let x = b.append_block_param(block, types::I64);
+            let v = shape(&mut b, x);
+            signed_range(&b.func.dfg, v, MAX_RANGE_DEPTH)
+        };
+        assert_eq!(range(&|_, x| x), None);
+        // `op x, iconst k`, as translation writes it (the `_imm` forms are not looked through).
+        let with = |b: &mut FunctionBuilder, op: Opcode, x: Value, k: i64| {
+            let k = b.ins().iconst(types::I64, k);
+            let (inst, dfg) = b.ins().Binary(op, types::I64, x, k);
+            dfg.first_result(inst)
+        };
+        assert_eq!(range(&|b, x| with(b, Opcode::Ushr, x, 60)), Some((0, 15)));
+        assert_eq!(range(&|b, x| with(b, Opcode::Ushr, x, 64)), None);
+        assert_eq!(range(&|b, x| with(b, Opcode::Band, x, 0x1234)), Some((0, 0x1234)));
+        assert_eq!(range(&|b, x| with(b, Opcode::Band, x, -2)), None);
+        assert_eq!(range(&|b, x| b.ins().ireduce(types::I16, x)), None);
+        let low = |b: &mut FunctionBuilder, x| {
+            let half = b.ins().ireduce(types::I32, x);
+            b.ins().uextend(types::I64, half)
+        };
+        assert_eq!(range(&|b, x| low(b, x)), Some((0, 0xffff_ffff)));
+        assert_eq!(
+            range(&|b, x| {
+                let l = low(b, x);
+                with(b, Opcode::Iadd, l, -5)
+            }),
+            Some((-5, 0xffff_fffa))
+        );
+        // isub x, k is x + (-k); an i64::MIN subtrahend or a sum past the signed range wraps: unknown.
+        assert_eq!(
+            range(&|b, x| {
+                let l = low(b, x);
+                with(b, Opcode::Isub, l, 7)
+            }),
+            Some((-7, 0xffff_fff8))
+        );
+        assert_eq!(
+            range(&|b, x| {
+                let l = low(b, x);
+                with(b, Opcode::Iadd, l, i64::MAX)
+            }),
+            None
+        );
+        assert_eq!(
+            range(&|b, x| {
+                let l = low(b, x);
+                with(b, Opcode::Isub, l, i64::MIN)
+            }),
+            None
+        );
     }
 
     #[test]
