@@ -7,12 +7,13 @@
 //!
 //! - [`translate`] turns eBPF instructions into Cranelift IR (the translation itself is documented there), with the
 //!   eBPF-level improvements it applies on the way: [`load_combine`], [`if_conversion`], [`stack_stores`],
-//!   [`stack_slots`];
+//!   [`stack_slots`]; and the passes over each translated function's IR: [`narrow_compare`], [`edge_constants`];
 //! - [`codegen`] compiles any Cranelift IR function (eBPF functions and the runtime shim's functions alike) into a
 //!   [`crate::compiled::CompiledFunction`], with Windows unwind data that is exact at every instruction
 //!   ([`unwind`]); on x64 it re-lays the code out with short loop branches and aligned loop heads ([`x64_layout`]).
 
 pub mod codegen;
+pub mod edge_constants;
 pub mod if_conversion;
 pub mod latch_copy;
 pub mod load_combine;

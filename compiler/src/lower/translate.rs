@@ -60,6 +60,7 @@ use crate::program::{Module, Program};
 use crate::verifier::Verified;
 
 use super::codegen::SymbolTable;
+use super::edge_constants::constants_on_edges;
 use super::load_combine::{remove_unused_loads, ByteAssemblies, Combination, CombinedLoad};
 use super::narrow_compare::{constant, narrow_compares};
 use super::plan::FunctionPlan;
@@ -348,6 +349,7 @@ impl FunctionTranslator<'_> {
         b.finalize(frontend);
         remove_unused_loads(&mut func);
         narrow_compares(&mut func);
+        constants_on_edges(&mut func);
         Ok(func)
     }
 
