@@ -133,12 +133,16 @@ impl<'a, F: Function> Env<'a, F> {
             );
         }
         // Create allocations too.
-        for inst in 0..self.func.num_insts() {
+        // bpf2sys: sized once, not pushed one operand at a time (BPF2SYS-PATCH.md, change 4).
+        let func = self.func;
+        self.output.inst_alloc_offsets.reserve(func.num_insts());
+        for inst in 0..func.num_insts() {
             let start = self.output.allocs.len() as u32;
             self.output.inst_alloc_offsets.push(start);
-            for _ in 0..self.func.inst_operands(Inst::new(inst)).len() {
-                self.output.allocs.push(Allocation::none());
-            }
+            let len = func.inst_operands(Inst::new(inst)).len();
+            self.output
+                .allocs
+                .resize(start as usize + len, Allocation::none());
         }
     }
 
@@ -291,6 +295,7 @@ impl<'a, F: Function> Env<'a, F> {
             workqueue_set.insert(block);
         }
 
+        let func = self.func;
         while let Some(block) = workqueue.pop_front() {
             workqueue_set.remove(&block);
             let insns = self.func.block_insns(block);
@@ -313,24 +318,27 @@ impl<'a, F: Function> Env<'a, F> {
             }
 
             for inst in insns.iter().rev() {
+                // bpf2sys: the operand slice fetched once per instruction, not
+                // once per position (BPF2SYS-PATCH.md, change 4).
+                let operands = func.inst_operands(inst);
                 for pos in &[OperandPos::Late, OperandPos::Early] {
-                    for op in self.func.inst_operands(inst) {
-                        if op.as_fixed_nonallocatable().is_some() {
+                    for op in operands {
+                        // bpf2sys: the position test (a shift) before the
+                        // fixed-non-allocatable test (a constraint decode);
+                        // both only skip the operand.
+                        if op.pos() != *pos || op.as_fixed_nonallocatable().is_some() {
                             continue;
                         }
-                        if op.pos() == *pos {
-                            let was_live = live.get(op.vreg().vreg());
-                            trace!("op {:?} was_live = {}", op, was_live);
-                            match op.kind() {
-                                OperandKind::Use => {
-                                    live.set(op.vreg().vreg(), true);
-                                }
-                                OperandKind::Def => {
-                                    live.set(op.vreg().vreg(), false);
-                                }
+                        trace!("op {:?} was_live = {}", op, live.get(op.vreg().vreg()));
+                        match op.kind() {
+                            OperandKind::Use => {
+                                live.set(op.vreg().vreg(), true);
                             }
-                            self.observe_vreg_class(op.vreg());
+                            OperandKind::Def => {
+                                live.set(op.vreg().vreg(), false);
+                            }
                         }
+                        self.observe_vreg_class(op.vreg());
                     }
                 }
             }
@@ -439,9 +447,18 @@ impl<'a, F: Function> Env<'a, F> {
 
             // For each instruction, in reverse order, process
             // operands and clobbers.
+            //
+            // bpf2sys: `func` is copied out of `self` so that the operand
+            // slice and clobber set are fetched once per instruction and
+            // held across the `&mut self` calls below (upstream called
+            // `inst_operands` once per operand per position); see
+            // BPF2SYS-PATCH.md, change 4.
+            let func = self.func;
             for inst in insns.iter().rev() {
+                let operands = func.inst_operands(inst);
+                let clobbers = func.inst_clobbers(inst);
                 // Mark clobbers with CodeRanges on PRegs.
-                for clobber in self.func.inst_clobbers(inst) {
+                for clobber in clobbers {
                     // Clobber range is at After point only: an
                     // instruction can still take an input in a reg
                     // that it later clobbers. (In other words, the
@@ -458,17 +475,7 @@ impl<'a, F: Function> Env<'a, F> {
                 // outputs? This is important below to establish
                 // proper interference wrt other inputs. We note the
                 // *vreg* that is reused, not the index.
-                let mut reused_input = None;
-                for op in self.func.inst_operands(inst) {
-                    if let OperandConstraint::Reuse(i) = op.constraint() {
-                        debug_assert!(self.func.inst_operands(inst)[i]
-                            .as_fixed_nonallocatable()
-                            .is_none());
-                        reused_input = Some(self.func.inst_operands(inst)[i].vreg());
-                        break;
-                    }
-                }
-
+                //
                 // Preprocess defs and uses. Specifically, if there
                 // are any fixed-reg-constrained defs at Late position
                 // and fixed-reg-constrained uses at Early position
@@ -482,19 +489,33 @@ impl<'a, F: Function> Env<'a, F> {
                 // register can be used multiple times in the same
                 // instruction is with an early-use and a late-def. Anything
                 // else is a user error.
-                operand_rewrites.clear();
+                //
+                // bpf2sys: one pass over the operands finds the first
+                // reused input, the fixed late defs and whether there is
+                // a fixed early use at all (the rewrite loop below has
+                // nothing to do without one).
+                let mut reused_input = None;
                 let mut late_def_fixed: SmallVec<[PReg; 8]> = smallvec![];
-                for &operand in self.func.inst_operands(inst) {
-                    if let OperandConstraint::FixedReg(preg) = operand.constraint() {
-                        match (operand.pos(), operand.kind()) {
-                            (OperandPos::Late, OperandKind::Def) => {
-                                late_def_fixed.push(preg);
+                let mut fixed_early_use = false;
+                for &op in operands {
+                    match op.constraint() {
+                        OperandConstraint::Reuse(i) => {
+                            if reused_input.is_none() {
+                                debug_assert!(operands[i].as_fixed_nonallocatable().is_none());
+                                reused_input = Some(operands[i].vreg());
                             }
-                            _ => {}
                         }
+                        OperandConstraint::FixedReg(preg) => match (op.pos(), op.kind()) {
+                            (OperandPos::Late, OperandKind::Def) => late_def_fixed.push(preg),
+                            (OperandPos::Early, OperandKind::Use) => fixed_early_use = true,
+                            _ => {}
+                        },
+                        _ => {}
                     }
                 }
-                for (i, &operand) in self.func.inst_operands(inst).iter().enumerate() {
+                operand_rewrites.clear();
+                let rewrite_candidates = if fixed_early_use { operands } else { &[] };
+                for (i, &operand) in rewrite_candidates.iter().enumerate() {
                     if operand.as_fixed_nonallocatable().is_some() {
                         continue;
                     }
@@ -523,9 +544,7 @@ impl<'a, F: Function> Env<'a, F> {
                                 // conflicting constraints for the
                                 // same vreg in a separate pass (see
                                 // `fixup_multi_fixed_vregs` below).
-                                if late_def_fixed.contains(&preg)
-                                    || self.func.inst_clobbers(inst).contains(preg)
-                                {
+                                if late_def_fixed.contains(&preg) || clobbers.contains(preg) {
                                     trace!(
                                         concat!(
                                             "-> operand {:?} is fixed to preg {:?}, ",
@@ -571,12 +590,12 @@ impl<'a, F: Function> Env<'a, F> {
 
                 // Process defs and uses.
                 for &cur_pos in &[InstPosition::After, InstPosition::Before] {
-                    for i in 0..self.func.inst_operands(inst).len() {
-                        // don't borrow `self`
-                        let operand = operand_rewrites
-                            .get(&i)
-                            .cloned()
-                            .unwrap_or(self.func.inst_operands(inst)[i]);
+                    for (i, &operand) in operands.iter().enumerate() {
+                        let operand = if operand_rewrites.is_empty() {
+                            operand
+                        } else {
+                            operand_rewrites.get(&i).cloned().unwrap_or(operand)
+                        };
                         let pos = match (operand.kind(), operand.pos()) {
                             (OperandKind::Def, OperandPos::Early) => ProgPoint::before(inst),
                             (OperandKind::Def, OperandPos::Late) => ProgPoint::after(inst),
@@ -902,6 +921,10 @@ impl<'a, F: Function> Env<'a, F> {
                     }
                 }
 
+                // bpf2sys: most ranges have no extra clobbers; skip the drain.
+                if extra_clobbers.is_empty() {
+                    continue;
+                }
                 for (clobber, pos) in extra_clobbers.drain(..) {
                     let range = CodeRange {
                         from: pos,

@@ -382,10 +382,11 @@ impl<'a, F: Function> Env<'a, F> {
 
             // Attempt to merge Reuse-constraint operand outputs with the
             // corresponding inputs.
-            for op in self.func.inst_operands(inst) {
+            let operands = self.func.inst_operands(inst);
+            for op in operands {
                 if let OperandConstraint::Reuse(reuse_idx) = op.constraint() {
                     let src_vreg = op.vreg();
-                    let dst_vreg = self.func.inst_operands(inst)[reuse_idx].vreg();
+                    let dst_vreg = operands[reuse_idx].vreg();
 
                     trace!(
                         "trying to merge reused-input def: src {} to dst {}",

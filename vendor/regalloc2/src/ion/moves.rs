@@ -730,8 +730,9 @@ impl<'a, F: Function> Env<'a, F> {
         // [0] https://searchfox.org/mozilla-central/rev/3a798ef9252896fb389679f06dd3203169565af0/js/src/jit/shared/Lowering-shared-inl.h#108-110
         for inst in reuse_input_insts {
             let mut input_reused: SmallVec<[usize; 4]> = smallvec![];
-            for output_idx in 0..self.func.inst_operands(inst).len() {
-                let operand = self.func.inst_operands(inst)[output_idx];
+            // bpf2sys: the operand slice fetched once per instruction (BPF2SYS-PATCH.md, change 4).
+            let operands = self.func.inst_operands(inst);
+            for (output_idx, &operand) in operands.iter().enumerate() {
                 if let OperandConstraint::Reuse(input_idx) = operand.constraint() {
                     debug_assert!(!input_reused.contains(&input_idx));
                     debug_assert_eq!(operand.pos(), OperandPos::Late);
@@ -754,7 +755,7 @@ impl<'a, F: Function> Env<'a, F> {
                                 format!(" reuse-input-copy: {} -> {}", input_alloc, output_alloc),
                             );
                         }
-                        let input_operand = self.func.inst_operands(inst)[input_idx];
+                        let input_operand = operands[input_idx];
                         inserted_moves.push(
                             ProgPoint::before(inst),
                             InsertMovePrio::ReusedInput,
