@@ -29,7 +29,7 @@
 //! The tracker is generic over the base so that it can be tested without Cranelift values.
 
 use cranelift_codegen::entity::SecondaryMap;
-use cranelift_codegen::ir::{Function, Inst, InstructionData, Value, ValueDef};
+use cranelift_codegen::ir::{DataFlowGraph, Function, Inst, InstructionData, Value, ValueDef};
 
 use crate::isa::{AluOp, Instruction, MemSize, Operand, Reg, Width};
 
@@ -231,15 +231,36 @@ impl<B: Copy + Eq> ByteAssemblies<B> {
     }
 }
 
+/// Calls `f` with every value `inst` uses, as [`cranelift_codegen::ir::DataFlowGraph::inst_values`] lists them
+/// (arguments, block-call arguments, exception-table contexts), each resolved to the value an alias stands for.
+/// Spelled out over the slices rather than through `inst_values`' chained iterators: counting the uses of a large
+/// function was most of [`remove_unused_loads`]' cost.
+fn for_each_use(dfg: &DataFlowGraph, inst: Inst, mut f: impl FnMut(Value)) {
+    let data = &dfg.insts[inst];
+    if data.exception_table().is_some() {
+        // A `try_call` (the translation emits none): only `inst_values` can see its exception-table contexts.
+        dfg.inst_values(inst).for_each(|v| f(dfg.resolve_aliases(v)));
+        return;
+    }
+    for &v in dfg.inst_args(inst) {
+        f(dfg.resolve_aliases(v));
+    }
+    for call in data.branch_destination(&dfg.jump_tables, &dfg.exception_tables) {
+        for v in call.args(&dfg.value_lists).filter_map(|arg| arg.as_value()) {
+            f(dfg.resolve_aliases(v));
+        }
+    }
+}
+
 /// How many times each value is used by the instructions in `func`'s layout (block-call arguments included), counted
 /// on the value an alias stands for.
 pub fn value_use_counts(func: &Function) -> SecondaryMap<Value, u32> {
     let mut uses = SecondaryMap::<Value, u32>::with_capacity(func.dfg.num_values());
+    // Sized once, so that counting never grows the map.
+    uses.resize(func.dfg.num_values());
     for block in func.layout.blocks() {
         for inst in func.layout.block_insts(block) {
-            for v in func.dfg.inst_values(inst) {
-                uses[func.dfg.resolve_aliases(v)] += 1;
-            }
+            for_each_use(&func.dfg, inst, |v| uses[v] += 1);
         }
     }
     uses
@@ -251,40 +272,54 @@ pub fn value_use_counts(func: &Function) -> SecondaryMap<Value, u32> {
 /// dead program load, among them the byte loads a [`CombinedLoad`] replaced. Cranelift never drops a load on its own
 /// (a load may fault, and at `opt_level=none` nothing removes dead code before lowering).
 pub fn remove_unused_loads(func: &mut Function) {
-    // The removals below name instructions through their results' definitions, so every use must name the value
-    // itself, not an alias cranelift-frontend may have left behind.
-    func.dfg.resolve_all_aliases();
+    // Uses are counted and followed on the values aliases stand for (`for_each_use`), so the aliases
+    // cranelift-frontend may have left behind need no rewriting here (Cranelift resolves them itself before it
+    // optimizes or lowers).
     let mut uses = value_use_counts(func);
-    let definitions: Vec<Inst> = func.layout.blocks().flat_map(|block| func.layout.block_insts(block)).collect();
     // An instruction goes when it is removable, still in the layout, and nothing uses its results.
     let dead = |func: &Function, uses: &SecondaryMap<Value, u32>, inst: Inst| {
         let results = func.dfg.inst_results(inst);
-        func.layout.inst_block(inst).is_some()
-            && !results.is_empty()
+        !results.is_empty()
             && results.iter().all(|&r| uses[r] == 0)
+            && func.layout.inst_block(inst).is_some()
             && removable(func, inst)
     };
-    // Walk backwards so that an unused value's operands are counted down before their definitions are visited; a
-    // definition already passed (a chain that crosses blocks in layout order) is removed as soon as its last use
-    // goes. SSA values form no cycle outside block parameters, which are never removed, so the instructions removed
-    // are exactly those whose results only feed removed instructions, whatever the order.
-    let mut now_dead = Vec::new();
-    for &inst in definitions.iter().rev() {
-        if !dead(func, &uses, inst) {
-            continue;
-        }
-        now_dead.push(inst);
-        while let Some(inst) = now_dead.pop() {
+    // Walk the layout backwards so that an unused value's operands are counted down before their definitions are
+    // visited; a definition already passed (a chain that crosses blocks in layout order) is removed as soon as its
+    // last use goes. SSA values form no cycle outside block parameters, which are never removed, so the instructions
+    // removed are exactly those whose results only feed removed instructions, whatever the order.
+    let (mut now_dead, mut freed) = (Vec::new(), Vec::new());
+    let mut block = func.layout.last_block();
+    while let Some(b) = block {
+        block = func.layout.prev_block(b);
+        let mut next = func.layout.last_inst(b);
+        while let Some(inst) = next {
+            next = func.layout.prev_inst(inst);
             if !dead(func, &uses, inst) {
-                continue; // Removed already (named by two of its uses' removals).
+                continue;
             }
-            for v in func.dfg.inst_values(inst) {
-                uses[v] -= 1;
-                if let (0, ValueDef::Result(def, _)) = (uses[v], func.dfg.value_def(v)) {
-                    now_dead.push(def);
+            now_dead.push(inst);
+            while let Some(inst) = now_dead.pop() {
+                if !dead(func, &uses, inst) {
+                    continue; // Removed already (named by two of its uses' removals).
                 }
+                for_each_use(&func.dfg, inst, |v| {
+                    uses[v] -= 1;
+                    if uses[v] == 0 {
+                        freed.push(v);
+                    }
+                });
+                for v in freed.drain(..) {
+                    if let ValueDef::Result(def, _) = func.dfg.value_def(v) {
+                        now_dead.push(def);
+                    }
+                }
+                // The walk goes on from the instruction before this one, so never from one removed here.
+                if next == Some(inst) {
+                    next = func.layout.prev_inst(inst);
+                }
+                func.layout.remove_inst(inst);
             }
-            func.layout.remove_inst(inst);
         }
     }
 }
