@@ -183,31 +183,9 @@ impl FunctionTranslator<'_> {
     ) -> Result<(), LowerError> {
         let reg = |r: Reg| frame.regs[r.index()];
         match insn {
-            Instruction::Load { size, sign_extend, dst, src, offset } if self.plan.movable_loads => {
-                let addr = b.use_var(reg(src));
-                let flags = mem().with_readonly().with_notrap().with_can_move();
-                let ty = Self::memory_type(size);
-                let loaded = b.ins().load(ty, flags, addr, offset as i32);
-                let value = match (ty == types::I64, sign_extend) {
-                    (true, _) => loaded,
-                    (false, false) => b.ins().uextend(types::I64, loaded),
-                    (false, true) => b.ins().sextend(types::I64, loaded),
-                };
-                b.def_var(reg(dst), value);
-            }
             Instruction::Load { size, sign_extend, dst, src, offset } => {
                 let addr = b.use_var(reg(src));
-                let off = offset as i32;
-                let flags = load_flags();
-                let value = match (size, sign_extend) {
-                    (MemSize::B, false) => b.ins().uload8(types::I64, flags, addr, off),
-                    (MemSize::B, true) => b.ins().sload8(types::I64, flags, addr, off),
-                    (MemSize::H, false) => b.ins().uload16(types::I64, flags, addr, off),
-                    (MemSize::H, true) => b.ins().sload16(types::I64, flags, addr, off),
-                    (MemSize::W, false) => b.ins().uload32(flags, addr, off),
-                    (MemSize::W, true) => b.ins().sload32(flags, addr, off),
-                    (MemSize::DW, _) => b.ins().load(types::I64, flags, addr, off),
-                };
+                let value = self.program_load(b, size, sign_extend, addr, offset);
                 b.def_var(reg(dst), value);
             }
             Instruction::Store { size, dst, offset, src } => {

@@ -11,6 +11,11 @@ fn mov(dst: Reg, imm: i32) -> I {
 
 /// The IR text of every function of `instructions` as one program (facts derived from the text).
 fn ir(instructions: Vec<I>) -> Vec<String> {
+    translated(instructions).iter().map(|f| f.display().to_string()).collect()
+}
+
+/// The IR of every function of `instructions` as one program (facts derived from the text).
+fn translated(instructions: Vec<I>) -> Vec<Function> {
     let module = Module {
         name: "t".into(),
         programs: vec![Program {
@@ -32,7 +37,7 @@ fn ir(instructions: Vec<I>) -> Vec<String> {
         crate::compiled::Target::X64,
     )
     .expect("translates");
-    translated.functions.iter().map(|(_, f)| f.display().to_string()).collect()
+    translated.functions.into_iter().map(|(_, f)| f).collect()
 }
 
 fn assert_contains(text: &str, parts: &[&str]) {
@@ -99,4 +104,32 @@ fn the_entry_frame_has_one_512_byte_frame_per_call_level_and_callees_get_r10_min
     assert_eq!(functions.len(), 2);
     assert_contains(&functions[0], &["explicit_slot 1024", "iconst.i64 -512", "call fn0"]);
     assert!(!functions[1].contains("explicit_slot"), "a subprogram owns no stack:\n{}", functions[1]);
+}
+
+#[test]
+fn straight_line_byte_loads_are_single_extending_loads_that_cranelift_places_at_their_uses() {
+    // r4 = 0x1000193; then 32 times: r3 = *(u8 *)(r1 + i); r0 ^= r3; r0 *= r4 — an unrolled hash, as `unrolled_xdp`.
+    let load = |i: i16| I::Load { size: MemSize::B, sign_extend: false, dst: Reg::R3, src: Reg::R1, offset: i };
+    let xor = I::Alu { width: Width::W64, op: AluOp::Xor, dst: Reg::R0, src: Operand::Reg(Reg::R3) };
+    let mul = I::Alu { width: Width::W64, op: AluOp::Mul, dst: Reg::R0, src: Operand::Reg(Reg::R4) };
+    let mut program = vec![mov(Reg::R4, 0x100_0193)];
+    program.extend((0..32).flat_map(|i| [load(i), xor, mul]));
+    program.push(I::Exit);
+    let func = translated(program).remove(0);
+    let text = func.display().to_string();
+    // One instruction per eBPF load, which the function's shape lets move (`FunctionPlan::movable_loads`).
+    assert_eq!(text.matches("uload8.i64 notrap readonly can_move").count(), 32, "{text}");
+    assert!(!text.contains("uextend"), "{text}");
+    // The e-graph treats those loads as pure values (vendor/cranelift-codegen/BPF2SYS-PATCH.md) and places each at
+    // its use, between the multiplications: were they effectful, all 32 would stay ahead of the arithmetic, which is
+    // placed at its first effectful use (the return), and all 32 bytes would be live at once.
+    let isa = build_isa(crate::compiled::Target::X64).unwrap();
+    let mut ctx = cranelift_codegen::Context::for_function(func);
+    ctx.optimize(&*isa, &mut cranelift_codegen::control::ControlPlane::default()).expect("optimizes");
+    let optimized = ctx.func.display().to_string();
+    let order: Vec<&str> = (optimized.lines())
+        .filter_map(|l| ["uload8", "imul"].into_iter().find(|op| l.contains(&format!("= {op}"))))
+        .collect();
+    let expected: Vec<&str> = (0..32).flat_map(|_| ["uload8", "imul"]).collect();
+    assert_eq!(order, expected, "{optimized}");
 }
