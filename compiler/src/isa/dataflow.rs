@@ -40,9 +40,17 @@ impl RegSet {
         self.0 == 0
     }
 
-    /// The registers in ascending order.
+    /// The registers in ascending order. Walks the set bits only (lowest first): most sets hold one register, and
+    /// lowering asks for every instruction's definitions (`ConstantRegisters::update`), where testing all eleven
+    /// registers was ~1.5 % of lowering `unrolled_xdp`.
     pub fn iter(self) -> impl Iterator<Item = Reg> {
-        (0..Reg::COUNT as u8).filter_map(move |i| Reg::new(i).filter(|r| self.contains(*r)))
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            let index = bits.trailing_zeros();
+            // Only `with` sets bits, each that of a valid register, so `Reg::new` fails only past the last one.
+            bits &= bits.wrapping_sub(1);
+            Reg::new(u8::try_from(index).ok()?)
+        })
     }
 }
 
