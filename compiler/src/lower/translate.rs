@@ -49,7 +49,8 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 
 use cranelift_codegen::ir::{
-    self, types, Block, Function, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, UserFuncName, Value,
+    self, types, Block, Function, InstBuilder, MemFlags, MemFlagsData, Opcode, StackSlotData, StackSlotKind, Type,
+    UserFuncName, Value,
 };
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -187,6 +188,10 @@ struct Frame {
     runtime_context: Value,
     /// The entry block's zero: the value of every register that holds nothing meaningful (see `clobber_scratch`).
     zero: Value,
+    /// The flags of every program load ([`FunctionTranslator::program_load_flags`]), interned once: the
+    /// `InstBuilder` load methods take the flags' data and look it up in the function's flag set (a hash) at
+    /// every load.
+    program_loads: MemFlags,
 }
 
 /// What the walk over a block's instructions carries from one instruction to the next.
@@ -300,7 +305,8 @@ impl FunctionTranslator<'_> {
         for r in regs {
             b.def_var(r, zero);
         }
-        let frame = Self::function_frame(&mut b, regs, &params, zero, is_entry.then_some(frames));
+        let program_loads = b.func.dfg.mem_flags.insert_unchecked(self.program_load_flags());
+        let frame = Self::function_frame(&mut b, regs, &params, zero, program_loads, is_entry.then_some(frames));
         // A function that never writes memory, never calls and has no loop reads memory that cannot change while it
         // runs, and every use of a load is dominated by the load itself: the load may then be placed at its use
         // (Cranelift's `can_move`) without ever running on a path where the original would not have run. This
@@ -429,7 +435,7 @@ impl FunctionTranslator<'_> {
         }
         walk.terminated = self.translate_instruction(b, frame, block_at, start, pc, insn)?;
         if let Combination::Load { dst, load } = combination {
-            let value = self.combined_load(b, load);
+            let value = self.combined_load(b, frame, load);
             b.def_var(frame.regs[dst.index()], value);
         }
         Ok(())
@@ -443,6 +449,7 @@ impl FunctionTranslator<'_> {
         regs: [Variable; Reg::COUNT],
         params: &[Value],
         zero: Value,
+        program_loads: MemFlags,
         entry_frames: Option<u32>,
     ) -> Frame {
         if let Some(frames) = entry_frames {
@@ -452,12 +459,12 @@ impl FunctionTranslator<'_> {
             let top = b.ins().iadd_imm_s(base, size as i64);
             b.def_var(regs[1], params[0]);
             b.def_var(regs[10], top);
-            Frame { regs, context: params[0], runtime_context: params[1], zero }
+            Frame { regs, context: params[0], runtime_context: params[1], zero, program_loads }
         } else {
             for (i, r) in [1, 2, 3, 4, 5, 10].into_iter().enumerate() {
                 b.def_var(regs[r], params[i]);
             }
-            Frame { regs, context: params[6], runtime_context: params[7], zero }
+            Frame { regs, context: params[6], runtime_context: params[7], zero, program_loads }
         }
     }
 
@@ -552,52 +559,57 @@ impl FunctionTranslator<'_> {
     /// (BPF2SYS-PATCH.md). A 4-byte load there stays a `load.i32` and an extension: a 32-bit ALU operation reads its
     /// operands through `ireduce.i32`, which the e-graph folds with the extension back to the `i32` load, and x64 then
     /// uses that load as the operation's memory operand; nothing folds `ireduce` of a `uload32`.
-    fn program_load(&self, b: &mut FunctionBuilder, size: MemSize, signed: bool, base: Value, offset: i16) -> Value {
-        let offset = i32::from(offset);
-        if !self.plan.movable_loads {
-            return Self::extending_load(b, load_flags(), size, signed, base, offset);
-        }
-        let flags = mem().with_readonly().with_notrap().with_can_move();
-        if size != MemSize::W {
-            return Self::extending_load(b, flags, size, signed, base, offset);
-        }
-        let loaded = b.ins().load(types::I32, flags, base, offset);
-        if signed {
-            b.ins().sextend(types::I64, loaded)
-        } else {
-            b.ins().uextend(types::I64, loaded)
-        }
-    }
-
-    /// One load of `size` bytes extended to `i64` (`signed`: sign-extended).
-    fn extending_load(
+    fn program_load(
+        &self,
         b: &mut FunctionBuilder,
-        flags: MemFlagsData,
+        frame: &Frame,
         size: MemSize,
         signed: bool,
         base: Value,
-        offset: i32,
+        offset: i16,
     ) -> Value {
-        match (size, signed) {
-            (MemSize::B, false) => b.ins().uload8(types::I64, flags, base, offset),
-            (MemSize::B, true) => b.ins().sload8(types::I64, flags, base, offset),
-            (MemSize::H, false) => b.ins().uload16(types::I64, flags, base, offset),
-            (MemSize::H, true) => b.ins().sload16(types::I64, flags, base, offset),
-            (MemSize::W, false) => b.ins().uload32(flags, base, offset),
-            (MemSize::W, true) => b.ins().sload32(flags, base, offset),
-            (MemSize::DW, _) => b.ins().load(types::I64, flags, base, offset),
+        let offset = i32::from(offset);
+        if self.plan.movable_loads && size == MemSize::W {
+            let loaded = Self::load(b, frame, Opcode::Load, types::I32, base, offset);
+            return if signed { b.ins().sextend(types::I64, loaded) } else { b.ins().uextend(types::I64, loaded) };
+        }
+        let opcode = match (size, signed) {
+            (MemSize::B, false) => Opcode::Uload8,
+            (MemSize::B, true) => Opcode::Sload8,
+            (MemSize::H, false) => Opcode::Uload16,
+            (MemSize::H, true) => Opcode::Sload16,
+            (MemSize::W, false) => Opcode::Uload32,
+            (MemSize::W, true) => Opcode::Sload32,
+            (MemSize::DW, _) => Opcode::Load,
+        };
+        // Every extending load's controlling type is its `i64` result (`uload32`/`sload32` take it from the
+        // address, also `i64`).
+        Self::load(b, frame, opcode, types::I64, base, offset)
+    }
+
+    /// The flags of a program load: readonly, notrap and can_move where the plan lets loads move, notrap elsewhere.
+    fn program_load_flags(&self) -> MemFlagsData {
+        if self.plan.movable_loads {
+            mem().with_readonly().with_notrap().with_can_move()
+        } else {
+            load_flags()
         }
     }
 
+    /// One program load (`opcode` of the `Load` format, controlling type `ty`) with the function's interned flags:
+    /// what `b.ins().uload8(...)` and the like build, without their per-call lookup of the flags.
+    fn load(b: &mut FunctionBuilder, frame: &Frame, opcode: Opcode, ty: Type, base: Value, offset: i32) -> Value {
+        let (inst, dfg) = b.ins().Load(opcode, ty, frame.program_loads, offset.into(), base);
+        dfg.first_result(inst)
+    }
+
     /// The one load that replaces a register assembled from byte loads, zero-extended like every eBPF load.
-    fn combined_load(&self, b: &mut FunctionBuilder, load: CombinedLoad<Value>) -> Value {
+    fn combined_load(&self, b: &mut FunctionBuilder, frame: &Frame, load: CombinedLoad<Value>) -> Value {
         if !load.byte_swapped {
-            return self.program_load(b, load.size, false, load.base, load.offset);
+            return self.program_load(b, frame, load.size, false, load.base, load.offset);
         }
-        let flags =
-            if self.plan.movable_loads { mem().with_readonly().with_notrap().with_can_move() } else { load_flags() };
         let ty = Self::memory_type(load.size);
-        let loaded = b.ins().load(ty, flags, load.base, i32::from(load.offset));
+        let loaded = Self::load(b, frame, Opcode::Load, ty, load.base, i32::from(load.offset));
         let value = b.ins().bswap(loaded);
         if ty == types::I64 {
             value

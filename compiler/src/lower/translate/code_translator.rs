@@ -185,7 +185,7 @@ impl FunctionTranslator<'_> {
         match insn {
             Instruction::Load { size, sign_extend, dst, src, offset } => {
                 let addr = b.use_var(reg(src));
-                let value = self.program_load(b, size, sign_extend, addr, offset);
+                let value = self.program_load(b, frame, size, sign_extend, addr, offset);
                 b.def_var(reg(dst), value);
             }
             Instruction::Store { size, dst, offset, src } => {
