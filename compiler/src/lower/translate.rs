@@ -46,8 +46,10 @@ mod code_translator;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
+use cranelift_codegen::entity::EntityRef;
 use cranelift_codegen::ir::{
     self, types, Block, Function, InstBuilder, MemFlags, MemFlagsData, Opcode, StackSlotData, StackSlotKind, Type,
     UserFuncName, Value,
@@ -192,6 +194,44 @@ struct Frame {
     /// `InstBuilder` load methods take the flags' data and look it up in the function's flag set (a hash) at
     /// every load.
     program_loads: MemFlags,
+    /// Each variable's value at the current position, for the variables the current block has read or written
+    /// through [`Frame::use_var`] / [`Frame::def_var`]. `FunctionBuilder::use_var` consults the SSA builder's
+    /// per-block state at every read (~200 instructions), though within one block a variable keeps the value it
+    /// was last given or found to have. Emptied whenever the builder changes block ([`Frame::switch_to_block`]),
+    /// so the translation reads, writes and switches only through the frame once it exists.
+    values: RefCell<Vec<Option<Value>>>,
+}
+
+impl Frame {
+    /// `var`'s value here (`FunctionBuilder::use_var`).
+    fn use_var(&self, b: &mut FunctionBuilder, var: Variable) -> Value {
+        let mut values = self.values.borrow_mut();
+        if let Some(Some(value)) = values.get(var.index()) {
+            return *value;
+        }
+        let value = b.use_var(var);
+        Self::remember(&mut values, var, value);
+        value
+    }
+
+    /// Gives `var` the value `value` from here on (`FunctionBuilder::def_var`).
+    fn def_var(&self, b: &mut FunctionBuilder, var: Variable, value: Value) {
+        b.def_var(var, value);
+        Self::remember(&mut self.values.borrow_mut(), var, value);
+    }
+
+    fn remember(values: &mut Vec<Option<Value>>, var: Variable, value: Value) {
+        if values.len() <= var.index() {
+            values.resize(var.index() + 1, None);
+        }
+        values[var.index()] = Some(value);
+    }
+
+    /// Continues in `block` (`FunctionBuilder::switch_to_block`), where no value is known yet.
+    fn switch_to_block(&self, b: &mut FunctionBuilder, block: Block) {
+        b.switch_to_block(block);
+        self.values.borrow_mut().fill(None);
+    }
 }
 
 /// What the walk over a block's instructions carries from one instruction to the next.
@@ -319,7 +359,7 @@ impl FunctionTranslator<'_> {
                 let var = b.declare_var(types::I64);
                 // A verified program may reload a slot before writing it, but never uses that undefined value
                 // (docs/verifier.md §2); defining it as zero keeps every SSA use well-defined.
-                b.def_var(var, zero);
+                frame.def_var(&mut b, var, zero);
                 (offset, var)
             })
             .collect();
@@ -333,7 +373,7 @@ impl FunctionTranslator<'_> {
                     Self::flush_stack_stores(&mut b, &frame, &mut walk.pending);
                     self.jump_to(&mut b, &frame, &block_at, pf.start, pc)?;
                 }
-                b.switch_to_block(block);
+                frame.switch_to_block(&mut b, block);
                 walk.enter(self.plan.constants_at(pc)); // what every path into it agrees on (`plan`)
             } else if walk.terminated {
                 continue; // An lddw continuation after a terminator, or dead code without a label.
@@ -348,7 +388,7 @@ impl FunctionTranslator<'_> {
         // The loop latch copies that conditional skips enter (`latch_copy`): the latch's instructions again,
         // ending in its own conditional jump.
         for (skip, latch) in self.plan.latch_copies().collect::<Vec<_>>() {
-            b.switch_to_block(self.latch_copies[&skip]);
+            frame.switch_to_block(&mut b, self.latch_copies[&skip]);
             self.translate_latch(&mut b, &frame, &block_at, pf.start, latch.first, latch.jump)?;
         }
         b.seal_all_blocks();
@@ -415,7 +455,7 @@ impl FunctionTranslator<'_> {
             // every register, constant and byte assembly tracked here stays as it was.
             return Ok(());
         }
-        let combination = walk.assemblies.update(&insn, |r| b.use_var(frame.regs[r.index()]));
+        let combination = walk.assemblies.update(&insn, |r| frame.use_var(b, frame.regs[r.index()]));
         if let Instruction::Store { size, dst: Reg::FP, offset, src } = insn {
             if let Some(value) = walk.constants.operand(src).filter(|_| !self.promoted.contains_key(&offset)) {
                 walk.pending.push(offset, size, value);
@@ -436,7 +476,7 @@ impl FunctionTranslator<'_> {
         walk.terminated = self.translate_instruction(b, frame, block_at, start, pc, insn)?;
         if let Combination::Load { dst, load } = combination {
             let value = self.combined_load(b, frame, load);
-            b.def_var(frame.regs[dst.index()], value);
+            frame.def_var(b, frame.regs[dst.index()], value);
         }
         Ok(())
     }
@@ -459,12 +499,26 @@ impl FunctionTranslator<'_> {
             let top = b.ins().iadd_imm_s(base, size as i64);
             b.def_var(regs[1], params[0]);
             b.def_var(regs[10], top);
-            Frame { regs, context: params[0], runtime_context: params[1], zero, program_loads }
+            Frame {
+                regs,
+                context: params[0],
+                runtime_context: params[1],
+                zero,
+                program_loads,
+                values: RefCell::default(),
+            }
         } else {
             for (i, r) in [1, 2, 3, 4, 5, 10].into_iter().enumerate() {
                 b.def_var(regs[r], params[i]);
             }
-            Frame { regs, context: params[6], runtime_context: params[7], zero, program_loads }
+            Frame {
+                regs,
+                context: params[6],
+                runtime_context: params[7],
+                zero,
+                program_loads,
+                values: RefCell::default(),
+            }
         }
     }
 
@@ -481,14 +535,14 @@ impl FunctionTranslator<'_> {
                 if self.promoted.contains_key(&offset) =>
             {
                 let value = Self::operand(b, frame, Width::W64, src);
-                b.def_var(self.promoted[&offset], value);
+                frame.def_var(b, self.promoted[&offset], value);
                 true
             }
             Instruction::Load { size: MemSize::DW, src: Reg::FP, offset, dst, .. }
                 if self.promoted.contains_key(&offset) =>
             {
-                let value = b.use_var(self.promoted[&offset]);
-                b.def_var(frame.regs[dst.index()], value);
+                let value = frame.use_var(b, self.promoted[&offset]);
+                frame.def_var(b, frame.regs[dst.index()], value);
                 true
             }
             _ => false,
@@ -526,7 +580,7 @@ impl FunctionTranslator<'_> {
                 written.push(variable);
             }
         }
-        let before: Vec<Value> = written.iter().map(|&v| b.use_var(v)).collect();
+        let before: Vec<Value> = written.iter().map(|&v| frame.use_var(b, v)).collect();
         for &slot in path {
             let insn = self.program.instructions[start + slot];
             if self.plan.is_omitted(start + slot) {
@@ -537,14 +591,14 @@ impl FunctionTranslator<'_> {
             }
         }
         for (variable, old) in written.into_iter().zip(before) {
-            let new = b.use_var(variable);
+            let new = frame.use_var(b, variable);
             if new != old {
                 let kept = if constant(&b.func.dfg, new).is_some() {
                     b.ins().select(taken, old, new)
                 } else {
                     b.ins().select(falls_through, new, old)
                 };
-                b.def_var(variable, kept);
+                frame.def_var(b, variable, kept);
             }
         }
         Ok(())
@@ -639,7 +693,7 @@ impl FunctionTranslator<'_> {
     /// rematerialises constants at their uses (`sieve`'s marking loop). The bytes written are the low `size` bytes
     /// of `value` either way (RFC 9669 §5.2).
     fn store_constant(b: &mut FunctionBuilder, frame: &Frame, size: MemSize, dst: Reg, offset: i16, value: u64) {
-        let addr = b.use_var(frame.regs[dst.index()]);
+        let addr = frame.use_var(b, frame.regs[dst.index()]);
         let bits = size.bytes() * 8;
         // Cranelift wants narrow constants zero-extended.
         let value = if bits == 64 { value } else { value & ((1u64 << bits) - 1) };
@@ -652,7 +706,7 @@ impl FunctionTranslator<'_> {
         if pending.is_empty() {
             return;
         }
-        let fp = b.use_var(frame.regs[Reg::FP.index()]);
+        let fp = frame.use_var(b, frame.regs[Reg::FP.index()]);
         for store in pending.chunks() {
             let ty = Self::memory_type(store.size);
             // Cranelift wants narrow constants zero-extended; `chunks` only fills the low `size` bytes.

@@ -73,7 +73,7 @@ impl FunctionTranslator<'_> {
         let d = if matches!(op, AluOp::Mov | AluOp::MovSx(_)) {
             s
         } else {
-            let d64 = b.use_var(reg(dst));
+            let d64 = frame.use_var(b, reg(dst));
             if width == Width::W32 {
                 b.ins().ireduce(types::I32, d64)
             } else {
@@ -110,7 +110,7 @@ impl FunctionTranslator<'_> {
             AluOp::Div | AluOp::Mod | AluOp::SDiv | AluOp::SMod => Self::division(b, ty, op, d, s),
         };
         let result = if width == Width::W32 { b.ins().uextend(types::I64, result) } else { result };
-        b.def_var(reg(dst), result);
+        frame.def_var(b, reg(dst), result);
         Ok(())
     }
 
@@ -124,7 +124,7 @@ impl FunctionTranslator<'_> {
         bits: u32,
         dst: Reg,
     ) -> Result<(), LowerError> {
-        let v = b.use_var(frame.regs[dst.index()]);
+        let v = frame.use_var(b, frame.regs[dst.index()]);
         let narrow = match bits {
             16 => types::I16,
             32 => types::I32,
@@ -137,7 +137,7 @@ impl FunctionTranslator<'_> {
             ByteOrder::ToBe | ByteOrder::Swap => b.ins().bswap(low),
         };
         let value = if narrow == types::I64 { value } else { b.ins().uextend(types::I64, value) };
-        b.def_var(frame.regs[dst.index()], value);
+        frame.def_var(b, frame.regs[dst.index()], value);
         Ok(())
     }
 
@@ -168,7 +168,7 @@ impl FunctionTranslator<'_> {
             }
             other => return Err(self.unsupported(pc, format!("lddw {} is not supported", other.name()))),
         };
-        b.def_var(frame.regs[dst.index()], value);
+        frame.def_var(b, frame.regs[dst.index()], value);
         Ok(())
     }
 
@@ -184,12 +184,12 @@ impl FunctionTranslator<'_> {
         let reg = |r: Reg| frame.regs[r.index()];
         match insn {
             Instruction::Load { size, sign_extend, dst, src, offset } => {
-                let addr = b.use_var(reg(src));
+                let addr = frame.use_var(b, reg(src));
                 let value = self.program_load(b, frame, size, sign_extend, addr, offset);
-                b.def_var(reg(dst), value);
+                frame.def_var(b, reg(dst), value);
             }
             Instruction::Store { size, dst, offset, src } => {
-                let addr = b.use_var(reg(dst));
+                let addr = frame.use_var(b, reg(dst));
                 let value = Self::operand(b, frame, Width::W64, src);
                 let off = offset as i32;
                 match size {
@@ -243,14 +243,14 @@ impl FunctionTranslator<'_> {
             other => return Err(self.unsupported(pc, format!("{}-byte packet pointer fields", other.bytes()))),
         };
         let flags = load_flags();
-        let context = b.use_var(reg(Reg::R6));
+        let context = frame.use_var(b, reg(Reg::R6));
         let data = b.ins().load(field_type, flags, context, fields.data as i32);
         let data_end = b.ins().load(field_type, flags, context, fields.data_end as i32);
         // The offset is a 32-bit sum read as signed (Linux's `int offset`), so `offset + size` cannot wrap in 64 bits.
         let offset = match mode {
             PacketLoadMode::Abs => b.ins().iconst(types::I32, imm as u32 as i64),
             PacketLoadMode::Ind => {
-                let s = b.use_var(reg(src));
+                let s = frame.use_var(b, reg(src));
                 let s = b.ins().ireduce(types::I32, s);
                 b.ins().iadd_imm_s(s, imm as i64)
             }
@@ -264,15 +264,15 @@ impl FunctionTranslator<'_> {
         let load = b.create_block();
         let out_of_bounds = b.create_block();
         b.ins().brif(in_bounds, load, &[], out_of_bounds, &[]);
-        b.switch_to_block(out_of_bounds);
+        frame.switch_to_block(b, out_of_bounds);
         let zero = b.ins().iconst(types::I64, 0);
         b.ins().return_(&[zero]);
-        b.switch_to_block(load);
+        frame.switch_to_block(b, load);
         let addr = b.ins().iadd(data, offset);
         let raw = b.ins().load(value_type, flags, addr, 0);
         let host_order = if size == MemSize::B { raw } else { b.ins().bswap(raw) };
         let value = b.ins().uextend(types::I64, host_order);
-        b.def_var(reg(Reg::R0), value);
+        frame.def_var(b, reg(Reg::R0), value);
         Self::clobber_scratch(b, frame);
         Ok(())
     }
@@ -297,12 +297,12 @@ impl FunctionTranslator<'_> {
             MemSize::DW => types::I64,
             other => return Err(self.unsupported(pc, format!("atomic access of {} bytes", other.bytes()))),
         };
-        let base = b.use_var(reg(dst));
+        let base = frame.use_var(b, reg(dst));
         let addr = b.ins().iadd_imm_s(base, offset as i64);
         let narrow = |b: &mut FunctionBuilder, v: Value| if ty == types::I64 { v } else { b.ins().ireduce(ty, v) };
         let widen =
             |b: &mut FunctionBuilder, v: Value| if ty == types::I64 { v } else { b.ins().uextend(types::I64, v) };
-        let s64 = b.use_var(reg(src));
+        let s64 = frame.use_var(b, reg(src));
         let s = narrow(b, s64);
         if self.verified.is_stack_atomic(pc) {
             self.plain_stack_atomic(b, frame, ty, op, fetch, src, addr, s);
@@ -310,12 +310,12 @@ impl FunctionTranslator<'_> {
         }
         let rmw = match op {
             AtomicOp::CmpXchg => {
-                let r0 = b.use_var(reg(Reg::R0));
+                let r0 = frame.use_var(b, reg(Reg::R0));
                 let expected = narrow(b, r0);
                 let expected = self.cas_comparand(b, ty, expected);
                 let old = b.ins().atomic_cas(mem(), addr, expected, s);
                 let old = widen(b, old);
-                b.def_var(reg(Reg::R0), old);
+                frame.def_var(b, reg(Reg::R0), old);
                 return Ok(());
             }
             AtomicOp::Add => AtomicRmwOp::Add,
@@ -327,7 +327,7 @@ impl FunctionTranslator<'_> {
         let old = b.ins().atomic_rmw(ty, mem(), rmw, addr, s);
         if fetch || op == AtomicOp::Xchg {
             let old = widen(b, old);
-            b.def_var(reg(src), old);
+            frame.def_var(b, reg(src), old);
         }
         Ok(())
     }
@@ -358,7 +358,7 @@ impl FunctionTranslator<'_> {
             AtomicOp::Xor => (b.ins().bxor(old, s), fetch.then_some(src)),
             AtomicOp::Xchg => (s, Some(src)),
             AtomicOp::CmpXchg => {
-                let r0 = b.use_var(reg(Reg::R0));
+                let r0 = frame.use_var(b, reg(Reg::R0));
                 let expected = if ty == types::I64 { r0 } else { b.ins().ireduce(ty, r0) };
                 let equal = b.ins().icmp(IntCC::Equal, old, expected);
                 (b.ins().select(equal, s, old), Some(Reg::R0))
@@ -367,7 +367,7 @@ impl FunctionTranslator<'_> {
         b.ins().store(mem(), new, addr, 0);
         if let Some(r) = result_reg {
             let old = if ty == types::I64 { old } else { b.ins().uextend(types::I64, old) };
-            b.def_var(reg(r), old);
+            frame.def_var(b, reg(r), old);
         }
     }
 
@@ -415,7 +415,7 @@ impl FunctionTranslator<'_> {
                     return Ok(true);
                 }
                 let s = Self::operand(b, frame, width, src);
-                let d64 = b.use_var(frame.regs[dst.index()]);
+                let d64 = frame.use_var(b, frame.regs[dst.index()]);
                 let d = if width == Width::W32 { b.ins().ireduce(types::I32, d64) } else { d64 };
                 // A skip to a loop latch that enters a copy of it, and a rotated loop header's jump (`latch_copy`),
                 // compare for the other edge, so that the copy or the target is the branch's second successor:
@@ -454,7 +454,7 @@ impl FunctionTranslator<'_> {
                 }
             }
             Instruction::Exit => {
-                let r0 = b.use_var(frame.regs[0]);
+                let r0 = frame.use_var(b, frame.regs[0]);
                 // `FunctionPlan::cold_returns`; Cranelift rejects a cold entry block, and the entry never holds an
                 // `exit` (translation enters the first slot's block by a jump), but check rather than assume.
                 let here = b.current_block().filter(|&here| Some(here) != b.func.layout.entry_block());
@@ -503,15 +503,15 @@ impl FunctionTranslator<'_> {
                 );
                 let mut args = Vec::with_capacity(8);
                 for r in 1..=5 {
-                    args.push(b.use_var(frame.regs[r]));
+                    args.push(frame.use_var(b, frame.regs[r]));
                 }
-                let r10 = b.use_var(frame.regs[10]);
+                let r10 = frame.use_var(b, frame.regs[10]);
                 args.push(b.ins().iadd_imm_s(r10, -(STACK_FRAME_SIZE as i64)));
                 args.push(frame.context);
                 args.push(frame.runtime_context);
                 let call = b.ins().call(fref, &args);
                 let r0 = b.inst_results(call)[0];
-                b.def_var(frame.regs[0], r0);
+                frame.def_var(b, frame.regs[0], r0);
                 Self::clobber_scratch(b, frame);
             }
             Instruction::CallBtf { btf_id, module: 0 } => {
@@ -533,10 +533,10 @@ impl FunctionTranslator<'_> {
 
     pub(super) fn operand(b: &mut FunctionBuilder, frame: &Frame, width: Width, src: Operand) -> Value {
         match (width, src) {
-            (Width::W64, Operand::Reg(r)) => b.use_var(frame.regs[r.index()]),
+            (Width::W64, Operand::Reg(r)) => frame.use_var(b, frame.regs[r.index()]),
             (Width::W64, Operand::Imm(i)) => b.ins().iconst(types::I64, i as i64),
             (Width::W32, Operand::Reg(r)) => {
-                let v = b.use_var(frame.regs[r.index()]);
+                let v = frame.use_var(b, frame.regs[r.index()]);
                 b.ins().ireduce(types::I32, v)
             }
             (Width::W32, Operand::Imm(i)) => b.ins().iconst(types::I32, i as u32 as i64),
@@ -573,12 +573,12 @@ impl FunctionTranslator<'_> {
         let sig = b.import_signature(RuntimeEnvironment::helper_signature());
         let mut args = Vec::with_capacity(6);
         for r in 1..=5 {
-            args.push(b.use_var(frame.regs[r]));
+            args.push(frame.use_var(b, frame.regs[r]));
         }
         args.push(frame.context);
         let call = b.ins().call_indirect(sig, address, &args);
         let r0 = b.inst_results(call)[0];
-        b.def_var(frame.regs[0], r0);
+        frame.def_var(b, frame.regs[0], r0);
         Self::clobber_scratch(b, frame);
         r0
     }
@@ -598,10 +598,10 @@ impl FunctionTranslator<'_> {
             let done = b.create_block();
             let cont = b.create_block();
             b.ins().brif(r0, cont, &[], done, &[]);
-            b.switch_to_block(done);
+            frame.switch_to_block(b, done);
             let zero = b.ins().iconst(types::I64, 0);
             b.ins().return_(&[zero]);
-            b.switch_to_block(cont);
+            frame.switch_to_block(b, cont);
         }
         Ok(())
     }
@@ -631,11 +631,11 @@ impl FunctionTranslator<'_> {
             } else {
                 frame.zero
             };
-            b.def_var(frame.regs[0], r0);
+            frame.def_var(b, frame.regs[0], r0);
             Self::clobber_scratch(b, frame);
             return Ok(());
         }
-        let r2 = b.use_var(frame.regs[2]);
+        let r2 = frame.use_var(b, frame.regs[2]);
         let key = b.ins().load(types::I32, load_flags(), r2, 0);
         let key = b.ins().uextend(types::I64, key);
         // key < 2^32 and value_size < 2^32: the product fits in 64 bits.
@@ -647,7 +647,7 @@ impl FunctionTranslator<'_> {
         let address = b.ins().iadd(base, offset);
         let in_range = b.ins().icmp_imm_u(IntCC::UnsignedLessThan, key, i64::from(max_entries));
         let r0 = b.ins().select(in_range, address, frame.zero);
-        b.def_var(frame.regs[0], r0);
+        frame.def_var(b, frame.regs[0], r0);
         Self::clobber_scratch(b, frame);
         Ok(())
     }
@@ -658,7 +658,7 @@ impl FunctionTranslator<'_> {
     /// live around the loop as a block parameter, and every constant argument becomes a loop-carried value.
     fn clobber_scratch(b: &mut FunctionBuilder, frame: &Frame) {
         for r in 1..=5 {
-            b.def_var(frame.regs[r], frame.zero);
+            frame.def_var(b, frame.regs[r], frame.zero);
         }
     }
 
