@@ -163,6 +163,18 @@ fn buffer(imm: i32, addend: i32, first: u8, near: i8, random: &[u8]) -> Vec<u8> 
     data
 }
 
+/// Runs `program` on `data` in the interpreter, as x64 native code and as ARM64 code under the emulator, and fails
+/// the case unless r0 and the buffer agree on all three.
+fn native_and_arm64_match_the_interpreter(program: &[I], data: &[u8]) -> Result<(), TestCaseError> {
+    let (interpreted, native) = interpreter_and_native(program, data).unwrap();
+    prop_assert_eq!(&native, &interpreted);
+    let mut arm64_buffer = data.to_vec();
+    let arm64 = run_conformance_arm64(program, &mut arm64_buffer).unwrap();
+    prop_assert_eq!(arm64, interpreted.r0);
+    prop_assert_eq!(arm64_buffer, interpreted.buffer);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -182,12 +194,7 @@ proptest! {
         let width = if wide { Width::W64 } else { Width::W32 };
         let program = program(shape, addend, width, CONDITIONS[cond], imm, in_register, branch);
         let data = buffer(imm, addend, first, near, &random);
-        let (interpreted, native) = interpreter_and_native(&program, &data).unwrap();
-        prop_assert_eq!(&native, &interpreted);
-        let mut arm64_buffer = data.clone();
-        let arm64 = run_conformance_arm64(&program, &mut arm64_buffer).unwrap();
-        prop_assert_eq!(arm64, interpreted.r0);
-        prop_assert_eq!(arm64_buffer, interpreted.buffer);
+        native_and_arm64_match_the_interpreter(&program, &data)?;
     }
 
     /// The whole-value compare (`(byte + addend) & 0xff <= c` as `byte + addend <= c` when the bounds allow it) at
@@ -226,11 +233,6 @@ proptest! {
         data[..2].copy_from_slice(&loaded.to_le_bytes());
         let width = if wide { Width::W64 } else { Width::W32 };
         let program = compared_once_program(shape, addend, width, CONDITIONS[cond], imm, branch);
-        let (interpreted, native) = interpreter_and_native(&program, &data).unwrap();
-        prop_assert_eq!(&native, &interpreted);
-        let mut arm64_buffer = data.clone();
-        let arm64 = run_conformance_arm64(&program, &mut arm64_buffer).unwrap();
-        prop_assert_eq!(arm64, interpreted.r0);
-        prop_assert_eq!(arm64_buffer, interpreted.buffer);
+        native_and_arm64_match_the_interpreter(&program, &data)?;
     }
 }
