@@ -727,10 +727,9 @@ pub struct PrioQueueEntry {
     pub hint: PReg,
 }
 
-#[derive(Clone, Debug)]
-pub struct LiveRangeSet {
-    pub btree: BTreeMap<LiveRangeKey, LiveRangeIndex>,
-}
+// bpf2sys: `LiveRangeSet` (a `BTreeMap` upstream) is sorted chunks now, in
+// `live_range_set.rs` (BPF2SYS-PATCH.md, change 5).
+pub use super::live_range_set::LiveRangeSet;
 
 #[derive(Clone, Copy, Debug)]
 pub struct LiveRangeKey {
@@ -810,14 +809,6 @@ impl PrioQueue {
     #[inline(always)]
     pub fn pop(&mut self) -> Option<(LiveBundleIndex, PReg)> {
         self.heap.pop().map(|entry| (entry.bundle, entry.hint))
-    }
-}
-
-impl LiveRangeSet {
-    pub(crate) fn new() -> Self {
-        Self {
-            btree: BTreeMap::default(),
-        }
     }
 }
 

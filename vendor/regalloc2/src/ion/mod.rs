@@ -25,6 +25,7 @@ pub(crate) mod requirement;
 use requirement::*;
 pub(crate) mod redundant_moves;
 use redundant_moves::*;
+pub(crate) mod live_range_set;
 pub(crate) mod liveranges;
 use liveranges::*;
 pub(crate) mod merge;
@@ -50,7 +51,7 @@ impl<'a, F: Function> Env<'a, F> {
         ctx.vregs.preallocate(ninstrs);
         for preg in ctx.pregs.iter_mut() {
             preg.is_stack = false;
-            preg.allocations.btree.clear();
+            preg.allocations.clear();
         }
         ctx.allocation_queue.heap.clear();
         ctx.spilled_bundles.clear();

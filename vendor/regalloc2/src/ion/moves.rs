@@ -909,11 +909,7 @@ impl<'a, F: Function> Env<'a, F> {
                         return Some(Allocation::reg(reg));
                     }
                     while let Some(preg) = scratch_iter.next() {
-                        if !self.pregs[preg.index()]
-                            .allocations
-                            .btree
-                            .contains_key(&key)
-                        {
+                        if !self.pregs[preg.index()].allocations.contains_key(&key) {
                             let alloc = Allocation::reg(preg);
                             if moves
                                 .iter()

@@ -84,14 +84,13 @@ impl<'a, F: Function> Env<'a, F> {
         });
         let mut preg_range_iter = self.ctx.pregs[reg.index()]
             .allocations
-            .btree
-            .range(from_key..)
+            .range_from(from_key)
             .peekable();
         trace!(
             "alloc map for {:?} in range {:?}..: {:?}",
             reg,
             from_key,
-            self.ctx.pregs[reg.index()].allocations.btree
+            self.ctx.pregs[reg.index()].allocations
         );
         let mut first_conflict: Option<ProgPoint> = None;
 
@@ -122,8 +121,7 @@ impl<'a, F: Function> Env<'a, F> {
                         });
                         preg_range_iter = self.ctx.pregs[reg.index()]
                             .allocations
-                            .btree
-                            .range(from_key..)
+                            .range_from(from_key)
                             .peekable();
                         skips = 0;
                     }
@@ -201,7 +199,6 @@ impl<'a, F: Function> Env<'a, F> {
             let key = LiveRangeKey::from_range(&entry.range);
             let res = self.ctx.pregs[reg.index()]
                 .allocations
-                .btree
                 .insert(key, entry.index);
 
             // We disallow LR overlap within bundles, so this should never be possible.
@@ -233,7 +230,6 @@ impl<'a, F: Function> Env<'a, F> {
             trace!(" -> removing LR {:?} from reg {:?}", entry.index, preg_idx);
             self.ctx.pregs[preg_idx.index()]
                 .allocations
-                .btree
                 .remove(&LiveRangeKey::from_range(&entry.range));
         }
         let prio = self.ctx.bundles[bundle].prio;
@@ -1230,10 +1226,7 @@ impl<'a, F: Function> Env<'a, F> {
                             from: range.from.prev(),
                             to: range.from.prev(),
                         });
-                        for (key, lr) in self.ctx.pregs[preg.index()]
-                            .allocations
-                            .btree
-                            .range(start..)
+                        for (key, lr) in self.ctx.pregs[preg.index()].allocations.range_from(start)
                         {
                             let preg_range = key.to_range();
                             if preg_range.to <= range.from {
