@@ -47,22 +47,30 @@ impl ConstantRegisters {
 
     /// Updates the known `r10 + k` registers for `insn`: a 64-bit copy of one, or one plus or minus an immediate, is
     /// one; every other write forgets its register (`r10` itself is never written: the verifier refuses it).
+    ///
+    /// Runs twice per slot (the plan's block-entry constants, then the translation), so the instructions that write
+    /// exactly their `dst` (ALU, byte swaps, loads, `lddw`: `defs()` is `{dst}`) set it directly; only the others
+    /// walk `defs()` (a call's r0–r5, an atomic's source, none for stores and jumps), which cost most of this update.
     fn update_frame_offsets(&mut self, insn: &Instruction) {
-        let offset = match *insn {
+        let (dst, offset) = match *insn {
             Instruction::Alu { width: Width::W64, op, dst, src } => match (op, src) {
-                (AluOp::Mov, Operand::Reg(s)) => Some((dst, self.frame_offsets[s.index()])),
-                (AluOp::Add, Operand::Imm(i)) => Some((dst, self.frame_offsets[dst.index()].map(|o| o + i64::from(i)))),
-                (AluOp::Sub, Operand::Imm(i)) => Some((dst, self.frame_offsets[dst.index()].map(|o| o - i64::from(i)))),
-                _ => None,
+                (AluOp::Mov, Operand::Reg(s)) => (dst, self.frame_offsets[s.index()]),
+                (AluOp::Add, Operand::Imm(i)) => (dst, self.frame_offsets[dst.index()].map(|o| o + i64::from(i))),
+                (AluOp::Sub, Operand::Imm(i)) => (dst, self.frame_offsets[dst.index()].map(|o| o - i64::from(i))),
+                _ => (dst, None),
             },
-            _ => None,
+            Instruction::Alu { dst, .. }
+            | Instruction::Endian { dst, .. }
+            | Instruction::LoadImm64 { dst, .. }
+            | Instruction::Load { dst, .. } => (dst, None),
+            _ => {
+                for r in insn.defs().iter() {
+                    self.frame_offsets[r.index()] = None;
+                }
+                return;
+            }
         };
-        for r in insn.defs().iter() {
-            self.frame_offsets[r.index()] = None;
-        }
-        if let Some((dst, o)) = offset {
-            self.frame_offsets[dst.index()] = o;
-        }
+        self.frame_offsets[dst.index()] = offset;
     }
 
     /// Keeps only the constants `other` agrees on: the registers known where two paths join.
@@ -267,6 +275,46 @@ mod tests {
         pending.push(-6, MemSize::B, 0x03);
         pending.push(-5, MemSize::B, 0x04);
         assert_eq!(pending.word(-8), Some(0x0403_0201));
+    }
+
+    #[test]
+    fn every_register_an_instruction_writes_forgets_its_stack_address() {
+        use crate::isa::{AtomicOp, ByteOrder};
+        let alu = |width, op, dst, src| Instruction::Alu { width, op, dst, src };
+        let atomic =
+            |op, fetch| Instruction::Atomic { size: MemSize::DW, op, fetch, dst: Reg::R1, src: Reg::R2, offset: 0 };
+        let program = [
+            alu(Width::W64, AluOp::Mul, Reg::R3, Operand::Imm(2)),
+            alu(Width::W32, AluOp::Mov, Reg::R3, Operand::Reg(Reg::R4)),
+            alu(Width::W64, AluOp::Add, Reg::R3, Operand::Reg(Reg::R4)),
+            alu(Width::W64, AluOp::Mov, Reg::R3, Operand::Imm(0)),
+            Instruction::Endian { order: ByteOrder::ToBe, bits: 16, dst: Reg::R3 },
+            Instruction::LoadImm64 { dst: Reg::R3, kind: Imm64Kind::Imm, imm: 1, next_imm: 0 },
+            Instruction::Load { size: MemSize::W, sign_extend: false, dst: Reg::R3, src: Reg::R4, offset: 0 },
+            Instruction::Store { size: MemSize::W, dst: Reg::R3, offset: 0, src: Operand::Reg(Reg::R4) },
+            atomic(AtomicOp::Add, false),
+            atomic(AtomicOp::Add, true),
+            atomic(AtomicOp::Xchg, false),
+            atomic(AtomicOp::CmpXchg, true),
+            Instruction::CallHelper { id: 1 },
+            Instruction::CallLocal { offset: 1 },
+            Instruction::Jump { offset: 1, long: false },
+            Instruction::Exit,
+        ];
+        for insn in program {
+            // r0-r9 = r10 - 8 * (index + 1), then the instruction: exactly the registers in `defs()` are forgotten.
+            let mut regs = ConstantRegisters::default();
+            for r in (0..10).filter_map(Reg::new) {
+                regs.update(&alu(Width::W64, AluOp::Mov, r, Operand::Reg(Reg::FP)));
+                regs.update(&alu(Width::W64, AluOp::Sub, r, Operand::Imm(8 * (r.index() as i32 + 1))));
+            }
+            regs.update(&insn);
+            for r in (0..=10).filter_map(Reg::new) {
+                let before = if r == Reg::FP { 0 } else { -8 * (r.index() as i64 + 1) };
+                let expected = (!insn.defs().contains(r)).then_some(before);
+                assert_eq!(regs.frame_offset(r), expected, "{insn:?}, {r:?}");
+            }
+        }
     }
 
     #[test]
