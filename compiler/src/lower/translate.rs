@@ -62,7 +62,7 @@ use crate::isa::{Instruction, MemSize, Reg, Width, STACK_FRAME_SIZE};
 use crate::program::{Module, Program};
 use crate::verifier::Verified;
 
-use super::codegen::SymbolTable;
+use super::codegen::{new_function, SymbolTable};
 use super::edge_constants::constants_on_edges;
 use super::load_combine::{remove_unused_loads, ByteAssemblies, Combination, CombinedLoad};
 use super::narrow_compare::{constant, narrow_compares};
@@ -328,7 +328,7 @@ impl FunctionTranslator<'_> {
         } else {
             RuntimeEnvironment::local_function_signature()
         };
-        let mut func = Function::with_name_signature(UserFuncName::user(1, self.index as u32), sig);
+        let mut func = new_function(UserFuncName::user(1, self.index as u32), sig);
         let mut b = FunctionBuilder::new(&mut func, fctx);
 
         // Blocks: the verifier's block leaders (function start, jump targets, the instruction after every jump or
