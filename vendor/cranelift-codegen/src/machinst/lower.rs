@@ -745,6 +745,15 @@ impl<'func, I: VCodeInst> Lower<'func, I> {
 
             // If  inst has been sunk to another location, skip it.
             if self.is_inst_sunk(inst) {
+                // bpf2sys patch (BPF2SYS-PATCH.md, change 2): continue the
+                // scan from the sunk instruction's entry color. `sink_inst`
+                // already set it when the instruction sank into one lowered in
+                // this scan; one sunk into the block's branch (lowered before
+                // this scan, which starts again from the block's end color)
+                // needs it set here.
+                if has_side_effect {
+                    self.cur_scan_entry_color = Some(entry_color);
+                }
                 continue;
             }
 
@@ -1142,6 +1151,14 @@ impl<'func, I: VCodeInst> Lower<'func, I> {
             if let Some(bb) = lb.orig_block() {
                 if let Some(branch) = self.collect_branch_and_targets(bindex, bb, &mut targets) {
                     let branch_start = self.vcode.vcode.num_insts();
+                    // bpf2sys patch (BPF2SYS-PATCH.md, change 2): the branch
+                    // is the block's last side-effecting instruction, so scan
+                    // from its entry color, as `lower_clif_block` does for any
+                    // other instruction: a load that immediately precedes it
+                    // (in colors) may then sink into it (`cmpb $0,(mem); jne`).
+                    // Upstream leaves the color unset here, so no load sinks
+                    // into a branch.
+                    self.cur_scan_entry_color = Some(self.side_effect_inst_entry_colors[branch]);
                     self.lower_clif_branch(backend, bindex, bb, branch, &targets)?;
                     self.finish_ir_inst(self.srcloc(branch));
 

@@ -639,6 +639,18 @@ impl Context for IsleContext<'_, '_, MInst, X64Backend> {
         self.sinkable_load_exact(val).map(SinkableLoad128)
     }
 
+    // bpf2sys patch (BPF2SYS-PATCH.md, change 2): the little-endian
+    // zero-extending `uload8` / `uload16` defining `val`, if it may be sunk
+    // into the one use being lowered (`sink_uload` in inst.isle turns it into
+    // the 8-/16-bit memory operand it reads).
+    fn sinkable_uload8(&mut self, val: Value) -> Option<Inst> {
+        self.sinkable_zext_load(val, Opcode::Uload8)
+    }
+
+    fn sinkable_uload16(&mut self, val: Value) -> Option<Inst> {
+        self.sinkable_zext_load(val, Opcode::Uload16)
+    }
+
     // Conversions from width-tagged sinkable loads to sized memory operands.
     // These are safe because the width was pinned at extractor tim.e
 
@@ -2090,3 +2102,19 @@ const I8X16_USHR_MASKS: [u8; 128] = [
     0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03, 0x03,
     0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
 ];
+
+impl IsleContext<'_, '_, MInst, X64Backend> {
+    /// bpf2sys patch: the instruction defining `val` if it is a little-endian
+    /// load with opcode `opcode` that may be sunk into its one use (the
+    /// conditions `sinkable_load_exact` checks for a plain `load`).
+    fn sinkable_zext_load(&mut self, val: Value, opcode: Opcode) -> Option<Inst> {
+        let inst = self.is_sinkable_inst(val)?;
+        if self.lower_ctx.data(inst).opcode() != opcode {
+            return None;
+        }
+        match self.lower_ctx.memflags(inst) {
+            Some(flags) if flags.explicit_endianness() == Some(crate::ir::Endianness::Big) => None,
+            _ => Some(inst),
+        }
+    }
+}
