@@ -18,20 +18,6 @@ use proptest::prelude::*;
 
 const BUFFER: usize = 64;
 
-const CONDITIONS: [JumpCond; 11] = [
-    JumpCond::Eq,
-    JumpCond::Ne,
-    JumpCond::Gt,
-    JumpCond::Ge,
-    JumpCond::Lt,
-    JumpCond::Le,
-    JumpCond::Sgt,
-    JumpCond::Sge,
-    JumpCond::Slt,
-    JumpCond::Sle,
-    JumpCond::Set,
-];
-
 fn alu(op: AluOp, dst: Reg, src: Operand) -> I {
     I::Alu { width: Width::W64, op, dst, src }
 }
@@ -173,12 +159,12 @@ proptest! {
     fn native_code_with_latch_copies_matches_the_interpreter(
         n in 0i32..=BUFFER as i32,
         wide in any::<bool>(),
-        cond in 0usize..CONDITIONS.len(),
+        cond in 0usize..JumpCond::ALL.len(),
         imm in prop_oneof![any::<i8>().prop_map(i32::from), any::<i32>()],
         data in proptest::collection::vec(any::<u8>(), BUFFER),
     ) {
         let width = if wide { Width::W64 } else { Width::W32 };
-        let (interpreted, native) = interpreter_and_native(&scan_loop(n, width, CONDITIONS[cond], imm), &data).unwrap();
+        let (interpreted, native) = interpreter_and_native(&scan_loop(n, width, JumpCond::ALL[cond], imm), &data).unwrap();
         prop_assert_eq!(native, interpreted);
     }
 
@@ -186,12 +172,12 @@ proptest! {
     fn native_code_with_copied_latches_and_a_rotated_header_matches_the_interpreter(
         n in 0i32..=BUFFER as i32,
         wide in any::<bool>(),
-        cond in 0usize..CONDITIONS.len(),
+        cond in 0usize..JumpCond::ALL.len(),
         imm in prop_oneof![any::<i8>().prop_map(i32::from), any::<i32>()],
         data in proptest::collection::vec(any::<u8>(), BUFFER),
     ) {
         let width = if wide { Width::W64 } else { Width::W32 };
-        let program = tokenizer_loop(n, width, CONDITIONS[cond], imm);
+        let program = tokenizer_loop(n, width, JumpCond::ALL[cond], imm);
         let (interpreted, native) = interpreter_and_native(&program, &data).unwrap();
         prop_assert_eq!(native, interpreted);
     }
@@ -200,13 +186,13 @@ proptest! {
     fn native_code_with_constants_on_back_edges_matches_the_interpreter(
         n in 0i32..=BUFFER as i32,
         wide in any::<bool>(),
-        cond in 0usize..CONDITIONS.len(),
+        cond in 0usize..JumpCond::ALL.len(),
         imm in prop_oneof![any::<i8>().prop_map(i32::from), any::<i32>()],
         states in prop_oneof![(0i32..4, 0i32..4), (any::<i32>(), any::<i32>())],
         data in proptest::collection::vec(any::<u8>(), BUFFER),
     ) {
         let width = if wide { Width::W64 } else { Width::W32 };
-        let program = state_machine_loop(n, width, CONDITIONS[cond], imm, states.0, states.1);
+        let program = state_machine_loop(n, width, JumpCond::ALL[cond], imm, states.0, states.1);
         let (interpreted, native) = interpreter_and_native(&program, &data).unwrap();
         prop_assert_eq!(native, interpreted);
     }

@@ -15,20 +15,6 @@ use bpf2sys_tests::native::{interpreter_and_native, module_from_instructions};
 use bpf2sys_tests::support::lowered;
 use proptest::prelude::*;
 
-const CONDITIONS: [JumpCond; 11] = [
-    JumpCond::Eq,
-    JumpCond::Ne,
-    JumpCond::Gt,
-    JumpCond::Ge,
-    JumpCond::Lt,
-    JumpCond::Le,
-    JumpCond::Sgt,
-    JumpCond::Sge,
-    JumpCond::Slt,
-    JumpCond::Sle,
-    JumpCond::Set,
-];
-
 const SIZES: [MemSize; 4] = [MemSize::B, MemSize::H, MemSize::W, MemSize::DW];
 
 fn alu(op: AluOp, dst: Reg, src: Operand) -> I {
@@ -138,7 +124,7 @@ proptest! {
     fn memory_compares_match_the_interpreter_on_x64_and_arm64(
         size in 0usize..SIZES.len(),
         wide in any::<bool>(),
-        cond in 0usize..CONDITIONS.len(),
+        cond in 0usize..JumpCond::ALL.len(),
         imm in constant(),
         operands in prop_oneof![Just(Operands::Immediate), Just(Operands::Register), Just(Operands::Swapped)],
         branch in any::<bool>(),
@@ -147,7 +133,7 @@ proptest! {
         random in proptest::collection::vec(any::<u8>(), 24),
     ) {
         let width = if wide { Width::W64 } else { Width::W32 };
-        let program = program(SIZES[size], width, CONDITIONS[cond], imm, operands, branch);
+        let program = program(SIZES[size], width, JumpCond::ALL[cond], imm, operands, branch);
         let data = buffer(imm, kind, near, &random);
         let (interpreted, native) = interpreter_and_native(&program, &data).unwrap();
         prop_assert_eq!(&native, &interpreted);

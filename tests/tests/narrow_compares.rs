@@ -14,20 +14,6 @@ use bpf2sys_tests::native::{interpreter_and_native, module_from_instructions};
 use bpf2sys_tests::support::lowered;
 use proptest::prelude::*;
 
-const CONDITIONS: [JumpCond; 11] = [
-    JumpCond::Eq,
-    JumpCond::Ne,
-    JumpCond::Gt,
-    JumpCond::Ge,
-    JumpCond::Lt,
-    JumpCond::Le,
-    JumpCond::Sgt,
-    JumpCond::Sge,
-    JumpCond::Slt,
-    JumpCond::Sle,
-    JumpCond::Set,
-];
-
 fn alu(width: Width, op: AluOp, dst: Reg, src: Operand) -> I {
     I::Alu { width, op, dst, src }
 }
@@ -183,7 +169,7 @@ proptest! {
         shape in 0usize..SHAPES,
         addend in prop_oneof![-64i32..=64, any::<i32>()],
         wide in any::<bool>(),
-        cond in 0usize..CONDITIONS.len(),
+        cond in 0usize..JumpCond::ALL.len(),
         imm in constant(),
         in_register in any::<bool>(),
         branch in any::<bool>(),
@@ -192,7 +178,7 @@ proptest! {
         random in proptest::collection::vec(any::<u8>(), 24),
     ) {
         let width = if wide { Width::W64 } else { Width::W32 };
-        let program = program(shape, addend, width, CONDITIONS[cond], imm, in_register, branch);
+        let program = program(shape, addend, width, JumpCond::ALL[cond], imm, in_register, branch);
         let data = buffer(imm, addend, first, near, &random);
         native_and_arm64_match_the_interpreter(&program, &data)?;
     }
@@ -208,7 +194,7 @@ proptest! {
         delta in -2i64..=2,
         addend_raw in any::<i32>(),
         wide in any::<bool>(),
-        cond in 0usize..CONDITIONS.len(),
+        cond in 0usize..JumpCond::ALL.len(),
         imm in prop_oneof![0i32..=0x101, 0xfff0i32..=0x1_0001, -3i32..=0],
         branch in any::<bool>(),
         value_kind in 0usize..4,
@@ -232,7 +218,7 @@ proptest! {
         let mut data = random.clone();
         data[..2].copy_from_slice(&loaded.to_le_bytes());
         let width = if wide { Width::W64 } else { Width::W32 };
-        let program = compared_once_program(shape, addend, width, CONDITIONS[cond], imm, branch);
+        let program = compared_once_program(shape, addend, width, JumpCond::ALL[cond], imm, branch);
         native_and_arm64_match_the_interpreter(&program, &data)?;
     }
 }
