@@ -53,12 +53,18 @@ fn rounds(mode: Mode) -> usize {
     }
 }
 
-/// The faster of two runs of the same configuration; an error if they wrote different bytes.
-fn best_of(a: BatchRun, b: BatchRun) -> anyhow::Result<BatchRun> {
-    if a.outputs_sha256 != b.outputs_sha256 {
-        bail!("two runs of the batch build on {} CPU(s) wrote different bytes", a.threads);
+/// Keeps the faster of `best` and `run`, two runs of the same configuration; an error if they wrote different bytes.
+fn keep_best(best: &mut Option<BatchRun>, run: BatchRun) -> anyhow::Result<()> {
+    if let Some(kept) = best.as_ref() {
+        if kept.outputs_sha256 != run.outputs_sha256 {
+            bail!("two runs of the batch build on {} CPU(s) wrote different bytes", run.threads);
+        }
+        if kept.seconds <= run.seconds {
+            return Ok(());
+        }
     }
-    Ok(if b.seconds < a.seconds { b } else { a })
+    *best = Some(run);
+    Ok(())
 }
 
 /// Runs the batch on one core and on every core, each in a child process; the section and its figures.
@@ -67,17 +73,9 @@ pub fn batch_section(mode: Mode) -> anyhow::Result<(String, BatchFigures)> {
     let mut one_core: Option<BatchRun> = None;
     let mut all_cores: Option<BatchRun> = None;
     for _ in 0..rounds(mode) {
-        let run = spawn_batch_cell(1, mode)?;
-        one_core = Some(match one_core {
-            Some(best) => best_of(best, run)?,
-            None => run,
-        });
+        keep_best(&mut one_core, spawn_batch_cell(1, mode)?)?;
         if cpus > 1 {
-            let run = spawn_batch_cell(cpus, mode)?;
-            all_cores = Some(match all_cores {
-                Some(best) => best_of(best, run)?,
-                None => run,
-            });
+            keep_best(&mut all_cores, spawn_batch_cell(cpus, mode)?)?;
         }
     }
     let one_core = one_core.context("the batch build ran no rounds")?;
