@@ -4,10 +4,14 @@
 //! (§4.3: the full 64- or 32-bit register, unsigned or signed) for every condition, width and constant, including
 //! constants just outside the narrow range and negative ones: native x64 and ARM64 code must agree with the
 //! reference interpreter on r0 and the buffer. A masked value the IR bounds (a loaded byte or half plus a constant)
-//! is compared whole when its bounds make that exact; its own test walks those bounds' edges.
+//! is compared whole when its bounds make that exact; its own test walks those bounds' edges. A 64-bit value the IR
+//! bounds to 32 bits signed (a loaded byte or a shifted word moved by `add`/`sub`/`or`/`xor` with constants) is
+//! compared at 32 bits; its test walks the bounds that allow it, the constants that do (module documentation of
+//! `narrow_compare`: signed 32-bit constants, and for unsigned orders `2^31 <= c < 2^32 + lo`) and those just past
+//! them, with the constant on either side.
 
 use bpf2sys::compiled::Target;
-use bpf2sys::isa::{AluOp, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
+use bpf2sys::isa::{AluOp, Imm64Kind, Instruction as I, JumpCond, MemSize, Operand, Reg, Width};
 use bpf2sys::verifier::Verified;
 use bpf2sys_tests::arm64::run_conformance_arm64;
 use bpf2sys_tests::native::{interpreter_and_native, module_from_instructions};
@@ -108,12 +112,97 @@ fn a_loaded_byte_minus_48_masked_is_compared_whole_and_plus_one_as_a_byte() {
         let module = module_from_instructions("bounded", program);
         lowered(&Verified::unchecked_for_testing(&module, 0).unwrap(), Target::X64).clif.concat()
     };
-    // (byte - 48) & 0xff > 9 is byte - 48 > 9 unsigned: no narrowing.
+    // (byte - 48) & 0xff > 9 is byte - 48 > 9 unsigned: no byte compare (the whole value fits 32 bits, its compare
+    // is a 32-bit one).
     let text = clif(-48);
-    assert!(text.contains("icmp ugt") && !text.contains("ireduce"), "{text}");
+    assert!(text.contains("icmp ugt") && !text.contains("ireduce.i8") && text.contains("ireduce.i32"), "{text}");
     // (byte + 1) & 0xff wraps 255 to 0: compared as a byte.
     let text = clif(1);
     assert!(text.contains("ireduce.i8"), "{text}");
+}
+
+fn lddw(dst: Reg, value: i64) -> [I; 2] {
+    let (imm, next_imm) = (value as u32 as i32, (value >> 32) as u32 as i32);
+    [I::LoadImm64 { dst, kind: Imm64Kind::Imm, imm, next_imm }, I::LoadImm64Continuation]
+}
+
+/// The lowest value of [`bounded`]'s shape before its addend, and the span above it.
+fn bounded_span(shape: usize) -> (i64, i64) {
+    match shape {
+        0 => (0, 255),
+        1 => (0x20, 0xff - 0x20),
+        2 => (0, (1 << 31) - 1),
+        _ => (0, 255),
+    }
+}
+
+/// `r5` = a value the IR bounds, read only by the compare that follows: a loaded byte plus `addend` (shape 0), the
+/// byte `| 0x20` plus `addend` (1), the buffer's first double word `>> 33` plus `addend` (2), the byte `^ 0x5a` minus
+/// `-addend` (3). The addend is a 64-bit register constant (`lddw r4`).
+fn bounded(shape: usize, addend: i64) -> Vec<I> {
+    let w64 = Width::W64;
+    let size = if shape == 2 { MemSize::DW } else { MemSize::B };
+    let mut program = vec![I::Load { size, sign_extend: false, dst: Reg::R5, src: Reg::R1, offset: 0 }];
+    match shape {
+        1 => program.push(alu(w64, AluOp::Or, Reg::R5, Operand::Imm(0x20))),
+        2 => program.push(alu(w64, AluOp::Rsh, Reg::R5, Operand::Imm(33))),
+        3 => program.push(alu(w64, AluOp::Xor, Reg::R5, Operand::Imm(0x5a))),
+        _ => {}
+    }
+    let (op, k) = if shape == 3 { (AluOp::Sub, addend.wrapping_neg()) } else { (AluOp::Add, addend) };
+    program.extend(lddw(Reg::R4, k));
+    program.push(alu(w64, op, Reg::R5, Operand::Reg(Reg::R4)));
+    program
+}
+
+/// [`bounded`], then `r3 = c` (`lddw`), `r0 = buf[8..16]` and `if r5 <cond> c` — the constant an immediate when
+/// `order` is 0 (it must fit one), r3 when 1, or `if r3 <cond> r5` when 2 — `goto +2`; then a store of r0 and
+/// `r0 = 1`, or `r0 += 1; r0 ^= 3` (if-converted); `exit`.
+fn word_compare_program(shape: usize, addend: i64, width: Width, cond: JumpCond, c: i64, order: usize) -> Vec<I> {
+    let mut program = bounded(shape, addend);
+    program.extend(lddw(Reg::R3, c));
+    program.push(I::Load { size: MemSize::DW, sign_extend: false, dst: Reg::R0, src: Reg::R1, offset: 8 });
+    let (dst, src) = match order {
+        0 => (Reg::R5, Operand::Imm(c as i32)),
+        1 => (Reg::R5, Operand::Reg(Reg::R3)),
+        _ => (Reg::R3, Operand::Reg(Reg::R5)),
+    };
+    program.push(I::JumpIf { width, cond, dst, src, offset: 2 });
+    if c & 1 == 0 {
+        program.push(I::Store { size: MemSize::DW, dst: Reg::R1, offset: 16, src: Operand::Reg(Reg::R0) });
+        program.push(alu(Width::W64, AluOp::Mov, Reg::R0, Operand::Imm(1)));
+    } else {
+        program.push(alu(Width::W64, AluOp::Add, Reg::R0, Operand::Imm(1)));
+        program.push(alu(Width::W64, AluOp::Xor, Reg::R0, Operand::Imm(3)));
+    }
+    program.push(I::Exit);
+    program
+}
+
+#[test]
+fn a_byte_moved_by_or_and_add_is_compared_at_32_bits_and_a_shared_value_at_64() {
+    let clif = |program| {
+        let module = module_from_instructions("word", program);
+        lowered(&Verified::unchecked_for_testing(&module, 0).unwrap(), Target::X64).clif.concat()
+    };
+    // `(c | 0x20) - 'a' > 25`, as branchy's letter test.
+    let text = clif(word_compare_program(1, -97, Width::W64, JumpCond::Gt, 25, 0));
+    assert!(
+        text.contains("ireduce.i32") && text.contains("iconst.i32 -97") && text.contains("iconst.i32 25"),
+        "{text}"
+    );
+    // The same value also stored: compared at 64 bits.
+    let mut program = word_compare_program(1, -97, Width::W64, JumpCond::Gt, 25, 0);
+    let exit = program.pop().unwrap();
+    program.extend([I::Store { size: MemSize::DW, dst: Reg::R1, offset: 16, src: Operand::Reg(Reg::R5) }, exit]);
+    assert!(!clif(program).contains("ireduce.i32"));
+}
+
+/// Constants around the ends of what the 32-bit compare allows: the range's ends, 0 and -1, ±2^31, 2^32 - 1, 2^32,
+/// `2^32 + lo` (the unsigned orders' bound), each with its neighbours, or any.
+fn word_constant(lo: i64, hi: i64, kind: usize, near: i64, any: i64) -> i64 {
+    let base = [lo, hi, 0, -1, 1 << 31, -(1 << 31), (1 << 32) - 1, 1 << 32, (1 << 32) + lo];
+    base.get(kind).map_or(any, |b| b.wrapping_add(near))
 }
 
 /// Constants around every narrow range's ends, negative ones and any.
@@ -219,6 +308,59 @@ proptest! {
         data[..2].copy_from_slice(&loaded.to_le_bytes());
         let width = if wide { Width::W64 } else { Width::W32 };
         let program = compared_once_program(shape, addend, width, JumpCond::ALL[cond], imm, branch);
+        native_and_arm64_match_the_interpreter(&program, &data)?;
+    }
+
+    /// 32-bit compares of bounded 64-bit values: every condition and width, the constant as an immediate, in a
+    /// register or first, the addend on the bounds that fit 32 bits signed (`lo = -2^31`, `hi = 2^31 - 1`) or just
+    /// past them, and the loaded value chosen so that the compared value lands on the range's ends, on the constant
+    /// or next to it, or on 0 or -1.
+    #[test]
+    fn word_compares_match_the_interpreter_on_x64_and_arm64(
+        shape in 0usize..4,
+        addend_kind in 0usize..5,
+        addend_near in -1i64..=1,
+        addend_any in any::<i32>(),
+        wide in prop_oneof![4 => Just(true), 1 => Just(false)],
+        cond in 0usize..JumpCond::ALL.len(),
+        constant_kind in 0usize..10,
+        near in -1i64..=1,
+        constant_any in any::<i64>(),
+        order in 0usize..3,
+        value_kind in 0usize..5,
+        value_near in -1i64..=1,
+        random in proptest::collection::vec(any::<u8>(), 24),
+    ) {
+        let (low, span) = bounded_span(shape);
+        // The lowest value is `low + addend`: on -2^31, at 2^31 - 1 - span (the highest that fits), or past either.
+        let addend = match addend_kind {
+            0 => -(1 << 31) - low + addend_near,
+            1 => (1 << 31) - 1 - span - low + addend_near,
+            2 => -48 + addend_near,
+            3 => -97 + addend_near,
+            _ => i64::from(addend_any),
+        };
+        let (lo, hi) = (low + addend, low + span + addend);
+        let c = word_constant(lo, hi, constant_kind, near, constant_any);
+        let order = if c as i32 as i64 == c { order } else { order.max(1) };
+        let x = match value_kind {
+            0 => lo,
+            1 => hi,
+            2 => c.wrapping_add(value_near),
+            3 => value_near.min(0),
+            _ => lo + i64::from(random[0]) * span / 255,
+        }
+        .clamp(lo, hi);
+        // The loaded value that gives x (shape 1's `| 0x20` keeps bit 5: a value without it is one above).
+        let loaded = (x - addend) as u64;
+        let mut data = random.clone();
+        match shape {
+            2 => data[..8].copy_from_slice(&(loaded << 33 | u64::from(random[1])).to_le_bytes()),
+            3 => data[0] = (loaded as u8) ^ 0x5a,
+            _ => data[0] = loaded as u8,
+        }
+        let width = if wide { Width::W64 } else { Width::W32 };
+        let program = word_compare_program(shape, addend, width, JumpCond::ALL[cond], c, order);
         native_and_arm64_match_the_interpreter(&program, &data)?;
     }
 }
