@@ -255,14 +255,15 @@ fn mark_returns(func: &mut Function) {
     }
 }
 
-/// Whether the machine code of the function just compiled in `ctx` may hold a backward branch, the only kind
-/// [`super::x64_layout::shorten_and_align_loops`] changes (forward branches keep their form, loop heads are
-/// targets of backward branches). Cranelift lays out the blocks in the reverse postorder of `ctx.domtree` (the
-/// tree lowering used), each critical-edge block right after its predecessor, and sinks effectively cold blocks
-/// (marked cold, or ending in `trap`) to the end; so without a cold block and without a CFG edge to a block at or
-/// before its source in that order, every branch goes forward and the pass would return the code unchanged.
-/// Skipping it then saves decoding and planning the function: 1.3 M of 60.8 M instructions of `bpf2sys build
-/// samples/bench/unrolled_xdp.o` under callgrind.
+/// Whether the machine code of the function just compiled in `ctx` may hold a backward branch, that is, a loop,
+/// which is what [`super::x64_layout::shorten_and_align_loops`] is for (loop heads are the targets of backward
+/// branches; its short forward branches and moved blocks matter inside loops, where they run many times).
+/// Cranelift lays out the blocks in the reverse postorder of `ctx.domtree` (the tree lowering used), each
+/// critical-edge block right after its predecessor, and sinks effectively cold blocks (marked cold, or ending in
+/// `trap`) to the end; so without a cold block and without a CFG edge to a block at or before its source in that
+/// order, the function has no loop and keeps Cranelift's bytes: its forward branches run once each, and skipping
+/// the pass saves decoding and planning the function (1.3 M of 60.8 M instructions of `bpf2sys build
+/// samples/bench/unrolled_xdp.o` under callgrind).
 fn has_backward_edge(ctx: &Context) -> bool {
     let func = &ctx.func;
     let mut order = cranelift_codegen::entity::SecondaryMap::with_default(usize::MAX);

@@ -1,19 +1,22 @@
-//! Short branches and aligned loops for Cranelift's x64 machine code.
+//! Short branches, compact loop cycles and aligned loops for Cranelift's x64 machine code.
 //!
 //! In: the bytes of one x64 function exactly as Cranelift emitted them — instructions, then zero padding and the
 //! constant pool that RIP-relative operands refer to — its relocations, and the end of its prologue. Out: the same
-//! instructions in the same order with every loop back edge that can reach its target in a signed byte re-encoded
-//! in its 2-byte form (`jmp rel8`, `jcc rel8`) instead of Cranelift's fixed 5/6-byte `rel32` form, every loop head
-//! (the target of a backward branch) moved to a [`LOOP_ALIGNMENT`] boundary with NOPs, every branch and
-//! RIP-relative displacement re-aimed at the moved target, the constant pool moved with its alignment kept, and the
-//! relocation offsets updated.
+//! instructions with every branch that can reach its target in a signed byte re-encoded in its 2-byte form
+//! (`jmp rel8`, `jcc rel8`) instead of Cranelift's fixed 5/6-byte `rel32` form, the blocks each loop's fall-through
+//! cycle branches out to written right after that cycle ([`hot_cycles`]), every loop head (the target of a
+//! backward branch) moved to a [`LOOP_ALIGNMENT`] boundary with NOPs, every branch and RIP-relative displacement
+//! re-aimed at the moved target, the constant pool moved with its alignment kept, and the relocation offsets
+//! updated.
 //!
-//! Why: Cranelift's x64 backend has no short branch form, so a tight loop spans more fetch blocks than a native
-//! compiler's; on the benchmark machine (AMD EPYC) that made `sieve` 20% slower. Only backward branches — loop back
-//! edges — are shortened: shortening forward branches too packs more branches into each 64-byte line, and on the
-//! same machine that made the branch-heavy `branchy` 30% slower (BENCHMARKS.md). The layout is the relaxation every
-//! assembler does: start with every candidate short, lengthen the ones whose displacement does not fit, repeat
-//! until nothing changes (a branch is only ever lengthened, so it terminates).
+//! Why: Cranelift's x64 backend has no short branch form, so a loop spans more bytes, fetch blocks and cache lines
+//! than a native compiler's: on an AMD EPYC bench machine that made `sieve` 20% slower, and on the Intel Xeon one
+//! `branchy`'s tokenizer loop runs at clang's speed only when its hot cycle fits one 64-byte line
+//! ([`hot_cycles`]). Sessions before the re-layout moved blocks kept forward branches long, because on the AMD
+//! machine shortening them made `branchy` 30% slower (more branches per line); on the Intel machine the short
+//! forms and the moved blocks together make it 1.02x of clang instead of 1.26x (samples/bench/README.md). The
+//! layout is the relaxation every assembler does: start with every branch short, lengthen the ones whose
+//! displacement does not fit, repeat until nothing changes (a branch is only ever lengthened, so it terminates).
 //!
 //! Loop heads are aligned to the 64-byte cache line, as native compilers align loops (`.p2align`): Cranelift has no
 //! block alignment of its own, so where a loop starts inside its line depended on unrelated code before it. On the
@@ -33,6 +36,9 @@
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Formatter, GasFormatter, Instruction, Mnemonic};
 
 use crate::compiled::CodeRelocation;
+
+mod check;
+mod hot_cycles;
 
 /// The Cranelift release this pass was validated against (decoding of every function it emits for the samples,
 /// the bench programs and the conformance suite, `check_same_program` on each). A Cranelift upgrade may emit
@@ -75,6 +81,8 @@ enum Kind {
     Plain,
     /// A NOP: copied as is, and ignored when comparing programs (the pass adds some for alignment).
     Nop,
+    /// An instruction after which execution never reaches the next one (`ret`, `ud2`): copied as is.
+    Stop,
     /// `jmp` to the instruction at `target` (an old offset).
     Jump { target: usize },
     /// `jcc` with condition nibble `cc` to `target`.
@@ -150,6 +158,7 @@ fn decode(code: &[u8]) -> Option<(Vec<Decoded>, usize)> {
                 | FlowControl::IndirectBranch
                 | FlowControl::Call
                 | FlowControl::XbeginXabortXend => return None,
+                FlowControl::Return | FlowControl::Exception => Kind::Stop,
                 _ if insn.mnemonic() == Mnemonic::Nop => Kind::Nop,
                 _ => Kind::Plain,
             }
@@ -205,13 +214,15 @@ struct Layout {
     index_of: std::collections::HashMap<usize, usize>,
     /// Old offset just past the last instruction.
     code_end: usize,
+    /// The instructions' indices in the order they are written ([`hot_cycles::write_order`]).
+    order: Vec<usize>,
     /// Per instruction: a branch kept in (or lengthened to) its rel32 form.
     long: Vec<bool>,
     /// Per instruction: the target of a backward branch after the prologue, aligned to [`LOOP_ALIGNMENT`].
     loop_head: Vec<bool>,
     /// Per instruction: NOP bytes before it.
     padding: Vec<usize>,
-    /// Per instruction, then the end: new offsets.
+    /// Per instruction (by index, not order), then the end: new offsets.
     starts: Vec<usize>,
 }
 
@@ -238,13 +249,7 @@ impl Layout {
         // Branch lengths: short (2 bytes) unless inside the prologue or proven too far.
         let long: Vec<bool> = instructions
             .iter()
-            .map(|d| match d.kind {
-                Kind::Jump { target } | Kind::CondJump { target, .. } => {
-                    // Forward branches keep their 6 bytes: see the module documentation.
-                    d.offset < prologue_end || target > d.offset
-                }
-                _ => false,
-            })
+            .map(|d| matches!(d.kind, Kind::Jump { .. } | Kind::CondJump { .. }) && d.offset < prologue_end)
             .collect();
         // Loop heads: targets of backward branches after the prologue.
         let mut loop_head = vec![false; instructions.len()];
@@ -255,8 +260,18 @@ impl Layout {
                 }
             }
         }
+        let order = hot_cycles::write_order(&instructions, &index_of, &loop_head);
         let n = instructions.len();
-        Some(Layout { instructions, index_of, code_end, long, loop_head, padding: vec![0; n], starts: vec![0; n + 1] })
+        Some(Layout {
+            instructions,
+            index_of,
+            code_end,
+            order,
+            long,
+            loop_head,
+            padding: vec![0; n],
+            starts: vec![0; n + 1],
+        })
     }
 
     /// The encoded length of instruction `i` in its planned form.
@@ -276,7 +291,7 @@ impl Layout {
         let n = self.instructions.len();
         loop {
             let mut at = 0usize;
-            for i in 0..n {
+            for &i in &self.order {
                 if self.loop_head[i] {
                     self.padding[i] = at.next_multiple_of(LOOP_ALIGNMENT) - at;
                     at += self.padding[i];
@@ -309,7 +324,9 @@ impl Layout {
     /// Nothing moved: every instruction keeps its offset and the code its end.
     fn unchanged(&self) -> bool {
         let n = self.instructions.len();
-        self.instructions.iter().zip(&self.starts).all(|(d, &s)| d.offset == s) && self.starts[n] == self.code_end
+        self.order.iter().enumerate().all(|(k, &i)| k == i)
+            && self.instructions.iter().zip(&self.starts).all(|(d, &s)| d.offset == s)
+            && self.starts[n] == self.code_end
     }
 
     /// Where the constant pool (old start `pool_start`, in a function of `code_len` bytes) goes: the first offset
@@ -343,13 +360,14 @@ impl Layout {
     /// the constant pool. `None` if a displacement does not fit its field.
     fn emit(&self, code: &[u8], pool: &PoolMove) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(pool.new_start + code.len() - pool.old_start);
-        for (i, d) in self.instructions.iter().enumerate() {
+        for &i in &self.order {
+            let d = &self.instructions[i];
             let bytes = &code[d.offset..d.offset + d.len];
             let here = self.starts[i];
             push_nops(&mut out, self.padding[i]);
             debug_assert_eq!(out.len(), here);
             match d.kind {
-                Kind::Plain | Kind::Nop => out.extend_from_slice(bytes),
+                Kind::Plain | Kind::Nop | Kind::Stop => out.extend_from_slice(bytes),
                 Kind::Jump { target } | Kind::CondJump { target, .. } => {
                     let next = here + self.length(i);
                     let displacement = self.new_offset(target, pool) as i64 - next as i64;
@@ -393,7 +411,7 @@ impl Layout {
             } else {
                 let i = self.instructions.partition_point(|d| d.offset <= at).checked_sub(1)?;
                 let d = &self.instructions[i];
-                if !matches!(d.kind, Kind::Plain | Kind::Nop) || at >= d.offset + d.len {
+                if !matches!(d.kind, Kind::Plain | Kind::Nop | Kind::Stop) || at >= d.offset + d.len {
                     return None;
                 }
                 self.starts[i] + (at - d.offset)
@@ -431,72 +449,7 @@ pub fn disassemble(code: &[u8]) -> String {
     out
 }
 
-/// Checks that `new` is `old` re-laid out: instruction for instruction the same bytes, except branches, whose
-/// condition and target instruction (by index) match, and RIP-relative operands, which refer to the same constant
-/// of a pool with the same contents and alignment. Debug builds run it on every function the pass changes.
-pub fn check_same_program(old: &[u8], new: &[u8]) -> Result<(), String> {
-    use std::collections::HashMap;
-    // Zero padding before the pool decodes as `add [rax], al`; it is never executed and its length may differ.
-    let strip = |code: &[u8], mut list: Vec<Decoded>| {
-        while list.last().is_some_and(|d| code[d.offset..d.offset + d.len].iter().all(|&b| b == 0)) {
-            list.pop();
-        }
-        list
-    };
-    let (a, a_pool) = decode(old).ok_or("the original does not decode")?;
-    let (b, b_pool) = decode(new).ok_or("the re-laid-out code does not decode")?;
-    let (a, b) = (strip(old, a), strip(new, b));
-    let (a_end, b_end) = (a.last().map_or(0, |d| d.offset + d.len), b.last().map_or(0, |d| d.offset + d.len));
-    let without_nops =
-        |list: Vec<Decoded>| list.into_iter().filter(|d| !matches!(d.kind, Kind::Nop)).collect::<Vec<_>>();
-    let (a, b) = (without_nops(a), without_nops(b));
-    if a.len() != b.len() {
-        return Err(format!("{} instructions became {}", a.len(), b.len()));
-    }
-    let index =
-        |list: &[Decoded]| -> HashMap<usize, usize> { list.iter().enumerate().map(|(i, d)| (d.offset, i)).collect() };
-    let (a_index, b_index) = (index(&a), index(&b));
-    let position = |index: &HashMap<usize, usize>, end: usize, t: usize| {
-        if t == end {
-            Some(usize::MAX)
-        } else {
-            index.get(&t).copied()
-        }
-    };
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        let same = match (x.kind, y.kind) {
-            (Kind::Plain, Kind::Plain) => old[x.offset..x.offset + x.len] == new[y.offset..y.offset + y.len],
-            (Kind::Jump { target: t }, Kind::Jump { target: u }) => {
-                position(&a_index, a_end, t).is_some() && position(&a_index, a_end, t) == position(&b_index, b_end, u)
-            }
-            (Kind::CondJump { cc, target: t }, Kind::CondJump { cc: c2, target: u }) => {
-                cc == c2
-                    && position(&a_index, a_end, t).is_some()
-                    && position(&a_index, a_end, t) == position(&b_index, b_end, u)
-            }
-            (Kind::RipRelative { disp_at, target: t }, Kind::RipRelative { disp_at: e, target: u }) => {
-                // The same instruction bytes apart from the displacement, and the same constant.
-                let (x_bytes, y_bytes) = (&old[x.offset..x.offset + x.len], &new[y.offset..y.offset + y.len]);
-                let without_displacement = |b: &[u8], at: usize| [&b[..at], &b[at + 4..]].concat();
-                disp_at == e
-                    && without_displacement(x_bytes, disp_at) == without_displacement(y_bytes, e)
-                    && t >= a_pool
-                    && u >= b_pool
-                    && t - a_pool == u - b_pool
-            }
-            _ => false,
-        };
-        if !same {
-            return Err(format!("instruction {i} (old offset {:#x}, new {:#x}) differs", x.offset, y.offset));
-        }
-    }
-    let (a_data, b_data) = (a_pool.max(a_end), b_pool.max(b_end));
-    let has_pool = a_pool < old.len();
-    if old[a_data..] != new[b_data..] || has_pool && a_pool % POOL_ALIGNMENT != b_pool % POOL_ALIGNMENT {
-        return Err("the constant pool differs or lost its alignment".into());
-    }
-    Ok(())
-}
+pub use check::check_same_program;
 
 #[cfg(test)]
 mod tests {
@@ -528,17 +481,16 @@ mod tests {
         assert!(relaid.aligned_loops);
         let out = relaid.code;
         check_same_program(&code, &out).unwrap();
-        // The loop head L moves to the next line, after NOPs; the forward `jne` keeps its rel32 form; the back edge
-        // becomes `jmp rel8`.
+        // The loop head L moves to the next line, after NOPs; both branches become 2-byte forms.
         let l = LOOP_ALIGNMENT;
         assert_eq!(out[0], 0x55);
         assert_eq!(&out[1..10], NOPS[8]);
-        assert_eq!(&out[l..l + 8], &[0x0f, 0x85, 2, 0, 0, 0, 0xeb, 0xf8]);
-        assert_eq!(relocs[0].offset as usize, l + 17);
-        assert_eq!(out.len(), (l + 22).next_multiple_of(16) + 8, "the pool keeps its 16-byte alignment");
+        assert_eq!(&out[l..l + 4], &[0x75, 0x02, 0xeb, 0xfc]);
+        assert_eq!(relocs[0].offset as usize, l + 13);
+        assert_eq!(out.len(), (l + 18).next_multiple_of(16) + 8, "the pool keeps its 16-byte alignment");
         // The check sees through the padding but not through a changed instruction.
         let mut broken = out.clone();
-        broken[l + 8] = 0x4c; // imul rax, [rip + d] -> imul r8, [rip + d]
+        broken[l + 4] = 0x4c; // imul rax, [rip + d] -> imul r8, [rip + d]
         assert!(check_same_program(&code, &broken).is_err());
     }
 
