@@ -2,21 +2,21 @@
 //!
 //! In: the bytes of one x64 function exactly as Cranelift emitted them — instructions, then zero padding and the
 //! constant pool that RIP-relative operands refer to — its relocations, and the end of its prologue. Out: the same
-//! instructions with every branch that can reach its target in a signed byte re-encoded in its 2-byte form
-//! (`jmp rel8`, `jcc rel8`) instead of Cranelift's fixed 5/6-byte `rel32` form, the blocks each loop's fall-through
-//! cycle branches out to written right after that cycle ([`hot_cycles`]), every loop head (the target of a
-//! backward branch) moved to a [`LOOP_ALIGNMENT`] boundary with NOPs, every branch and RIP-relative displacement
-//! re-aimed at the moved target, the constant pool moved with its alignment kept, and the relocation offsets
-//! updated.
+//! instructions with the blocks each loop's fall-through cycle branches out to written right after that cycle
+//! ([`hot_cycles`]), every loop back edge and every branch from such a cycle to such a block that can reach its
+//! target in a signed byte re-encoded in its 2-byte form (`jmp rel8`, `jcc rel8`) instead of Cranelift's fixed
+//! 5/6-byte `rel32` form, every loop head (the target of a backward branch) moved to a [`LOOP_ALIGNMENT`] boundary
+//! with NOPs, every branch and RIP-relative displacement re-aimed at the moved target, the constant pool moved with
+//! its alignment kept, and the relocation offsets updated.
 //!
 //! Why: Cranelift's x64 backend has no short branch form, so a loop spans more bytes, fetch blocks and cache lines
 //! than a native compiler's: on an AMD EPYC bench machine that made `sieve` 20% slower, and on the Intel Xeon one
-//! `branchy`'s tokenizer loop runs at clang's speed only when its hot cycle fits one 64-byte line
-//! ([`hot_cycles`]). Sessions before the re-layout moved blocks kept forward branches long, because on the AMD
-//! machine shortening them made `branchy` 30% slower (more branches per line); on the Intel machine the short
-//! forms and the moved blocks together make it 1.02x of clang instead of 1.26x (samples/bench/README.md). The
-//! layout is the relaxation every assembler does: start with every branch short, lengthen the ones whose
-//! displacement does not fit, repeat until nothing changes (a branch is only ever lengthened, so it terminates).
+//! `branchy`'s tokenizer loop runs at clang's speed only when its hot cycle fits one 64-byte line ([`hot_cycles`]).
+//! Other forward branches keep their 6 bytes: shortening every forward branch packs more branches into each line,
+//! which made `branchy` 30% slower on the AMD machine and `sieve` slower on the Intel one (1.09x → 1.13–1.18x
+//! of clang, same instructions). The layout is the relaxation every assembler does: start with every candidate
+//! short, lengthen the ones whose displacement does not fit, repeat until nothing changes (a branch is only ever
+//! lengthened, so it terminates).
 //!
 //! Loop heads are aligned to the 64-byte cache line, as native compilers align loops (`.p2align`): Cranelift has no
 //! block alignment of its own, so where a loop starts inside its line depended on unrelated code before it. On the
@@ -246,11 +246,6 @@ impl Layout {
                 }
             }
         }
-        // Branch lengths: short (2 bytes) unless inside the prologue or proven too far.
-        let long: Vec<bool> = instructions
-            .iter()
-            .map(|d| matches!(d.kind, Kind::Jump { .. } | Kind::CondJump { .. }) && d.offset < prologue_end)
-            .collect();
         // Loop heads: targets of backward branches after the prologue.
         let mut loop_head = vec![false; instructions.len()];
         for d in &instructions {
@@ -260,7 +255,18 @@ impl Layout {
                 }
             }
         }
-        let order = hot_cycles::write_order(&instructions, &index_of, &loop_head);
+        let hot_cycles::HotOrder { order, exits_to_moved } =
+            hot_cycles::write_order(&instructions, &index_of, &loop_head);
+        // Branch lengths: short (2 bytes) unless inside the prologue, forward out of anything but a hot cycle's
+        // branch to a block moved after it (see the module documentation), or proven too far.
+        let long: Vec<bool> = (instructions.iter().zip(&exits_to_moved))
+            .map(|(d, &exit)| match d.kind {
+                Kind::Jump { target } | Kind::CondJump { target, .. } => {
+                    d.offset < prologue_end || target > d.offset && !exit
+                }
+                _ => false,
+            })
+            .collect();
         let n = instructions.len();
         Some(Layout {
             instructions,
@@ -481,16 +487,17 @@ mod tests {
         assert!(relaid.aligned_loops);
         let out = relaid.code;
         check_same_program(&code, &out).unwrap();
-        // The loop head L moves to the next line, after NOPs; both branches become 2-byte forms.
+        // The loop head L moves to the next line, after NOPs; the forward `jne` keeps its rel32 form; the back edge
+        // becomes `jmp rel8`.
         let l = LOOP_ALIGNMENT;
         assert_eq!(out[0], 0x55);
         assert_eq!(&out[1..10], NOPS[8]);
-        assert_eq!(&out[l..l + 4], &[0x75, 0x02, 0xeb, 0xfc]);
-        assert_eq!(relocs[0].offset as usize, l + 13);
-        assert_eq!(out.len(), (l + 18).next_multiple_of(16) + 8, "the pool keeps its 16-byte alignment");
+        assert_eq!(&out[l..l + 8], &[0x0f, 0x85, 2, 0, 0, 0, 0xeb, 0xf8]);
+        assert_eq!(relocs[0].offset as usize, l + 17);
+        assert_eq!(out.len(), (l + 22).next_multiple_of(16) + 8, "the pool keeps its 16-byte alignment");
         // The check sees through the padding but not through a changed instruction.
         let mut broken = out.clone();
-        broken[l + 4] = 0x4c; // imul rax, [rip + d] -> imul r8, [rip + d]
+        broken[l + 8] = 0x4c; // imul rax, [rip + d] -> imul r8, [rip + d]
         assert!(check_same_program(&code, &broken).is_err());
     }
 

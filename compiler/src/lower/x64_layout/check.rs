@@ -102,7 +102,12 @@ pub fn check_same_program(old: &[u8], new: &[u8]) -> Result<(), String> {
                 forward.insert(x, y);
                 backward.insert(y, x);
             }
-            _ => return Err(format!("old offset {:#x} and new {:#x} correspond to different instructions", dx.offset, dy.offset)),
+            _ => {
+                return Err(format!(
+                    "old offset {:#x} and new {:#x} correspond to different instructions",
+                    dx.offset, dy.offset
+                ))
+            }
         }
         let same = match (dx.kind, dy.kind) {
             (Kind::Plain, Kind::Plain) | (Kind::Stop, Kind::Stop) => a.bytes(&dx) == b.bytes(&dy),

@@ -12,7 +12,8 @@
 //! only when that cycle fits in one 64-byte line, as clang lays it out (2.77 µs per run against 3.3–3.9 µs for the
 //! same instructions over two lines, measured by mapping the code at every alignment; samples/bench/README.md).
 //! Placing those blocks right after the cycle's closing `jmp` makes every branch out of the cycle short, as a
-//! native compiler's block placement does, and keeps them out of the cycle's line.
+//! native compiler's block placement does, and keeps them out of the cycle's line. Those branches start in their
+//! 2-byte form; other forward branches keep rel32 (`x64_layout` module documentation).
 //!
 //! Which blocks move: a *cycle* is the run of instructions from a loop head to the first unconditional `jmp`, when
 //! that `jmp` goes back to the head and no other loop head or stop (`ret`, `ud2`) comes first. A *block* leaving it
@@ -34,15 +35,21 @@ const MAX_BLOCK_BYTES: usize = 96;
 /// The most instructions a cycle is followed through (a hot cycle that fits a cache line has far fewer).
 const MAX_CYCLE_INSTRUCTIONS: usize = 48;
 
-/// The instructions' indices in write order (module documentation).
-pub(super) fn write_order(
-    instructions: &[Decoded],
-    index_of: &HashMap<usize, usize>,
-    loop_head: &[bool],
-) -> Vec<usize> {
+/// The write order [`write_order`] plans.
+pub(super) struct HotOrder {
+    /// The instructions' indices in the order they are written.
+    pub order: Vec<usize>,
+    /// Per instruction: a branch of a cycle to a block moved right after it, which starts in its 2-byte form.
+    pub exits_to_moved: Vec<bool>,
+}
+
+/// The instructions' write order (module documentation).
+pub(super) fn write_order(instructions: &[Decoded], index_of: &HashMap<usize, usize>, loop_head: &[bool]) -> HotOrder {
     let n = instructions.len();
-    let cycles: Vec<(usize, usize)> =
-        (0..n).filter(|&h| loop_head[h]).filter_map(|h| cycle_from(instructions, loop_head, h).map(|c| (h, c))).collect();
+    let cycles: Vec<(usize, usize)> = (0..n)
+        .filter(|&h| loop_head[h])
+        .filter_map(|h| cycle_from(instructions, loop_head, h).map(|c| (h, c)))
+        .collect();
     // Instructions that must stay where they are: the cycles themselves, then each moved block.
     let mut claimed = vec![false; n];
     for &(h, c) in &cycles {
@@ -50,18 +57,22 @@ pub(super) fn write_order(
     }
     let mut after: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
     let mut moved = vec![false; n];
+    let mut exits_to_moved = vec![false; n];
     for &(h, c) in &cycles {
         let mut blocks = Vec::new();
-        for d in &instructions[h..=c] {
+        for (i, d) in instructions.iter().enumerate().take(c + 1).skip(h) {
             let Kind::CondJump { target, .. } = d.kind else { continue };
             let Some(&t) = index_of.get(&target) else { continue };
             if t <= c {
                 continue;
             }
-            if let Some(e) = movable_block(instructions, loop_head, &claimed, t) {
+            if moved[t] && blocks.iter().any(|&(start, _)| start == t) {
+                exits_to_moved[i] = true;
+            } else if let Some(e) = movable_block(instructions, loop_head, &claimed, t) {
                 claimed[t..=e].iter_mut().for_each(|x| *x = true);
                 moved[t..=e].iter_mut().for_each(|x| *x = true);
                 blocks.push((t, e));
+                exits_to_moved[i] = true;
             }
         }
         let bytes = |&(t, e): &(usize, usize)| instructions[e].offset + instructions[e].len - instructions[t].offset;
@@ -75,7 +86,7 @@ pub(super) fn write_order(
             order.extend(t..=e);
         }
     }
-    order
+    HotOrder { order, exits_to_moved }
 }
 
 /// The index of the `jmp` that closes the cycle starting at loop head `h`, if it is one (module documentation).
@@ -167,8 +178,9 @@ mod tests {
         let out = shorten_and_align_loops(&code, &mut [], 1).expect("re-laid").code;
         check_same_program(&code, &out).unwrap();
         let l = LOOP_ALIGNMENT;
-        assert_eq!(&out[l..l + 8], &[0x3c, 0x09, 0x76, 0x0a, 0x04, 0x01, 0xeb, 0xf8], "jbe T, where it was");
-        assert_eq!(&out[l + 8..l + 10], &[0xc3, 0x04], "the exit's ret and the filler still follow the cycle");
+        // T stays after the filler, and the `jbe` to it keeps its rel32 form (only exits to moved blocks start short).
+        assert_eq!(&out[l..l + 4], &[0x3c, 0x09, 0x0f, 0x86]);
+        assert_eq!(&out[l + 8..l + 14], &[0x04, 0x01, 0xeb, 0xf4, 0xc3, 0x04], "the cycle, the exit's ret, the filler");
     }
 
     #[test]
