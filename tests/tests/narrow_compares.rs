@@ -94,6 +94,13 @@ fn compared_once_program(shape: usize, addend: i32, width: Width, cond: JumpCond
     let mut program = zero_extension(shape, addend);
     program.push(I::Load { size: MemSize::DW, sign_extend: false, dst: Reg::R0, src: Reg::R1, offset: 8 });
     program.push(I::JumpIf { width, cond, dst: Reg::R5, src: Operand::Imm(imm), offset: 2 });
+    push_two_way_tail(&mut program, branch);
+    program
+}
+
+/// The two instructions a compare skips or runs, then `exit`: a store of r0 and `r0 = 1` when `branch`, else
+/// `r0 += 1; r0 ^= 3` (no memory effect, so the compare may become a select).
+fn push_two_way_tail(program: &mut Vec<I>, branch: bool) {
     if branch {
         program.push(I::Store { size: MemSize::DW, dst: Reg::R1, offset: 16, src: Operand::Reg(Reg::R0) });
         program.push(alu(Width::W64, AluOp::Mov, Reg::R0, Operand::Imm(1)));
@@ -102,7 +109,6 @@ fn compared_once_program(shape: usize, addend: i32, width: Width, cond: JumpCond
         program.push(alu(Width::W64, AluOp::Xor, Reg::R0, Operand::Imm(3)));
     }
     program.push(I::Exit);
-    program
 }
 
 #[test]
@@ -168,14 +174,7 @@ fn word_compare_program(shape: usize, addend: i64, width: Width, cond: JumpCond,
         _ => (Reg::R3, Operand::Reg(Reg::R5)),
     };
     program.push(I::JumpIf { width, cond, dst, src, offset: 2 });
-    if c & 1 == 0 {
-        program.push(I::Store { size: MemSize::DW, dst: Reg::R1, offset: 16, src: Operand::Reg(Reg::R0) });
-        program.push(alu(Width::W64, AluOp::Mov, Reg::R0, Operand::Imm(1)));
-    } else {
-        program.push(alu(Width::W64, AluOp::Add, Reg::R0, Operand::Imm(1)));
-        program.push(alu(Width::W64, AluOp::Xor, Reg::R0, Operand::Imm(3)));
-    }
-    program.push(I::Exit);
+    push_two_way_tail(&mut program, c & 1 == 0);
     program
 }
 
