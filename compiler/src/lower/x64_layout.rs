@@ -255,14 +255,15 @@ impl Layout {
                 }
             }
         }
-        let hot_cycles::HotOrder { order, exits_to_moved } =
+        let hot_cycles::HotOrder { order, starts_short } =
             hot_cycles::write_order(&instructions, &index_of, &loop_head);
-        // Branch lengths: short (2 bytes) unless inside the prologue, forward out of anything but a hot cycle's
-        // branch to a block moved after it (see the module documentation), or proven too far.
-        let long: Vec<bool> = (instructions.iter().zip(&exits_to_moved))
-            .map(|(d, &exit)| match d.kind {
+        // Branch lengths: short (2 bytes) unless inside the prologue, forward and not one `write_order` marks (a hot
+        // cycle's branch to a block moved after it, a branch inside such a block; module documentation), or proven
+        // too far.
+        let long: Vec<bool> = (instructions.iter().zip(&starts_short))
+            .map(|(d, &short)| match d.kind {
                 Kind::Jump { target } | Kind::CondJump { target, .. } => {
-                    d.offset < prologue_end || target > d.offset && !exit
+                    d.offset < prologue_end || target > d.offset && !short
                 }
                 _ => false,
             })

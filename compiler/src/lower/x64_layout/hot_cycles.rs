@@ -43,7 +43,7 @@ pub(super) struct HotOrder {
     pub order: Vec<usize>,
     /// Per instruction: a branch of a cycle to a block moved right after it, or any instruction of a moved block;
     /// a branch among them starts in its 2-byte form.
-    pub exits_to_moved: Vec<bool>,
+    pub starts_short: Vec<bool>,
 }
 
 /// The instructions' write order (module documentation).
@@ -60,7 +60,7 @@ pub(super) fn write_order(instructions: &[Decoded], index_of: &HashMap<usize, us
     }
     let mut after: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
     let mut moved = vec![false; n];
-    let mut exits_to_moved = vec![false; n];
+    let mut starts_short = vec![false; n];
     for &(h, c) in &cycles {
         let mut blocks = Vec::new();
         for (i, d) in instructions.iter().enumerate().take(c + 1).skip(h) {
@@ -70,13 +70,13 @@ pub(super) fn write_order(instructions: &[Decoded], index_of: &HashMap<usize, us
                 continue;
             }
             if moved[t] && blocks.iter().any(|&(start, _)| start == t) {
-                exits_to_moved[i] = true;
+                starts_short[i] = true;
             } else if let Some(e) = movable_block(instructions, loop_head, &claimed, t) {
                 claimed[t..=e].iter_mut().for_each(|x| *x = true);
                 moved[t..=e].iter_mut().for_each(|x| *x = true);
                 blocks.push((t, e));
-                exits_to_moved[i] = true;
-                exits_to_moved[t..=e].iter_mut().for_each(|x| *x = true);
+                starts_short[i] = true;
+                starts_short[t..=e].iter_mut().for_each(|x| *x = true);
             }
         }
         let bytes = |&(t, e): &(usize, usize)| instructions[e].offset + instructions[e].len - instructions[t].offset;
@@ -90,7 +90,7 @@ pub(super) fn write_order(instructions: &[Decoded], index_of: &HashMap<usize, us
             order.extend(t..=e);
         }
     }
-    HotOrder { order, exits_to_moved }
+    HotOrder { order, starts_short }
 }
 
 /// The index of the `jmp` that closes the cycle starting at loop head `h`, if it is one (module documentation).
