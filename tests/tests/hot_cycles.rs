@@ -7,24 +7,16 @@
 
 use std::path::Path;
 
-use bpf2sys::compiled::Target;
-use bpf2sys::isa;
-use bpf2sys::lower::{self, LowerOptions};
-use bpf2sys::verifier::Verified;
-use bpf2sys_tests::bench::programs;
+use bpf2sys_tests::bench::{engines, programs};
 use iced_x86::{Decoder, DecoderOptions, FlowControl};
 
-/// The x64 code of bench program `name`'s only function, as it ships.
+/// The x64 code of bench program `name`'s entry function, lowered as the bench lowers it.
 fn bench_code(name: &str) -> Vec<u8> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests crate is inside the repository");
     let object = programs::bench_dir(root).join(format!("{name}.o"));
-    let code = programs::function_bytecode(&object, "entry").expect("bench object");
-    let module = bpf2sys_tests::native::module_from_instructions(name, isa::decode(&code).expect("decodes"));
-    let isa = lower::build_isa(Target::X64).expect("x64 ISA");
-    // The bench programs read their buffer through r1, which no program type allows: lowered unverified.
-    let unchecked = Verified::unchecked_for_testing(&module, 0).expect("constant callx targets");
-    let lowered = lower::lower_program(&*isa, &[unchecked], 0, &LowerOptions::new(Target::X64), false).expect("lowers");
-    lowered.program.functions[0].code.clone()
+    let bytecode = programs::function_bytecode(&object, "entry").expect("bench object");
+    let compiled = engines::lower_bytecode(name, &bytecode).expect("bench programs lower");
+    compiled.functions[0].code.clone()
 }
 
 #[test]

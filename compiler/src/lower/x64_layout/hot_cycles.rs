@@ -69,15 +69,15 @@ pub(super) fn write_order(instructions: &[Decoded], index_of: &HashMap<usize, us
             if t <= c {
                 continue;
             }
-            if moved[t] && blocks.iter().any(|&(start, _)| start == t) {
-                starts_short[i] = true;
-            } else if let Some(e) = movable_block(instructions, loop_head, &claimed, t) {
+            // A second branch of the cycle to a block already moved after it is short like the first.
+            if !blocks.iter().any(|&(start, _)| start == t) {
+                let Some(e) = movable_block(instructions, loop_head, &claimed, t) else { continue };
                 claimed[t..=e].iter_mut().for_each(|x| *x = true);
                 moved[t..=e].iter_mut().for_each(|x| *x = true);
-                blocks.push((t, e));
-                starts_short[i] = true;
                 starts_short[t..=e].iter_mut().for_each(|x| *x = true);
+                blocks.push((t, e));
             }
+            starts_short[i] = true;
         }
         let bytes = |&(t, e): &(usize, usize)| instructions[e].offset + instructions[e].len - instructions[t].offset;
         blocks.sort_by_key(bytes);
@@ -116,7 +116,7 @@ fn movable_block(instructions: &[Decoded], loop_head: &[bool], claimed: &[bool],
     }
     let start = instructions[t].offset;
     for (i, d) in instructions.iter().enumerate().skip(t) {
-        if claimed[i] || (i != t && loop_head[i]) || loop_head[t] || d.offset + d.len - start > MAX_BLOCK_BYTES {
+        if claimed[i] || loop_head[i] || d.offset + d.len - start > MAX_BLOCK_BYTES {
             return None;
         }
         match d.kind {
