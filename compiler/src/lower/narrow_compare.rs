@@ -652,35 +652,20 @@ mod tests {
         assert_eq!(range(&|b, x| with(b, Opcode::Band, x, 0x1234)), Some((0, 0x1234)));
         assert_eq!(range(&|b, x| with(b, Opcode::Band, x, -2)), None);
         // bor / bxor of a non-negative value with a non-negative constant: below the next power of two.
-        let top = |b: &mut FunctionBuilder, x, s| with(b, Opcode::Ushr, x, s);
-        assert_eq!(
-            range(&|b, x| {
-                let t = top(b, x, 56);
-                with(b, Opcode::Bor, t, 0x20)
-            }),
-            Some((0x20, 0xff))
-        );
-        assert_eq!(
-            range(&|b, x| {
-                let t = top(b, x, 60);
-                with(b, Opcode::Bor, t, 0x100)
-            }),
-            Some((0x100, 0x10f))
-        );
-        assert_eq!(
-            range(&|b, x| {
-                let t = top(b, x, 56);
-                with(b, Opcode::Bxor, t, 0x100)
-            }),
-            Some((0, 0x1ff))
-        );
-        assert_eq!(
-            range(&|b, x| {
-                let t = top(b, x, 56);
-                with(b, Opcode::Bor, t, -1)
-            }),
-            None
-        );
+        // (shift giving the value's range, operation, constant, expected range)
+        let cases = [
+            (56, Opcode::Bor, 0x20, Some((0x20, 0xff))),
+            (60, Opcode::Bor, 0x100, Some((0x100, 0x10f))),
+            (56, Opcode::Bxor, 0x100, Some((0, 0x1ff))),
+            (56, Opcode::Bor, -1, None),
+        ];
+        for (shift, op, k, expected) in cases {
+            let shape = |b: &mut FunctionBuilder, x| {
+                let t = with(b, Opcode::Ushr, x, shift);
+                with(b, op, t, k)
+            };
+            assert_eq!(range(&shape), expected, "(x >> {shift}) {op} {k:#x}");
+        }
         assert_eq!(range(&|b, x| with(b, Opcode::Bxor, x, 1)), None);
         assert_eq!(range(&|b, x| b.ins().ireduce(types::I16, x)), None);
         let low = |b: &mut FunctionBuilder, x| {
